@@ -83,6 +83,7 @@ type Server struct {
 	// means "http"). When empty, Load derives it: stdio for a command, sse
 	// for a URL whose path ends in /sse, otherwise "" which means streamable
 	// HTTP with a fallback to SSE when the server does not speak it.
+	// After Load, Transport holds the canonical value and Type is empty.
 	Transport string `mapstructure:"transport"`
 	Type      string `mapstructure:"type"`
 

@@ -1,0 +1,774 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"maps"
+	"math"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/viper"
+	"github.com/tailscale/hujson"
+)
+
+// Formats of a configuration file, as accepted by [Parse].
+const (
+	FormatJSON = "json" // JSON with comments and trailing commas
+	FormatYAML = "yaml"
+	FormatTOML = "toml"
+)
+
+// searchNames are the files [Find] looks for, in order, when no file is
+// given explicitly.
+var searchNames = []string{"toolgate.json", "toolgate.yaml", "toolgate.yml", "toolgate.toml"}
+
+// Find returns the configuration file to use. An explicit path is returned
+// as is when it names an existing regular file, and is an error otherwise.
+// With no explicit path Find looks in the working directory for
+// toolgate.json, toolgate.yaml, toolgate.yml and toolgate.toml, in this
+// order, and returns the first present (as a relative name). When none is
+// present it returns "" and a nil error: the caller then serves the
+// built-in demo.
+func Find(explicit string) (string, error) {
+	if explicit != "" {
+		fi, err := os.Stat(explicit)
+		if err != nil {
+			return "", fmt.Errorf("config file: %w", err)
+		}
+		if fi.IsDir() {
+			return "", fmt.Errorf("config file %s: is a directory", explicit)
+		}
+		return explicit, nil
+	}
+	for _, name := range searchNames {
+		fi, err := os.Stat(name)
+		switch {
+		case err == nil && !fi.IsDir():
+			return name, nil
+		case err == nil, errors.Is(err, fs.ErrNotExist):
+			continue
+		default:
+			return "", fmt.Errorf("look for config file: %w", err)
+		}
+	}
+	return "", nil
+}
+
+// FormatOf returns the format of a configuration file named path, from
+// its extension (.json, .yaml, .yml or .toml, in any case).
+func FormatOf(path string) (string, error) {
+	switch ext := strings.ToLower(filepath.Ext(path)); ext {
+	case ".json":
+		return FormatJSON, nil
+	case ".yaml", ".yml":
+		return FormatYAML, nil
+	case ".toml":
+		return FormatTOML, nil
+	default:
+		return "", fmt.Errorf("config file %s: unknown format %q (want .json, .yaml, .yml or .toml)", path, ext)
+	}
+}
+
+// Load reads, interpolates, decodes, normalises and validates the
+// configuration file at path; its format comes from the extension (see
+// [FormatOf]). Environment variables are read with [os.LookupEnv].
+//
+// When the file is well-formed but invalid, the error is an [*Error]
+// (reachable with [errors.As]) whose File is path and whose Problems list
+// every problem found, each with its key path. Other errors (unreadable
+// file, syntax error) are wrapped.
+func Load(path string) (*Config, error) {
+	format, err := FormatOf(path)
+	if err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	c, err := parse(data, format, os.LookupEnv)
+	if err != nil {
+		var ce *Error
+		if errors.As(err, &ce) {
+			ce.File = path
+			return nil, ce
+		}
+		return nil, fmt.Errorf("load config %s: %w", path, err)
+	}
+	c.Path = path
+	return c, nil
+}
+
+// Parse is [Load] from bytes: format is "json", "yaml" (or "yml") or
+// "toml". The returned Config has an empty Path.
+func Parse(data []byte, format string) (*Config, error) {
+	return parse(data, format, os.LookupEnv)
+}
+
+// parse is Parse with an injectable environment.
+func parse(data []byte, format string, lookup func(string) (string, bool)) (*Config, error) {
+	raw, err := decodeRaw(data, format)
+	if err != nil {
+		return nil, err
+	}
+	l := &loader{lookup: lookup, bad: map[string]bool{}, origin: map[string]string{}}
+	c := l.decode(raw)
+	l.normalise(c, raw)
+	l.interpolate(c)
+	l.resolveTransports(c)
+	applyDefaults(c)
+	l.validate(c)
+	if len(l.problems) > 0 {
+		return nil, newError(l.problems)
+	}
+	return c, nil
+}
+
+// codecs decodes YAML, TOML and (standardised) JSON into maps. Unlike
+// viper.ReadConfig it keeps the case of keys, which matters for server
+// names, environment variables and headers.
+var codecs = viper.NewCodecRegistry()
+
+// decodeRaw turns a document into a generic map, without interpretation.
+func decodeRaw(data []byte, format string) (map[string]any, error) {
+	format = strings.ToLower(format)
+	switch format {
+	case FormatJSON:
+		std, err := hujson.Standardize(slices.Clone(data))
+		if err != nil {
+			return nil, fmt.Errorf("decode json: %w", err)
+		}
+		data = std
+	case FormatYAML, "yml", FormatTOML:
+	default:
+		return nil, fmt.Errorf("unknown config format %q (want json, yaml or toml)", format)
+	}
+	dec, err := codecs.Decoder(format)
+	if err != nil {
+		return nil, fmt.Errorf("decode %s: %w", format, err)
+	}
+	m := map[string]any{}
+	if err := dec.Decode(data, m); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", format, err)
+	}
+	return m, nil
+}
+
+// loader carries the state of one parse: the problems found so far, the
+// key paths whose value is known bad (so that later checks do not report
+// consequences of an earlier problem twice), the values as written before
+// interpolation (so messages never show a secret), and where each project
+// and server sits in the file.
+type loader struct {
+	lookup   func(string) (string, bool)
+	problems []Problem
+	bad      map[string]bool
+	origin   map[string]string
+	projects []placed[Project]
+	servers  []placed[Server]
+}
+
+// placed is a value with its key path in the file.
+type placed[T any] struct {
+	path string
+	v    *T
+}
+
+func (l *loader) addf(path, format string, args ...any) {
+	l.problems = append(l.problems, Problem{Path: path, Message: fmt.Sprintf(format, args...)})
+	l.bad[path] = true
+}
+
+// shown is the value at path as the file wrote it, for messages.
+func (l *loader) shown(path, value string) string {
+	if o, ok := l.origin[path]; ok {
+		return o
+	}
+	return value
+}
+
+// decode checks raw against the Config type, reporting unknown keys and
+// mistyped values with their paths, and decodes what is well-formed with
+// mapstructure. Bad parts are left out, so that the later stages can
+// still report their own problems.
+func (l *loader) decode(raw map[string]any) *Config {
+	clean, _ := l.clean("", raw, configType)
+	c := new(Config)
+	dc := &mapstructure.DecoderConfig{
+		Result:      c,
+		TagName:     "mapstructure",
+		ErrorUnused: true,
+		DecodeHook:  durationHook,
+	}
+	dec, err := mapstructure.NewDecoder(dc)
+	if err == nil {
+		err = dec.Decode(clean)
+	}
+	if err != nil {
+		// clean only holds well-typed values, so this is not expected.
+		l.addf("", "decode: %v", err)
+	}
+	return c
+}
+
+var (
+	configType   = reflect.TypeFor[Config]()
+	durationType = reflect.TypeFor[Duration]()
+)
+
+// durationHook decodes a Duration from a Go duration string or from a
+// number of milliseconds.
+func durationHook(_, to reflect.Type, data any) (any, error) {
+	if to != durationType {
+		return data, nil
+	}
+	return parseDuration(data)
+}
+
+// parseDuration accepts a Go duration string ("1m30s") or a number of
+// milliseconds. Negative durations are errors.
+func parseDuration(v any) (Duration, error) {
+	var ms float64
+	switch x := v.(type) {
+	case Duration:
+		if x < 0 {
+			return 0, fmt.Errorf("negative duration %s", x.D())
+		}
+		return x, nil
+	case string:
+		d, err := time.ParseDuration(x)
+		if err != nil {
+			return 0, fmt.Errorf("invalid duration %q (want e.g. \"60s\" or a number of milliseconds): %w", x, err)
+		}
+		if d < 0 {
+			return 0, fmt.Errorf("negative duration %q", x)
+		}
+		return Duration(d), nil
+	case int:
+		ms = float64(x)
+		if x >= 0 && int64(x) <= math.MaxInt64/int64(time.Millisecond) {
+			return Duration(int64(x) * int64(time.Millisecond)), nil
+		}
+	case int64:
+		ms = float64(x)
+		if x >= 0 && x <= math.MaxInt64/int64(time.Millisecond) {
+			return Duration(x * int64(time.Millisecond)), nil
+		}
+	case uint64:
+		ms = float64(x)
+	case float64:
+		ms = x
+	default:
+		return 0, fmt.Errorf("expected a duration (\"60s\" or a number of milliseconds), got %s", describe(v))
+	}
+	switch {
+	case math.IsNaN(ms) || math.IsInf(ms, 0):
+		return 0, fmt.Errorf("invalid duration %v", ms)
+	case ms < 0:
+		return 0, fmt.Errorf("negative duration %vms", ms)
+	case ms*float64(time.Millisecond) >= math.MaxInt64:
+		return 0, fmt.Errorf("duration %vms is too large", ms)
+	}
+	return Duration(ms * float64(time.Millisecond)), nil
+}
+
+// clean checks v against type t at path and returns a copy of it holding
+// only the well-formed parts, with struct keys spelled as their tags. ok is
+// false when v itself is unusable.
+func (l *loader) clean(path string, v any, t reflect.Type) (out any, ok bool) {
+	if v == nil {
+		return nil, true
+	}
+	if t == durationType {
+		if _, err := parseDuration(v); err != nil {
+			l.addf(path, "%v", err)
+			return nil, false
+		}
+		return v, true
+	}
+	switch t.Kind() {
+	case reflect.Pointer:
+		return l.clean(path, v, t.Elem())
+	case reflect.Struct:
+		m, ok := l.mapping(path, v)
+		if !ok {
+			return nil, false
+		}
+		return l.cleanStruct(path, m, t), true
+	case reflect.Map:
+		m, ok := l.mapping(path, v)
+		if !ok {
+			return nil, false
+		}
+		out := make(map[string]any, len(m))
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			p := child(path, k)
+			if m[k] == nil && t.Elem().Kind() != reflect.Pointer {
+				l.addf(p, "expected %s, got null", want(t.Elem()))
+				continue
+			}
+			if cv, ok := l.clean(p, m[k], t.Elem()); ok {
+				out[k] = cv
+			}
+		}
+		return out, true
+	case reflect.Slice:
+		list, ok := v.([]any)
+		if !ok {
+			l.addf(path, "expected %s, got %s", want(t), describe(v))
+			return nil, false
+		}
+		out := make([]any, 0, len(list))
+		for i, e := range list {
+			p := index(path, i)
+			if e == nil && t.Elem().Kind() != reflect.Pointer {
+				l.addf(p, "expected %s, got null", want(t.Elem()))
+				continue
+			}
+			if cv, ok := l.clean(p, e, t.Elem()); ok {
+				out = append(out, cv)
+			}
+		}
+		return out, true
+	case reflect.String:
+		if _, ok := v.(string); !ok {
+			l.addf(path, "expected %s, got %s%s", want(t), describe(v), quoteHint(v))
+			return nil, false
+		}
+		return v, true
+	case reflect.Bool:
+		if _, ok := v.(bool); !ok {
+			l.addf(path, "expected %s, got %s", want(t), describe(v))
+			return nil, false
+		}
+		return v, true
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		n, ok := toInt64(v)
+		if !ok || reflect.New(t).Elem().OverflowInt(n) {
+			l.addf(path, "expected %s, got %s", want(t), describe(v))
+			return nil, false
+		}
+		return n, true
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		n, ok := toInt64(v)
+		if !ok || n < 0 || reflect.New(t).Elem().OverflowUint(uint64(n)) {
+			l.addf(path, "expected %s, got %s", want(t), describe(v))
+			return nil, false
+		}
+		return uint64(n), true
+	case reflect.Float32, reflect.Float64:
+		switch x := v.(type) {
+		case int:
+			return float64(x), true
+		case int64:
+			return float64(x), true
+		case uint64:
+			return float64(x), true
+		case float64:
+			return x, true
+		}
+		l.addf(path, "expected %s, got %s", want(t), describe(v))
+		return nil, false
+	default:
+		// Interfaces and kinds the Config does not use: let mapstructure
+		// decide.
+		return v, true
+	}
+}
+
+// cleanStruct matches the keys of m to the fields of struct type t the way
+// mapstructure does (exact name first, then case-insensitively) and
+// reports keys that match nothing.
+func (l *loader) cleanStruct(path string, m map[string]any, t reflect.Type) map[string]any {
+	fields := keysOf(t)
+	out := make(map[string]any, len(m))
+	given := map[string]string{} // field key -> key as written
+	keys := slices.Sorted(maps.Keys(m))
+	// Exact matches first, so that `command` wins over `Command`.
+	slices.SortStableFunc(keys, func(a, b string) int {
+		_, ea := fields[a]
+		_, eb := fields[b]
+		switch {
+		case ea && !eb:
+			return -1
+		case eb && !ea:
+			return 1
+		}
+		return 0
+	})
+	for _, k := range keys {
+		p := child(path, k)
+		name, ft, found := lookupField(fields, k)
+		if !found {
+			if s := suggest(k, fields); s != "" {
+				l.addf(p, "unknown key (did you mean %q?)", s)
+			} else {
+				l.addf(p, "unknown key")
+			}
+			continue
+		}
+		if prev, dup := given[name]; dup {
+			l.addf(p, "duplicate key (also given as %q)", prev)
+			continue
+		}
+		given[name] = k
+		if cv, ok := l.clean(p, m[k], ft); ok {
+			out[name] = cv
+		}
+	}
+	return out
+}
+
+// keysOf returns the decodable fields of struct type t by key.
+func keysOf(t reflect.Type) map[string]reflect.Type {
+	fields := map[string]reflect.Type{}
+	for f := range t.Fields() {
+		if !f.IsExported() {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("mapstructure"), ",")
+		if name == "-" {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		fields[name] = f.Type
+	}
+	return fields
+}
+
+func lookupField(fields map[string]reflect.Type, k string) (string, reflect.Type, bool) {
+	if t, ok := fields[k]; ok {
+		return k, t, true
+	}
+	for _, name := range slices.Sorted(maps.Keys(fields)) {
+		if strings.EqualFold(name, k) {
+			return name, fields[name], true
+		}
+	}
+	return "", nil, false
+}
+
+// suggest returns the field key closest to an unknown key k, if close.
+func suggest(k string, fields map[string]reflect.Type) string {
+	if len(k) < 3 {
+		return ""
+	}
+	best, bestD := "", 3
+	for _, name := range slices.Sorted(maps.Keys(fields)) {
+		if d := distance(strings.ToLower(k), strings.ToLower(name)); d < bestD {
+			best, bestD = name, d
+		}
+	}
+	return best
+}
+
+// distance is the Levenshtein distance of a and b, capped for long inputs.
+func distance(a, b string) int {
+	if len(a) > 64 || len(b) > 64 {
+		return math.MaxInt
+	}
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// mapping returns v as a map with string keys, reporting anything else.
+func (l *loader) mapping(path string, v any) (map[string]any, bool) {
+	switch m := v.(type) {
+	case map[string]any:
+		return m, true
+	case map[any]any:
+		out := make(map[string]any, len(m))
+		ok := true
+		for k, e := range m {
+			s, isStr := k.(string)
+			if !isStr {
+				l.addf(path, "key %v is not a string (quote it)", k)
+				ok = false
+				continue
+			}
+			out[s] = e
+		}
+		return out, ok
+	default:
+		l.addf(path, "expected an object, got %s", describe(v))
+		return nil, false
+	}
+}
+
+func toInt64(v any) (int64, bool) {
+	switch x := v.(type) {
+	case int:
+		return int64(x), true
+	case int64:
+		return x, true
+	case uint64:
+		if x > math.MaxInt64 {
+			return 0, false
+		}
+		return int64(x), true
+	case float64:
+		if x != math.Trunc(x) || x < math.MinInt64 || x >= math.MaxInt64 {
+			return 0, false
+		}
+		return int64(x), true
+	}
+	return 0, false
+}
+
+// want describes what a value of type t looks like in a file.
+func want(t reflect.Type) string {
+	if t == durationType {
+		return `a duration ("60s" or a number of milliseconds)`
+	}
+	switch t.Kind() {
+	case reflect.Pointer:
+		return want(t.Elem())
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return "an integer"
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a non-negative integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "a list of " + strings.TrimPrefix(strings.TrimPrefix(want(t.Elem()), "a "), "an ") + "s"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	}
+	return t.String()
+}
+
+// describe names the kind of a decoded value for messages.
+func describe(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case string:
+		return "a string"
+	case bool:
+		return "a boolean"
+	case int, int64, uint64, float64:
+		return "a number"
+	case []any:
+		return "a list"
+	case map[string]any, map[any]any:
+		return "an object"
+	case time.Time:
+		return "a date"
+	}
+	return fmt.Sprintf("a value of type %T", v)
+}
+
+// quoteHint helps with YAML and TOML, where `PORT: 8080` is a number.
+func quoteHint(v any) string {
+	switch v.(type) {
+	case bool, int, int64, uint64, float64:
+		return " (quote it)"
+	}
+	return ""
+}
+
+// child is the key path of key k under parent. Keys that are not plain
+// words are quoted: headers["X.Y"].
+func child(parent, k string) string {
+	if !plainKey(k) {
+		return fmt.Sprintf("%s[%q]", parent, k)
+	}
+	if parent == "" {
+		return k
+	}
+	return parent + "." + k
+}
+
+// index is the key path of element i of the list at parent.
+func index(parent string, i int) string {
+	return fmt.Sprintf("%s[%d]", parent, i)
+}
+
+func plainKey(k string) bool {
+	if k == "" {
+		return false
+	}
+	for _, r := range k {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// normalise moves a file without `projects` into the default project, sets
+// the Name fields, and records where each project and server sits.
+func (l *loader) normalise(c *Config, raw map[string]any) {
+	if c.Projects == nil {
+		c.Projects = map[string]*Project{DefaultProject: {
+			AllowedTools: c.AllowedTools,
+			MCPServers:   c.MCPServers,
+		}}
+		c.AllowedTools, c.MCPServers = nil, nil
+		l.place(c, DefaultProject, "")
+		return
+	}
+	for _, k := range slices.Sorted(maps.Keys(raw)) {
+		if raw[k] == nil {
+			continue
+		}
+		if name, _, ok := lookupField(keysOf(configType), k); ok && (name == "mcpServers" || name == "allowedTools") {
+			l.addf(child("", k), "not allowed together with projects (move it into a project)")
+		}
+	}
+	c.AllowedTools, c.MCPServers = nil, nil
+	if len(c.Projects) == 0 {
+		l.addf("projects", "no projects defined")
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.Projects)) {
+		l.place(c, name, child("projects", name))
+	}
+}
+
+// place names project name and its servers and records their paths.
+func (l *loader) place(c *Config, name, path string) {
+	p := c.Projects[name]
+	if p == nil {
+		p = new(Project)
+		c.Projects[name] = p
+	}
+	p.Name = name
+	l.projects = append(l.projects, placed[Project]{path, p})
+	for _, sn := range slices.Sorted(maps.Keys(p.MCPServers)) {
+		s := p.MCPServers[sn]
+		if s == nil {
+			s = new(Server)
+			p.MCPServers[sn] = s
+		}
+		s.Name = sn
+		l.servers = append(l.servers, placed[Server]{child(child(path, "mcpServers"), sn), s})
+	}
+}
+
+// applyDefaults fills in what the file left out.
+func applyDefaults(c *Config) {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.CallTimeout == 0 {
+		c.CallTimeout = Duration(DefaultCallTimeout)
+	}
+	if c.StartupTimeout == 0 {
+		c.StartupTimeout = Duration(DefaultStartupTimeout)
+	}
+}
+
+// canonicalTransport maps the spellings of transports that MCP clients use
+// to the Transport constants.
+func canonicalTransport(s string) (string, bool) {
+	switch strings.ToLower(s) {
+	case TransportStdio:
+		return TransportStdio, true
+	case TransportHTTP, "streamable-http", "streamablehttp", "streamable_http":
+		return TransportHTTP, true
+	case TransportSSE:
+		return TransportSSE, true
+	}
+	return "", false
+}
+
+// resolveTransports merges `type` into `transport` and derives the
+// transport when neither is given.
+func (l *loader) resolveTransports(c *Config) {
+	for _, ps := range l.servers {
+		p, s := ps.path, ps.v
+		tr, trOK := canonicalTransport(s.Transport)
+		if s.Transport != "" && !trOK {
+			l.addf(child(p, "transport"), "unknown transport %q (want stdio, http or sse)", s.Transport)
+		}
+		ty, tyOK := canonicalTransport(s.Type)
+		if s.Type != "" && !tyOK {
+			l.addf(child(p, "type"), "unknown transport %q (want stdio, http or sse)", s.Type)
+		}
+		switch {
+		case trOK && tyOK && tr != ty:
+			l.addf(child(p, "type"), "type %q conflicts with transport %q", s.Type, s.Transport)
+			l.bad[child(p, "transport")] = true
+		case trOK:
+		case tyOK:
+			tr = ty
+		}
+		s.Transport, s.Type = tr, ""
+		if s.Transport != "" || l.bad[child(p, "transport")] || l.bad[child(p, "type")] {
+			continue
+		}
+		switch {
+		case s.Command != "":
+			s.Transport = TransportStdio
+		case s.URL != "" && !l.bad[child(p, "url")] && isSSEURL(s.URL):
+			s.Transport = TransportSSE
+		}
+	}
+}
+
+// isSSEURL reports whether the path of u ends in /sse, the convention of
+// servers that speak the HTTP+SSE transport.
+func isSSEURL(u string) bool {
+	pu, err := parseHTTPURL(u)
+	if err != nil {
+		return false
+	}
+	return strings.HasSuffix(strings.TrimSuffix(pu.Path, "/"), "/sse")
+}
+
+// Equal reports whether two servers are configured identically, comparing
+// every field (nil and empty lists or maps are equal). Reload restarts an
+// upstream only when its server is not Equal to the running one.
+func Equal(a, b *Server) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Name == b.Name &&
+		a.Command == b.Command &&
+		slices.Equal(a.Args, b.Args) &&
+		maps.Equal(a.Env, b.Env) &&
+		a.Cwd == b.Cwd &&
+		a.URL == b.URL &&
+		maps.Equal(a.Headers, b.Headers) &&
+		a.Transport == b.Transport &&
+		a.Type == b.Type &&
+		(a.Prefix == nil) == (b.Prefix == nil) &&
+		(a.Prefix == nil || *a.Prefix == *b.Prefix) &&
+		slices.Equal(a.AllowedTools, b.AllowedTools) &&
+		slices.Equal(a.AllowedToolsGlob, b.AllowedToolsGlob) &&
+		slices.Equal(a.DenyToolsGlob, b.DenyToolsGlob) &&
+		slices.Equal(a.AllowedResourcesGlob, b.AllowedResourcesGlob) &&
+		slices.Equal(a.DenyResourcesGlob, b.DenyResourcesGlob) &&
+		slices.Equal(a.AllowedPromptsGlob, b.AllowedPromptsGlob) &&
+		slices.Equal(a.DenyPromptsGlob, b.DenyPromptsGlob) &&
+		a.Timeout == b.Timeout &&
+		a.Disabled == b.Disabled
+}
