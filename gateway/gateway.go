@@ -1,0 +1,341 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/toolgate/toolgate/internal/config"
+)
+
+// Principal is who makes a call: the project it belongs to and, once keys
+// exist, the key and the client's address. A Code Mode script calls as its
+// caller's principal.
+type Principal struct {
+	Project  string
+	KeyID    string
+	ClientIP string
+}
+
+// ToolCall is one call on the tool path.
+type ToolCall struct {
+	Principal Principal
+	// Name is the namespaced tool name a client sees (server__tool).
+	Name string
+	// Arguments is the JSON object of arguments (nil for none).
+	Arguments json.RawMessage
+	// Meta is the request's _meta; a progress token in it is mapped to
+	// one of the gateway's own for the upstream call.
+	Meta mcp.Meta
+	// Session is the downstream MCP session the call came from; it receives
+	// progress and the upstream's requests made during the call. It may be
+	// nil (a call without a client session).
+	Session *mcp.ServerSession
+}
+
+// Error codes of a refused or failed call, as Code Mode reports them.
+const (
+	CodeNotFound    = "not_found"
+	CodeUnavailable = "unavailable"
+	CodeTimeout     = "timeout"
+)
+
+// CallError is a call the gateway refused or could not complete. Its
+// message is meant for the caller; for a tool that is hidden by a filter it
+// is the same as for a tool that does not exist.
+type CallError struct {
+	Code    string
+	Message string
+}
+
+func (e *CallError) Error() string { return e.Message }
+
+// Options configure a Gateway. A nil *Options means defaults.
+type Options struct {
+	// Logger receives the gateway's structured logs (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// Gateway serves the projects of one configuration.
+type Gateway struct {
+	log *slog.Logger
+
+	reloadMu sync.Mutex // one Start/Reload/Close at a time
+
+	mu       sync.RWMutex
+	cfg      *config.Config
+	projects map[string]*project
+}
+
+// New returns a gateway for cfg; Start connects its upstreams.
+func New(cfg *config.Config, opts *Options) *Gateway {
+	if opts == nil {
+		opts = &Options{}
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Gateway{log: log, cfg: cfg, projects: map[string]*project{}}
+}
+
+// StartupError lists what keeps a configuration from being served: name
+// collisions and names that break the MCP rules, found once the upstreams
+// have said what they offer.
+type StartupError struct {
+	Problems []string
+}
+
+func (e *StartupError) Error() string {
+	return "configuration cannot be served:\n  " + strings.Join(e.Problems, "\n  ")
+}
+
+// Start connects every upstream, waits for each first attempt (at most the
+// configured startup timeout; an upstream that is down keeps reconnecting in
+// the background) and makes the tools visible. Name collisions and invalid
+// names are a *StartupError, and nothing keeps running.
+func (g *Gateway) Start(ctx context.Context) error {
+	g.reloadMu.Lock()
+	defer g.reloadMu.Unlock()
+	return g.apply(ctx, g.cfg, true)
+}
+
+// Reload validates and swaps in cfg: unchanged upstreams keep their
+// sessions, changed ones are restarted, connected clients stay connected and
+// see list_changed. On any error the running configuration stays as it was.
+func (g *Gateway) Reload(ctx context.Context, cfg *config.Config) error {
+	g.reloadMu.Lock()
+	defer g.reloadMu.Unlock()
+	g.mu.RLock()
+	oldListen := g.cfg.Listen
+	g.mu.RUnlock()
+	if cfg.Listen != oldListen {
+		return fmt.Errorf("listen: changing the listener (%s to %s) needs a restart", oldListen, cfg.Listen)
+	}
+	return g.apply(ctx, cfg, false)
+}
+
+// apply prepares every project of cfg, checks the result, and either
+// commits all projects or rolls every one back.
+func (g *Gateway) apply(ctx context.Context, cfg *config.Config, first bool) error {
+	g.mu.RLock()
+	existing := maps.Clone(g.projects)
+	g.mu.RUnlock()
+
+	type prepared struct {
+		p       *project
+		s       setup
+		started []*upstream
+	}
+	var all []prepared
+	rollback := func() {
+		for _, pr := range all {
+			for _, u := range pr.started {
+				u.stop()
+			}
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(cfg.Projects)) {
+		p := existing[name]
+		if p == nil {
+			p = newProject(g, name)
+		}
+		s, started, err := p.prepare(cfg.Projects[name])
+		all = append(all, prepared{p, s, started})
+		if err != nil {
+			rollback()
+			return fmt.Errorf("projects.%s: %w", name, err)
+		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, cfg.StartupTimeout.D()+time.Second)
+	for _, pr := range all {
+		waitFirst(wctx, pr.started)
+	}
+	cancel()
+	var problems []string
+	for _, pr := range all {
+		_, probs := compute(pr.s)
+		for _, pb := range probs {
+			problems = append(problems, "project "+pr.p.name+": "+pb)
+		}
+	}
+	if len(problems) > 0 {
+		rollback()
+		sort.Strings(problems)
+		return &StartupError{Problems: problems}
+	}
+	for _, pr := range all {
+		pr.p.commit(pr.s)
+	}
+	g.mu.Lock()
+	g.cfg = cfg
+	newProjects := map[string]*project{}
+	for _, pr := range all {
+		newProjects[pr.p.name] = pr.p
+	}
+	var gone []*project
+	for name, p := range g.projects {
+		if newProjects[name] == nil {
+			gone = append(gone, p)
+		}
+	}
+	g.projects = newProjects
+	g.mu.Unlock()
+	for _, p := range gone {
+		p.stop()
+	}
+	if !first {
+		g.log.Info("configuration reloaded", "path", cfg.Path, "projects", len(newProjects))
+	}
+	return nil
+}
+
+// Close stops every upstream (killing stdio process groups) and closes
+// client sessions.
+func (g *Gateway) Close() {
+	g.reloadMu.Lock()
+	defer g.reloadMu.Unlock()
+	g.mu.Lock()
+	ps := slices.Collect(maps.Values(g.projects))
+	g.projects = map[string]*project{}
+	g.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, p := range ps {
+		wg.Go(p.stop)
+	}
+	wg.Wait()
+}
+
+// Config returns the running configuration.
+func (g *Gateway) Config() *config.Config {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return g.cfg
+}
+
+func (g *Gateway) project(name string) *project {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return g.projects[name]
+}
+
+// Server returns the MCP server of a project, for serving it over another
+// transport (stdio); nil if there is no such project.
+func (g *Gateway) Server(projectName string) *mcp.Server {
+	if p := g.project(projectName); p != nil {
+		return p.server
+	}
+	return nil
+}
+
+// CallTool is the one tool path: every call, from an MCP client or from a
+// Code Mode binding, goes through it. It finds the tool among those visible
+// to the caller's project (a filtered tool is not found), applies the
+// upstream's deadline and calls it. A tool that fails returns a result with
+// IsError; a refused call returns a *CallError.
+func (g *Gateway) CallTool(ctx context.Context, call *ToolCall) (*mcp.CallToolResult, error) {
+	p := g.project(call.Principal.Project)
+	if p == nil {
+		return nil, &CallError{Code: CodeNotFound, Message: fmt.Sprintf("unknown project %q", call.Principal.Project)}
+	}
+	return g.callTool(ctx, p, call)
+}
+
+func (g *Gateway) callTool(ctx context.Context, p *project, call *ToolCall) (*mcp.CallToolResult, error) {
+	r := p.lookupTool(call.Name)
+	if r == nil {
+		return nil, &CallError{Code: CodeNotFound, Message: fmt.Sprintf("unknown tool %q", call.Name)}
+	}
+	cs, err := r.up.session()
+	if err != nil {
+		return nil, &CallError{Code: CodeUnavailable, Message: err.Error()}
+	}
+	params := &mcp.CallToolParams{Name: r.upstream, Meta: call.Meta}
+	if len(call.Arguments) > 0 && string(call.Arguments) != "null" {
+		params.Arguments = call.Arguments
+	}
+	if tok := call.Meta.GetMeta()["progressToken"]; tok != nil && call.Session != nil {
+		upTok, forget := p.newProgressToken(call.Session, tok)
+		defer forget()
+		params.Meta = maps.Clone(call.Meta)
+		params.Meta["progressToken"] = upTok
+	}
+	cctx, cancel := context.WithTimeout(ctx, r.up.callTimeout)
+	defer cancel()
+	defer r.up.track(call.Session)()
+	res, err := cs.CallTool(cctx, params)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err() // the caller cancelled; the upstream was told
+		}
+		if cctx.Err() == context.DeadlineExceeded {
+			return nil, &CallError{Code: CodeTimeout, Message: fmt.Sprintf("tool %q did not answer within %v", call.Name, r.up.callTimeout)}
+		}
+		var rpcErr *jsonrpc.Error
+		if errors.As(err, &rpcErr) {
+			return nil, rpcErr // the upstream's own protocol error, unchanged
+		}
+		return nil, &CallError{Code: CodeUnavailable, Message: fmt.Sprintf("server %q failed during the call: %v", r.up.cfg.Name, err)}
+	}
+	return res, nil
+}
+
+// toMCPResult turns the tool path's outcome into what an MCP client gets:
+// an unknown (or hidden) tool is the same protocol error the MCP SDK gives
+// for a tool it does not have; other refusals are tool errors the agent can
+// read.
+func toMCPResult(res *mcp.CallToolResult, err error) (*mcp.CallToolResult, error) {
+	var ce *CallError
+	if errors.As(err, &ce) {
+		if ce.Code == CodeNotFound {
+			return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: ce.Message}
+		}
+		r := &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: ce.Message}}}
+		return r, nil
+	}
+	return res, err
+}
+
+// ProjectStatus is one project's part of /readyz.
+type ProjectStatus struct {
+	Ready     bool                      `json:"ready"`
+	Tools     int                       `json:"tools"`
+	Upstreams map[string]UpstreamStatus `json:"upstreams"`
+	Problems  []string                  `json:"problems,omitempty"`
+}
+
+// UpstreamStatus is one upstream's part of /readyz.
+type UpstreamStatus struct {
+	State     string `json:"state"`
+	Transport string `json:"transport"`
+	Tools     int    `json:"tools"`
+	Restarts  int    `json:"restarts"`
+	Error     string `json:"error,omitempty"`
+}
+
+// Status reports every project and upstream; ready is true when every
+// enabled upstream is ready.
+func (g *Gateway) Status() (ready bool, projects map[string]ProjectStatus) {
+	g.mu.RLock()
+	ps := maps.Clone(g.projects)
+	g.mu.RUnlock()
+	ready = true
+	projects = map[string]ProjectStatus{}
+	for name, p := range ps {
+		st := p.status()
+		ready = ready && st.Ready
+		projects[name] = st
+	}
+	return ready, projects
+}

@@ -1,0 +1,67 @@
+package gateway
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/toolgate/toolgate/internal/config"
+)
+
+// Handler returns the gateway's HTTP routes:
+//
+//	/mcp                 the default project (streamable HTTP)
+//	/v1/mcp/{project}    any project
+//	/healthz             liveness, always 200 while the process serves
+//	/readyz              200 when every enabled upstream is ready, else 503
+func (g *Gateway) Handler() http.Handler {
+	started := time.Now()
+	mux := http.NewServeMux()
+	mux.HandleFunc("/mcp", func(w http.ResponseWriter, r *http.Request) {
+		g.serveProject(w, r, config.DefaultProject)
+	})
+	mux.HandleFunc("/v1/mcp/{project}", func(w http.ResponseWriter, r *http.Request) {
+		g.serveProject(w, r, r.PathValue("project"))
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{
+			"status":  "ok",
+			"version": Version,
+			"uptime":  time.Since(started).Round(time.Second).String(),
+		})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ready, projects := g.Status()
+		code := http.StatusOK
+		if !ready {
+			code = http.StatusServiceUnavailable
+		}
+		writeJSON(w, code, map[string]any{"ready": ready, "projects": projects})
+	})
+	return mux
+}
+
+func (g *Gateway) serveProject(w http.ResponseWriter, r *http.Request, name string) {
+	p := g.project(name)
+	if p == nil {
+		writeJSON(w, http.StatusNotFound, map[string]any{
+			"jsonrpc": "2.0", "id": nil,
+			"error": map[string]any{"code": -32600, "message": "unknown project " + quote(name)},
+		})
+		return
+	}
+	p.http.ServeHTTP(w, r)
+}
+
+func quote(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

@@ -1,0 +1,183 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/toolgate/toolgate/internal/config"
+)
+
+// inheritedEnv lists the variables of the gateway's own environment that a
+// stdio upstream inherits; everything else comes from the server's `env`.
+// A gateway's environment often holds secrets meant for other servers, so
+// upstreams do not get all of it.
+var inheritedEnv = []string{"HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "TMPDIR", "TZ"}
+
+// upstreamProtocolVersion is the protocol version toolgate offers upstream
+// servers. Newer versions (2026-07-28) replace server-to-client requests with
+// multi round-trip results, which the relay does not carry yet.
+const upstreamProtocolVersion = "2025-11-25"
+
+// processGroup is a started stdio upstream whose whole process group is
+// killed when the connection ends.
+type processGroup struct {
+	pid int
+}
+
+// kill sends SIGKILL to the whole process group (npx, node and whatever
+// else the server started). It is safe to call more than once.
+func (p *processGroup) kill() {
+	if p == nil || p.pid <= 0 {
+		return
+	}
+	_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+}
+
+// connection is one live session with an upstream plus what must be torn
+// down with it.
+type connection struct {
+	session *mcp.ClientSession
+	group   *processGroup // nil for remote servers
+}
+
+// close ends the session, then kills what is left of the process group.
+func (c *connection) close() {
+	if c == nil {
+		return
+	}
+	if c.session != nil {
+		_ = c.session.Close()
+	}
+	c.group.kill()
+}
+
+// headerTransport adds a server's configured headers to every request and
+// never forwards anything from the downstream client.
+type headerTransport struct {
+	base    http.RoundTripper
+	headers map[string]string
+}
+
+func (t *headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	for k, v := range t.headers {
+		r.Header.Set(k, v)
+	}
+	return t.base.RoundTrip(r)
+}
+
+// connect starts or reaches the upstream described by s and completes the
+// MCP handshake.
+func connect(ctx context.Context, client *mcp.Client, s *config.Server, log *slog.Logger) (*connection, error) {
+	opts := &mcp.ClientSessionOptions{ProtocolVersion: upstreamProtocolVersion}
+	switch s.Transport {
+	case config.TransportStdio:
+		return connectStdio(ctx, client, s, opts, log)
+	case config.TransportHTTP, config.TransportSSE, "":
+		hc := &http.Client{Transport: &headerTransport{base: http.DefaultTransport, headers: s.Headers}}
+		if s.Transport == config.TransportSSE {
+			cs, err := client.Connect(ctx, &mcp.SSEClientTransport{Endpoint: s.URL, HTTPClient: hc}, opts)
+			return &connection{session: cs}, err
+		}
+		cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: s.URL, HTTPClient: hc, MaxRetries: -1}, opts)
+		if err == nil || s.Transport == config.TransportHTTP || ctx.Err() != nil {
+			return &connection{session: cs}, err
+		}
+		// Transport not given: an old-style server answers streamable
+		// HTTP's POST with an error, so try SSE before giving up.
+		cs, sseErr := client.Connect(ctx, &mcp.SSEClientTransport{Endpoint: s.URL, HTTPClient: hc}, opts)
+		if sseErr != nil {
+			return nil, fmt.Errorf("streamable HTTP: %w; SSE: %v", err, sseErr)
+		}
+		log.Info("upstream speaks the SSE transport", "url", s.URL)
+		return &connection{session: cs}, nil
+	default:
+		return nil, fmt.Errorf("unknown transport %q", s.Transport)
+	}
+}
+
+func connectStdio(ctx context.Context, client *mcp.Client, s *config.Server, opts *mcp.ClientSessionOptions, log *slog.Logger) (*connection, error) {
+	cmd := exec.Command(s.Command, s.Args...)
+	cmd.Dir = s.Cwd
+	cmd.Env = upstreamEnv(s.Env)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	t := &mcp.CommandTransport{Command: cmd, TerminateDuration: 2 * time.Second}
+	conn := &connection{}
+	cs, err := client.Connect(ctx, &startHook{CommandTransport: t, cmd: cmd, onStart: func() {
+		conn.group = &processGroup{pid: cmd.Process.Pid}
+		go logLines(stderr, log)
+	}}, opts)
+	if err != nil {
+		conn.group.kill()
+		if cmd.Process != nil {
+			_ = cmd.Wait()
+		}
+		return nil, err
+	}
+	conn.session = cs
+	return conn, nil
+}
+
+// startHook runs onStart right after the command has started, before the
+// handshake, so that a handshake failure still kills the process group.
+type startHook struct {
+	*mcp.CommandTransport
+	cmd     *exec.Cmd
+	onStart func()
+}
+
+func (h *startHook) Connect(ctx context.Context) (mcp.Connection, error) {
+	c, err := h.CommandTransport.Connect(ctx)
+	if err == nil && h.cmd.Process != nil {
+		h.onStart()
+	}
+	return c, err
+}
+
+// upstreamEnv is the environment of a stdio upstream: the inherited basics
+// plus the server's own `env`, which wins.
+func upstreamEnv(extra map[string]string) []string {
+	var env []string
+	for _, k := range inheritedEnv {
+		if _, set := extra[k]; set {
+			continue
+		}
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	for k, v := range extra {
+		env = append(env, k+"="+v)
+	}
+	return env
+}
+
+// logLines copies an upstream's stderr to the log, one record a line.
+func logLines(r io.Reader, log *slog.Logger) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 4096), 64*1024)
+	for sc.Scan() {
+		if line := strings.TrimSpace(sc.Text()); line != "" {
+			log.Debug("upstream stderr", "line", line)
+		}
+	}
+	if err := sc.Err(); err != nil && !errors.Is(err, os.ErrClosed) {
+		log.Debug("upstream stderr", "error", err)
+	}
+}

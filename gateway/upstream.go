@@ -1,0 +1,327 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/toolgate/toolgate/internal/config"
+)
+
+// Upstream states, as reported by /readyz.
+const (
+	StateStarting  = "starting"
+	StateReady     = "ready"
+	StateUnhealthy = "unhealthy"
+	StateDisabled  = "disabled"
+	StateStopped   = "stopped"
+)
+
+// Supervision timings. Variables so that tests of this package can shorten
+// them; operators tune the call and startup deadlines in the config.
+var (
+	backoffMin     = 500 * time.Millisecond
+	backoffMax     = 30 * time.Second
+	backoffReset   = time.Minute // a session that lasted this long resets the backoff
+	pingInterval   = 15 * time.Second
+	pingTimeout    = 10 * time.Second
+	refreshTimeout = 30 * time.Second
+)
+
+// catalog is what an upstream offers, as last listed.
+type catalog struct {
+	tools     []*mcp.Tool
+	resources []*mcp.Resource
+	templates []*mcp.ResourceTemplate
+	prompts   []*mcp.Prompt
+	caps      *mcp.ServerCapabilities
+}
+
+// upstreamHooks is what an upstream tells its project about.
+type upstreamHooks interface {
+	// changed is called after the upstream's state or catalog changed.
+	changed(u *upstream)
+	// clientOptions returns the handlers relaying notifications and
+	// server-to-client requests of u to the project's clients.
+	clientOptions(u *upstream) *mcp.ClientOptions
+}
+
+// upstream supervises the session with one upstream server: it connects,
+// lists what the server offers, watches its health (session end, pings)
+// and reconnects with exponential backoff. Calls use the current session.
+type upstream struct {
+	cfg            *config.Server
+	log            *slog.Logger
+	callTimeout    time.Duration
+	startupTimeout time.Duration
+	hooks          upstreamHooks
+
+	cancel   context.CancelFunc
+	done     chan struct{} // closed when run returns
+	attempt  chan struct{} // closed when the first connection attempt ended
+	refresh  chan struct{} // a list_changed notification arrived
+	attemptO sync.Once
+
+	mu       sync.Mutex
+	state    string
+	lastErr  string
+	conn     *connection
+	cat      catalog
+	restarts int
+	inflight []*mcp.ServerSession // downstream sessions with a call in flight, oldest first
+}
+
+func newUpstream(cfg *config.Server, callTimeout, startupTimeout time.Duration, hooks upstreamHooks, log *slog.Logger) *upstream {
+	if cfg.Timeout > 0 {
+		callTimeout = cfg.Timeout.D()
+	}
+	u := &upstream{
+		cfg:            cfg,
+		log:            log.With("server", cfg.Name),
+		callTimeout:    callTimeout,
+		startupTimeout: startupTimeout,
+		hooks:          hooks,
+		done:           make(chan struct{}),
+		attempt:        make(chan struct{}),
+		refresh:        make(chan struct{}, 1),
+		state:          StateStarting,
+	}
+	if cfg.Disabled {
+		u.state = StateDisabled
+	}
+	return u
+}
+
+// start begins supervision in the background.
+func (u *upstream) start() {
+	if u.cfg.Disabled {
+		close(u.done)
+		u.attemptO.Do(func() { close(u.attempt) })
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	u.cancel = cancel
+	go u.run(ctx)
+}
+
+// stop ends supervision, closes the session and kills the process group.
+func (u *upstream) stop() {
+	if u.cancel != nil {
+		u.cancel()
+	}
+	<-u.done
+}
+
+// waitFirstAttempt blocks until the first connection attempt ended or ctx
+// is done.
+func (u *upstream) waitFirstAttempt(ctx context.Context) {
+	select {
+	case <-u.attempt:
+	case <-ctx.Done():
+	}
+}
+
+func (u *upstream) run(ctx context.Context) {
+	defer close(u.done)
+	defer u.attemptO.Do(func() { close(u.attempt) })
+	backoff := backoffMin
+	for {
+		began := time.Now()
+		err := u.serve(ctx)
+		if ctx.Err() != nil {
+			u.setState(StateStopped, "", nil, catalog{})
+			return
+		}
+		u.log.Warn("upstream unhealthy", "error", err)
+		u.setState(StateUnhealthy, err.Error(), nil, catalog{})
+		u.attemptO.Do(func() { close(u.attempt) })
+		u.hooks.changed(u)
+		if time.Since(began) > backoffReset {
+			backoff = backoffMin
+		}
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			u.setState(StateStopped, "", nil, catalog{})
+			return
+		}
+		backoff = min(backoff*2, backoffMax)
+		u.mu.Lock()
+		u.restarts++
+		n := u.restarts
+		u.mu.Unlock()
+		u.log.Info("restarting upstream", "attempt", n)
+	}
+}
+
+// serve runs one session from connect to its end and says why it ended.
+func (u *upstream) serve(ctx context.Context) error {
+	client := mcp.NewClient(&mcp.Implementation{Name: "toolgate", Version: Version}, u.hooks.clientOptions(u))
+	client.AddReceivingMiddleware(rootsMiddleware(u))
+	cctx, cancel := context.WithTimeout(ctx, u.startupTimeout)
+	conn, err := connect(cctx, client, u.cfg, u.log)
+	if err != nil {
+		cancel()
+		if cctx.Err() != nil && ctx.Err() == nil {
+			return fmt.Errorf("no answer to initialize within %v", u.startupTimeout)
+		}
+		return fmt.Errorf("connecting: %w", err)
+	}
+	defer conn.close()
+	cat, err := listCatalog(cctx, conn.session)
+	cancel()
+	if err != nil {
+		return err
+	}
+	if cat.caps != nil && cat.caps.Logging != nil {
+		// Ask for everything; each client's own level filters what it sees.
+		lctx, lcancel := context.WithTimeout(ctx, pingTimeout)
+		_ = conn.session.SetLoggingLevel(lctx, &mcp.SetLoggingLevelParams{Level: "debug"})
+		lcancel()
+	}
+	u.setState(StateReady, "", conn, cat)
+	u.attemptO.Do(func() { close(u.attempt) })
+	u.log.Info("upstream ready", "tools", len(cat.tools), "resources", len(cat.resources), "prompts", len(cat.prompts))
+	u.hooks.changed(u)
+
+	ended := make(chan error, 1)
+	go func() { ended <- conn.session.Wait() }()
+	ping := time.NewTicker(pingInterval)
+	defer ping.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-ended:
+			if err == nil {
+				err = errors.New("connection closed")
+			}
+			return fmt.Errorf("session ended: %w", err)
+		case <-ping.C:
+			pctx, pcancel := context.WithTimeout(ctx, pingTimeout)
+			err := conn.session.Ping(pctx, nil)
+			pcancel()
+			if err != nil && ctx.Err() == nil {
+				return fmt.Errorf("no answer to ping: %w", err)
+			}
+		case <-u.refresh:
+			rctx, rcancel := context.WithTimeout(ctx, refreshTimeout)
+			cat, err := listCatalog(rctx, conn.session)
+			rcancel()
+			if err != nil {
+				return fmt.Errorf("relisting after list_changed: %w", err)
+			}
+			u.setState(StateReady, "", conn, cat)
+			u.hooks.changed(u)
+		}
+	}
+}
+
+// requestRefresh asks the session loop to list the catalog again.
+func (u *upstream) requestRefresh() {
+	select {
+	case u.refresh <- struct{}{}:
+	default:
+	}
+}
+
+func (u *upstream) setState(state, errText string, conn *connection, cat catalog) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.state, u.lastErr, u.conn, u.cat = state, errText, conn, cat
+}
+
+// snapshot returns the state and catalog under the lock.
+func (u *upstream) snapshot() (state string, cat catalog) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.state, u.cat
+}
+
+// session returns the live session, or an error saying the server is down.
+func (u *upstream) session() (*mcp.ClientSession, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.state != StateReady || u.conn == nil {
+		return nil, fmt.Errorf("server %q is unavailable (%s)", u.cfg.Name, u.state)
+	}
+	return u.conn.session, nil
+}
+
+// track records that ss has a call in flight on u, for relaying the
+// requests the upstream makes during it; the returned func forgets it.
+func (u *upstream) track(ss *mcp.ServerSession) func() {
+	if ss == nil {
+		return func() {}
+	}
+	u.mu.Lock()
+	u.inflight = append(u.inflight, ss)
+	u.mu.Unlock()
+	return func() {
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		if i := slices.Index(u.inflight, ss); i >= 0 {
+			u.inflight = slices.Delete(u.inflight, i, i+1)
+		}
+	}
+}
+
+// caller returns the downstream session whose call on u started last and
+// is still in flight, or nil.
+func (u *upstream) caller() *mcp.ServerSession {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if n := len(u.inflight); n > 0 {
+		return u.inflight[n-1]
+	}
+	return nil
+}
+
+// listCatalog lists everything the server offers, following pagination.
+func listCatalog(ctx context.Context, cs *mcp.ClientSession) (catalog, error) {
+	var cat catalog
+	init := cs.InitializeResult()
+	if init != nil {
+		cat.caps = init.Capabilities
+	}
+	if cat.caps == nil {
+		cat.caps = &mcp.ServerCapabilities{}
+	}
+	if cat.caps.Tools != nil {
+		for t, err := range cs.Tools(ctx, nil) {
+			if err != nil {
+				return cat, fmt.Errorf("listing tools: %w", err)
+			}
+			cat.tools = append(cat.tools, t)
+		}
+	}
+	if cat.caps.Resources != nil {
+		for r, err := range cs.Resources(ctx, nil) {
+			if err != nil {
+				return cat, fmt.Errorf("listing resources: %w", err)
+			}
+			cat.resources = append(cat.resources, r)
+		}
+		for r, err := range cs.ResourceTemplates(ctx, nil) {
+			if err != nil {
+				return cat, fmt.Errorf("listing resource templates: %w", err)
+			}
+			cat.templates = append(cat.templates, r)
+		}
+	}
+	if cat.caps.Prompts != nil {
+		for p, err := range cs.Prompts(ctx, nil) {
+			if err != nil {
+				return cat, fmt.Errorf("listing prompts: %w", err)
+			}
+			cat.prompts = append(cat.prompts, p)
+		}
+	}
+	return cat, nil
+}

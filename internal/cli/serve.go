@@ -1,0 +1,229 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/spf13/cobra"
+
+	"github.com/toolgate/toolgate/gateway"
+	"github.com/toolgate/toolgate/internal/config"
+	"github.com/toolgate/toolgate/internal/demo"
+)
+
+type serveFlags struct {
+	listen  string
+	stdio   bool
+	project string
+	watch   bool
+}
+
+func newServe(g *globals) *cobra.Command {
+	f := &serveFlags{}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the gateway (with no configuration file, a built-in demo)",
+		Long: `Run the gateway. Clients connect over streamable HTTP to /mcp (the
+default project) or /v1/mcp/{project}, or, with --stdio, over standard input
+and output. SIGHUP reloads the configuration; --watch also reloads it when
+the file changes. With no configuration file, serve runs a built-in demo.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runServe(cmd.Context(), g, f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.listen, "listen", "", "listen address, overriding the configuration's `listen` (port 0 picks a free port)")
+	fl.BoolVar(&f.stdio, "stdio", false, "serve one MCP client over stdin/stdout instead of HTTP")
+	fl.StringVar(&f.project, "project", config.DefaultProject, "project to serve with --stdio")
+	fl.BoolVar(&f.watch, "watch", false, "reload the configuration when its file changes")
+	return cmd
+}
+
+func runServe(ctx context.Context, g *globals, f *serveFlags) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	log, err := g.logger()
+	if err != nil {
+		return err
+	}
+	path, err := config.Find(g.config)
+	if err != nil {
+		return err
+	}
+	var cfg *config.Config
+	demoMode := path == ""
+	if demoMode {
+		cfg, err = startDemo(ctx, log)
+	} else {
+		cfg, err = config.Load(path)
+	}
+	if err != nil {
+		return err
+	}
+	if f.listen != "" {
+		cfg.Listen = f.listen
+	}
+	if f.stdio && demoMode {
+		return usageError{errors.New("--stdio needs a configuration file (-c)")}
+	}
+
+	gw := gateway.New(cfg, &gateway.Options{Logger: log})
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := gw.Start(ctx); err != nil {
+		gw.Close()
+		return err
+	}
+	defer gw.Close()
+
+	if path != "" {
+		go reloadLoop(ctx, gw, path, f.watch, log)
+	}
+
+	if f.stdio {
+		srv := gw.Server(f.project)
+		if srv == nil {
+			return usageError{fmt.Errorf("--project: no project %q in %s", f.project, path)}
+		}
+		log.Info("serving over stdio", "project", f.project)
+		err := srv.Run(ctx, &mcp.StdioTransport{})
+		if err != nil && ctx.Err() == nil {
+			return err
+		}
+		return nil
+	}
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           gw.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	base := "http://" + ln.Addr().String()
+	log.Info("toolgate listening", "url", base+"/mcp", "config", displayPath(path))
+	if demoMode {
+		printDemoBanner(g, base)
+	} else {
+		fmt.Fprintf(g.stderr, "toolgate listening on %s/mcp\n", base)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	return nil
+}
+
+// reloadLoop reloads the configuration on SIGHUP and, with watch, when the
+// file changes. A configuration that fails to load or to apply is logged
+// with every problem and the running one stays.
+func reloadLoop(ctx context.Context, gw *gateway.Gateway, path string, watch bool, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	var changes <-chan fsnotify.Event
+	if watch {
+		w, err := fsnotify.NewWatcher()
+		if err != nil {
+			log.Error("cannot watch the configuration file", "error", err)
+		} else {
+			defer w.Close()
+			// Watch the folder: editors replace files by renaming.
+			if err := w.Add(filepath.Dir(path)); err != nil {
+				log.Error("cannot watch the configuration file", "error", err)
+			}
+			changes = w.Events
+		}
+	}
+	abs, _ := filepath.Abs(path)
+	var debounce <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			reload(ctx, gw, path, "SIGHUP", log)
+		case ev := <-changes:
+			if p, _ := filepath.Abs(ev.Name); p == abs && ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename) != 0 {
+				debounce = time.After(200 * time.Millisecond)
+			}
+		case <-debounce:
+			debounce = nil
+			reload(ctx, gw, path, "file change", log)
+		}
+	}
+}
+
+func reload(ctx context.Context, gw *gateway.Gateway, path, why string, log *slog.Logger) {
+	log.Info("reloading configuration", "path", path, "trigger", why)
+	cfg, err := config.Load(path)
+	if err == nil {
+		cfg.Listen = gw.Config().Listen // a --listen override stays in force
+		err = gw.Reload(ctx, cfg)
+	}
+	if err != nil {
+		log.Error("configuration reload refused; the running configuration stays", "error", err.Error())
+	}
+}
+
+func displayPath(p string) string {
+	if p == "" {
+		return "(built-in demo)"
+	}
+	return p
+}
+
+// startDemo serves the built-in demo upstream on a loopback port of its own
+// and returns a configuration that fronts it.
+func startDemo(ctx context.Context, log *slog.Logger) (*config.Config, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("demo upstream: %w", err)
+	}
+	srv := demo.NewServer()
+	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, nil)
+	go func() { _ = http.Serve(ln, h) }()
+	context.AfterFunc(ctx, func() { ln.Close() })
+	log.Info("no configuration file found: serving the built-in demo")
+	return config.Demo("http://" + ln.Addr().String() + "/mcp"), nil
+}
+
+func printDemoBanner(g *globals, base string) {
+	fmt.Fprintf(g.stderr, `
+toolgate is running the built-in demo (no toolgate.json, .yaml or .toml found).
+
+  MCP endpoint:  %[1]s/mcp   (streamable HTTP)
+  Health:        %[1]s/healthz   Readiness: %[1]s/readyz
+
+Connect a client, for example:
+  claude mcp add --transport http toolgate %[1]s/mcp
+  npx @modelcontextprotocol/inspector   (then choose Streamable HTTP and %[1]s/mcp)
+
+The demo's tools are shown as demo__echo, demo__add, demo__list_records, ...
+Write a toolgate.json with your own mcpServers to serve them instead.
+
+`, base)
+}
