@@ -76,6 +76,11 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 	if f.listen != "" {
 		cfg.Listen = f.listen
 	}
+	if !f.stdio {
+		if err := checkLoopback(cfg.Listen); err != nil {
+			return err
+		}
+	}
 	if f.stdio && demoMode {
 		return usageError{errors.New("--stdio needs a configuration file (-c)")}
 	}
@@ -226,4 +231,20 @@ The demo's tools are shown as demo__echo, demo__add, demo__list_records, ...
 Write a toolgate.json with your own mcpServers to serve them instead.
 
 `, base)
+}
+
+// checkLoopback refuses listeners that other machines can reach: toolgate
+// does not authenticate clients yet, so it only serves this machine.
+func checkLoopback(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("listen: %q is not a loopback address; toolgate does not authenticate clients yet, so it serves only 127.0.0.1, ::1 or localhost", addr)
 }

