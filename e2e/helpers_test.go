@@ -1,0 +1,163 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/toolgate/toolgate/internal/e2etest"
+)
+
+// gateway is a running `toolgate serve` started by a test.
+type gateway struct {
+	proc       *e2etest.Proc
+	base       string // http://127.0.0.1:PORT
+	configPath string
+}
+
+// URL returns the MCP endpoint of the default project.
+func (g *gateway) URL() string { return g.base + "/mcp" }
+
+var listeningLine = regexp.MustCompile(`toolgate listening on (http://[0-9.:\[\]]+)/mcp`)
+
+// writeConfig writes a JSON configuration into a temporary folder.
+func writeConfig(t *testing.T, cfg string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "toolgate.json")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// startGateway runs `toolgate serve -c CONFIG --listen 127.0.0.1:0` with
+// extra arguments and waits until it listens.
+func startGateway(t *testing.T, cfg string, args ...string) *gateway {
+	t.Helper()
+	path := writeConfig(t, cfg)
+	return startGatewayFile(t, path, args...)
+}
+
+func startGatewayFile(t *testing.T, path string, args ...string) *gateway {
+	t.Helper()
+	bin := e2etest.BuildBinary(t, "./cmd/toolgate")
+	proc := e2etest.StartProcess(t, e2etest.ProcOptions{
+		Path: bin,
+		Args: append([]string{"serve", "-c", path, "--listen", "127.0.0.1:0", "--log-level", "debug"}, args...),
+		Dir:  filepath.Dir(path),
+	})
+	line := proc.WaitForLine(t, "toolgate listening on", 60*time.Second)
+	m := listeningLine.FindStringSubmatch(line)
+	if m == nil {
+		t.Fatalf("cannot find the address in %q", line)
+	}
+	return &gateway{proc: proc, base: m[1], configPath: path}
+}
+
+// connect opens an MCP client session to url.
+func connect(t *testing.T, url string, opts *mcp.ClientOptions) *mcp.ClientSession {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return e2etest.ConnectHTTP(t, ctx, url, nil, opts)
+}
+
+// toolNames lists the tools a session sees, sorted.
+func toolNames(t *testing.T, cs *mcp.ClientSession) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var names []string
+	for tool, err := range cs.Tools(ctx, nil) {
+		if err != nil {
+			t.Fatalf("listing tools: %v", err)
+		}
+		names = append(names, tool.Name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// callTool calls a tool and fails the test on a protocol error.
+func callTool(t *testing.T, cs *mcp.ClientSession, name string, args any) *mcp.CallToolResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: args})
+	if err != nil {
+		t.Fatalf("calling %s: %v", name, err)
+	}
+	return res
+}
+
+// text joins the text content of a result.
+func text(res *mcp.CallToolResult) string {
+	var b strings.Builder
+	for _, c := range res.Content {
+		if tc, ok := c.(*mcp.TextContent); ok {
+			b.WriteString(tc.Text)
+		}
+	}
+	return b.String()
+}
+
+// testUpstream returns the path of the built Go test upstream.
+func testUpstream(t *testing.T) string {
+	return e2etest.BuildBinary(t, "./internal/testupstream")
+}
+
+// jsonString quotes s for a JSON configuration.
+func jsonString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// eventually polls cond until it is true or the timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// readyz fetches /readyz and decodes it.
+func (g *gateway) readyz(t *testing.T) (int, map[string]any) {
+	t.Helper()
+	code, body := httpGet(t, g.base+"/readyz")
+	var v map[string]any
+	if err := json.Unmarshal(body, &v); err != nil {
+		t.Fatalf("readyz answered %q: %v", body, err)
+	}
+	return code, v
+}
+
+// upstreamState reads one upstream's state from /readyz.
+func (g *gateway) upstreamState(t *testing.T, project, server string) string {
+	_, v := g.readyz(t)
+	return fmt.Sprint(dig(v, "projects", project, "upstreams", server, "state"))
+}
+
+// dig walks nested JSON objects.
+func dig(v any, keys ...string) any {
+	for _, k := range keys {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = m[k]
+	}
+	return v
+}
