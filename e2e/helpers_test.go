@@ -32,7 +32,14 @@ var listeningLine = regexp.MustCompile(`toolgate listening on (http://[0-9.:\[\]
 // writeConfig writes a JSON configuration into a temporary folder.
 func writeConfig(t *testing.T, cfg string) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "toolgate.json")
+	return writeConfigAs(t, "toolgate.json", cfg)
+}
+
+// writeConfigAs writes a configuration file of the given name (its
+// extension says the format) into a temporary folder.
+func writeConfigAs(t *testing.T, name, cfg string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

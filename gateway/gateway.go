@@ -165,7 +165,7 @@ func (g *Gateway) apply(ctx context.Context, cfg *config.Config, first bool) err
 	cancel()
 	var problems []string
 	for _, pr := range all {
-		_, probs := compute(pr.s)
+		_, probs, _ := compute(pr.s)
 		for _, pb := range probs {
 			problems = append(problems, "project "+pr.p.name+": "+pb)
 		}

@@ -217,11 +217,13 @@ func (p *project) changed(u *upstream) {
 }
 
 // compute derives the registry of setup s from its upstreams' catalogs.
-// Problems are names that cannot be shown: collisions and names that break
-// the MCP rules.
-func compute(s setup) (registry, []string) {
-	reg := registry{tools: map[string]*route{}, prompts: map[string]*route{}, resources: map[string]*route{}, templates: map[string]*route{}}
-	var problems []string
+// Problems are tool and prompt names that cannot be shown: collisions and
+// names that break the MCP rules; they stop a startup or a reload. Warnings
+// are things left out that do not: a resource URI offered twice (the server
+// first in name order keeps it), a tool whose input schema the MCP rules
+// refuse.
+func compute(s setup) (reg registry, problems, warnings []string) {
+	reg = registry{tools: map[string]*route{}, prompts: map[string]*route{}, resources: map[string]*route{}, templates: map[string]*route{}}
 	owner := map[string]string{} // shown name -> server, for collision messages
 	names := slices.Sorted(maps.Keys(s.upstreams))
 	for _, server := range names {
@@ -249,7 +251,7 @@ func compute(s setup) (registry, []string) {
 				continue
 			}
 			if err := checkInputSchema(t); err != nil {
-				problems = append(problems, fmt.Sprintf("server %s: tool %q: %v", server, t.Name, err))
+				warnings = append(warnings, fmt.Sprintf("server %s: tool %q: %v", server, t.Name, err))
 				continue
 			}
 			owner["tool:"+shown] = server
@@ -280,7 +282,7 @@ func compute(s setup) (registry, []string) {
 				continue
 			}
 			if prev, dup := owner["resource:"+r.URI]; dup {
-				problems = append(problems, fmt.Sprintf("resource %q is offered by servers %s and %s", r.URI, prev, server))
+				warnings = append(warnings, fmt.Sprintf("resource %q is offered by servers %s and %s", r.URI, prev, server))
 				continue
 			}
 			owner["resource:"+r.URI] = server
@@ -292,11 +294,11 @@ func compute(s setup) (registry, []string) {
 			}
 			tmpl, err := uritemplate.New(t.URITemplate)
 			if err != nil {
-				problems = append(problems, fmt.Sprintf("server %s: resource template %q: %v", server, t.URITemplate, err))
+				warnings = append(warnings, fmt.Sprintf("server %s: resource template %q: %v", server, t.URITemplate, err))
 				continue
 			}
 			if prev, dup := owner["template:"+t.URITemplate]; dup {
-				problems = append(problems, fmt.Sprintf("resource template %q is offered by servers %s and %s", t.URITemplate, prev, server))
+				warnings = append(warnings, fmt.Sprintf("resource template %q is offered by servers %s and %s", t.URITemplate, prev, server))
 				continue
 			}
 			owner["template:"+t.URITemplate] = server
@@ -306,7 +308,8 @@ func compute(s setup) (registry, []string) {
 		}
 	}
 	sort.Strings(problems)
-	return reg, problems
+	sort.Strings(warnings)
+	return reg, problems, warnings
 }
 
 func newRoute(u *upstream, rules serverRules, upstreamName string, def any) *route {
@@ -338,7 +341,8 @@ func (p *project) rebuildLocked() {
 	p.mu.Lock()
 	s := p.setup
 	p.mu.Unlock()
-	reg, problems := compute(s)
+	reg, problems, warnings := compute(s)
+	problems = append(problems, warnings...)
 	p.mu.Lock()
 	old := p.reg
 	p.reg = reg

@@ -122,10 +122,9 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 	}
 	base := "http://" + ln.Addr().String()
 	log.Info("toolgate listening", "url", base+"/mcp", "config", displayPath(path))
+	fmt.Fprintf(g.stderr, "toolgate listening on %s/mcp\n", base)
 	if demoMode {
 		printDemoBanner(g, base)
-	} else {
-		fmt.Fprintf(g.stderr, "toolgate listening on %s/mcp\n", base)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -346,6 +346,10 @@ type (
 	empty struct{}
 )
 
+type environIn struct {
+	Names []string `json:"names" jsonschema:"environment variable names to report"`
+}
+
 func text(s string) *mcp.CallToolResult {
 	return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: s}}}
 }
@@ -502,6 +506,20 @@ func (st *state) registerTools(srv *mcp.Server, sseHeader http.Header) {
 				}},
 				&mcp.ResourceLink{URI: "test://static/2", Name: "static-2", MIMEType: "text/plain"},
 			}}, nil, nil
+		})
+
+	mcp.AddTool(srv, &mcp.Tool{Name: "environ", Description: "Returns JSON {cwd, env}: the working directory and the values of the named environment variables (null when unset)."},
+		func(ctx context.Context, req *mcp.CallToolRequest, in environIn) (*mcp.CallToolResult, any, error) {
+			wd, _ := os.Getwd()
+			env := map[string]any{}
+			for _, n := range in.Names {
+				if v, ok := os.LookupEnv(n); ok {
+					env[n] = v
+				} else {
+					env[n] = nil
+				}
+			}
+			return jsonText(map[string]any{"cwd": wd, "env": env}), nil, nil
 		})
 
 	mcp.AddTool(srv, &mcp.Tool{Name: "fail", Description: "Returns an isError result whose text is message."},
