@@ -149,7 +149,7 @@ func (p *project) prepare(cfg *config.Project) (setup, []*upstream, error) {
 	p.mu.Unlock()
 	var started []*upstream
 	for name, sc := range cfg.MCPServers {
-		if u := old[name]; u != nil && config.Equal(u.cfg, sc) {
+		if u := old[name]; u != nil && sameConnection(u.cfg, sc) {
 			s.upstreams[name] = u
 			continue
 		}
@@ -161,6 +161,20 @@ func (p *project) prepare(cfg *config.Project) (setup, []*upstream, error) {
 		u.start()
 	}
 	return s, started, nil
+}
+
+// sameConnection reports whether two configurations of a server describe
+// the same upstream session: only the filters or the prefix differ, which
+// a reload applies without reconnecting.
+func sameConnection(a, b *config.Server) bool {
+	a2, b2 := *a, *b
+	for _, s := range []*config.Server{&a2, &b2} {
+		s.Prefix = nil
+		s.AllowedTools, s.AllowedToolsGlob, s.DenyToolsGlob = nil, nil, nil
+		s.AllowedResourcesGlob, s.DenyResourcesGlob = nil, nil
+		s.AllowedPromptsGlob, s.DenyPromptsGlob = nil, nil
+	}
+	return config.Equal(&a2, &b2)
 }
 
 // waitFirst waits, at most until ctx is done, for the first connection
@@ -233,7 +247,7 @@ func compute(s setup) (reg registry, problems, warnings []string) {
 			continue
 		}
 		rules := s.rules[server]
-		prefix := prefixFor(u.cfg)
+		prefix := prefixFor(s.cfg.MCPServers[server])
 		for _, t := range cat.tools {
 			if !rules.tools.Allows(t.Name) {
 				continue
