@@ -16,6 +16,14 @@ const (
 	DefaultListen         = "127.0.0.1:8080"
 	DefaultCallTimeout    = 60 * time.Second
 	DefaultStartupTimeout = 30 * time.Second
+	DefaultDataDir        = "toolgate-data"
+
+	DefaultMaxRequestBodyBytes = 4 << 20
+	DefaultMaxHeaderBytes      = 64 << 10
+	DefaultReadHeaderTimeout   = 10 * time.Second
+	DefaultReadTimeout         = 60 * time.Second
+	DefaultIdleTimeout         = 120 * time.Second
+	DefaultMaxSessionsPerKey   = 64
 )
 
 // Config is a whole configuration file after loading: interpolated,
@@ -34,13 +42,95 @@ type Config struct {
 	// before it starts answering (slow upstreams keep connecting after).
 	StartupTimeout Duration `mapstructure:"startupTimeout"`
 
+	// DataDir holds the key database (toolgate.db). A relative path in the
+	// file is relative to the file's folder; the default is
+	// "toolgate-data" beside the file (or in the working directory).
+	DataDir string `mapstructure:"dataDir"`
+
+	// Auth decides whether clients must present an API key.
+	Auth Auth `mapstructure:"auth"`
+	// TLS serves HTTPS when certFile and keyFile are set.
+	TLS TLS `mapstructure:"tls"`
+	// AllowInsecureHTTP lets a listener that is not on loopback serve plain
+	// HTTP (a warning is logged at startup).
+	AllowInsecureHTTP bool `mapstructure:"allowInsecureHTTP"`
+	// AllowedIPs and DeniedIPs are CIDRs (or single addresses) checked for
+	// every request to the gateway; deny beats allow, an empty allow list
+	// allows all.
+	AllowedIPs []string `mapstructure:"allowedIPs"`
+	DeniedIPs  []string `mapstructure:"deniedIPs"`
+	// TrustedProxies are the CIDRs whose X-Forwarded-For header is
+	// believed; by default none.
+	TrustedProxies []string `mapstructure:"trustedProxies"`
+	// Limits bound what one request or one key may take.
+	Limits Limits `mapstructure:"limits"`
+
 	// Projects by name. After Load it always holds at least one project.
 	Projects map[string]*Project `mapstructure:"projects"`
 
 	// The top-level forms of the project keys, for a file without
 	// `projects`. Load moves them into Projects[DefaultProject].
-	AllowedTools []string           `mapstructure:"allowedTools"`
-	MCPServers   map[string]*Server `mapstructure:"mcpServers"`
+	AllowedTools []string             `mapstructure:"allowedTools"`
+	MCPServers   map[string]*Server   `mapstructure:"mcpServers"`
+	APIKeys      []APIKey             `mapstructure:"apiKeys"`
+	RateLimit    RateLimit            `mapstructure:"rateLimit"`
+	ToolLimits   map[string]ToolLimit `mapstructure:"toolLimits"`
+}
+
+// Auth configures client authentication.
+type Auth struct {
+	// Required defaults to true. false is accepted only for a loopback
+	// listener.
+	Required *bool `mapstructure:"required"`
+}
+
+// AuthRequired reports whether clients must present a key.
+func (c *Config) AuthRequired() bool { return c.Auth.Required == nil || *c.Auth.Required }
+
+// TLS configures HTTPS. The files are read again when they change.
+type TLS struct {
+	CertFile string `mapstructure:"certFile"`
+	KeyFile  string `mapstructure:"keyFile"`
+	// MinVersion is "1.2" (the default) or "1.3".
+	MinVersion string `mapstructure:"minVersion"`
+}
+
+// Enabled reports whether HTTPS is configured.
+func (t TLS) Enabled() bool { return t.CertFile != "" || t.KeyFile != "" }
+
+// Limits bound requests and sessions. Zero values take the defaults.
+type Limits struct {
+	MaxRequestBodyBytes int64    `mapstructure:"maxRequestBodyBytes"`
+	MaxHeaderBytes      int      `mapstructure:"maxHeaderBytes"`
+	ReadHeaderTimeout   Duration `mapstructure:"readHeaderTimeout"`
+	ReadTimeout         Duration `mapstructure:"readTimeout"`
+	// WriteTimeout is off by default: streamed responses (SSE) last as long
+	// as a session listens.
+	WriteTimeout      Duration `mapstructure:"writeTimeout"`
+	IdleTimeout       Duration `mapstructure:"idleTimeout"`
+	MaxSessionsPerKey int      `mapstructure:"maxSessionsPerKey"`
+}
+
+// APIKey is a key listed in the configuration by the SHA-256 (hex) of the
+// whole key, for deployments without a key database.
+type APIKey struct {
+	Name   string `mapstructure:"name"`
+	SHA256 string `mapstructure:"sha256"`
+}
+
+// RateLimit is a project's token buckets, counted on every tool call.
+// Zero means unlimited.
+type RateLimit struct {
+	RequestsPerMinute       float64 `mapstructure:"requestsPerMinute"`
+	Burst                   int     `mapstructure:"burst"`
+	PerKeyRequestsPerMinute float64 `mapstructure:"perKeyRequestsPerMinute"`
+	PerKeyBurst             int     `mapstructure:"perKeyBurst"`
+}
+
+// ToolLimit is the token bucket of one tool in a project.
+type ToolLimit struct {
+	RequestsPerMinute float64 `mapstructure:"requestsPerMinute"`
+	Burst             int     `mapstructure:"burst"`
 }
 
 // Project is one tenant of the gateway: its own upstream servers and
@@ -53,6 +143,15 @@ type Project struct {
 	AllowedTools []string `mapstructure:"allowedTools"`
 	// MCPServers are the upstream MCP servers of this project, by name.
 	MCPServers map[string]*Server `mapstructure:"mcpServers"`
+	// APIKeys are keys of this project listed by hash.
+	APIKeys []APIKey `mapstructure:"apiKeys"`
+	// RateLimit and ToolLimits are this project's budgets.
+	RateLimit  RateLimit            `mapstructure:"rateLimit"`
+	ToolLimits map[string]ToolLimit `mapstructure:"toolLimits"`
+	// AllowedIPs and DeniedIPs apply to this project's endpoint, after the
+	// gateway's own.
+	AllowedIPs []string `mapstructure:"allowedIPs"`
+	DeniedIPs  []string `mapstructure:"deniedIPs"`
 }
 
 // Transport kinds of an upstream server.
@@ -102,6 +201,10 @@ type Server struct {
 	// Prompt filters match upstream prompt names.
 	AllowedPromptsGlob []string `mapstructure:"allowedPromptsGlob"`
 	DenyPromptsGlob    []string `mapstructure:"denyPromptsGlob"`
+
+	// AllowInsecure lets a url be plain http:// on a host that is not
+	// loopback.
+	AllowInsecure bool `mapstructure:"allowInsecure"`
 
 	// Timeout is the deadline of one call to this server; zero means the
 	// gateway's CallTimeout.

@@ -99,6 +99,8 @@ func truncate(s string) string {
 // interpolate expands the references in every server's interpolated
 // fields, in place.
 func (l *loader) interpolate(c *Config) {
+	l.expandField("tls.certFile", &c.TLS.CertFile)
+	l.expandField("tls.keyFile", &c.TLS.KeyFile)
 	for _, ps := range l.servers {
 		p, s := ps.path, ps.v
 		l.expandField(child(p, "command"), &s.Command)

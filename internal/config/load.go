@@ -103,6 +103,12 @@ func Load(path string) (*Config, error) {
 		return nil, fmt.Errorf("load config %s: %w", path, err)
 	}
 	c.Path = path
+	// Relative paths in a file are relative to the file's folder.
+	for _, p := range []*string{&c.DataDir, &c.TLS.CertFile, &c.TLS.KeyFile} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(filepath.Dir(path), *p)
+		}
+	}
 	return c, nil
 }
 
@@ -631,8 +637,11 @@ func (l *loader) normalise(c *Config, raw map[string]any) {
 		c.Projects = map[string]*Project{DefaultProject: {
 			AllowedTools: c.AllowedTools,
 			MCPServers:   c.MCPServers,
+			APIKeys:      c.APIKeys,
+			RateLimit:    c.RateLimit,
+			ToolLimits:   c.ToolLimits,
 		}}
-		c.AllowedTools, c.MCPServers = nil, nil
+		c.AllowedTools, c.MCPServers, c.APIKeys, c.RateLimit, c.ToolLimits = nil, nil, nil, RateLimit{}, nil
 		l.place(c, DefaultProject, "")
 		return
 	}
@@ -640,11 +649,11 @@ func (l *loader) normalise(c *Config, raw map[string]any) {
 		if raw[k] == nil {
 			continue
 		}
-		if name, _, ok := lookupField(keysOf(configType), k); ok && (name == "mcpServers" || name == "allowedTools") {
+		if name, _, ok := lookupField(keysOf(configType), k); ok && slices.Contains(projectKeys, name) {
 			l.addf(child("", k), "not allowed together with projects (move it into a project)")
 		}
 	}
-	c.AllowedTools, c.MCPServers = nil, nil
+	c.AllowedTools, c.MCPServers, c.APIKeys, c.RateLimit, c.ToolLimits = nil, nil, nil, RateLimit{}, nil
 	if len(c.Projects) == 0 {
 		l.addf("projects", "no projects defined")
 	}
@@ -652,6 +661,10 @@ func (l *loader) normalise(c *Config, raw map[string]any) {
 		l.place(c, name, child("projects", name))
 	}
 }
+
+// projectKeys are the keys a file without `projects` may hold at the top
+// level for its one project.
+var projectKeys = []string{"mcpServers", "allowedTools", "apiKeys", "rateLimit", "toolLimits"}
 
 // place names project name and its servers and records their paths.
 func (l *loader) place(c *Config, name, path string) {
@@ -683,6 +696,26 @@ func applyDefaults(c *Config) {
 	}
 	if c.StartupTimeout == 0 {
 		c.StartupTimeout = Duration(DefaultStartupTimeout)
+	}
+	if c.DataDir == "" {
+		c.DataDir = DefaultDataDir
+	}
+	if c.TLS.MinVersion == "" {
+		c.TLS.MinVersion = "1.2"
+	}
+	lim := &c.Limits
+	setDefault(&lim.MaxRequestBodyBytes, DefaultMaxRequestBodyBytes)
+	setDefault(&lim.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	setDefault(&lim.ReadHeaderTimeout, Duration(DefaultReadHeaderTimeout))
+	setDefault(&lim.ReadTimeout, Duration(DefaultReadTimeout))
+	setDefault(&lim.IdleTimeout, Duration(DefaultIdleTimeout))
+	setDefault(&lim.MaxSessionsPerKey, DefaultMaxSessionsPerKey)
+}
+
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
 	}
 }
 
@@ -769,6 +802,7 @@ func Equal(a, b *Server) bool {
 		slices.Equal(a.DenyResourcesGlob, b.DenyResourcesGlob) &&
 		slices.Equal(a.AllowedPromptsGlob, b.AllowedPromptsGlob) &&
 		slices.Equal(a.DenyPromptsGlob, b.DenyPromptsGlob) &&
+		a.AllowInsecure == b.AllowInsecure &&
 		a.Timeout == b.Timeout &&
 		a.Disabled == b.Disabled
 }

@@ -31,7 +31,7 @@ var fullEnv = map[string]string{
 
 // fullWant is testdata/full.{json,yaml,toml} after loading with fullEnv.
 func fullWant() *Config {
-	return &Config{
+	return withDefaults(&Config{
 		Listen:         "0.0.0.0:9090",
 		CallTimeout:    Duration(45 * time.Second),
 		StartupTimeout: Duration(5 * time.Second),
@@ -67,7 +67,7 @@ func fullWant() *Config {
 				},
 			},
 		},
-	}
+	})
 }
 
 func TestParseFormatsEqual(t *testing.T) {
@@ -103,6 +103,7 @@ func TestLoad(t *testing.T) {
 	}
 	want := fullWant()
 	want.Path = path
+	want.DataDir = filepath.Join("testdata", DefaultDataDir) // relative to the file
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("config mismatch (-want +got):\n%s", diff)
 	}
@@ -162,7 +163,7 @@ func TestParseProjects(t *testing.T) {
 	if err != nil {
 		t.Fatalf("parse: %v", err)
 	}
-	want := &Config{
+	want := withDefaults(&Config{
 		Listen:         "127.0.0.1:8081",
 		CallTimeout:    Duration(DefaultCallTimeout),
 		StartupTimeout: Duration(DefaultStartupTimeout),
@@ -182,7 +183,7 @@ func TestParseProjects(t *testing.T) {
 			},
 			"empty": {Name: "empty"},
 		},
-	}
+	})
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("config mismatch (-want +got):\n%s", diff)
 	}
@@ -203,12 +204,12 @@ func TestParseDefaults(t *testing.T) {
 			if err != nil {
 				t.Fatalf("parse: %v", err)
 			}
-			want := &Config{
+			want := withDefaults(&Config{
 				Listen:         DefaultListen,
 				CallTimeout:    Duration(DefaultCallTimeout),
 				StartupTimeout: Duration(DefaultStartupTimeout),
 				Projects:       map[string]*Project{DefaultProject: {Name: DefaultProject}},
-			}
+			})
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("config mismatch (-want +got):\n%s", diff)
 			}
@@ -443,4 +444,22 @@ func TestEqual(t *testing.T) {
 			}
 		})
 	}
+}
+
+// withDefaults fills in the defaults Load applies to the access-control
+// keys that a test's expected Config leaves out.
+func withDefaults(c *Config) *Config {
+	if c.DataDir == "" {
+		c.DataDir = DefaultDataDir
+	}
+	c.TLS.MinVersion = "1.2"
+	c.Limits = Limits{
+		MaxRequestBodyBytes: DefaultMaxRequestBodyBytes,
+		MaxHeaderBytes:      DefaultMaxHeaderBytes,
+		ReadHeaderTimeout:   Duration(DefaultReadHeaderTimeout),
+		ReadTimeout:         Duration(DefaultReadTimeout),
+		IdleTimeout:         Duration(DefaultIdleTimeout),
+		MaxSessionsPerKey:   DefaultMaxSessionsPerKey,
+	}
+	return c
 }

@@ -4,7 +4,9 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"slices"
@@ -92,6 +94,78 @@ func (l *loader) validate(c *Config) {
 	for _, ps := range l.servers {
 		l.validateServer(ps.path, ps.v)
 	}
+	l.validateAccess(c)
+}
+
+var sha256RE = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
+
+// validateAccess checks the access-control keys: TLS, IP lists, keys and
+// rate limits.
+func (l *loader) validateAccess(c *Config) {
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		l.addf("tls", "needs both certFile and keyFile")
+	}
+	if v := c.TLS.MinVersion; v != "1.2" && v != "1.3" {
+		l.addf("tls.minVersion", "unsupported TLS version %q (want \"1.2\" or \"1.3\")", truncate(v))
+	}
+	l.checkCIDRs("allowedIPs", c.AllowedIPs)
+	l.checkCIDRs("deniedIPs", c.DeniedIPs)
+	l.checkCIDRs("trustedProxies", c.TrustedProxies)
+	lim := c.Limits
+	for _, f := range []struct {
+		key string
+		n   int64
+	}{{"maxRequestBodyBytes", lim.MaxRequestBodyBytes}, {"maxHeaderBytes", int64(lim.MaxHeaderBytes)}, {"maxSessionsPerKey", int64(lim.MaxSessionsPerKey)}} {
+		if f.n < 0 {
+			l.addf(child("limits", f.key), "must not be negative")
+		}
+	}
+	for _, f := range []struct {
+		key string
+		d   Duration
+	}{{"readHeaderTimeout", lim.ReadHeaderTimeout}, {"readTimeout", lim.ReadTimeout}, {"writeTimeout", lim.WriteTimeout}, {"idleTimeout", lim.IdleTimeout}} {
+		l.checkTimeout(child("limits", f.key), f.d)
+	}
+	for _, pp := range l.projects {
+		p, proj := pp.path, pp.v
+		l.checkCIDRs(child(p, "allowedIPs"), proj.AllowedIPs)
+		l.checkCIDRs(child(p, "deniedIPs"), proj.DeniedIPs)
+		for i, k := range proj.APIKeys {
+			kp := index(child(p, "apiKeys"), i)
+			if strings.TrimSpace(k.Name) == "" {
+				l.addf(child(kp, "name"), "empty key name")
+			}
+			if !sha256RE.MatchString(k.SHA256) {
+				l.addf(child(kp, "sha256"), "want the 64 hex digits of the SHA-256 of the key (toolgate keys hash prints it)")
+			}
+		}
+		rl := proj.RateLimit
+		if rl.RequestsPerMinute < 0 || rl.Burst < 0 || rl.PerKeyRequestsPerMinute < 0 || rl.PerKeyBurst < 0 {
+			l.addf(child(p, "rateLimit"), "rates and bursts must not be negative")
+		}
+		for _, name := range slices.Sorted(maps.Keys(proj.ToolLimits)) {
+			tl := proj.ToolLimits[name]
+			if strings.TrimSpace(name) == "" {
+				l.addf(child(p, "toolLimits"), "empty tool name")
+			}
+			if tl.RequestsPerMinute < 0 || tl.Burst < 0 {
+				l.addf(child(child(p, "toolLimits"), name), "rates and bursts must not be negative")
+			}
+		}
+	}
+}
+
+// checkCIDRs reports entries that are neither a CIDR nor an address.
+func (l *loader) checkCIDRs(path string, list []string) {
+	for i, s := range list {
+		if _, err := netip.ParsePrefix(s); err == nil {
+			continue
+		}
+		if _, err := netip.ParseAddr(s); err == nil {
+			continue
+		}
+		l.addf(index(path, i), "%q is neither a CIDR (10.0.0.0/8, fd00::/8) nor an IP address", truncate(s))
+	}
 }
 
 func (l *loader) validateServer(p string, s *Server) {
@@ -127,8 +201,10 @@ func (l *loader) validateServer(p string, s *Server) {
 		}
 	}
 	if s.URL != "" && !urlBad {
-		if _, err := parseHTTPURL(s.URL); err != nil {
+		if u, err := parseHTTPURL(s.URL); err != nil {
 			l.addf(child(p, "url"), "invalid url %q: %v", truncate(l.shown(child(p, "url"), s.URL)), err)
+		} else if u.Scheme == "http" && !s.AllowInsecure && !isLoopbackHost(u.Hostname()) {
+			l.addf(child(p, "url"), "plain http to %s sends credentials and results in the clear: use https, or set allowInsecure: true", u.Hostname())
 		}
 	}
 
@@ -222,4 +298,13 @@ func checkListen(addr string) error {
 		return fmt.Errorf("invalid port %q in %q", truncate(port), truncate(addr))
 	}
 	return nil
+}
+
+// isLoopbackHost reports whether host is localhost or a loopback address.
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }

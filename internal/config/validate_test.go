@@ -25,8 +25,37 @@ func TestParseProblems(t *testing.T) {
 		},
 		{
 			name: "unknown top-level key",
-			doc:  `{"tls": {"certFile": "x"}}`,
-			want: []string{`tls: unknown key`},
+			doc:  `{"tlsConfig": {"certFile": "x"}}`,
+			want: []string{`tlsConfig: unknown key`},
+		},
+		{
+			name: "tls needs both files and a known version",
+			doc:  `{"tls": {"certFile": "c.pem", "minVersion": "1.0"}}`,
+			want: []string{`tls: needs both certFile and keyFile`, `tls.minVersion: unsupported TLS version "1.0" (want "1.2" or "1.3")`},
+		},
+		{
+			name: "ip lists name each bad entry",
+			doc:  `{"allowedIPs": ["10.0.0.0/8", "10.0.0.0/33"], "trustedProxies": ["proxy"], "projects": {"p": {"deniedIPs": ["::1", "nope"]}}}`,
+			want: []string{
+				`allowedIPs[1]: "10.0.0.0/33" is neither a CIDR (10.0.0.0/8, fd00::/8) nor an IP address`,
+				`projects.p.deniedIPs[1]: "nope" is neither a CIDR (10.0.0.0/8, fd00::/8) nor an IP address`,
+				`trustedProxies[0]: "proxy" is neither a CIDR (10.0.0.0/8, fd00::/8) nor an IP address`,
+			},
+		},
+		{
+			name: "config keys need a name and a sha256",
+			doc:  `{"apiKeys": [{"name": "", "sha256": "abc"}]}`,
+			want: []string{`apiKeys[0].name: empty key name`, `apiKeys[0].sha256: want the 64 hex digits of the SHA-256 of the key (toolgate keys hash prints it)`},
+		},
+		{
+			name: "negative limits",
+			doc:  `{"rateLimit": {"burst": -1}, "toolLimits": {"a__b": {"requestsPerMinute": -5}}, "limits": {"maxSessionsPerKey": -1}}`,
+			want: []string{`limits.maxSessionsPerKey: must not be negative`, `rateLimit: rates and bursts must not be negative`, `toolLimits.a__b: rates and bursts must not be negative`},
+		},
+		{
+			name: "plain http upstream off loopback",
+			doc:  `{"mcpServers": {"api": {"url": "http://api.example.com/mcp"}, "local": {"url": "http://127.0.0.1:9/mcp"}, "ok": {"url": "http://10.1.2.3/mcp", "allowInsecure": true}}}`,
+			want: []string{`mcpServers.api.url: plain http to api.example.com sends credentials and results in the clear: use https, or set allowInsecure: true`},
 		},
 		{
 			name: "unknown key in a project",
