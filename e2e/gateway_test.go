@@ -79,7 +79,8 @@ func TestConfigInterpolationReachesUpstreams(t *testing.T) {
 	// The client's own credentials must never reach an upstream.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cs := e2etest.ConnectHTTP(t, ctx, g.URL(), map[string]string{"Authorization": "Bearer client-secret"}, nil)
+	// The header carries the gateway's key; the upstream must never see it.
+	cs := e2etest.ConnectHTTP(t, ctx, g.URL(), map[string]string{"Authorization": "Bearer " + g.keys["default"]}, nil)
 
 	if diff := cmp.Diff([]string{"local__echo", "local__environ", "remote__headers"}, toolNames(t, cs)); diff != "" {
 		t.Errorf("tools (-want +got):\n%s", diff)
@@ -118,7 +119,7 @@ func TestConfigInterpolationReachesUpstreams(t *testing.T) {
 	if err := json.Unmarshal([]byte(text(callTool(t, cs, "remote__headers", map[string]any{}))), &headers); err != nil {
 		t.Fatal(err)
 	}
-	if got := headers["Authorization"]; len(got) != 1 || got[0] != "Bearer s3cret-token" {
+	if got := headers["Authorization"]; len(got) != 1 || got[0] != "Bearer s3cret-token" || strings.Contains(fmt.Sprint(headers), g.keys["default"]) {
 		t.Errorf("upstream saw Authorization %q, want only the configured one", got)
 	}
 	if got := headers["X-Static"]; len(got) != 1 || got[0] != "yes" {
@@ -300,8 +301,15 @@ func TestDemoWithoutConfig(t *testing.T) {
 		t.Fatalf("no address in %q", line)
 	}
 	proc.WaitForLine(t, "built-in demo", 10*time.Second)
-	proc.WaitForLine(t, "claude mcp add --transport http toolgate "+m[1]+"/mcp", 10*time.Second)
-	cs := connect(t, m[1]+"/mcp", nil)
+	keyLine := proc.WaitForLine(t, "API key:", 10*time.Second)
+	key := strings.TrimSpace(strings.SplitN(keyLine, "API key:", 2)[1])
+	proc.WaitForLine(t, "claude mcp add --transport http toolgate "+m[1]+"/mcp --header \"Authorization: Bearer "+key+"\"", 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := mcp.NewClient(&mcp.Implementation{Name: "nokey", Version: "1"}, nil).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: m[1] + "/mcp", MaxRetries: -1}, nil); err == nil {
+		t.Error("the demo accepted a client without its key")
+	}
+	cs := e2etest.ConnectHTTP(t, ctx, m[1]+"/mcp", map[string]string{"Authorization": "Bearer " + key}, nil)
 	names := toolNames(t, cs)
 	if len(names) < 4 || !strings.HasPrefix(names[0], "demo__") {
 		t.Fatalf("demo tools = %v", names)
@@ -312,9 +320,20 @@ func TestDemoWithoutConfig(t *testing.T) {
 	}
 }
 
-func TestNonLoopbackListenerRefused(t *testing.T) {
-	code, out := runToolgate(t, t.TempDir(), nil, "serve", "--listen", "0.0.0.0:0")
-	if code != 1 || !strings.Contains(out, "not a loopback address") {
-		t.Errorf("exit %d, output:\n%s", code, out)
+func TestNonLoopbackListenerRules(t *testing.T) {
+	tests := []struct {
+		name, cfg, want string
+	}{
+		{"plain HTTP", `{}`, "tls is not configured"},
+		{"no authentication", `{"auth": {"required": false}}`, "auth.required: false is accepted only on a loopback listener"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := writeConfig(t, tc.cfg)
+			code, out := runToolgate(t, filepath.Dir(path), nil, "serve", "-c", path, "--listen", "0.0.0.0:0")
+			if code != 1 || !strings.Contains(out, tc.want) {
+				t.Errorf("exit %d, want 1 and %q; output:\n%s", code, tc.want, out)
+			}
+		})
 	}
 }

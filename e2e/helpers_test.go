@@ -4,17 +4,21 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/internal/e2etest"
+	"github.com/toolgate/toolgate/policy"
 )
 
 // gateway is a running `toolgate serve` started by a test.
@@ -22,12 +26,60 @@ type gateway struct {
 	proc       *e2etest.Proc
 	base       string // http://127.0.0.1:PORT
 	configPath string
+	keys       map[string]string // project -> an API key of it
+}
+
+// gatewayKeys maps the base URL of each running test gateway to its keys,
+// so that connect can authenticate to whichever endpoint it is given.
+var gatewayKeys sync.Map
+
+// createKeys creates one API key per project of the configuration at path,
+// in the key store the gateway will open. A configuration that does not
+// load gets none.
+func createKeys(t *testing.T, path string) map[string]string {
+	t.Helper()
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil
+	}
+	ctx := context.Background()
+	store, err := policy.OpenKeyStore(ctx, filepath.Join(cfg.DataDir, "toolgate.db"))
+	if err != nil {
+		t.Fatalf("opening the key store: %v", err)
+	}
+	defer store.Close()
+	keys := map[string]string{}
+	for name := range cfg.Projects {
+		plain, _, err := store.Create(ctx, name, "e2e", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys[name] = plain
+	}
+	return keys
+}
+
+// keyFor returns the key a test uses for an MCP endpoint of a test gateway.
+func keyFor(url string) string {
+	u, err := neturl.Parse(url)
+	if err != nil {
+		return ""
+	}
+	v, ok := gatewayKeys.Load(u.Scheme + "://" + u.Host)
+	if !ok {
+		return ""
+	}
+	project := config.DefaultProject
+	if rest, ok := strings.CutPrefix(u.Path, "/v1/mcp/"); ok {
+		project = rest
+	}
+	return v.(map[string]string)[project]
 }
 
 // URL returns the MCP endpoint of the default project.
 func (g *gateway) URL() string { return g.base + "/mcp" }
 
-var listeningLine = regexp.MustCompile(`toolgate listening on (http://[0-9.:\[\]]+)/mcp`)
+var listeningLine = regexp.MustCompile(`toolgate listening on (https?://[0-9.:\[\]]+)/mcp`)
 
 // writeConfig writes a JSON configuration into a temporary folder.
 func writeConfig(t *testing.T, cfg string) string {
@@ -57,6 +109,7 @@ func startGateway(t *testing.T, cfg string, args ...string) *gateway {
 func startGatewayFile(t *testing.T, path string, args ...string) *gateway {
 	t.Helper()
 	bin := e2etest.BuildBinary(t, "./cmd/toolgate")
+	keys := createKeys(t, path)
 	proc := e2etest.StartProcess(t, e2etest.ProcOptions{
 		Path: bin,
 		Args: append([]string{"serve", "-c", path, "--listen", "127.0.0.1:0", "--log-level", "debug"}, args...),
@@ -67,15 +120,23 @@ func startGatewayFile(t *testing.T, path string, args ...string) *gateway {
 	if m == nil {
 		t.Fatalf("cannot find the address in %q", line)
 	}
-	return &gateway{proc: proc, base: m[1], configPath: path}
+	g := &gateway{proc: proc, base: m[1], configPath: path, keys: keys}
+	gatewayKeys.Store(g.base, keys)
+	t.Cleanup(func() { gatewayKeys.Delete(g.base) })
+	return g
 }
 
-// connect opens an MCP client session to url.
+// connect opens an MCP client session to url, with the test gateway's key
+// for that endpoint.
 func connect(t *testing.T, url string, opts *mcp.ClientOptions) *mcp.ClientSession {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	return e2etest.ConnectHTTP(t, ctx, url, nil, opts)
+	var headers map[string]string
+	if k := keyFor(url); k != "" {
+		headers = map[string]string{"Authorization": "Bearer " + k}
+	}
+	return e2etest.ConnectHTTP(t, ctx, url, headers, opts)
 }
 
 // toolNames lists the tools a session sees, sorted.

@@ -11,12 +11,14 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/toolgate/toolgate/internal/config"
+	"github.com/toolgate/toolgate/policy"
 )
 
 // Principal is who makes a call: the project it belongs to and, once keys
@@ -42,6 +44,10 @@ type ToolCall struct {
 	// progress and the upstream's requests made during the call. It may be
 	// nil (a call without a client session).
 	Session *mcp.ServerSession
+
+	// prepaid names the tool whose rate-limit tokens the HTTP layer
+	// already took for this request.
+	prepaid string
 }
 
 // Error codes of a refused or failed call, as Code Mode reports them.
@@ -49,6 +55,7 @@ const (
 	CodeNotFound    = "not_found"
 	CodeUnavailable = "unavailable"
 	CodeTimeout     = "timeout"
+	CodeRateLimited = "rate_limited"
 )
 
 // CallError is a call the gateway refused or could not complete. Its
@@ -57,6 +64,8 @@ const (
 type CallError struct {
 	Code    string
 	Message string
+	// RetryAfter says when a rate-limited call may succeed.
+	RetryAfter time.Duration
 }
 
 func (e *CallError) Error() string { return e.Message }
@@ -65,11 +74,20 @@ func (e *CallError) Error() string { return e.Message }
 type Options struct {
 	// Logger receives the gateway's structured logs (default slog.Default()).
 	Logger *slog.Logger
+	// Auth checks API keys; it is required unless the configuration turns
+	// authentication off. The gateway gives it the keys the configuration
+	// lists by hash.
+	Auth *policy.Authenticator
+	// Limiter holds the rate-limit buckets (default: in memory).
+	Limiter policy.Limiter
 }
 
 // Gateway serves the projects of one configuration.
 type Gateway struct {
-	log *slog.Logger
+	log     *slog.Logger
+	auth    *policy.Authenticator
+	limiter policy.Limiter
+	acc     atomic.Pointer[access]
 
 	reloadMu sync.Mutex // one Start/Reload/Close at a time
 
@@ -87,8 +105,15 @@ func New(cfg *config.Config, opts *Options) *Gateway {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Gateway{log: log, cfg: cfg, projects: map[string]*project{}}
+	g := &Gateway{log: log, cfg: cfg, projects: map[string]*project{}, auth: opts.Auth, limiter: opts.Limiter}
+	if g.limiter == nil {
+		g.limiter = policy.NewMemoryLimiter(nil)
+	}
+	return g
 }
+
+// accessPolicy returns the access rules in force.
+func (g *Gateway) accessPolicy() *access { return g.acc.Load() }
 
 // StartupError lists what keeps a configuration from being served: name
 // collisions and names that break the MCP rules, found once the upstreams
@@ -129,6 +154,13 @@ func (g *Gateway) Reload(ctx context.Context, cfg *config.Config) error {
 // apply prepares every project of cfg, checks the result, and either
 // commits all projects or rolls every one back.
 func (g *Gateway) apply(ctx context.Context, cfg *config.Config, first bool) error {
+	acc, err := compileAccess(cfg)
+	if err != nil {
+		return err
+	}
+	if acc.authRequired && g.auth == nil {
+		return errors.New("auth.required: authentication is on but the gateway has no key store")
+	}
 	g.mu.RLock()
 	existing := maps.Clone(g.projects)
 	g.mu.RUnlock()
@@ -175,6 +207,13 @@ func (g *Gateway) apply(ctx context.Context, cfg *config.Config, first bool) err
 		sort.Strings(problems)
 		return &StartupError{Problems: problems}
 	}
+	if g.auth != nil {
+		if err := g.auth.SetConfigKeys(configKeys(cfg)); err != nil {
+			rollback()
+			return fmt.Errorf("apiKeys: %w", err)
+		}
+	}
+	g.acc.Store(acc)
 	for _, pr := range all {
 		pr.p.commit(pr.s)
 	}
@@ -257,6 +296,11 @@ func (g *Gateway) callTool(ctx context.Context, p *project, call *ToolCall) (*mc
 	if r == nil {
 		return nil, &CallError{Code: CodeNotFound, Message: fmt.Sprintf("unknown tool %q", call.Name)}
 	}
+	if call.prepaid != call.Name {
+		if err := g.takeTokens(call.Principal, call.Name); err != nil {
+			return nil, err
+		}
+	}
 	cs, err := r.up.session()
 	if err != nil {
 		return nil, &CallError{Code: CodeUnavailable, Message: err.Error()}
@@ -298,8 +342,12 @@ func (g *Gateway) callTool(ctx context.Context, p *project, call *ToolCall) (*mc
 func toMCPResult(res *mcp.CallToolResult, err error) (*mcp.CallToolResult, error) {
 	var ce *CallError
 	if errors.As(err, &ce) {
-		if ce.Code == CodeNotFound {
+		switch ce.Code {
+		case CodeNotFound:
 			return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: ce.Message}
+		case CodeRateLimited:
+			data, _ := json.Marshal(map[string]any{"retryAfterMs": retryMs(ce.RetryAfter)})
+			return nil, &jsonrpc.Error{Code: codeRateLimited, Message: ce.Message, Data: data}
 		}
 		r := &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: ce.Message}}}
 		return r, nil

@@ -50,7 +50,7 @@ func (g *Gateway) serveProject(w http.ResponseWriter, r *http.Request, name stri
 		})
 		return
 	}
-	p.http.ServeHTTP(w, r)
+	p.guarded.ServeHTTP(w, r)
 }
 
 func quote(s string) string {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"net/http"
 	"slices"
 	"sort"
@@ -79,8 +80,9 @@ type project struct {
 	gw   *Gateway
 	log  *slog.Logger
 
-	server *mcp.Server
-	http   http.Handler
+	server  *mcp.Server
+	http    http.Handler // the MCP handler
+	guarded http.Handler // http behind the access checks
 
 	syncMu sync.Mutex // serialises rebuilds and reloads
 
@@ -89,6 +91,9 @@ type project struct {
 	reg      registry
 	problems []string       // names skipped at the last rebuild, and why
 	subs     map[string]int // resource subscriptions forwarded upstream, by URI
+	// sessionKeys maps MCP session ids to the key that opened them, for
+	// limits.maxSessionsPerKey.
+	sessionKeys map[string]string
 
 	progMu   sync.Mutex
 	progSeq  uint64
@@ -123,7 +128,10 @@ func newProject(gw *Gateway, name string) *project {
 		// Loopback protection refuses Host headers other than localhost;
 		// the listener's own rules decide who may connect.
 		DisableLocalhostProtection: true,
+		// The access layer caps bodies first, at limits.maxRequestBodyBytes.
+		MaxRequestBodyBytes: math.MaxInt64,
 	})
+	p.guarded = gw.guard(p)
 	return p
 }
 
@@ -437,12 +445,14 @@ func (p *project) resourceRoute(uri string) *route {
 }
 
 func (p *project) handleTool(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+	pr, prepaid := principalFrom(req.Extra, p.name)
 	res, err := p.gw.callTool(ctx, p, &ToolCall{
-		Principal: Principal{Project: p.name},
+		Principal: pr,
 		Name:      req.Params.Name,
 		Arguments: req.Params.Arguments,
 		Meta:      req.Params.Meta,
 		Session:   req.Session,
+		prepaid:   prepaid,
 	})
 	return toMCPResult(res, err)
 }
@@ -564,8 +574,15 @@ func (p *project) upstreamCall(ctx context.Context, u *upstream, ss *mcp.ServerS
 	return nil
 }
 
+// progressGrace is how long a progress token mapping outlives its call. The
+// MCP SDK reads an upstream's result as soon as it arrives but hands the
+// notifications that came before it to their handler through a queue, so
+// the progress an upstream sends just before its result is often handled
+// after the call has returned; without the grace it would be dropped.
+var progressGrace = 10 * time.Second
+
 // newProgressToken maps a client's progress token to a fresh token for the
-// upstream call; the returned func forgets the mapping.
+// upstream call; the returned func forgets the mapping after progressGrace.
 func (p *project) newProgressToken(ss *mcp.ServerSession, token any) (string, func()) {
 	p.progMu.Lock()
 	defer p.progMu.Unlock()
@@ -573,9 +590,11 @@ func (p *project) newProgressToken(ss *mcp.ServerSession, token any) (string, fu
 	t := fmt.Sprintf("tg-%s-%d", p.name, p.progSeq)
 	p.progress[t] = progressTarget{ss: ss, token: token}
 	return t, func() {
-		p.progMu.Lock()
-		delete(p.progress, t)
-		p.progMu.Unlock()
+		time.AfterFunc(progressGrace, func() {
+			p.progMu.Lock()
+			delete(p.progress, t)
+			p.progMu.Unlock()
+		})
 	}
 }
 
@@ -635,7 +654,7 @@ func rootsMiddleware(u *upstream) mcp.Middleware {
 			if method != "roots/list" {
 				return next(ctx, method, req)
 			}
-			ss := u.caller()
+			ss, _ := u.caller() // no roots when no single caller is known
 			if ss == nil || ss.InitializeParams() == nil || ss.InitializeParams().Capabilities == nil ||
 				ss.InitializeParams().Capabilities.RootsV2 == nil {
 				return &mcp.ListRootsResult{Roots: []*mcp.Root{}}, nil
@@ -646,9 +665,12 @@ func rootsMiddleware(u *upstream) mcp.Middleware {
 }
 
 // relayTarget is the client that gets a server-to-client request of u: the
-// one whose call on u started last and is still running.
+// one client with calls in flight on u.
 func relayTarget(u *upstream, what string) (*mcp.ServerSession, error) {
-	ss := u.caller()
+	ss, ambiguous := u.caller()
+	if ambiguous {
+		return nil, fmt.Errorf("toolgate: %s request from server %q while calls of several clients are in flight; it cannot be attributed to one of them, so it is refused", what, u.cfg.Name)
+	}
 	if ss == nil {
 		return nil, fmt.Errorf("toolgate: %s request from server %q outside any client call; nothing to relay it to", what, u.cfg.Name)
 	}
@@ -656,16 +678,15 @@ func relayTarget(u *upstream, what string) (*mcp.ServerSession, error) {
 }
 
 // relayLog sends an upstream's log message to the clients with a call in
-// flight on it, or else to every client of the project. Each client's own
-// logging level filters what it receives.
+// flight on it (or one that ended within relayGrace), or else to every
+// client of the project. Each client's own logging level filters what it
+// receives.
 func (p *project) relayLog(ctx context.Context, u *upstream, params *mcp.LoggingMessageParams) {
 	msg := *params
 	if msg.Logger == "" {
 		msg.Logger = u.cfg.Name
 	}
-	u.mu.Lock()
-	targets := slices.Clone(u.inflight)
-	u.mu.Unlock()
+	targets := u.logTargets()
 	if len(targets) == 0 {
 		targets = slices.Collect(p.server.Sessions())
 	}

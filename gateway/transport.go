@@ -88,7 +88,7 @@ func connect(ctx context.Context, client *mcp.Client, s *config.Server, log *slo
 	case config.TransportHTTP, config.TransportSSE, "":
 		hc := &http.Client{Transport: &headerTransport{base: http.DefaultTransport, headers: s.Headers}}
 		if s.Transport == config.TransportSSE {
-			cs, err := client.Connect(ctx, &mcp.SSEClientTransport{Endpoint: s.URL, HTTPClient: hc}, opts)
+			cs, err := client.Connect(ctx, &sseTransport{mcp.SSEClientTransport{Endpoint: s.URL, HTTPClient: hc}}, opts)
 			return &connection{session: cs}, err
 		}
 		cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: s.URL, HTTPClient: hc, MaxRetries: -1}, opts)
@@ -97,7 +97,7 @@ func connect(ctx context.Context, client *mcp.Client, s *config.Server, log *slo
 		}
 		// Transport not given: an old-style server answers streamable
 		// HTTP's POST with an error, so try SSE before giving up.
-		cs, sseErr := client.Connect(ctx, &mcp.SSEClientTransport{Endpoint: s.URL, HTTPClient: hc}, opts)
+		cs, sseErr := client.Connect(ctx, &sseTransport{mcp.SSEClientTransport{Endpoint: s.URL, HTTPClient: hc}}, opts)
 		if sseErr != nil {
 			return nil, fmt.Errorf("streamable HTTP: %w; SSE: %v", err, sseErr)
 		}
@@ -106,6 +106,31 @@ func connect(ctx context.Context, client *mcp.Client, s *config.Server, log *slo
 	default:
 		return nil, fmt.Errorf("unknown transport %q", s.Transport)
 	}
+}
+
+// sseTransport is the SSE client transport with a stream that outlives the
+// handshake's deadline. The SDK's transport reads its event stream from a
+// GET request made with Connect's context, so the startup deadline (which
+// is cancelled once the catalog is listed) would end the session; here that
+// deadline bounds only the opening of the stream, and closing the session
+// ends it.
+type sseTransport struct {
+	mcp.SSEClientTransport
+}
+
+func (t *sseTransport) Connect(ctx context.Context) (mcp.Connection, error) {
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, cancel)
+	conn, err := t.SSEClientTransport.Connect(sctx)
+	if !stop() || err != nil {
+		cancel()
+		if err == nil {
+			_ = conn.Close()
+			err = ctx.Err()
+		}
+		return nil, err
+	}
+	return conn, nil // sctx is never cancelled: conn.Close ends the stream
 }
 
 func connectStdio(ctx context.Context, client *mcp.Client, s *config.Server, opts *mcp.ClientSessionOptions, log *slog.Logger) (*connection, error) {

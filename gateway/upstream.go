@@ -75,6 +75,20 @@ type upstream struct {
 	cat      catalog
 	restarts int
 	inflight []*mcp.ServerSession // downstream sessions with a call in flight, oldest first
+	recent   []recentCaller       // sessions whose call ended less than relayGrace ago
+}
+
+// relayGrace is how long a session whose call on an upstream has ended
+// still counts as that upstream's caller for log messages. The MCP SDK reads
+// an upstream's result as soon as it arrives but hands the notifications
+// sent before it to their handler through a queue, so a log message sent
+// during a call is often handled just after the call returned; it belongs to
+// that caller, not to every client.
+var relayGrace = 10 * time.Second
+
+type recentCaller struct {
+	ss    *mcp.ServerSession
+	until time.Time
 }
 
 func newUpstream(cfg *config.Server, callTimeout, startupTimeout time.Duration, hooks upstreamHooks, log *slog.Logger) *upstream {
@@ -269,18 +283,43 @@ func (u *upstream) track(ss *mcp.ServerSession) func() {
 		if i := slices.Index(u.inflight, ss); i >= 0 {
 			u.inflight = slices.Delete(u.inflight, i, i+1)
 		}
+		now := time.Now()
+		u.recent = slices.DeleteFunc(u.recent, func(r recentCaller) bool { return r.ss == ss || now.After(r.until) })
+		u.recent = append(u.recent, recentCaller{ss: ss, until: now.Add(relayGrace)})
 	}
 }
 
-// caller returns the downstream session whose call on u started last and
-// is still in flight, or nil.
-func (u *upstream) caller() *mcp.ServerSession {
+// logTargets returns the sessions with a call in flight on u and those whose
+// call ended less than relayGrace ago.
+func (u *upstream) logTargets() []*mcp.ServerSession {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if n := len(u.inflight); n > 0 {
-		return u.inflight[n-1]
+	targets := slices.Clone(u.inflight)
+	now := time.Now()
+	for _, r := range u.recent {
+		if now.Before(r.until) {
+			targets = append(targets, r.ss)
+		}
 	}
-	return nil
+	return targets
+}
+
+// caller returns the one downstream session with calls in flight on u.
+// When calls of several sessions are in flight, an upstream's request
+// (sampling, elicitation, roots) cannot be attributed to one of them over
+// the protocol versions toolgate speaks upstream, so ambiguous is true and
+// ss is nil: the relay refuses rather than risk sending one client's
+// request to another.
+func (u *upstream) caller() (ss *mcp.ServerSession, ambiguous bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, s := range u.inflight {
+		if ss != nil && s != ss {
+			return nil, true
+		}
+		ss = s
+	}
+	return ss, false
 }
 
 // listCatalog lists everything the server offers, following pagination.

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 	"github.com/toolgate/toolgate/gateway"
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/internal/demo"
+	"github.com/toolgate/toolgate/policy"
 )
 
 type serveFlags struct {
@@ -64,9 +66,10 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 		return err
 	}
 	var cfg *config.Config
+	var demoKey string
 	demoMode := path == ""
 	if demoMode {
-		cfg, err = startDemo(ctx, log)
+		cfg, demoKey, err = startDemo(ctx, log)
 	} else {
 		cfg, err = config.Load(path)
 	}
@@ -76,16 +79,40 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 	if f.listen != "" {
 		cfg.Listen = f.listen
 	}
-	if !f.stdio {
-		if err := checkLoopback(cfg.Listen); err != nil {
-			return err
-		}
-	}
 	if f.stdio && demoMode {
 		return usageError{errors.New("--stdio needs a configuration file (-c)")}
 	}
+	if !f.stdio {
+		if err := checkListener(cfg, log); err != nil {
+			return err
+		}
+	}
 
-	gw := gateway.New(cfg, &gateway.Options{Logger: log})
+	// Clients over stdio are the local user; keys guard the HTTP listener.
+	var authn *policy.Authenticator
+	if cfg.AuthRequired() && !f.stdio {
+		var store *policy.KeyStore
+		if !demoMode {
+			store, err = policy.OpenKeyStore(ctx, keyStorePath(cfg))
+			if err != nil {
+				return fmt.Errorf("opening the key store: %w", err)
+			}
+			defer store.Close()
+		}
+		authn, err = policy.NewAuthenticator(ctx, store, nil, &policy.AuthOptions{Logger: log})
+		if err != nil {
+			return err
+		}
+		actx, stopAuth := context.WithCancel(context.WithoutCancel(ctx))
+		done := make(chan struct{})
+		go func() { authn.Run(actx); close(done) }()
+		defer func() { stopAuth(); <-done }() // flushes key usage
+	} else if f.stdio {
+		off := false
+		cfg.Auth.Required = &off
+	}
+
+	gw := gateway.New(cfg, &gateway.Options{Logger: log, Auth: authn})
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := gw.Start(ctx); err != nil {
@@ -115,16 +142,30 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	lim := cfg.Limits
 	srv := &http.Server{
 		Handler:           gw.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    lim.MaxHeaderBytes,
+		ReadHeaderTimeout: lim.ReadHeaderTimeout.D(),
+		ReadTimeout:       lim.ReadTimeout.D(),
+		WriteTimeout:      lim.WriteTimeout.D(),
+		IdleTimeout:       lim.IdleTimeout.D(),
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	base := "http://" + ln.Addr().String()
+	scheme := "http"
+	if cfg.TLS.Enabled() {
+		if srv.TLSConfig, err = gateway.TLSConfig(cfg.TLS); err != nil {
+			ln.Close()
+			return err
+		}
+		ln = tls.NewListener(ln, srv.TLSConfig)
+		scheme = "https"
+	}
+	base := scheme + "://" + ln.Addr().String()
 	log.Info("toolgate listening", "url", base+"/mcp", "config", displayPath(path))
 	fmt.Fprintf(g.stderr, "toolgate listening on %s/mcp\n", base)
 	if demoMode {
-		printDemoBanner(g, base)
+		printDemoBanner(g, base, demoKey)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -202,48 +243,65 @@ func displayPath(p string) string {
 
 // startDemo serves the built-in demo upstream on a loopback port of its own
 // and returns a configuration that fronts it.
-func startDemo(ctx context.Context, log *slog.Logger) (*config.Config, error) {
+func startDemo(ctx context.Context, log *slog.Logger) (*config.Config, string, error) {
+	key, _, _, err := policy.GenerateKey()
+	if err != nil {
+		return nil, "", err
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, fmt.Errorf("demo upstream: %w", err)
+		return nil, "", fmt.Errorf("demo upstream: %w", err)
 	}
 	srv := demo.NewServer()
 	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, nil)
 	go func() { _ = http.Serve(ln, h) }()
 	context.AfterFunc(ctx, func() { ln.Close() })
 	log.Info("no configuration file found: serving the built-in demo")
-	return config.Demo("http://" + ln.Addr().String() + "/mcp"), nil
+	return config.Demo("http://"+ln.Addr().String()+"/mcp", policy.HashKey(key)), key, nil
 }
 
-func printDemoBanner(g *globals, base string) {
+func printDemoBanner(g *globals, base, key string) {
 	fmt.Fprintf(g.stderr, `
 toolgate is running the built-in demo (no toolgate.json, .yaml or .toml found).
 
   MCP endpoint:  %[1]s/mcp   (streamable HTTP)
+  API key:       %[2]s
+                 (valid until this process exits; send it as "Authorization: Bearer <key>")
   Health:        %[1]s/healthz   Readiness: %[1]s/readyz
 
 Connect a client, for example:
-  claude mcp add --transport http toolgate %[1]s/mcp
-  npx @modelcontextprotocol/inspector   (then choose Streamable HTTP and %[1]s/mcp)
+  claude mcp add --transport http toolgate %[1]s/mcp --header "Authorization: Bearer %[2]s"
+  npx @modelcontextprotocol/inspector   (then choose Streamable HTTP, %[1]s/mcp, and the header above)
 
 The demo's tools are shown as demo__echo, demo__add, demo__list_records, ...
 Write a toolgate.json with your own mcpServers to serve them instead.
 
-`, base)
+`, base, key)
 }
 
-// checkLoopback refuses listeners that other machines can reach: toolgate
-// does not authenticate clients yet, so it only serves this machine.
-func checkLoopback(addr string) error {
-	host, _, err := net.SplitHostPort(addr)
+// checkListener enforces the rules for a listener other machines can
+// reach: it needs authentication, and TLS unless allowInsecureHTTP says
+// otherwise (then a warning is logged).
+func checkListener(cfg *config.Config, log *slog.Logger) error {
+	host, _, err := net.SplitHostPort(cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	if host == "localhost" {
-		return nil
-	}
+	loopback := host == "localhost"
 	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		loopback = true
+	}
+	if loopback {
 		return nil
 	}
-	return fmt.Errorf("listen: %q is not a loopback address; toolgate does not authenticate clients yet, so it serves only 127.0.0.1, ::1 or localhost", addr)
+	if !cfg.AuthRequired() {
+		return fmt.Errorf("auth.required: false is accepted only on a loopback listener, and listen is %s", cfg.Listen)
+	}
+	if !cfg.TLS.Enabled() {
+		if !cfg.AllowInsecureHTTP {
+			return fmt.Errorf("listen: %s is reachable from other machines but tls is not configured; set tls.certFile and tls.keyFile, or allowInsecureHTTP: true to serve keys and results in the clear", cfg.Listen)
+		}
+		log.Warn("serving plain HTTP on a listener other machines can reach (allowInsecureHTTP is set): keys and results travel in the clear", "listen", cfg.Listen)
+	}
+	return nil
 }

@@ -1,15 +1,19 @@
 package config
 
 // Demo returns the configuration of the built-in demo: one project that
-// fronts the demo upstream at url, listening on DefaultListen.
-func Demo(url string) *Config {
+// fronts the demo upstream at url, listening on DefaultListen, with one
+// key given by the SHA-256 of its text.
+func Demo(url, keySHA256 string) *Config {
 	s := &Server{Name: "demo", URL: url, Transport: TransportHTTP}
-	return &Config{
-		Listen:         DefaultListen,
-		CallTimeout:    Duration(DefaultCallTimeout),
-		StartupTimeout: Duration(DefaultStartupTimeout),
+	c := &Config{
 		Projects: map[string]*Project{
-			DefaultProject: {Name: DefaultProject, MCPServers: map[string]*Server{"demo": s}},
+			DefaultProject: {
+				Name:       DefaultProject,
+				MCPServers: map[string]*Server{"demo": s},
+				APIKeys:    []APIKey{{Name: "demo", SHA256: keySHA256}},
+			},
 		},
 	}
+	applyDefaults(c)
+	return c
 }

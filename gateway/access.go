@@ -1,0 +1,328 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/auth"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/toolgate/toolgate/internal/config"
+	"github.com/toolgate/toolgate/policy"
+)
+
+// JSON-RPC error codes of refusals made at the HTTP layer and on the tool
+// path (server-defined range of JSON-RPC).
+const (
+	codeUnauthorized = -32001
+	codeForbidden    = -32003
+	codeRateLimited  = -32029
+	codeTooLarge     = -32013
+)
+
+// access is the compiled access policy of one running configuration.
+type access struct {
+	authRequired bool
+	proxies      *policy.ProxyTrust
+	ips          *policy.IPRules            // the gateway's
+	projectIPs   map[string]*policy.IPRules // each project's
+	rates        map[string]config.RateLimit
+	toolRates    map[string]map[string]config.ToolLimit
+	maxBody      int64
+	maxSessions  int
+}
+
+func compileAccess(cfg *config.Config) (*access, error) {
+	a := &access{
+		authRequired: cfg.AuthRequired(),
+		projectIPs:   map[string]*policy.IPRules{},
+		rates:        map[string]config.RateLimit{},
+		toolRates:    map[string]map[string]config.ToolLimit{},
+		maxBody:      cfg.Limits.MaxRequestBodyBytes,
+		maxSessions:  cfg.Limits.MaxSessionsPerKey,
+	}
+	var err error
+	if a.proxies, err = policy.NewProxyTrust(cfg.TrustedProxies); err != nil {
+		return nil, fmt.Errorf("trustedProxies: %w", err)
+	}
+	if a.ips, err = policy.NewIPRules(cfg.AllowedIPs, cfg.DeniedIPs); err != nil {
+		return nil, fmt.Errorf("allowedIPs/deniedIPs: %w", err)
+	}
+	for name, p := range cfg.Projects {
+		if a.projectIPs[name], err = policy.NewIPRules(p.AllowedIPs, p.DeniedIPs); err != nil {
+			return nil, fmt.Errorf("projects.%s allowedIPs/deniedIPs: %w", name, err)
+		}
+		a.rates[name] = p.RateLimit
+		a.toolRates[name] = p.ToolLimits
+	}
+	return a, nil
+}
+
+// configKeys lists the keys a configuration names by hash.
+func configKeys(cfg *config.Config) []policy.ConfigKey {
+	var keys []policy.ConfigKey
+	for name, p := range cfg.Projects {
+		for _, k := range p.APIKeys {
+			keys = append(keys, policy.ConfigKey{Name: k.Name, Project: name, SHA256: strings.ToLower(k.SHA256)})
+		}
+	}
+	return keys
+}
+
+// buckets are the token buckets one tool call of principal takes.
+func (a *access) buckets(pr Principal, tool string) []policy.Bucket {
+	rl := a.rates[pr.Project]
+	bs := make([]policy.Bucket, 0, 3)
+	if rl.RequestsPerMinute > 0 {
+		bs = append(bs, policy.Bucket{Key: "p\x00" + pr.Project, Rate: policy.Rate{PerMinute: rl.RequestsPerMinute, Burst: burst(rl.Burst, rl.RequestsPerMinute)}})
+	}
+	if rl.PerKeyRequestsPerMinute > 0 && pr.KeyID != "" {
+		bs = append(bs, policy.Bucket{Key: "k\x00" + pr.Project + "\x00" + pr.KeyID, Rate: policy.Rate{PerMinute: rl.PerKeyRequestsPerMinute, Burst: burst(rl.PerKeyBurst, rl.PerKeyRequestsPerMinute)}})
+	}
+	if tl, ok := a.toolRates[pr.Project][tool]; ok && tl.RequestsPerMinute > 0 {
+		bs = append(bs, policy.Bucket{Key: "t\x00" + pr.Project + "\x00" + tool, Rate: policy.Rate{PerMinute: tl.RequestsPerMinute, Burst: burst(tl.Burst, tl.RequestsPerMinute)}})
+	}
+	return bs
+}
+
+// burst defaults a bucket's size to one second's worth of its rate, at
+// least 1.
+func burst(b int, perMinute float64) int {
+	if b > 0 {
+		return b
+	}
+	return max(1, int(math.Ceil(perMinute/60)))
+}
+
+func retryMs(d time.Duration) int64 { return max(1, d.Milliseconds()) }
+
+// takeTokens charges one tool call to the principal's buckets.
+func (g *Gateway) takeTokens(pr Principal, tool string) error {
+	a := g.accessPolicy()
+	bs := a.buckets(pr, tool)
+	if len(bs) == 0 {
+		return nil
+	}
+	if ok, wait := g.limiter.Take(bs...); !ok {
+		g.log.Info("rate limit hit", "project", pr.Project, "key", pr.KeyID, "tool", tool, "retryAfter", wait)
+		return &CallError{Code: CodeRateLimited, Message: fmt.Sprintf("rate limit exceeded; retry after %d ms", retryMs(wait)), RetryAfter: wait}
+	}
+	return nil
+}
+
+// tokenExtraKey is where the principal travels in the MCP SDK's TokenInfo,
+// which the SDK hands to every request of a session (and uses to bind the
+// session to the key that opened it).
+const (
+	tokenPrincipal = "toolgate.principal"
+	tokenPrepaid   = "toolgate.prepaid" // tool name whose tokens the HTTP layer took
+)
+
+// principalFrom returns the principal and the prepaid tool of an MCP
+// request, as the access middleware recorded them.
+func principalFrom(extra *mcp.RequestExtra, project string) (Principal, string) {
+	if extra == nil || extra.TokenInfo == nil {
+		return Principal{Project: project}, ""
+	}
+	pr, _ := extra.TokenInfo.Extra[tokenPrincipal].(Principal)
+	if pr.Project == "" {
+		pr.Project = project
+	}
+	prepaid, _ := extra.TokenInfo.Extra[tokenPrepaid].(string)
+	return pr, prepaid
+}
+
+// guard wraps a project's MCP handler with the access checks: client
+// address, API key, session cap and (for tools/call) rate limits, each
+// refusal a clear HTTP error with a JSON-RPC body.
+func (g *Gateway) guard(p *project) http.Handler {
+	bearer := auth.RequireBearerToken(func(ctx context.Context, _ string, r *http.Request) (*auth.TokenInfo, error) {
+		ti, _ := r.Context().Value(tokenInfoKey{}).(*auth.TokenInfo)
+		if ti == nil {
+			return nil, auth.ErrInvalidToken
+		}
+		return ti, nil
+	}, &auth.RequireBearerTokenOptions{AllowMissingExpiration: true})
+	inner := bearer(p.http)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a := g.accessPolicy()
+		ip, err := a.proxies.ClientIP(r.RemoteAddr, r.Header.Values("X-Forwarded-For"))
+		if err != nil {
+			rpcError(w, http.StatusBadRequest, codeForbidden, "cannot tell the client address: "+err.Error(), nil)
+			return
+		}
+		if !a.ips.Allows(ip) || !a.projectIPs[p.name].Allows(ip) {
+			g.log.Warn("address refused", "project", p.name, "ip", ip)
+			rpcError(w, http.StatusForbidden, codeForbidden, "forbidden: requests from "+ip.String()+" are not allowed", nil)
+			return
+		}
+		pr := Principal{Project: p.name, ClientIP: ip.String()}
+		if a.authRequired {
+			key, err := g.auth.Authenticate(presentedKey(r), p.name)
+			if err != nil {
+				g.log.Info("authentication failed", "project", p.name, "ip", ip, "reason", err.Error())
+				w.Header().Set("WWW-Authenticate", `Bearer realm="toolgate"`)
+				rpcError(w, http.StatusUnauthorized, codeUnauthorized, "unauthorized: "+err.Error(), nil)
+				return
+			}
+			pr.KeyID = key.ID
+			g.auth.RecordUse(key.ID)
+		}
+		ti := &auth.TokenInfo{UserID: pr.KeyID, Extra: map[string]any{tokenPrincipal: pr}}
+
+		if r.Method == http.MethodPost {
+			body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.maxBody))
+			if err != nil {
+				var tooBig *http.MaxBytesError
+				if errors.As(err, &tooBig) {
+					rpcError(w, http.StatusRequestEntityTooLarge, codeTooLarge, fmt.Sprintf("request body larger than %d bytes (limits.maxRequestBodyBytes)", a.maxBody), nil)
+					return
+				}
+				rpcError(w, http.StatusBadRequest, codeTooLarge, "reading the request body: "+err.Error(), nil)
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			msg := peekMessage(body)
+			switch msg.Method {
+			case "initialize":
+				if pr.KeyID != "" && a.maxSessions > 0 && p.sessionsOf(pr.KeyID) >= a.maxSessions {
+					rpcError(w, http.StatusTooManyRequests, codeRateLimited, fmt.Sprintf("key %s already has %d sessions open (limits.maxSessionsPerKey)", pr.KeyID, a.maxSessions), nil)
+					return
+				}
+				w = &sessionRecorder{ResponseWriter: w, p: p, key: pr.KeyID}
+			case "tools/call":
+				if p.lookupTool(msg.Params.Name) != nil {
+					if err := g.takeTokens(pr, msg.Params.Name); err != nil {
+						var ce *CallError
+						if errors.As(err, &ce) {
+							w.Header().Set("Retry-After", strconv.FormatInt(int64(math.Ceil(ce.RetryAfter.Seconds())), 10))
+							rpcError(w, http.StatusTooManyRequests, codeRateLimited, ce.Message, map[string]any{"retryAfterMs": retryMs(ce.RetryAfter)})
+							return
+						}
+					}
+					ti.Extra[tokenPrepaid] = msg.Params.Name
+				}
+			}
+		}
+		r = r.WithContext(context.WithValue(r.Context(), tokenInfoKey{}, ti))
+		// The SDK's bearer middleware reads the token from Authorization;
+		// the verifier above ignores it and returns the checked identity.
+		r.Header.Set("Authorization", "Bearer toolgate")
+		inner.ServeHTTP(w, r)
+	})
+}
+
+type tokenInfoKey struct{}
+
+// presentedKey is the key in `Authorization: Bearer` or `X-API-Key`.
+func presentedKey(r *http.Request) string {
+	if h := r.Header.Get("Authorization"); h != "" {
+		scheme, rest, ok := strings.Cut(h, " ")
+		if ok && strings.EqualFold(scheme, "Bearer") {
+			return strings.TrimSpace(rest)
+		}
+		return ""
+	}
+	return strings.TrimSpace(r.Header.Get("X-API-Key"))
+}
+
+// rpcMessage is the part of a JSON-RPC request the access layer reads.
+type rpcMessage struct {
+	Method string `json:"method"`
+	Params struct {
+		Name string `json:"name"`
+	} `json:"params"`
+}
+
+func peekMessage(body []byte) rpcMessage {
+	var m rpcMessage
+	if len(body) > 0 && body[0] == '{' {
+		_ = json.Unmarshal(body, &m)
+	}
+	return m
+}
+
+func rpcError(w http.ResponseWriter, status, code int, msg string, data any) {
+	e := map[string]any{"code": code, "message": msg}
+	if data != nil {
+		e["data"] = data
+	}
+	b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": nil, "error": e})
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
+// sessionRecorder notes which key opened a session, from the session id
+// the MCP handler puts in the response header.
+type sessionRecorder struct {
+	http.ResponseWriter
+	p    *project
+	key  string
+	once sync.Once
+}
+
+func (s *sessionRecorder) WriteHeader(code int) {
+	s.once.Do(func() {
+		if id := s.Header().Get("Mcp-Session-Id"); id != "" && code < 300 {
+			s.p.addSession(id, s.key)
+		}
+	})
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *sessionRecorder) Write(b []byte) (int, error) {
+	s.WriteHeader(http.StatusOK)
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *sessionRecorder) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (s *sessionRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// addSession records that key opened session id.
+func (p *project) addSession(id, key string) {
+	if key == "" {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.sessionKeys == nil {
+		p.sessionKeys = map[string]string{}
+	}
+	p.sessionKeys[id] = key
+}
+
+// sessionsOf counts the open sessions of key, forgetting closed ones.
+func (p *project) sessionsOf(key string) int {
+	live := map[string]bool{}
+	for ss := range p.server.Sessions() {
+		live[ss.ID()] = true
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for id, k := range p.sessionKeys {
+		switch {
+		case !live[id]:
+			delete(p.sessionKeys, id)
+		case k == key:
+			n++
+		}
+	}
+	return n
+}
