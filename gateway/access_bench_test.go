@@ -1,0 +1,90 @@
+package gateway
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/toolgate/toolgate/internal/config"
+	"github.com/toolgate/toolgate/policy"
+)
+
+// guardFixture is a gateway with one project, one key and generous rate
+// limits, whose MCP handler is replaced by one that does nothing, so that
+// only the access layer is measured.
+func guardFixture(tb testing.TB) (http.Handler, string) {
+	tb.Helper()
+	key, _, _, err := policy.GenerateKey()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfg := config.Demo("http://127.0.0.1:1/mcp", policy.HashKey(key))
+	cfg.Projects[config.DefaultProject].MCPServers = nil
+	cfg.Projects[config.DefaultProject].RateLimit = config.RateLimit{RequestsPerMinute: 6e7, Burst: 1e6, PerKeyRequestsPerMinute: 6e7, PerKeyBurst: 1e6}
+	auth, err := policy.NewAuthenticator(context.Background(), nil, nil, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	g := New(cfg, &Options{Auth: auth})
+	if err := g.Start(context.Background()); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(g.Close)
+	p := g.project(config.DefaultProject)
+	p.mu.Lock()
+	p.reg.tools["demo__echo"] = &route{def: &mcp.Tool{Name: "demo__echo"}}
+	p.mu.Unlock()
+	p.http = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusAccepted) })
+	return g.guard(p), key
+}
+
+// BenchmarkGuard measures the access layer alone for one tools/call
+// request: client address, IP rules, key check, body read, rate limits
+// and the SDK's bearer middleware.
+func BenchmarkGuard(b *testing.B) {
+	h, key := guardFixture(b)
+	body := `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"demo__echo","arguments":{"text":"hello"}}}`
+	b.ReportAllocs()
+	for b.Loop() {
+		r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(body))
+		r.RemoteAddr = "127.0.0.1:5555"
+		r.Header.Set("Authorization", "Bearer "+key)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != http.StatusAccepted {
+			b.Fatalf("status %d: %s", w.Code, w.Body)
+		}
+	}
+}
+
+func TestGuardRefusals(t *testing.T) {
+	h, key := guardFixture(t)
+	tests := []struct {
+		name   string
+		header string
+		body   string
+		want   int
+	}{
+		{"no key", "", `{}`, 401},
+		{"good key", "Bearer " + key, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"demo__echo"}}`, 202},
+		{"wrong scheme", "Token " + key, `{}`, 401},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(tc.body))
+			r.RemoteAddr = "127.0.0.1:5555"
+			if tc.header != "" {
+				r.Header.Set("Authorization", tc.header)
+			}
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			if w.Code != tc.want {
+				t.Errorf("status %d, want %d: %s", w.Code, tc.want, w.Body)
+			}
+		})
+	}
+}
