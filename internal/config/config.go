@@ -65,6 +65,19 @@ type Config struct {
 	// Limits bound what one request or one key may take.
 	Limits Limits `mapstructure:"limits"`
 
+	// Audit configures the append-only audit log.
+	Audit Audit `mapstructure:"audit"`
+	// Alerts are rules over audit events and the webhook they post to.
+	Alerts Alerts `mapstructure:"alerts"`
+	// Metrics configures /metrics.
+	Metrics Metrics `mapstructure:"metrics"`
+	// QuarantineChangedTools hides a tool whose definition changed after
+	// it was first seen until an operator approves it.
+	QuarantineChangedTools bool `mapstructure:"quarantineChangedTools"`
+	// KeyMaxAge is the rotation schedule `toolgate check` grades keys
+	// against (default 90 days).
+	KeyMaxAge Duration `mapstructure:"keyMaxAge"`
+
 	// Projects by name. After Load it always holds at least one project.
 	Projects map[string]*Project `mapstructure:"projects"`
 
@@ -109,6 +122,55 @@ type Limits struct {
 	WriteTimeout      Duration `mapstructure:"writeTimeout"`
 	IdleTimeout       Duration `mapstructure:"idleTimeout"`
 	MaxSessionsPerKey int      `mapstructure:"maxSessionsPerKey"`
+}
+
+// Audit configures the audit log: JSON Lines, each line chained to the
+// previous one by its SHA-256.
+type Audit struct {
+	// Path of the log; relative paths are inside dataDir (default
+	// "audit.jsonl").
+	Path string `mapstructure:"path"`
+	// Fsync is "batch" (the default: synced every FsyncInterval) or
+	// "always" (synced before the request it records is answered).
+	Fsync string `mapstructure:"fsync"`
+	// FsyncInterval is the batch interval (default 100ms).
+	FsyncInterval Duration `mapstructure:"fsyncInterval"`
+	// LogArguments records tool arguments themselves, not only their hash.
+	LogArguments bool `mapstructure:"logArguments"`
+	// Stdout also writes every event to standard output.
+	Stdout bool `mapstructure:"stdout"`
+	// MaxSizeMB rotates the file when it grows past this size (default 100).
+	MaxSizeMB int `mapstructure:"maxSizeMB"`
+	// MaxFiles is how many rotated files are kept (default 10).
+	MaxFiles int `mapstructure:"maxFiles"`
+}
+
+// Alerts are rules that post to a webhook when audit events of one type
+// reach a threshold within a window.
+type Alerts struct {
+	Webhook string      `mapstructure:"webhook"`
+	Rules   []AlertRule `mapstructure:"rules"`
+}
+
+// EventTypes are the audit event types, which alert rules may name.
+var EventTypes = []string{
+	"auth.failure", "tool.call", "tool.denied", "ratelimit.hit", "ip.denied",
+	"code.execution", "code.fetch", "upstream.error", "upstream.restart",
+	"config.reload", "key.created", "key.rotated", "key.revoked", "tools.changed",
+}
+
+// AlertRule fires when Threshold events of type Event happen within Window.
+type AlertRule struct {
+	Event     string   `mapstructure:"event"`
+	Threshold int      `mapstructure:"threshold"`
+	Window    Duration `mapstructure:"window"`
+}
+
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	// Listen, when set, serves /metrics on a listener of its own instead of
+	// the main one.
+	Listen string `mapstructure:"listen"`
 }
 
 // APIKey is a key listed in the configuration by the SHA-256 (hex) of the

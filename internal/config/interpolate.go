@@ -101,6 +101,7 @@ func truncate(s string) string {
 func (l *loader) interpolate(c *Config) {
 	l.expandField("tls.certFile", &c.TLS.CertFile)
 	l.expandField("tls.keyFile", &c.TLS.KeyFile)
+	l.expandField("alerts.webhook", &c.Alerts.Webhook)
 	for _, ps := range l.servers {
 		p, s := ps.path, ps.v
 		l.expandField(child(p, "command"), &s.Command)

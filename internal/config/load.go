@@ -104,7 +104,7 @@ func Load(path string) (*Config, error) {
 	}
 	c.Path = path
 	// Relative paths in a file are relative to the file's folder.
-	for _, p := range []*string{&c.DataDir, &c.TLS.CertFile, &c.TLS.KeyFile} {
+	for _, p := range []*string{&c.DataDir, &c.TLS.CertFile, &c.TLS.KeyFile, &c.Audit.Path} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(filepath.Dir(path), *p)
 		}
@@ -702,6 +702,15 @@ func applyDefaults(c *Config) {
 	}
 	if c.TLS.MinVersion == "" {
 		c.TLS.MinVersion = "1.2"
+	}
+	setDefault(&c.Audit.Path, "audit.jsonl")
+	setDefault(&c.Audit.Fsync, "batch")
+	setDefault(&c.Audit.FsyncInterval, Duration(100*time.Millisecond))
+	setDefault(&c.Audit.MaxSizeMB, 100)
+	setDefault(&c.Audit.MaxFiles, 10)
+	setDefault(&c.KeyMaxAge, Duration(90*24*time.Hour))
+	if !filepath.IsAbs(c.Audit.Path) {
+		c.Audit.Path = filepath.Join(c.DataDir, c.Audit.Path)
 	}
 	lim := &c.Limits
 	setDefault(&lim.MaxRequestBodyBytes, DefaultMaxRequestBodyBytes)

@@ -104,6 +104,7 @@ func TestLoad(t *testing.T) {
 	want := fullWant()
 	want.Path = path
 	want.DataDir = filepath.Join("testdata", DefaultDataDir) // relative to the file
+	want.Audit.Path = filepath.Join(want.DataDir, "audit.jsonl")
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("config mismatch (-want +got):\n%s", diff)
 	}
@@ -453,6 +454,8 @@ func withDefaults(c *Config) *Config {
 		c.DataDir = DefaultDataDir
 	}
 	c.TLS.MinVersion = "1.2"
+	c.Audit = Audit{Path: filepath.Join(c.DataDir, "audit.jsonl"), Fsync: "batch", FsyncInterval: Duration(100 * time.Millisecond), MaxSizeMB: 100, MaxFiles: 10}
+	c.KeyMaxAge = Duration(90 * 24 * time.Hour)
 	c.Limits = Limits{
 		MaxRequestBodyBytes: DefaultMaxRequestBodyBytes,
 		MaxHeaderBytes:      DefaultMaxHeaderBytes,

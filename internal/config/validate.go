@@ -108,6 +108,32 @@ func (l *loader) validateAccess(c *Config) {
 	if v := c.TLS.MinVersion; v != "1.2" && v != "1.3" {
 		l.addf("tls.minVersion", "unsupported TLS version %q (want \"1.2\" or \"1.3\")", truncate(v))
 	}
+	if f := c.Audit.Fsync; f != "batch" && f != "always" {
+		l.addf("audit.fsync", "unknown mode %q (want \"batch\" or \"always\")", truncate(f))
+	}
+	l.checkTimeout("audit.fsyncInterval", c.Audit.FsyncInterval)
+	if c.Alerts.Webhook != "" && !l.bad["alerts.webhook"] {
+		if _, err := parseHTTPURL(c.Alerts.Webhook); err != nil {
+			l.addf("alerts.webhook", "invalid url: %v", err)
+		}
+	}
+	for i, r := range c.Alerts.Rules {
+		rp := index("alerts.rules", i)
+		if !slices.Contains(EventTypes, r.Event) {
+			l.addf(child(rp, "event"), "unknown event type %q (one of %s)", truncate(r.Event), strings.Join(EventTypes, ", "))
+		}
+		if r.Threshold <= 0 {
+			l.addf(child(rp, "threshold"), "must be at least 1")
+		}
+		if r.Window <= 0 && !l.bad[child(rp, "window")] {
+			l.addf(child(rp, "window"), "must be a positive duration")
+		}
+	}
+	if c.Metrics.Listen != "" {
+		if err := checkListen(c.Metrics.Listen); err != nil {
+			l.addf("metrics.listen", "%v", err)
+		}
+	}
 	l.checkCIDRs("allowedIPs", c.AllowedIPs)
 	l.checkCIDRs("deniedIPs", c.DeniedIPs)
 	l.checkCIDRs("trustedProxies", c.TrustedProxies)

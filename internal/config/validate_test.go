@@ -58,6 +58,17 @@ func TestParseProblems(t *testing.T) {
 			want: []string{`mcpServers.api.url: plain http to api.example.com sends credentials and results in the clear: use https, or set allowInsecure: true`},
 		},
 		{
+			name: "audit and alert rules",
+			doc:  `{"audit": {"fsync": "never"}, "alerts": {"webhook": "ftp://x", "rules": [{"event": "tool.cal", "threshold": 0, "window": "0s"}]}}`,
+			want: []string{
+				`alerts.rules[0].event: unknown event type "tool.cal" (one of auth.failure, tool.call, tool.denied, ratelimit.hit, ip.denied, code.execution, code.fetch, upstream.error, upstream.restart, config.reload, key.created, key.rotated, key.revoked, tools.changed)`,
+				`alerts.rules[0].threshold: must be at least 1`,
+				`alerts.rules[0].window: must be a positive duration`,
+				`alerts.webhook: invalid url: want an absolute http or https URL`,
+				`audit.fsync: unknown mode "never" (want "batch" or "always")`,
+			},
+		},
+		{
 			name: "unknown key in a project",
 			doc:  `{"projects": {"team": {"mcpServers": {"a": {"command": "x", "args2": []}}}}}`,
 			want: []string{`projects.team.mcpServers.a.args2: unknown key (did you mean "args"?)`},
