@@ -115,6 +115,7 @@ func (g *Gateway) takeTokens(pr Principal, tool string) error {
 	}
 	if ok, wait := g.limiter.Take(bs...); !ok {
 		g.log.Info("rate limit hit", "project", pr.Project, "key", pr.KeyID, "tool", tool, "retryAfter", wait)
+		g.metrics.rateLimited.WithLabelValues(pr.Project).Inc()
 		return &CallError{Code: CodeRateLimited, Message: fmt.Sprintf("rate limit exceeded; retry after %d ms", retryMs(wait)), RetryAfter: wait}
 	}
 	return nil
@@ -163,6 +164,7 @@ func (g *Gateway) guard(p *project) http.Handler {
 		}
 		if !a.ips.Allows(ip) || !a.projectIPs[p.name].Allows(ip) {
 			g.log.Warn("address refused", "project", p.name, "ip", ip)
+			g.metrics.ipDenied.WithLabelValues(p.name).Inc()
 			rpcError(w, http.StatusForbidden, codeForbidden, "forbidden: requests from "+ip.String()+" are not allowed", nil)
 			return
 		}
@@ -171,6 +173,7 @@ func (g *Gateway) guard(p *project) http.Handler {
 			key, err := g.auth.Authenticate(presentedKey(r), p.name)
 			if err != nil {
 				g.log.Info("authentication failed", "project", p.name, "ip", ip, "reason", err.Error())
+				g.metrics.authFailures.WithLabelValues(p.name, authReason(err)).Inc()
 				w.Header().Set("WWW-Authenticate", `Bearer realm="toolgate"`)
 				rpcError(w, http.StatusUnauthorized, codeUnauthorized, "unauthorized: "+err.Error(), nil)
 				return
@@ -325,4 +328,13 @@ func (p *project) sessionsOf(key string) int {
 		}
 	}
 	return n
+}
+
+// authReason is a short label for why a key was refused.
+func authReason(err error) string {
+	var ae *policy.AuthError
+	if errors.As(err, &ae) {
+		return ae.Reason()
+	}
+	return "invalid"
 }

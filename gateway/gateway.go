@@ -88,6 +88,7 @@ type Gateway struct {
 	auth    *policy.Authenticator
 	limiter policy.Limiter
 	acc     atomic.Pointer[access]
+	metrics *metrics
 
 	reloadMu sync.Mutex // one Start/Reload/Close at a time
 
@@ -109,6 +110,7 @@ func New(cfg *config.Config, opts *Options) *Gateway {
 	if g.limiter == nil {
 		g.limiter = policy.NewMemoryLimiter(nil)
 	}
+	g.metrics = newMetrics(g)
 	return g
 }
 
@@ -292,7 +294,46 @@ func (g *Gateway) CallTool(ctx context.Context, call *ToolCall) (*mcp.CallToolRe
 }
 
 func (g *Gateway) callTool(ctx context.Context, p *project, call *ToolCall) (*mcp.CallToolResult, error) {
+	start := time.Now()
 	r := p.lookupTool(call.Name)
+	res, err := g.callRoute(ctx, p, r, call)
+	g.record(p, r, call, res, err, time.Since(start))
+	return res, err
+}
+
+// outcome names how a call ended, for metrics and the audit log.
+func outcome(res *mcp.CallToolResult, err error) string {
+	var ce *CallError
+	var rpcErr *jsonrpc.Error
+	switch {
+	case errors.As(err, &ce):
+		return ce.Code
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	case errors.As(err, &rpcErr):
+		return "upstream_error"
+	case err != nil:
+		return "error"
+	case res != nil && res.IsError:
+		return "tool_error"
+	}
+	return "ok"
+}
+
+// record accounts for one call on the tool path.
+func (g *Gateway) record(p *project, r *route, call *ToolCall, res *mcp.CallToolResult, err error, d time.Duration) {
+	out := outcome(res, err)
+	server, tool := "", ""
+	if r != nil {
+		server, tool = r.up.cfg.Name, call.Name
+	}
+	reached := r != nil && out != CodeRateLimited && out != CodeUnavailable
+	g.metrics.observeCall(p.name, server, tool, out, d, reached)
+}
+
+// callRoute calls the tool of route r (nil when no visible tool has the
+// name).
+func (g *Gateway) callRoute(ctx context.Context, p *project, r *route, call *ToolCall) (*mcp.CallToolResult, error) {
 	if r == nil {
 		return nil, &CallError{Code: CodeNotFound, Message: fmt.Sprintf("unknown tool %q", call.Name)}
 	}

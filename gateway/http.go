@@ -14,6 +14,7 @@ import (
 //	/v1/mcp/{project}    any project
 //	/healthz             liveness, always 200 while the process serves
 //	/readyz              200 when every enabled upstream is ready, else 503
+//	/metrics             Prometheus text (behind the gateway's IP rules)
 func (g *Gateway) Handler() http.Handler {
 	started := time.Now()
 	mux := http.NewServeMux()
@@ -29,6 +30,18 @@ func (g *Gateway) Handler() http.Handler {
 			"version": Version,
 			"uptime":  time.Since(started).Round(time.Second).String(),
 		})
+	})
+	metrics := g.Metrics()
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		// The gateway's own IP rules guard metrics; for more, serve them on
+		// a listener of their own (metrics.listen).
+		a := g.accessPolicy()
+		ip, err := a.proxies.ClientIP(r.RemoteAddr, r.Header.Values("X-Forwarded-For"))
+		if err != nil || !a.ips.Allows(ip) {
+			http.Error(w, "forbidden", http.StatusForbidden)
+			return
+		}
+		metrics.ServeHTTP(w, r)
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ready, projects := g.Status()

@@ -169,6 +169,16 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	if cfg.Metrics.Listen != "" {
+		mln, err := net.Listen("tcp", cfg.Metrics.Listen)
+		if err != nil {
+			return fmt.Errorf("metrics.listen: %w", err)
+		}
+		msrv := &http.Server{Handler: metricsMux(gw), ReadHeaderTimeout: lim.ReadHeaderTimeout.D()}
+		go func() { _ = msrv.Serve(mln) }()
+		defer msrv.Close()
+		log.Info("metrics listening", "url", "http://"+mln.Addr().String()+"/metrics")
+	}
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serving: %w", err)
@@ -304,4 +314,10 @@ func checkListener(cfg *config.Config, log *slog.Logger) error {
 		log.Warn("serving plain HTTP on a listener other machines can reach (allowInsecureHTTP is set): keys and results travel in the clear", "listen", cfg.Listen)
 	}
 	return nil
+}
+
+func metricsMux(gw *gateway.Gateway) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", gw.Metrics())
+	return mux
 }

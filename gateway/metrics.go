@@ -1,0 +1,104 @@
+package gateway
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are the gateway's Prometheus series. Labels carry only names the
+// configuration or an upstream defined (never a name a client sent), so a
+// client cannot grow the series without bound.
+type metrics struct {
+	registry     *prometheus.Registry
+	calls        *prometheus.CounterVec
+	callSeconds  *prometheus.HistogramVec
+	authFailures *prometheus.CounterVec
+	rateLimited  *prometheus.CounterVec
+	ipDenied     *prometheus.CounterVec
+	auditSeconds prometheus.Histogram
+}
+
+func newMetrics(g *Gateway) *metrics {
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "toolgate_tool_calls_total",
+			Help: "Tool calls by project, server, tool and outcome (ok, tool_error, or the code of a refusal).",
+		}, []string{"project", "server", "tool", "outcome"}),
+		callSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "toolgate_tool_call_duration_seconds",
+			Help:    "Latency of tool calls that reached an upstream.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 18), // 0.5 ms to about 65 s
+		}, []string{"project", "server", "tool"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "toolgate_auth_failures_total",
+			Help: "Requests refused for a missing or invalid API key.",
+		}, []string{"project", "reason"}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "toolgate_rate_limit_hits_total",
+			Help: "Tool calls refused by a rate limit.",
+		}, []string{"project"}),
+		ipDenied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "toolgate_ip_denied_total",
+			Help: "Requests refused by an IP rule.",
+		}, []string{"project"}),
+		auditSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "toolgate_audit_write_duration_seconds",
+			Help:    "Time to append one event to the audit log.",
+			Buckets: prometheus.ExponentialBuckets(0.00001, 2, 16),
+		}),
+	}
+	m.registry.MustRegister(m.calls, m.callSeconds, m.authFailures, m.rateLimited, m.ipDenied, m.auditSeconds,
+		&upstreamCollector{g: g},
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// observeCall records one call on the tool path. server and tool are empty
+// for calls refused before a tool was found.
+func (m *metrics) observeCall(project, server, tool, outcome string, d time.Duration, reached bool) {
+	m.calls.WithLabelValues(project, server, tool, outcome).Inc()
+	if reached {
+		m.callSeconds.WithLabelValues(project, server, tool).Observe(d.Seconds())
+	}
+}
+
+// Metrics returns the Prometheus handler of the gateway's metrics.
+func (g *Gateway) Metrics() http.Handler {
+	return promhttp.HandlerFor(g.metrics.registry, promhttp.HandlerOpts{})
+}
+
+var (
+	upDesc       = prometheus.NewDesc("toolgate_upstream_up", "1 when the upstream is ready, 0 otherwise.", []string{"project", "server", "state"}, nil)
+	restartsDesc = prometheus.NewDesc("toolgate_upstream_restarts_total", "Reconnections of the upstream since it was configured.", []string{"project", "server"}, nil)
+	toolsDesc    = prometheus.NewDesc("toolgate_tools_visible", "Tools a project shows its clients.", []string{"project"}, nil)
+)
+
+// upstreamCollector reports upstream health at scrape time.
+type upstreamCollector struct{ g *Gateway }
+
+func (c *upstreamCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- upDesc
+	ch <- restartsDesc
+	ch <- toolsDesc
+}
+
+func (c *upstreamCollector) Collect(ch chan<- prometheus.Metric) {
+	_, projects := c.g.Status()
+	for pname, ps := range projects {
+		ch <- prometheus.MustNewConstMetric(toolsDesc, prometheus.GaugeValue, float64(ps.Tools), pname)
+		for sname, us := range ps.Upstreams {
+			up := 0.0
+			if us.State == StateReady {
+				up = 1
+			}
+			ch <- prometheus.MustNewConstMetric(upDesc, prometheus.GaugeValue, up, pname, sname, us.State)
+			ch <- prometheus.MustNewConstMetric(restartsDesc, prometheus.CounterValue, float64(us.Restarts), pname, sname)
+		}
+	}
+}
