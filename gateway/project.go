@@ -131,6 +131,7 @@ func newProject(gw *Gateway, name string) *project {
 		// The access layer caps bodies first, at limits.maxRequestBodyBytes.
 		MaxRequestBodyBytes: math.MaxInt64,
 	})
+	p.server.AddReceivingMiddleware(p.unknownTools)
 	p.guarded = gw.guard(p)
 	return p
 }
@@ -729,4 +730,22 @@ func transportName(s *config.Server) string {
 		return "http (sse fallback)"
 	}
 	return s.Transport
+}
+
+// unknownTools answers a tools/call of a name the project does not show
+// (unknown or filtered) on the tool path, so that the refusal is counted
+// and recorded like any other; the error is the one the MCP SDK gives for a
+// tool it does not have.
+func (p *project) unknownTools(next mcp.MethodHandler) mcp.MethodHandler {
+	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+		if method != "tools/call" {
+			return next(ctx, method, req)
+		}
+		ctr, ok := req.(*mcp.CallToolRequest)
+		if !ok || ctr.Params == nil || p.lookupTool(ctr.Params.Name) != nil {
+			return next(ctx, method, req)
+		}
+		pr, _ := principalFrom(ctr.Extra, p.name)
+		return toMCPResult(p.gw.callTool(ctx, p, &ToolCall{Principal: pr, Name: ctr.Params.Name, Session: ctr.Session}))
+	}
 }
