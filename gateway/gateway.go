@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -89,6 +90,8 @@ type Gateway struct {
 	limiter policy.Limiter
 	acc     atomic.Pointer[access]
 	metrics *metrics
+	pins    *pinStore     // nil without a dataDir
+	stop    chan struct{} // closed by Close: ends background loops
 
 	reloadMu sync.Mutex // one Start/Reload/Close at a time
 
@@ -111,6 +114,7 @@ func New(cfg *config.Config, opts *Options) *Gateway {
 		g.limiter = policy.NewMemoryLimiter(nil)
 	}
 	g.metrics = newMetrics(g)
+	g.stop = make(chan struct{})
 	return g
 }
 
@@ -135,6 +139,14 @@ func (e *StartupError) Error() string {
 func (g *Gateway) Start(ctx context.Context) error {
 	g.reloadMu.Lock()
 	defer g.reloadMu.Unlock()
+	if g.cfg.DataDir != "" {
+		pins, err := openPinStore(filepath.Join(g.cfg.DataDir, PinsFile))
+		if err != nil {
+			return err
+		}
+		g.pins = pins
+		go g.watchPins(g.stop)
+	}
 	return g.apply(ctx, g.cfg, true)
 }
 
@@ -247,6 +259,11 @@ func (g *Gateway) apply(ctx context.Context, cfg *config.Config, first bool) err
 func (g *Gateway) Close() {
 	g.reloadMu.Lock()
 	defer g.reloadMu.Unlock()
+	select {
+	case <-g.stop:
+	default:
+		close(g.stop)
+	}
 	g.mu.Lock()
 	ps := slices.Collect(maps.Values(g.projects))
 	g.projects = map[string]*project{}

@@ -366,6 +366,7 @@ func (p *project) rebuildLocked() {
 	p.mu.Unlock()
 	reg, problems, warnings := compute(s)
 	problems = append(problems, warnings...)
+	problems = append(problems, p.gw.checkPins(p.name, reg)...)
 	p.mu.Lock()
 	old := p.reg
 	p.reg = reg

@@ -70,6 +70,7 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	root.AddCommand(newServe(g))
 	root.AddCommand(newKeys(g))
+	root.AddCommand(newTools(g))
 	return root
 }
 

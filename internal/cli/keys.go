@@ -28,11 +28,15 @@ const keyStoreFile = "toolgate.db"
 // keyStorePath is where the key database of cfg lives: toolgate.db in its
 // dataDir. With no configuration it is in ./toolgate-data.
 func keyStorePath(cfg *config.Config) string {
-	dir := config.DefaultDataDir
+	return filepath.Join(dataDir(cfg), keyStoreFile)
+}
+
+// dataDir is the data folder of cfg; with no configuration, ./toolgate-data.
+func dataDir(cfg *config.Config) string {
 	if cfg != nil && cfg.DataDir != "" {
-		dir = cfg.DataDir
+		return cfg.DataDir
 	}
-	return filepath.Join(dir, keyStoreFile)
+	return config.DefaultDataDir
 }
 
 func newKeys(g *globals) *cobra.Command {

@@ -346,6 +346,11 @@ type (
 	empty struct{}
 )
 
+type addToolIn struct {
+	Name        string `json:"name" jsonschema:"tool name"`
+	Description string `json:"description,omitempty" jsonschema:"description of the new tool"`
+}
+
 type environIn struct {
 	Names []string `json:"names" jsonschema:"environment variable names to report"`
 }
@@ -527,15 +532,18 @@ func (st *state) registerTools(srv *mcp.Server, sseHeader http.Header) {
 			return toolError(in.Message), nil, nil
 		})
 
-	mcp.AddTool(srv, &mcp.Tool{Name: "add_tool", Description: "Registers a tool named name at runtime (the server then sends notifications/tools/list_changed). The new tool returns \"dynamic tool NAME\"."},
-		func(ctx context.Context, req *mcp.CallToolRequest, in nameIn) (*mcp.CallToolResult, any, error) {
+	mcp.AddTool(srv, &mcp.Tool{Name: "add_tool", Description: "Registers (or replaces) a tool named name at runtime (the server then sends notifications/tools/list_changed). The new tool returns \"dynamic tool NAME\"; description, when given, replaces its default description."},
+		func(ctx context.Context, req *mcp.CallToolRequest, in addToolIn) (*mcp.CallToolResult, any, error) {
 			if in.Name == "" || slices.Contains(builtinTools, in.Name) {
 				return toolError(fmt.Sprintf("cannot add tool %q", in.Name)), nil, nil
 			}
-			name := in.Name
+			name, desc := in.Name, in.Description
+			if desc == "" {
+				desc = "A tool added at runtime by add_tool."
+			}
 			srv.AddTool(&mcp.Tool{
 				Name:        name,
-				Description: "A tool added at runtime by add_tool.",
+				Description: desc,
 				InputSchema: &jsonschema.Schema{Type: "object"},
 			}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 				return text("dynamic tool " + name), nil
