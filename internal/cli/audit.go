@@ -1,0 +1,388 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/spf13/cobra"
+
+	"github.com/toolgate/toolgate/internal/config"
+	"github.com/toolgate/toolgate/policy"
+)
+
+// auditFile is the name of the audit log in the data folder when there is
+// no configuration file (the configuration's default is the same).
+const auditFile = "audit.jsonl"
+
+// auditPath is where the audit log is: the configuration's audit.path,
+// or toolgate-data/audit.jsonl when there is no configuration file.
+func (g *globals) auditPath() (string, error) {
+	file, err := config.Find(g.config)
+	if err != nil {
+		return "", err
+	}
+	if file == "" {
+		return filepath.Join(config.DefaultDataDir, auditFile), nil
+	}
+	cfg, err := config.Load(file)
+	if err != nil {
+		return "", err
+	}
+	return cfg.Audit.Path, nil
+}
+
+type auditFlags struct {
+	since, key, tool, project string
+	types                     []string
+	json                      bool
+}
+
+func newAudit(g *globals) *cobra.Command {
+	f := &auditFlags{}
+	cmd := &cobra.Command{
+		Use:   "audit [--since 1h] [--type tool.denied] [--key ID] [--tool GLOB] [--json]",
+		Short: "Query the audit log, or verify its hash chain",
+		Long: `Print the events of the audit log (the configuration's audit.path, by
+default toolgate-data/audit.jsonl), oldest first, across rotated files:
+a table, or with --json the events as JSON lines. Filters combine.
+
+Event types: ` + strings.Join(policy.AuditEventTypes, ", ") + `.
+
+Each line of the log carries the SHA-256 of the line before it;
+"toolgate audit verify" checks that chain.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageError{fmt.Errorf("unknown command %q for %q", args[0], cmd.CommandPath())}
+			}
+			return nil
+		},
+		RunE: func(_ *cobra.Command, _ []string) error { return runAudit(g, f) },
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.since, "since", "", "only events since this long ago (90m, 12h, 7d) or this time (RFC 3339, 2026-03-01T10:00:00Z)")
+	fl.StringSliceVar(&f.types, "type", nil, "only events of these types (repeat the flag or separate with commas; globs such as key.* work)")
+	fl.StringVar(&f.key, "key", "", "only events of this API key id")
+	fl.StringVar(&f.tool, "tool", "", "only events of tools matching this glob, on the tool's name or on server__tool")
+	fl.StringVar(&f.project, "project", "", "only events of this project")
+	fl.BoolVar(&f.json, "json", false, "print the events as JSON lines instead of a table")
+	cmd.AddCommand(newAuditVerify(g))
+	return cmd
+}
+
+// auditQuery is the parsed filters of the audit command.
+type auditQuery struct {
+	since   time.Time
+	types   *policy.Filter // nil: all
+	tool    *policy.Filter // nil: all
+	key     string
+	project string
+}
+
+func parseAuditQuery(f *auditFlags, now time.Time) (*auditQuery, error) {
+	q := &auditQuery{key: f.key, project: f.project}
+	if s := strings.TrimSpace(f.since); s != "" {
+		if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+			q.since = t
+		} else if strings.ContainsAny(s, "-:T") {
+			return nil, usageError{fmt.Errorf("--since: %q is neither a duration (90m, 12h, 7d) nor an RFC 3339 time (2026-03-01T10:00:00Z)", s)}
+		} else {
+			d, err := parseLifetime("--since", s, false)
+			if err != nil {
+				return nil, err
+			}
+			q.since = now.Add(-d)
+		}
+	}
+	if len(f.types) > 0 {
+		var globs []string
+		for _, t := range f.types {
+			t = strings.TrimSpace(t)
+			if !strings.ContainsAny(t, `*?[{\`) && !policy.IsAuditEventType(t) {
+				return nil, usageError{fmt.Errorf("--type: unknown event type %q (want one of %s)", t, strings.Join(policy.AuditEventTypes, ", "))}
+			}
+			globs = append(globs, t)
+		}
+		fl, err := policy.NewFilter(policy.FilterSpec{AllowGlob: globs})
+		if err != nil {
+			return nil, usageError{fmt.Errorf("--type: %w", err)}
+		}
+		q.types = fl
+	}
+	if f.tool != "" {
+		fl, err := policy.NewFilter(policy.FilterSpec{AllowGlob: []string{f.tool}})
+		if err != nil {
+			return nil, usageError{fmt.Errorf("--tool: %w", err)}
+		}
+		q.tool = fl
+	}
+	return q, nil
+}
+
+func (q *auditQuery) match(e *policy.Event) bool {
+	switch {
+	case !q.since.IsZero() && e.Time.Before(q.since):
+		return false
+	case q.types != nil && !q.types.Allows(e.Type):
+		return false
+	case q.key != "" && e.KeyID != q.key && e.NewKeyID != q.key:
+		return false
+	case q.project != "" && e.Project != q.project:
+		return false
+	case q.tool != nil && (e.Tool == "" || !q.tool.Allows(e.Tool) && !q.tool.Allows(e.Server+"__"+e.Tool)):
+		return false
+	}
+	return true
+}
+
+func runAudit(g *globals, f *auditFlags) error {
+	q, err := parseAuditQuery(f, time.Now())
+	if err != nil {
+		return err
+	}
+	path, err := g.auditPath()
+	if err != nil {
+		return err
+	}
+	var tw *tabwriter.Writer
+	var enc *json.Encoder
+	if f.json {
+		enc = json.NewEncoder(g.stdout)
+	} else {
+		tw = tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "TIME\tTYPE\tPROJECT\tKEY\tTOOL/SERVER\tOUTCOME\tDETAIL")
+	}
+	shown := 0
+	rep, err := policy.ReadAudit(path, func(e *policy.Event) error {
+		if !q.match(e) {
+			return nil
+		}
+		shown++
+		if enc != nil {
+			return enc.Encode(e)
+		}
+		_, err := fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.UTC().Format(time.RFC3339),
+			auditCell(e.Type, 20), auditCell(e.Project, 30), auditCell(e.KeyID, 30),
+			auditCell(auditTarget(e), 60), auditCell(auditOutcome(e), 20), auditCell(auditDetail(e), 120))
+		return err
+	})
+	if errors.Is(err, fs.ErrNotExist) {
+		fmt.Fprintf(g.stderr, "No audit log at %s.\n", path)
+		return nil
+	}
+	if tw != nil && shown > 0 {
+		if ferr := tw.Flush(); err == nil {
+			err = ferr
+		}
+	}
+	for _, t := range rep.Torn {
+		fmt.Fprintf(g.stderr, "Skipped a torn last line at %s (a crash while it was written).\n", t)
+	}
+	if err != nil {
+		return err
+	}
+	if shown == 0 && !f.json {
+		fmt.Fprintf(g.stderr, "No matching events in %s (%d read).\n", path, rep.Lines)
+	}
+	return nil
+}
+
+// auditTarget is the TOOL/SERVER column.
+func auditTarget(e *policy.Event) string {
+	switch {
+	case e.Server != "" && e.Tool != "":
+		return e.Server + "/" + e.Tool
+	case e.Server != "":
+		return e.Server
+	case e.Host != "":
+		return e.Host
+	}
+	return e.Tool
+}
+
+// auditOutcome is the OUTCOME column.
+func auditOutcome(e *policy.Event) string {
+	switch {
+	case e.Outcome != "":
+		return e.Outcome
+	case e.Decision != "":
+		return e.Decision
+	case e.Status != 0:
+		return strconv.Itoa(e.Status)
+	case e.Type == policy.EventConfigReload && e.Reason != "":
+		return "refused"
+	}
+	return ""
+}
+
+// auditDetail is the DETAIL column: what else matters about the event.
+func auditDetail(e *policy.Event) string {
+	var parts []string
+	add := func(format string, args ...any) { parts = append(parts, fmt.Sprintf(format, args...)) }
+	if e.LatencyMs != 0 {
+		add("%gms", e.LatencyMs)
+	}
+	if e.DurationMs != 0 {
+		add("%gms", e.DurationMs)
+	}
+	if e.Type == policy.EventCodeExecution {
+		add("%d tool calls", e.ToolCalls)
+	}
+	if len(e.LimitsHit) > 0 {
+		add("limits: %s", strings.Join(e.LimitsHit, ", "))
+	}
+	if e.Method != "" {
+		add("%s %s, %d bytes", e.Method, e.Host, e.Bytes)
+	}
+	if len(e.Changed) > 0 {
+		add("changed: %s", strings.Join(e.Changed, ", "))
+	}
+	if e.KeyName != "" {
+		add("key %q", e.KeyName)
+	}
+	if e.NewKeyID != "" {
+		add("replaced by %s", e.NewKeyID)
+	}
+	if e.OldHash != "" || e.NewHash != "" {
+		add("definition %s -> %s", auditShort(e.OldHash), auditShort(e.NewHash))
+	}
+	if e.Reason != "" {
+		add("%s", e.Reason)
+	}
+	if e.Error != "" {
+		add("error: %s", e.Error)
+	}
+	if e.ClientIP != "" && (e.Type == policy.EventAuthFailure || e.Type == policy.EventIPDenied) {
+		add("from %s", e.ClientIP)
+	}
+	if e.ExecutionID != "" {
+		add("execution %s", e.ExecutionID)
+	}
+	return strings.Join(parts, "; ")
+}
+
+func auditShort(h string) string {
+	if len(h) > 12 {
+		return h[:12]
+	}
+	if h == "" {
+		return "(none)"
+	}
+	return h
+}
+
+// auditCell makes s safe for one table cell: the log holds text from
+// clients and upstreams, so control characters (terminal escapes, tabs,
+// newlines) and invalid UTF-8 become "?", and text longer than limit
+// characters is cut.
+func auditCell(s string, limit int) string {
+	if s == "" {
+		return "-"
+	}
+	var b strings.Builder
+	for n := 0; s != ""; n++ {
+		if n == limit {
+			b.WriteString("…")
+			break
+		}
+		r, size := utf8.DecodeRuneInString(s)
+		if unicode.IsControl(r) || (r == utf8.RuneError && size == 1) {
+			r = '?'
+		}
+		b.WriteRune(r)
+		s = s[size:]
+	}
+	return b.String()
+}
+
+type auditVerifyFlags struct {
+	json bool
+}
+
+func newAuditVerify(g *globals) *cobra.Command {
+	f := &auditVerifyFlags{}
+	cmd := &cobra.Command{
+		Use:   "verify [--json]",
+		Short: "Check the audit log's hash chain; exit 1 at the first broken link",
+		Long: `Check that each line of the audit log (and of its rotated files, oldest
+first) carries the SHA-256 of the line before it. A removed, changed,
+inserted or reordered line breaks the chain; verify names the first line
+where it breaks and exits with status 1.
+
+The chain cannot show lines removed from the end: note the head hash that
+verify prints, and check later that the line it names is still there.`,
+		Args: noArgs,
+		RunE: func(_ *cobra.Command, _ []string) error { return runAuditVerify(g, f) },
+	}
+	cmd.Flags().BoolVar(&f.json, "json", false, "print the report as a JSON object")
+	return cmd
+}
+
+func runAuditVerify(g *globals, f *auditVerifyFlags) error {
+	path, err := g.auditPath()
+	if err != nil {
+		return err
+	}
+	rep, err := policy.VerifyAudit(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("no audit log at %s", path)
+		}
+		return err
+	}
+	if f.json {
+		out := struct {
+			OK     bool               `json:"ok"`
+			Files  []string           `json:"files"`
+			Lines  int                `json:"lines"`
+			Torn   []string           `json:"torn,omitempty"`
+			Start  string             `json:"start"`
+			Head   string             `json:"head"`
+			Broken *policy.BrokenLink `json:"broken,omitempty"`
+		}{rep.OK(), rep.Files, rep.Lines, rep.Torn, rep.Start, rep.Head, rep.Broken}
+		if err := writeJSON(g.stdout, out); err != nil {
+			return err
+		}
+	} else {
+		writeVerifyReport(g, &rep)
+	}
+	if b := rep.Broken; b != nil {
+		return fmt.Errorf("audit log %s: hash chain broken at %s:%d", path, b.File, b.Line)
+	}
+	return nil
+}
+
+func writeVerifyReport(g *globals, rep *policy.VerifyReport) {
+	w := g.stdout
+	for _, t := range rep.Torn {
+		fmt.Fprintf(w, "Skipped a torn last line at %s (a crash while it was written).\n", t)
+	}
+	if b := rep.Broken; b != nil {
+		fmt.Fprintf(w, "BROKEN at %s:%d: %s\n", b.File, b.Line, auditCell(b.Reason, 200))
+		if b.Expected != "" {
+			fmt.Fprintf(w, "  expected prev: %s (the SHA-256 of the line before)\n", b.Expected)
+		}
+		fmt.Fprintf(w, "  found prev:    %s\n", auditCell(b.Got, 80))
+		fmt.Fprintf(w, "The %d lines before it, from the oldest file on, are intact.\n", rep.Lines)
+		return
+	}
+	files := "files"
+	if len(rep.Files) == 1 {
+		files = "file"
+	}
+	fmt.Fprintf(w, "OK: %d lines in %d %s, hash chain intact.\n", rep.Lines, len(rep.Files), files)
+	if rep.Lines > 0 {
+		fmt.Fprintf(w, "Head: %s\n", rep.Head)
+		if rep.Start != policy.AuditGenesis {
+			fmt.Fprintf(w, "The first line follows one that is no longer here (older files rotated away): its prev is %s.\n", auditCell(rep.Start, 80))
+		}
+	}
+}

@@ -1,0 +1,868 @@
+package policy_test
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/toolgate/toolgate/internal/config"
+	"github.com/toolgate/toolgate/policy"
+)
+
+// openAudit opens an audit log and closes it when the test ends.
+func openAudit(t testing.TB, path string, opts *policy.AuditOptions) *policy.AuditLog {
+	t.Helper()
+	a, err := policy.OpenAuditLog(path, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	return a
+}
+
+// callEvent is the n-th test event: a tool call whose tool is "t<n>".
+func callEvent(n int) *policy.Event {
+	return &policy.Event{
+		Type: policy.EventToolCall, Project: "default", KeyID: "abc123", ClientIP: "127.0.0.1",
+		Server: "fs", Tool: "t" + strconv.Itoa(n), Decision: "allow", Outcome: "ok",
+		LatencyMs: 1.5, ArgsBytes: 2, ArgsSHA256: "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",
+	}
+}
+
+// writeEvents writes callEvent(from) to callEvent(from+n-1).
+func writeEvents(t testing.TB, a *policy.AuditLog, from, n int) {
+	t.Helper()
+	for i := from; i < from+n; i++ {
+		if err := a.Write(callEvent(i)); err != nil {
+			t.Fatalf("write event %d: %v", i, err)
+		}
+	}
+}
+
+// readEvents reads the whole log at path.
+func readEvents(t testing.TB, path string) ([]*policy.Event, policy.ReadReport) {
+	t.Helper()
+	var evs []*policy.Event
+	rep, err := policy.ReadAudit(path, func(e *policy.Event) error {
+		evs = append(evs, e)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("ReadAudit: %v", err)
+	}
+	return evs, rep
+}
+
+// toolNumbers returns the n of each event's tool "t<n>".
+func toolNumbers(t testing.TB, evs []*policy.Event) []int {
+	t.Helper()
+	var ns []int
+	for _, e := range evs {
+		n, err := strconv.Atoi(strings.TrimPrefix(e.Tool, "t"))
+		if err != nil {
+			t.Fatalf("event with tool %q", e.Tool)
+		}
+		ns = append(ns, n)
+	}
+	return ns
+}
+
+func seq(from, n int) []int {
+	s := make([]int, n)
+	for i := range s {
+		s[i] = from + i
+	}
+	return s
+}
+
+// mustVerify verifies the log at path and fails unless the chain is whole.
+func mustVerify(t testing.TB, path string) policy.VerifyReport {
+	t.Helper()
+	rep, err := policy.VerifyAudit(path)
+	if err != nil {
+		t.Fatalf("VerifyAudit: %v", err)
+	}
+	if rep.Broken != nil {
+		t.Fatalf("VerifyAudit: broken link %s (expected %s, got %s)", rep.Broken, rep.Broken.Expected, rep.Broken.Got)
+	}
+	return rep
+}
+
+func readLines(t testing.TB, path string) []string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.SplitAfter(string(b), "\n")
+}
+
+func writeLines(t testing.TB, path string, lines []string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(strings.Join(lines, "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func hashLine(line string) string {
+	sum := sha256.Sum256([]byte(strings.TrimSuffix(line, "\n")))
+	return hex.EncodeToString(sum[:])
+}
+
+func TestAuditEventTypesMatchConfig(t *testing.T) {
+	if diff := cmp.Diff(config.EventTypes, policy.AuditEventTypes); diff != "" {
+		t.Errorf("policy.AuditEventTypes differ from config.EventTypes (-config +policy):\n%s", diff)
+	}
+}
+
+func TestAuditWriteAndRead(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "data", "audit.jsonl")
+	clock := time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.FixedZone("CET", 3600))
+	var stdout bytes.Buffer
+	a := openAudit(t, path, &policy.AuditOptions{Now: func() time.Time { return clock }, Stdout: &stdout})
+
+	at := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	events := []*policy.Event{
+		{Type: policy.EventAuthFailure, ClientIP: "10.0.0.9", Reason: "unknown key"},
+		{Type: policy.EventToolCall, Project: "default", KeyID: "k1", ClientIP: "10.0.0.1", ExecutionID: "x1",
+			Server: "github", Tool: "create_issue", Decision: "allow", Outcome: "error", Error: "boom",
+			LatencyMs: policy.Millis(1500 * time.Microsecond), ResultBytes: 10},
+		{Type: policy.EventToolDenied, Project: "default", KeyID: "k1", Server: "fs", Tool: "delete_file", Decision: "deny", Reason: "filtered"},
+		{Type: policy.EventRateLimitHit, Project: "default", KeyID: "k1", Reason: "key"},
+		{Type: policy.EventIPDenied, ClientIP: "192.0.2.1", Reason: "not in allowedIPs"},
+		{Type: policy.EventCodeExecution, Time: at, Project: "default", KeyID: "k1", ExecutionID: "x1",
+			DurationMs: 12.5, ToolCalls: 3, LimitsHit: []string{"timeout"}, Outcome: "limit"},
+		{Type: policy.EventCodeFetch, ExecutionID: "x1", Method: "GET", Host: "example.com", Status: 200, Bytes: 512},
+		{Type: policy.EventUpstreamError, Server: "github", Error: "EOF"},
+		{Type: policy.EventUpstreamRestart, Server: "github"},
+		{Type: policy.EventConfigReload, Changed: []string{"mcpServers.github", "rateLimit"}},
+		{Type: policy.EventConfigReload, Reason: "mcpServers.x.url: missing"},
+		{Type: policy.EventKeyCreated, Project: "team", KeyID: "k2", KeyName: "ci"},
+		{Type: policy.EventKeyRotated, Project: "team", KeyID: "k2", NewKeyID: "k3", KeyName: "ci"},
+		{Type: policy.EventKeyRevoked, Project: "team", KeyID: "k2"},
+		{Type: policy.EventToolsChanged, Server: "github", Tool: "create_issue", OldHash: "aa", NewHash: "bb",
+			Extra: map[string]any{"quarantined": true}},
+	}
+	for _, e := range events {
+		if err := a.Write(e); err != nil {
+			t.Fatalf("write %s: %v", e.Type, err)
+		}
+	}
+	// The lines are in the file as soon as Write returns, before Close.
+	got, rep := readEvents(t, path)
+	if rep.Lines != len(events) || len(rep.Torn) != 0 || len(rep.Files) != 1 {
+		t.Errorf("report = %+v", rep)
+	}
+	var want []*policy.Event
+	for _, e := range events {
+		w := *e
+		if w.Time.IsZero() {
+			w.Time = clock
+		}
+		w.Time = w.Time.UTC()
+		want = append(want, &w)
+	}
+	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(policy.Event{}, "Prev")); diff != "" {
+		t.Errorf("events read back (-want +got):\n%s", diff)
+	}
+
+	lines := readLines(t, path)
+	if !strings.HasPrefix(lines[0], `{"time":"2026-03-01T11:00:00.123456789Z","type":"auth.failure","clientIp":"10.0.0.9","reason":"unknown key","prev":"`+policy.AuditGenesis+`"}`) {
+		t.Errorf("first line = %s", lines[0])
+	}
+	if want := `"executionId":"x1","server":"github","tool":"create_issue","decision":"allow","outcome":"error","error":"boom","latencyMs":1.5,"resultBytes":10,`; !strings.Contains(lines[1], want) {
+		t.Errorf("second line = %s, want it to contain %s", lines[1], want)
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i].Prev != hashLine(lines[i-1]) {
+			t.Errorf("line %d: prev %s, want the hash of line %d", i+1, got[i].Prev, i)
+		}
+	}
+	if stdout.String() != strings.Join(lines, "") {
+		t.Errorf("stdout copy differs from the file:\n%s", stdout.String())
+	}
+
+	v := mustVerify(t, path)
+	if v.Lines != len(events) || v.Start != policy.AuditGenesis || v.Head != hashLine(lines[len(events)-1]) {
+		t.Errorf("verify report = %+v", v)
+	}
+}
+
+func TestAuditWriteChecks(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	a := openAudit(t, path, nil)
+	for _, e := range []*policy.Event{nil, {}, {Type: "tool.cal"}, {Type: policy.EventToolCall, Extra: map[string]any{"c": make(chan int)}}} {
+		if err := a.Write(e); err == nil {
+			t.Errorf("Write(%+v) = nil, want an error", e)
+		}
+	}
+	if err := a.Healthy(); err != nil {
+		t.Errorf("invalid events made the log unhealthy: %v", err)
+	}
+
+	// Arguments: kept only by a log opened with LogArguments; the hash
+	// and size always.
+	e := &policy.Event{Type: policy.EventToolCall, Tool: "read", Prev: "ignored"}
+	e.SetArguments(json.RawMessage(`{"path": "/etc/passwd"}`))
+	before := *e
+	if err := a.Write(e); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(&before, e); diff != "" {
+		t.Errorf("Write modified the event:\n%s", diff)
+	}
+	withArgs := filepath.Join(t.TempDir(), "audit.jsonl")
+	b := openAudit(t, withArgs, &policy.AuditOptions{LogArguments: true})
+	if err := b.Write(e); err != nil {
+		t.Fatal(err)
+	}
+	huge := &policy.Event{Type: policy.EventToolCall, Tool: "huge"}
+	huge.SetArguments(json.RawMessage(`"` + strings.Repeat("x", policy.MaxAuditLineBytes) + `"`))
+	if err := b.Write(huge); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte(`{"path": "/etc/passwd"}`))
+	for _, c := range []struct {
+		path  string
+		args  []string
+		hash  string
+		bytes int64
+	}{
+		{path, []string{""}, hex.EncodeToString(sum[:]), 23},
+		{withArgs, []string{`{"path":"/etc/passwd"}`, ""}, hex.EncodeToString(sum[:]), 23},
+	} {
+		evs, _ := readEvents(t, c.path)
+		for i, e := range evs {
+			if string(e.Arguments) != c.args[i] {
+				t.Errorf("%s: event %d: arguments %q, want %q", c.path, i, e.Arguments, c.args[i])
+			}
+		}
+		if evs[0].ArgsSHA256 != c.hash || evs[0].ArgsBytes != c.bytes || evs[0].Prev != policy.AuditGenesis {
+			t.Errorf("%s: %+v", c.path, evs[0])
+		}
+	}
+
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Write(callEvent(1)); err == nil || a.Healthy() == nil {
+		t.Errorf("after Close: Write = %v, Healthy = %v; want errors", err, a.Healthy())
+	}
+	if _, err := policy.OpenAuditLog(path, &policy.AuditOptions{Fsync: "sometimes"}); err == nil {
+		t.Error("fsync \"sometimes\" accepted")
+	}
+}
+
+func TestAuditReopenContinuesChain(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	for i := range 3 {
+		a, err := policy.OpenAuditLog(path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeEvents(t, a, 10*i, 10)
+		if err := a.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v := mustVerify(t, path); v.Lines != 30 || v.Start != policy.AuditGenesis {
+		t.Errorf("verify report = %+v", v)
+	}
+}
+
+// TestAuditTamper changes a good log in the ways an attacker might, and
+// expects VerifyAudit to name the line where the chain breaks.
+func TestAuditTamper(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.jsonl")
+	a := openAudit(t, good, nil)
+	writeEvents(t, a, 1, 10)
+	a.Close()
+	orig := readLines(t, good) // 10 lines and a final ""
+
+	tests := []struct {
+		name   string
+		change func(l []string) []string
+		line   int // where the chain breaks; 0: it does not
+		start  string
+	}{
+		{"unchanged", func(l []string) []string { return l }, 0, policy.AuditGenesis},
+		{"line 5 removed", func(l []string) []string { return append(l[:4:4], l[5:]...) }, 5, ""},
+		{"line 5 edited", func(l []string) []string {
+			l[4] = strings.Replace(l[4], `"tool":"t5"`, `"tool":"t6"`, 1)
+			return l
+		}, 6, ""},
+		{"line 5 edited, prev kept valid", func(l []string) []string {
+			l[4] = strings.Replace(l[4], `"outcome":"ok"`, `"outcome":"error"`, 1)
+			return l
+		}, 6, ""},
+		{"lines 5 and 6 swapped", func(l []string) []string {
+			l[4], l[5] = l[5], l[4]
+			return l
+		}, 5, ""},
+		{"line inserted", func(l []string) []string {
+			fake := `{"time":"2026-01-01T00:00:00Z","type":"tool.call","prev":"` + hashLine(l[2]) + `"}` + "\n"
+			return append(l[:3:3], append([]string{fake}, l[3:]...)...)
+		}, 5, ""},
+		{"garbage line", func(l []string) []string {
+			l[6] = "not json\n"
+			return l
+		}, 7, ""},
+		{"prev removed", func(l []string) []string {
+			l[2] = l[2][:strings.Index(l[2], `,"prev"`)] + "}\n"
+			return l
+		}, 3, ""},
+		{"first line removed", func(l []string) []string { return l[1:] }, 0, hashLine(orig[0])},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "audit.jsonl")
+			lines := tt.change(append([]string(nil), orig...))
+			writeLines(t, path, lines)
+			rep, err := policy.VerifyAudit(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.line == 0 {
+				if rep.Broken != nil {
+					t.Fatalf("broken link reported: %s", rep.Broken)
+				}
+				if rep.Start != tt.start {
+					t.Errorf("start = %s, want %s", rep.Start, tt.start)
+				}
+				return
+			}
+			if rep.Broken == nil {
+				t.Fatalf("no broken link reported; want line %d", tt.line)
+			}
+			b := rep.Broken
+			if b.File != path || b.Line != tt.line || rep.Lines != tt.line-1 {
+				t.Errorf("broken link at %s:%d after %d good lines; want %s:%d", b.File, b.Line, rep.Lines, path, tt.line)
+			}
+			if want := hashLine(lines[tt.line-2]); b.Expected != want {
+				t.Errorf("expected = %s, want the hash of the line before, %s", b.Expected, want)
+			}
+			var got struct{ Prev string }
+			json.Unmarshal([]byte(lines[tt.line-1]), &got)
+			if b.Got != got.Prev || b.Reason == "" {
+				t.Errorf("got = %q, reason %q; want %q", b.Got, b.Reason, got.Prev)
+			}
+		})
+	}
+}
+
+func TestAuditTornLastLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	a := openAudit(t, path, nil)
+	writeEvents(t, a, 0, 3)
+	a.Close()
+	const torn = `{"time":"2026-03-01T10:00:00Z","type":"tool.ca`
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(torn)
+	f.Close()
+
+	evs, rep := readEvents(t, path)
+	if !cmp.Equal(toolNumbers(t, evs), seq(0, 3)) || !cmp.Equal(rep.Torn, []string{path + ":4"}) {
+		t.Errorf("read %v, report %+v", toolNumbers(t, evs), rep)
+	}
+	v := mustVerify(t, path)
+	if v.Lines != 3 || !cmp.Equal(v.Torn, []string{path + ":4"}) {
+		t.Errorf("verify report = %+v", v)
+	}
+
+	// Opening the log cuts the torn line and continues the chain from
+	// the last complete one.
+	a = openAudit(t, path, nil)
+	if got := a.Stats().TruncatedBytes; got != int64(len(torn)) {
+		t.Errorf("TruncatedBytes = %d, want %d", got, len(torn))
+	}
+	writeEvents(t, a, 3, 2)
+	a.Close()
+	evs, rep = readEvents(t, path)
+	if !cmp.Equal(toolNumbers(t, evs), seq(0, 5)) || len(rep.Torn) != 0 {
+		t.Errorf("read %v, report %+v", toolNumbers(t, evs), rep)
+	}
+	if v := mustVerify(t, path); v.Lines != 5 || len(v.Torn) != 0 {
+		t.Errorf("verify report = %+v", v)
+	}
+
+	// A file holding only a torn line starts over.
+	only := filepath.Join(t.TempDir(), "audit.jsonl")
+	os.WriteFile(only, []byte(torn), 0o600)
+	if _, rep := readEvents(t, only); rep.Lines != 0 || len(rep.Torn) != 1 {
+		t.Errorf("report = %+v", rep)
+	}
+	a = openAudit(t, only, nil)
+	writeEvents(t, a, 0, 1)
+	a.Close()
+	if v := mustVerify(t, only); v.Lines != 1 || v.Start != policy.AuditGenesis {
+		t.Errorf("verify report = %+v", v)
+	}
+}
+
+func TestAuditMalformedLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	a := openAudit(t, path, nil)
+	writeEvents(t, a, 0, 3)
+	a.Close()
+	lines := readLines(t, path)
+	lines[1] = "[1]\n"
+	writeLines(t, path, lines)
+	_, err := policy.ReadAudit(path, func(*policy.Event) error { return nil })
+	if err == nil || !strings.Contains(err.Error(), path+":2:") {
+		t.Errorf("ReadAudit = %v, want an error naming %s:2", err, path)
+	}
+
+	stop := errors.New("stop")
+	n := 0
+	if _, err := policy.ReadAudit(path, func(*policy.Event) error { n++; return stop }); !errors.Is(err, stop) || n != 1 {
+		t.Errorf("ReadAudit = %v after %d events, want the error of fn after 1", err, n)
+	}
+
+	missing := filepath.Join(t.TempDir(), "none", "audit.jsonl")
+	if _, err := policy.ReadAudit(missing, nil); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("ReadAudit of no log = %v, want fs.ErrNotExist", err)
+	}
+	if _, err := policy.VerifyAudit(missing); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("VerifyAudit of no log = %v, want fs.ErrNotExist", err)
+	}
+}
+
+func TestAuditRotation(t *testing.T) {
+	const maxSize = 2000
+	for _, tt := range []struct {
+		name     string
+		maxFiles int
+	}{{"all kept", 100}, {"oldest dropped", 3}} {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "audit.jsonl")
+			a := openAudit(t, path, &policy.AuditOptions{MaxSizeBytes: maxSize, MaxFiles: tt.maxFiles})
+			writeEvents(t, a, 0, 60)
+			// Reopening continues the chain of the rotated files.
+			a.Close()
+			a = openAudit(t, path, &policy.AuditOptions{MaxSizeBytes: maxSize, MaxFiles: tt.maxFiles})
+			writeEvents(t, a, 60, 20)
+			a.Close()
+
+			rotations := 0
+			for n := 1; ; n++ {
+				fi, err := os.Stat(fmt.Sprintf("%s.%d", path, n))
+				if err != nil {
+					break
+				}
+				if fi.Size() > maxSize {
+					t.Errorf("%s.%d has %d bytes, more than %d", path, n, fi.Size(), maxSize)
+				}
+				rotations++
+			}
+			evs, rep := readEvents(t, path)
+			nums := toolNumbers(t, evs)
+			v := mustVerify(t, path)
+			if len(rep.Files) != rotations+1 || rep.Files[len(rep.Files)-1] != path {
+				t.Errorf("files read: %v", rep.Files)
+			}
+			if tt.maxFiles == 100 {
+				if rotations < 5 {
+					t.Fatalf("%d rotations, want more", rotations)
+				}
+				if !cmp.Equal(nums, seq(0, 80)) || v.Start != policy.AuditGenesis {
+					t.Errorf("read %v; verify start %s", nums, v.Start)
+				}
+				return
+			}
+			if rotations != tt.maxFiles {
+				t.Errorf("%d rotated files kept, want %d", rotations, tt.maxFiles)
+			}
+			if len(nums) == 0 || !cmp.Equal(nums, seq(nums[0], 80-nums[0])) || nums[0] == 0 {
+				t.Errorf("read %v, want the newest events in order", nums)
+			}
+			if v.Start == policy.AuditGenesis || v.Lines != len(nums) {
+				t.Errorf("verify report = %+v", v)
+			}
+		})
+	}
+
+	// A crash between renaming the file and writing the new one's first
+	// line leaves path.1 and no path: the chain continues from path.1.
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	a := openAudit(t, path, nil)
+	writeEvents(t, a, 0, 5)
+	a.Close()
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	a = openAudit(t, path, nil)
+	writeEvents(t, a, 5, 5)
+	a.Close()
+	if v := mustVerify(t, path); v.Lines != 10 || v.Start != policy.AuditGenesis {
+		t.Errorf("verify report = %+v", v)
+	}
+
+	// A removed middle file breaks the chain at the first line after it.
+	path = filepath.Join(t.TempDir(), "audit.jsonl")
+	a = openAudit(t, path, &policy.AuditOptions{MaxSizeBytes: maxSize})
+	writeEvents(t, a, 0, 60)
+	a.Close()
+	os.Remove(path + ".2")
+	rep, err := policy.VerifyAudit(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Broken == nil || rep.Broken.File != path+".1" || rep.Broken.Line != 1 {
+		t.Errorf("broken link = %+v, want %s.1:1", rep.Broken, path)
+	}
+}
+
+func TestAuditConcurrentWriters(t *testing.T) {
+	for _, mode := range []string{"batch", "always"} {
+		t.Run(mode, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "audit.jsonl")
+			a := openAudit(t, path, &policy.AuditOptions{Fsync: mode, MaxSizeBytes: 20000, MaxFiles: 1000, FsyncInterval: time.Millisecond})
+			const writers, each = 8, 150
+			var wg sync.WaitGroup
+			for w := range writers {
+				wg.Go(func() {
+					for i := range each {
+						if err := a.Write(callEvent(w*each + i)); err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			if err := a.Close(); err != nil {
+				t.Fatal(err)
+			}
+			evs, _ := readEvents(t, path)
+			seen := map[int]bool{}
+			for _, n := range toolNumbers(t, evs) {
+				if seen[n] {
+					t.Errorf("event %d twice", n)
+				}
+				seen[n] = true
+			}
+			if len(seen) != writers*each {
+				t.Errorf("%d events, want %d", len(seen), writers*each)
+			}
+			if v := mustVerify(t, path); v.Lines != writers*each {
+				t.Errorf("verified %d lines", v.Lines)
+			}
+		})
+	}
+}
+
+func TestAuditFsyncModes(t *testing.T) {
+	t.Run("always", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "audit.jsonl")
+		a := openAudit(t, path, &policy.AuditOptions{Fsync: "always"})
+		for i := range 5 {
+			writeEvents(t, a, i, 1)
+			if got := a.Stats().Syncs; got != int64(i+1) {
+				t.Errorf("after %d writes, %d fsyncs", i+1, got)
+			}
+		}
+	})
+	t.Run("batch", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "audit.jsonl")
+		a := openAudit(t, path, &policy.AuditOptions{Fsync: "batch", FsyncInterval: 5 * time.Millisecond})
+		writeEvents(t, a, 0, 5)
+		// Written (readable) at once, synced by the background goroutine.
+		if evs, _ := readEvents(t, path); len(evs) != 5 {
+			t.Errorf("%d events readable after Write, want 5", len(evs))
+		}
+		waitFor(t, "a background fsync", func() bool { return a.Stats().Syncs >= 1 })
+		// With nothing written, the goroutine stops syncing.
+		n := a.Stats().Syncs
+		waitFor(t, "a quiet interval", func() bool { return a.Stats().Syncs == n })
+		writeEvents(t, a, 5, 1)
+		waitFor(t, "another background fsync", func() bool { return a.Stats().Syncs > n })
+		if err := a.Sync(); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+// waitFor polls cond until it holds, for up to ten seconds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// TestAuditUnhealthy makes the log's file impossible to write and
+// expects Write and Healthy to fail until it is possible again.
+func TestAuditUnhealthy(t *testing.T) {
+	tests := []struct {
+		name          string
+		root          bool // whether the test works as root
+		break_, mend_ func(t *testing.T, dir, path string)
+	}{
+		{
+			name: "folder replaced by a file",
+			root: true,
+			break_: func(t *testing.T, dir, path string) {
+				if err := os.RemoveAll(filepath.Dir(path)); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Dir(path), nil, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			},
+			mend_: func(t *testing.T, dir, path string) {
+				if err := os.Remove(filepath.Dir(path)); err != nil {
+					t.Fatal(err)
+				}
+			},
+		},
+		{
+			name: "file removed, folder read-only",
+			break_: func(t *testing.T, dir, path string) {
+				if err := os.Remove(path); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Chmod(filepath.Dir(path), 0o500); err != nil {
+					t.Fatal(err)
+				}
+			},
+			mend_: func(t *testing.T, dir, path string) {
+				if err := os.Chmod(filepath.Dir(path), 0o700); err != nil {
+					t.Fatal(err)
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if !tt.root && os.Geteuid() == 0 {
+				t.Skip("permissions do not stop root")
+			}
+			for _, mode := range []string{"batch", "always"} {
+				t.Run(mode, func(t *testing.T) {
+					dir := t.TempDir()
+					path := filepath.Join(dir, "logs", "audit.jsonl")
+					var reported atomic.Int32
+					a := openAudit(t, path, &policy.AuditOptions{Fsync: mode, OnWriteError: func(error) { reported.Add(1) }})
+					writeEvents(t, a, 0, 3)
+					if err := a.Healthy(); err != nil {
+						t.Fatal(err)
+					}
+
+					tt.break_(t, dir, path)
+					t.Cleanup(func() { os.Chmod(filepath.Dir(path), 0o700) })
+					for i := range 3 {
+						err := a.Write(callEvent(3 + i))
+						if err == nil {
+							t.Fatalf("write %d to a broken log succeeded", i)
+						}
+						if !strings.Contains(err.Error(), "audit log") {
+							t.Errorf("error %q does not say what failed", err)
+						}
+						if h := a.Healthy(); h == nil {
+							t.Errorf("Healthy = nil after a failed write")
+						}
+					}
+					if n := reported.Load(); n != 1 {
+						t.Errorf("OnWriteError called %d times, want once", n)
+					}
+
+					tt.mend_(t, dir, path)
+					writeEvents(t, a, 10, 2)
+					if err := a.Healthy(); err != nil {
+						t.Errorf("Healthy after recovery: %v", err)
+					}
+					a.Close()
+					// The new file continues the chain of the lost one.
+					evs, _ := readEvents(t, path)
+					if !cmp.Equal(toolNumbers(t, evs), []int{10, 11}) {
+						t.Errorf("new file holds %v", toolNumbers(t, evs))
+					}
+					if v := mustVerify(t, path); v.Start == policy.AuditGenesis {
+						t.Errorf("the new file starts a new chain")
+					}
+				})
+			}
+		})
+	}
+
+	// A path under a regular file cannot even be opened.
+	file := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(file, nil, 0o600)
+	if _, err := policy.OpenAuditLog(filepath.Join(file, "audit.jsonl"), nil); err == nil {
+		t.Error("OpenAuditLog under a regular file succeeded")
+	}
+}
+
+// TestAuditCrash kills a process that is writing the log, mid-burst:
+// every Write that returned before is in the file, which reads (with at
+// most one torn line) and verifies.
+func TestAuditCrash(t *testing.T) {
+	for _, mode := range []string{"batch", "always"} {
+		t.Run(mode, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "audit.jsonl")
+			cmd := exec.Command(os.Args[0], "-test.run=^TestAuditCrashHelper$", "-test.count=1")
+			cmd.Env = append(os.Environ(), "TOOLGATE_TEST_AUDIT_CRASH="+path, "TOOLGATE_TEST_AUDIT_FSYNC="+mode)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			acked := map[int]bool{}
+			sc := bufio.NewScanner(out)
+			for sc.Scan() {
+				if n, ok := strings.CutPrefix(sc.Text(), "acked "); ok {
+					i, _ := strconv.Atoi(n)
+					acked[i] = true
+				}
+			}
+			err = cmd.Wait()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+				t.Fatalf("helper: %v, want killed\n%s", err, stderr.String())
+			}
+			if len(acked) < 100 {
+				t.Fatalf("only %d writes acknowledged before the kill", len(acked))
+			}
+			evs, rep := readEvents(t, path)
+			if len(rep.Torn) > 1 {
+				t.Errorf("torn lines: %v", rep.Torn)
+			}
+			inFile := map[int]bool{}
+			for _, n := range toolNumbers(t, evs) {
+				inFile[n] = true
+			}
+			for n := range acked {
+				if !inFile[n] {
+					t.Errorf("acknowledged event %d is not in the file", n)
+				}
+			}
+			mustVerify(t, path)
+			t.Logf("%d writes acknowledged, %d lines in the file", len(acked), len(evs))
+		})
+	}
+}
+
+// TestAuditCrashHelper is not a test: it is the process TestAuditCrash
+// kills. It writes from several goroutines, reports each Write that
+// returned on stdout, and kills itself in the middle.
+func TestAuditCrashHelper(t *testing.T) {
+	path := os.Getenv("TOOLGATE_TEST_AUDIT_CRASH")
+	if path == "" {
+		t.Skip("helper process of TestAuditCrash")
+	}
+	a, err := policy.OpenAuditLog(path, &policy.AuditOptions{Fsync: os.Getenv("TOOLGATE_TEST_AUDIT_FSYNC"), MaxSizeBytes: 50000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const writers, each = 4, 100000
+	var total atomic.Int64
+	for w := range writers {
+		go func() {
+			for i := range each {
+				n := w*each + i
+				if err := a.Write(callEvent(n)); err != nil {
+					fmt.Fprintln(os.Stderr, err)
+					os.Exit(3)
+				}
+				fmt.Fprintf(os.Stdout, "acked %d\n", n)
+				if total.Add(1) == 500 {
+					syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				}
+			}
+		}()
+	}
+	select {}
+}
+
+// BenchmarkAuditWrite measures one Write of a typical tool.call event.
+func BenchmarkAuditWrite(b *testing.B) {
+	for _, mode := range []string{"batch", "always"} {
+		ev := callEvent(1)
+		b.Run(mode, func(b *testing.B) {
+			a := openAudit(b, filepath.Join(b.TempDir(), "audit.jsonl"), &policy.AuditOptions{Fsync: mode})
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := a.Write(ev); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(mode+"-parallel", func(b *testing.B) {
+			a := openAudit(b, filepath.Join(b.TempDir(), "audit.jsonl"), &policy.AuditOptions{Fsync: mode})
+			b.ReportAllocs()
+			b.SetParallelism(4)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := a.Write(ev); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
+func ExampleOpenAuditLog() {
+	dir, err := os.MkdirTemp("", "audit")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "audit.jsonl")
+
+	log, err := policy.OpenAuditLog(path, &policy.AuditOptions{Fsync: "always"})
+	if err != nil {
+		panic(err)
+	}
+	ev := &policy.Event{Type: policy.EventToolCall, Project: "default", KeyID: "k1",
+		Server: "filesystem", Tool: "read_file", Decision: "allow", Outcome: "ok"}
+	ev.SetArguments([]byte(`{"path":"/safe/a.txt"}`))
+	if err := log.Write(ev); err != nil {
+		panic(err) // the gateway refuses the call: it cannot be audited
+	}
+	log.Write(&policy.Event{Type: policy.EventToolDenied, Project: "default", KeyID: "k1",
+		Server: "filesystem", Tool: "delete_file", Decision: "deny", Reason: "filtered"})
+	log.Close()
+
+	policy.ReadAudit(path, func(e *policy.Event) error {
+		fmt.Println(e.Type, e.Server+"/"+e.Tool, e.Decision, e.ArgsBytes)
+		return nil
+	})
+	rep, err := policy.VerifyAudit(path)
+	fmt.Println(rep.OK(), rep.Lines, rep.Start == policy.AuditGenesis, err)
+	// Output:
+	// tool.call filesystem/read_file allow 22
+	// tool.denied filesystem/delete_file deny 0
+	// true 2 true <nil>
+}
