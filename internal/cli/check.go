@@ -1,0 +1,1235 @@
+package cli
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"maps"
+	"math"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/viper"
+	"github.com/tailscale/hujson"
+
+	"github.com/toolgate/toolgate/internal/config"
+	"github.com/toolgate/toolgate/policy"
+)
+
+// `toolgate check` grades a configuration against the security checklist
+// of DESIGN.md. Each item of the checklist is a function that returns
+// findings (pass, warn or fail, each with a reason and a fix); the report
+// lists them grouped by item, in the checklist's order, sorted within an
+// item. Nothing in the report depends on the time of day or on map order,
+// and no secret is ever printed: literal credentials are shown masked
+// (their first characters and "…"), URLs by host.
+
+type checkFlags struct {
+	json bool
+}
+
+func newCheck(g *globals) *cobra.Command {
+	f := &checkFlags{}
+	cmd := &cobra.Command{
+		Use:   "check [-c FILE] [--json]",
+		Short: "Grade a configuration against the security checklist",
+		Long: `Grade a configuration against the security checklist: API key
+authentication, tool filtering on every server, credentials from
+environment variables, one credential per server, HTTPS-only endpoints,
+the audit log, rate limits, the age of API keys and Code Mode limits.
+
+Every item is reported as pass, warn or fail with the reason and the fix.
+The exit code is 1 when any item fails (or the configuration does not
+load), 0 otherwise. Literal secrets are never printed, only masked.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runCheck(ctxOf(cmd), g, f)
+		},
+	}
+	cmd.Flags().BoolVar(&f.json, "json", false, "print a JSON object {items, summary} instead of a report")
+	return cmd
+}
+
+// errCheckFailed is returned (wrapped) when an item failed: the report is
+// printed, the exit code is 1.
+var errCheckFailed = errors.New("the configuration fails the security checklist")
+
+func runCheck(ctx context.Context, g *globals, f *checkFlags) error {
+	path, err := config.Find(g.config)
+	if err != nil {
+		return err
+	}
+	if path == "" {
+		return usageError{errors.New("no configuration file to check: pass -c FILE, or run check in a folder with toolgate.json (.yaml, .yml or .toml)")}
+	}
+	in, err := loadCheckInput(path, time.Now())
+	if err != nil {
+		return err
+	}
+	rep := gradeConfig(ctx, in)
+	if f.json {
+		enc := json.NewEncoder(g.stdout)
+		enc.SetIndent("", "  ")
+		enc.SetEscapeHTML(false) // reasons say <key>, fixes use &&
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+	} else {
+		writeCheckReport(g.stdout, path, rep)
+	}
+	if rep.Summary.Failed > 0 {
+		return fmt.Errorf("%w: %d %s failed", errCheckFailed, rep.Summary.Failed, checkPlural(rep.Summary.Failed, "item", "items"))
+	}
+	return nil
+}
+
+// Statuses of a finding, from best to worst.
+const (
+	statusPass = "pass"
+	statusWarn = "warn"
+	statusFail = "fail"
+)
+
+var statusRank = map[string]int{statusPass: 0, statusWarn: 1, statusFail: 2}
+
+var statusMarker = map[string]string{statusPass: "✓", statusWarn: "!", statusFail: "✗"}
+
+// checkResult is one line of the report, and one element of `items` in
+// the JSON form.
+type checkResult struct {
+	// ID and Title name the checklist item.
+	ID    string `json:"id"`
+	Title string `json:"title"`
+	// Status is "pass", "warn" or "fail".
+	Status string `json:"status"`
+	Reason string `json:"reason"`
+	// Fix says what to change; empty for a pass.
+	Fix string `json:"fix"`
+	// Path is the key path in the file the finding is about, if any.
+	Path string `json:"path,omitempty"`
+}
+
+type checkSummary struct {
+	Passed   int `json:"passed"`
+	Warnings int `json:"warnings"`
+	Failed   int `json:"failed"`
+}
+
+type checkReport struct {
+	Items   []checkResult `json:"items"`
+	Summary checkSummary  `json:"summary"`
+}
+
+// checkFinding is what a checklist item returns.
+type checkFinding struct {
+	status, path, reason, fix string
+}
+
+func findPass(path, reason string) checkFinding {
+	return checkFinding{statusPass, path, reason, ""}
+}
+
+func findWarn(path, reason, fix string) checkFinding {
+	return checkFinding{statusWarn, path, reason, fix}
+}
+
+func findFail(path, reason, fix string) checkFinding {
+	return checkFinding{statusFail, path, reason, fix}
+}
+
+// checkItem is one item of the security checklist.
+type checkItem struct {
+	id, title string
+	run       func(context.Context, *checkInput) []checkFinding
+}
+
+// checklist is the security checklist, in the order of the report.
+var checklist = []checkItem{
+	{"auth", "API key authentication", checkAuth},
+	{"tool-filtering", "Tool filtering on every server", checkToolFiltering},
+	{"env-credentials", "Credentials from environment variables", checkLiteralSecrets},
+	{"credential-per-server", "One credential per server", checkCredentialReuse},
+	{"https", "HTTPS-only endpoints", checkHTTPS},
+	{"audit", "Audit log enabled and writable", checkAudit},
+	{"rate-limits", "Rate limits", checkRateLimits},
+	{"key-age", "Key age within the rotation schedule", checkKeyAge},
+	{"code-mode", "Code Mode limits", checkCodeMode},
+}
+
+// checkInput is what the checks read: the loaded configuration (values
+// interpolated, defaults applied), the file as written (values not
+// interpolated) and the clock key ages are measured by.
+type checkInput struct {
+	cfg *config.Config
+	// raw is the file decoded into generic maps, without interpolation.
+	raw map[string]any
+	// hasProjects is whether the file uses `projects` (key paths differ).
+	hasProjects bool
+	now         time.Time
+}
+
+// loadCheckInput loads the configuration at path for checking, and reads
+// the file a second time as written: the loaded values are interpolated,
+// and a literal secret must be told apart from one taken from ${VAR}.
+func loadCheckInput(path string, now time.Time) (*checkInput, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	format, err := config.FormatOf(path)
+	if err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	raw, err := decodeRawConfig(data, format)
+	if err != nil {
+		return nil, fmt.Errorf("load config %s: %w", path, err)
+	}
+	return newCheckInput(cfg, raw, now), nil
+}
+
+func newCheckInput(cfg *config.Config, raw map[string]any, now time.Time) *checkInput {
+	p, _ := rawGet(raw, "projects")
+	return &checkInput{cfg: cfg, raw: raw, hasProjects: p != nil, now: now}
+}
+
+// rawCodecs decode YAML, TOML and standardised JSON the way package config
+// does (viper's codecs: go.yaml.in/yaml/v3, go-toml/v2, encoding/json),
+// keeping the case of keys.
+var rawCodecs = viper.NewCodecRegistry()
+
+// decodeRawConfig decodes a configuration file into generic maps without
+// interpreting it.
+func decodeRawConfig(data []byte, format string) (map[string]any, error) {
+	if format == config.FormatJSON {
+		std, err := hujson.Standardize(slices.Clone(data))
+		if err != nil {
+			return nil, fmt.Errorf("decode json: %w", err)
+		}
+		data = std
+	}
+	dec, err := rawCodecs.Decoder(format)
+	if err != nil {
+		return nil, fmt.Errorf("decode %s: %w", format, err)
+	}
+	m := map[string]any{}
+	if err := dec.Decode(data, m); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", format, err)
+	}
+	return m, nil
+}
+
+// gradeConfig runs the checklist. Each check returns its findings in a
+// fixed order (the listener first, then servers sorted by key path).
+func gradeConfig(ctx context.Context, in *checkInput) checkReport {
+	rep := checkReport{Items: []checkResult{}}
+	for _, item := range checklist {
+		for _, f := range item.run(ctx, in) {
+			rep.Items = append(rep.Items, checkResult{
+				ID: item.id, Title: item.title, Status: f.status,
+				Reason: f.reason, Fix: f.fix, Path: f.path,
+			})
+			switch f.status {
+			case statusPass:
+				rep.Summary.Passed++
+			case statusWarn:
+				rep.Summary.Warnings++
+			case statusFail:
+				rep.Summary.Failed++
+			}
+		}
+	}
+	return rep
+}
+
+// writeCheckReport prints the report for people: one block per checklist
+// item, marked with its worst status, then a summary line.
+func writeCheckReport(w io.Writer, file string, rep checkReport) {
+	fmt.Fprintf(w, "Security checklist for %s\n", file)
+	for i := 0; i < len(rep.Items); {
+		j := i
+		worst := statusPass
+		for j < len(rep.Items) && rep.Items[j].ID == rep.Items[i].ID {
+			if statusRank[rep.Items[j].Status] > statusRank[worst] {
+				worst = rep.Items[j].Status
+			}
+			j++
+		}
+		fmt.Fprintf(w, "\n%s %s\n", statusMarker[worst], rep.Items[i].Title)
+		for _, r := range rep.Items[i:j] {
+			line := r.Reason
+			if r.Path != "" {
+				line = r.Path + ": " + line
+			}
+			fmt.Fprintf(w, "  %s %s\n", statusMarker[r.Status], line)
+			if r.Fix != "" {
+				fmt.Fprintf(w, "    fix: %s\n", r.Fix)
+			}
+		}
+		i = j
+	}
+	s := rep.Summary
+	fmt.Fprintf(w, "\n%d passed, %d %s, %d failed\n", s.Passed, s.Warnings, checkPlural(s.Warnings, "warning", "warnings"), s.Failed)
+}
+
+func checkPlural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// --- key paths -------------------------------------------------------------
+
+// keyPath is the key path of key k under parent, spelled as package
+// config spells it in its messages: keys that are not plain words are
+// quoted (headers["X.Y"]).
+func keyPath(parent, k string) string {
+	plain := k != ""
+	for _, r := range k {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
+			plain = false
+			break
+		}
+	}
+	switch {
+	case !plain:
+		return fmt.Sprintf("%s[%q]", parent, k)
+	case parent == "":
+		return k
+	default:
+		return parent + "." + k
+	}
+}
+
+func indexPath(parent string, i int) string { return fmt.Sprintf("%s[%d]", parent, i) }
+
+// projectPath is the key path of key k of project p.
+func (in *checkInput) projectPath(p, k string) string {
+	if in.hasProjects {
+		return keyPath(keyPath("projects", p), k)
+	}
+	return k
+}
+
+// serverPath is the key path of server s of project p.
+func (in *checkInput) serverPath(p, s string) string {
+	return keyPath(in.projectPath(p, "mcpServers"), s)
+}
+
+// placedServer is a server of the loaded configuration with its project
+// and key path.
+type placedServer struct {
+	project, path string
+	s             *config.Server
+}
+
+// servers lists every server of every project, sorted by key path.
+func (in *checkInput) servers() []placedServer {
+	var out []placedServer
+	for _, pn := range slices.Sorted(maps.Keys(in.cfg.Projects)) {
+		p := in.cfg.Projects[pn]
+		for _, sn := range slices.Sorted(maps.Keys(p.MCPServers)) {
+			out = append(out, placedServer{pn, in.serverPath(pn, sn), p.MCPServers[sn]})
+		}
+	}
+	slices.SortFunc(out, func(a, b placedServer) int { return strings.Compare(a.path, b.path) })
+	return out
+}
+
+// rawGet returns m[k], matching k exactly first and then regardless of
+// case, as package config matches keys.
+func rawGet(m map[string]any, k string) (any, bool) {
+	if v, ok := m[k]; ok {
+		return v, true
+	}
+	for _, name := range slices.Sorted(maps.Keys(m)) {
+		if strings.EqualFold(name, k) {
+			return m[name], true
+		}
+	}
+	return nil, false
+}
+
+// rawMap returns v as a map with string keys (YAML may decode mappings as
+// map[any]any).
+func rawMap(v any) map[string]any {
+	switch m := v.(type) {
+	case map[string]any:
+		return m
+	case map[any]any:
+		out := make(map[string]any, len(m))
+		for k, e := range m {
+			if s, ok := k.(string); ok {
+				out[s] = e
+			}
+		}
+		return out
+	}
+	return nil
+}
+
+// rawField is one string value of the file, as written, that package
+// config interpolates and that may hold a credential.
+type rawField struct {
+	path string
+	// kind is "url", "header", "env", "arg" or "webhook".
+	kind string
+	// name is the header or environment variable name (for an argument
+	// --flag=value, the flag), else "".
+	name string
+	// server is the key path of the server it belongs to ("" for
+	// alerts.webhook).
+	server string
+	value  string
+}
+
+// rawCredentialFields lists the url, headers, env and args values of every
+// server in the file (sorted by server), then alerts.webhook, as written.
+func (in *checkInput) rawCredentialFields() []rawField {
+	var out []rawField
+	for _, srv := range in.rawServers() {
+		if v, _ := rawGet(srv.m, "url"); v != nil {
+			if s, ok := v.(string); ok {
+				out = append(out, rawField{path: keyPath(srv.path, "url"), kind: "url", server: srv.path, value: s})
+			}
+		}
+		for _, field := range []struct{ key, kind string }{{"headers", "header"}, {"env", "env"}} {
+			v, _ := rawGet(srv.m, field.key)
+			m := rawMap(v)
+			for _, k := range slices.Sorted(maps.Keys(m)) {
+				if s, ok := m[k].(string); ok {
+					out = append(out, rawField{path: keyPath(keyPath(srv.path, field.key), k), kind: field.kind, name: k, server: srv.path, value: s})
+				}
+			}
+		}
+		if v, _ := rawGet(srv.m, "args"); v != nil {
+			list, _ := v.([]any)
+			for i, e := range list {
+				if s, ok := e.(string); ok {
+					name, value := argNameValue(s)
+					out = append(out, rawField{path: indexPath(keyPath(srv.path, "args"), i), kind: "arg", name: name, server: srv.path, value: value})
+				}
+			}
+		}
+	}
+	if a, _ := rawGet(in.raw, "alerts"); a != nil {
+		if wh, _ := rawGet(rawMap(a), "webhook"); wh != nil {
+			if s, ok := wh.(string); ok {
+				out = append(out, rawField{path: "alerts.webhook", kind: "webhook", value: s})
+			}
+		}
+	}
+	return out
+}
+
+// argNameValue splits an argument --flag=value into the flag's name and
+// the value; other arguments have no name.
+func argNameValue(a string) (name, value string) {
+	if flag, v, ok := strings.Cut(a, "="); ok && strings.HasPrefix(flag, "-") {
+		return strings.TrimLeft(flag, "-"), v
+	}
+	return "", a
+}
+
+type rawServer struct {
+	path string
+	m    map[string]any
+}
+
+// rawServers lists the servers of the file as written, sorted by path.
+func (in *checkInput) rawServers() []rawServer {
+	var out []rawServer
+	add := func(parent string, v any) {
+		m := rawMap(v)
+		for _, name := range slices.Sorted(maps.Keys(m)) {
+			if sm := rawMap(m[name]); sm != nil {
+				out = append(out, rawServer{keyPath(parent, name), sm})
+			}
+		}
+	}
+	if in.hasProjects {
+		projects, _ := rawGet(in.raw, "projects")
+		pm := rawMap(projects)
+		for _, pn := range slices.Sorted(maps.Keys(pm)) {
+			servers, _ := rawGet(rawMap(pm[pn]), "mcpServers")
+			add(keyPath(keyPath("projects", pn), "mcpServers"), servers)
+		}
+	} else {
+		servers, _ := rawGet(in.raw, "mcpServers")
+		add("mcpServers", servers)
+	}
+	slices.SortFunc(out, func(a, b rawServer) int { return strings.Compare(a.path, b.path) })
+	return out
+}
+
+// --- API key authentication ----------------------------------------------
+
+func checkAuth(_ context.Context, in *checkInput) []checkFinding {
+	cfg := in.cfg
+	if cfg.AuthRequired() {
+		return []checkFinding{findPass("", "clients must present an API key (Authorization: Bearer <key>)")}
+	}
+	fix := `remove "auth": {"required": false} and give every client a key of its own (toolgate keys create --name NAME)`
+	if listenIsLoopback(cfg.Listen) {
+		return []checkFinding{findWarn("auth.required",
+			fmt.Sprintf("authentication is off; listen %s is loopback, so only processes on this machine can call tools, but every one of them can call all of them", cfg.Listen), fix)}
+	}
+	return []checkFinding{findFail("auth.required",
+		fmt.Sprintf("authentication is off and listen %s is reachable from other machines: anyone who reaches it can call every tool (serve refuses to start like this)", cfg.Listen), fix)}
+}
+
+// listenIsLoopback reports whether a listen address (host:port) is on
+// loopback only. An empty host listens on every interface.
+func listenIsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	return hostIsLoopback(host)
+}
+
+func hostIsLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
+// --- tool filtering --------------------------------------------------------
+
+func checkToolFiltering(_ context.Context, in *checkInput) []checkFinding {
+	var out []checkFinding
+	for _, ps := range in.servers() {
+		s, proj := ps.s, in.cfg.Projects[ps.project]
+		var allow, deny []string
+		if len(s.AllowedTools) > 0 {
+			allow = append(allow, "allowedTools")
+		}
+		if len(s.AllowedToolsGlob) > 0 {
+			allow = append(allow, "allowedToolsGlob")
+		}
+		if len(s.DenyToolsGlob) > 0 {
+			deny = append(deny, "denyToolsGlob")
+		}
+		switch {
+		case len(allow) > 0:
+			out = append(out, findPass(ps.path, fmt.Sprintf("only the tools its allow list matches are visible (%s)", strings.Join(append(allow, deny...), ", "))))
+		case len(proj.AllowedTools) > 0:
+			out = append(out, findPass(ps.path, fmt.Sprintf("only the tools listed in %s are visible (default deny)", in.projectPath(ps.project, "allowedTools"))))
+		case len(deny) > 0:
+			out = append(out, findWarn(ps.path,
+				"only a deny list (denyToolsGlob): every tool it does not match is visible, including tools the server adds later",
+				`add an allow list of the tools clients need: allowedToolsGlob (for example ["read_*", "list_*"]) or allowedTools`))
+		default:
+			out = append(out, findFail(ps.path,
+				"no tool filter: every tool the server offers is visible and callable, including tools it adds later",
+				fmt.Sprintf(`add allowedToolsGlob (for example ["read_*", "list_*"]) or allowedTools to the server, or list the visible tools in %s`, in.projectPath(ps.project, "allowedTools"))))
+		}
+	}
+	if len(out) == 0 {
+		out = append(out, findPass("", "no upstream servers configured"))
+	}
+	return out
+}
+
+// --- literal credentials -----------------------------------------------------
+
+func checkLiteralSecrets(_ context.Context, in *checkInput) []checkFinding {
+	var out []checkFinding
+	fields := in.rawCredentialFields()
+	for _, f := range fields {
+		hit, ok := findSecret(f.name, literalText(f.value))
+		if !ok {
+			continue
+		}
+		v := suggestVar(f)
+		fix := fmt.Sprintf("write ${%s} in its place and set %s in the environment; then rotate the credential, it has been stored in the file", v, v)
+		reason := fmt.Sprintf("literal %s %q in the file", hit.kind, maskSecret(hit.token))
+		if hit.sure {
+			out = append(out, findFail(f.path, reason, fix))
+		} else {
+			out = append(out, findWarn(f.path, reason+": "+hit.why, fix+" (if it is no secret, ignore this)"))
+		}
+	}
+	if len(out) == 0 {
+		out = append(out, findPass("", fmt.Sprintf("no literal credential in url, headers, env or args (%d %s scanned); secrets come from ${VAR}",
+			len(fields), checkPlural(len(fields), "value", "values"))))
+	}
+	return out
+}
+
+// suggestVar proposes the environment variable to hold the credential of
+// field f: the variable's own name in env, SERVER_URL for a url (the whole
+// URL moves to the environment), SERVER_TOKEN otherwise.
+func suggestVar(f rawField) string {
+	suffix := "_TOKEN"
+	switch {
+	case f.kind == "webhook":
+		return "ALERT_WEBHOOK_URL"
+	case f.kind == "env" && validEnvName(f.name):
+		return f.name
+	case f.kind == "url":
+		suffix = "_URL"
+	}
+	server := f.server[strings.LastIndexAny(f.server, ".[")+1:]
+	server = strings.Trim(server, `"]`)
+	var b strings.Builder
+	for _, r := range strings.ToUpper(server) {
+		if r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('_')
+		}
+	}
+	name := strings.Trim(b.String(), "_")
+	if name == "" || name[0] >= '0' && name[0] <= '9' {
+		name = "SERVER_" + name
+	}
+	return name + suffix
+}
+
+func validEnvName(s string) bool {
+	for i, r := range s {
+		if !(r == '_' || r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || i > 0 && r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// refSep stands for a `${VAR}` reference in literalText's result.
+const refSep = "\x00"
+
+// literalText is the part of s that the file states literally: every
+// `${NAME}` and `${env:NAME}` reference is replaced by refSep, `$${` (an
+// escaped literal) by "${", following package config's interpolation.
+func literalText(s string) string {
+	if !strings.Contains(s, "$") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		j := strings.IndexByte(s[i:], '$')
+		if j < 0 {
+			b.WriteString(s[i:])
+			break
+		}
+		j += i
+		b.WriteString(s[i:j])
+		rest := s[j:]
+		switch {
+		case strings.HasPrefix(rest, "$${"):
+			b.WriteString("${")
+			i = j + 3
+		case strings.HasPrefix(rest, "${"):
+			end := strings.IndexByte(rest, '}')
+			if end < 0 {
+				b.WriteString(rest)
+				i = len(s)
+				break
+			}
+			b.WriteString(refSep)
+			i = j + end + 1
+		default:
+			b.WriteByte('$')
+			i = j + 1
+		}
+	}
+	return b.String()
+}
+
+// secretPrefix is a known prefix of a credential issued by a service.
+type secretPrefix struct {
+	prefix, kind string
+}
+
+// secretPrefixes are the token prefixes that mark a credential for sure.
+var secretPrefixes = []secretPrefix{
+	{"github_pat_", "GitHub fine-grained token"},
+	{"ghp_", "GitHub personal access token"},
+	{"gho_", "GitHub OAuth token"},
+	{"ghs_", "GitHub app token"},
+	{"glpat-", "GitLab personal access token"},
+	{"sk_live_", "Stripe live key"},
+	{"sk-", "API key (sk-)"},
+	{"xoxb-", "Slack bot token"},
+	{"xoxp-", "Slack user token"},
+	{"lin_", "Linear API key"},
+	{"secret_", "Notion integration secret"},
+	{"AKIA", "AWS access key id"},
+	{policy.KeyPrefix, "toolgate API key"},
+}
+
+// credentialNameRE matches header and environment variable names whose
+// value is a credential.
+var credentialNameRE = regexp.MustCompile(`(?i)(token|secret|passw|api[-_]?key|private[-_]?key|credential|^authorization$|^proxy-authorization$|^cookie$|^x-auth)`)
+
+// authSchemes are the words that may precede a credential in a header.
+var authSchemes = []string{"bearer", "basic", "token", "bot", "apikey"}
+
+// urlPasswordRE finds the password of a URL's user information.
+var urlPasswordRE = regexp.MustCompile(`[A-Za-z][A-Za-z0-9+.-]*://[^/?#@\s]*?:([^/?#@\s]+)@`)
+
+// secretHit is a credential found in a value.
+type secretHit struct {
+	kind  string
+	token string
+	// sure: a known prefix or a URL password; otherwise a guess (a long
+	// random-looking string, or any literal in a credential's field),
+	// and why says what it is based on.
+	sure bool
+	why  string
+}
+
+// findSecret looks for a credential in lit, the literal text of a value
+// (see literalText) of the header or variable called name ("" for url and
+// args). It returns the strongest checkFinding.
+func findSecret(name, lit string) (secretHit, bool) {
+	if m := urlPasswordRE.FindStringSubmatch(lit); m != nil && strings.Trim(m[1], refSep) != "" {
+		pw, err := url.PathUnescape(m[1])
+		if err != nil {
+			pw = m[1]
+		}
+		if !strings.Contains(pw, refSep) {
+			return secretHit{kind: "password in a URL", token: pw, sure: true}, true
+		}
+	}
+	var guess *secretHit
+	for _, tok := range secretTokens(lit) {
+		if kind, ok := prefixKind(tok); ok {
+			return secretHit{kind: kind, token: tok, sure: true}, true
+		}
+		if guess == nil && highEntropy(tok) {
+			guess = &secretHit{kind: "random-looking string", token: tok, why: "it looks like a generated secret"}
+		}
+	}
+	if guess != nil {
+		return *guess, true
+	}
+	if name != "" && credentialNameRE.MatchString(name) {
+		v := strings.TrimSpace(lit)
+		if f := strings.Fields(v); len(f) == 2 && slices.Contains(authSchemes, strings.ToLower(f[0])) {
+			v = f[1]
+		}
+		if len(v) >= 8 && !strings.Contains(v, refSep) && !strings.Contains(v, "://") && !looksLikePath(v) {
+			return secretHit{kind: "value", token: v, why: fmt.Sprintf("the name %s says it is a credential", name)}, true
+		}
+	}
+	return secretHit{}, false
+}
+
+// secretTokens splits text into the words a credential could be: at
+// spaces, references and punctuation that does not occur in tokens. A
+// path (or a URL) is split into its segments too, so that a long path is
+// not taken for a random string, while base64 text keeps its slashes.
+func secretTokens(text string) []string {
+	var out []string
+	words := strings.FieldsFunc(text, func(r rune) bool {
+		return r <= ' ' || strings.ContainsRune(`"'=,;&?#@()[]{}<>|:!*`+"`", r)
+	})
+	for _, w := range words {
+		if strings.Contains(w, "/") && (looksLikePath(w) || strings.Contains(w, ".") || strings.HasPrefix(w, "@")) {
+			for seg := range strings.SplitSeq(w, "/") {
+				if seg != "" {
+					out = append(out, seg)
+				}
+			}
+			continue
+		}
+		out = append(out, w)
+	}
+	return out
+}
+
+// looksLikePath reports text that starts like a file path or a URL path.
+func looksLikePath(s string) bool {
+	for _, p := range []string{"/", "./", "../", "~/"} {
+		if strings.HasPrefix(s, p) {
+			return true
+		}
+	}
+	return len(s) > 2 && s[1] == ':' && (s[2] == '\\' || s[2] == '/') // C:\ or C:/
+}
+
+// prefixKind reports a token that starts with a known credential prefix
+// and continues like a credential: at least 16 more letters, digits, _ or
+// -, letters and digits among them.
+func prefixKind(tok string) (string, bool) {
+	tok = strings.TrimLeft(tok, "-/")
+	for _, p := range secretPrefixes {
+		rest, ok := strings.CutPrefix(tok, p.prefix)
+		if !ok {
+			continue
+		}
+		if p.prefix == policy.KeyPrefix {
+			if _, _, err := policy.ParseKey(tok); err == nil {
+				return p.kind, true
+			}
+			continue
+		}
+		end := strings.IndexFunc(rest, func(r rune) bool {
+			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-')
+		})
+		if end >= 0 {
+			rest = rest[:end]
+		}
+		if len(rest) >= 16 && strings.ContainsFunc(rest, isDigit) && strings.ContainsFunc(rest, isLetter) {
+			return p.kind, true
+		}
+	}
+	return "", false
+}
+
+func isDigit(r rune) bool  { return r >= '0' && r <= '9' }
+func isLetter(r rune) bool { return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' }
+
+// Thresholds of a random-looking string.
+const (
+	minSecretLen     = 24
+	minSecretEntropy = 3.5 // bits per character
+)
+
+// highEntropy reports a string that looks random: long, with a Shannon
+// entropy above minSecretEntropy bits per character, and either mixing
+// upper case, lower case and digits (base62, base64) or made of at least
+// 32 hex digits, letters and digits among them. Words joined by dashes
+// ("platform-engineering-2024") have one case only.
+func highEntropy(s string) bool {
+	if len(s) < minSecretLen || shannonEntropy(s) <= minSecretEntropy {
+		return false
+	}
+	upper := strings.ContainsFunc(s, func(r rune) bool { return r >= 'A' && r <= 'Z' })
+	lower := strings.ContainsFunc(s, func(r rune) bool { return r >= 'a' && r <= 'z' })
+	digit := strings.ContainsFunc(s, isDigit)
+	if upper && lower && digit {
+		return true
+	}
+	hex := 0
+	for _, r := range s {
+		switch {
+		case r >= '0' && r <= '9', r >= 'a' && r <= 'f', r >= 'A' && r <= 'F':
+			hex++
+		case r == '-':
+		default:
+			return false
+		}
+	}
+	return hex >= 32 && digit && (upper || lower)
+}
+
+// shannonEntropy is the Shannon entropy of the bytes of s, in bits per
+// byte.
+func shannonEntropy(s string) float64 {
+	var counts [256]int
+	for i := 0; i < len(s); i++ {
+		counts[s[i]]++
+	}
+	var h float64
+	n := float64(len(s))
+	for _, c := range counts {
+		if c > 0 {
+			p := float64(c) / n
+			h -= p * math.Log2(p)
+		}
+	}
+	return h
+}
+
+// mask shows the first characters of a secret (at most 4, at most a third
+// of it) and "…".
+func maskSecret(s string) string {
+	n := min(4, len(s)/3)
+	for n > 0 && !isRuneStart(s, n) {
+		n--
+	}
+	return s[:n] + "…"
+}
+
+func isRuneStart(s string, i int) bool { return i >= len(s) || s[i] < 0x80 || s[i] >= 0xC0 }
+
+// --- one credential per server ---------------------------------------------
+
+func checkCredentialReuse(_ context.Context, in *checkInput) []checkFinding {
+	type use struct{ server, path string }
+	uses := map[string][]use{}
+	for _, ps := range in.servers() {
+		for _, c := range serverCredentials(ps) {
+			uses[c.token] = append(uses[c.token], use{ps.path, c.path})
+		}
+	}
+	var out []checkFinding
+	for tok, us := range uses {
+		servers := map[string]bool{}
+		for _, u := range us {
+			servers[u.server] = true
+		}
+		if len(servers) < 2 {
+			continue
+		}
+		paths := make([]string, 0, len(us))
+		for _, u := range us {
+			paths = append(paths, u.path)
+		}
+		slices.Sort(paths)
+		paths = slices.Compact(paths)
+		out = append(out, findFail(paths[0],
+			fmt.Sprintf("the same credential %q is used by %d servers: %s", maskSecret(tok), len(servers), strings.Join(paths, " and ")),
+			"give each server a credential of its own, scoped to what that server needs, so that a leak or a revocation touches one server"))
+	}
+	slices.SortFunc(out, func(a, b checkFinding) int {
+		return cmp.Or(strings.Compare(a.path, b.path), strings.Compare(a.reason, b.reason))
+	})
+	switch {
+	case len(out) > 0:
+	case len(uses) == 0:
+		out = append(out, findPass("", "no server credentials found"))
+	default:
+		out = append(out, findPass("", fmt.Sprintf("%d %s found, each used by one server", len(uses), checkPlural(len(uses), "credential", "credentials"))))
+	}
+	return out
+}
+
+type serverCredential struct {
+	path, token string
+}
+
+// serverCredentials finds the credentials of a server in its interpolated
+// headers, env, url and args: known token shapes, random-looking strings,
+// URL passwords and the values of credential-named headers and variables.
+func serverCredentials(ps placedServer) []serverCredential {
+	var out []serverCredential
+	add := func(path, name, value string) {
+		if hit, ok := findSecret(name, value); ok {
+			out = append(out, serverCredential{path, hit.token})
+		}
+	}
+	s := ps.s
+	if s.URL != "" {
+		add(keyPath(ps.path, "url"), "", s.URL)
+		if u, err := url.Parse(s.URL); err == nil {
+			for _, k := range slices.Sorted(maps.Keys(u.Query())) {
+				for _, v := range u.Query()[k] {
+					add(keyPath(ps.path, "url"), k, v)
+				}
+			}
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(s.Headers)) {
+		add(keyPath(keyPath(ps.path, "headers"), k), k, s.Headers[k])
+	}
+	for _, k := range slices.Sorted(maps.Keys(s.Env)) {
+		add(keyPath(keyPath(ps.path, "env"), k), k, s.Env[k])
+	}
+	for i, a := range s.Args {
+		name, value := argNameValue(a)
+		add(indexPath(keyPath(ps.path, "args"), i), name, value)
+	}
+	return out
+}
+
+// --- HTTPS -------------------------------------------------------------------
+
+func checkHTTPS(_ context.Context, in *checkInput) []checkFinding {
+	cfg := in.cfg
+	var out []checkFinding
+	switch {
+	case cfg.TLS.Enabled():
+		out = append(out, findPass("tls", fmt.Sprintf("listen %s serves HTTPS (TLS %s or newer)", cfg.Listen, cfg.TLS.MinVersion)))
+	case listenIsLoopback(cfg.Listen):
+		out = append(out, findWarn("listen", fmt.Sprintf("listen %s serves plain HTTP; it is loopback, so only this machine can reach it", cfg.Listen),
+			"fine on one machine; before exposing it, set tls.certFile and tls.keyFile (or keep it on loopback behind a proxy that terminates TLS)"))
+	case cfg.AllowInsecureHTTP:
+		out = append(out, findWarn("allowInsecureHTTP", fmt.Sprintf("listen %s is reachable from other machines and serves plain HTTP: API keys and tool results travel in the clear", cfg.Listen),
+			"set tls.certFile and tls.keyFile and remove allowInsecureHTTP (or move TLS to a proxy and listen on loopback)"))
+	default:
+		out = append(out, findFail("listen", fmt.Sprintf("listen %s is reachable from other machines without TLS (serve refuses to start like this)", cfg.Listen),
+			"set tls.certFile and tls.keyFile, or listen on 127.0.0.1 behind a proxy that terminates TLS"))
+	}
+	for _, ps := range in.servers() {
+		if ps.s.URL == "" {
+			continue
+		}
+		out = append(out, gradeURL(keyPath(ps.path, "url"), ps.s.URL, ps.s.AllowInsecure, "the upstream", "allowInsecure"))
+	}
+	if wh := cfg.Alerts.Webhook; wh != "" {
+		f := gradeURL("alerts.webhook", wh, false, "the alert webhook", "")
+		if f.status == statusFail {
+			f.status = statusWarn
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+// gradeURL grades one outgoing URL: https passes, plain http passes on
+// loopback, is a warning when allowed explicitly (by the key named
+// allowKey) and fails otherwise. Only the host is shown.
+func gradeURL(path, raw string, allowed bool, what, allowKey string) checkFinding {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return findFail(path, fmt.Sprintf("%s is not a valid URL", what), "use an https:// URL")
+	}
+	host := u.Hostname()
+	switch {
+	case u.Scheme == "https":
+		return findPass(path, fmt.Sprintf("%s %s is reached over https", what, host))
+	case hostIsLoopback(host):
+		return findPass(path, fmt.Sprintf("%s %s is on loopback (plain http stays on this machine)", what, host))
+	case allowed:
+		return findWarn(path, fmt.Sprintf("%s %s is reached over plain http (%s is set): credentials and results cross the network in the clear", what, host, allowKey),
+			fmt.Sprintf("use https://, then remove %s", allowKey))
+	default:
+		return findFail(path, fmt.Sprintf("%s %s is reached over plain http: credentials and results cross the network in the clear", what, host),
+			"use https://")
+	}
+}
+
+// --- audit -------------------------------------------------------------------
+
+func checkAudit(_ context.Context, in *checkInput) []checkFinding {
+	path := in.cfg.Audit.Path
+	note, err := auditWritable(path)
+	if err != nil {
+		return []checkFinding{findFail("audit.path", fmt.Sprintf("the audit log %s cannot be written: %v", path, err),
+			"make its folder writable for the user toolgate runs as, or set audit.path to a writable place")}
+	}
+	return []checkFinding{findPass("audit.path", fmt.Sprintf("audit events go to %s (%s)", path, note))}
+}
+
+// auditWritable checks that the audit log at path can be appended to, or
+// created, without writing to it: an existing file is opened for
+// appending; otherwise a temporary file is made (and removed) in the
+// nearest existing folder.
+func auditWritable(path string) (string, error) {
+	fi, err := os.Stat(path)
+	switch {
+	case err == nil && fi.IsDir():
+		return "", errors.New("it is a folder")
+	case err == nil:
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			return "", unwrapPathError(err)
+		}
+		f.Close()
+		return "the file exists and is writable", nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return "", unwrapPathError(err)
+	}
+	dir := filepath.Dir(path)
+	existing := dir
+	for {
+		fi, err := os.Stat(existing)
+		if err == nil {
+			if !fi.IsDir() {
+				return "", fmt.Errorf("%s is not a folder", existing)
+			}
+			break
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return "", unwrapPathError(err)
+		}
+		parent := filepath.Dir(existing)
+		if parent == existing {
+			return "", fmt.Errorf("no folder of %s exists", path)
+		}
+		existing = parent
+	}
+	f, err := os.CreateTemp(existing, ".toolgate-check-*")
+	if err != nil {
+		return "", fmt.Errorf("folder %s is not writable: %w", existing, unwrapPathError(err))
+	}
+	f.Close()
+	os.Remove(f.Name())
+	if existing != dir {
+		return fmt.Sprintf("the file and its folder %s will be created", dir), nil
+	}
+	return "the file will be created; its folder is writable", nil
+}
+
+// unwrapPathError drops the path an *fs.PathError repeats.
+func unwrapPathError(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// --- rate limits -------------------------------------------------------------
+
+func checkRateLimits(_ context.Context, in *checkInput) []checkFinding {
+	var out []checkFinding
+	for _, pn := range slices.Sorted(maps.Keys(in.cfg.Projects)) {
+		p := in.cfg.Projects[pn]
+		rl := p.RateLimit
+		path := in.projectPath(pn, "rateLimit")
+		if rl.RequestsPerMinute > 0 || rl.PerKeyRequestsPerMinute > 0 {
+			var parts []string
+			if rl.RequestsPerMinute > 0 {
+				parts = append(parts, fmt.Sprintf("%g calls/min for the project", rl.RequestsPerMinute))
+			}
+			if rl.PerKeyRequestsPerMinute > 0 {
+				parts = append(parts, fmt.Sprintf("%g calls/min per key", rl.PerKeyRequestsPerMinute))
+			}
+			out = append(out, findPass(path, strings.Join(parts, ", ")))
+			continue
+		}
+		reason := "not set: one client (or a runaway agent) can call tools as fast as the upstreams answer"
+		if n := len(p.ToolLimits); n > 0 {
+			reason += fmt.Sprintf(" (only %d %s limited by toolLimits)", n, checkPlural(n, "tool is", "tools are"))
+		}
+		out = append(out, findWarn(path, reason,
+			"set rateLimit.requestsPerMinute and rateLimit.perKeyRequestsPerMinute (for example 600 and 120)"))
+	}
+	return out
+}
+
+// --- key age -----------------------------------------------------------------
+
+// defaultKeyMaxAge is the rotation schedule when the configuration names
+// none (config.Load applies the same default).
+const defaultKeyMaxAge = 90 * 24 * time.Hour
+
+func checkKeyAge(ctx context.Context, in *checkInput) []checkFinding {
+	maxAge := in.cfg.KeyMaxAge.D()
+	if maxAge <= 0 {
+		maxAge = defaultKeyMaxAge
+	}
+	path := keyStorePath(in.cfg)
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return []checkFinding{findPass("", fmt.Sprintf("no keys yet (there is no key store at %s)", path))}
+	}
+	s, err := policy.OpenKeyStore(ctx, path)
+	if err != nil {
+		return []checkFinding{findFail("", fmt.Sprintf("the key store cannot be read: %v", err), "check the file's permissions, or run the check as the user toolgate runs as")}
+	}
+	defer s.Close()
+	keys, err := s.List(ctx, "")
+	if err != nil {
+		return []checkFinding{findFail("", fmt.Sprintf("the key store cannot be read: %v", err), "check the file's permissions, or run the check as the user toolgate runs as")}
+	}
+	var out []checkFinding
+	active := 0
+	for _, k := range keys {
+		if k.Status(in.now) != policy.StatusActive {
+			continue
+		}
+		active++
+		if k.RotatedTo != "" {
+			continue // already replaced; it expires at the end of its overlap
+		}
+		age := in.now.Sub(k.Created)
+		if age <= maxAge {
+			continue
+		}
+		reason := fmt.Sprintf("key %s (%q, project %q) is %s old; the rotation schedule (keyMaxAge) is %s", k.ID, k.Name, k.Project, ageText(age), ageText(maxAge))
+		fix := fmt.Sprintf("toolgate keys rotate %s --overlap 24h, move its clients to the new key, then toolgate keys revoke %s", k.ID, k.ID)
+		if age > 2*maxAge {
+			out = append(out, findFail("", reason+", more than twice over", fix))
+		} else {
+			out = append(out, findWarn("", reason, fix))
+		}
+	}
+	if len(out) == 0 {
+		out = append(out, findPass("", fmt.Sprintf("%d active %s, none older than %s", active, checkPlural(active, "key", "keys"), ageText(maxAge))))
+	}
+	return out
+}
+
+// ageText shows a key age or schedule: whole days from two days on.
+func ageText(d time.Duration) string {
+	const day = 24 * time.Hour
+	if d >= 2*day {
+		return fmt.Sprintf("%d days", d/day)
+	}
+	return humanDuration(d)
+}
+
+// --- Code Mode ---------------------------------------------------------------
+
+// codeModeSettings are the Code Mode settings of one project, as the
+// check grades them. The configuration has no codeMode section yet:
+// codeModeOf is where it plugs in, and gradeCodeMode already applies the
+// rules (a bounded timeout; fetch off, or restricted to fetchAllowHosts).
+type codeModeSettings struct {
+	// Path is the key path of the section ("codeMode" or
+	// "projects.NAME.codeMode").
+	Path    string
+	Enabled bool
+	// Timeout is the wall-clock limit of one script; 0 means the default.
+	Timeout         time.Duration
+	AllowFetch      bool
+	FetchAllowHosts []string
+}
+
+// Code Mode rules.
+const (
+	defaultCodeModeTimeout = 10 * time.Second
+	maxCodeModeTimeout     = 60 * time.Second
+)
+
+// codeModeOf returns the Code Mode settings of the gateway (one section,
+// shared by its projects).
+func codeModeOf(in *checkInput) []codeModeSettings {
+	cm := in.cfg.CodeMode
+	return []codeModeSettings{{Path: "codeMode", Enabled: cm.Enabled, Timeout: cm.Timeout.D(), AllowFetch: cm.AllowFetch, FetchAllowHosts: cm.FetchAllowHosts}}
+}
+
+func checkCodeMode(_ context.Context, in *checkInput) []checkFinding {
+	settings := codeModeOf(in)
+	if len(settings) == 0 {
+		return []checkFinding{findPass("", "n/a: code mode is not configured")}
+	}
+	var out []checkFinding
+	for _, s := range settings {
+		out = append(out, gradeCodeMode(s)...)
+	}
+	return out
+}
+
+// gradeCodeMode grades the Code Mode settings of one project.
+func gradeCodeMode(s codeModeSettings) []checkFinding {
+	if !s.Enabled {
+		return []checkFinding{findPass(s.Path, "code mode is off")}
+	}
+	var out []checkFinding
+	timeout := s.Timeout
+	if timeout == 0 {
+		timeout = defaultCodeModeTimeout
+	}
+	if timeout > maxCodeModeTimeout {
+		out = append(out, findWarn(keyPath(s.Path, "timeout"),
+			fmt.Sprintf("a script may run for %s: one request holds a sandbox and spends tool budgets that long", timeout),
+			fmt.Sprintf("lower codeMode.timeout to %s or less", maxCodeModeTimeout)))
+	}
+	if s.AllowFetch && len(s.FetchAllowHosts) == 0 {
+		out = append(out, findFail(keyPath(s.Path, "allowFetch"),
+			"scripts may fetch any public host: a way to send tool results anywhere",
+			"list the hosts scripts need in codeMode.fetchAllowHosts, or set allowFetch: false"))
+	}
+	if len(out) > 0 {
+		return out
+	}
+	fetch := "fetch off"
+	if s.AllowFetch {
+		fetch = fmt.Sprintf("fetch limited to %d %s", len(s.FetchAllowHosts), checkPlural(len(s.FetchAllowHosts), "host", "hosts"))
+	}
+	return []checkFinding{findPass(s.Path, fmt.Sprintf("scripts end after %s; %s", timeout, fetch))}
+}

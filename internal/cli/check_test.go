@@ -1,0 +1,450 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/toolgate/toolgate/internal/config"
+	"github.com/toolgate/toolgate/policy"
+)
+
+// The -update flag rewrites testdata/check/*.golden. It is registered in
+// init, after every package variable, so that another test file of the
+// package may define its own -update with flag.Bool; both then share it.
+func init() {
+	if flag.Lookup("update") == nil {
+		flag.Bool("update", false, "rewrite the golden files in testdata")
+	}
+}
+
+func updateGolden() bool {
+	f := flag.Lookup("update")
+	return f != nil && f.Value.String() == "true"
+}
+
+// The fake GitHub token of testdata/check/bad.json, which GH_TOKEN repeats.
+const fakeGitHubToken = "ghp_FAKEfake0123456789TESTtest0123456789"
+
+func TestCheckGolden(t *testing.T) {
+	testdata, err := filepath.Abs(filepath.Join("testdata", "check"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string // of the golden file
+		config   string
+		args     []string
+		env      map[string]string
+		wantCode int
+	}{
+		{
+			name:   "good",
+			config: "good.json",
+			env: map[string]string{
+				"GITHUB_TOKEN":      "ghp_OTHERother0123456789TESTtest01234567",
+				"SEARCH_API_KEY":    "k3yF0rS34rchOnlyN0tSh4r3d",
+				"ALERT_WEBHOOK_URL": "https://alerts.example.com/hooks/Yb7nQ3wE5rT8yU1iO4pA6sD9",
+			},
+		},
+		{name: "bad", config: "bad.json", env: map[string]string{"GH_TOKEN": fakeGitHubToken}, wantCode: 1},
+		{name: "bad-json", config: "bad.json", args: []string{"--json"}, env: map[string]string{"GH_TOKEN": fakeGitHubToken}, wantCode: 1},
+		{
+			name:     "projects",
+			config:   "projects.yaml",
+			env:      map[string]string{"NOTES_TOKEN": "n0tes-Sh4red-Acr0ss-Pr0jects", "TEAM_NOTES_TOKEN": "n0tes-Sh4red-Acr0ss-Pr0jects"},
+			wantCode: 1,
+		},
+		{
+			name:     "secrets",
+			config:   "secrets.toml",
+			env:      map[string]string{"AWS_SECRET_ACCESS_KEY": "unused-in-the-check", "DB_TOKEN": "also-unused"},
+			wantCode: 1,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// Run in a folder of its own, so that the default dataDir and
+			// audit log beside the file are fresh and the paths short.
+			dir := t.TempDir()
+			data, err := os.ReadFile(filepath.Join(testdata, tt.config))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, tt.config), data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			t.Chdir(dir)
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			code, out, errOut := run(t, "", append([]string{"-c", tt.config, "check"}, tt.args...)...)
+			if code != tt.wantCode {
+				t.Errorf("exit code %d, want %d; stderr:\n%s", code, tt.wantCode, errOut)
+			}
+			if tt.wantCode == 1 && !strings.Contains(errOut, "the configuration fails the security checklist") {
+				t.Errorf("stderr = %q", errOut)
+			}
+			for _, v := range tt.env {
+				if strings.Contains(out, v) {
+					t.Errorf("the report shows the secret %q", v)
+				}
+			}
+			if strings.Contains(out, fakeGitHubToken[:8]) {
+				t.Errorf("the report shows more of the literal token than its first characters")
+			}
+			if !strings.Contains(out, "toolgate-data") {
+				t.Errorf("the report does not name the audit log's place")
+			}
+			if _, err := os.Stat(filepath.Join(dir, "toolgate-data")); err == nil {
+				t.Errorf("check created the data folder")
+			}
+			if len(tt.args) > 0 && tt.args[0] == "--json" {
+				var rep checkReport
+				if err := json.Unmarshal([]byte(out), &rep); err != nil {
+					t.Fatalf("--json output is not JSON: %v\n%s", err, out)
+				}
+			}
+			golden := filepath.Join(testdata, tt.name+".golden")
+			if updateGolden() {
+				if err := os.WriteFile(golden, []byte(out), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test -run TestCheckGolden -update)", err)
+			}
+			if diff := cmp.Diff(string(want), out); diff != "" {
+				t.Errorf("report differs from %s (-want +got; go test -run TestCheckGolden -update rewrites it):\n%s", golden, diff)
+			}
+		})
+	}
+}
+
+func TestCheckUsageAndLoadErrors(t *testing.T) {
+	dir := t.TempDir()
+	invalid := filepath.Join(dir, "invalid.json")
+	if err := os.WriteFile(invalid, []byte(`{"mcpServers": {"a": {"comand": "x"}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	tests := []struct {
+		name     string
+		args     []string
+		wantCode int
+		wantErr  string
+	}{
+		{"no config file", []string{"check"}, 2, "no configuration file to check"},
+		{"extra argument", []string{"check", "x.json"}, 2, "takes no arguments"},
+		{"unknown flag", []string{"check", "--jsn"}, 2, "unknown flag"},
+		{"missing file", []string{"-c", "missing.json", "check"}, 1, "missing.json"},
+		{"invalid config", []string{"-c", "invalid.json", "check"}, 1, `unknown key (did you mean "command"?)`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out, errOut := run(t, "", tt.args...)
+			if code != tt.wantCode || !strings.Contains(errOut, tt.wantErr) {
+				t.Errorf("exit %d, stderr %q; want exit %d and %q", code, errOut, tt.wantCode, tt.wantErr)
+			}
+			if out != "" {
+				t.Errorf("stdout = %q, want nothing", out)
+			}
+		})
+	}
+}
+
+// parseCheckInput builds the input of the checks from a JSON document.
+func parseCheckInput(t *testing.T, doc string, now time.Time) *checkInput {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "toolgate.json")
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	in, err := loadCheckInput(path, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in
+}
+
+func statuses(fs []checkFinding) []string {
+	var out []string
+	for _, f := range fs {
+		out = append(out, f.status+" "+f.path)
+	}
+	return out
+}
+
+func TestCheckKeyAge(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "toolgate.json")
+	if err := os.WriteFile(cfgPath, []byte(`{"dataDir": "data", "keyMaxAge": "2160h"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	in, err := loadCheckInput(cfgPath, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := checkKeyAge(ctx, in); len(got) != 1 || got[0].status != statusPass || !strings.HasPrefix(got[0].reason, "no keys yet") {
+		t.Fatalf("without a store: %+v", got)
+	}
+
+	s, err := policy.OpenKeyStore(ctx, filepath.Join(dir, "data", "toolgate.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, old, err := s.Create(ctx, "default", "ci", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, revoked, err := s.Create(ctx, "default", "gone", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Revoke(ctx, revoked.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Create(ctx, "team", "short-lived", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	const day = 24 * time.Hour
+	tests := []struct {
+		age        time.Duration
+		wantStatus string
+		wantReason string
+	}{
+		{30 * day, statusPass, "2 active keys, none older than 90 days"},
+		{100 * day, statusWarn, `key ` + old.ID + ` ("ci", project "default") is 100 days old; the rotation schedule (keyMaxAge) is 90 days`},
+		{181 * day, statusFail, "is 181 days old; the rotation schedule (keyMaxAge) is 90 days, more than twice over"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.wantStatus, func(t *testing.T) {
+			in.now = old.Created.Add(tt.age + time.Minute)
+			if tt.age == 30*day {
+				in.now = old.Created.Add(30 * time.Minute) // the hour-long key is still active
+			}
+			got := checkKeyAge(ctx, in)
+			if len(got) != 1 || got[0].status != tt.wantStatus || !strings.Contains(got[0].reason, tt.wantReason) {
+				t.Fatalf("got %+v, want one %s containing %q", got, tt.wantStatus, tt.wantReason)
+			}
+			if tt.wantStatus != statusPass && !strings.Contains(got[0].fix, "toolgate keys rotate "+old.ID) {
+				t.Errorf("fix = %q", got[0].fix)
+			}
+		})
+	}
+}
+
+func TestCheckAuthAndListener(t *testing.T) {
+	tests := []struct {
+		name      string
+		doc       string
+		wantAuth  []string
+		wantHTTPS []string
+	}{
+		{"defaults", `{}`, []string{"pass "}, []string{"warn listen"}},
+		{"auth off on loopback", `{"auth": {"required": false}, "listen": "localhost:9000"}`, []string{"warn auth.required"}, []string{"warn listen"}},
+		{"auth off on all interfaces", `{"auth": {"required": false}, "listen": ":9000"}`, []string{"fail auth.required"}, []string{"fail listen"}},
+		{"insecure http allowed", `{"listen": "[::]:9000", "allowInsecureHTTP": true}`, []string{"pass "}, []string{"warn allowInsecureHTTP"}},
+		{"tls", `{"listen": "10.1.2.3:443", "tls": {"certFile": "c.pem", "keyFile": "k.pem"}}`, []string{"pass "}, []string{"pass tls"}},
+		{"upstreams", `{"listen": "[::1]:9000", "mcpServers": {
+			"a": {"url": "https://a.example.com/mcp"},
+			"b": {"url": "http://localhost:9100/mcp"},
+			"c": {"url": "http://c.internal/mcp", "allowInsecure": true},
+			"d": {"command": "x"}}}`,
+			[]string{"pass "}, []string{"warn listen", "pass mcpServers.a.url", "pass mcpServers.b.url", "warn mcpServers.c.url"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := parseCheckInput(t, tt.doc, time.Now())
+			if diff := cmp.Diff(tt.wantAuth, statuses(checkAuth(context.Background(), in))); diff != "" {
+				t.Errorf("auth (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tt.wantHTTPS, statuses(checkHTTPS(context.Background(), in))); diff != "" {
+				t.Errorf("https (-want +got):\n%s", diff)
+			}
+		})
+	}
+
+	// Package config refuses plain http to a remote host without
+	// allowInsecure; the check still fails it should that ever load.
+	in := parseCheckInput(t, `{"mcpServers": {"a": {"url": "https://a.example.com/mcp"}}}`, time.Now())
+	in.cfg.Projects["default"].MCPServers["a"].URL = "http://a.example.com/mcp"
+	if diff := cmp.Diff([]string{"warn listen", "fail mcpServers.a.url"}, statuses(checkHTTPS(context.Background(), in))); diff != "" {
+		t.Errorf("plain http upstream (-want +got):\n%s", diff)
+	}
+}
+
+func TestCheckToolFiltering(t *testing.T) {
+	in := parseCheckInput(t, `{"projects": {
+		"p": {"allowedTools": ["a__x"], "mcpServers": {"a": {"command": "x"}}},
+		"q": {"mcpServers": {
+			"allow": {"command": "x", "allowedTools": ["t"]},
+			"deny": {"command": "x", "denyToolsGlob": ["*"]},
+			"none": {"command": "x", "allowedResourcesGlob": ["file:*"]}}}}}`, time.Now())
+	want := []string{
+		"pass projects.p.mcpServers.a",
+		"pass projects.q.mcpServers.allow",
+		"warn projects.q.mcpServers.deny",
+		"fail projects.q.mcpServers.none",
+	}
+	if diff := cmp.Diff(want, statuses(checkToolFiltering(context.Background(), in))); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+func TestFindSecret(t *testing.T) {
+	tests := []struct {
+		name, field, value string
+		wantKind           string // "" for no finding
+		wantSure           bool
+		wantToken          string
+	}{
+		{"reference", "Authorization", "Bearer ${TOKEN}", "", false, ""},
+		{"env reference", "GITHUB_TOKEN", "${env:GITHUB_TOKEN}", "", false, ""},
+		{"two references", "", "${USER}:${PASS}", "", false, ""},
+		{"escaped reference", "", "$${NOT_A_REF}", "", false, ""},
+		{"github token", "Authorization", "Bearer " + fakeGitHubToken, "GitHub personal access token", true, fakeGitHubToken},
+		{"github token in a URL", "", "https://x-access-token:" + fakeGitHubToken + "@github.com/o/r.git", "password in a URL", true, fakeGitHubToken},
+		{"github token as user", "", "https://" + fakeGitHubToken + "@github.com/o/r.git", "GitHub personal access token", true, fakeGitHubToken},
+		{"fine-grained github token", "", "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz", "GitHub fine-grained token", true, "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz"},
+		{"openai key in a flag", "", "--key=sk-proj-Ab12Cd34Ef56Gh78Ij90", "API key (sk-)", true, "sk-proj-Ab12Cd34Ef56Gh78Ij90"},
+		{"stripe", "STRIPE", "sk_live_51Habcdefghij0123456789", "Stripe live key", true, "sk_live_51Habcdefghij0123456789"},
+		{"slack", "SLACK_BOT", "xoxb-1234567890-abcdefghijkl", "Slack bot token", true, "xoxb-1234567890-abcdefghijkl"},
+		{"linear", "", "lin_api_0123456789abcdefABCDEF", "Linear API key", true, "lin_api_0123456789abcdefABCDEF"},
+		{"notion", "NOTION", "secret_0123456789abcdefABCDEFghij", "Notion integration secret", true, "secret_0123456789abcdefABCDEFghij"},
+		{"aws", "AWS_ACCESS_KEY_ID", "AKIAFAKE0123456789AB", "AWS access key id", true, "AKIAFAKE0123456789AB"},
+		{"gitlab", "", "glpat-abcdefgh01234567XYZ", "GitLab personal access token", true, "glpat-abcdefgh01234567XYZ"},
+		{"prefix of a word", "", "sk-learn", "", false, ""},
+		{"prefix without digits", "", "secret_manager_settings_file", "", false, ""},
+		{"random string", "", "q8Zr2Lm4Xp9Tn7Vb3Kc6Wd1Yf5Hg0Js", "random-looking string", false, "q8Zr2Lm4Xp9Tn7Vb3Kc6Wd1Yf5Hg0Js"},
+		{"random segment of a URL", "", "https://hooks.example.com/services/Xk9mP2qR7sT4vW1yZ3aB5cD8", "random-looking string", false, "Xk9mP2qR7sT4vW1yZ3aB5cD8"},
+		{"long path", "", "/srv/shared/documents-2024/q3-reports/final", "", false, ""},
+		{"package", "", "@modelcontextprotocol/server-filesystem@2025.7.1", "", false, ""},
+		{"plain URL", "", "https://api.githubcopilot.com/mcp/", "", false, ""},
+		{"long word", "", "--max-old-space-size=256", "", false, ""},
+		{"credential-named literal", "X-Api-Key", "changeme-please", "value", false, "changeme-please"},
+		{"credential-named with scheme", "Authorization", "Basic dXNlcjpwYXNz", "value", false, "dXNlcjpwYXNz"},
+		{"credential-named path", "TOKEN_FILE", "/run/secrets/token", "", false, ""},
+		{"credential-named URL", "TOKEN_URL", "https://auth.example.com/token", "", false, ""},
+		{"credential-named short", "API_KEY", "none", "", false, ""},
+		{"other header", "X-Team", "platform-engineering-2024", "", false, ""},
+		{"hex", "", "--hash 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b", "random-looking string", false, "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b"},
+		{"short hex", "", "commit 9f86d081884c7d659a2f", "", false, ""},
+		{"lower case words and digits", "", "my-service-name-2024-production", "", false, ""},
+		{"toolgate key", "", "tg_abcdefghijkl_" + strings.Repeat("a2", 25) + "qa", "toolgate API key", true, "tg_abcdefghijkl_" + strings.Repeat("a2", 25) + "qa"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			hit, ok := findSecret(tt.field, literalText(tt.value))
+			if tt.wantKind == "" {
+				if ok {
+					t.Fatalf("found %+v, want nothing", hit)
+				}
+				return
+			}
+			if !ok || hit.kind != tt.wantKind || hit.sure != tt.wantSure || hit.token != tt.wantToken {
+				t.Fatalf("found %+v (%v), want %q sure=%v token %q", hit, ok, tt.wantKind, tt.wantSure, tt.wantToken)
+			}
+		})
+	}
+}
+
+func TestLiteralText(t *testing.T) {
+	for in, want := range map[string]string{
+		"plain":                  "plain",
+		"Bearer ${TOKEN}":        "Bearer \x00",
+		"${env:A}-${B}":          "\x00-\x00",
+		"$${A} costs $5":         "${A} costs $5",
+		"https://${U}:p@h/${P}x": "https://\x00:p@h/\x00x",
+	} {
+		if got := literalText(in); got != want {
+			t.Errorf("literalText(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestMaskSecret(t *testing.T) {
+	for in, want := range map[string]string{
+		fakeGitHubToken: "ghp_…",
+		"hunter2":       "hu…",
+		"ab":            "…",
+		"ééééééééééé":   "éé…",
+	} {
+		if got := maskSecret(in); got != want {
+			t.Errorf("maskSecret(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestCheckAuditNotWritable(t *testing.T) {
+	if runtime.GOOS == "windows" || os.Geteuid() == 0 {
+		t.Skip("needs a user that file permissions apply to")
+	}
+	dir := t.TempDir()
+	ro := filepath.Join(dir, "ro")
+	if err := os.Mkdir(ro, 0o500); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Chmod(ro, 0o700) })
+	in := parseCheckInput(t, `{"audit": {"path": "`+filepath.ToSlash(filepath.Join(ro, "sub", "audit.jsonl"))+`"}}`, time.Now())
+	got := checkAudit(context.Background(), in)
+	if len(got) != 1 || got[0].status != statusFail || !strings.Contains(got[0].reason, "is not writable") {
+		t.Errorf("got %+v", got)
+	}
+}
+
+func TestGradeCodeMode(t *testing.T) {
+	tests := []struct {
+		name string
+		s    codeModeSettings
+		want []string
+	}{
+		{"off", codeModeSettings{Path: "codeMode"}, []string{"pass codeMode"}},
+		{"defaults", codeModeSettings{Path: "codeMode", Enabled: true}, []string{"pass codeMode"}},
+		{"long timeout", codeModeSettings{Path: "codeMode", Enabled: true, Timeout: 5 * time.Minute}, []string{"warn codeMode.timeout"}},
+		{"open fetch", codeModeSettings{Path: "codeMode", Enabled: true, AllowFetch: true}, []string{"fail codeMode.allowFetch"}},
+		{"restricted fetch", codeModeSettings{Path: "codeMode", Enabled: true, AllowFetch: true, FetchAllowHosts: []string{"api.example.com"}}, []string{"pass codeMode"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, statuses(gradeCodeMode(tt.s))); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestDecodeRawConfigFormats(t *testing.T) {
+	docs := map[string]string{
+		config.FormatJSON: `{"mcpServers": {"Api": {"url": "${U}", "headers": {"X-Key": "v"},},},}`,
+		config.FormatYAML: "mcpServers:\n  Api:\n    url: ${U}\n    headers:\n      X-Key: v\n",
+		config.FormatTOML: "[mcpServers.Api]\nurl = \"${U}\"\n[mcpServers.Api.headers]\nX-Key = \"v\"\n",
+	}
+	want := []rawField{
+		{path: "mcpServers.Api.url", kind: "url", server: "mcpServers.Api", value: "${U}"},
+		{path: "mcpServers.Api.headers.X-Key", kind: "header", name: "X-Key", server: "mcpServers.Api", value: "v"},
+	}
+	for format, doc := range docs {
+		raw, err := decodeRawConfig([]byte(doc), format)
+		if err != nil {
+			t.Fatalf("%s: %v", format, err)
+		}
+		in := newCheckInput(&config.Config{}, raw, time.Time{})
+		if diff := cmp.Diff(want, in.rawCredentialFields(), cmp.AllowUnexported(rawField{})); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", format, diff)
+		}
+	}
+}
