@@ -1,0 +1,342 @@
+// toolgate sandbox bootstrap: evaluated once in every fresh interpreter before
+// any other code. It captures the intrinsics it relies on, so nothing a
+// script overwrites later (JSON, Promise, Object, Array.prototype ...) can
+// change how results, logs and host requests cross the bridge, and installs
+// the non-writable global __toolgate_bridge that the Go side drives.
+//
+// Wire format, host -> guest (pump input): a JSON array of
+//   [id, 1, "<result JSON text>"]      tool call fulfilled
+//   [id, 0, {"code":..,"message":..}]  tool call / fetch rejected
+//   [id, 1, {status,statusText,url,headers:[[k,v]],body}]  fetch fulfilled
+//   [id, 1, null]                      timer due
+// The host passes that text to pump(input) as one string, lets the
+// interpreter run every pending job, then calls drain(). Guest -> host: the
+// one JSON object drain() returns. This script's value is [drain, pump], which
+// the host keeps; scripts cannot reach either.
+//
+// The host evaluates this once per engine and copies the resulting memory
+// into every interpreter, so seal() also gives each execution its own
+// Math.random state and performance.now origin.
+(function (os) {
+  'use strict';
+  const G = globalThis;
+  const JSONparse = JSON.parse;
+  const JSONstringify = JSON.stringify;
+  const create = Object.create;
+  const defineProperty = Object.defineProperty;
+  const freeze = Object.freeze;
+  const getPrototypeOf = Object.getPrototypeOf;
+  const apply = Reflect.apply;
+  const PromiseC = Promise;
+  const promiseThen = Promise.prototype.then;
+  const ErrorC = Error;
+  const TypeErrorC = TypeError;
+  const StringC = String;
+  const NumberC = Number;
+  const isArray = Array.isArray;
+  const floor = Math.floor;
+  const imul = Math.imul;
+  const dateNow = Date.now;
+  const perf = G.performance;
+  const perfNow = perf && typeof perf.now === 'function' ? perf.now : null;
+  const toLower = String.prototype.toLowerCase;
+  const toUpper = String.prototype.toUpperCase;
+  const q = (s) => JSONstringify(s);
+
+  let nextID = 1;
+  const waiters = create(null); // id -> [resolve, reject, kind, extra]
+  let out = '';                 // queued host requests, comma separated
+  let logs = '';                // queued log lines, comma separated
+  let logChars = 0;
+  let logCap = 1 << 20;
+  let logTrunc = false;
+  let state = '';               // '' while running, then the outcome
+  let perfBase = 0;             // performance.now() at seal
+  let origin = floor(dateNow());
+
+  // Math.random: xoshiro128**, seeded by the host in seal().
+  let r0 = 1, r1 = 2, r2 = 3, r3 = 4;
+  function rotl(x, k) { return (x << k) | (x >>> (32 - k)); }
+  function next32() {
+    const r = imul(rotl(imul(r1, 5), 7), 9);
+    const t = r1 << 9;
+    r2 ^= r0; r3 ^= r1; r1 ^= r2; r0 ^= r3; r2 ^= t; r3 = rotl(r3, 11);
+    return r >>> 0;
+  }
+  const random = { random() { return ((next32() >>> 5) * 67108864 + (next32() >>> 6)) / 9007199254740992; } }.random;
+
+  function str(v) {
+    try { return StringC(v); } catch (e) { return '[unprintable]'; }
+  }
+
+  function fmt(v) {
+    switch (typeof v) {
+      case 'string': return v;
+      case 'undefined': return 'undefined';
+      case 'function': return '[Function]';
+      case 'object':
+        if (v === null) return 'null';
+        try {
+          if (v instanceof ErrorC) {
+            const s = v.stack;
+            return str(v.name) + ': ' + str(v.message) + (s ? '\n' + str(s) : '');
+          }
+        } catch (e) { /* fall through */ }
+        try {
+          const s = JSONstringify(v);
+          if (s !== undefined) return s;
+        } catch (e) { /* cycles, BigInt */ }
+        return str(v);
+      default: return str(v);
+    }
+  }
+
+  function log(level, args) {
+    if (logTrunc) return;
+    let text = '';
+    for (let i = 0; i < args.length; i++) text += (i ? ' ' : '') + fmt(args[i]);
+    logChars += text.length + 16;
+    if (logChars > logCap) {
+      logTrunc = true;
+      return;
+    }
+    logs += (logs ? ',' : '') + '[' + q(level) + ',' + q(text) + ']';
+  }
+
+  function request(kind, fields) {
+    const id = nextID++;
+    let res, rej;
+    const p = new PromiseC((a, b) => { res = a; rej = b; });
+    waiters[id] = [res, rej, kind, null];
+    out += (out ? ',' : '') + '[' + q(kind) + ',' + id + fields + ']';
+    return p;
+  }
+
+  function hostError(info) {
+    let message = 'host call failed', code = 'tool_error';
+    if (info !== null && typeof info === 'object') {
+      message = str(info.message);
+      code = str(info.code);
+    }
+    const e = new ErrorC(message);
+    defineProperty(e, 'code', { value: code, writable: true, configurable: true, enumerable: true });
+    return e;
+  }
+
+  // __toolgate_call(name, argsJSON) -> Promise<string>: the host primitive
+  // the prelude wraps into tool bindings.
+  function toolCall(name, argsJSON) {
+    if (typeof name !== 'string') throw new TypeErrorC('tool name must be a string');
+    if (argsJSON === undefined) argsJSON = '{}';
+    if (typeof argsJSON !== 'string') throw new TypeErrorC('tool arguments must be a JSON string');
+    return request('call', ',' + q(name) + ',' + q(argsJSON));
+  }
+
+  function setTimeout(fn, ms, ...args) {
+    if (typeof fn !== 'function') throw new TypeErrorC('setTimeout needs a function');
+    let delay = NumberC(ms);
+    if (!(delay > 0)) delay = 0;
+    const id = nextID++;
+    waiters[id] = [fn, null, 'timer', args];
+    out += (out ? ',' : '') + '["timer",' + id + ',' + floor(delay) + ']';
+    return id;
+  }
+
+  function clearTimeout(id) {
+    const w = waiters[id];
+    if (w !== undefined && w[2] === 'timer') {
+      delete waiters[id];
+      out += (out ? ',' : '') + '["cleartimer",' + NumberC(id) + ']';
+    }
+  }
+
+  function headerList(h) {
+    const list = [];
+    if (h === undefined || h === null) return list;
+    if (isArray(h)) {
+      for (let i = 0; i < h.length; i++) list[list.length] = [str(h[i][0]), str(h[i][1])];
+      return list;
+    }
+    if (typeof h.forEach === 'function' && typeof h.get === 'function') {
+      h.forEach((v, k) => { list[list.length] = [str(k), str(v)]; });
+      return list;
+    }
+    const keys = Object.keys(h);
+    for (let i = 0; i < keys.length; i++) list[list.length] = [keys[i], str(h[keys[i]])];
+    return list;
+  }
+
+  function makeHeaders(pairs) {
+    const map = create(null);
+    for (let i = 0; i < pairs.length; i++) {
+      const k = apply(toLower, pairs[i][0], []);
+      map[k] = map[k] === undefined ? pairs[i][1] : map[k] + ', ' + pairs[i][1];
+    }
+    return freeze({
+      get(name) { const v = map[apply(toLower, str(name), [])]; return v === undefined ? null : v; },
+      has(name) { return map[apply(toLower, str(name), [])] !== undefined; },
+      forEach(fn) { for (const k in map) fn(map[k], k); },
+      entries() { const r = []; for (const k in map) r[r.length] = [k, map[k]]; return r; },
+    });
+  }
+
+  function makeResponse(r) {
+    const body = str(r.body);
+    return freeze({
+      status: r.status,
+      statusText: str(r.statusText),
+      ok: r.status >= 200 && r.status < 300,
+      url: str(r.url),
+      redirected: !!r.redirected,
+      headers: makeHeaders(r.headers),
+      text() { return PromiseC.resolve(body); },
+      json() { return new PromiseC((res) => res(JSONparse(body))); },
+    });
+  }
+
+  function fetch(input, init) {
+    const o = init === undefined || init === null ? {} : init;
+    const url = str(input && typeof input === 'object' && input.url !== undefined ? input.url : input);
+    const method = o.method === undefined ? 'GET' : apply(toUpper, str(o.method), []);
+    let body = null;
+    if (o.body !== undefined && o.body !== null) body = str(o.body);
+    const req = '{"url":' + q(url) + ',"method":' + q(method) +
+      ',"headers":' + JSONstringify(headerList(o.headers)) + ',"body":' + (body === null ? 'null' : q(body)) + '}';
+    return apply(promiseThen, request('fetch', ',' + req), [makeResponse]);
+  }
+
+  function errorInfo(e) {
+    let name = 'Error', message = '', stack = '', code = '';
+    try {
+      if (e !== null && (typeof e === 'object' || typeof e === 'function')) {
+        if (e.name !== undefined) name = str(e.name);
+        if (e.message !== undefined) message = str(e.message);
+        if (e.stack !== undefined) stack = str(e.stack);
+        if (e.code !== undefined) code = str(e.code);
+      } else {
+        message = 'uncaught ' + fmt(e);
+      }
+    } catch (x) {
+      message = 'unprintable error';
+    }
+    return '{"name":' + q(name) + ',"message":' + q(message) + ',"stack":' + q(stack) + ',"code":' + q(code) + '}';
+  }
+
+  function finish(v) {
+    if (state) return;
+    let s;
+    try {
+      s = v === undefined ? 'null' : JSONstringify(v);
+    } catch (e) {
+      state = '{"ok":false,"error":' + errorInfo(new TypeErrorC('the returned value is not JSON-serialisable: ' + str(e && e.message))) + '}';
+      return;
+    }
+    if (s === undefined) s = 'null';
+    state = '{"ok":true,"value":' + q(s) + '}';
+  }
+
+  function fail(e) {
+    if (state) return;
+    state = '{"ok":false,"error":' + errorInfo(e) + '}';
+  }
+
+  function settle(input) {
+    if (!input) return;
+    const items = JSONparse(input);
+    for (let i = 0; i < items.length; i++) {
+      const it = items[i];
+      const id = it[0];
+      const w = waiters[id];
+      if (w === undefined) continue;
+      delete waiters[id];
+      if (w[2] === 'timer') {
+        try { apply(w[0], undefined, w[3]); } catch (e) { log('error', ['Uncaught (in setTimeout)', e]); }
+      } else if (it[1]) {
+        w[0](it[2]);
+      } else {
+        w[1](hostError(it[2]));
+      }
+    }
+  }
+
+  function drain() {
+    const s = '{"out":[' + out + '],"logs":[' + logs + '],"trunc":' + (logTrunc ? 'true' : 'false') +
+      ',"state":' + (state || 'null') + '}';
+    out = '';
+    logs = '';
+    return s;
+  }
+
+  // pump settles host results; the interpreter's loop then runs every
+  // reaction before the host reads drain().
+  function pump(input) {
+    settle(input);
+  }
+
+  function start(fn) {
+    let p;
+    try {
+      p = fn();
+      apply(promiseThen, p, [finish, fail]);
+    } catch (e) {
+      fail(e);
+    }
+  }
+
+  const consoleObj = freeze({
+    log(...a) { log('log', a); },
+    info(...a) { log('info', a); },
+    debug(...a) { log('debug', a); },
+    warn(...a) { log('warn', a); },
+    error(...a) { log('error', a); },
+  });
+
+  function blocked() {
+    throw new TypeErrorC('code generation from strings is disabled in the sandbox');
+  }
+
+  // seal runs after the prelude: it hides the host primitive, removes what a
+  // script must not reach and disables code generation from strings.
+  function seal(opts) {
+    logCap = opts.logCap;
+    const seed = opts.seed;
+    r0 = seed[0] | 0; r1 = seed[1] | 0; r2 = seed[2] | 0; r3 = seed[3] | 0;
+    if ((r0 | r1 | r2 | r3) === 0) r0 = 1;
+    if (perfNow) perfBase = apply(perfNow, perf, []);
+    origin = floor(dateNow());
+    delete G.__toolgate_call;
+    const fnProto = getPrototypeOf(blocked);
+    const ctors = [
+      fnProto,
+      getPrototypeOf(async function () {}),
+      getPrototypeOf(function* () {}),
+      getPrototypeOf(async function* () {}),
+    ];
+    for (let i = 0; i < ctors.length; i++) {
+      defineProperty(ctors[i], 'constructor', { value: blocked, writable: false, enumerable: false, configurable: false });
+    }
+    blocked.prototype = fnProto;
+    defineProperty(G, 'Function', { value: blocked, writable: false, enumerable: false, configurable: false });
+    defineProperty(G, 'eval', { value: blocked, writable: false, enumerable: false, configurable: false });
+    if (opts.fetch) {
+      defineProperty(G, 'fetch', { value: fetch, writable: true, enumerable: false, configurable: true });
+    }
+  }
+
+  const names = ['std', 'os', 'bjson', 'print', 'scriptArgs', 'setInterval', 'clearInterval', 'QJS_PROXY_VALUE', 'fetch'];
+  for (let i = 0; i < names.length; i++) delete G[names[i]];
+  G.console = consoleObj;
+  G.setTimeout = setTimeout;
+  G.clearTimeout = clearTimeout;
+  G.performance = freeze({
+    get timeOrigin() { return origin; },
+    now: perfNow ? function () { return floor(apply(perfNow, perf, []) - perfBase); } : function () { return 0; },
+  });
+  defineProperty(Math, 'random', { value: random, writable: true, enumerable: false, configurable: true });
+  G.__toolgate_call = toolCall;
+  defineProperty(G, '__toolgate_bridge', {
+    value: freeze({ start, pump, seal }),
+    writable: false, enumerable: false, configurable: false,
+  });
+  return [drain, pump];
+})(os);

@@ -1,0 +1,675 @@
+package sandbox
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Run executes req in a fresh interpreter under lim (zero fields take their
+// defaults). Script failures, including breached limits, are reported in
+// Result.Error; the returned error is only for internal faults. Cancelling
+// ctx ends the script as a failure named "AbortError".
+func (e *Engine) Run(ctx context.Context, req *Request, lim Limits) (*Result, error) {
+	if e.isClosed() {
+		return nil, ErrClosed
+	}
+	if req == nil {
+		return nil, errors.New("sandbox: nil request")
+	}
+	lim = lim.WithDefaults()
+	start := time.Now()
+	res := &Result{Result: json.RawMessage("null"), Logs: []LogLine{}, ToolCalls: []ToolCallRecord{}}
+	defer func() { res.DurationMs = msSince(start) }()
+
+	if len(req.Code) > lim.MaxCodeBytes {
+		res.Error = &ScriptError{
+			Name:    "RangeError",
+			Message: fmt.Sprintf("the code is %d bytes, over the limit of %d", len(req.Code), lim.MaxCodeBytes),
+			Limit:   LimitCodeBytes,
+		}
+		return res, nil
+	}
+	if line, col, ok := findImport(req.Code); ok {
+		res.Error = &ScriptError{
+			Name:    "SyntaxError",
+			Message: "import() and import.meta are not available in the sandbox",
+			Stack:   fmt.Sprintf("    at <anonymous> (agent.js:%d:%d)", line, col),
+			Line:    line,
+			Column:  col,
+		}
+		return res, nil
+	}
+
+	g, err := e.take()
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: preparing interpreter: %w", err)
+	}
+	defer g.close()
+
+	xctx, cancel := context.WithDeadline(ctx, start.Add(lim.Timeout))
+	defer cancel()
+	x := &execution{
+		g:       g,
+		req:     req,
+		lim:     lim,
+		res:     res,
+		ctx:     xctx,
+		results: make(chan hostDone, lim.MaxConcurrentToolCalls),
+		timers:  map[int64]time.Time{},
+	}
+	g.deadline.Store(start.Add(lim.Timeout).UnixNano())
+	stop := context.AfterFunc(xctx, g.stopNow)
+	x.run()
+	stop()
+	if p := int64(g.mem.Peak()); p > 0 {
+		res.PeakMemoryBytes = p
+	}
+	return res, nil
+}
+
+// execution is the state of one Run.
+type execution struct {
+	g       *guest
+	req     *Request
+	lim     Limits
+	res     *Result
+	ctx     context.Context
+	results chan hostDone
+
+	inflight  int
+	queue     []hostOp
+	ready     []string // settlements to deliver on the next pump
+	timers    map[int64]time.Time
+	calls     int
+	fetches   int
+	logBytes  int
+	limitHit  string
+	prefixLen int
+}
+
+type hostOp struct {
+	kind  string // "call" or "fetch"
+	id    int64
+	name  string
+	args  string
+	fetch *fetchRequest
+}
+
+type hostDone struct {
+	item   string // settlement: [id, ok, value]
+	record *ToolCallRecord
+}
+
+// guestState is what the bootstrap's drain() reports.
+type guestState struct {
+	Out   []json.RawMessage `json:"out"`
+	Logs  [][2]string       `json:"logs"`
+	Trunc bool              `json:"trunc"`
+	State *struct {
+		OK    bool       `json:"ok"`
+		Value string     `json:"value"`
+		Error *errorInfo `json:"error"`
+	} `json:"state"`
+}
+
+type errorInfo struct {
+	Name    string `json:"name"`
+	Message string `json:"message"`
+	Stack   string `json:"stack"`
+	Code    string `json:"code"`
+}
+
+var errNeverSettles = errors.New("never settles")
+
+func (x *execution) run() {
+	g := x.g
+	if err := g.setStackLimit(x.lim.MaxStackKB); err != nil {
+		x.internal(err)
+		return
+	}
+	g.mem.SetLimit(uint64(x.lim.MemoryLimitMB) << 20)
+	if x.req.Prelude != "" {
+		if _, err := g.eval("prelude.js", x.req.Prelude); err != nil {
+			x.failEval(err, "prelude: ")
+			return
+		}
+	}
+	var seed [16]byte
+	_, _ = rand.Read(seed[:])
+	prefix := "__toolgate_bridge.seal({logCap:" + strconv.Itoa(x.lim.MaxOutputBytes) +
+		",fetch:" + strconv.FormatBool(x.req.Fetch != nil) +
+		",seed:[" + strconv.FormatUint(uint64(binary.LittleEndian.Uint32(seed[0:])), 10) +
+		"," + strconv.FormatUint(uint64(binary.LittleEndian.Uint32(seed[4:])), 10) +
+		"," + strconv.FormatUint(uint64(binary.LittleEndian.Uint32(seed[8:])), 10) +
+		"," + strconv.FormatUint(uint64(binary.LittleEndian.Uint32(seed[12:])), 10) + "]});__toolgate_bridge.start(async function () {"
+	x.prefixLen = len(prefix)
+	out, err := g.step("agent.js", prefix+x.req.Code+"\n})")
+	for {
+		if err != nil {
+			x.failEval(err, "")
+			return
+		}
+		st, aerr := x.absorb(out)
+		if aerr != nil {
+			if x.ctx.Err() != nil || x.g.stop.Load() {
+				x.res.Error = x.ctxError()
+				return
+			}
+			x.internal(aerr)
+			return
+		}
+		if st.State != nil {
+			x.complete(st)
+			return
+		}
+		input, werr := x.wait()
+		if werr != nil {
+			x.failWait(werr)
+			return
+		}
+		out, err = g.pump(input)
+	}
+}
+
+// absorb takes a drain() report: logs, new host requests and the outcome.
+func (x *execution) absorb(out string) (*guestState, error) {
+	var st guestState
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		return nil, fmt.Errorf("decoding guest report: %w", err)
+	}
+	for _, l := range st.Logs {
+		if strings.Contains(l[1], "\n    at ") {
+			l[1] = x.cleanStack(l[1])
+		}
+		x.addLog(l[0], l[1])
+	}
+	if st.Trunc {
+		x.res.Truncated = true
+	}
+	for _, raw := range st.Out {
+		var msg []json.RawMessage
+		if err := json.Unmarshal(raw, &msg); err != nil || len(msg) < 2 {
+			return nil, fmt.Errorf("decoding guest request %s", raw)
+		}
+		var kind string
+		var id int64
+		if json.Unmarshal(msg[0], &kind) != nil || json.Unmarshal(msg[1], &id) != nil {
+			return nil, fmt.Errorf("decoding guest request %s", raw)
+		}
+		switch kind {
+		case "call":
+			var name, args string
+			if len(msg) < 4 || json.Unmarshal(msg[2], &name) != nil || json.Unmarshal(msg[3], &args) != nil {
+				return nil, fmt.Errorf("decoding guest request %s", raw)
+			}
+			x.calls++
+			if x.calls > x.lim.MaxToolCalls {
+				x.limitHit = LimitToolCalls
+				x.ready = append(x.ready, reject(id, "limit",
+					fmt.Sprintf("maxToolCalls exceeded: at most %d tool calls per execution", x.lim.MaxToolCalls)))
+				x.res.ToolCalls = append(x.res.ToolCalls, ToolCallRecord{Tool: name})
+				continue
+			}
+			x.queue = append(x.queue, hostOp{kind: kind, id: id, name: name, args: args})
+		case "fetch":
+			var fr fetchRequest
+			if len(msg) < 3 || json.Unmarshal(msg[2], &fr) != nil {
+				return nil, fmt.Errorf("decoding guest request %s", raw)
+			}
+			if x.req.Fetch == nil {
+				x.ready = append(x.ready, reject(id, "denied", "fetch is not enabled"))
+				continue
+			}
+			x.fetches++
+			if max := x.req.Fetch.maxRequests(); x.fetches > max {
+				x.limitHit = LimitFetchRequests
+				x.ready = append(x.ready, reject(id, "limit",
+					fmt.Sprintf("fetch.maxRequests exceeded: at most %d requests per execution", max)))
+				continue
+			}
+			x.queue = append(x.queue, hostOp{kind: kind, id: id, fetch: &fr})
+		case "timer":
+			var ms float64
+			if len(msg) < 3 || json.Unmarshal(msg[2], &ms) != nil {
+				return nil, fmt.Errorf("decoding guest request %s", raw)
+			}
+			x.timers[id] = time.Now().Add(time.Duration(ms * float64(time.Millisecond)))
+		case "cleartimer":
+			delete(x.timers, id)
+		default:
+			return nil, fmt.Errorf("unknown guest request %q", kind)
+		}
+	}
+	return &st, nil
+}
+
+// wait starts queued host work and blocks until there is something to hand
+// to the script: finished host calls, due timers or immediate refusals.
+func (x *execution) wait() (string, error) {
+	x.dispatch()
+	if len(x.ready) == 0 {
+		if x.inflight == 0 && len(x.queue) == 0 && len(x.timers) == 0 {
+			return "", errNeverSettles
+		}
+		var timerC <-chan time.Time
+		if len(x.timers) > 0 {
+			next := time.Time{}
+			for _, due := range x.timers {
+				if next.IsZero() || due.Before(next) {
+					next = due
+				}
+			}
+			t := time.NewTimer(time.Until(next))
+			defer t.Stop()
+			timerC = t.C
+		}
+		select {
+		case d := <-x.results:
+			x.collect(d)
+		case <-timerC:
+		case <-x.ctx.Done():
+			return "", x.ctx.Err()
+		}
+	}
+	for more := true; more; {
+		select {
+		case d := <-x.results:
+			x.collect(d)
+		default:
+			more = false
+		}
+	}
+	x.dispatch()
+	type due struct {
+		id int64
+		at time.Time
+	}
+	var dues []due
+	now := time.Now()
+	for id, at := range x.timers {
+		if !at.After(now) {
+			dues = append(dues, due{id, at})
+			delete(x.timers, id)
+		}
+	}
+	slices.SortFunc(dues, func(a, b due) int { return cmp.Or(a.at.Compare(b.at), cmp.Compare(a.id, b.id)) })
+	items := x.ready
+	x.ready = nil
+	for _, d := range dues {
+		items = append(items, "["+strconv.FormatInt(d.id, 10)+",1,null]")
+	}
+	return "[" + strings.Join(items, ",") + "]", nil
+}
+
+func (x *execution) collect(d hostDone) {
+	x.inflight--
+	x.ready = append(x.ready, d.item)
+	if d.record != nil {
+		x.res.ToolCalls = append(x.res.ToolCalls, *d.record)
+	}
+}
+
+// dispatch starts queued host work up to the concurrency limit.
+func (x *execution) dispatch() {
+	for len(x.queue) > 0 && x.inflight < x.lim.MaxConcurrentToolCalls {
+		op := x.queue[0]
+		x.queue = x.queue[1:]
+		x.inflight++
+		go x.perform(op)
+	}
+}
+
+// perform runs one host call on its own goroutine. Its reply goes back over
+// a channel; once the execution ended nobody reads it and it is dropped, so
+// a late reply never touches the interpreter.
+func (x *execution) perform(op hostOp) {
+	var d hostDone
+	switch op.kind {
+	case "call":
+		d = x.callTool(op)
+	case "fetch":
+		d = x.doFetch(op)
+	}
+	select {
+	case x.results <- d:
+	case <-x.ctx.Done():
+	}
+}
+
+func (x *execution) callTool(op hostOp) hostDone {
+	start := time.Now()
+	rec := &ToolCallRecord{Tool: op.name}
+	done := func(item string) hostDone {
+		rec.Ms = msSince(start)
+		return hostDone{item: item, record: rec}
+	}
+	if !json.Valid([]byte(op.args)) {
+		return done(reject(op.id, "invalid_arguments", "tool arguments are not valid JSON"))
+	}
+	if x.req.Caller == nil {
+		return done(reject(op.id, "not_found", "tool "+op.name+" not found"))
+	}
+	out, err := safeCall(x.ctx, x.req.Caller, op.name, []byte(op.args))
+	if err != nil {
+		var ce *CallError
+		switch {
+		case errors.As(err, &ce):
+			return done(reject(op.id, ce.Code, ce.Message))
+		case x.ctx.Err() != nil:
+			return done(reject(op.id, "timeout", "the execution ended before the tool answered"))
+		default:
+			return done(reject(op.id, "tool_error", err.Error()))
+		}
+	}
+	out = bytes.TrimSpace(out)
+	if len(out) == 0 {
+		out = []byte("null")
+	}
+	if !json.Valid(out) {
+		return done(reject(op.id, "tool_error", "the tool returned invalid JSON"))
+	}
+	rec.OK = true
+	return done("[" + strconv.FormatInt(op.id, 10) + ",1," + jsString(string(out)) + "]")
+}
+
+func safeCall(ctx context.Context, c Caller, name string, args []byte) (out []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("tool call panicked: %v", r)
+		}
+	}()
+	return c(ctx, name, args)
+}
+
+func reject(id int64, code, message string) string {
+	b, _ := json.Marshal(map[string]string{"code": code, "message": message})
+	return "[" + strconv.FormatInt(id, 10) + ",0," + string(b) + "]"
+}
+
+// addLog appends one console line within the output budget.
+func (x *execution) addLog(level, msg string) {
+	if x.res.Truncated && x.logBytes >= x.lim.MaxOutputBytes {
+		return
+	}
+	room := x.lim.MaxOutputBytes - x.logBytes
+	if len(msg) > room {
+		msg = truncateUTF8(msg, max(room, 0))
+		x.res.Truncated = true
+	}
+	x.logBytes += len(msg)
+	x.res.Logs = append(x.res.Logs, LogLine{Level: level, Message: msg})
+}
+
+// complete records the script's outcome.
+func (x *execution) complete(st *guestState) {
+	s := st.State
+	if !s.OK {
+		x.res.Error = x.scriptError(s.Error)
+		return
+	}
+	v := []byte(s.Value)
+	if !json.Valid(v) {
+		x.res.Error = &ScriptError{Name: "TypeError", Message: "the returned value is not JSON-serialisable"}
+		return
+	}
+	if len(v) > x.lim.MaxOutputBytes {
+		x.res.Truncated = true
+		x.res.Error = &ScriptError{
+			Name:    "RangeError",
+			Message: fmt.Sprintf("the returned value is %d bytes, over the output limit of %d", len(v), x.lim.MaxOutputBytes),
+			Limit:   LimitOutputBytes,
+		}
+		return
+	}
+	x.res.Result = v
+	x.fitLogs(len(v))
+}
+
+// fitLogs trims the logs so that result plus logs stay within the budget.
+func (x *execution) fitLogs(resultBytes int) {
+	room := x.lim.MaxOutputBytes - resultBytes
+	if x.logBytes <= room {
+		return
+	}
+	x.res.Truncated = true
+	used := 0
+	for i, l := range x.res.Logs {
+		if used+len(l.Message) > room {
+			x.res.Logs[i].Message = truncateUTF8(l.Message, room-used)
+			x.res.Logs = x.res.Logs[:i+1]
+			break
+		}
+		used += len(l.Message)
+	}
+}
+
+func (x *execution) internal(err error) {
+	x.res.Error = &ScriptError{Name: "InternalError", Message: "sandbox fault: " + err.Error()}
+}
+
+// failWait reports why waiting ended the script.
+func (x *execution) failWait(err error) {
+	switch {
+	case errors.Is(err, errNeverSettles):
+		x.res.Error = &ScriptError{
+			Name:    "Error",
+			Message: "the script is awaiting a promise that can never settle (no tool call, fetch or timer is pending)",
+		}
+	default:
+		x.res.Error = x.ctxError()
+	}
+}
+
+// ctxError describes an execution ended by its context.
+func (x *execution) ctxError() *ScriptError {
+	if err := x.ctx.Err(); err == nil || errors.Is(err, context.DeadlineExceeded) {
+		return &ScriptError{
+			Name:    "TimeoutError",
+			Message: fmt.Sprintf("the script ran longer than the timeout of %s", x.lim.Timeout),
+			Limit:   LimitTimeout,
+		}
+	}
+	return &ScriptError{Name: "AbortError", Message: "the execution was cancelled"}
+}
+
+// failEval reports an exception or crash that escaped an evaluation.
+func (x *execution) failEval(err error, prefix string) {
+	var trap *trapError
+	if errors.As(err, &trap) {
+		se := &ScriptError{Name: "InternalError", Message: trap.Error()}
+		switch {
+		case x.ctx.Err() != nil || x.g.stop.Load():
+			se = x.ctxError()
+		case x.g.mem.Refusals() > 0:
+			se.Message += " after running out of memory"
+			se.Limit = LimitMemory
+		default:
+			se.Message += " (most likely by exhausting its stack)"
+			se.Limit = LimitStack
+		}
+		x.res.Error = se
+		return
+	}
+	text := err.Error()
+	first, stack, _ := strings.Cut(text, "\n")
+	info := &errorInfo{Name: "Error", Message: first, Stack: stack}
+	if name, msg, ok := strings.Cut(first, ": "); ok && !strings.ContainsAny(name, " \t") {
+		info.Name, info.Message = name, msg
+	}
+	if info.Name == "InternalError" && info.Message == "interrupted" && (x.ctx.Err() != nil || x.g.stop.Load()) {
+		x.recoverLogs()
+		x.res.Error = x.ctxError()
+		return
+	}
+	info.Message = prefix + info.Message
+	x.res.Error = x.scriptError(info)
+}
+
+// recoverLogs collects console output written since the last pump of a
+// script that was interrupted, giving the interpreter a short, guarded slot.
+func (x *execution) recoverLogs() {
+	x.g.clearInterrupt(time.Now().Add(50 * time.Millisecond))
+	out, err := x.g.pump("")
+	if err != nil {
+		return
+	}
+	var st guestState
+	if json.Unmarshal([]byte(out), &st) == nil {
+		for _, l := range st.Logs {
+			x.addLog(l[0], l[1])
+		}
+		if st.Trunc {
+			x.res.Truncated = true
+		}
+	}
+}
+
+var (
+	agentLine1 = regexp.MustCompile(`agent\.js:1:(\d+)`)
+	agentFrame = regexp.MustCompile(`agent\.js:(\d+):(\d+)`)
+)
+
+// cleanStack drops the sandbox's own frames from a stack trace and makes
+// positions on the agent's first line relative to its code.
+func (x *execution) cleanStack(stack string) string {
+	var keep []string
+	for _, line := range strings.Split(stack, "\n") {
+		if strings.Contains(line, "toolgate-bootstrap.js") || strings.Contains(line, "pump.js") ||
+			strings.Contains(line, "at <eval> (agent.js:1:") || strings.TrimSpace(line) == "" {
+			continue
+		}
+		line = agentLine1.ReplaceAllStringFunc(line, func(m string) string {
+			col, _ := strconv.Atoi(m[len("agent.js:1:"):])
+			// QuickJS counts columns from 0 on the first line only.
+			return "agent.js:1:" + strconv.Itoa(max(col-x.prefixLen+1, 1))
+		})
+		keep = append(keep, line)
+	}
+	return strings.Join(keep, "\n")
+}
+
+// scriptError turns a JavaScript error into a ScriptError with positions in
+// the agent's own code and the limit it reflects, if any.
+func (x *execution) scriptError(info *errorInfo) *ScriptError {
+	if info == nil {
+		info = &errorInfo{Name: "Error", Message: "unknown error"}
+	}
+	se := &ScriptError{Name: info.Name, Message: info.Message, Code: info.Code, Stack: x.cleanStack(info.Stack)}
+	if m := agentFrame.FindStringSubmatch(se.Stack); m != nil {
+		se.Line, _ = strconv.Atoi(m[1])
+		if se.Name != "SyntaxError" { // QuickJS's parser columns are not reliable
+			se.Column, _ = strconv.Atoi(m[2])
+		}
+	}
+	switch {
+	case se.Name == "RangeError" && strings.Contains(se.Message, "call stack"):
+		se.Limit = LimitStack
+	case x.g.mem.Refusals() > 0:
+		se.Limit = LimitMemory
+		se.Message += fmt.Sprintf(" (memory limit of %d MB reached)", x.lim.MemoryLimitMB)
+	case se.Code == "limit" && x.limitHit != "":
+		se.Limit = x.limitHit
+	}
+	return se
+}
+
+// findImport reports the position of a dynamic import() or import.meta in
+// code. The sandbox refuses both: module loading would reach the
+// interpreter's std and os modules. Eval and the Function constructor are
+// disabled, so the agent's source is the only code that could contain one.
+// The scan is deliberately conservative: it ignores strings and comments, so
+// a string containing "import(" is refused too.
+func findImport(code string) (line, col int, ok bool) {
+	for i := 0; ; {
+		j := strings.Index(code[i:], "import")
+		if j < 0 {
+			return 0, 0, false
+		}
+		at := i + j
+		i = at + len("import")
+		if at > 0 {
+			p, _ := utf8.DecodeLastRuneInString(code[:at])
+			if isIdentRune(p) {
+				continue
+			}
+			if p == '.' && !(at >= 3 && code[at-3:at] == "...") {
+				continue // member access: obj.import(...)
+			}
+		}
+		if r, _ := utf8.DecodeRuneInString(code[i:]); i < len(code) && isIdentRune(r) {
+			continue
+		}
+		k := skipSpaceAndComments(code, i)
+		if k < len(code) && (code[k] == '(' || code[k] == '.') {
+			line = 1 + strings.Count(code[:at], "\n")
+			col = at - strings.LastIndex(code[:at], "\n")
+			return line, col, true
+		}
+	}
+}
+
+func isIdentRune(r rune) bool {
+	return r == '_' || r == '$' || r == 0x200C || r == 0x200D ||
+		unicode.IsLetter(r) || unicode.IsDigit(r) || unicode.In(r, unicode.Mn, unicode.Mc, unicode.Nd, unicode.Pc)
+}
+
+func skipSpaceAndComments(s string, i int) int {
+	for i < len(s) {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case unicode.IsSpace(r) || r == 0xFEFF || unicode.Is(unicode.Zs, r) || r == 0x2028 || r == 0x2029:
+			i += size
+		case strings.HasPrefix(s[i:], "//"):
+			n := strings.IndexByte(s[i:], '\n')
+			if n < 0 {
+				return len(s)
+			}
+			i += n + 1
+		case strings.HasPrefix(s[i:], "/*"):
+			n := strings.Index(s[i+2:], "*/")
+			if n < 0 {
+				return len(s)
+			}
+			i += n + 4
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// jsString quotes s as a JavaScript string literal.
+func jsString(s string) string {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(s)
+	return strings.TrimSuffix(b.String(), "\n")
+}
+
+func truncateUTF8(s string, n int) string {
+	if n >= len(s) {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+func msSince(t time.Time) float64 {
+	return float64(time.Since(t).Microseconds()) / 1000
+}
