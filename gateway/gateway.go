@@ -20,6 +20,7 @@ import (
 
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/sandbox"
 )
 
 // Principal is who makes a call: the project it belongs to and, once keys
@@ -45,6 +46,10 @@ type ToolCall struct {
 	// progress and the upstream's requests made during the call. It may be
 	// nil (a call without a client session).
 	Session *mcp.ServerSession
+
+	// ExecutionID links the calls a Code Mode script makes to its
+	// code.execution event.
+	ExecutionID string
 
 	// prepaid names the tool whose rate-limit tokens the HTTP layer
 	// already took for this request.
@@ -81,6 +86,14 @@ type Options struct {
 	Auth *policy.Authenticator
 	// Limiter holds the rate-limit buckets (default: in memory).
 	Limiter policy.Limiter
+	// Audit receives every event; when it cannot be written, tool calls are
+	// refused. Nil means no audit log.
+	Audit *policy.AuditLog
+	// Alerter watches events for the alert rules. Nil means no alerts.
+	Alerter *policy.Alerter
+	// Sandbox runs Code Mode scripts; it is required when the
+	// configuration enables code mode.
+	Sandbox *sandbox.Engine
 }
 
 // Gateway serves the projects of one configuration.
@@ -90,6 +103,9 @@ type Gateway struct {
 	limiter policy.Limiter
 	acc     atomic.Pointer[access]
 	metrics *metrics
+	audit   *policy.AuditLog
+	engine  *sandbox.Engine
+	alerter *policy.Alerter
 	pins    *pinStore     // nil without a dataDir
 	stop    chan struct{} // closed by Close: ends background loops
 
@@ -109,7 +125,7 @@ func New(cfg *config.Config, opts *Options) *Gateway {
 	if log == nil {
 		log = slog.Default()
 	}
-	g := &Gateway{log: log, cfg: cfg, projects: map[string]*project{}, auth: opts.Auth, limiter: opts.Limiter}
+	g := &Gateway{log: log, cfg: cfg, projects: map[string]*project{}, auth: opts.Auth, limiter: opts.Limiter, audit: opts.Audit, alerter: opts.Alerter, engine: opts.Sandbox}
 	if g.limiter == nil {
 		g.limiter = policy.NewMemoryLimiter(nil)
 	}
@@ -157,12 +173,24 @@ func (g *Gateway) Reload(ctx context.Context, cfg *config.Config) error {
 	g.reloadMu.Lock()
 	defer g.reloadMu.Unlock()
 	g.mu.RLock()
-	oldListen := g.cfg.Listen
+	old := g.cfg
 	g.mu.RUnlock()
-	if cfg.Listen != oldListen {
-		return fmt.Errorf("listen: changing the listener (%s to %s) needs a restart", oldListen, cfg.Listen)
+	err := checkReloadable(old, cfg)
+	if err == nil {
+		err = g.apply(ctx, cfg, false)
 	}
-	return g.apply(ctx, cfg, false)
+	ev := &policy.Event{Type: policy.EventConfigReload, Changed: changedKeys(old, cfg), Outcome: "applied"}
+	if err != nil {
+		ev.Outcome, ev.Reason = "refused", err.Error()
+	}
+	_ = g.emit(ev)
+	return err
+}
+
+// ReloadRefused records a reload that failed before the gateway saw a
+// configuration (the file did not load).
+func (g *Gateway) ReloadRefused(err error) {
+	_ = g.emit(&policy.Event{Type: policy.EventConfigReload, Outcome: "refused", Reason: err.Error()})
 }
 
 // apply prepares every project of cfg, checks the result, and either
@@ -171,6 +199,9 @@ func (g *Gateway) apply(ctx context.Context, cfg *config.Config, first bool) err
 	acc, err := compileAccess(cfg)
 	if err != nil {
 		return err
+	}
+	if cfg.CodeMode.Enabled && g.engine == nil {
+		return errors.New("codeMode.enabled: code mode is on but the gateway has no sandbox engine")
 	}
 	if acc.authRequired && g.auth == nil {
 		return errors.New("auth.required: authentication is on but the gateway has no key store")
@@ -313,8 +344,15 @@ func (g *Gateway) CallTool(ctx context.Context, call *ToolCall) (*mcp.CallToolRe
 func (g *Gateway) callTool(ctx context.Context, p *project, call *ToolCall) (*mcp.CallToolResult, error) {
 	start := time.Now()
 	r := p.lookupTool(call.Name)
-	res, err := g.callRoute(ctx, p, r, call)
-	g.record(p, r, call, res, err, time.Since(start))
+	var res *mcp.CallToolResult
+	err := g.auditHealthy()
+	if err == nil {
+		res, err = g.callRoute(ctx, p, r, call)
+	}
+	if aerr := g.record(p, r, call, res, err, time.Since(start)); aerr != nil && err == nil {
+		// Fail closed: a call that cannot be recorded is not answered.
+		return nil, &CallError{Code: CodeUnavailable, Message: "the call could not be recorded in the audit log: " + aerr.Error()}
+	}
 	return res, err
 }
 
@@ -337,8 +375,9 @@ func outcome(res *mcp.CallToolResult, err error) string {
 	return "ok"
 }
 
-// record accounts for one call on the tool path.
-func (g *Gateway) record(p *project, r *route, call *ToolCall, res *mcp.CallToolResult, err error, d time.Duration) {
+// record accounts for one call on the tool path: metrics and the audit
+// event, written before the call is answered.
+func (g *Gateway) record(p *project, r *route, call *ToolCall, res *mcp.CallToolResult, err error, d time.Duration) error {
 	out := outcome(res, err)
 	server, tool := "", ""
 	if r != nil {
@@ -346,6 +385,7 @@ func (g *Gateway) record(p *project, r *route, call *ToolCall, res *mcp.CallTool
 	}
 	reached := r != nil && out != CodeRateLimited && out != CodeUnavailable
 	g.metrics.observeCall(p.name, server, tool, out, d, reached)
+	return g.emit(callEvent(p.name, r, call, res, err, out, d))
 }
 
 // callRoute calls the tool of route r (nil when no visible tool has the
@@ -436,7 +476,7 @@ func (g *Gateway) Status() (ready bool, projects map[string]ProjectStatus) {
 	g.mu.RLock()
 	ps := maps.Clone(g.projects)
 	g.mu.RUnlock()
-	ready = true
+	ready = g.auditHealthy() == nil
 	projects = map[string]ProjectStatus{}
 	for name, p := range ps {
 		st := p.status()

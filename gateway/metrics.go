@@ -7,6 +7,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/toolgate/toolgate/sandbox"
 )
 
 // metrics are the gateway's Prometheus series. Labels carry only names the
@@ -20,6 +22,9 @@ type metrics struct {
 	rateLimited  *prometheus.CounterVec
 	ipDenied     *prometheus.CounterVec
 	auditSeconds prometheus.Histogram
+	executions   *prometheus.CounterVec
+	execSeconds  *prometheus.HistogramVec
+	execMemory   prometheus.Histogram
 }
 
 func newMetrics(g *Gateway) *metrics {
@@ -52,6 +57,21 @@ func newMetrics(g *Gateway) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.00001, 2, 16),
 		}),
 	}
+	m.executions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "toolgate_code_executions_total",
+		Help: "Code Mode executions by outcome (ok, error, limit) and the limit hit.",
+	}, []string{"project", "outcome", "limit"})
+	m.execSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "toolgate_code_execution_duration_seconds",
+		Help:    "Wall time of Code Mode executions.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+	}, []string{"project"})
+	m.execMemory = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "toolgate_code_execution_peak_memory_bytes",
+		Help:    "Peak linear memory of Code Mode executions.",
+		Buckets: prometheus.ExponentialBuckets(256<<10, 2, 12),
+	})
+	m.registry.MustRegister(m.executions, m.execSeconds, m.execMemory)
 	m.registry.MustRegister(m.calls, m.callSeconds, m.authFailures, m.rateLimited, m.ipDenied, m.auditSeconds,
 		&upstreamCollector{g: g},
 		collectors.NewGoCollector(),
@@ -101,4 +121,11 @@ func (c *upstreamCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(restartsDesc, prometheus.CounterValue, float64(us.Restarts), pname, sname)
 		}
 	}
+}
+
+// observeExecution records one Code Mode execution.
+func (m *metrics) observeExecution(project, outcome, limit string, res *sandbox.Result) {
+	m.executions.WithLabelValues(project, outcome, limit).Inc()
+	m.execSeconds.WithLabelValues(project).Observe(res.DurationMs / 1000)
+	m.execMemory.Observe(float64(res.PeakMemoryBytes))
 }

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/toolgate/toolgate/policy"
 )
 
 // PinsFile is the name of the file in dataDir that remembers the hash of
@@ -240,7 +242,11 @@ func (g *Gateway) checkPins(project string, reg registry) []string {
 		}
 		if res == pinChanged {
 			g.log.Warn("tool definition changed", "project", project, "server", r.up.cfg.Name, "tool", r.upstream, "quarantined", quarantine)
-			g.emit(&event{Type: "tools.changed", Project: project, Server: r.up.cfg.Name, Tool: name, OldHash: old, NewHash: hash, Quarantined: quarantine})
+			ev := &policy.Event{Type: policy.EventToolsChanged, Project: project, Server: r.up.cfg.Name, Tool: name, OldHash: old, NewHash: hash, Decision: "allow"}
+			if quarantine {
+				ev.Decision = "quarantine"
+			}
+			_ = g.emit(ev)
 		}
 		if quarantine && (res == pinChanged || res == pinPending) {
 			delete(reg.tools, name)

@@ -86,11 +86,16 @@ type project struct {
 
 	syncMu sync.Mutex // serialises rebuilds and reloads
 
-	mu       sync.Mutex
-	setup    setup
-	reg      registry
-	problems []string       // names skipped at the last rebuild, and why
-	subs     map[string]int // resource subscriptions forwarded upstream, by URI
+	mu        sync.Mutex
+	setup     setup
+	reg       registry
+	problems  []string          // names skipped at the last rebuild, and why
+	subs      map[string]int    // resource subscriptions forwarded upstream, by URI
+	listed    map[string]*route // the tools in tools/list
+	code      *codeTools        // the tools as Code Mode shows them
+	codeDesc  string            // execute_code's description ("" while code mode is off)
+	execMu    sync.Mutex
+	execSlots chan struct{} // codeMode.maxConcurrentExecutions
 	// sessionKeys maps MCP session ids to the key that opened them, for
 	// limits.maxSessionsPerKey.
 	sessionKeys map[string]string
@@ -367,9 +372,18 @@ func (p *project) rebuildLocked() {
 	reg, problems, warnings := compute(s)
 	problems = append(problems, warnings...)
 	problems = append(problems, p.gw.checkPins(p.name, reg)...)
+	cm := p.gw.Config().CodeMode
+	code := newCodeTools(reg)
+	// With code mode on, the direct tools stay callable (by scripts) but
+	// are listed only with codeMode.directTools.
+	listed := reg.tools
+	if cm.Enabled && !cm.DirectTools {
+		listed = map[string]*route{}
+	}
 	p.mu.Lock()
 	old := p.reg
-	p.reg = reg
+	oldListed := p.listed
+	p.reg, p.listed, p.code = reg, listed, code
 	if !slices.Equal(problems, p.problems) {
 		for _, pr := range problems {
 			p.log.Error("not shown to clients", "problem", pr)
@@ -378,14 +392,15 @@ func (p *project) rebuildLocked() {
 	p.problems = problems
 	p.mu.Unlock()
 
-	if gone := removed(old.tools, reg.tools); len(gone) > 0 {
+	if gone := removed(oldListed, listed); len(gone) > 0 {
 		p.server.RemoveTools(gone...)
 	}
-	for name, r := range reg.tools {
-		if o := old.tools[name]; o == nil || o.key != r.key {
+	for name, r := range listed {
+		if o := oldListed[name]; o == nil || o.key != r.key {
 			p.server.AddTool(r.def.(*mcp.Tool), p.handleTool)
 		}
 	}
+	p.syncCodeMode(cm, code)
 	if gone := removed(old.prompts, reg.prompts); len(gone) > 0 {
 		p.server.RemovePrompts(gone...)
 	}
@@ -743,10 +758,18 @@ func (p *project) unknownTools(next mcp.MethodHandler) mcp.MethodHandler {
 			return next(ctx, method, req)
 		}
 		ctr, ok := req.(*mcp.CallToolRequest)
-		if !ok || ctr.Params == nil || p.lookupTool(ctr.Params.Name) != nil {
+		if !ok || ctr.Params == nil || p.lookupTool(ctr.Params.Name) != nil || p.isCodeModeTool(ctr.Params.Name) {
 			return next(ctx, method, req)
 		}
 		pr, _ := principalFrom(ctr.Extra, p.name)
 		return toMCPResult(p.gw.callTool(ctx, p, &ToolCall{Principal: pr, Name: ctr.Params.Name, Session: ctr.Session}))
 	}
+}
+
+// isCodeModeTool reports whether name is execute_code or search_tools while
+// code mode is on.
+func (p *project) isCodeModeTool(name string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.codeDesc != "" && (name == ExecuteCodeTool || name == SearchToolsTool)
 }

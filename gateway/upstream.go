@@ -12,6 +12,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/toolgate/toolgate/internal/config"
+	"github.com/toolgate/toolgate/policy"
 )
 
 // Upstream states, as reported by /readyz.
@@ -50,6 +51,8 @@ type upstreamHooks interface {
 	// clientOptions returns the handlers relaying notifications and
 	// server-to-client requests of u to the project's clients.
 	clientOptions(u *upstream) *mcp.ClientOptions
+	// upstreamEvent records upstream.error and upstream.restart.
+	upstreamEvent(u *upstream, typ string, err error)
 }
 
 // upstream supervises the session with one upstream server: it connects,
@@ -153,6 +156,7 @@ func (u *upstream) run(ctx context.Context) {
 			return
 		}
 		u.log.Warn("upstream unhealthy", "error", err)
+		u.hooks.upstreamEvent(u, policy.EventUpstreamError, err)
 		u.setState(StateUnhealthy, err.Error(), nil, catalog{})
 		u.attemptO.Do(func() { close(u.attempt) })
 		u.hooks.changed(u)
@@ -171,6 +175,7 @@ func (u *upstream) run(ctx context.Context) {
 		n := u.restarts
 		u.mu.Unlock()
 		u.log.Info("restarting upstream", "attempt", n)
+		u.hooks.upstreamEvent(u, policy.EventUpstreamRestart, nil)
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -96,6 +98,11 @@ type AuthOptions struct {
 	// Logger receives store errors met in the background (default
 	// slog.Default()).
 	Logger *slog.Logger
+	// OnKeyChange, when set, is called after a refresh for each key that
+	// was created, rotated or revoked (by this or another process) since the
+	// previous load, with change "key.created", "key.rotated" or
+	// "key.revoked". It is not called for the keys found by the first load.
+	OnKeyChange func(change string, k *Key)
 }
 
 // Defaults of [AuthOptions].
@@ -117,6 +124,7 @@ type Authenticator struct {
 	refreshEvery time.Duration
 	flushEvery   time.Duration
 	log          *slog.Logger
+	onKeyChange  func(string, *Key)
 
 	snap atomic.Pointer[authSnapshot] // read lock-free by Authenticate
 
@@ -164,6 +172,7 @@ func NewAuthenticator(ctx context.Context, store *KeyStore, configKeys []ConfigK
 		refreshEvery: opts.RefreshInterval,
 		flushEvery:   opts.FlushInterval,
 		log:          opts.Logger,
+		onKeyChange:  opts.OnKeyChange,
 		storeKeys:    map[string]authEntry{},
 	}
 	if a.now == nil {
@@ -264,11 +273,31 @@ func (a *Authenticator) Refresh(ctx context.Context) error {
 		keys[sk.key.ID] = authEntry{key: sk.key, hash: h}
 	}
 	a.mu.Lock()
+	old := a.storeKeys
 	a.storeKeys = keys
 	a.publish()
 	a.mu.Unlock()
+	if a.loaded && a.onKeyChange != nil {
+		reportKeyChanges(old, keys, a.onKeyChange)
+	}
 	a.version, a.loaded = v, true
 	return nil
+}
+
+// reportKeyChanges calls fn for every key created, rotated or revoked
+// between two loads, in key id order.
+func reportKeyChanges(old, cur map[string]authEntry, fn func(string, *Key)) {
+	for _, id := range slices.Sorted(maps.Keys(cur)) {
+		k, was := cur[id].key, old[id].key
+		switch {
+		case was == nil:
+			fn("key.created", k)
+		case !k.Revoked.IsZero() && was.Revoked.IsZero():
+			fn("key.revoked", k)
+		case k.RotatedTo != "" && was.RotatedTo == "":
+			fn("key.rotated", k)
+		}
+	}
 }
 
 // Authenticate checks a key presented for project and returns its

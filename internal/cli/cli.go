@@ -70,7 +70,10 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	root.AddCommand(newServe(g))
 	root.AddCommand(newKeys(g))
+	root.AddCommand(newCheck(g))
+	root.AddCommand(newAudit(g))
 	root.AddCommand(newTools(g))
+	root.AddCommand(newRun(g))
 	return root
 }
 

@@ -21,7 +21,9 @@ import (
 	"github.com/toolgate/toolgate/gateway"
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/internal/demo"
+	"github.com/toolgate/toolgate/internal/webhook"
 	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/sandbox"
 )
 
 type serveFlags struct {
@@ -70,6 +72,15 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 	demoMode := path == ""
 	if demoMode {
 		cfg, demoKey, err = startDemo(ctx, log)
+		if err == nil {
+			// The demo keeps its data (audit log, tool pins) in a folder
+			// of its own that it removes on exit.
+			var dir string
+			if dir, err = os.MkdirTemp("", "toolgate-demo-"); err == nil {
+				defer os.RemoveAll(dir)
+				cfg.DataDir, cfg.Audit.Path = dir, filepath.Join(dir, "audit.jsonl")
+			}
+		}
 	} else {
 		cfg, err = config.Load(path)
 	}
@@ -89,37 +100,17 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 	}
 
 	// Clients over stdio are the local user; keys guard the HTTP listener.
-	var authn *policy.Authenticator
-	if cfg.AuthRequired() && !f.stdio {
-		var store *policy.KeyStore
-		if !demoMode {
-			store, err = policy.OpenKeyStore(ctx, keyStorePath(cfg))
-			if err != nil {
-				return fmt.Errorf("opening the key store: %w", err)
-			}
-			defer store.Close()
-		}
-		authn, err = policy.NewAuthenticator(ctx, store, nil, &policy.AuthOptions{Logger: log})
-		if err != nil {
-			return err
-		}
-		actx, stopAuth := context.WithCancel(context.WithoutCancel(ctx))
-		done := make(chan struct{})
-		go func() { authn.Run(actx); close(done) }()
-		defer func() { stopAuth(); <-done }() // flushes key usage
-	} else if f.stdio {
+	if f.stdio {
 		off := false
 		cfg.Auth.Required = &off
 	}
-
-	gw := gateway.New(cfg, &gateway.Options{Logger: log, Auth: authn})
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := gw.Start(ctx); err != nil {
-		gw.Close()
+	gw, closeGateway, err := openGateway(ctx, cfg, log, !demoMode)
+	if err != nil {
 		return err
 	}
-	defer gw.Close()
+	defer closeGateway()
 
 	if path != "" {
 		go reloadLoop(ctx, gw, path, f.watch, log)
@@ -235,7 +226,9 @@ func reloadLoop(ctx context.Context, gw *gateway.Gateway, path string, watch boo
 func reload(ctx context.Context, gw *gateway.Gateway, path, why string, log *slog.Logger) {
 	log.Info("reloading configuration", "path", path, "trigger", why)
 	cfg, err := config.Load(path)
-	if err == nil {
+	if err != nil {
+		gw.ReloadRefused(err)
+	} else {
 		cfg.Listen = gw.Config().Listen // a --listen override stays in force
 		err = gw.Reload(ctx, cfg)
 	}
@@ -320,4 +313,107 @@ func metricsMux(gw *gateway.Gateway) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", gw.Metrics())
 	return mux
+}
+
+// keyEvent is a key change the authenticator saw, for the audit log.
+type keyEvent struct {
+	change string
+	key    *policy.Key
+}
+
+// auditOptions maps the configuration onto the audit log's options.
+func auditOptions(cfg *config.Config) *policy.AuditOptions {
+	o := &policy.AuditOptions{
+		Fsync:         cfg.Audit.Fsync,
+		FsyncInterval: cfg.Audit.FsyncInterval.D(),
+		MaxSizeBytes:  int64(cfg.Audit.MaxSizeMB) << 20,
+		MaxFiles:      cfg.Audit.MaxFiles,
+		LogArguments:  cfg.Audit.LogArguments,
+	}
+	if cfg.Audit.Stdout {
+		o.Stdout = os.Stdout
+	}
+	return o
+}
+
+// openGateway builds and starts the gateway of cfg with everything it
+// needs: the key store and authenticator (when keys are required), the
+// audit log, the alert rules and the Code Mode engine. close releases all
+// of it (flushing key usage and the audit log).
+func openGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, useKeyStore bool) (gw *gateway.Gateway, release func(), err error) {
+	var cleanups []func()
+	release = func() {
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			cleanups[i]()
+		}
+	}
+	defer func() {
+		if err != nil {
+			release()
+		}
+	}()
+
+	var authn *policy.Authenticator
+	keyEvents := make(chan keyEvent, 64)
+	cleanups = append(cleanups, func() { close(keyEvents) })
+	if cfg.AuthRequired() {
+		var store *policy.KeyStore
+		if useKeyStore {
+			if store, err = policy.OpenKeyStore(ctx, keyStorePath(cfg)); err != nil {
+				return nil, nil, fmt.Errorf("opening the key store: %w", err)
+			}
+			cleanups = append(cleanups, func() { store.Close() })
+		}
+		authn, err = policy.NewAuthenticator(ctx, store, nil, &policy.AuthOptions{
+			Logger:      log,
+			OnKeyChange: func(change string, k *policy.Key) { keyEvents <- keyEvent{change, k} },
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		actx, stopAuth := context.WithCancel(context.WithoutCancel(ctx))
+		done := make(chan struct{})
+		go func() { authn.Run(actx); close(done) }()
+		cleanups = append(cleanups, func() { stopAuth(); <-done }) // flushes key usage
+	}
+
+	audit, err := policy.OpenAuditLog(cfg.Audit.Path, auditOptions(cfg))
+	if err != nil {
+		return nil, nil, fmt.Errorf("opening the audit log: %w", err)
+	}
+	cleanups = append(cleanups, func() { audit.Close() })
+	rules := make([]policy.AlertRule, 0, len(cfg.Alerts.Rules))
+	for _, r := range cfg.Alerts.Rules {
+		rules = append(rules, policy.AlertRule{Event: r.Event, Threshold: r.Threshold, Window: r.Window.D()})
+	}
+	if len(rules) == 0 {
+		rules = policy.DefaultAlertRules()
+	}
+	alerter := policy.NewAlerter(cfg.Alerts.Webhook, rules, &policy.AlerterOptions{Logger: log, Post: webhook.Poster(&http.Client{})})
+	cleanups = append(cleanups, alerter.Close)
+
+	var engine *sandbox.Engine
+	if cfg.CodeMode.Enabled {
+		cacheDir := ""
+		if useKeyStore { // a configured gateway keeps its cache in dataDir
+			cacheDir = filepath.Join(cfg.DataDir, "wasm-cache")
+		}
+		if engine, err = sandbox.NewEngine(ctx, &sandbox.EngineOptions{CacheDir: cacheDir, Logger: log}); err != nil {
+			return nil, nil, fmt.Errorf("starting the code mode sandbox: %w", err)
+		}
+		cleanups = append(cleanups, func() { engine.Close() })
+	}
+
+	gw = gateway.New(cfg, &gateway.Options{Logger: log, Auth: authn, Audit: audit, Alerter: alerter, Sandbox: engine})
+	go func() {
+		for ev := range keyEvents {
+			gw.RecordKeyChange(ev.change, ev.key)
+		}
+	}()
+	if err := gw.Start(ctx); err != nil {
+		gw.Close()
+		return nil, nil, err
+	}
+	cleanups = append(cleanups, gw.Close)
+	return gw, release, nil
 }

@@ -74,6 +74,9 @@ type Config struct {
 	// QuarantineChangedTools hides a tool whose definition changed after
 	// it was first seen until an operator approves it.
 	QuarantineChangedTools bool `mapstructure:"quarantineChangedTools"`
+	// CodeMode lets agents send one JavaScript program instead of many
+	// tool calls (see CodeMode).
+	CodeMode CodeMode `mapstructure:"codeMode"`
 	// KeyMaxAge is the rotation schedule `toolgate check` grades keys
 	// against (default 90 days).
 	KeyMaxAge Duration `mapstructure:"keyMaxAge"`
@@ -122,6 +125,36 @@ type Limits struct {
 	WriteTimeout      Duration `mapstructure:"writeTimeout"`
 	IdleTimeout       Duration `mapstructure:"idleTimeout"`
 	MaxSessionsPerKey int      `mapstructure:"maxSessionsPerKey"`
+}
+
+// CodeMode configures execute_code and search_tools. Limits are the
+// operator's: an agent cannot raise any of them. Zero values take the
+// defaults.
+type CodeMode struct {
+	Enabled bool `mapstructure:"enabled"`
+	// DirectTools lists the upstream tools next to execute_code and
+	// search_tools (by default code mode replaces them in tools/list).
+	DirectTools bool `mapstructure:"directTools"`
+	// Timeout is the wall-clock limit of one execution, tool calls
+	// included (a number of milliseconds or a duration; default 10s).
+	Timeout                 Duration `mapstructure:"timeout"`
+	MemoryLimitMB           int      `mapstructure:"memoryLimitMB"`
+	MaxStackKB              int      `mapstructure:"maxStackKB"`
+	MaxToolCalls            int      `mapstructure:"maxToolCalls"`
+	MaxConcurrentToolCalls  int      `mapstructure:"maxConcurrentToolCalls"`
+	MaxCodeBytes            int      `mapstructure:"maxCodeBytes"`
+	MaxOutputBytes          int      `mapstructure:"maxOutputBytes"`
+	MaxConcurrentExecutions int      `mapstructure:"maxConcurrentExecutions"`
+	// DeclarationBudgetBytes bounds the TypeScript declarations embedded in
+	// execute_code's description (default 8192); past it the description
+	// points to search_tools.
+	DeclarationBudgetBytes int `mapstructure:"declarationBudgetBytes"`
+	// AllowFetch gives scripts a fetch limited by the rules below (default
+	// off).
+	AllowFetch            bool     `mapstructure:"allowFetch"`
+	FetchAllowHosts       []string `mapstructure:"fetchAllowHosts"`
+	FetchMaxResponseBytes int64    `mapstructure:"fetchMaxResponseBytes"`
+	FetchMaxRequests      int      `mapstructure:"fetchMaxRequests"`
 }
 
 // Audit configures the audit log: JSON Lines, each line chained to the

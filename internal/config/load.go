@@ -709,6 +709,17 @@ func applyDefaults(c *Config) {
 	setDefault(&c.Audit.MaxSizeMB, 100)
 	setDefault(&c.Audit.MaxFiles, 10)
 	setDefault(&c.KeyMaxAge, Duration(90*24*time.Hour))
+	cm := &c.CodeMode
+	setDefault(&cm.Timeout, Duration(10*time.Second))
+	setDefault(&cm.MemoryLimitMB, 64)
+	setDefault(&cm.MaxToolCalls, 100)
+	setDefault(&cm.MaxConcurrentToolCalls, 8)
+	setDefault(&cm.MaxCodeBytes, 256<<10)
+	setDefault(&cm.MaxOutputBytes, 1<<20)
+	setDefault(&cm.MaxConcurrentExecutions, 16)
+	setDefault(&cm.DeclarationBudgetBytes, 8192)
+	setDefault(&cm.FetchMaxResponseBytes, 1<<20)
+	setDefault(&cm.FetchMaxRequests, 20)
 	if !filepath.IsAbs(c.Audit.Path) {
 		c.Audit.Path = filepath.Join(c.DataDir, c.Audit.Path)
 	}

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gobwas/glob"
 )
@@ -132,6 +133,27 @@ func (l *loader) validateAccess(c *Config) {
 	if c.Metrics.Listen != "" {
 		if err := checkListen(c.Metrics.Listen); err != nil {
 			l.addf("metrics.listen", "%v", err)
+		}
+	}
+	cm := c.CodeMode
+	l.checkTimeout("codeMode.timeout", cm.Timeout)
+	if cm.Timeout > Duration(10*time.Minute) {
+		l.addf("codeMode.timeout", "at most 10m")
+	}
+	for _, f := range []struct {
+		key string
+		n   int64
+	}{{"memoryLimitMB", int64(cm.MemoryLimitMB)}, {"maxStackKB", int64(cm.MaxStackKB)}, {"maxToolCalls", int64(cm.MaxToolCalls)},
+		{"maxConcurrentToolCalls", int64(cm.MaxConcurrentToolCalls)}, {"maxCodeBytes", int64(cm.MaxCodeBytes)}, {"maxOutputBytes", int64(cm.MaxOutputBytes)},
+		{"maxConcurrentExecutions", int64(cm.MaxConcurrentExecutions)}, {"declarationBudgetBytes", int64(cm.DeclarationBudgetBytes)},
+		{"fetchMaxResponseBytes", cm.FetchMaxResponseBytes}, {"fetchMaxRequests", int64(cm.FetchMaxRequests)}} {
+		if f.n < 0 {
+			l.addf(child("codeMode", f.key), "must not be negative")
+		}
+	}
+	for i, pat := range cm.FetchAllowHosts {
+		if err := checkGlob(pat); err != nil {
+			l.addf(index("codeMode.fetchAllowHosts", i), "%v", err)
 		}
 	}
 	l.checkCIDRs("allowedIPs", c.AllowedIPs)

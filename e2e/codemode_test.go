@@ -1,0 +1,250 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/toolgate/toolgate/internal/e2etest"
+	"github.com/toolgate/toolgate/policy"
+)
+
+// execution is execute_code's structuredContent.
+type execution struct {
+	Result     json.RawMessage `json:"result"`
+	Logs       []struct{ Level, Message string }
+	ToolCalls  []struct{ Tool string; OK bool }
+	DurationMs float64 `json:"durationMs"`
+	Error      *struct {
+		Name, Message, Stack, Limit, Code string
+		Line, Column                      int
+	} `json:"error"`
+}
+
+func execute(t *testing.T, cs *mcp.ClientSession, code string) (*mcp.CallToolResult, execution) {
+	t.Helper()
+	res := callTool(t, cs, "execute_code", map[string]any{"code": code})
+	var ex execution
+	b, _ := json.Marshal(res.StructuredContent)
+	if err := json.Unmarshal(b, &ex); err != nil {
+		t.Fatalf("execute_code structuredContent %s: %v", b, err)
+	}
+	return res, ex
+}
+
+func codeModeGateway(t *testing.T, extra string) *gateway {
+	up := testUpstream(t)
+	return startGateway(t, fmt.Sprintf(`{
+		"codeMode": {"enabled": true, "timeout": 4000 %s},
+		"toolLimits": {"s__fail": {"requestsPerMinute": 60, "burst": 2}},
+		"mcpServers": {
+			"s": {"command": %s, "allowedTools": ["echo", "fail", "slow", "stats"]},
+			"memory": {"command": "node", "args": [%s]}
+		}
+	}`, extra, jsonString(up), jsonString(e2etest.NPMFile(t, e2etest.ServerMemoryEntry))), "--log-level", "info")
+}
+
+func TestCodeMode(t *testing.T) {
+	g := codeModeGateway(t, "")
+	cs := connect(t, g.URL(), nil)
+	if names := toolNames(t, cs); !slices.Equal(names, []string{"execute_code", "search_tools"}) {
+		t.Fatalf("tools/list with code mode = %v", names)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var desc string
+	for tool, err := range cs.Tools(ctx, nil) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tool.Name == "execute_code" {
+			desc = tool.Description
+		}
+	}
+	if !strings.Contains(desc, "declare") || !strings.Contains(desc, "echo") {
+		t.Errorf("execute_code description has no declarations:\n%s", desc)
+	}
+
+	t.Run("each inner call counts against the rate limits", func(t *testing.T) {
+		_, ex := execute(t, cs, `
+const out = [];
+for (let i = 0; i < 4; i++) {
+  try { await tools.s.fail({message: "x"}); out.push("called"); } catch (e) { out.push(e.code === "tool_error" ? e.code + ":" + e.message : e.code); }
+}
+return out;`)
+		if string(ex.Result) != `["tool_error:x","tool_error:x","rate_limited","rate_limited"]` {
+			t.Errorf("result = %s", ex.Result)
+		}
+	})
+
+	t.Run("tools, concurrency, console and result", func(t *testing.T) {
+		res, ex := execute(t, cs, `
+const a = await tools.s.echo({text: "one"});
+const [b, c] = await Promise.all([callTool("s__echo", {text: "two"}), s.echo({text: "three"})]);
+await tools.memory.create_entities({entities: [{name: "gateway", entityType: "service", observations: ["speaks MCP"]}]});
+const graph = await tools.memory.read_graph({});
+console.log("entities", graph.entities.length);
+console.warn("careful");
+return {a: a.text, b: b.text, c: c.text, entity: graph.entities[0].name};`)
+		if res.IsError {
+			t.Fatalf("execution failed: %s", text(res))
+		}
+		if string(ex.Result) != `{"a":"one","b":"two","c":"three","entity":"gateway"}` {
+			t.Errorf("result = %s", ex.Result)
+		}
+		if len(ex.ToolCalls) != 5 || len(ex.Logs) != 2 || ex.Logs[1].Level != "warn" {
+			t.Errorf("toolCalls %v logs %v", ex.ToolCalls, ex.Logs)
+		}
+		if !strings.Contains(text(res), "result:") {
+			t.Errorf("no text rendering: %q", text(res))
+		}
+	})
+
+	t.Run("errors carry codes and the agent's line numbers", func(t *testing.T) {
+		res, ex := execute(t, cs, `
+let codes = [];
+for (const name of ["s__environ", "s__crash", "nosuch__tool"]) {
+  try { await callTool(name, {}); } catch (e) { codes.push(e.code); }
+}
+codes.push(typeof tools.s.environ, typeof tools.s.crash);
+codes.push(String(Object.keys(tools.s)));
+return codes;`)
+		if res.IsError {
+			t.Fatalf("execution failed: %s", text(res))
+		}
+		want := `["not_found","not_found","not_found","undefined","undefined","echo,fail,slow,stats"]`
+		if string(ex.Result) != want {
+			t.Errorf("result = %s, want %s", ex.Result, want)
+		}
+		res, ex = execute(t, cs, "const x = 1;\nconst y = 2;\nnull.boom;")
+		if !res.IsError || ex.Error == nil || ex.Error.Name != "TypeError" || ex.Error.Line != 3 {
+			t.Errorf("script error = %v %+v", res.IsError, ex.Error)
+		}
+	})
+
+	t.Run("a breached limit ends only that execution", func(t *testing.T) {
+		res, ex := execute(t, cs, "while (true) {}")
+		if !res.IsError || ex.Error == nil || ex.Error.Limit != "timeout" {
+			t.Errorf("infinite loop = %v %+v", res.IsError, ex.Error)
+		}
+		res, ex = execute(t, cs, "await tools.s.slow({ms: 20000}); return 1")
+		if !res.IsError || ex.Error == nil || ex.Error.Limit != "timeout" {
+			t.Errorf("slow tool = %v %+v", res.IsError, ex.Error)
+		}
+		// The upstream call was cancelled with the script.
+		eventually(t, 10*time.Second, "the slow call to be cancelled", func() bool {
+			_, ex := execute(t, cs, "return await tools.s.stats({})")
+			var st struct{ Cancelled int }
+			_ = json.Unmarshal(ex.Result, &st)
+			return st.Cancelled >= 1
+		})
+		res, ex = execute(t, cs, "return 1 + 1")
+		if res.IsError || string(ex.Result) != "2" {
+			t.Errorf("next execution = %s %s", text(res), ex.Result)
+		}
+		if code, _ := g.readyz(t); code != 200 {
+			t.Errorf("readyz after hostile scripts = %d", code)
+		}
+	})
+
+	t.Run("no filesystem, environment or fetch", func(t *testing.T) {
+		_, ex := execute(t, cs, `
+const out = [typeof std, typeof os, typeof fetch, typeof process];
+try { await import("qjs:std"); out.push("imported"); } catch (e) { out.push("no import"); }
+return out;`)
+		if ex.Error != nil {
+			// Refusing import() outright is also a safe outcome.
+			if !strings.Contains(ex.Error.Message, "import") {
+				t.Errorf("error = %+v", ex.Error)
+			}
+			return
+		}
+		if string(ex.Result) != `["undefined","undefined","undefined","undefined","no import"]` {
+			t.Errorf("result = %s", ex.Result)
+		}
+	})
+
+	t.Run("search_tools", func(t *testing.T) {
+		out := text(callTool(t, cs, "search_tools", map[string]any{"query": "entities"}))
+		if !strings.Contains(out, "create_entities") || strings.Contains(out, "echo(") {
+			t.Errorf("search_tools(entities) =\n%s", out)
+		}
+	})
+
+	t.Run("50 concurrent executions", func(t *testing.T) {
+		var wg sync.WaitGroup
+		errs := make(chan string, 50)
+		for i := range 50 {
+			wg.Go(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+				defer cancel()
+				res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "execute_code", Arguments: map[string]any{"code": fmt.Sprintf("return (await tools.s.echo({text: 'n%d'})).text", i)}})
+				switch {
+				case err != nil:
+					errs <- err.Error()
+				case res.IsError && !strings.Contains(text(res), "maxConcurrentExecutions"):
+					errs <- text(res)
+				case !res.IsError && !strings.Contains(text(res), fmt.Sprintf("n%d", i)):
+					errs <- text(res)
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for e := range errs {
+			t.Error(e)
+		}
+	})
+
+	// Every inner call is linked to its execution in the audit log.
+	execs := map[string]int{}
+	calls := map[string]int{}
+	_, err := policy.ReadAudit(g.auditPath(), func(ev *policy.Event) error {
+		switch ev.Type {
+		case "code.execution":
+			execs[ev.ExecutionID]++
+		case "tool.call", "tool.denied", "ratelimit.hit":
+			if ev.ExecutionID != "" {
+				calls[ev.ExecutionID]++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(execs) < 10 || len(calls) == 0 {
+		t.Errorf("audit: %d executions, %d with calls", len(execs), len(calls))
+	}
+	for id := range calls {
+		if execs[id] != 1 {
+			t.Errorf("tool calls of execution %s have no code.execution event", id)
+		}
+	}
+}
+
+func TestCodeModeSmallBudgetAndDirectTools(t *testing.T) {
+	g := codeModeGateway(t, `, "directTools": true, "declarationBudgetBytes": 200`)
+	cs := connect(t, g.URL(), nil)
+	names := toolNames(t, cs)
+	if !slices.Contains(names, "execute_code") || !slices.Contains(names, "s__echo") {
+		t.Fatalf("tools with directTools = %v", names)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for tool, err := range cs.Tools(ctx, nil) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tool.Name == "execute_code" && (!strings.Contains(tool.Description, "search_tools") || strings.Contains(tool.Description, "declare ")) {
+			t.Errorf("over the budget, the description should point to search_tools:\n%s", tool.Description)
+		}
+	}
+}

@@ -1,0 +1,165 @@
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/toolgate/toolgate/internal/config"
+	"github.com/toolgate/toolgate/policy"
+)
+
+// emit records one event: it is appended to the audit log (when there is
+// one) and shown to the alert rules. The error says the log could not be
+// written.
+func (g *Gateway) emit(ev *policy.Event) error {
+	var err error
+	if g.audit != nil {
+		start := time.Now()
+		err = g.audit.Write(ev)
+		g.metrics.auditSeconds.Observe(time.Since(start).Seconds())
+		if err != nil {
+			g.log.Error("audit log write failed", "type", ev.Type, "error", err)
+		}
+	}
+	if g.alerter != nil {
+		g.alerter.Observe(ev.Type, ev.Project, alertFields(ev))
+	}
+	return err
+}
+
+// alertFields are the fields of an event an alert may show.
+func alertFields(ev *policy.Event) map[string]any {
+	f := map[string]any{}
+	for k, v := range map[string]string{"keyId": ev.KeyID, "clientIp": ev.ClientIP, "server": ev.Server, "tool": ev.Tool, "reason": ev.Reason, "error": ev.Error} {
+		if v != "" {
+			f[k] = v
+		}
+	}
+	return f
+}
+
+// auditHealthy says whether tool calls may run: with an audit log that
+// cannot be written the gateway refuses them.
+func (g *Gateway) auditHealthy() error {
+	if g.audit == nil {
+		return nil
+	}
+	if err := g.audit.Healthy(); err != nil {
+		return &CallError{Code: CodeUnavailable, Message: "the audit log cannot be written, so tool calls are refused until it can: " + err.Error()}
+	}
+	return nil
+}
+
+// callEvent is the audit event of one call on the tool path.
+func callEvent(project string, r *route, call *ToolCall, res *mcp.CallToolResult, err error, out string, d time.Duration) *policy.Event {
+	ev := &policy.Event{
+		Type:        policy.EventToolCall,
+		Project:     project,
+		KeyID:       call.Principal.KeyID,
+		ClientIP:    call.Principal.ClientIP,
+		ExecutionID: call.ExecutionID,
+		Tool:        call.Name,
+		Decision:    "allow",
+		Outcome:     out,
+		LatencyMs:   policy.Millis(d),
+	}
+	if r != nil {
+		ev.Server = r.up.cfg.Name
+	}
+	switch out {
+	case CodeNotFound:
+		ev.Type, ev.Decision, ev.Reason = policy.EventToolDenied, "deny", "unknown or filtered tool"
+	case CodeRateLimited:
+		ev.Type, ev.Decision = policy.EventRateLimitHit, "deny"
+	}
+	ev.SetArguments(call.Arguments)
+	if res != nil {
+		if b, err := json.Marshal(res); err == nil {
+			ev.ResultBytes = int64(len(b))
+		}
+		if res.IsError {
+			ev.Error = truncateText(resultText(res), 500)
+		}
+	}
+	var ce *CallError
+	var rpcErr *jsonrpc.Error
+	switch {
+	case errors.As(err, &ce):
+		ev.Error = ce.Message
+	case errors.As(err, &rpcErr):
+		ev.Error = truncateText(rpcErr.Message, 500)
+	case err != nil:
+		ev.Error = truncateText(err.Error(), 500)
+	}
+	return ev
+}
+
+func resultText(res *mcp.CallToolResult) string {
+	for _, c := range res.Content {
+		if t, ok := c.(*mcp.TextContent); ok {
+			return t.Text
+		}
+	}
+	return ""
+}
+
+func truncateText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+// upstreamEvent implements upstreamHooks: upstream.error when an upstream
+// fails, upstream.restart when it is reconnected.
+func (p *project) upstreamEvent(u *upstream, typ string, err error) {
+	ev := &policy.Event{Type: typ, Project: p.name, Server: u.cfg.Name}
+	if err != nil {
+		ev.Error = truncateText(err.Error(), 500)
+	}
+	_ = p.gw.emit(ev)
+}
+
+// changedKeys lists the top-level configuration keys whose values differ.
+func changedKeys(old, cur *config.Config) []string {
+	var keys []string
+	ov, cv := reflect.ValueOf(*old), reflect.ValueOf(*cur)
+	t := ov.Type()
+	for i := range t.NumField() {
+		tag := t.Field(i).Tag.Get("mapstructure")
+		if tag == "" || tag == "-" {
+			continue
+		}
+		if !reflect.DeepEqual(ov.Field(i).Interface(), cv.Field(i).Interface()) {
+			keys = append(keys, tag)
+		}
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// restartOnly are configuration keys a reload cannot change.
+var restartOnly = []string{"listen", "dataDir", "audit", "alerts", "metrics", "tls", "limits"}
+
+// checkReloadable refuses a reload that changes keys only a restart applies.
+func checkReloadable(old, cur *config.Config) error {
+	for _, k := range changedKeys(old, cur) {
+		if slices.Contains(restartOnly, k) {
+			return fmt.Errorf("%s: changing it needs a restart", k)
+		}
+	}
+	return nil
+}
+
+// RecordKeyChange records a key created, rotated or revoked (by the CLI,
+// seen by the authenticator).
+func (g *Gateway) RecordKeyChange(change string, k *policy.Key) {
+	_ = g.emit(&policy.Event{Type: change, Project: k.Project, KeyID: k.ID, KeyName: k.Name, NewKeyID: k.RotatedTo})
+}

@@ -1,0 +1,335 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/jsonschema-go/jsonschema"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/toolgate/toolgate/bindings"
+	"github.com/toolgate/toolgate/internal/config"
+	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/sandbox"
+)
+
+// Names of the Code Mode tools.
+const (
+	ExecuteCodeTool = "execute_code"
+	SearchToolsTool = "search_tools"
+	hostFn          = "__toolgate_call"
+)
+
+// codeTools is a project's tools as Code Mode shows them, derived from its
+// registry at each rebuild.
+type codeTools struct {
+	tools        []bindings.Tool
+	prelude      string
+	declarations string
+}
+
+func newCodeTools(reg registry) *codeTools {
+	ct := &codeTools{}
+	for _, name := range slices.Sorted(maps.Keys(reg.tools)) {
+		r := reg.tools[name]
+		def := r.def.(*mcp.Tool)
+		in, _ := json.Marshal(def.InputSchema)
+		var out json.RawMessage
+		if def.OutputSchema != nil {
+			out, _ = json.Marshal(def.OutputSchema)
+		}
+		ct.tools = append(ct.tools, bindings.Tool{Server: r.up.cfg.Name, Name: r.upstream, FullName: name, Description: def.Description, InputSchema: in, OutputSchema: out})
+	}
+	ct.prelude = bindings.Prelude(ct.tools, hostFn)
+	ct.declarations = bindings.Declarations(ct.tools)
+	return ct
+}
+
+const executeCodeIntro = `Run a JavaScript program that calls this gateway's tools, and get back only what it returns.
+
+The code is the body of an async function: use await, and "return value" to hand a value back. Call tools as
+  await tools.<server>.<tool>(args)   or   await callTool("<server>__<tool>", args)
+(each server is also a global of its own name unless that would shadow a built-in). Calls may run concurrently with Promise.all. A tool result is its structuredContent, else its text parsed as JSON when it is JSON, else its content array. A failed call rejects with an Error whose .code is "not_found", "rate_limited", "timeout", "tool_error", ... console.log/info/warn/error are captured and returned.
+
+Limits: %s wall clock (tool calls included), %d MiB of memory, %d tool calls, %d KiB of code, %d KiB of output. No filesystem, no environment, no timers beyond the run%s.
+`
+
+// executeCodeDescription embeds the declarations when they fit the budget.
+func executeCodeDescription(cm config.CodeMode, ct *codeTools) string {
+	fetch := ", no network"
+	if cm.AllowFetch {
+		fetch = "; fetch(url) reaches public http(s) hosts"
+		if len(cm.FetchAllowHosts) > 0 {
+			fetch += " matching " + strings.Join(cm.FetchAllowHosts, ", ")
+		}
+	}
+	d := fmt.Sprintf(executeCodeIntro, cm.Timeout.D(), cm.MemoryLimitMB, cm.MaxToolCalls, cm.MaxCodeBytes>>10, cm.MaxOutputBytes>>10, fetch)
+	if len(ct.declarations) <= cm.DeclarationBudgetBytes {
+		return d + "\nThe tools, as TypeScript declarations:\n\n" + ct.declarations
+	}
+	return d + fmt.Sprintf("\nThere are %d tools, too many to list here: call %s with a query (or none) to get the TypeScript declarations of the ones you need before writing code.\n", len(ct.tools), SearchToolsTool)
+}
+
+var (
+	executeCodeSchema = &jsonschema.Schema{
+		Type:     "object",
+		Required: []string{"code"},
+		Properties: map[string]*jsonschema.Schema{
+			"code": {Type: "string", Description: "JavaScript: the body of an async function."},
+		},
+	}
+	searchToolsSchema = &jsonschema.Schema{
+		Type: "object",
+		Properties: map[string]*jsonschema.Schema{
+			"query": {Type: "string", Description: "Words to look for in server names, tool names and descriptions; empty for all tools."},
+		},
+	}
+)
+
+// syncCodeMode registers, updates or removes execute_code and search_tools.
+// The caller holds syncMu.
+func (p *project) syncCodeMode(cm config.CodeMode, ct *codeTools) {
+	if !cm.Enabled {
+		if p.codeDesc != "" {
+			p.server.RemoveTools(ExecuteCodeTool, SearchToolsTool)
+			p.codeDesc = ""
+		}
+		return
+	}
+	desc := executeCodeDescription(cm, ct)
+	if desc == p.codeDesc {
+		return
+	}
+	if p.codeDesc == "" {
+		p.server.AddTool(&mcp.Tool{
+			Name:        SearchToolsTool,
+			Description: "TypeScript declarations of the tools " + ExecuteCodeTool + " can call, filtered by a query.",
+			InputSchema: searchToolsSchema,
+			Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true},
+		}, p.handleSearchTools)
+	}
+	p.server.AddTool(&mcp.Tool{Name: ExecuteCodeTool, Description: desc, InputSchema: executeCodeSchema}, p.handleExecuteCode)
+	p.codeDesc = desc
+}
+
+func (p *project) handleSearchTools(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+	var in struct {
+		Query string `json:"query"`
+	}
+	if len(req.Params.Arguments) > 0 {
+		if err := json.Unmarshal(req.Params.Arguments, &in); err != nil {
+			return errorResult("search_tools takes {query?: string}: " + err.Error()), nil
+		}
+	}
+	p.mu.Lock()
+	ct := p.code
+	p.mu.Unlock()
+	found := bindings.Search(ct.tools, in.Query)
+	if len(found) == 0 {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprintf("No tool matches %q.", in.Query)}}}, nil
+	}
+	return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: bindings.Declarations(found)}}}, nil
+}
+
+func errorResult(msg string) *mcp.CallToolResult {
+	return &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: msg}}}
+}
+
+func (p *project) handleExecuteCode(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+	var in struct {
+		Code *string `json:"code"`
+	}
+	if err := json.Unmarshal(req.Params.Arguments, &in); err != nil || in.Code == nil {
+		return errorResult(`execute_code takes {"code": string}: the JavaScript to run`), nil
+	}
+	pr, _ := principalFrom(req.Extra, p.name)
+	res, err := p.gw.executeCode(ctx, p, pr, *in.Code, req.Session)
+	if err != nil {
+		var ce *CallError
+		if errors.As(err, &ce) {
+			return errorResult(ce.Message), nil
+		}
+		return nil, err
+	}
+	return executionResult(res), nil
+}
+
+// ExecutionOutput is the structuredContent of execute_code.
+type ExecutionOutput struct {
+	Result     json.RawMessage          `json:"result"`
+	Logs       []sandbox.LogLine        `json:"logs"`
+	ToolCalls  []sandbox.ToolCallRecord `json:"toolCalls"`
+	DurationMs float64                  `json:"durationMs"`
+	Error      *sandbox.ScriptError     `json:"error,omitempty"`
+	Truncated  bool                     `json:"truncated,omitempty"`
+}
+
+// executionResult renders a script's outcome for the agent: structured,
+// and as text.
+func executionResult(res *sandbox.Result) *mcp.CallToolResult {
+	out := ExecutionOutput{Result: res.Result, Logs: res.Logs, ToolCalls: res.ToolCalls, DurationMs: res.DurationMs, Error: res.Error, Truncated: res.Truncated}
+	if out.Result == nil {
+		out.Result = json.RawMessage("null")
+	}
+	if out.Logs == nil {
+		out.Logs = []sandbox.LogLine{}
+	}
+	if out.ToolCalls == nil {
+		out.ToolCalls = []sandbox.ToolCallRecord{}
+	}
+	var b strings.Builder
+	if res.Error != nil {
+		fmt.Fprintf(&b, "%s: %s\n", res.Error.Name, res.Error.Message)
+		if res.Error.Limit != "" {
+			fmt.Fprintf(&b, "limit: %s\n", res.Error.Limit)
+		}
+		if res.Error.Stack != "" {
+			fmt.Fprintf(&b, "%s\n", strings.TrimRight(res.Error.Stack, "\n"))
+		}
+	} else {
+		fmt.Fprintf(&b, "result: %s\n", out.Result)
+	}
+	for _, l := range out.Logs {
+		fmt.Fprintf(&b, "[%s] %s\n", l.Level, l.Message)
+	}
+	fmt.Fprintf(&b, "%d tool calls, %.0f ms", len(out.ToolCalls), out.DurationMs)
+	if out.Truncated {
+		b.WriteString(" (output truncated at codeMode.maxOutputBytes)")
+	}
+	return &mcp.CallToolResult{IsError: res.Error != nil, StructuredContent: out, Content: []mcp.Content{&mcp.TextContent{Text: b.String()}}}
+}
+
+// ExecuteCode runs a script as principal in project, through the same tool
+// path as a direct call (for `toolgate run` and benchmarks).
+func (g *Gateway) ExecuteCode(ctx context.Context, project string, pr Principal, code string) (*sandbox.Result, error) {
+	p := g.project(project)
+	if p == nil {
+		return nil, fmt.Errorf("unknown project %q", project)
+	}
+	pr.Project = project
+	return g.executeCode(ctx, p, pr, code, nil)
+}
+
+func (g *Gateway) executeCode(ctx context.Context, p *project, pr Principal, code string, ss *mcp.ServerSession) (*sandbox.Result, error) {
+	cm := g.Config().CodeMode
+	if !cm.Enabled || g.engine == nil {
+		return nil, &CallError{Code: CodeNotFound, Message: "code mode is not enabled"}
+	}
+	release, err := p.acquireExecution(ctx, cm.MaxConcurrentExecutions)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	execID := newExecutionID()
+	p.mu.Lock()
+	ct := p.code
+	p.mu.Unlock()
+	tc := &scriptCaller{g: g, p: p, pr: pr, execID: execID, session: ss}
+	req := &sandbox.Request{
+		Code:    code,
+		Prelude: ct.prelude,
+		Caller: func(ctx context.Context, name string, args []byte) ([]byte, error) {
+			v, err := bindings.Invoke(ctx, tc, name, args)
+			if err != nil {
+				if be := bindings.AsCallError(err); be != nil {
+					return nil, &sandbox.CallError{Code: be.Code, Message: be.Message}
+				}
+				return nil, err
+			}
+			return v, nil
+		},
+	}
+	if cm.AllowFetch {
+		req.Fetch = &sandbox.FetchPolicy{
+			AllowHosts:       cm.FetchAllowHosts,
+			MaxResponseBytes: cm.FetchMaxResponseBytes,
+			MaxRequests:      cm.FetchMaxRequests,
+			OnRequest: func(method, host string, status int, n int64) {
+				_ = g.emit(&policy.Event{Type: policy.EventCodeFetch, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP, ExecutionID: execID, Method: method, Host: host, Status: status, Bytes: n})
+			},
+		}
+	}
+	lim := sandbox.Limits{
+		Timeout: cm.Timeout.D(), MemoryLimitMB: cm.MemoryLimitMB, MaxStackKB: cm.MaxStackKB,
+		MaxToolCalls: cm.MaxToolCalls, MaxConcurrentToolCalls: cm.MaxConcurrentToolCalls,
+		MaxCodeBytes: cm.MaxCodeBytes, MaxOutputBytes: cm.MaxOutputBytes,
+	}
+	res, err := g.engine.Run(ctx, req, lim)
+	if err != nil {
+		g.log.Error("code execution failed inside the gateway", "execution", execID, "error", err)
+		return nil, fmt.Errorf("code execution %s failed inside the gateway", execID)
+	}
+	ev := &policy.Event{Type: policy.EventCodeExecution, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP, ExecutionID: execID,
+		DurationMs: res.DurationMs, ToolCalls: len(res.ToolCalls), Outcome: "ok"}
+	limit := ""
+	if res.Error != nil {
+		ev.Outcome, ev.Error = "error", truncateText(res.Error.Name+": "+res.Error.Message, 500)
+		if res.Error.Limit != "" {
+			limit = res.Error.Limit
+			ev.LimitsHit = []string{limit}
+			ev.Outcome = "limit"
+		}
+	}
+	g.metrics.observeExecution(p.name, ev.Outcome, limit, res)
+	if err := g.emit(ev); err != nil {
+		return nil, &CallError{Code: CodeUnavailable, Message: "the execution could not be recorded in the audit log: " + err.Error()}
+	}
+	return res, nil
+}
+
+// scriptCaller is the tool path as a script's bindings see it: every call
+// runs as the script's caller and is linked to the execution.
+type scriptCaller struct {
+	g       *Gateway
+	p       *project
+	pr      Principal
+	execID  string
+	session *mcp.ServerSession
+}
+
+var _ bindings.ToolCaller = (*scriptCaller)(nil)
+
+func (c *scriptCaller) CallTool(ctx context.Context, name string, args json.RawMessage) (*mcp.CallToolResult, error) {
+	return c.g.callTool(ctx, c.p, &ToolCall{Principal: c.pr, Name: name, Arguments: args, ExecutionID: c.execID, Session: c.session})
+}
+
+// ErrorCode lets bindings keep the code of a refusal.
+func (e *CallError) ErrorCode() string { return e.Code }
+
+// acquireExecution takes one of the project's execution slots, waiting
+// briefly when all are busy.
+func (p *project) acquireExecution(ctx context.Context, limit int) (func(), error) {
+	p.execMu.Lock()
+	if p.execSlots == nil || cap(p.execSlots) != limit {
+		p.execSlots = make(chan struct{}, limit)
+	}
+	slots := p.execSlots
+	p.execMu.Unlock()
+	wait := time.NewTimer(executionQueueWait)
+	defer wait.Stop()
+	select {
+	case slots <- struct{}{}:
+		return func() { <-slots }, nil
+	case <-wait.C:
+		return nil, &CallError{Code: "busy", Message: fmt.Sprintf("%d executions are already running in this project (codeMode.maxConcurrentExecutions); retry shortly", limit)}
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// executionQueueWait is how long an execution waits for a free slot.
+var executionQueueWait = 2 * time.Second
+
+func newExecutionID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return "x" + hex.EncodeToString(b[:])
+}
