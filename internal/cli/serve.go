@@ -342,14 +342,14 @@ func auditOptions(cfg *config.Config) *policy.AuditOptions {
 // of it (flushing key usage and the audit log).
 func openGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, useKeyStore bool) (gw *gateway.Gateway, release func(), err error) {
 	var cleanups []func()
-	release = func() {
+	cleanup := func() {
 		for i := len(cleanups) - 1; i >= 0; i-- {
 			cleanups[i]()
 		}
 	}
 	defer func() {
 		if err != nil {
-			release()
+			cleanup()
 		}
 	}()
 
@@ -410,10 +410,9 @@ func openGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, useK
 			gw.RecordKeyChange(ev.change, ev.key)
 		}
 	}()
+	cleanups = append(cleanups, gw.Close)
 	if err := gw.Start(ctx); err != nil {
-		gw.Close()
 		return nil, nil, err
 	}
-	cleanups = append(cleanups, gw.Close)
-	return gw, release, nil
+	return gw, cleanup, nil
 }
