@@ -393,7 +393,7 @@ func TestTLS(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	mc := mcp.NewClient(&mcp.Implementation{Name: "tls", Version: "1"}, nil)
-	cs, err := mc.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: g.URL(), HTTPClient: &http.Client{Transport: &headerRT{client(pool, 0).Transport, bearer(g.keys["default"])}}}, nil)
+	cs, err := mc.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: g.URL(), HTTPClient: &http.Client{Transport: &e2etest.HeaderTransport{Base: client(pool, 0).Transport, Headers: bearer(g.keys["default"])}}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -416,17 +416,4 @@ func TestTLS(t *testing.T) {
 		resp.Body.Close()
 		return resp.TLS != nil && resp.TLS.PeerCertificates[0].SerialNumber.Int64() == 2
 	})
-}
-
-type headerRT struct {
-	base    http.RoundTripper
-	headers map[string]string
-}
-
-func (h *headerRT) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	for k, v := range h.headers {
-		r.Header.Set(k, v)
-	}
-	return h.base.RoundTrip(r)
 }

@@ -67,7 +67,7 @@ func TestAuditEvents(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	_, _ = cs.CallTool(ctx, &mcp.CallToolParams{Name: "s__environ", Arguments: map[string]any{}}) // filtered
-	for range 2 { // the second goes over the burst of 2
+	for range 2 {                                                                                 // the second goes over the burst of 2
 		_, _ = cs.CallTool(ctx, &mcp.CallToolParams{Name: "s__echo", Arguments: map[string]any{"text": "over"}})
 	}
 	initialize(t, nil, g.URL(), bearer("tg_aaaaaaaaaaaa_"+strings.Repeat("b", 52)))
@@ -83,12 +83,18 @@ func TestAuditEvents(t *testing.T) {
 			return ev.Type == "tool.call" && ev.Tool == "s__echo" && ev.Server == "s" && ev.Outcome == "ok" &&
 				ev.KeyID == id && ev.ClientIP == "127.0.0.1" && ev.ArgsSHA256 != "" && ev.ArgsBytes > 0 && ev.ResultBytes > 0 && ev.Arguments == nil
 		},
-		"tool.denied":    func(ev *policy.Event) bool { return ev.Type == "tool.denied" && ev.Tool == "s__environ" && ev.Decision == "deny" },
-		"ratelimit.hit":  func(ev *policy.Event) bool { return ev.Type == "ratelimit.hit" && ev.KeyID == id },
-		"auth.failure":   func(ev *policy.Event) bool { return ev.Type == "auth.failure" && ev.Reason == "malformed_key" && ev.ClientIP != "" },
-		"upstream.error": func(ev *policy.Event) bool { return ev.Type == "upstream.error" && ev.Server == "down" && ev.Error != "" },
-		"key.created":    func(ev *policy.Event) bool { return ev.Type == "key.created" && ev.KeyID == created.ID },
-		"config.reload":  func(ev *policy.Event) bool { return ev.Type == "config.reload" && ev.Outcome == "applied" },
+		"tool.denied": func(ev *policy.Event) bool {
+			return ev.Type == "tool.denied" && ev.Tool == "s__environ" && ev.Decision == "deny"
+		},
+		"ratelimit.hit": func(ev *policy.Event) bool { return ev.Type == "ratelimit.hit" && ev.KeyID == id },
+		"auth.failure": func(ev *policy.Event) bool {
+			return ev.Type == "auth.failure" && ev.Reason == "malformed_key" && ev.ClientIP != ""
+		},
+		"upstream.error": func(ev *policy.Event) bool {
+			return ev.Type == "upstream.error" && ev.Server == "down" && ev.Error != ""
+		},
+		"key.created":   func(ev *policy.Event) bool { return ev.Type == "key.created" && ev.KeyID == created.ID },
+		"config.reload": func(ev *policy.Event) bool { return ev.Type == "config.reload" && ev.Outcome == "applied" },
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for len(want) > 0 && time.Now().Before(deadline) {

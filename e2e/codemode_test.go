@@ -18,9 +18,12 @@ import (
 
 // execution is execute_code's structuredContent.
 type execution struct {
-	Result     json.RawMessage `json:"result"`
-	Logs       []struct{ Level, Message string }
-	ToolCalls  []struct{ Tool string; OK bool }
+	Result    json.RawMessage `json:"result"`
+	Logs      []struct{ Level, Message string }
+	ToolCalls []struct {
+		Tool string
+		OK   bool
+	}
 	DurationMs float64 `json:"durationMs"`
 	Error      *struct {
 		Name, Message, Stack, Limit, Code string

@@ -620,40 +620,7 @@ const refSep = "\x00"
 // literalText is the part of s that the file states literally: every
 // `${NAME}` and `${env:NAME}` reference is replaced by refSep, `$${` (an
 // escaped literal) by "${", following package config's interpolation.
-func literalText(s string) string {
-	if !strings.Contains(s, "$") {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); {
-		j := strings.IndexByte(s[i:], '$')
-		if j < 0 {
-			b.WriteString(s[i:])
-			break
-		}
-		j += i
-		b.WriteString(s[i:j])
-		rest := s[j:]
-		switch {
-		case strings.HasPrefix(rest, "$${"):
-			b.WriteString("${")
-			i = j + 3
-		case strings.HasPrefix(rest, "${"):
-			end := strings.IndexByte(rest, '}')
-			if end < 0 {
-				b.WriteString(rest)
-				i = len(s)
-				break
-			}
-			b.WriteString(refSep)
-			i = j + end + 1
-		default:
-			b.WriteByte('$')
-			i = j + 1
-		}
-	}
-	return b.String()
-}
+func literalText(s string) string { return config.LiteralText(s, refSep) }
 
 // secretPrefix is a known prefix of a credential issued by a service.
 type secretPrefix struct {

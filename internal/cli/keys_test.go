@@ -37,18 +37,8 @@ func keysConfig(t *testing.T) (cfgPath, dbPath string) {
 	return cfgPath, filepath.Join(dir, "data", "toolgate.db")
 }
 
-type listedKey struct {
-	ID        string     `json:"id"`
-	Project   string     `json:"project"`
-	Name      string     `json:"name"`
-	Created   *time.Time `json:"created"`
-	Expires   *time.Time `json:"expires"`
-	Revoked   *time.Time `json:"revoked"`
-	LastUsed  *time.Time `json:"lastUsed"`
-	Calls     int64      `json:"calls"`
-	Status    string     `json:"status"`
-	RotatedTo string     `json:"rotatedTo"`
-}
+// listedKey is one key of `keys list --json`.
+type listedKey = keyJSON
 
 type createdKey struct {
 	Key string `json:"key"`

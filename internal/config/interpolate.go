@@ -135,3 +135,12 @@ func (l *loader) expandField(path string, v *string) {
 		*v = out
 	}
 }
+
+// LiteralText is the part of s that a file states literally: every `${NAME}`
+// and `${env:NAME}` reference is replaced by sep and `$${` by "${", as
+// interpolation reads them. Secret scanners use it to look only at what
+// is not taken from the environment.
+func LiteralText(s, sep string) string {
+	out, _ := expand(s, func(string) (string, bool) { return sep, true })
+	return out
+}

@@ -478,7 +478,7 @@ func ConnectHTTP(t testing.TB, ctx context.Context, url string, headers map[stri
 	client := mcp.NewClient(&mcp.Implementation{Name: "e2etest-client", Version: "1.0.0"}, opts)
 	transport := &mcp.StreamableClientTransport{
 		Endpoint:   url,
-		HTTPClient: &http.Client{Transport: &headerTransport{headers: headers, base: http.DefaultTransport}},
+		HTTPClient: &http.Client{Transport: &HeaderTransport{Headers: headers, Base: http.DefaultTransport}},
 	}
 	cs, err := client.Connect(ctx, transport, nil)
 	if err != nil {
@@ -488,20 +488,21 @@ func ConnectHTTP(t testing.TB, ctx context.Context, url string, headers map[stri
 	return cs
 }
 
-// headerTransport adds fixed headers to each request.
-type headerTransport struct {
-	headers map[string]string
-	base    http.RoundTripper
+// HeaderTransport adds fixed headers to each request sent through Base.
+type HeaderTransport struct {
+	Headers map[string]string
+	Base    http.RoundTripper
 }
 
-func (h *headerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if len(h.headers) > 0 {
+// RoundTrip implements http.RoundTripper.
+func (h *HeaderTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if len(h.Headers) > 0 {
 		req = req.Clone(req.Context())
-		for k, v := range h.headers {
+		for k, v := range h.Headers {
 			req.Header.Set(k, v)
 		}
 	}
-	return h.base.RoundTrip(req)
+	return h.Base.RoundTrip(req)
 }
 
 // ProcessAlive reports whether a process with this pid exists and is not a

@@ -101,7 +101,7 @@ func TestTestUpstreamSSE(t *testing.T) {
 	}
 	ctx := context.Background()
 	client := mcp.NewClient(&mcp.Implementation{Name: "sse-client", Version: "1"}, nil)
-	hc := &http.Client{Transport: &headerTransport{headers: map[string]string{"X-E2e-Probe": "sse"}, base: http.DefaultTransport}}
+	hc := &http.Client{Transport: &HeaderTransport{Headers: map[string]string{"X-E2e-Probe": "sse"}, Base: http.DefaultTransport}}
 	cs, err := client.Connect(ctx, &mcp.SSEClientTransport{Endpoint: url, HTTPClient: hc}, nil)
 	if err != nil {
 		t.Fatal(err)
