@@ -107,13 +107,14 @@ const (
 	fnGetException
 	fnGetPropertyStr
 	fnGetPropertyUint32
+	fnCompile
 	numFns
 )
 
 var fnNames = [numFns]string{
 	"New_QJS", "QJS_GetContext", "malloc", "free", "QJS_Eval", "QJS_Call", "QJS_NewString",
 	"QJS_FreeValue", "QJS_ToCString", "JS_FreeCString", "JS_GetException", "JS_GetPropertyStr",
-	"QJS_GetPropertyUint32",
+	"QJS_GetPropertyUint32", "QJS_Compile2",
 }
 
 // JSValue encoding of the wasm32 build (NaN boxing): the tag is the high 32
@@ -196,6 +197,7 @@ type template struct {
 	scratch     uint32 // malloc'd string buffer of scratchCap bytes
 	scratchCap  uint32
 	names       map[string]uint32 // NUL-terminated fileNames
+	idle        [2]uint32         // bytecode of an empty script: address, length
 
 	size  uint64     // linear memory size
 	image []byte     // linear memory contents
@@ -371,6 +373,21 @@ func newTemplate(opts guestOptions) (tpl *template, err error) {
 	tpl.scratch = g.malloc(scratchSize)
 	tpl.scratchCap = scratchSize
 	g.scratch, g.scratchCap = tpl.scratch, tpl.scratchCap
+
+	// An empty script, compiled once: evaluating it runs the pending jobs
+	// without parsing anything.
+	o := tpl.opts
+	g.put32(o, g.cString(" "))
+	g.put32(o+4, 0)
+	g.put32(o+8, 0)
+	g.put32(o+12, g.name("pump.js"))
+	g.put32(o+16, uint32(evalFlags|1<<5)) // JS_EVAL_FLAG_COMPILE_ONLY
+	packed := uint32(g.call(fnCompile, uint64(tpl.jsctx), uint64(o)))
+	if packed == 0 {
+		return nil, fmt.Errorf("compiling the job loop: %w", g.exception())
+	}
+	pv, _ := m.ReadUint64Le(packed)
+	tpl.idle = [2]uint32{uint32(pv >> 32), uint32(pv)}
 
 	v := g.evalRaw("toolgate-bootstrap.js", bootstrapJS)
 	if jsTag(v) == jsTagException {
@@ -551,6 +568,18 @@ func (g *guest) evalRaw(file, src string) uint64 {
 	return g.call(fnEval, uint64(g.jsctx), uint64(o))
 }
 
+// runJobs evaluates the precompiled empty script: the interpreter runs
+// every pending job.
+func (g *guest) runJobs() uint64 {
+	o := g.tpl.opts
+	g.put32(o, 0)
+	g.put32(o+4, g.tpl.idle[0])
+	g.put32(o+8, g.tpl.idle[1])
+	g.put32(o+12, g.name("pump.js"))
+	g.put32(o+16, uint32(evalFlags))
+	return g.call(fnEval, uint64(g.jsctx), uint64(o))
+}
+
 // toString converts v with JS_ToCString; ok is false when that threw.
 func (g *guest) toString(v uint64) (s string, ok bool) {
 	p := uint32(g.call(fnToCString, uint64(g.jsctx), v))
@@ -679,7 +708,7 @@ func (g *guest) pump(input string) (s string, err error) {
 		return "", g.exception()
 	}
 	g.freeValue(v)
-	v = g.evalRaw("pump.js", " ") // an empty source would be read as a file name
+	v = g.runJobs()
 	if jsTag(v) == jsTagException {
 		return "", g.exception()
 	}
