@@ -86,7 +86,7 @@ func connect(ctx context.Context, client *mcp.Client, s *config.Server, log *slo
 	case config.TransportStdio:
 		return connectStdio(ctx, client, s, opts, log)
 	case config.TransportHTTP, config.TransportSSE, "":
-		hc := &http.Client{Transport: &headerTransport{base: http.DefaultTransport, headers: s.Headers}}
+		hc := &http.Client{Transport: &headerTransport{base: upstreamTransport(), headers: s.Headers}}
 		if s.Transport == config.TransportSSE {
 			cs, err := client.Connect(ctx, &sseTransport{mcp.SSEClientTransport{Endpoint: s.URL, HTTPClient: hc}}, opts)
 			return &connection{session: cs}, err
@@ -205,4 +205,14 @@ func logLines(r io.Reader, log *slog.Logger) {
 	if err := sc.Err(); err != nil && !errors.Is(err, os.ErrClosed) {
 		log.Debug("upstream stderr", "error", err)
 	}
+}
+
+// upstreamTransport is the HTTP transport of one remote upstream: its own
+// connection pool, keeping enough idle connections for concurrent calls
+// (http.DefaultTransport keeps two per host).
+func upstreamTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = 128
+	t.MaxIdleConnsPerHost = 64
+	return t
 }

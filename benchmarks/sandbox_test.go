@@ -1,0 +1,274 @@
+package benchmarks
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fastschema/qjs"
+
+	"github.com/toolgate/toolgate/sandbox"
+)
+
+// Code Mode engine benchmarks. Run with
+//
+//	go test ./benchmarks/ -run '^$' -bench Sandbox -benchtime 2s
+//
+// Targets: trivial script p50 <= 1 ms and >= 200 exec/s on 2 cores; one
+// binding call <= 20 us; process start to first execution with the on-disk
+// cache <= 300 ms; <= 2 MiB per idle pooled interpreter; 200 concurrent
+// executions awaiting a slow tool < 1 GiB RSS; fib(25) guarded <= 2x
+// unguarded.
+
+const sandboxPrelude = `
+const call = __toolgate_call;
+globalThis.callTool = async (name, args) => JSON.parse(await call(name, JSON.stringify(args ?? {})));
+`
+
+func sandboxCacheDir() string {
+	return filepath.Join(os.TempDir(), "toolgate-sandbox-bench-cache")
+}
+
+func newSandbox(b *testing.B, pool int) *sandbox.Engine {
+	b.Helper()
+	e, err := sandbox.NewEngine(context.Background(), &sandbox.EngineOptions{CacheDir: sandboxCacheDir(), PoolSize: pool})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { e.Close() })
+	return e
+}
+
+func runOK(b *testing.B, e *sandbox.Engine, req *sandbox.Request) *sandbox.Result {
+	res, err := e.Run(context.Background(), req, sandbox.Limits{Timeout: time.Minute})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if res.Error != nil {
+		b.Fatal(res.Error)
+	}
+	return res
+}
+
+func echo(_ context.Context, _ string, args []byte) ([]byte, error) { return args, nil }
+
+// BenchmarkSandboxTrivial is `return 1+1` end to end with a warm pool.
+func BenchmarkSandboxTrivial(b *testing.B) {
+	e := newSandbox(b, 8)
+	req := &sandbox.Request{Code: "return 1+1"}
+	var lat []time.Duration
+	b.ReportAllocs()
+	start := time.Now()
+	for b.Loop() {
+		t := time.Now()
+		runOK(b, e, req)
+		lat = append(lat, time.Since(t))
+	}
+	b.ReportMetric(float64(len(lat))/time.Since(start).Seconds(), "exec/s")
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+}
+
+// BenchmarkSandboxTrivialParallel is the same from as many goroutines as
+// GOMAXPROCS, for throughput.
+func BenchmarkSandboxTrivialParallel(b *testing.B) {
+	e := newSandbox(b, 8)
+	req := &sandbox.Request{Code: "return 1+1"}
+	b.ReportAllocs()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			runOK(b, e, req)
+		}
+	})
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "exec/s")
+}
+
+// BenchmarkSandboxToolCallLoop awaits 1,000 binding calls in sequence.
+func BenchmarkSandboxToolCallLoop(b *testing.B) {
+	e := newSandbox(b, 4)
+	req := &sandbox.Request{
+		Code:    "let s = 0; for (let i = 0; i < 1000; i++) s += (await callTool('echo', {i})).i; return s",
+		Prelude: sandboxPrelude, Caller: echo,
+	}
+	b.ReportAllocs()
+	start := time.Now()
+	n := 0
+	for b.Loop() {
+		res, err := e.Run(context.Background(), req, sandbox.Limits{Timeout: time.Minute, MaxToolCalls: 1000})
+		if err != nil || res.Error != nil || string(res.Result) != "499500" {
+			b.Fatalf("%v %+v %s", err, res.Error, res.Result)
+		}
+		n++
+	}
+	b.ReportMetric(float64(time.Since(start).Microseconds())/float64(n*1000), "us/call")
+}
+
+const fib = "function fib(n) { return n < 2 ? n : fib(n - 1) + fib(n - 2) }"
+
+// BenchmarkSandboxFib25 compares fib(25) in the guarded engine (interrupt
+// handler installed, deadline checked every 10,000 steps) with the same
+// interpreter without a handler.
+func BenchmarkSandboxFib25(b *testing.B) {
+	b.Run("guarded", func(b *testing.B) {
+		e := newSandbox(b, 2)
+		req := &sandbox.Request{Code: fib + "; const t = performance.now(); fib(25); return performance.now() - t"}
+		var ms float64
+		n := 0
+		for b.Loop() {
+			res := runOK(b, e, req)
+			v, _ := strconv.ParseFloat(string(res.Result), 64)
+			ms += v
+			n++
+		}
+		b.ReportMetric(ms/float64(n), "fib-ms")
+	})
+	b.Run("unguarded", func(b *testing.B) {
+		newSandbox(b, -1) // compile the module the same way first
+		rt, err := qjs.New(qjs.Option{CWD: filepath.Join(sandboxCacheDir(), ".no-filesystem", "absent"), Stdout: discard{}, Stderr: discard{}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer rt.Close()
+		if v, err := rt.Eval("fib.js", qjs.Code(fib)); err != nil {
+			b.Fatal(err)
+		} else {
+			v.Free()
+		}
+		var total time.Duration
+		n := 0
+		for b.Loop() {
+			t := time.Now()
+			v, err := rt.Eval("run.js", qjs.Code("fib(25)"))
+			total += time.Since(t)
+			if err != nil {
+				b.Fatal(err)
+			}
+			v.Free()
+			n++
+		}
+		b.ReportMetric(float64(total.Microseconds())/1000/float64(n), "fib-ms")
+	})
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// TestSandboxStartupHelper is the child process of BenchmarkSandboxStartup.
+func TestSandboxStartupHelper(t *testing.T) {
+	if os.Getenv("TOOLGATE_SANDBOX_STARTUP") == "" {
+		t.Skip("helper for BenchmarkSandboxStartup")
+	}
+	e, err := sandbox.NewEngine(context.Background(), &sandbox.EngineOptions{CacheDir: os.Getenv("TOOLGATE_SANDBOX_STARTUP"), PoolSize: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.Run(context.Background(), &sandbox.Request{Code: "return 1+1"}, sandbox.Limits{})
+	if err != nil || string(res.Result) != "2" {
+		t.Fatal(err, res)
+	}
+}
+
+// BenchmarkSandboxStartup measures a fresh process from start to the end of
+// its first execution, with the compilation cache on disk (warmed by a first
+// run that is not timed).
+func BenchmarkSandboxStartup(b *testing.B) {
+	dir := b.TempDir()
+	child := func() time.Duration {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestSandboxStartupHelper$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "TOOLGATE_SANDBOX_STARTUP="+dir)
+		t := time.Now()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("%v: %s", err, out)
+		}
+		return time.Since(t)
+	}
+	cold := child()
+	var total time.Duration
+	n := 0
+	for b.Loop() {
+		total += child()
+		n++
+	}
+	b.ReportMetric(float64(cold.Milliseconds()), "cold-ms")
+	b.ReportMetric(float64(total.Milliseconds())/float64(n), "cached-ms")
+}
+
+func rssBytes(b *testing.B) int64 {
+	data, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		b.Skip("no /proc/self/statm")
+	}
+	f := strings.Fields(string(data))
+	pages, _ := strconv.ParseInt(f[1], 10, 64)
+	return pages * int64(os.Getpagesize())
+}
+
+// BenchmarkSandboxIdleMemory reports the resident memory per warm pooled
+// interpreter.
+func BenchmarkSandboxIdleMemory(b *testing.B) {
+	const n = 40
+	newSandbox(b, 1) // compile and warm up first
+	for b.Loop() {
+		before := rssBytes(b)
+		e := newSandbox(b, n)
+		deadline := time.Now().Add(time.Minute)
+		for e.Ready() < n {
+			if time.Now().After(deadline) {
+				b.Fatal("pool did not fill")
+			}
+			time.Sleep(10 * time.Millisecond) // polling a gauge; no event to wait on
+		}
+		b.ReportMetric(float64(rssBytes(b)-before)/n/(1<<20), "MiB/instance")
+		e.Close()
+	}
+}
+
+// BenchmarkSandbox200Concurrent holds 200 executions, each awaiting a slow
+// tool, and reports the process RSS while all are in flight.
+func BenchmarkSandbox200Concurrent(b *testing.B) {
+	const n = 200
+	e := newSandbox(b, -1)
+	req := &sandbox.Request{Code: "return await callTool('slow', {})", Prelude: sandboxPrelude}
+	for b.Loop() {
+		var entered sync.WaitGroup
+		entered.Add(n)
+		release := make(chan struct{})
+		req.Caller = func(ctx context.Context, _ string, args []byte) ([]byte, error) {
+			entered.Done()
+			<-release
+			return args, nil
+		}
+		var wg sync.WaitGroup
+		errs := make(chan error, n)
+		for range n {
+			wg.Go(func() {
+				res, err := e.Run(context.Background(), req, sandbox.Limits{Timeout: time.Minute})
+				if err == nil && res.Error != nil {
+					err = res.Error
+				}
+				if err != nil {
+					errs <- err
+				}
+			})
+		}
+		entered.Wait()
+		b.ReportMetric(float64(rssBytes(b))/(1<<20), "RSS-MiB")
+		close(release)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			b.Fatal(fmt.Errorf("execution failed: %w", err))
+		}
+	}
+}
