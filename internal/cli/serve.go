@@ -285,6 +285,9 @@ Connect a client, for example:
   npx @modelcontextprotocol/inspector   (then choose Streamable HTTP, %[1]s/mcp, and the header above)
 
 The demo's tools are shown as demo__echo, demo__add, demo__list_records, ...
+Code Mode is on: execute_code runs one JavaScript program that calls them
+(search_tools shows their TypeScript declarations), for example
+  const r = await tools.demo.list_records({limit: 20}); return r.total;
 Write a toolgate.json with your own mcpServers to serve them instead.
 
 `, base, key)
