@@ -11,7 +11,6 @@ import (
 	"maps"
 	"math"
 	"net"
-	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -501,16 +500,9 @@ func listenIsLoopback(addr string) bool {
 	if err != nil {
 		return false
 	}
-	return hostIsLoopback(host)
+	return config.IsLoopbackHost(host)
 }
 
-func hostIsLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.Unmap().IsLoopback()
-}
 
 // --- tool filtering --------------------------------------------------------
 
@@ -957,7 +949,7 @@ func gradeURL(path, raw string, allowed bool, what, allowKey string) checkFindin
 	switch {
 	case u.Scheme == "https":
 		return findPass(path, fmt.Sprintf("%s %s is reached over https", what, host))
-	case hostIsLoopback(host):
+	case config.IsLoopbackHost(host):
 		return findPass(path, fmt.Sprintf("%s %s is on loopback (plain http stays on this machine)", what, host))
 	case allowed:
 		return findWarn(path, fmt.Sprintf("%s %s is reached over plain http (%s is set): credentials and results cross the network in the clear", what, host, allowKey),

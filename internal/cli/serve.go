@@ -301,11 +301,7 @@ func checkListener(cfg *config.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	loopback := host == "localhost"
-	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
-		loopback = true
-	}
-	if loopback {
+	if config.IsLoopbackHost(host) {
 		return nil
 	}
 	if !cfg.AuthRequired() {

@@ -251,7 +251,7 @@ func (l *loader) validateServer(p string, s *Server) {
 	if s.URL != "" && !urlBad {
 		if u, err := parseHTTPURL(s.URL); err != nil {
 			l.addf(child(p, "url"), "invalid url %q: %v", truncate(l.shown(child(p, "url"), s.URL)), err)
-		} else if u.Scheme == "http" && !s.AllowInsecure && !isLoopbackHost(u.Hostname()) {
+		} else if u.Scheme == "http" && !s.AllowInsecure && !IsLoopbackHost(u.Hostname()) {
 			l.addf(child(p, "url"), "plain http to %s sends credentials and results in the clear: use https, or set allowInsecure: true", u.Hostname())
 		}
 	}
@@ -348,8 +348,9 @@ func checkListen(addr string) error {
 	return nil
 }
 
-// isLoopbackHost reports whether host is localhost or a loopback address.
-func isLoopbackHost(host string) bool {
+// IsLoopbackHost reports whether host is localhost or a loopback address
+// (IPv4-mapped IPv6 included).
+func IsLoopbackHost(host string) bool {
 	if strings.EqualFold(host, "localhost") {
 		return true
 	}
