@@ -503,7 +503,6 @@ func listenIsLoopback(addr string) bool {
 	return config.IsLoopbackHost(host)
 }
 
-
 // --- tool filtering --------------------------------------------------------
 
 func checkToolFiltering(_ context.Context, in *checkInput) []checkFinding {
