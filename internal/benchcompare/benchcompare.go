@@ -50,8 +50,9 @@ type Options struct {
 	// $TOOLGATE_NPM_DIR, then e2e/npm/node_modules found from the working
 	// directory upward.
 	NPMDir string
-	// WorkDir is the scratch folder (generated file tree, memory file,
-	// audit log); "" means a temporary folder removed afterwards.
+	// WorkDir is the scratch folder; "" means a temporary folder removed
+	// afterwards. Run replaces tree/ (the generated files) and memory.jsonl
+	// in it, and keeps the gateway's audit log in data/.
 	WorkDir string
 	// Tasks are the names of the tasks to run, in that order; nil means
 	// all: "search-files", "memory-graph" and
@@ -180,7 +181,9 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting the gateway: %w", err)
 	}
-	defer stop()
+	if stop != nil {
+		defer stop()
+	}
 
 	cs, err := connect(ctx, endpoint, key)
 	if err != nil {
