@@ -3,6 +3,7 @@ package benchcompare
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"net/http"
@@ -238,23 +239,51 @@ func TestRunServeWithKey(t *testing.T) {
 	}
 }
 
-// TestRunDisagreement checks that Run fails, naming both answers, when the
-// two ways of a task disagree.
-func TestRunDisagreement(t *testing.T) {
-	broken := *aggregateRecords
-	broken.name = "broken"
-	broken.script = func(*fixture) string { return `return { count: 19, total: 1, currency: "EUR" };` }
-	allTasks = append(allTasks, &broken)
-	t.Cleanup(func() { allTasks = allTasks[:len(allTasks)-1] })
+// TestRunFailures checks that Run fails with an error naming the problem
+// when the two ways of a task disagree, when the script fails, when the
+// gateway cannot start, and when it does not offer the tools the tasks
+// need.
+func TestRunFailures(t *testing.T) {
+	disagree := *aggregateRecords
+	disagree.name = "disagree"
+	disagree.script = func(*fixture) string { return `return { count: 19, total: 1, currency: "EUR" };` }
+	throws := *aggregateRecords
+	throws.name = "throws"
+	throws.script = func(*fixture) string { return `await tools.filesystem.read_text_file({ path: "/etc/hostname" });` }
+	allTasks = append(allTasks, &disagree, &throws)
+	t.Cleanup(func() { allTasks = allTasks[:len(allTasks)-2] })
+	oldWait := toolsWait
+	toolsWait = 3 * time.Second
+	t.Cleanup(func() { toolsWait = oldWait })
 
-	_, err := Run(ctxFor(t), Options{NPMDir: e2etest.NPMDir(t), WorkDir: t.TempDir(), Tasks: []string{"broken"}})
-	if err == nil {
-		t.Fatal("Run succeeded with a script that answers differently")
+	cases := []struct {
+		name  string
+		task  string
+		serve func(context.Context, *config.Config) (string, string, func(), error)
+		want  []string
+	}{
+		{"answers differ", "disagree", nil, []string{"task disagree", "disagree", "19 records, total 1.00 EUR", "20 records"}},
+		{"script fails", "throws", nil, []string{"task throws", "codemode run", "the script failed", "/etc/hostname"}},
+		{"gateway does not start", "aggregate-records", func(context.Context, *config.Config) (string, string, func(), error) {
+			return "", "", nil, errors.New("port in use")
+		}, []string{"starting the gateway: port in use"}},
+		{"tool filtered out", "aggregate-records", func(ctx context.Context, cfg *config.Config) (string, string, func(), error) {
+			cfg.Projects[config.DefaultProject].MCPServers["memory"].DenyToolsGlob = []string{"open_*"}
+			return serveInProcess(ctx, cfg)
+		}, []string{"does not list memory__open_nodes"}},
 	}
-	for _, s := range []string{"task broken", "disagree", "19 records, total 1.00 EUR", "20 records"} {
-		if !strings.Contains(err.Error(), s) {
-			t.Errorf("error %q does not mention %q", err, s)
-		}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Run(ctxFor(t), Options{NPMDir: e2etest.NPMDir(t), WorkDir: t.TempDir(), Tasks: []string{c.task}, Serve: c.serve})
+			if err == nil {
+				t.Fatal("Run succeeded")
+			}
+			for _, s := range c.want {
+				if !strings.Contains(err.Error(), s) {
+					t.Errorf("error %q does not mention %q", err, s)
+				}
+			}
+		})
 	}
 }
 
