@@ -158,7 +158,7 @@ func TestRun(t *testing.T) {
 			t.Errorf("settings[%s] = %q, want %q", k, rep.Settings[k], v)
 		}
 	}
-	for _, k := range []string{"entities", "relations", "contextBytes", "server-filesystem", "server-memory", "node"} {
+	for _, k := range []string{"entities", "relations", "contextBytes", "server-filesystem", "server-memory", "node", "treeRoot"} {
 		if rep.Settings[k] == "" || rep.Settings[k] == "?" {
 			t.Errorf("settings[%s] = %q", k, rep.Settings[k])
 		}

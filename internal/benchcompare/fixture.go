@@ -107,6 +107,7 @@ func (fx *fixture) settings() map[string]string {
 	}
 	return map[string]string{
 		"treeFiles":          itoa(fx.files),
+		"treeRoot":           fx.root,
 		"services":           itoa(len(serviceNames)),
 		"searchTerm":         searchTerm,
 		"configFiles":        itoa(len(serviceNames)),
