@@ -55,8 +55,7 @@ type Options struct {
 	// in it, and keeps the gateway's audit log in data/.
 	WorkDir string
 	// Tasks are the names of the tasks to run, in that order; nil means
-	// all: "search-files", "memory-graph" and
-	// "aggregate-records".
+	// all: "search-files", "memory-graph" and "aggregate-records".
 	Tasks []string
 	// Progress, when set, is called before each task run with mode
 	// "direct" or "codemode".
