@@ -73,7 +73,7 @@ func TestRunExec(t *testing.T) {
 	}
 	refused := func() (Execution, error) { return Execution{}, errors.New("busy") }
 
-	rep, err := RunExec(context.Background(), ExecOptions{N: 8, Concurrency: 3, Warmup: 0,
+	rep, err := RunExec(context.Background(), ExecOptions{N: 8, Concurrency: 3, Warmup: 0, InProcess: true,
 		// The first call is the check; then 8 timed calls: ok, limit, thrown, refused, ...
 		Open: fakeExec(ok(1, 3), ok(1, 3), limit, thrown, refused)})
 	if err != nil {
@@ -104,8 +104,29 @@ func TestRunExec(t *testing.T) {
 	if rep.Run == nil || rep.Run.P50 != 8 {
 		t.Errorf("run %+v, want 8 ms", rep.Run)
 	}
+	if rep.CPUPerExecMs == nil || *rep.CPUPerExecMs < 0 {
+		t.Errorf("cpuPerExecMs = %v in process, want a figure", rep.CPUPerExecMs)
+	}
 	if rep.Concurrency != 3 || rep.ExecPerSec <= 0 || rep.Wall.N != 8 {
 		t.Errorf("concurrency %d, %v exec/s, %d wall samples", rep.Concurrency, rep.ExecPerSec, rep.Wall.N)
+	}
+}
+
+// TestRunExecRemote checks what an execution in another process leaves
+// unknown: CPU time, start time, memory and the share of tool time.
+func TestRunExecRemote(t *testing.T) {
+	remote := func() (Execution, error) {
+		return Execution{DurationMs: 4, ToolCalls: []ToolCall{{OK: true, Ms: 1}, {OK: false, Ms: 2}}}, nil
+	}
+	rep, err := RunExec(context.Background(), ExecOptions{N: 4, Concurrency: 2, Open: fakeExec(remote)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.CPUPerExecMs != nil || rep.Start != nil || rep.Run != nil || rep.PeakMemory != nil || rep.ToolCalls.Share != nil || rep.StartShare != nil {
+		t.Errorf("remote report claims figures it cannot know: %+v", rep)
+	}
+	if rep.Duration == nil || rep.Duration.P50 != 4 || rep.ToolCalls.Total != 8 || rep.ToolCalls.Failed != 4 || rep.Succeeded != 4 {
+		t.Errorf("duration %+v, tool calls %+v, %d ok", rep.Duration, rep.ToolCalls, rep.Succeeded)
 	}
 }
 

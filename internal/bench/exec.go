@@ -48,6 +48,9 @@ type ExecOptions struct {
 	Open func(ctx context.Context) (ExecFunc, func(), error)
 	// Progress is called after each timed execution; may be nil.
 	Progress func(done, total int)
+	// InProcess says the executions run in this process, so that its CPU
+	// time is theirs (CPUPerExecMs is reported only then).
+	InProcess bool
 }
 
 // ExecReport is the outcome of RunExec. Times are in milliseconds.
@@ -200,7 +203,7 @@ func RunExec(ctx context.Context, opts ExecOptions) (*ExecReport, error) {
 		rep.wall[i] = float64(d) / float64(time.Millisecond)
 	}
 	slices.Sort(rep.wall)
-	if cpuOK {
+	if cpuOK && opts.InProcess {
 		v := float64(cpu1-cpu0) / float64(time.Millisecond) / float64(opts.N)
 		rep.CPUPerExecMs = &v
 	}

@@ -80,7 +80,7 @@ func WriteExecText(w io.Writer, r *ExecReport) {
 	if r.CPUPerExecMs != nil {
 		fmt.Fprintf(w, "CPU per exec:     %s ms (process user+system, gateway and in-process upstream included)\n", ms(*r.CPUPerExecMs))
 	} else {
-		fmt.Fprintf(w, "CPU per exec:     n/a (the gateway runs in another process)\n")
+		fmt.Fprintf(w, "CPU per exec:     n/a (the executions ran in another process)\n")
 	}
 	if r.PeakMemory != nil {
 		fmt.Fprintf(w, "peak memory:      p50 %s, max %s per execution (interpreter linear memory)\n", mib(r.PeakMemory.P50), mib(r.PeakMemory.Max))

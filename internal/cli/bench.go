@@ -217,11 +217,6 @@ func runBenchExec(ctx context.Context, cmd *cobra.Command, g *globals, f *benchE
 	settings["n"] = strconv.Itoa(f.n)
 	settings["concurrency"] = strconv.Itoa(f.concurrency)
 	settings["warmup"] = strconv.Itoa(f.warmup)
-	if os.Getenv("GOGC") == "" {
-		settings["GOGC"] = "400 (as toolgate serve)"
-	} else {
-		settings["GOGC"] = os.Getenv("GOGC")
-	}
 
 	var open func(ctx context.Context) (bench.ExecFunc, func(), error)
 	if f.url != "" {
@@ -234,7 +229,7 @@ func runBenchExec(ctx context.Context, cmd *cobra.Command, g *globals, f *benchE
 			return remoteExec(cs, code), func() { cs.Close() }, nil
 		}
 	} else {
-		setServeGC()
+		settings["GOGC"] = setServeGC()
 		cfg, _, cleanup, err := benchConfig(ctx, g, log)
 		if err != nil {
 			return err
@@ -266,7 +261,7 @@ func runBenchExec(ctx context.Context, cmd *cobra.Command, g *globals, f *benchE
 
 	progress := progressFor(g)
 	rep, err := bench.RunExec(ctx, bench.ExecOptions{
-		N: f.n, Concurrency: f.concurrency, Warmup: f.warmup, Open: open,
+		N: f.n, Concurrency: f.concurrency, Warmup: f.warmup, Open: open, InProcess: f.url == "",
 		Progress: func(done, total int) { progress.Update("executions", done, total) },
 	})
 	progress.Done()
@@ -292,11 +287,13 @@ func runBenchExec(ctx context.Context, cmd *cobra.Command, g *globals, f *benchE
 }
 
 // setServeGC applies serve's garbage collector setting, so that in-process
-// figures match a served gateway.
-func setServeGC() {
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(400)
+// figures match a served gateway, and returns it for the report.
+func setServeGC() string {
+	if v := os.Getenv("GOGC"); v != "" {
+		return v
 	}
+	debug.SetGCPercent(400)
+	return "400 (as toolgate serve)"
 }
 
 func fromSandbox(res *sandbox.Result) bench.Execution {
@@ -459,7 +456,7 @@ func runBenchProxy(ctx context.Context, cmd *cobra.Command, g *globals, f *bench
 	if err := json.Unmarshal([]byte(argsText), &args); err != nil || args == nil {
 		return usageError{fmt.Errorf("--args: want a JSON object of tool arguments, got %s", argsText)}
 	}
-	setServeGC()
+	gc := setServeGC()
 	cfg, demoKey, cleanup, err := benchConfig(ctx, g, log)
 	if err != nil {
 		return err
@@ -519,7 +516,7 @@ func runBenchProxy(ctx context.Context, cmd *cobra.Command, g *globals, f *bench
 		"config": configSetting(g), "project": f.project, "tool": tool, "upstreamTool": upstreamTool,
 		"args": string(compact), "n": strconv.Itoa(f.n), "concurrency": strings.Join(levels, ","),
 		"warmup": strconv.Itoa(f.warmup), "upstream": describeServer(srv),
-		"gateway": "in process, streamable HTTP on loopback, API key required",
+		"gateway": "in process, streamable HTTP on loopback, API key required", "GOGC": gc,
 	}
 	if f.out != "" {
 		if err := bench.WriteProxyDir(f.out, rep); err != nil {
@@ -714,7 +711,7 @@ func runBenchCompare(ctx context.Context, cmd *cobra.Command, g *globals, f *ben
 	if err != nil {
 		return err
 	}
-	setServeGC()
+	gc := setServeGC()
 	progress := progressFor(g)
 	rep, err := compareRun(ctx, benchcompare.Options{
 		NPMDir: f.npmDir, WorkDir: f.workDir, Tasks: f.tasks,
@@ -727,17 +724,18 @@ func runBenchCompare(ctx context.Context, cmd *cobra.Command, g *globals, f *ben
 	if err != nil {
 		return fmt.Errorf("bench compare: %w", err)
 	}
-	return writeCompare(g, f, rep)
+	return writeCompare(g, f, rep, gc)
 }
 
 // writeCompare renders a compare report in every output asked for.
-func writeCompare(g *globals, f *benchCompareFlags, r *benchcompare.Report) error {
+func writeCompare(g *globals, f *benchCompareFlags, r *benchcompare.Report, gc string) error {
 	settings := map[string]string{}
 	maps.Copy(settings, r.Settings)
 	if len(f.tasks) > 0 {
 		settings["tasks"] = strings.Join(f.tasks, ",")
 	}
 	settings["gateway"] = "in process, streamable HTTP on loopback, API key required"
+	settings["GOGC"] = gc
 	rep := &bench.CompareReport{Machine: bench.DescribeMachine(gateway.Version), Settings: settings, Report: r}
 	if f.out != "" {
 		if err := bench.WriteCompareDir(f.out, rep); err != nil {

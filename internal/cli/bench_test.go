@@ -153,6 +153,41 @@ func TestBenchExecConfig(t *testing.T) {
 	})
 }
 
+// TestBenchExecURL runs exec against a gateway serving the demo over
+// HTTP, through execute_code.
+func TestBenchExecURL(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	g := &globals{logLevel: "warn", logFormat: "text", stderr: io.Discard}
+	log, _ := g.logger()
+	cfg, key, err := startDemo(ctx, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.DataDir, cfg.Audit.Path = "", ""
+	endpoint, key, stop, err := serveGateway(ctx, cfg, log, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	rep := benchJSON[bench.ExecReport](t, "bench", "exec", "--url", endpoint, "--key", key, "--builtin", "fanout", "--calls", "4", "-n", "6", "--concurrency", "3", "--warmup", "3")
+	if rep.Succeeded != 6 || rep.ToolCalls.Total != 24 {
+		t.Errorf("%d ok, %d tool calls; want 6 and 24 (errors %v)", rep.Succeeded, rep.ToolCalls.Total, rep.Errors)
+	}
+	ordered(t, "wall", &rep.Wall, 6)
+	ordered(t, "duration", rep.Duration, 6)
+	if rep.Wall.Min < rep.Duration.Min {
+		t.Errorf("wall min %v < sandbox duration min %v: the caller waited less than the execution took", rep.Wall.Min, rep.Duration.Min)
+	}
+	if rep.CPUPerExecMs != nil || rep.PeakMemory != nil {
+		t.Errorf("a remote run reports CPU %v and memory %v it cannot measure", rep.CPUPerExecMs, rep.PeakMemory)
+	}
+	code, _, errOut := run(t, "", "bench", "exec", "--url", endpoint, "--key", "tg_wrong_key", "-n", "1")
+	if code != exitFailed || !strings.Contains(errOut, endpoint) {
+		t.Errorf("a wrong key: exit %d, stderr %s", code, errOut)
+	}
+}
+
 func TestBenchExecErrors(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "nope.js")
 	tests := []struct {
