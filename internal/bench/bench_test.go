@@ -287,3 +287,25 @@ func BenchmarkRunExecOverhead(b *testing.B) {
 		b.Fatal(err)
 	}
 }
+
+func TestProgress(t *testing.T) {
+	var nilBar *Progress
+	nilBar.Update("x", 1, 2) // a nil bar draws nothing and does not panic
+	nilBar.Done()
+	if NewProgress(io.Discard, false) != nil {
+		t.Error("a progress bar on something that is not a terminal")
+	}
+	var b bytes.Buffer
+	p := NewProgress(&b, true)
+	for i := 1; i <= 10; i++ {
+		p.Update("executions", i, 10)
+	}
+	if !strings.Contains(b.String(), "[##############################] 10/10") {
+		t.Errorf("the last update is always drawn; got %q", b.String())
+	}
+	p.Status("task search, direct")
+	p.Done()
+	if !strings.HasSuffix(b.String(), "\r"+strings.Repeat(" ", 80)+"\r") {
+		t.Errorf("Done does not clear the line: %q", b.String())
+	}
+}

@@ -45,6 +45,18 @@ func (p *Progress) Update(what string, done, total int) {
 	p.line = true
 }
 
+// Status shows a line of text in place of the bar, for work whose total
+// is not known.
+func (p *Progress) Status(text string) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fmt.Fprintf(p.w, "\r%-79.79s", text)
+	p.line = true
+}
+
 // Done clears the bar.
 func (p *Progress) Done() {
 	if p == nil {

@@ -713,9 +713,13 @@ func runBenchCompare(ctx context.Context, cmd *cobra.Command, g *globals, f *ben
 	}
 	gc := setServeGC()
 	progress := progressFor(g)
+	runs := 0
 	rep, err := compareRun(ctx, benchcompare.Options{
 		NPMDir: f.npmDir, WorkDir: f.workDir, Tasks: f.tasks,
-		Progress: func(task, mode string) { progress.Update(task+" "+mode, 0, 1) },
+		Progress: func(task, mode string) {
+			runs++
+			progress.Status(fmt.Sprintf("run %d: task %s, %s", runs, task, mode))
+		},
 		Serve: func(ctx context.Context, cfg *config.Config) (string, string, func(), error) {
 			return serveGateway(ctx, cfg, log, "")
 		},

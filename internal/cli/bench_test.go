@@ -16,6 +16,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/toolgate/toolgate/gateway"
 	"github.com/toolgate/toolgate/internal/bench"
 	"github.com/toolgate/toolgate/internal/benchcompare"
 	"github.com/toolgate/toolgate/internal/config"
@@ -403,4 +404,50 @@ func TestBenchCompareRendering(t *testing.T) {
 	if code, _, errOut := run(t, "", "bench", "compare"); code != exitFailed || !strings.Contains(errOut, "npm packages not found") {
 		t.Errorf("exit %d, stderr %s; want the failure passed on", code, errOut)
 	}
+}
+
+// BenchmarkExecuteCodeTrivial is what `toolgate bench exec --builtin
+// trivial --concurrency 1` measures, as a Go benchmark: `return 1+1`
+// through Gateway.ExecuteCode with the demo configuration (prelude,
+// audit event and metrics included). Comparing the two shows what the
+// bench command itself adds; BenchmarkSandboxTrivial in benchmarks/ is
+// the sandbox alone.
+func BenchmarkExecuteCodeTrivial(b *testing.B) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	setServeGC()
+	g := &globals{logLevel: "warn", logFormat: "text", stderr: io.Discard}
+	log, _ := g.logger()
+	cfg, _, err := startDemo(ctx, log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.DataDir = b.TempDir()
+	cfg.Audit.Path = filepath.Join(cfg.DataDir, "audit.jsonl")
+	gw, release, err := openGateway(ctx, cfg, log, false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer release()
+	pr := gateway.Principal{Project: config.DefaultProject, ClientIP: "local"}
+	for range 20 { // warm-up, as bench exec does
+		if _, err := gw.ExecuteCode(ctx, config.DefaultProject, pr, "return 1+1"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	lat := make([]time.Duration, 0, b.N)
+	b.ReportAllocs()
+	start := time.Now()
+	for b.Loop() {
+		t := time.Now()
+		res, err := gw.ExecuteCode(ctx, config.DefaultProject, pr, "return 1+1")
+		lat = append(lat, time.Since(t))
+		if err != nil || res.Error != nil || string(res.Result) != "2" {
+			b.Fatalf("%v %+v %s", err, res.Error, res.Result)
+		}
+	}
+	b.ReportMetric(float64(len(lat))/time.Since(start).Seconds(), "exec/s")
+	s := bench.Summarize(lat)
+	b.ReportMetric(s.P50, "p50-ms")
+	b.ReportMetric(s.P99, "p99-ms")
 }
