@@ -87,20 +87,24 @@ func benchConfig(ctx context.Context, g *globals, log *slog.Logger) (cfg *config
 	if err != nil {
 		return nil, "", nil, err
 	}
+	// The demo upstream stops when demoCtx ends.
+	demoCtx, stopDemo := context.WithCancel(ctx)
 	if path == "" {
-		cfg, key, err = startDemo(ctx, log)
+		cfg, key, err = startDemo(demoCtx, log)
 	} else {
 		cfg, err = config.Load(path)
 	}
 	if err != nil {
+		stopDemo()
 		return nil, "", nil, err
 	}
 	dir, err := os.MkdirTemp("", "toolgate-bench-")
 	if err != nil {
+		stopDemo()
 		return nil, "", nil, err
 	}
 	cfg.DataDir, cfg.Audit.Path = dir, filepath.Join(dir, "audit.jsonl")
-	return cfg, key, func() { os.RemoveAll(dir) }, nil
+	return cfg, key, func() { stopDemo(); os.RemoveAll(dir) }, nil
 }
 
 func configSetting(g *globals) string {

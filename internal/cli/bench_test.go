@@ -161,7 +161,7 @@ func TestBenchExecURL(t *testing.T) {
 	defer cancel()
 	g := &globals{logLevel: "warn", logFormat: "text", stderr: io.Discard}
 	log, _ := g.logger()
-	cfg, key, err := startDemo(ctx, log)
+	cfg, key, err := startDemo(ctx, log) // stopped by cancel
 	if err != nil {
 		t.Fatal(err)
 	}
