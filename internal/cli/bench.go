@@ -149,6 +149,7 @@ per second, and the limits hit.
 
 Built-in scripts (--builtin, default trivial):
 ` + strings.Join(names, "\n") + `
+
 fanout, chain and transform call the demo's tools; with -c, name a tool of
 the configuration with --tool (and --args).`,
 		Args: noArgs,
