@@ -186,7 +186,7 @@ func TestBarChart(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			wellFormed(t, barChart("title & <more>", "unit", tt.cats, tt.ss))
+			wellFormed(t, barChart("title & <more>", "x & y", "unit", tt.cats, tt.ss))
 		})
 	}
 }
@@ -307,5 +307,13 @@ func TestProgress(t *testing.T) {
 	p.Done()
 	if !strings.HasSuffix(b.String(), "\r"+strings.Repeat(" ", 80)+"\r") {
 		t.Errorf("Done does not clear the line: %q", b.String())
+	}
+}
+
+func TestFormatNumber(t *testing.T) {
+	for v, want := range map[float64]string{0: "0", 20: "20", 400000: "400000", 2.5: "2.50", 12.34: "12.3", 123.4: "123", 0.0123: "0.0123", -3: "-3"} {
+		if got := formatNumber(v); got != want {
+			t.Errorf("formatNumber(%v) = %q, want %q", v, got, want)
+		}
 	}
 }

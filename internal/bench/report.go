@@ -169,7 +169,7 @@ func WriteCompareText(w io.Writer, r *CompareReport) {
 func WriteExecDir(dir string, r *ExecReport) error {
 	labels, counts := histogram(r.wall, 20)
 	chart := barChart(fmt.Sprintf("Wall time per execution: p50 %s ms, p90 %s ms, p99 %s ms, max %s ms", ms(r.Wall.P50), ms(r.Wall.P90), ms(r.Wall.P99), ms(r.Wall.Max)),
-		"executions", labels, []series{{name: "executions", color: colorGateway, values: counts}})
+		"wall time in ms (start of each bin)", "executions", labels, []series{{name: "executions", color: colorGateway, values: counts}})
 	var md bytes.Buffer
 	fmt.Fprintf(&md, "# toolgate bench exec\n\n```\n")
 	WriteExecText(&md, r)
@@ -207,8 +207,8 @@ func WriteProxyDir(dir string, r *ProxyReport) error {
 	fmt.Fprintf(&md, "```\n\n## Latency\n\n![p50 latency](%s)\n\n## Throughput\n\n![calls per second](%s)\n", ProxyLatencyChart, ProxyThroughputFile)
 	return writeFiles(dir, map[string][]byte{
 		ReportFile:          md.Bytes(),
-		ProxyLatencyChart:   barChart("p50 latency of one tool call, direct and through the gateway", "ms", cats, lat),
-		ProxyThroughputFile: barChart("Tool calls per second, direct and through the gateway", "calls/s", cats, tput),
+		ProxyLatencyChart:   barChart("p50 latency of one tool call, direct and through the gateway", "concurrency", "ms", cats, lat),
+		ProxyThroughputFile: barChart("Tool calls per second, direct and through the gateway", "concurrency", "calls/s", cats, tput),
 	})
 }
 
@@ -232,7 +232,7 @@ func WriteCompareDir(dir string, r *CompareReport) error {
 	fmt.Fprintf(&md, "\n## Bytes of tool output entering the model's context\n\n![Code Mode vs direct bytes](%s)\n", CompareBytesChart)
 	return writeFiles(dir, map[string][]byte{
 		ReportFile:        md.Bytes(),
-		CompareBytesChart: barChart("Bytes of tool output in the model's context, per task", "bytes", cats, []series{direct, code}),
+		CompareBytesChart: barChart("Bytes of tool output in the model's context, per task", "task", "bytes", cats, []series{direct, code}),
 	})
 }
 

@@ -25,7 +25,7 @@ const (
 // barChart draws a grouped bar chart as a standalone SVG document: one
 // group per category, one bar per series, a y axis from zero to a round
 // number and a legend when there is more than one series.
-func barChart(title, yLabel string, categories []string, ss []series) []byte {
+func barChart(title, xLabel, yLabel string, categories []string, ss []series) []byte {
 	const (
 		width, height = 760.0, 380.0
 		left, right   = 80.0, 20.0
@@ -76,6 +76,9 @@ func barChart(title, yLabel string, categories []string, ss []series) []byte {
 			}
 		}
 	}
+	if xLabel != "" {
+		fmt.Fprintf(&b, `<text x="%.1f" y="%g" text-anchor="middle">%s</text>`+"\n", left+plotW/2, height-16, esc(xLabel))
+	}
 	// Legend.
 	if len(ss) > 1 {
 		x := left + plotW - 150*float64(len(ss))
@@ -107,8 +110,8 @@ func niceScale(v float64) (ymax, step float64) {
 // formatNumber prints v with about three significant digits.
 func formatNumber(v float64) string {
 	switch a := math.Abs(v); {
-	case a == 0:
-		return "0"
+	case a == math.Trunc(a) && a < 1e15:
+		return strconv.FormatFloat(v, 'f', 0, 64)
 	case a >= 100:
 		return strconv.FormatFloat(v, 'f', 0, 64)
 	case a >= 10:
