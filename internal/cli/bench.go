@@ -12,11 +12,13 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -76,6 +78,12 @@ func progressFor(g *globals) *bench.Progress {
 	}
 	st, err := f.Stat()
 	return bench.NewProgress(f, err == nil && st.Mode()&os.ModeCharDevice != 0)
+}
+
+// interruptible ends ctx on SIGINT or SIGTERM, so that an interrupted
+// run still stops its servers and removes its temporary folder.
+func interruptible(ctx context.Context) (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 }
 
 // benchConfig loads the configuration for a bench run, or starts the
@@ -208,10 +216,20 @@ func execCode(f *benchExecFlags) (string, map[string]string, error) {
 }
 
 func runBenchExec(ctx context.Context, cmd *cobra.Command, g *globals, f *benchExecFlags) error {
+	switch {
+	case f.n < 1:
+		return usageError{fmt.Errorf("-n must be at least 1, got %d", f.n)}
+	case f.concurrency < 1:
+		return usageError{fmt.Errorf("--concurrency must be at least 1, got %d", f.concurrency)}
+	case f.warmup < 0:
+		return usageError{fmt.Errorf("--warmup must not be negative, got %d", f.warmup)}
+	}
 	code, settings, err := execCode(f)
 	if err != nil {
 		return err
 	}
+	ctx, stop := interruptible(ctx)
+	defer stop()
 	if f.key != "" && f.url == "" {
 		return usageError{errors.New("--key goes with --url")}
 	}
@@ -435,6 +453,19 @@ command for the direct calls.`,
 }
 
 func runBenchProxy(ctx context.Context, cmd *cobra.Command, g *globals, f *benchProxyFlags) error {
+	if f.n < 1 {
+		return usageError{fmt.Errorf("-n must be at least 1, got %d", f.n)}
+	}
+	if f.warmup < 0 {
+		return usageError{fmt.Errorf("--warmup must not be negative, got %d", f.warmup)}
+	}
+	for _, c := range f.concurrency {
+		if c < 1 {
+			return usageError{fmt.Errorf("--concurrency: levels must be at least 1, got %d", c)}
+		}
+	}
+	ctx, stop := interruptible(ctx)
+	defer stop()
 	log, err := benchLogger(cmd, g)
 	if err != nil {
 		return err
@@ -712,6 +743,8 @@ e2e/npm/node_modules found from the working folder upward.`,
 var compareRun = benchcompare.Run
 
 func runBenchCompare(ctx context.Context, cmd *cobra.Command, g *globals, f *benchCompareFlags) error {
+	ctx, stop := interruptible(ctx)
+	defer stop()
 	log, err := benchLogger(cmd, g)
 	if err != nil {
 		return err

@@ -206,7 +206,8 @@ func TestBenchExecErrors(t *testing.T) {
 		{"unknown builtin", []string{"--builtin", "fast"}, exitUsage, []string{`no script "fast"`, "trivial"}},
 		{"bad args", []string{"--builtin", "fanout", "--args", "nope"}, exitUsage, []string{"--args: want a JSON object"}},
 		{"key without url", []string{"--key", "tg_x"}, exitUsage, []string{"--key goes with --url"}},
-		{"zero n", []string{"-n", "0"}, exitFailed, []string{"-n must be at least 1"}},
+		{"zero n", []string{"-n", "0"}, exitUsage, []string{"-n must be at least 1"}},
+		{"zero concurrency", []string{"--concurrency", "0"}, exitUsage, []string{"--concurrency must be at least 1"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
