@@ -435,7 +435,8 @@ percentiles and calls per second of each, so the gateway's own cost shows.
 Without -c the upstream is the built-in demo on loopback and the tool its
 echo. With -c, --tool names a tool as clients see it (server__tool); its
 server is reached directly by its url, or started a second time from its
-command for the direct calls.`,
+command for the direct calls (one process and one session shared by the
+direct workers, as the gateway shares one).`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runBenchProxy(ctxOf(cmd), cmd, g, f)
@@ -515,11 +516,27 @@ func runBenchProxy(ctx context.Context, cmd *cobra.Command, g *globals, f *bench
 		endpoint = strings.TrimSuffix(endpoint, "/mcp") + "/v1/mcp/" + f.project
 	}
 
+	// A server over stdio is one process with one session, which the
+	// gateway shares between all its clients; the direct workers share one
+	// too, rather than each starting a process of its own.
+	var shared *mcp.ClientSession
+	defer func() {
+		if shared != nil {
+			shared.Close()
+		}
+	}()
 	targets := []bench.Target{
 		{Name: "direct", Connect: func(ctx context.Context) (bench.Session, error) {
+			if srv.URL == "" && shared != nil {
+				return &toolSession{cs: shared, params: &mcp.CallToolParams{Name: upstreamTool, Arguments: args}, keepOpen: true}, nil
+			}
 			cs, err := connectServer(ctx, srv)
 			if err != nil {
 				return nil, err
+			}
+			if srv.URL == "" {
+				shared = cs
+				return &toolSession{cs: cs, params: &mcp.CallToolParams{Name: upstreamTool, Arguments: args}, keepOpen: true}, nil
 			}
 			return &toolSession{cs: cs, params: &mcp.CallToolParams{Name: upstreamTool, Arguments: args}}, nil
 		}},
@@ -568,8 +585,9 @@ func runBenchProxy(ctx context.Context, cmd *cobra.Command, g *globals, f *bench
 
 // toolSession makes one tool call on an MCP session.
 type toolSession struct {
-	cs     *mcp.ClientSession
-	params *mcp.CallToolParams
+	cs       *mcp.ClientSession
+	params   *mcp.CallToolParams
+	keepOpen bool // the session is shared and closed by its owner
 }
 
 func (s *toolSession) Call(ctx context.Context) error {
@@ -583,7 +601,12 @@ func (s *toolSession) Call(ctx context.Context) error {
 	return nil
 }
 
-func (s *toolSession) Close() error { return s.cs.Close() }
+func (s *toolSession) Close() error {
+	if s.keepOpen {
+		return nil
+	}
+	return s.cs.Close()
+}
 
 // serverOfTool finds the server of a namespaced tool name and the name the
 // server itself gives the tool.
