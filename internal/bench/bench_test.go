@@ -262,7 +262,7 @@ func TestCompareOutputs(t *testing.T) {
 	}}
 	var out bytes.Buffer
 	WriteCompareText(&out, rep)
-	for _, want := range []string{"search", "201", "400000", "0.5%", "graph & <x>: the answers differ", "files=200"} {
+	for _, want := range []string{"search", "201", "400000", "0.5%", "graph & <x>: the answers differ", "  files  200\n"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("text report lacks %q:\n%s", want, out.String())
 		}

@@ -29,11 +29,15 @@ func writeHeader(w io.Writer, title string, m Machine, settings map[string]strin
 		cpu = "CPU model unknown"
 	}
 	fmt.Fprintf(w, "machine:  %d cores, %s, %s/%s, %s, toolgate %s\n", m.Cores, cpu, m.OS, m.Arch, m.GoVersion, m.ToolgateVersion)
-	var parts []string
-	for _, k := range sortedKeys(settings) {
-		parts = append(parts, k+"="+settings[k])
+	fmt.Fprintf(w, "settings:\n")
+	width := 0
+	for k := range settings {
+		width = max(width, len(k))
 	}
-	fmt.Fprintf(w, "settings: %s\n\n", strings.Join(parts, " "))
+	for _, k := range sortedKeys(settings) {
+		fmt.Fprintf(w, "  %-*s  %s\n", width, k, settings[k])
+	}
+	fmt.Fprintln(w)
 }
 
 func ms(v float64) string { return formatNumber(v) }

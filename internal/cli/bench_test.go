@@ -256,7 +256,7 @@ func TestBenchExecOut(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	for _, want := range []string{"wall (caller)", "p50", "exec/s", "machine:", "settings:", "builtin=trivial", "limits hit:       none"} {
+	for _, want := range []string{"wall (caller)", "p50", "exec/s", "machine:", "settings:", "trivial\n", "limits hit:       none"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
