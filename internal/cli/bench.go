@@ -687,14 +687,19 @@ func serveGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, key
 	if !cfg.AuthRequired() {
 		key = ""
 	}
+	// A configuration built in memory has no folder of its own: its data
+	// (audit log, tool pins) goes to a temporary one rather than beside
+	// the working directory.
 	removeDir := func() {}
-	if cfg.DataDir == "" || cfg.Audit.Path == "" {
+	if !filepath.IsAbs(cfg.DataDir) {
 		dir, err := os.MkdirTemp("", "toolgate-bench-")
 		if err != nil {
 			return "", "", nil, err
 		}
 		removeDir = func() { os.RemoveAll(dir) }
 		cfg.DataDir, cfg.Audit.Path = dir, filepath.Join(dir, "audit.jsonl")
+	} else if cfg.Audit.Path == "" {
+		cfg.Audit.Path = filepath.Join(cfg.DataDir, "audit.jsonl")
 	}
 	gw, release, err := openGateway(ctx, cfg, log, false)
 	if err != nil {

@@ -328,7 +328,8 @@ func TestServeGateway(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.DataDir, cfg.Audit.Path = "", ""
+	// As benchcompare may build it: in memory, data folder relative.
+	cfg.DataDir, cfg.Audit.Path = "toolgate-data", "toolgate-data/audit.jsonl"
 	ctx := context.Background()
 	g := &globals{logLevel: "warn", logFormat: "text", stderr: io.Discard}
 	log, _ := g.logger()
@@ -339,6 +340,12 @@ func TestServeGateway(t *testing.T) {
 	defer stop()
 	if key == "" || !strings.HasPrefix(endpoint, "http://127.0.0.1:") {
 		t.Fatalf("endpoint %q key %q", endpoint, key)
+	}
+	if !filepath.IsAbs(cfg.DataDir) || !strings.HasPrefix(cfg.Audit.Path, cfg.DataDir) {
+		t.Errorf("data in %q, audit log %q: want both in a temporary folder", cfg.DataDir, cfg.Audit.Path)
+	}
+	if _, err := os.Stat("toolgate-data"); err == nil {
+		t.Error("serveGateway wrote toolgate-data in the working directory")
 	}
 	cs, err := connectMCP(ctx, endpoint, key)
 	if err != nil {
