@@ -69,6 +69,7 @@ func (e *Engine) Run(ctx context.Context, req *Request, lim Limits) (*Result, er
 		ctx:     xctx,
 		results: make(chan hostDone, lim.MaxConcurrentToolCalls),
 		timers:  map[int64]time.Time{},
+		start:   start,
 	}
 	g.deadline.Store(start.Add(lim.Timeout).UnixNano())
 	stop := context.AfterFunc(xctx, g.stopNow)
@@ -88,6 +89,7 @@ type execution struct {
 	res     *Result
 	ctx     context.Context
 	results chan hostDone
+	start   time.Time // when Run began
 
 	inflight  int
 	queue     []hostOp
@@ -147,6 +149,7 @@ func (x *execution) run() {
 			return
 		}
 	}
+	x.res.StartMs = msSince(x.start)
 	var seed [16]byte
 	_, _ = rand.Read(seed[:])
 	prefix := "__toolgate_bridge.seal({logCap:" + strconv.Itoa(x.lim.MaxOutputBytes) +
@@ -175,7 +178,9 @@ func (x *execution) run() {
 			x.complete(st)
 			return
 		}
+		waitStart := time.Now()
 		input, werr := x.wait()
+		x.res.WaitMs += msSince(waitStart)
 		if werr != nil {
 			x.failWait(werr)
 			return

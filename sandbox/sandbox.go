@@ -150,6 +150,13 @@ type Result struct {
 	Error           *ScriptError     `json:"error,omitempty"` // set when the script failed
 	Truncated       bool             `json:"truncated,omitempty"`
 	PeakMemoryBytes int64            `json:"peakMemoryBytes"` // largest linear memory size reached
+	// StartMs is the part of DurationMs spent getting an interpreter ready
+	// for the agent's code: taking it from the warm pool (or creating one)
+	// and evaluating the prelude.
+	StartMs float64 `json:"startMs"`
+	// WaitMs is the part of DurationMs the script spent idle, awaiting tool
+	// calls, fetches or timers.
+	WaitMs float64 `json:"waitMs"`
 }
 
 // LogLine is one console call.

@@ -294,3 +294,47 @@ func TestFindImport(t *testing.T) {
 		})
 	}
 }
+
+// TestTimeBreakdown checks that StartMs and WaitMs split DurationMs: a
+// script that awaits a tool blocked for 30 ms waits at least that long, and
+// start plus wait never exceed the whole.
+func TestTimeBreakdown(t *testing.T) {
+	const block = 30 * time.Millisecond
+	slow := func(ctx context.Context, _ string, args []byte) ([]byte, error) {
+		select {
+		case <-time.After(block):
+		case <-ctx.Done():
+		}
+		return args, nil
+	}
+	tests := []struct {
+		name     string
+		code     string
+		caller   Caller
+		minWait  float64
+		wantZero bool
+	}{
+		{name: "no tool call", code: "return 1+1", wantZero: true},
+		{name: "one blocked call", code: "return (await callTool('slow', {a: 1})).a", caller: slow, minWait: float64(block.Milliseconds())},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := runReq(t, &Request{Code: tt.code, Prelude: testPrelude, Caller: tt.caller}, Limits{})
+			if res.Error != nil {
+				t.Fatalf("script failed: %+v", res.Error)
+			}
+			if res.StartMs <= 0 {
+				t.Errorf("StartMs = %v, want > 0", res.StartMs)
+			}
+			if tt.wantZero && res.WaitMs != 0 {
+				t.Errorf("WaitMs = %v, want 0 for a script that awaits nothing", res.WaitMs)
+			}
+			if res.WaitMs < tt.minWait {
+				t.Errorf("WaitMs = %v, want >= %v", res.WaitMs, tt.minWait)
+			}
+			if res.StartMs+res.WaitMs > res.DurationMs {
+				t.Errorf("StartMs %v + WaitMs %v > DurationMs %v", res.StartMs, res.WaitMs, res.DurationMs)
+			}
+		})
+	}
+}

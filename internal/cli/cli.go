@@ -74,6 +74,7 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(newAudit(g))
 	root.AddCommand(newTools(g))
 	root.AddCommand(newRun(g))
+	root.AddCommand(newBench(g))
 	return root
 }
 

@@ -3,7 +3,8 @@
 // gateway work at once.
 //
 // It serves a few small, deterministic tools (text, arithmetic, a fixed table
-// of 50 records and a fixed set of notes), one resource and one prompt. It
+// of 50 records, a large generated export of it and a fixed set of notes),
+// one resource and one prompt. It
 // has no side effects and reaches nothing outside the process; the same
 // request always gets the same answer, which also makes it a stable upstream
 // for tests and benchmarks.
@@ -29,6 +30,9 @@ const (
 
 	defaultLimit = 10
 	maxLimit     = 20
+
+	defaultExportRows = 1000
+	maxExportRows     = 5000
 )
 
 // NewServer returns a new demo server. Each call builds an independent
@@ -92,6 +96,20 @@ func NewServer() *mcp.Server {
 		}),
 		Annotations: readOnly("Get a record"),
 	}, getRecord)
+
+	mcp.AddTool(s, &mcp.Tool{
+		Name:  "export_records",
+		Title: "Export records",
+		Description: fmt.Sprintf("Export a large generated table in one result: rows copies of the %d demo records "+
+			"cycled in id order, row i (from 1) being record ((i-1) mod %d)+1 with id i and its amount raised by "+
+			"(i-1) div %d. Returns {rows, count}; rows is 1 to %d (default %d, about 100 KB of JSON). "+
+			"Meant for trying large results, for example transforming them in Code Mode.",
+			len(records), len(records), len(records), maxExportRows, defaultExportRows),
+		InputSchema: inputSchema[exportRecordsIn](func(p map[string]*jsonschema.Schema) {
+			p["rows"].Minimum, p["rows"].Maximum = ptr(1.0), ptr(float64(maxExportRows))
+		}),
+		Annotations: readOnly("Export records"),
+	}, exportRecords)
 
 	mcp.AddTool(s, &mcp.Tool{
 		Name:  "search_notes",
@@ -250,6 +268,32 @@ func listRecords(_ context.Context, _ *mcp.CallToolRequest, in listRecordsIn) (*
 		if end < len(records) {
 			out.NextOffset = &end
 		}
+	}
+	return nil, out, nil
+}
+
+type exportRecordsIn struct {
+	Rows int `json:"rows,omitempty" jsonschema:"how many rows to export (default 1000)"`
+}
+
+type exportRecordsOut struct {
+	Rows  []record `json:"rows" jsonschema:"the generated rows, ordered by id"`
+	Count int      `json:"count" jsonschema:"the number of rows"`
+}
+
+func exportRecords(_ context.Context, _ *mcp.CallToolRequest, in exportRecordsIn) (*mcp.CallToolResult, exportRecordsOut, error) {
+	if in.Rows == 0 { // absent
+		in.Rows = defaultExportRows
+	}
+	if in.Rows < 1 || in.Rows > maxExportRows {
+		return nil, exportRecordsOut{}, fmt.Errorf("rows must be between 1 and %d, got %d", maxExportRows, in.Rows)
+	}
+	out := exportRecordsOut{Rows: make([]record, in.Rows), Count: in.Rows}
+	for i := range out.Rows {
+		r := records[i%len(records)].clone()
+		r.ID = i + 1
+		r.Amount += i / len(records)
+		out.Rows[i] = r
 	}
 	return nil, out, nil
 }
@@ -521,6 +565,7 @@ result, and nothing outside the process is touched.
 | ` + "`word_count`" + ` | ` + "`text`" + ` | ` + "`{words, lines, characters}`" + ` |
 | ` + "`list_records`" + ` | ` + "`limit?` (1-20, default 10), `offset?`" + ` | ` + "`{records, total, offset, limit, nextOffset?}`" + ` |
 | ` + "`get_record`" + ` | ` + "`id`" + ` (1-50) | ` + "`{id, name, city, amount, tags}`" + ` |
+| ` + "`export_records`" + ` | ` + "`rows?`" + ` (1-5000, default 1000) | ` + "`{rows, count}`" + `: the records cycled into a large table |
 | ` + "`search_notes`" + ` | ` + "`query`" + ` | ` + "`{query, noteIds, matches: [{noteId, title, line, text}]}`" + ` |
 
 The records are 50 customers in Berlin, Lisbon, Nairobi, Osaka and Toronto,

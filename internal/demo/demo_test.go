@@ -127,7 +127,7 @@ func TestListTools(t *testing.T) {
 		}
 	}
 	slices.Sort(names)
-	want := []string{"add", "echo", "get_record", "list_records", "search_notes", "word_count"}
+	want := []string{"add", "echo", "export_records", "get_record", "list_records", "search_notes", "word_count"}
 	if diff := cmp.Diff(want, names); diff != "" {
 		t.Errorf("tool names (-want +got):\n%s", diff)
 	}
@@ -210,6 +210,8 @@ func TestTools(t *testing.T) {
 		{name: "get far unknown record", tool: "get_record", args: map[string]any{"id": 9999}, wantErr: "no record with id 9999"},
 		{name: "get record zero", tool: "get_record", args: map[string]any{"id": 0}, wantErr: "/properties/id"},
 		{name: "get record without id", tool: "get_record", args: map[string]any{}, wantErr: `["id"]`},
+		{name: "export rows too many", tool: "export_records", args: map[string]any{"rows": 5001}, wantErr: "/properties/rows"},
+		{name: "export rows zero", tool: "export_records", args: map[string]any{"rows": -1}, wantErr: "/properties/rows"},
 		{name: "list records limit too large", tool: "list_records", args: map[string]any{"limit": 21}, wantErr: "/properties/limit"},
 		{name: "list records negative offset", tool: "list_records", args: map[string]any{"offset": -1}, wantErr: "/properties/offset"},
 		{
@@ -556,4 +558,45 @@ func ExampleNewServer() {
 	// Output:
 	// {"sum":5}
 	// true no record with id 99: ids run from 1 to 50
+}
+
+func TestExportRecords(t *testing.T) {
+	cs := connect(t)
+	type export struct {
+		Rows  []record `json:"rows"`
+		Count int      `json:"count"`
+	}
+	tests := []struct {
+		name string
+		args any
+		want int
+	}{
+		{"default", map[string]any{}, 1000},
+		{"null arguments", json.RawMessage("null"), 1000},
+		{"one", map[string]any{"rows": 1}, 1},
+		{"most", map[string]any{"rows": 5000}, 5000},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := call(t, cs, "export_records", tt.args)
+			if res.IsError {
+				t.Fatalf("tool error: %s", text(res))
+			}
+			got := structured[export](t, res)
+			if got.Count != tt.want || len(got.Rows) != tt.want {
+				t.Fatalf("count %d, %d rows; want %d", got.Count, len(got.Rows), tt.want)
+			}
+			for i, r := range got.Rows {
+				if r.ID != i+1 {
+					t.Fatalf("row %d has id %d", i, r.ID)
+				}
+			}
+		})
+	}
+	// Row 51 is record 1 again, with id 51 and its amount raised by one.
+	got := structured[export](t, call(t, cs, "export_records", map[string]any{"rows": 51}))
+	want := record{ID: 51, Name: "Ada Almeida", City: "Lisbon", Amount: 1963, Tags: []string{"new", "returning"}}
+	if diff := cmp.Diff(want, got.Rows[50]); diff != "" {
+		t.Errorf("row 51 (-want +got):\n%s", diff)
+	}
 }
