@@ -139,7 +139,7 @@ func newProject(gw *Gateway, name string) *project {
 		// The access layer caps bodies first, at limits.maxRequestBodyBytes.
 		MaxRequestBodyBytes: math.MaxInt64,
 	})
-	p.server.AddReceivingMiddleware(p.wholeLists, p.unknownTools)
+	p.server.AddReceivingMiddleware(gw.admitCalls, p.wholeLists, p.unknownTools)
 	p.guarded = gw.guard(p)
 	return p
 }

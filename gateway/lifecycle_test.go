@@ -1,0 +1,128 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/toolgate/toolgate/internal/config"
+)
+
+func TestLifecycleAdmission(t *testing.T) {
+	var l lifecycle
+	_, done1, r := l.begin(context.Background(), 2)
+	if r != nil {
+		t.Fatalf("first call refused: %v", r.message)
+	}
+	_, done2, r := l.begin(context.Background(), 2)
+	if r != nil {
+		t.Fatalf("second call refused: %v", r.message)
+	}
+	if r := l.check(2); r == nil || r.code != codeOverloaded {
+		t.Fatalf("check at the cap = %v, want overloaded", r)
+	}
+	if _, _, r := l.begin(context.Background(), 2); r == nil || r.callCode != CodeOverloaded || r.retryAfter <= 0 {
+		t.Fatalf("third call = %v, want overloaded with a retry hint", r)
+	}
+	_, done3, r := l.begin(context.Background(), 0)
+	if r != nil {
+		t.Fatalf("a cap of 0 means none, got %v", r.message)
+	}
+	done3()
+	done1()
+	done1() // twice is harmless
+	if r := l.check(2); r != nil {
+		t.Fatalf("after one call ended: %v", r.message)
+	}
+	if n := l.inFlight(); n != 1 {
+		t.Fatalf("in flight = %d, want 1", n)
+	}
+
+	idle := l.drain(time.Second)
+	select {
+	case <-idle:
+		t.Fatal("idle with a call in flight")
+	default:
+	}
+	if _, _, r := l.begin(context.Background(), 0); r == nil || r.code != codeShuttingDown {
+		t.Fatalf("call while draining = %v, want shutting down", r)
+	}
+	if _, _, r := l.stream(context.Background()); r == nil || r.code != codeShuttingDown {
+		t.Fatalf("stream while draining = %v, want shutting down", r)
+	}
+	done2()
+	select {
+	case <-idle:
+	case <-time.After(5 * time.Second):
+		t.Fatal("not idle once the last call ended")
+	}
+	select {
+	case <-l.drain(time.Second):
+	default:
+		t.Fatal("a second drain of an idle gateway does not report idle")
+	}
+}
+
+func TestLifecycleDrainClosesStreamsAndCancelsCalls(t *testing.T) {
+	var l lifecycle
+	sctx, release, r := l.stream(context.Background())
+	if r != nil {
+		t.Fatal(r.message)
+	}
+	defer release()
+	cctx, done, r := l.begin(context.Background(), 0)
+	if r != nil {
+		t.Fatal(r.message)
+	}
+	idle := l.drain(time.Minute)
+	if sctx.Err() == nil {
+		t.Error("the event stream is still open after drain")
+	}
+	if cctx.Err() != nil {
+		t.Error("drain cancelled a call in flight")
+	}
+	if n := l.cancelAll(); n != 1 {
+		t.Errorf("cancelAll = %d, want 1", n)
+	}
+	if !errors.Is(context.Cause(cctx), errShutdown) {
+		t.Errorf("cause = %v, want errShutdown", context.Cause(cctx))
+	}
+	done()
+	<-idle
+}
+
+// Shutdown returns at once when nothing is in flight, waits for the calls
+// that are, and cancels those still running at its deadline.
+func TestGatewayShutdown(t *testing.T) {
+	quiet := &Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	t.Run("calls finish", func(t *testing.T) {
+		g := New(&config.Config{}, quiet)
+		_, done, _ := g.life.begin(context.Background(), 0)
+		time.AfterFunc(50*time.Millisecond, done)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := g.Shutdown(ctx); err != nil {
+			t.Fatalf("Shutdown = %v", err)
+		}
+		if !g.Draining() {
+			t.Error("not draining after Shutdown")
+		}
+	})
+	t.Run("calls cancelled at the deadline", func(t *testing.T) {
+		g := New(&config.Config{}, quiet)
+		cctx, done, _ := g.life.begin(context.Background(), 0)
+		go func() { <-cctx.Done(); done() }()
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		err := g.Shutdown(ctx)
+		if err == nil || !errors.Is(context.Cause(cctx), errShutdown) {
+			t.Fatalf("Shutdown = %v, cause %v; want the call cancelled", err, context.Cause(cctx))
+		}
+		if g.InFlight() != 0 {
+			t.Errorf("in flight after Shutdown = %d", g.InFlight())
+		}
+	})
+}
