@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"sync"
 	"syscall"
 	"time"
 
@@ -32,6 +33,7 @@ type serveFlags struct {
 	stdio   bool
 	project string
 	watch   bool
+	grace   time.Duration
 }
 
 func newServe(g *globals) *cobra.Command {
@@ -42,7 +44,13 @@ func newServe(g *globals) *cobra.Command {
 		Long: `Run the gateway. Clients connect over streamable HTTP to /mcp (the
 default project) or /v1/mcp/{project}, or, with --stdio, over standard input
 and output. SIGHUP reloads the configuration; --watch also reloads it when
-the file changes. With no configuration file, serve runs a built-in demo.`,
+the file changes. With no configuration file, serve runs a built-in demo.
+
+SIGTERM or SIGINT shuts down gracefully: /readyz turns 503, new sessions and
+tool calls are refused with a retryable error, the calls and Code Mode
+executions in flight may finish within shutdownGracePeriod (default 10s) and
+are cancelled after it; then the upstreams are stopped and serve exits 0. A
+second signal exits at once, with status 130 (SIGINT) or 143 (SIGTERM).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runServe(cmd.Context(), g, f)
@@ -53,6 +61,7 @@ the file changes. With no configuration file, serve runs a built-in demo.`,
 	fl.BoolVar(&f.stdio, "stdio", false, "serve one MCP client over stdin/stdout instead of HTTP")
 	fl.StringVar(&f.project, "project", config.DefaultProject, "project to serve with --stdio")
 	fl.BoolVar(&f.watch, "watch", false, "reload the configuration when its file changes")
+	fl.DurationVar(&f.grace, "shutdown-grace", 0, "how long a shutdown lets calls in flight finish, overriding the configuration's `shutdownGracePeriod`")
 	return cmd
 }
 
@@ -101,6 +110,9 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 	if f.stdio && demoMode {
 		return usageError{errors.New("--stdio needs a configuration file (-c)")}
 	}
+	if f.grace < 0 {
+		return usageError{fmt.Errorf("--shutdown-grace: negative duration %s", f.grace)}
+	}
 	if !f.stdio {
 		if err := checkListener(cfg, log); err != nil {
 			return err
@@ -112,13 +124,31 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 		off := false
 		cfg.Auth.Required = &off
 	}
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
+	// The first SIGINT or SIGTERM ends ctx and starts a graceful shutdown;
+	// shutdown() arms the second, which exits at once.
+	sig := newSignals(ctx)
+	defer sig.stop()
+	ctx = sig.ctx
 	gw, closeGateway, err := openGateway(ctx, cfg, log, !demoMode)
 	if err != nil {
 		return err
 	}
 	defer closeGateway()
+	shutdown := func() {
+		sig.exitOnSecond(log, gw)
+		grace := gw.Config().ShutdownGracePeriod.D()
+		if f.grace > 0 {
+			grace = f.grace
+		}
+		log.Info("shutting down: draining", "signal", sig.first(), "grace", grace, "inFlight", gw.InFlight())
+		gctx, cancel := context.WithTimeout(context.Background(), grace)
+		defer cancel()
+		if err := gw.Shutdown(gctx); err != nil {
+			log.Warn("shutting down: "+err.Error(), "grace", grace)
+		} else {
+			log.Info("shutting down: the calls in flight finished")
+		}
+	}
 
 	if path != "" {
 		go reloadLoop(ctx, gw, path, f.watch, log)
@@ -130,10 +160,20 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 			return usageError{fmt.Errorf("--project: no project %q in %s", f.project, path)}
 		}
 		log.Info("serving over stdio", "project", f.project)
-		err := srv.Run(ctx, &mcp.StdioTransport{})
-		if err != nil && ctx.Err() == nil {
-			return err
+		// The session outlives the signal by the drain, so that the calls
+		// in flight can answer.
+		rctx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
+		defer stopRun()
+		errc := make(chan error, 1)
+		go func() { errc <- srv.Run(rctx, &mcp.StdioTransport{}) }()
+		select {
+		case err := <-errc:
+			return err // the client closed stdin (nil) or the session failed
+		case <-ctx.Done():
 		}
+		shutdown()
+		stopRun()
+		<-errc
 		return nil
 	}
 
@@ -183,12 +223,89 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 		return fmt.Errorf("serving: %w", err)
 	case <-ctx.Done():
 	}
-	log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// The listener stays open during the drain, so that load balancers
+	// read 503 from /readyz and clients get a retryable refusal rather
+	// than a refused connection; no connection is kept alive past its
+	// current request.
+	srv.SetKeepAlivesEnabled(false)
+	shutdown()
+	// Close the listener and let the last answers be written.
+	sctx, cancel := context.WithTimeout(context.Background(), httpCloseWait)
 	defer cancel()
-	_ = srv.Shutdown(sctx)
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("shutting down: closing the connections still open", "error", err)
+		_ = srv.Close()
+	}
+	log.Info("shutting down: stopping upstreams and closing the audit log")
 	return nil
 }
+
+// httpCloseWait bounds how long serve waits, once the calls in flight are
+// done, for the HTTP requests still open (their answers being written,
+// requests other than tool calls) before it closes their connections.
+const httpCloseWait = 3 * time.Second
+
+// signals turns SIGINT and SIGTERM into a graceful shutdown (the first) and
+// an immediate exit (the second).
+type signals struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	ch     chan os.Signal
+	mu     sync.Mutex
+	got    os.Signal
+}
+
+func newSignals(parent context.Context) *signals {
+	s := &signals{ch: make(chan os.Signal, 2)}
+	s.ctx, s.cancel = context.WithCancel(parent)
+	signal.Notify(s.ch, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		select {
+		case sig := <-s.ch:
+			s.mu.Lock()
+			s.got = sig
+			s.mu.Unlock()
+			s.cancel()
+		case <-s.ctx.Done():
+		}
+	}()
+	return s
+}
+
+// first is the signal that started the shutdown (nil when the parent
+// context ended it).
+func (s *signals) first() os.Signal {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.got
+}
+
+// exitOnSecond makes the next SIGINT or SIGTERM kill the upstreams'
+// process groups and exit at once with 128+signal.
+func (s *signals) exitOnSecond(log *slog.Logger, gw *gateway.Gateway) {
+	go func() {
+		sig, ok := <-s.ch
+		if !ok {
+			return
+		}
+		code := 1
+		if n, isSys := sig.(syscall.Signal); isSys {
+			code = 128 + int(n)
+		}
+		log.Error("second signal: exiting now without waiting for the calls in flight", "signal", sig, "exitCode", code)
+		gw.Abort()
+		exit(code)
+	}()
+}
+
+func (s *signals) stop() {
+	signal.Stop(s.ch) // no signal is sent on ch after this
+	s.cancel()
+	close(s.ch)
+}
+
+// exit ends the process (os.Exit; a variable for tests).
+var exit = os.Exit
 
 // reloadLoop reloads the configuration on SIGHUP and, with watch, when the
 // file changes. A configuration that fails to load or to apply is logged
