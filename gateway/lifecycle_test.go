@@ -126,3 +126,20 @@ func TestGatewayShutdown(t *testing.T) {
 		}
 	})
 }
+
+// BenchmarkAdmitCall measures what admitCalls adds to every tools/call:
+// taking a slot with its cancellable context, and giving it back.
+func BenchmarkAdmitCall(b *testing.B) {
+	var l lifecycle
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			_, done, r := l.begin(ctx, 256)
+			if r != nil {
+				b.Fatal(r.message)
+			}
+			done()
+		}
+	})
+}
