@@ -191,6 +191,11 @@ func TestGracefulShutdown(t *testing.T) {
 		hs := map[string]string{"Authorization": "Bearer " + key, "Mcp-Session-Id": sid, "Mcp-Protocol-Version": "2025-06-18"}
 		status, h, raw = post(t, nil, g.URL(), hs, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"s__echo","arguments":{"text":"late"}}}`)
 		checkRetryable(t, "new call while draining", status, h, raw, codeShuttingDown)
+		// A SIGHUP during the drain is ignored, not fatal.
+		if err := g.proc.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		g.proc.WaitForLine(t, "SIGHUP ignored", 10*time.Second)
 		// The calls in flight are not disturbed: a session still answers
 		// what is not new work.
 		if status, _, raw := post(t, nil, g.URL(), hs, `{"jsonrpc":"2.0","id":8,"method":"tools/list"}`); status != http.StatusOK || !strings.Contains(raw, "s__echo") {

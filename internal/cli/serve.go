@@ -151,7 +151,12 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 	}
 
 	if path != "" {
-		go reloadLoop(ctx, gw, path, f.watch, log)
+		// The loop lives as long as serve, so that a SIGHUP during the
+		// drain is ignored rather than left to its default action, which
+		// would end the process at once.
+		life, endLife := context.WithCancel(context.WithoutCancel(ctx))
+		defer endLife()
+		go reloadLoop(life, ctx, gw, path, f.watch, log)
 	}
 
 	if f.stdio {
@@ -308,9 +313,10 @@ func (s *signals) stop() {
 var exit = os.Exit
 
 // reloadLoop reloads the configuration on SIGHUP and, with watch, when the
-// file changes. A configuration that fails to load or to apply is logged
-// with every problem and the running one stays.
-func reloadLoop(ctx context.Context, gw *gateway.Gateway, path string, watch bool, log *slog.Logger) {
+// file changes, until life ends. A configuration that fails to load or to
+// apply is logged with every problem and the running one stays. Once
+// serving ends (a shutdown began), reloads are ignored.
+func reloadLoop(life, serving context.Context, gw *gateway.Gateway, path string, watch bool, log *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -333,17 +339,23 @@ func reloadLoop(ctx context.Context, gw *gateway.Gateway, path string, watch boo
 	var debounce <-chan time.Time
 	for {
 		select {
-		case <-ctx.Done():
+		case <-life.Done():
 			return
 		case <-hup:
-			reload(ctx, gw, path, "SIGHUP", log)
+			if serving.Err() != nil {
+				log.Info("SIGHUP ignored: shutting down")
+				continue
+			}
+			reload(serving, gw, path, "SIGHUP", log)
 		case ev := <-changes:
 			if p, _ := filepath.Abs(ev.Name); p == abs && ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename) != 0 {
 				debounce = time.After(200 * time.Millisecond)
 			}
 		case <-debounce:
 			debounce = nil
-			reload(ctx, gw, path, "file change", log)
+			if serving.Err() == nil {
+				reload(serving, gw, path, "file change", log)
+			}
 		}
 	}
 }
