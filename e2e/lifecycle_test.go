@@ -168,6 +168,10 @@ func TestGracefulShutdown(t *testing.T) {
 		key := g.keys["default"]
 		sid := rawSession(t, g.URL(), bearer(key)) // a session opened before the signal
 		cs := connect(t, g.URL(), nil)
+		idle := connect(t, g.URL(), nil) // its event stream must not hold the shutdown
+		if got := text(callTool(t, idle, "s__echo", map[string]any{"text": "idle"})); got != "idle" {
+			t.Fatalf("echo = %q", got)
+		}
 		slowHTTP := asyncCall(cs, "h__slow", map[string]any{"ms": 2500})
 		slowStdio := asyncCall(cs, "s__slow", map[string]any{"ms": 2500})
 		g.waitInFlight(t, 2)
@@ -212,9 +216,13 @@ func TestGracefulShutdown(t *testing.T) {
 		if err != nil || exit != 0 {
 			t.Fatalf("toolgate exit = %d, %v; want 0", exit, err)
 		}
-		// It did not wait for the whole grace period once the calls ended.
+		// It did not wait for the whole grace period once the calls ended,
+		// and no connection (such as an event stream) held it open.
 		if took := time.Since(signalled); took > 15*time.Second {
 			t.Errorf("shutdown took %v with a 20s grace period and 2.5s calls", took)
+		}
+		if strings.Contains(g.proc.Stderr(), "closing the connections still open") {
+			t.Errorf("connections were still open after the drain")
 		}
 		for _, pid := range pids {
 			if e2etest.ProcessAlive(pid) {

@@ -245,7 +245,7 @@ func (g *Gateway) guard(p *project) http.Handler {
 		ctx := context.WithValue(r.Context(), tokenInfoKey{}, ti)
 		if r.Method == http.MethodGet {
 			// A session's event stream: a drain closes it.
-			sctx, release, refusal := g.life.stream(ctx)
+			sctx, release, refusal := g.life.stream(ctx, r.Header.Get("Mcp-Session-Id"))
 			if refusal != nil {
 				g.refused(p.name, refusal)
 				refusal.writeHTTP(w)

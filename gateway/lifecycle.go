@@ -44,18 +44,31 @@ var errShutdown = errors.New("the gateway shut down before the call finished")
 
 // lifecycle tracks the work in flight: the tools/call requests being
 // handled (capped by limits.maxInFlightCalls, cancelled when a shutdown's
-// grace period ends) and the open event streams (closed when a drain
-// begins). The zero value is ready to use.
+// grace period ends) and the sessions' open event streams (closed when a
+// drain begins, or, for a session with calls in flight, when its last call
+// ends: the progress, log messages and relayed requests of those calls
+// travel on the session's stream). The zero value is ready to use.
 type lifecycle struct {
-	mu       sync.Mutex
-	draining bool
-	seq      uint64
-	calls    map[uint64]context.CancelCauseFunc
-	streams  map[uint64]context.CancelFunc
-	idle     chan struct{} // closed when draining and no call is in flight
+	mu           sync.Mutex
+	draining     bool
+	seq          uint64
+	calls        map[uint64]callEntry
+	sessionCalls map[string]int // calls in flight by session id
+	streams      map[uint64]streamEntry
+	idle         chan struct{} // closed when draining and no call is in flight
 	// reconnectAfter is what a closed event stream asks its client to wait
 	// before reconnecting: past the end of the drain.
 	reconnectAfter time.Duration
+}
+
+type callEntry struct {
+	cancel  context.CancelCauseFunc
+	session string
+}
+
+type streamEntry struct {
+	cancel  context.CancelFunc
+	session string
 }
 
 // refusal is work refused by the lifecycle, with its retry hint.
@@ -115,10 +128,10 @@ func (l *lifecycle) refuseLocked(limit int) *refusal {
 	return nil
 }
 
-// begin admits one call: it takes a slot and returns the call's context,
-// which a shutdown cancels once its grace period is over, and the func that
-// gives the slot back.
-func (l *lifecycle) begin(ctx context.Context, limit int) (context.Context, func(), *refusal) {
+// begin admits one call of session (its id; "" for none): it takes a slot
+// and returns the call's context, which a shutdown cancels once its grace
+// period is over, and the func that gives the slot back.
+func (l *lifecycle) begin(ctx context.Context, limit int, session string) (context.Context, func(), *refusal) {
 	l.mu.Lock()
 	if r := l.refuseLocked(limit); r != nil {
 		l.mu.Unlock()
@@ -126,27 +139,38 @@ func (l *lifecycle) begin(ctx context.Context, limit int) (context.Context, func
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	if l.calls == nil {
-		l.calls = map[uint64]context.CancelCauseFunc{}
+		l.calls = map[uint64]callEntry{}
+		l.sessionCalls = map[string]int{}
 	}
 	l.seq++
 	id := l.seq
-	l.calls[id] = cancel
+	l.calls[id] = callEntry{cancel, session}
+	l.sessionCalls[session]++
 	l.mu.Unlock()
 	return ctx, func() {
 		cancel(nil)
 		l.mu.Lock()
+		defer l.mu.Unlock()
+		if _, ok := l.calls[id]; !ok {
+			return
+		}
 		delete(l.calls, id)
+		if l.sessionCalls[session]--; l.sessionCalls[session] <= 0 {
+			delete(l.sessionCalls, session)
+			if l.draining {
+				l.closeStreamsLocked(session)
+			}
+		}
 		if len(l.calls) == 0 && l.idle != nil {
 			close(l.idle)
 			l.idle = nil
 		}
-		l.mu.Unlock()
 	}, nil
 }
 
 // stream registers an event stream (a session's GET) so that a drain can
 // close it; it is refused while draining.
-func (l *lifecycle) stream(ctx context.Context) (context.Context, func(), *refusal) {
+func (l *lifecycle) stream(ctx context.Context, session string) (context.Context, func(), *refusal) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.draining {
@@ -154,11 +178,11 @@ func (l *lifecycle) stream(ctx context.Context) (context.Context, func(), *refus
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	if l.streams == nil {
-		l.streams = map[uint64]context.CancelFunc{}
+		l.streams = map[uint64]streamEntry{}
 	}
 	l.seq++
 	id := l.seq
-	l.streams[id] = cancel
+	l.streams[id] = streamEntry{cancel, session}
 	return ctx, func() {
 		cancel()
 		l.mu.Lock()
@@ -167,16 +191,28 @@ func (l *lifecycle) stream(ctx context.Context) (context.Context, func(), *refus
 	}, nil
 }
 
-// drain stops admitting work and closes the event streams. It returns a
-// channel closed once no call is in flight.
+// closeStreamsLocked closes the event streams of session.
+func (l *lifecycle) closeStreamsLocked(session string) {
+	for _, st := range l.streams {
+		if st.session == session {
+			st.cancel()
+		}
+	}
+}
+
+// drain stops admitting work and closes the event streams of the sessions
+// without calls in flight (the others close when their last call ends). It
+// returns a channel closed once no call is in flight.
 func (l *lifecycle) drain(reconnectAfter time.Duration) <-chan struct{} {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !l.draining {
 		l.draining = true
 		l.reconnectAfter = reconnectAfter
-		for _, cancel := range l.streams {
-			cancel()
+		for _, st := range l.streams {
+			if l.sessionCalls[st.session] == 0 {
+				st.cancel()
+			}
 		}
 	}
 	if len(l.calls) == 0 {
@@ -194,12 +230,12 @@ func (l *lifecycle) drain(reconnectAfter time.Duration) <-chan struct{} {
 // how many there were.
 func (l *lifecycle) cancelAll() int {
 	l.mu.Lock()
-	cancels := slices.Collect(maps.Values(l.calls))
+	calls := slices.Collect(maps.Values(l.calls))
 	l.mu.Unlock()
-	for _, cancel := range cancels {
-		cancel(errShutdown)
+	for _, c := range calls {
+		c.cancel(errShutdown)
 	}
-	return len(cancels)
+	return len(calls)
 }
 
 func (l *lifecycle) isDraining() bool {
@@ -224,7 +260,11 @@ func (g *Gateway) admitCalls(next mcp.MethodHandler) mcp.MethodHandler {
 		if method != "tools/call" {
 			return next(ctx, method, req)
 		}
-		ctx, done, r := g.life.begin(ctx, g.accessPolicy().maxInFlight)
+		session := ""
+		if ss, ok := req.GetSession().(*mcp.ServerSession); ok && ss != nil {
+			session = ss.ID()
+		}
+		ctx, done, r := g.life.begin(ctx, g.accessPolicy().maxInFlight, session)
 		if r != nil {
 			g.refused(projectOf(req), r)
 			return nil, r.rpcError()
@@ -264,8 +304,9 @@ func (g *Gateway) InFlight() int { return g.life.inFlight() }
 
 // Shutdown drains the gateway. At once, /readyz turns 503, new sessions,
 // new tool calls and new event streams are refused with a retryable error,
-// and the open event streams are closed (asking their clients to reconnect
-// only after ctx's deadline). The tool calls and Code Mode executions in
+// and the open event streams are closed, those of a session with calls in
+// flight once its last call ends (each asks its client to reconnect only
+// after ctx's deadline). The tool calls and Code Mode executions in
 // flight continue until they end or ctx is done; then the rest are
 // cancelled (the upstream is told, and the audit log records each as
 // cancelled) and Shutdown waits up to cancelWait for them to unwind.

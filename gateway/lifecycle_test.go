@@ -13,21 +13,21 @@ import (
 
 func TestLifecycleAdmission(t *testing.T) {
 	var l lifecycle
-	_, done1, r := l.begin(context.Background(), 2)
+	_, done1, r := l.begin(context.Background(), 2, "")
 	if r != nil {
 		t.Fatalf("first call refused: %v", r.message)
 	}
-	_, done2, r := l.begin(context.Background(), 2)
+	_, done2, r := l.begin(context.Background(), 2, "")
 	if r != nil {
 		t.Fatalf("second call refused: %v", r.message)
 	}
 	if r := l.check(2); r == nil || r.code != codeOverloaded {
 		t.Fatalf("check at the cap = %v, want overloaded", r)
 	}
-	if _, _, r := l.begin(context.Background(), 2); r == nil || r.callCode != CodeOverloaded || r.retryAfter <= 0 {
+	if _, _, r := l.begin(context.Background(), 2, ""); r == nil || r.callCode != CodeOverloaded || r.retryAfter <= 0 {
 		t.Fatalf("third call = %v, want overloaded with a retry hint", r)
 	}
-	_, done3, r := l.begin(context.Background(), 0)
+	_, done3, r := l.begin(context.Background(), 0, "")
 	if r != nil {
 		t.Fatalf("a cap of 0 means none, got %v", r.message)
 	}
@@ -47,10 +47,10 @@ func TestLifecycleAdmission(t *testing.T) {
 		t.Fatal("idle with a call in flight")
 	default:
 	}
-	if _, _, r := l.begin(context.Background(), 0); r == nil || r.code != codeShuttingDown {
+	if _, _, r := l.begin(context.Background(), 0, ""); r == nil || r.code != codeShuttingDown {
 		t.Fatalf("call while draining = %v, want shutting down", r)
 	}
-	if _, _, r := l.stream(context.Background()); r == nil || r.code != codeShuttingDown {
+	if _, _, r := l.stream(context.Background(), ""); r == nil || r.code != codeShuttingDown {
 		t.Fatalf("stream while draining = %v, want shutting down", r)
 	}
 	done2()
@@ -68,12 +68,12 @@ func TestLifecycleAdmission(t *testing.T) {
 
 func TestLifecycleDrainClosesStreamsAndCancelsCalls(t *testing.T) {
 	var l lifecycle
-	sctx, release, r := l.stream(context.Background())
+	sctx, release, r := l.stream(context.Background(), "a")
 	if r != nil {
 		t.Fatal(r.message)
 	}
 	defer release()
-	cctx, done, r := l.begin(context.Background(), 0)
+	cctx, done, r := l.begin(context.Background(), 0, "b")
 	if r != nil {
 		t.Fatal(r.message)
 	}
@@ -94,13 +94,41 @@ func TestLifecycleDrainClosesStreamsAndCancelsCalls(t *testing.T) {
 	<-idle
 }
 
+// The event stream of a session with a call in flight stays open through
+// the drain until that call ends: the call's progress and relayed requests
+// travel on it. The streams of idle sessions close at once.
+func TestLifecycleStreamsOfBusySessions(t *testing.T) {
+	var l lifecycle
+	busy, releaseBusy, _ := l.stream(context.Background(), "busy")
+	defer releaseBusy()
+	idle, releaseIdle, _ := l.stream(context.Background(), "idle")
+	defer releaseIdle()
+	_, done, _ := l.begin(context.Background(), 0, "busy")
+	_, doneOther, _ := l.begin(context.Background(), 0, "busy")
+	l.drain(time.Minute)
+	if idle.Err() == nil {
+		t.Error("the stream of an idle session is open after drain")
+	}
+	if busy.Err() != nil {
+		t.Fatal("the stream of a session with calls in flight closed at drain")
+	}
+	done()
+	if busy.Err() != nil {
+		t.Fatal("the stream closed while a call of its session is in flight")
+	}
+	doneOther()
+	if busy.Err() == nil {
+		t.Error("the stream is open after the session's last call ended")
+	}
+}
+
 // Shutdown returns at once when nothing is in flight, waits for the calls
 // that are, and cancels those still running at its deadline.
 func TestGatewayShutdown(t *testing.T) {
 	quiet := &Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	t.Run("calls finish", func(t *testing.T) {
 		g := New(&config.Config{}, quiet)
-		_, done, _ := g.life.begin(context.Background(), 0)
+		_, done, _ := g.life.begin(context.Background(), 0, "")
 		time.AfterFunc(50*time.Millisecond, done)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
@@ -113,7 +141,7 @@ func TestGatewayShutdown(t *testing.T) {
 	})
 	t.Run("calls cancelled at the deadline", func(t *testing.T) {
 		g := New(&config.Config{}, quiet)
-		cctx, done, _ := g.life.begin(context.Background(), 0)
+		cctx, done, _ := g.life.begin(context.Background(), 0, "")
 		go func() { <-cctx.Done(); done() }()
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
@@ -135,7 +163,7 @@ func BenchmarkAdmitCall(b *testing.B) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			_, done, r := l.begin(ctx, 256)
+			_, done, r := l.begin(ctx, 256, "s")
 			if r != nil {
 				b.Fatal(r.message)
 			}
