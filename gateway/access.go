@@ -252,7 +252,7 @@ func (g *Gateway) guard(p *project) http.Handler {
 				return
 			}
 			defer release()
-			defer g.closeStream(w, sctx)
+			defer g.closeStream(sctx, w)
 			ctx = sctx
 		}
 		r = r.WithContext(ctx)

@@ -86,7 +86,7 @@ func overloaded(limit int) *refusal {
 
 func shuttingDown() *refusal {
 	return &refusal{code: codeShuttingDown, callCode: CodeShuttingDown, retryAfter: drainRetryAfter,
-		message: fmt.Sprintf("the gateway is shutting down and takes no new work; retry after %d ms (another instance will answer)", retryMs(drainRetryAfter))}
+		message: fmt.Sprintf("the gateway is shutting down and takes no new work; retry after %d ms", retryMs(drainRetryAfter))}
 }
 
 // rpcError is the refusal as a JSON-RPC error for an MCP session.
@@ -308,8 +308,9 @@ func (g *Gateway) InFlight() int { return g.life.inFlight() }
 // flight once its last call ends (each asks its client to reconnect only
 // after ctx's deadline). The tool calls and Code Mode executions in
 // flight continue until they end or ctx is done; then the rest are
-// cancelled (the upstream is told, and the audit log records each as
-// cancelled) and Shutdown waits up to cancelWait for them to unwind.
+// cancelled (the upstream is told, the audit log records each with outcome
+// "canceled", the client gets -32031) and Shutdown waits up to cancelWait
+// for them to unwind.
 //
 // Shutdown returns nil when everything finished in time, or an error saying
 // how many calls were cancelled. It does not close the gateway: Close
@@ -366,12 +367,11 @@ func (g *Gateway) Abort() {
 	}
 }
 
-// streamCloser ends an event stream that a drain closed with an SSE event
-// asking the client to wait before it reconnects (the MCP SDK's own
-// "close" event): a client that reconnected at once would be refused
-// during the drain and give up its session, failing the calls it still
-// waits for.
-func (g *Gateway) closeStream(w http.ResponseWriter, ctx context.Context) {
+// closeStream ends an event stream that a drain closed (ctx is its context)
+// with an SSE event asking the client to wait before it reconnects (the
+// MCP SDK's own "close" event): a client that reconnected at once would be
+// refused during the drain and give up its session.
+func (g *Gateway) closeStream(ctx context.Context, w http.ResponseWriter) {
 	if ctx.Err() == nil || !g.life.isDraining() || w.Header().Get("Content-Type") != "text/event-stream" {
 		return
 	}
