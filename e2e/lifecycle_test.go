@@ -316,6 +316,65 @@ func TestGracefulShutdown(t *testing.T) {
 	})
 }
 
+// A Code Mode execution in flight at SIGTERM finishes, its inner calls
+// included (they are not new work); one past the grace period is aborted.
+func TestGracefulShutdownCodeMode(t *testing.T) {
+	for _, tc := range []struct {
+		name, grace string
+		ms          int
+		ok          bool
+	}{
+		{"finishes", "20s", 2000, true},
+		{"aborted at the grace deadline", "2s", 15000, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up := testUpstream(t)
+			g := startGateway(t, fmt.Sprintf(`{
+				"shutdownGracePeriod": %q,
+				"codeMode": {"enabled": true, "timeout": 30000},
+				"mcpServers": {"s": {"command": %s, "allowedToolsGlob": ["echo", "slow"]}}
+			}`, tc.grace, jsonString(up)))
+			cs := connect(t, g.URL(), nil)
+			code := fmt.Sprintf(`await tools.s.slow({ms: %d}); const r = await tools.s.echo({text: "after"}); return r.text;`, tc.ms)
+			run := asyncCall(cs, "execute_code", map[string]any{"code": code})
+			g.waitInFlight(t, 1)
+			if err := g.proc.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			o := waitOutcome(t, run)
+			if tc.ok {
+				if o.err != nil || o.res.IsError || !strings.Contains(text(o.res), `result: "after"`) {
+					t.Errorf("execution in flight at SIGTERM = %v %v, want it to finish", o.err, o.res)
+				}
+			} else if re := rpcErrorOf(o.err); re == nil || re.Code != codeShuttingDown {
+				t.Errorf("execution past the grace period = %v %v, want -32031", o.err, o.res)
+			}
+			if exit, err := g.proc.Wait(20 * time.Second); err != nil || exit != 0 {
+				t.Fatalf("toolgate exit = %d, %v; want 0", exit, err)
+			}
+			var execs []*policy.Event
+			for _, ev := range g.auditEvents(t) {
+				if ev.Type == policy.EventCodeExecution {
+					execs = append(execs, ev)
+				}
+			}
+			want := "ok"
+			if !tc.ok {
+				want = "error"
+			}
+			if len(execs) != 1 || execs[0].Outcome != want {
+				t.Errorf("code.execution events = %v, want one %s", execs, want)
+			}
+			if slow := callEvents(t, g, "s__slow"); len(slow) != 1 || (tc.ok && slow[0].Outcome != "ok") || (!tc.ok && slow[0].Outcome != "canceled") {
+				t.Errorf("audit of the script's slow call = %v", slow)
+			}
+			if out := g.runCLI(t, "audit", "verify"); !strings.Contains(out, "OK") {
+				t.Errorf("audit verify = %q", out)
+			}
+		})
+	}
+}
+
 // Over --stdio the one session outlives the signal by the drain: the call
 // in flight answers, then serve exits 0.
 func TestGracefulShutdownStdio(t *testing.T) {
