@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/spf13/cobra"
 
@@ -169,14 +170,17 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 		// in flight can answer.
 		rctx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
 		defer stopRun()
+		t := &answeringTransport{Transport: &mcp.StdioTransport{}}
 		errc := make(chan error, 1)
-		go func() { errc <- srv.Run(rctx, &mcp.StdioTransport{}) }()
+		go func() { errc <- srv.Run(rctx, t) }()
 		select {
 		case err := <-errc:
 			return err // the client closed stdin (nil) or the session failed
 		case <-ctx.Done():
 		}
 		shutdown()
+		// A call ends before its answer is written: let the answers out.
+		t.waitAnswered(httpCloseWait)
 		stopRun()
 		<-errc
 		return nil
@@ -245,9 +249,80 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 	return nil
 }
 
+// answeringTransport counts the requests read from its connection that
+// have not been answered yet, so that serve --stdio closes its session only
+// once the answers of the last calls are written.
+type answeringTransport struct {
+	mcp.Transport
+	mu       sync.Mutex
+	pending  int
+	answered chan struct{} // closed (and replaced) when pending drops to 0
+}
+
+func (t *answeringTransport) Connect(ctx context.Context) (mcp.Connection, error) {
+	c, err := t.Transport.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &answeringConn{Connection: c, t: t}, nil
+}
+
+// waitAnswered waits until every request read has been answered, at most
+// timeout.
+func (t *answeringTransport) waitAnswered(timeout time.Duration) {
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for {
+		t.mu.Lock()
+		if t.pending <= 0 {
+			t.mu.Unlock()
+			return
+		}
+		if t.answered == nil {
+			t.answered = make(chan struct{})
+		}
+		ch := t.answered
+		t.mu.Unlock()
+		select {
+		case <-ch:
+		case <-timer.C:
+			return
+		}
+	}
+}
+
+type answeringConn struct {
+	mcp.Connection
+	t *answeringTransport
+}
+
+func (c *answeringConn) Read(ctx context.Context) (jsonrpc.Message, error) {
+	msg, err := c.Connection.Read(ctx)
+	if req, ok := msg.(*jsonrpc.Request); ok && err == nil && req.IsCall() {
+		c.t.mu.Lock()
+		c.t.pending++
+		c.t.mu.Unlock()
+	}
+	return msg, err
+}
+
+func (c *answeringConn) Write(ctx context.Context, msg jsonrpc.Message) error {
+	err := c.Connection.Write(ctx, msg)
+	if _, ok := msg.(*jsonrpc.Response); ok {
+		c.t.mu.Lock()
+		if c.t.pending--; c.t.pending <= 0 && c.t.answered != nil {
+			close(c.t.answered)
+			c.t.answered = nil
+		}
+		c.t.mu.Unlock()
+	}
+	return err
+}
+
 // httpCloseWait bounds how long serve waits, once the calls in flight are
-// done, for the HTTP requests still open (their answers being written,
-// requests other than tool calls) before it closes their connections.
+// done, for the last answers to be written (HTTP requests still open,
+// requests other than tool calls, the stdio session's answers) before it
+// closes the connections.
 const httpCloseWait = 3 * time.Second
 
 // signals turns SIGINT and SIGTERM into a graceful shutdown (the first) and
