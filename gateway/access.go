@@ -40,6 +40,7 @@ type access struct {
 	toolRates    map[string]map[string]config.ToolLimit
 	maxBody      int64
 	maxSessions  int
+	maxInFlight  int
 }
 
 func compileAccess(cfg *config.Config) (*access, error) {
@@ -50,6 +51,7 @@ func compileAccess(cfg *config.Config) (*access, error) {
 		toolRates:    map[string]map[string]config.ToolLimit{},
 		maxBody:      cfg.Limits.MaxRequestBodyBytes,
 		maxSessions:  cfg.Limits.MaxSessionsPerKey,
+		maxInFlight:  cfg.Limits.MaxInFlightCalls,
 	}
 	var err error
 	if a.proxies, err = policy.NewProxyTrust(cfg.TrustedProxies); err != nil {
@@ -205,12 +207,26 @@ func (g *Gateway) guard(p *project) http.Handler {
 			msg := peekMessage(body)
 			switch msg.Method {
 			case "initialize":
+				if g.life.isDraining() {
+					r := shuttingDown()
+					g.refused(p.name, r)
+					r.writeHTTP(w)
+					return
+				}
 				if pr.KeyID != "" && a.maxSessions > 0 && p.sessionsOf(pr.KeyID) >= a.maxSessions {
 					rpcError(w, http.StatusTooManyRequests, codeRateLimited, fmt.Sprintf("key %s already has %d sessions open (limits.maxSessionsPerKey)", pr.KeyID, a.maxSessions), nil)
 					return
 				}
 				w = &sessionRecorder{ResponseWriter: w, p: p, key: pr.KeyID}
 			case "tools/call":
+				// An early answer for a saturated or stopping gateway, before
+				// the SDK decodes the request; admitCalls decides for calls
+				// that pass.
+				if r := g.life.check(a.maxInFlight); r != nil {
+					g.refused(p.name, r)
+					r.writeHTTP(w)
+					return
+				}
 				if p.lookupTool(msg.Params.Name) != nil {
 					if err := g.takeTokens(pr, msg.Params.Name); err != nil {
 						var ce *CallError
@@ -226,7 +242,20 @@ func (g *Gateway) guard(p *project) http.Handler {
 				}
 			}
 		}
-		r = r.WithContext(context.WithValue(r.Context(), tokenInfoKey{}, ti))
+		ctx := context.WithValue(r.Context(), tokenInfoKey{}, ti)
+		if r.Method == http.MethodGet {
+			// A session's event stream: a drain closes it.
+			sctx, release, refusal := g.life.stream(ctx, r.Header.Get("Mcp-Session-Id"))
+			if refusal != nil {
+				g.refused(p.name, refusal)
+				refusal.writeHTTP(w)
+				return
+			}
+			defer release()
+			defer g.closeStream(sctx, w)
+			ctx = sctx
+		}
+		r = r.WithContext(ctx)
 		// The SDK's bearer middleware reads the token from Authorization;
 		// the verifier above ignores it and returns the checked identity.
 		r.Header.Set("Authorization", "Bearer toolgate")

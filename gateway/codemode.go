@@ -155,6 +155,9 @@ func (p *project) handleExecuteCode(ctx context.Context, req *mcp.CallToolReques
 	if err != nil {
 		var ce *CallError
 		if errors.As(err, &ce) {
+			if ce.Code == CodeOverloaded {
+				return nil, retryableError(codeOverloaded, ce) // every execution slot stayed busy
+			}
 			return errorResult(ce.Message), nil
 		}
 		return nil, err
@@ -319,7 +322,8 @@ func (p *project) acquireExecution(ctx context.Context, limit int) (func(), erro
 	case slots <- struct{}{}:
 		return func() { <-slots }, nil
 	case <-wait.C:
-		return nil, &CallError{Code: "busy", Message: fmt.Sprintf("%d executions are already running in this project (codeMode.maxConcurrentExecutions); retry shortly", limit)}
+		return nil, &CallError{Code: CodeOverloaded, RetryAfter: overloadRetryAfter,
+			Message: fmt.Sprintf("%d executions are already running in this project (codeMode.maxConcurrentExecutions); retry after %d ms", limit, retryMs(overloadRetryAfter))}
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}

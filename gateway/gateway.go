@@ -108,6 +108,7 @@ type Gateway struct {
 	alerter *policy.Alerter
 	pins    *pinStore     // nil without a dataDir
 	stop    chan struct{} // closed by Close: ends background loops
+	life    lifecycle     // calls in flight, event streams, draining
 
 	reloadMu sync.Mutex // one Start/Reload/Close at a time
 

@@ -14,6 +14,7 @@ import (
 //	/v1/mcp/{project}    any project
 //	/healthz             liveness, always 200 while the process serves
 //	/readyz              200 when every enabled upstream is ready, else 503
+//	                     (503 with "draining": true once a shutdown began)
 //	/metrics             Prometheus text (behind the gateway's IP rules)
 func (g *Gateway) Handler() http.Handler {
 	started := time.Now()
@@ -45,11 +46,17 @@ func (g *Gateway) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ready, projects := g.Status()
+		body := map[string]any{"ready": ready, "projects": projects}
+		if g.Draining() {
+			// Shutting down: load balancers stop sending new clients.
+			ready = false
+			body["ready"], body["draining"] = false, true
+		}
 		code := http.StatusOK
 		if !ready {
 			code = http.StatusServiceUnavailable
 		}
-		writeJSON(w, code, map[string]any{"ready": ready, "projects": projects})
+		writeJSON(w, code, body)
 	})
 	return mux
 }

@@ -21,6 +21,7 @@ type metrics struct {
 	authFailures *prometheus.CounterVec
 	rateLimited  *prometheus.CounterVec
 	ipDenied     *prometheus.CounterVec
+	refused      *prometheus.CounterVec
 	auditSeconds prometheus.Histogram
 	executions   *prometheus.CounterVec
 	execSeconds  *prometheus.HistogramVec
@@ -51,6 +52,10 @@ func newMetrics(g *Gateway) *metrics {
 			Name: "toolgate_ip_denied_total",
 			Help: "Requests refused by an IP rule.",
 		}, []string{"project"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "toolgate_requests_refused_total",
+			Help: "New sessions, tool calls and event streams refused with a retryable error: overloaded (limits.maxInFlightCalls) or shutting_down.",
+		}, []string{"project", "reason"}),
 		auditSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "toolgate_audit_write_duration_seconds",
 			Help:    "Time to append one event to the audit log.",
@@ -72,7 +77,11 @@ func newMetrics(g *Gateway) *metrics {
 		Buckets: prometheus.ExponentialBuckets(256<<10, 2, 12),
 	})
 	m.registry.MustRegister(m.executions, m.execSeconds, m.execMemory)
-	m.registry.MustRegister(m.calls, m.callSeconds, m.authFailures, m.rateLimited, m.ipDenied, m.auditSeconds,
+	inFlight := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "toolgate_tool_calls_in_flight",
+		Help: "tools/call requests from clients being handled (capped by limits.maxInFlightCalls).",
+	}, func() float64 { return float64(g.life.inFlight()) })
+	m.registry.MustRegister(m.calls, m.callSeconds, m.authFailures, m.rateLimited, m.ipDenied, m.refused, inFlight, m.auditSeconds,
 		&upstreamCollector{g: g},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -85,6 +85,9 @@ type project struct {
 	guarded http.Handler // http behind the access checks
 
 	syncMu sync.Mutex // serialises rebuilds and reloads
+	// listMu makes a rebuild's changes to the MCP server one step for the
+	// lists clients read (see wholeLists).
+	listMu sync.RWMutex
 
 	mu        sync.Mutex
 	setup     setup
@@ -136,7 +139,7 @@ func newProject(gw *Gateway, name string) *project {
 		// The access layer caps bodies first, at limits.maxRequestBodyBytes.
 		MaxRequestBodyBytes: math.MaxInt64,
 	})
-	p.server.AddReceivingMiddleware(p.unknownTools)
+	p.server.AddReceivingMiddleware(gw.admitCalls, p.wholeLists, p.unknownTools)
 	p.guarded = gw.guard(p)
 	return p
 }
@@ -392,6 +395,8 @@ func (p *project) rebuildLocked() {
 	p.problems = problems
 	p.mu.Unlock()
 
+	p.listMu.Lock()
+	defer p.listMu.Unlock()
 	if gone := removed(oldListed, listed); len(gone) > 0 {
 		p.server.RemoveTools(gone...)
 	}

@@ -12,10 +12,12 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/spf13/cobra"
 
@@ -32,6 +34,7 @@ type serveFlags struct {
 	stdio   bool
 	project string
 	watch   bool
+	grace   time.Duration
 }
 
 func newServe(g *globals) *cobra.Command {
@@ -42,7 +45,13 @@ func newServe(g *globals) *cobra.Command {
 		Long: `Run the gateway. Clients connect over streamable HTTP to /mcp (the
 default project) or /v1/mcp/{project}, or, with --stdio, over standard input
 and output. SIGHUP reloads the configuration; --watch also reloads it when
-the file changes. With no configuration file, serve runs a built-in demo.`,
+the file changes. With no configuration file, serve runs a built-in demo.
+
+SIGTERM or SIGINT shuts down gracefully: /readyz turns 503, new sessions and
+tool calls are refused with a retryable error, the calls and Code Mode
+executions in flight may finish within shutdownGracePeriod (default 10s) and
+are cancelled after it; then the upstreams are stopped and serve exits 0. A
+second signal exits at once, with status 130 (SIGINT) or 143 (SIGTERM).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runServe(cmd.Context(), g, f)
@@ -53,6 +62,7 @@ the file changes. With no configuration file, serve runs a built-in demo.`,
 	fl.BoolVar(&f.stdio, "stdio", false, "serve one MCP client over stdin/stdout instead of HTTP")
 	fl.StringVar(&f.project, "project", config.DefaultProject, "project to serve with --stdio")
 	fl.BoolVar(&f.watch, "watch", false, "reload the configuration when its file changes")
+	fl.DurationVar(&f.grace, "shutdown-grace", 0, "how long a shutdown lets calls in flight finish, overriding the configuration's `shutdownGracePeriod`")
 	return cmd
 }
 
@@ -101,6 +111,9 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 	if f.stdio && demoMode {
 		return usageError{errors.New("--stdio needs a configuration file (-c)")}
 	}
+	if f.grace < 0 {
+		return usageError{fmt.Errorf("--shutdown-grace: negative duration %s", f.grace)}
+	}
 	if !f.stdio {
 		if err := checkListener(cfg, log); err != nil {
 			return err
@@ -112,16 +125,39 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 		off := false
 		cfg.Auth.Required = &off
 	}
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
+	// The first SIGINT or SIGTERM ends ctx and starts a graceful shutdown;
+	// shutdown() arms the second, which exits at once.
+	sig := newSignals(ctx)
+	defer sig.stop()
+	ctx = sig.ctx
 	gw, closeGateway, err := openGateway(ctx, cfg, log, !demoMode)
 	if err != nil {
 		return err
 	}
 	defer closeGateway()
+	shutdown := func() {
+		sig.exitOnSecond(log, gw)
+		grace := gw.Config().ShutdownGracePeriod.D()
+		if f.grace > 0 {
+			grace = f.grace
+		}
+		log.Info("shutting down: draining", "signal", sig.first(), "grace", grace, "inFlight", gw.InFlight())
+		gctx, cancel := context.WithTimeout(context.Background(), grace)
+		defer cancel()
+		if err := gw.Shutdown(gctx); err != nil {
+			log.Warn("shutting down: "+err.Error(), "grace", grace)
+		} else {
+			log.Info("shutting down: the calls in flight finished")
+		}
+	}
 
 	if path != "" {
-		go reloadLoop(ctx, gw, path, f.watch, log)
+		// The loop lives as long as serve, so that a SIGHUP during the
+		// drain is ignored rather than left to its default action, which
+		// would end the process at once.
+		life, endLife := context.WithCancel(context.WithoutCancel(ctx))
+		defer endLife()
+		go reloadLoop(life, ctx, gw, path, f.watch, log)
 	}
 
 	if f.stdio {
@@ -130,10 +166,23 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 			return usageError{fmt.Errorf("--project: no project %q in %s", f.project, path)}
 		}
 		log.Info("serving over stdio", "project", f.project)
-		err := srv.Run(ctx, &mcp.StdioTransport{})
-		if err != nil && ctx.Err() == nil {
-			return err
+		// The session outlives the signal by the drain, so that the calls
+		// in flight can answer.
+		rctx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
+		defer stopRun()
+		t := &answeringTransport{Transport: &mcp.StdioTransport{}}
+		errc := make(chan error, 1)
+		go func() { errc <- srv.Run(rctx, t) }()
+		select {
+		case err := <-errc:
+			return err // the client closed stdin (nil) or the session failed
+		case <-ctx.Done():
 		}
+		shutdown()
+		// A call ends before its answer is written: let the answers out.
+		t.waitAnswered(httpCloseWait)
+		stopRun()
+		<-errc
 		return nil
 	}
 
@@ -183,17 +232,166 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 		return fmt.Errorf("serving: %w", err)
 	case <-ctx.Done():
 	}
-	log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// The listener stays open during the drain, so that load balancers
+	// read 503 from /readyz and clients get a retryable refusal rather
+	// than a refused connection; no connection is kept alive past its
+	// current request.
+	srv.SetKeepAlivesEnabled(false)
+	shutdown()
+	// Close the listener and let the last answers be written.
+	sctx, cancel := context.WithTimeout(context.Background(), httpCloseWait)
 	defer cancel()
-	_ = srv.Shutdown(sctx)
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("shutting down: closing the connections still open", "error", err)
+		_ = srv.Close()
+	}
+	log.Info("shutting down: stopping upstreams and closing the audit log")
 	return nil
 }
 
+// answeringTransport counts the requests read from its connection that
+// have not been answered yet, so that serve --stdio closes its session only
+// once the answers of the last calls are written.
+type answeringTransport struct {
+	mcp.Transport
+	mu       sync.Mutex
+	pending  int
+	answered chan struct{} // closed (and replaced) when pending drops to 0
+}
+
+func (t *answeringTransport) Connect(ctx context.Context) (mcp.Connection, error) {
+	c, err := t.Transport.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &answeringConn{Connection: c, t: t}, nil
+}
+
+// waitAnswered waits until every request read has been answered, at most
+// timeout.
+func (t *answeringTransport) waitAnswered(timeout time.Duration) {
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for {
+		t.mu.Lock()
+		if t.pending <= 0 {
+			t.mu.Unlock()
+			return
+		}
+		if t.answered == nil {
+			t.answered = make(chan struct{})
+		}
+		ch := t.answered
+		t.mu.Unlock()
+		select {
+		case <-ch:
+		case <-timer.C:
+			return
+		}
+	}
+}
+
+type answeringConn struct {
+	mcp.Connection
+	t *answeringTransport
+}
+
+func (c *answeringConn) Read(ctx context.Context) (jsonrpc.Message, error) {
+	msg, err := c.Connection.Read(ctx)
+	if req, ok := msg.(*jsonrpc.Request); ok && err == nil && req.IsCall() {
+		c.t.mu.Lock()
+		c.t.pending++
+		c.t.mu.Unlock()
+	}
+	return msg, err
+}
+
+func (c *answeringConn) Write(ctx context.Context, msg jsonrpc.Message) error {
+	err := c.Connection.Write(ctx, msg)
+	if _, ok := msg.(*jsonrpc.Response); ok {
+		c.t.mu.Lock()
+		if c.t.pending--; c.t.pending <= 0 && c.t.answered != nil {
+			close(c.t.answered)
+			c.t.answered = nil
+		}
+		c.t.mu.Unlock()
+	}
+	return err
+}
+
+// httpCloseWait bounds how long serve waits, once the calls in flight are
+// done, for the last answers to be written (HTTP requests still open,
+// requests other than tool calls, the stdio session's answers) before it
+// closes the connections.
+const httpCloseWait = 3 * time.Second
+
+// signals turns SIGINT and SIGTERM into a graceful shutdown (the first) and
+// an immediate exit (the second).
+type signals struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	ch     chan os.Signal
+	mu     sync.Mutex
+	got    os.Signal
+}
+
+func newSignals(parent context.Context) *signals {
+	s := &signals{ch: make(chan os.Signal, 2)}
+	s.ctx, s.cancel = context.WithCancel(parent)
+	signal.Notify(s.ch, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		select {
+		case sig := <-s.ch:
+			s.mu.Lock()
+			s.got = sig
+			s.mu.Unlock()
+			s.cancel()
+		case <-s.ctx.Done():
+		}
+	}()
+	return s
+}
+
+// first is the signal that started the shutdown (nil when the parent
+// context ended it).
+func (s *signals) first() os.Signal {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.got
+}
+
+// exitOnSecond makes the next SIGINT or SIGTERM kill the upstreams'
+// process groups and exit at once with 128+signal.
+func (s *signals) exitOnSecond(log *slog.Logger, gw *gateway.Gateway) {
+	go func() {
+		sig, ok := <-s.ch
+		if !ok {
+			return
+		}
+		code := 1
+		if n, isSys := sig.(syscall.Signal); isSys {
+			code = 128 + int(n)
+		}
+		log.Error("second signal: exiting now without waiting for the calls in flight", "signal", sig, "exitCode", code)
+		gw.Abort()
+		exit(code)
+	}()
+}
+
+func (s *signals) stop() {
+	signal.Stop(s.ch) // no signal is sent on ch after this
+	s.cancel()
+	close(s.ch)
+}
+
+// exit ends the process (os.Exit; a variable for tests).
+var exit = os.Exit
+
 // reloadLoop reloads the configuration on SIGHUP and, with watch, when the
-// file changes. A configuration that fails to load or to apply is logged
-// with every problem and the running one stays.
-func reloadLoop(ctx context.Context, gw *gateway.Gateway, path string, watch bool, log *slog.Logger) {
+// file changes, until life ends. A configuration that fails to load or to
+// apply is logged with every problem and the running one stays. Once
+// serving ends (a shutdown began), reloads are ignored.
+func reloadLoop(life, serving context.Context, gw *gateway.Gateway, path string, watch bool, log *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -216,17 +414,23 @@ func reloadLoop(ctx context.Context, gw *gateway.Gateway, path string, watch boo
 	var debounce <-chan time.Time
 	for {
 		select {
-		case <-ctx.Done():
+		case <-life.Done():
 			return
 		case <-hup:
-			reload(ctx, gw, path, "SIGHUP", log)
+			if serving.Err() != nil {
+				log.Info("SIGHUP ignored: shutting down")
+				continue
+			}
+			reload(serving, gw, path, "SIGHUP", log)
 		case ev := <-changes:
 			if p, _ := filepath.Abs(ev.Name); p == abs && ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename) != 0 {
 				debounce = time.After(200 * time.Millisecond)
 			}
 		case <-debounce:
 			debounce = nil
-			reload(ctx, gw, path, "file change", log)
+			if serving.Err() == nil {
+				reload(serving, gw, path, "file change", log)
+			}
 		}
 	}
 }

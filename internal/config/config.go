@@ -24,6 +24,9 @@ const (
 	DefaultReadTimeout         = 60 * time.Second
 	DefaultIdleTimeout         = 120 * time.Second
 	DefaultMaxSessionsPerKey   = 64
+	DefaultMaxInFlightCalls    = 256
+
+	DefaultShutdownGracePeriod = 10 * time.Second
 )
 
 // Config is a whole configuration file after loading: interpolated,
@@ -41,6 +44,10 @@ type Config struct {
 	// StartupTimeout bounds how long serve waits for upstreams to connect
 	// before it starts answering (slow upstreams keep connecting after).
 	StartupTimeout Duration `mapstructure:"startupTimeout"`
+	// ShutdownGracePeriod is how long serve lets the tool calls and Code
+	// Mode executions in flight finish after SIGTERM or SIGINT before it
+	// cancels them (default 10s; 0 in the file means the default).
+	ShutdownGracePeriod Duration `mapstructure:"shutdownGracePeriod"`
 
 	// DataDir holds the key database (toolgate.db). A relative path in the
 	// file is relative to the file's folder; the default is
@@ -125,6 +132,11 @@ type Limits struct {
 	WriteTimeout      Duration `mapstructure:"writeTimeout"`
 	IdleTimeout       Duration `mapstructure:"idleTimeout"`
 	MaxSessionsPerKey int      `mapstructure:"maxSessionsPerKey"`
+	// MaxInFlightCalls caps the tools/call requests from clients (direct
+	// tools, execute_code, search_tools) the gateway handles at once;
+	// past it new calls are refused with a retryable error instead of
+	// queueing (default 256).
+	MaxInFlightCalls int `mapstructure:"maxInFlightCalls"`
 }
 
 // CodeMode configures execute_code and search_tools. Limits are the

@@ -697,6 +697,7 @@ func applyDefaults(c *Config) {
 	if c.StartupTimeout == 0 {
 		c.StartupTimeout = Duration(DefaultStartupTimeout)
 	}
+	setDefault(&c.ShutdownGracePeriod, Duration(DefaultShutdownGracePeriod))
 	if c.DataDir == "" {
 		c.DataDir = DefaultDataDir
 	}
@@ -730,6 +731,7 @@ func applyDefaults(c *Config) {
 	setDefault(&lim.ReadTimeout, Duration(DefaultReadTimeout))
 	setDefault(&lim.IdleTimeout, Duration(DefaultIdleTimeout))
 	setDefault(&lim.MaxSessionsPerKey, DefaultMaxSessionsPerKey)
+	setDefault(&lim.MaxInFlightCalls, DefaultMaxInFlightCalls)
 }
 
 func setDefault[T comparable](v *T, def T) {

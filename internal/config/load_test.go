@@ -456,6 +456,9 @@ func withDefaults(c *Config) *Config {
 	c.TLS.MinVersion = "1.2"
 	c.Audit = Audit{Path: filepath.Join(c.DataDir, "audit.jsonl"), Fsync: "batch", FsyncInterval: Duration(100 * time.Millisecond), MaxSizeMB: 100, MaxFiles: 10}
 	c.KeyMaxAge = Duration(90 * 24 * time.Hour)
+	if c.ShutdownGracePeriod == 0 {
+		c.ShutdownGracePeriod = Duration(DefaultShutdownGracePeriod)
+	}
 	c.CodeMode = CodeMode{Timeout: Duration(10 * time.Second), MemoryLimitMB: 64, MaxToolCalls: 100, MaxConcurrentToolCalls: 8,
 		MaxCodeBytes: 256 << 10, MaxOutputBytes: 1 << 20, MaxConcurrentExecutions: 16, DeclarationBudgetBytes: 8192,
 		FetchMaxResponseBytes: 1 << 20, FetchMaxRequests: 20}
@@ -466,6 +469,7 @@ func withDefaults(c *Config) *Config {
 		ReadTimeout:         Duration(DefaultReadTimeout),
 		IdleTimeout:         Duration(DefaultIdleTimeout),
 		MaxSessionsPerKey:   DefaultMaxSessionsPerKey,
+		MaxInFlightCalls:    DefaultMaxInFlightCalls,
 	}
 	return c
 }

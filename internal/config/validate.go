@@ -84,6 +84,10 @@ func (l *loader) validate(c *Config) {
 	}
 	l.checkTimeout("callTimeout", c.CallTimeout)
 	l.checkTimeout("startupTimeout", c.StartupTimeout)
+	l.checkTimeout("shutdownGracePeriod", c.ShutdownGracePeriod)
+	if c.ShutdownGracePeriod > Duration(time.Hour) {
+		l.addf("shutdownGracePeriod", "at most 1h (got %s)", c.ShutdownGracePeriod.D())
+	}
 
 	for _, pp := range l.projects {
 		p, proj := pp.path, pp.v
@@ -163,7 +167,7 @@ func (l *loader) validateAccess(c *Config) {
 	for _, f := range []struct {
 		key string
 		n   int64
-	}{{"maxRequestBodyBytes", lim.MaxRequestBodyBytes}, {"maxHeaderBytes", int64(lim.MaxHeaderBytes)}, {"maxSessionsPerKey", int64(lim.MaxSessionsPerKey)}} {
+	}{{"maxRequestBodyBytes", lim.MaxRequestBodyBytes}, {"maxHeaderBytes", int64(lim.MaxHeaderBytes)}, {"maxSessionsPerKey", int64(lim.MaxSessionsPerKey)}, {"maxInFlightCalls", int64(lim.MaxInFlightCalls)}} {
 		if f.n < 0 {
 			l.addf(child("limits", f.key), "must not be negative")
 		}

@@ -143,6 +143,21 @@ func TestParseProblems(t *testing.T) {
 			want: []string{`startupTimeout: negative duration "-5s"`},
 		},
 		{
+			name: "negative grace period",
+			doc:  `{"shutdownGracePeriod": "-1s"}`,
+			want: []string{`shutdownGracePeriod: negative duration "-1s"`},
+		},
+		{
+			name: "grace period too long",
+			doc:  `{"shutdownGracePeriod": "2h"}`,
+			want: []string{`shutdownGracePeriod: at most 1h (got 2h0m0s)`},
+		},
+		{
+			name: "negative in-flight cap",
+			doc:  `{"limits": {"maxInFlightCalls": -3}}`,
+			want: []string{`limits.maxInFlightCalls: must not be negative`},
+		},
+		{
 			name: "negative milliseconds",
 			doc:  `{"mcpServers": {"a": {"command": "x", "timeout": -1}}}`,
 			want: []string{`mcpServers.a.timeout: negative duration -1ms`},
