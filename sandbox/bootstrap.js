@@ -6,7 +6,7 @@
 //
 // Wire format, host -> guest (pump input): a JSON array of
 //   [id, 1, "<result JSON text>"]      tool call fulfilled
-//   [id, 0, {"code":..,"message":..}]  tool call / fetch rejected
+//   [id, 0, {"code":..,"message":..,"retryAfterMs"?:..}]  tool call / fetch rejected
 //   [id, 1, {status,statusText,url,headers:[[k,v]],body}]  fetch fulfilled
 //   [id, 1, null]                      timer due
 // The host passes that text to pump(input) as one string, lets the
@@ -113,13 +113,17 @@
   }
 
   function hostError(info) {
-    let message = 'host call failed', code = 'tool_error';
+    let message = 'host call failed', code = 'tool_error', retry;
     if (info !== null && typeof info === 'object') {
       message = str(info.message);
       code = str(info.code);
+      if (typeof info.retryAfterMs === 'number') retry = info.retryAfterMs;
     }
     const e = new ErrorC(message);
     defineProperty(e, 'code', { value: code, writable: true, configurable: true, enumerable: true });
+    if (retry !== undefined) {
+      defineProperty(e, 'retryAfterMs', { value: retry, writable: true, configurable: true, enumerable: true });
+    }
     return e;
   }
 

@@ -367,7 +367,7 @@ func (x *execution) callTool(op hostOp) hostDone {
 		var ce *CallError
 		switch {
 		case errors.As(err, &ce):
-			return done(reject(op.id, ce.Code, ce.Message))
+			return done(rejectWith(op.id, ce))
 		case x.ctx.Err() != nil:
 			return done(reject(op.id, "timeout", "the execution ended before the tool answered"))
 		default:
@@ -395,7 +395,17 @@ func safeCall(ctx context.Context, c Caller, name string, args []byte) (out []by
 }
 
 func reject(id int64, code, message string) string {
-	b, _ := json.Marshal(map[string]string{"code": code, "message": message})
+	return rejectWith(id, &CallError{Code: code, Message: message})
+}
+
+// rejectWith is the settlement that rejects request id with ce.
+func rejectWith(id int64, ce *CallError) string {
+	v := struct {
+		Code         string `json:"code"`
+		Message      string `json:"message"`
+		RetryAfterMs int64  `json:"retryAfterMs,omitempty"`
+	}{ce.Code, ce.Message, max(ce.RetryAfterMs, 0)}
+	b, _ := json.Marshal(v)
 	return "[" + strconv.FormatInt(id, 10) + ",0," + string(b) + "]"
 }
 

@@ -18,7 +18,8 @@
 // It asks the host to call the tool name with argsJSON (a JSON text; if it is
 // not valid JSON the call rejects) and resolves with the tool's result as a
 // JSON text, or rejects with an Error whose .code is the CallError code
-// ("not_found", "rate_limited", "timeout", "tool_error", "limit", ...). The
+// ("not_found", "rate_limited", "timeout", "tool_error", "limit", ...) and,
+// when the host gave one, a numeric .retryAfterMs. The
 // prelude must capture it (const call = __toolgate_call) because it is
 // deleted from the global object before the agent's code runs. A minimal
 // prelude:
@@ -56,10 +57,14 @@ import (
 // "tool_error". ctx is cancelled when the script ends or times out.
 type Caller func(ctx context.Context, name string, argsJSON []byte) (resultJSON []byte, err error)
 
-// CallError is a tool call failure the script can see and branch on.
+// CallError is a tool call or fetch failure the script can see and branch
+// on: the promise rejects with an Error whose message is Message, whose
+// .code is Code and, when RetryAfterMs is positive, whose .retryAfterMs is
+// RetryAfterMs (a number), so that a script can wait and try again.
 type CallError struct {
-	Code    string // e.g. "not_found", "rate_limited", "timeout", "denied", "tool_error"
-	Message string
+	Code         string // e.g. "not_found", "rate_limited", "timeout", "denied", "tool_error"
+	Message      string
+	RetryAfterMs int64 // when a retry may succeed, for "rate_limited"; 0 when unknown
 }
 
 func (e *CallError) Error() string { return e.Code + ": " + e.Message }
@@ -254,6 +259,9 @@ func NewEngine(ctx context.Context, opts *EngineOptions) (*Engine, error) {
 	}
 	if e.log == nil {
 		e.log = slog.Default()
+	}
+	if buildAllowsLoopback {
+		e.log.Warn("sandbox: this binary was built with the toolgate_fetch_loopback tag, for tests: fetch may reach loopback addresses; do not deploy it")
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
