@@ -15,9 +15,10 @@ import "strings"
 //     names are refused by the tool path, not here.
 //
 // Every binding calls the host primitive globalThis[hostFn] as
-// hostFn(fullName, argsJSON) and expects a promise of the JSON text of the
-// value (what [Invoke] returns); an empty string or undefined means
-// undefined. Arguments left out or null are sent as {}; arguments that are
+// hostFn(fullName, argsJSON) and expects a promise of the value itself (the
+// host parses the JSON text [Invoke] returns; sandbox's primitive does so
+// with the JSON.parse it captured before any script ran), which the
+// binding resolves with unchanged. Arguments left out or null are sent as {}; arguments that are
 // not a plain object reject with a TypeError whose code is
 // "invalid_arguments". A rejection of the host primitive becomes an Error
 // with .code, .tool and, when given, .retryAfterMs; the reason may be an
@@ -129,18 +130,10 @@ const preludeHead = `// toolgate bindings: tools, callTool and one global per se
     } catch (e) {
       throw fail(new TypeErrorCtor(tool + ": arguments cannot be sent as JSON: " + e.message), "invalid_arguments", tool);
     }
-    var reply;
     try {
-      reply = await host(tool, text);
+      return await host(tool, text);
     } catch (reason) {
       throw toError(reason, tool);
-    }
-    if (reply === undefined || reply === "") return undefined;
-    if (typeof reply !== "string") return reply;
-    try {
-      return parse(reply);
-    } catch (e) {
-      throw fail(new ErrorCtor("toolgate: the reply of " + tool + " is not JSON"), "internal", tool);
     }
   }
 

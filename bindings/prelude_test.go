@@ -158,10 +158,10 @@ globalThis.__toolgate_call = function (name, argsJSON) {
     case "reject-plain-error": throw new Error("plain");
     case "reject-string": throw "just text";
     case "reject-frozen": throw Object.freeze(new Error("frozen"));
-    case "empty": return "";
-    case "bad-json": return "{";
+    case "empty": return undefined;
+    case "string-value": return "{";
   }
-  return JSON.stringify({ name, args }); })();
+  return { name, args }; })();
 };
 `
 
@@ -189,7 +189,7 @@ const preludeChecks = `
   out.arrayArgs = await settle(tools.demo.echo([1]));
   const cyclic = {}; cyclic.self = cyclic;
   out.cyclicArgs = await settle(tools.demo.echo(cyclic));
-  for (const mode of ["reject-json", "reject-object", "reject-error", "reject-plain-error", "reject-string", "reject-frozen", "throw-sync", "empty", "bad-json"]) {
+  for (const mode of ["reject-json", "reject-object", "reject-error", "reject-plain-error", "reject-string", "reject-frozen", "throw-sync", "empty", "string-value"]) {
     out[mode] = await settle(tools.demo.echo({ mode }));
   }
   out.concurrent = (await Promise.all([1, 2, 3].map((n) => tools.demo.echo({ n })))).map((r) => r.args.n);
@@ -264,7 +264,7 @@ func TestPreludeRuns(t *testing.T) {
 		"reject-frozen":      fail("Error", "frozen", "internal", "demo__echo", 0),
 		"throw-sync":         fail("Error", "down", "unavailable", "demo__echo", 0),
 		"empty":              empty,
-		"bad-json":           fail("Error", "toolgate: the reply of demo__echo is not JSON", "internal", "demo__echo", 0),
+		"string-value":       map[string]any{"ok": "{"},
 		"concurrent":         []any{1.0, 2.0, 3.0},
 		"hostGone":           "undefined",
 		"mathIntact":         true,

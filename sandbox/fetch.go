@@ -107,7 +107,7 @@ func (x *execution) doFetch(op hostOp) hostDone {
 			if !errors.As(err, &ce) {
 				ce = &CallError{Code: "denied", Message: err.Error()}
 			}
-			return hostDone{item: rejectWith(op.id, &CallError{Code: ce.Code, Message: "fetch " + fr.URL + ": " + ce.Message, RetryAfterMs: ce.RetryAfterMs})}
+			return hostDone{set: rejectWith(op.id, &CallError{Code: ce.Code, Message: "fetch " + fr.URL + ": " + ce.Message, RetryAfterMs: ce.RetryAfterMs})}
 		}
 	}
 	var resp *fetchResponse
@@ -136,10 +136,10 @@ func (x *execution) doFetch(op hostOp) hostDone {
 		case x.ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded):
 			code = "timeout"
 		}
-		return hostDone{item: reject(op.id, code, "fetch "+fr.URL+": "+err.Error())}
+		return hostDone{set: reject(op.id, code, "fetch "+fr.URL+": "+err.Error())}
 	}
 	b, _ := json.Marshal(resp)
-	return hostDone{item: "[" + strconv.FormatInt(op.id, 10) + ",1," + string(b) + "]"}
+	return hostDone{set: settlement{id: op.id, ok: true, payload: string(b)}}
 }
 
 // before runs BeforeRequest, turning a panic into a refusal.

@@ -13,20 +13,20 @@
 // The prelude runs before the agent's code, in the same interpreter, and sees
 // one extra global:
 //
-//	__toolgate_call(name: string, argsJSON: string): Promise<string>
+//	__toolgate_call(name: string, argsJSON: string): Promise<unknown>
 //
 // It asks the host to call the tool name with argsJSON (a JSON text; if it is
-// not valid JSON the call rejects) and resolves with the tool's result as a
-// JSON text, or rejects with an Error whose .code is the CallError code
-// ("not_found", "rate_limited", "timeout", "tool_error", "limit", ...) and,
-// when the host gave one, a numeric .retryAfterMs. The
-// prelude must capture it (const call = __toolgate_call) because it is
-// deleted from the global object before the agent's code runs. A minimal
-// prelude:
+// not valid JSON the call rejects) and resolves with the tool's result: the
+// JSON text the Caller returned, parsed by the interpreter's own JSON.parse
+// (captured before any other code ran, so a script cannot replace it). It
+// rejects with an Error whose .code is the CallError code ("not_found",
+// "rate_limited", "timeout", "tool_error", "limit", ...) and, when the host
+// gave one, a numeric .retryAfterMs. The prelude must capture it
+// (const call = __toolgate_call) because it is deleted from the global
+// object before the agent's code runs. A minimal prelude:
 //
 //	const call = __toolgate_call;
-//	globalThis.callTool = async (name, args) =>
-//	  JSON.parse(await call(name, JSON.stringify(args ?? {})));
+//	globalThis.callTool = (name, args) => call(name, JSON.stringify(args ?? {}));
 //
 // # What a script sees
 //

@@ -18,7 +18,7 @@ import (
 // generate: callTool(name, args) over the host primitive.
 const testPrelude = `
 const call = __toolgate_call;
-globalThis.callTool = async (name, args) => JSON.parse(await call(name, JSON.stringify(args ?? {})));
+globalThis.callTool = (name, args) => call(name, JSON.stringify(args ?? {}));
 `
 
 // echoCaller answers "echo" with its arguments and fails everything else.
