@@ -118,24 +118,29 @@
     out += 'l' + level + line.length + ':' + line;
   }
 
-  function request(kind, fields) {
+  function request(kind, fields, tool) {
     const id = nextID++;
     let res, rej;
     const p = new PromiseC((a, b) => { res = a; rej = b; });
-    waiters[id] = [res, rej, kind, null];
+    waiters[id] = [res, rej, kind, tool];
     out += kind + id + ':' + fields;
     return p;
   }
 
-  function hostError(info) {
+  // hostError is the Error a rejected request rejects with: .code always
+  // (a non-empty string), .tool for a tool call, .retryAfterMs when given.
+  function hostError(info, tool) {
     let message = 'host call failed', code = 'tool_error', retry;
     if (info !== null && typeof info === 'object') {
       message = str(info.message);
-      code = str(info.code);
+      code = str(info.code) || 'internal';
       if (typeof info.retryAfterMs === 'number') retry = info.retryAfterMs;
     }
     const e = new ErrorC(message);
     defineProperty(e, 'code', { value: code, writable: true, configurable: true, enumerable: true });
+    if (tool !== undefined) {
+      defineProperty(e, 'tool', { value: tool, writable: true, configurable: true, enumerable: true });
+    }
     if (retry !== undefined) {
       defineProperty(e, 'retryAfterMs', { value: retry, writable: true, configurable: true, enumerable: true });
     }
@@ -148,8 +153,11 @@
     if (typeof name !== 'string') throw new TypeErrorC('tool name must be a string');
     if (argsJSON === undefined) argsJSON = '{}';
     if (typeof argsJSON !== 'string') throw new TypeErrorC('tool arguments must be a JSON string');
-    return request('c', name.length + ':' + name + argsJSON.length + ':' + argsJSON);
+    return request('c', name.length + ':' + name + argsJSON.length + ':' + argsJSON, name);
   }
+  // Rejections are always coded Errors (see hostError): the bindings may
+  // hand this primitive's promises to scripts unchanged.
+  defineProperty(toolCall, 'errorsCarryCodes', { value: true });
 
   function setTimeout(fn, ms, ...args) {
     if (typeof fn !== 'function') throw new TypeErrorC('setTimeout needs a function');
@@ -222,7 +230,7 @@
     if (o.body !== undefined && o.body !== null) body = str(o.body);
     const req = '{"url":' + q(url) + ',"method":' + q(method) +
       ',"headers":' + JSONstringify(headerList(o.headers)) + ',"body":' + (body === null ? 'null' : q(body)) + '}';
-    return apply(promiseThen, request('f', req.length + ':' + req), [makeResponse]);
+    return apply(promiseThen, request('f', req.length + ':' + req, undefined), [makeResponse]);
   }
 
   function errorInfo(e) {
@@ -288,7 +296,7 @@
     if (w[2] === 't') {
       try { apply(w[0], undefined, w[3]); } catch (e) { log('e', ['Uncaught (in setTimeout)', e]); }
     } else if (!ok) {
-      w[1](hostError(JSONparse(payload)));
+      w[1](hostError(JSONparse(payload), w[3]));
     } else {
       w[0](JSONparse(payload));
     }

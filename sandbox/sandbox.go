@@ -20,8 +20,10 @@
 // JSON text the Caller returned, parsed by the interpreter's own JSON.parse
 // (captured before any other code ran, so a script cannot replace it). It
 // rejects with an Error whose .code is the CallError code ("not_found",
-// "rate_limited", "timeout", "tool_error", "limit", ...) and, when the host
-// gave one, a numeric .retryAfterMs. The prelude must capture it
+// "rate_limited", "timeout", "tool_error", "limit", ...), whose .tool is
+// name and, when the host gave one, with a numeric .retryAfterMs; its
+// property errorsCarryCodes (true) says so, for the bindings package. The
+// prelude must capture it
 // (const call = __toolgate_call) because it is deleted from the global
 // object before the agent's code runs. A minimal prelude:
 //

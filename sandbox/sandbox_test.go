@@ -215,19 +215,20 @@ func TestConcurrentToolCalls(t *testing.T) {
 }
 
 // TestRetryHint proves a rejected call carries the host's retry hint as a
-// number, and no retryAfterMs at all when the host gave none.
+// number, and no retryAfterMs at all when the host gave none, besides its
+// code and the name it was called with.
 func TestRetryHint(t *testing.T) {
 	tests := []struct {
 		name, tool, want string
 	}{
-		{"with hint", "limited", `["rate_limited", "number", 1500, "rate limit exceeded; retry after 1500 ms"]`},
-		{"without hint", "fail", `["rate_limited", "undefined", false, "slow down"]`},
-		{"not found", "nosuch", `["not_found", "undefined", false, "tool nosuch not found"]`},
+		{"with hint", "limited", `["rate_limited", "number", 1500, "rate limit exceeded; retry after 1500 ms", "limited"]`},
+		{"without hint", "fail", `["rate_limited", "undefined", false, "slow down", "fail"]`},
+		{"not found", "nosuch", `["not_found", "undefined", false, "tool nosuch not found", "nosuch"]`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			res := run(t, fmt.Sprintf(`try { await callTool(%q, {}); return "called" } catch (e) {
-  return [e.code, typeof e.retryAfterMs, "retryAfterMs" in e && e.retryAfterMs, e.message] }`, tc.tool), Limits{})
+  return [e.code, typeof e.retryAfterMs, "retryAfterMs" in e && e.retryAfterMs, e.message, e.tool] }`, tc.tool), Limits{})
 			wantResult(t, res, tc.want)
 		})
 	}
