@@ -788,15 +788,6 @@ func skipSpaceAndComments(s string, i int) int {
 	return i
 }
 
-// jsString quotes s as a JavaScript string literal.
-func jsString(s string) string {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(s)
-	return strings.TrimSuffix(b.String(), "\n")
-}
-
 func truncateUTF8(s string, n int) string {
 	if n >= len(s) {
 		return s
