@@ -15,15 +15,22 @@ import "strings"
 //     names are refused by the tool path, not here.
 //
 // Every binding calls the host primitive globalThis[hostFn] as
-// hostFn(fullName, argsJSON) and expects a promise of the JSON text of the
-// value (what [Invoke] returns); an empty string or undefined means
-// undefined. Arguments left out or null are sent as {}; arguments that are
+// hostFn(fullName, argsJSON) and expects a promise of the value itself (the
+// host parses the JSON text [Invoke] returns; sandbox's primitive does so
+// with the JSON.parse it captured before any script ran), which the
+// binding resolves with unchanged. Arguments left out or null are sent as {}; arguments that are
 // not a plain object reject with a TypeError whose code is
 // "invalid_arguments". A rejection of the host primitive becomes an Error
 // with .code, .tool and, when given, .retryAfterMs; the reason may be an
 // Error (kept, with .code "internal" added when missing), an object or the
 // JSON text of one ({"code","message","retryAfterMs"}, as a [CallError]
 // marshals), or any other string (the message, code "internal").
+//
+// When hostFn has an own property errorsCarryCodes set to true, the host
+// promises to reject only with Errors that carry a non-empty string .code,
+// .tool (the name it was called with) and, when known, a numeric
+// .retryAfterMs, as sandbox's primitive does; a binding then returns the
+// host's promise itself, which saves the script a promise step per call.
 //
 // The prelude removes hostFn from globalThis after capturing it (when the
 // property is configurable), so a script reaches tools only through the
@@ -86,6 +93,13 @@ const preludeHead = `// toolgate bindings: tools, callTool and one global per se
   var define = Object.defineProperty, freeze = Object.freeze;
   var hasOwn = Function.prototype.call.bind(Object.prototype.hasOwnProperty);
   var isArray = Array.isArray, parse = JSON.parse, stringify = JSON.stringify;
+  var apply = Reflect.apply, PromiseCtor = Promise, promiseReject = Promise.reject;
+  var getOwn = Object.getOwnPropertyDescriptor;
+  var codedHost = (function () {
+    var d = getOwn(host, "errorsCarryCodes");
+    return d !== undefined && d.value === true;
+  })();
+  function rejected(e) { return apply(promiseReject, PromiseCtor, [e]); }
 
   function fail(e, code, tool, retryAfterMs) {
     try {
@@ -117,30 +131,33 @@ const preludeHead = `// toolgate bindings: tools, callTool and one global per se
     return fail(new ErrorCtor(message), c, tool, o.retryAfterMs);
   }
 
-  async function call(tool, args) {
+  // call returns a promise, never throws: bad arguments reject it.
+  function call(tool, args) {
     if (args === undefined || args === null) {
       args = {};
     } else if (typeof args !== "object" || isArray(args)) {
-      throw fail(new TypeErrorCtor(tool + ": arguments must be an object"), "invalid_arguments", tool);
+      return rejected(fail(new TypeErrorCtor(tool + ": arguments must be an object"), "invalid_arguments", tool));
     }
     var text;
     try {
       text = stringify(args);
     } catch (e) {
-      throw fail(new TypeErrorCtor(tool + ": arguments cannot be sent as JSON: " + e.message), "invalid_arguments", tool);
+      return rejected(fail(new TypeErrorCtor(tool + ": arguments cannot be sent as JSON: " + e.message), "invalid_arguments", tool));
     }
-    var reply;
+    if (!codedHost) return viaHost(tool, text);
     try {
-      reply = await host(tool, text);
+      return host(tool, text);
+    } catch (reason) {
+      return rejected(toError(reason, tool));
+    }
+  }
+
+  // viaHost calls a host whose rejections need turning into coded Errors.
+  async function viaHost(tool, text) {
+    try {
+      return await host(tool, text);
     } catch (reason) {
       throw toError(reason, tool);
-    }
-    if (reply === undefined || reply === "") return undefined;
-    if (typeof reply !== "string") return reply;
-    try {
-      return parse(reply);
-    } catch (e) {
-      throw fail(new ErrorCtor("toolgate: the reply of " + tool + " is not JSON"), "internal", tool);
     }
   }
 

@@ -158,10 +158,10 @@ globalThis.__toolgate_call = function (name, argsJSON) {
     case "reject-plain-error": throw new Error("plain");
     case "reject-string": throw "just text";
     case "reject-frozen": throw Object.freeze(new Error("frozen"));
-    case "empty": return "";
-    case "bad-json": return "{";
+    case "empty": return undefined;
+    case "string-value": return "{";
   }
-  return JSON.stringify({ name, args }); })();
+  return { name, args }; })();
 };
 `
 
@@ -189,7 +189,7 @@ const preludeChecks = `
   out.arrayArgs = await settle(tools.demo.echo([1]));
   const cyclic = {}; cyclic.self = cyclic;
   out.cyclicArgs = await settle(tools.demo.echo(cyclic));
-  for (const mode of ["reject-json", "reject-object", "reject-error", "reject-plain-error", "reject-string", "reject-frozen", "throw-sync", "empty", "bad-json"]) {
+  for (const mode of ["reject-json", "reject-object", "reject-error", "reject-plain-error", "reject-string", "reject-frozen", "throw-sync", "empty", "string-value"]) {
     out[mode] = await settle(tools.demo.echo({ mode }));
   }
   out.concurrent = (await Promise.all([1, 2, 3].map((n) => tools.demo.echo({ n })))).map((r) => r.args.n);
@@ -264,7 +264,7 @@ func TestPreludeRuns(t *testing.T) {
 		"reject-frozen":      fail("Error", "frozen", "internal", "demo__echo", 0),
 		"throw-sync":         fail("Error", "down", "unavailable", "demo__echo", 0),
 		"empty":              empty,
-		"bad-json":           fail("Error", "toolgate: the reply of demo__echo is not JSON", "internal", "demo__echo", 0),
+		"string-value":       map[string]any{"ok": "{"},
 		"concurrent":         []any{1.0, 2.0, 3.0},
 		"hostGone":           "undefined",
 		"mathIntact":         true,
@@ -305,5 +305,55 @@ func TestPreludeMissingHost(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "toolgate: host function __nothing_here is missing") {
 		t.Errorf("prelude without its host: err %v, output:\n%s", err, out)
+	}
+}
+
+// TestPreludeCodedHost: a host that declares errorsCarryCodes has its
+// promises handed to the script unchanged: its value as is, its Error (the
+// same object) as is; bad arguments still reject before it is called.
+func TestPreludeCodedHost(t *testing.T) {
+	const harness = `"use strict";
+let calls = 0, lastError;
+globalThis.__toolgate_call = function (name, argsJSON) {
+  calls++;
+  const args = JSON.parse(argsJSON);
+  if (args.fail) {
+    lastError = Object.assign(new Error("slow down"), { code: "rate_limited", tool: name, retryAfterMs: 250 });
+    return Promise.reject(lastError);
+  }
+  return Promise.resolve({ name, args });
+};
+Object.defineProperty(globalThis.__toolgate_call, "errorsCarryCodes", { value: true });
+`
+	const checks = `
+(async () => {
+  const out = {};
+  out.ok = await tools.demo.echo({ a: 1 });
+  try { await tools.demo.echo({ fail: true }); } catch (e) {
+    out.sameError = e === lastError;
+    out.error = [e.code, e.tool, e.retryAfterMs, e.message];
+  }
+  try { await tools.demo.echo("nope"); } catch (e) { out.badArgs = [e.name, e.code, e.tool]; }
+  out.calls = calls;
+  process.stdout.write(JSON.stringify(out));
+})().catch((e) => { console.error(e); process.exit(1); });
+`
+	path := filepath.Join(t.TempDir(), "coded.js")
+	if err := os.WriteFile(path, []byte(harness+Prelude(preludeTools, "__toolgate_call")+checks), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal([]byte(runNode(t, path)), &got); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{
+		"ok":        map[string]any{"name": "demo__echo", "args": map[string]any{"a": 1.0}},
+		"sameError": true,
+		"error":     []any{"rate_limited", "demo__echo", 250.0, "slow down"},
+		"badArgs":   []any{"TypeError", "invalid_arguments", "demo__echo"},
+		"calls":     2.0,
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Fatalf("(-want +got):\n%s", d)
 	}
 }

@@ -4,9 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -83,6 +88,15 @@ for (let i = 0; i < 4; i++) {
 }
 return out;`)
 		if string(ex.Result) != `["tool_error:x","tool_error:x","rate_limited","rate_limited"]` {
+			t.Errorf("result = %s", ex.Result)
+		}
+	})
+
+	t.Run("a rate-limited call carries the retry hint", func(t *testing.T) {
+		_, ex := execute(t, cs, `
+try { await tools.s.fail({message: "x"}); return "called"; }
+catch (e) { return [e.code, typeof e.retryAfterMs, e.retryAfterMs > 0 && e.retryAfterMs <= 1000]; }`)
+		if string(ex.Result) != `["rate_limited","number",true]` {
 			t.Errorf("result = %s", ex.Result)
 		}
 	})
@@ -249,5 +263,105 @@ func TestCodeModeSmallBudgetAndDirectTools(t *testing.T) {
 		if tool.Name == "execute_code" && (!strings.Contains(tool.Description, "search_tools") || strings.Contains(tool.Description, "declare ")) {
 			t.Errorf("over the budget, the description should point to search_tools:\n%s", tool.Description)
 		}
+	}
+}
+
+// startLoopbackFetchGateway runs `toolgate serve` built with the
+// toolgate_fetch_loopback tag: the one way a real gateway lets fetch reach
+// a test's local HTTP server (release builds refuse loopback, see
+// sandbox/fetch_loopback.go).
+func startLoopbackFetchGateway(t *testing.T, cfg string) *gateway {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "toolgate-fetch-loopback")
+	cmd := exec.Command("go", "build", "-tags", "toolgate_fetch_loopback", "-o", bin, "./cmd/toolgate")
+	cmd.Dir = e2etest.ModuleRoot(t)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build -tags toolgate_fetch_loopback: %v\n%s", err, out)
+	}
+	path := writeConfig(t, cfg)
+	keys := createKeys(t, path)
+	proc := e2etest.StartProcess(t, e2etest.ProcOptions{
+		Path: bin,
+		Args: []string{"serve", "-c", path, "--listen", "127.0.0.1:0", "--log-level", "info"},
+		Dir:  filepath.Dir(path),
+	})
+	line := proc.WaitForLine(t, "toolgate listening on", 60*time.Second)
+	m := listeningLine.FindStringSubmatch(line)
+	if m == nil {
+		t.Fatalf("cannot find the address in %q", line)
+	}
+	g := &gateway{proc: proc, base: m[1], configPath: path, keys: keys}
+	gatewayKeys.Store(g.base, keys)
+	t.Cleanup(func() { gatewayKeys.Delete(g.base) })
+	return g
+}
+
+// TestCodeModeFetchRateLimit: each fetch request of a script takes a token
+// from the caller's buckets, shared with its tool calls, and a refused one
+// rejects like a rate-limited tool call (code and retryAfterMs), so that a
+// script can wait and retry; every request is audited.
+func TestCodeModeFetchRateLimit(t *testing.T) {
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := hits.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"n": %d, "path": %q}`, n, r.URL.Path)
+	}))
+	defer srv.Close()
+	up := testUpstream(t)
+	g := startLoopbackFetchGateway(t, fmt.Sprintf(`{
+		"codeMode": {"enabled": true, "timeout": 8000, "allowFetch": true},
+		"rateLimit": {"perKeyRequestsPerMinute": 6, "perKeyBurst": 3},
+		"toolLimits": {"codeMode:fetch": {"requestsPerMinute": 60, "burst": 2}},
+		"mcpServers": {"s": {"command": %s, "allowedTools": ["echo"]}}
+	}`, jsonString(up)))
+	cs := connect(t, g.URL(), nil)
+
+	res, ex := execute(t, cs, strings.ReplaceAll(`
+const out = [];
+const get = async (path) => {
+  try { const r = await fetch("SRV" + path); out.push([r.status, (await r.json()).path]); }
+  catch (e) { out.push([e.code, typeof e.retryAfterMs, e.message]); return e; }
+};
+await get("/a");
+await get("/b");
+const refused = await get("/c");          // over codeMode:fetch's burst of 2
+await new Promise((resolve) => setTimeout(resolve, refused.retryAfterMs));
+await get("/d");                          // the fetch bucket refilled; the key bucket is now empty
+try { await tools.s.echo({text: "x"}); out.push("echo ok"); } catch (e) { out.push(e.code); }
+return out;`, "SRV", srv.URL))
+	if res.IsError {
+		t.Fatalf("execution failed: %s", text(res))
+	}
+	var got []any
+	if err := json.Unmarshal(ex.Result, &got); err != nil || len(got) != 5 {
+		t.Fatalf("result = %s", ex.Result)
+	}
+	want := []string{`[200,"/a"]`, `[200,"/b"]`, `rate_limited`, `[200,"/d"]`, `"rate_limited"`}
+	for i, w := range want {
+		b, _ := json.Marshal(got[i])
+		if !strings.HasPrefix(strings.TrimPrefix(string(b), `["`), w) {
+			t.Errorf("step %d = %s, want %s", i+1, b, w)
+		}
+	}
+	if third, ok := got[2].([]any); !ok || len(third) != 3 || third[1] != "number" || !strings.Contains(fmt.Sprint(third[2]), "rate limit exceeded") {
+		t.Errorf("refused fetch = %v, want code rate_limited with a numeric retryAfterMs", got[2])
+	}
+	if n := hits.Load(); n != 3 {
+		t.Errorf("the server saw %d requests, want 3 (the refused one never left the gateway)", n)
+	}
+
+	evs := g.auditEvents(t)
+	var fetched, limited int
+	for _, ev := range evs {
+		switch {
+		case ev.Type == policy.EventCodeFetch && ev.Status == 200 && ev.Host == "127.0.0.1":
+			fetched++
+		case ev.Type == policy.EventRateLimitHit && ev.Tool == "codeMode:fetch" && ev.ExecutionID != "" && ev.Host == "127.0.0.1":
+			limited++
+		}
+	}
+	if fetched != 3 || limited != 1 {
+		t.Errorf("audit: %d code.fetch events and %d ratelimit.hit for fetch, want 3 and 1", fetched, limited)
 	}
 }

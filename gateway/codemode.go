@@ -28,6 +28,14 @@ const (
 	hostFn          = "__toolgate_call"
 )
 
+// FetchRateName is the name under which a script's fetch requests are
+// rate-limited: each request takes one token from the caller's project and
+// key buckets, as a tool call does, and from toolLimits["codeMode:fetch"]
+// when the project sets one. The colon keeps it apart from every real tool
+// name (MCP names are made of A-Z a-z 0-9 _ . -), so a server's own "fetch"
+// tool never shares its budget.
+const FetchRateName = "codeMode:fetch"
+
 // codeTools is a project's tools as Code Mode shows them, derived from its
 // registry at each rebuild.
 type codeTools struct {
@@ -243,7 +251,7 @@ func (g *Gateway) executeCode(ctx context.Context, p *project, pr Principal, cod
 			v, err := bindings.Invoke(ctx, tc, name, args)
 			if err != nil {
 				if be := bindings.AsCallError(err); be != nil {
-					return nil, &sandbox.CallError{Code: be.Code, Message: be.Message}
+					return nil, &sandbox.CallError{Code: be.Code, Message: be.Message, RetryAfterMs: be.RetryAfterMs}
 				}
 				return nil, err
 			}
@@ -255,6 +263,9 @@ func (g *Gateway) executeCode(ctx context.Context, p *project, pr Principal, cod
 			AllowHosts:       cm.FetchAllowHosts,
 			MaxResponseBytes: cm.FetchMaxResponseBytes,
 			MaxRequests:      cm.FetchMaxRequests,
+			BeforeRequest: func(_ context.Context, method, host string) error {
+				return g.takeFetchTokens(p, pr, execID, method, host)
+			},
 			OnRequest: func(method, host string, status int, n int64) {
 				_ = g.emit(&policy.Event{Type: policy.EventCodeFetch, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP, ExecutionID: execID, Method: method, Host: host, Status: status, Bytes: n})
 			},
@@ -301,7 +312,34 @@ type scriptCaller struct {
 var _ bindings.ToolCaller = (*scriptCaller)(nil)
 
 func (c *scriptCaller) CallTool(ctx context.Context, name string, args json.RawMessage) (*mcp.CallToolResult, error) {
-	return c.g.callTool(ctx, c.p, &ToolCall{Principal: c.pr, Name: name, Arguments: args, ExecutionID: c.execID, Session: c.session})
+	res, err := c.g.callTool(ctx, c.p, &ToolCall{Principal: c.pr, Name: name, Arguments: args, ExecutionID: c.execID, Session: c.session})
+	return res, scriptError(err)
+}
+
+// scriptError keeps the retry hint of a rate-limited call for the script:
+// the Error it sees carries retryAfterMs, as the direct path's JSON-RPC
+// error carries data.retryAfterMs.
+func scriptError(err error) error {
+	var ce *CallError
+	if errors.As(err, &ce) && ce.Code == CodeRateLimited {
+		return &bindings.CallError{Code: ce.Code, Message: ce.Message, RetryAfterMs: retryMs(ce.RetryAfter)}
+	}
+	return err
+}
+
+// takeFetchTokens charges one fetch request of a script to its caller's
+// buckets (see FetchRateName). A refusal is audited as ratelimit.hit, as a
+// refused tool call is, and rejects the fetch with code "rate_limited" and
+// retryAfterMs.
+func (g *Gateway) takeFetchTokens(p *project, pr Principal, execID, method, host string) error {
+	err := g.takeTokens(pr, FetchRateName)
+	var ce *CallError
+	if !errors.As(err, &ce) {
+		return err
+	}
+	_ = g.emit(&policy.Event{Type: policy.EventRateLimitHit, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP, ExecutionID: execID,
+		Tool: FetchRateName, Decision: "deny", Outcome: CodeRateLimited, Error: ce.Message, Method: method, Host: host})
+	return &sandbox.CallError{Code: ce.Code, Message: ce.Message, RetryAfterMs: retryMs(ce.RetryAfter)}
 }
 
 // ErrorCode lets bindings keep the code of a refusal.

@@ -86,10 +86,9 @@ func TestAdversarial(t *testing.T) {
 		{"overwritten intrinsics then a tool call", `
 			JSON.parse = () => { throw new Error('hijacked parse') };
 			return await callTool('echo', {a: 1})`, Limits{}, func(t *testing.T, res *Result) {
-			// The bindings use the script's JSON.parse: they fail, safely.
-			if res.Error == nil || res.Error.Message != "hijacked parse" {
-				t.Fatalf("got %+v", res.Error)
-			}
+			// The bridge parses results with the JSON.parse it captured
+			// before any script ran.
+			wantResult(t, res, `{"a": 1}`)
 		}},
 		{"bridge tampering", `
 			try { __toolgate_bridge.pump = null } catch (e) {}

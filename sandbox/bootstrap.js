@@ -4,15 +4,30 @@
 // change how results, logs and host requests cross the bridge, and installs
 // the non-writable global __toolgate_bridge that the Go side drives.
 //
-// Wire format, host -> guest (pump input): a JSON array of
-//   [id, 1, "<result JSON text>"]      tool call fulfilled
-//   [id, 0, {"code":..,"message":..}]  tool call / fetch rejected
-//   [id, 1, {status,statusText,url,headers:[[k,v]],body}]  fetch fulfilled
-//   [id, 1, null]                      timer due
-// The host passes that text to pump(input) as one string, lets the
-// interpreter run every pending job, then calls drain(). Guest -> host: the
-// one JSON object drain() returns. This script's value is [drain, pump], which
-// the host keeps; scripts cannot reach either.
+// Wire format. Host -> guest: one call pump(id, ok, payload) per settled
+// request, with id and ok as integers, so nothing is parsed for a tool
+// result:
+//   pump(id, 1, "<result JSON text>")   tool call fulfilled (parsed here)
+//   pump(id, 0, '{"code":..,"message":..,"retryAfterMs"?:..}')  rejected
+//   pump(id, 1, '{status,statusText,url,redirected,headers:[[k,v]],body}')  fetch fulfilled
+//   pump(id, 1)                         timer due
+// The host makes those calls, lets the interpreter run every pending job,
+// then calls drain(). Guest -> host: the string drain() returns, records
+// one after the other, each a letter and its fields; a number field ends
+// with ':', a text field is its length in UTF-16 units, ':' and the text,
+// so nothing is escaped. (The host reads the report as a C string, which
+// ends at a U+0000 in a tool name or a console line; the report then cannot
+// be complete, and the host asks again() for it as a JSON string.)
+//   c<id>:<name><args>   tool call (name and args are text fields)
+//   f<id>:<request JSON> fetch
+//   t<id>:<ms>:          timer
+//   x<id>:               timer cleared
+//   l<level><text>       console line; level is one of l i d w e
+//   T                    console output truncated
+//   v<value JSON>        the script returned this value
+//   e<error JSON>        the script failed: {name,message,stack,code}
+// This script's value is [drain, pump, again], which the host keeps;
+// scripts cannot reach them.
 //
 // The host evaluates this once per engine and copies the resulting memory
 // into every interpreter, so seal() also gives each execution its own
@@ -45,8 +60,7 @@
 
   let nextID = 1;
   const waiters = create(null); // id -> [resolve, reject, kind, extra]
-  let out = '';                 // queued host requests, comma separated
-  let logs = '';                // queued log lines, comma separated
+  let out = '';                 // records for the host (see the wire format)
   let logChars = 0;
   let logCap = 1 << 20;
   let logTrunc = false;
@@ -93,60 +107,74 @@
 
   function log(level, args) {
     if (logTrunc) return;
-    let text = '';
-    for (let i = 0; i < args.length; i++) text += (i ? ' ' : '') + fmt(args[i]);
-    logChars += text.length + 16;
+    let line = '';
+    for (let i = 0; i < args.length; i++) line += (i ? ' ' : '') + fmt(args[i]);
+    logChars += line.length + 16;
     if (logChars > logCap) {
       logTrunc = true;
+      out += 'T';
       return;
     }
-    logs += (logs ? ',' : '') + '[' + q(level) + ',' + q(text) + ']';
+    out += 'l' + level + line.length + ':' + line;
   }
 
-  function request(kind, fields) {
+  function request(kind, fields, tool) {
     const id = nextID++;
     let res, rej;
     const p = new PromiseC((a, b) => { res = a; rej = b; });
-    waiters[id] = [res, rej, kind, null];
-    out += (out ? ',' : '') + '[' + q(kind) + ',' + id + fields + ']';
+    waiters[id] = [res, rej, kind, tool];
+    out += kind + id + ':' + fields;
     return p;
   }
 
-  function hostError(info) {
-    let message = 'host call failed', code = 'tool_error';
+  // hostError is the Error a rejected request rejects with: .code always
+  // (a non-empty string), .tool for a tool call, .retryAfterMs when given.
+  function hostError(info, tool) {
+    let message = 'host call failed', code = 'tool_error', retry;
     if (info !== null && typeof info === 'object') {
       message = str(info.message);
-      code = str(info.code);
+      code = str(info.code) || 'internal';
+      if (typeof info.retryAfterMs === 'number') retry = info.retryAfterMs;
     }
     const e = new ErrorC(message);
     defineProperty(e, 'code', { value: code, writable: true, configurable: true, enumerable: true });
+    if (tool !== undefined) {
+      defineProperty(e, 'tool', { value: tool, writable: true, configurable: true, enumerable: true });
+    }
+    if (retry !== undefined) {
+      defineProperty(e, 'retryAfterMs', { value: retry, writable: true, configurable: true, enumerable: true });
+    }
     return e;
   }
 
-  // __toolgate_call(name, argsJSON) -> Promise<string>: the host primitive
-  // the prelude wraps into tool bindings.
+  // __toolgate_call(name, argsJSON) -> Promise<result value>: the host
+  // primitive the prelude wraps into tool bindings.
   function toolCall(name, argsJSON) {
     if (typeof name !== 'string') throw new TypeErrorC('tool name must be a string');
     if (argsJSON === undefined) argsJSON = '{}';
     if (typeof argsJSON !== 'string') throw new TypeErrorC('tool arguments must be a JSON string');
-    return request('call', ',' + q(name) + ',' + q(argsJSON));
+    return request('c', name.length + ':' + name + argsJSON.length + ':' + argsJSON, name);
   }
+  // Rejections are always coded Errors (see hostError): the bindings may
+  // hand this primitive's promises to scripts unchanged.
+  defineProperty(toolCall, 'errorsCarryCodes', { value: true });
 
   function setTimeout(fn, ms, ...args) {
     if (typeof fn !== 'function') throw new TypeErrorC('setTimeout needs a function');
     let delay = NumberC(ms);
     if (!(delay > 0)) delay = 0;
+    if (delay > 2147483647) delay = 2147483647;
     const id = nextID++;
-    waiters[id] = [fn, null, 'timer', args];
-    out += (out ? ',' : '') + '["timer",' + id + ',' + floor(delay) + ']';
+    waiters[id] = [fn, null, 't', args];
+    out += 't' + id + ':' + floor(delay) + ':';
     return id;
   }
 
   function clearTimeout(id) {
     const w = waiters[id];
-    if (w !== undefined && w[2] === 'timer') {
+    if (w !== undefined && w[2] === 't') {
       delete waiters[id];
-      out += (out ? ',' : '') + '["cleartimer",' + NumberC(id) + ']';
+      out += 'x' + NumberC(id) + ':';
     }
   }
 
@@ -202,7 +230,7 @@
     if (o.body !== undefined && o.body !== null) body = str(o.body);
     const req = '{"url":' + q(url) + ',"method":' + q(method) +
       ',"headers":' + JSONstringify(headerList(o.headers)) + ',"body":' + (body === null ? 'null' : q(body)) + '}';
-    return apply(promiseThen, request('fetch', ',' + req), [makeResponse]);
+    return apply(promiseThen, request('f', req.length + ':' + req, undefined), [makeResponse]);
   }
 
   function errorInfo(e) {
@@ -222,55 +250,56 @@
     return '{"name":' + q(name) + ',"message":' + q(message) + ',"stack":' + q(stack) + ',"code":' + q(code) + '}';
   }
 
+  // end records the script's outcome, once: kind 'v' with the returned
+  // value's JSON, or 'e' with the error's.
+  function end(kind, json) {
+    state = kind;
+    out += kind + json.length + ':' + json;
+  }
+
   function finish(v) {
     if (state) return;
     let s;
     try {
       s = v === undefined ? 'null' : JSONstringify(v);
     } catch (e) {
-      state = '{"ok":false,"error":' + errorInfo(new TypeErrorC('the returned value is not JSON-serialisable: ' + str(e && e.message))) + '}';
+      end('e', errorInfo(new TypeErrorC('the returned value is not JSON-serialisable: ' + str(e && e.message))));
       return;
     }
     if (s === undefined) s = 'null';
-    state = '{"ok":true,"value":' + q(s) + '}';
+    end('v', s);
   }
 
   function fail(e) {
     if (state) return;
-    state = '{"ok":false,"error":' + errorInfo(e) + '}';
+    end('e', errorInfo(e));
   }
 
-  function settle(input) {
-    if (!input) return;
-    const items = JSONparse(input);
-    for (let i = 0; i < items.length; i++) {
-      const it = items[i];
-      const id = it[0];
-      const w = waiters[id];
-      if (w === undefined) continue;
-      delete waiters[id];
-      if (w[2] === 'timer') {
-        try { apply(w[0], undefined, w[3]); } catch (e) { log('error', ['Uncaught (in setTimeout)', e]); }
-      } else if (it[1]) {
-        w[0](it[2]);
-      } else {
-        w[1](hostError(it[2]));
-      }
-    }
-  }
-
+  // drain hands the host every record queued since the last drain; again
+  // hands the same report once more, as a JSON string.
+  let last = '';
   function drain() {
-    const s = '{"out":[' + out + '],"logs":[' + logs + '],"trunc":' + (logTrunc ? 'true' : 'false') +
-      ',"state":' + (state || 'null') + '}';
+    last = out;
     out = '';
-    logs = '';
-    return s;
+    return last;
+  }
+  function again() {
+    return q(last);
   }
 
-  // pump settles host results; the interpreter's loop then runs every
+  // pump settles one host request; the interpreter's loop then runs every
   // reaction before the host reads drain().
-  function pump(input) {
-    settle(input);
+  function pump(id, ok, payload) {
+    const w = waiters[id];
+    if (w === undefined) return;
+    delete waiters[id];
+    if (w[2] === 't') {
+      try { apply(w[0], undefined, w[3]); } catch (e) { log('e', ['Uncaught (in setTimeout)', e]); }
+    } else if (!ok) {
+      w[1](hostError(JSONparse(payload), w[3]));
+    } else {
+      w[0](JSONparse(payload));
+    }
   }
 
   function start(fn) {
@@ -284,11 +313,11 @@
   }
 
   const consoleObj = freeze({
-    log(...a) { log('log', a); },
-    info(...a) { log('info', a); },
-    debug(...a) { log('debug', a); },
-    warn(...a) { log('warn', a); },
-    error(...a) { log('error', a); },
+    log(...a) { log('l', a); },
+    info(...a) { log('i', a); },
+    debug(...a) { log('d', a); },
+    warn(...a) { log('w', a); },
+    error(...a) { log('e', a); },
   });
 
   function blocked() {
@@ -338,5 +367,5 @@
     value: freeze({ start, pump, seal }),
     writable: false, enumerable: false, configurable: false,
   });
-  return [drain, pump];
+  return [drain, pump, again];
 })(os);

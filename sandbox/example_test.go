@@ -23,7 +23,7 @@ func ExampleEngine_Run() {
 	// The bindings: callTool(name, args) over the host primitive.
 	prelude := `
 		const call = __toolgate_call;
-		globalThis.callTool = async (name, args) => JSON.parse(await call(name, JSON.stringify(args)));`
+		globalThis.callTool = (name, args) => call(name, JSON.stringify(args));`
 	// The host side of a tool call.
 	caller := func(ctx context.Context, name string, args []byte) ([]byte, error) {
 		if name == "add" {

@@ -35,6 +35,14 @@ type FetchPolicy struct {
 	// MaxRequests caps the requests per execution (redirects excluded);
 	// more reject with code "limit". Default 20.
 	MaxRequests int
+	// BeforeRequest, when set, is called once per request (redirects
+	// excluded) whose URL passed the scheme and AllowHosts rules, before
+	// anything is dialled: the place for rate limits. An error refuses the
+	// request: a *CallError rejects the fetch with its code, message and
+	// retryAfterMs; any other error rejects it with code "denied". A request
+	// it refuses is not reported to OnRequest: BeforeRequest records its own
+	// refusals. It may be called concurrently.
+	BeforeRequest func(ctx context.Context, method, host string) error
 	// OnRequest, when set, is called once per request for auditing, with
 	// status 0 when no response arrived. It may be called concurrently.
 	OnRequest func(method, host string, status int, bytes int64)
@@ -82,11 +90,31 @@ var errBlocked = errors.New("blocked by the sandbox fetch policy")
 func (x *execution) doFetch(op hostOp) hostDone {
 	p := x.req.Fetch
 	fr := op.fetch
-	host := ""
-	if u, err := url.Parse(fr.URL); err == nil {
-		host = u.Hostname()
+	if fr.Method == "" {
+		fr.Method = http.MethodGet
 	}
-	resp, n, err := p.do(x.ctx, fr)
+	host := ""
+	u, err := url.Parse(fr.URL)
+	if err != nil {
+		err = fmt.Errorf("invalid URL: %w", err)
+	} else {
+		host = u.Hostname()
+		err = p.checkURL(u)
+	}
+	if err == nil && p.BeforeRequest != nil {
+		if err := p.before(x.ctx, fr.Method, host); err != nil {
+			var ce *CallError
+			if !errors.As(err, &ce) {
+				ce = &CallError{Code: "denied", Message: err.Error()}
+			}
+			return hostDone{set: rejectWith(op.id, &CallError{Code: ce.Code, Message: "fetch " + fr.URL + ": " + ce.Message, RetryAfterMs: ce.RetryAfterMs})}
+		}
+	}
+	var resp *fetchResponse
+	var n int64
+	if err == nil {
+		resp, n, err = p.do(x.ctx, u, fr)
+	}
 	status := 0
 	if resp != nil {
 		status = resp.Status
@@ -108,29 +136,30 @@ func (x *execution) doFetch(op hostOp) hostDone {
 		case x.ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded):
 			code = "timeout"
 		}
-		return hostDone{item: reject(op.id, code, "fetch "+fr.URL+": "+err.Error())}
+		return hostDone{set: reject(op.id, code, "fetch "+fr.URL+": "+err.Error())}
 	}
 	b, _ := json.Marshal(resp)
-	return hostDone{item: "[" + strconv.FormatInt(op.id, 10) + ",1," + string(b) + "]"}
+	return hostDone{set: settlement{id: op.id, ok: true, payload: string(b)}}
+}
+
+// before runs BeforeRequest, turning a panic into a refusal.
+func (p *FetchPolicy) before(ctx context.Context, method, host string) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("fetch check panicked: %v", r)
+		}
+	}()
+	return p.BeforeRequest(ctx, method, host)
 }
 
 type limitError struct{ msg string }
 
 func (e *limitError) Error() string { return e.msg }
 
-// do performs one fetch under the policy.
-func (p *FetchPolicy) do(ctx context.Context, fr *fetchRequest) (*fetchResponse, int64, error) {
-	u, err := url.Parse(fr.URL)
-	if err != nil {
-		return nil, 0, fmt.Errorf("invalid URL: %w", err)
-	}
-	if err := p.checkURL(u); err != nil {
-		return nil, 0, err
-	}
+// do performs one fetch of u (parsed from fr.URL and checked by checkURL)
+// under the policy.
+func (p *FetchPolicy) do(ctx context.Context, u *url.URL, fr *fetchRequest) (*fetchResponse, int64, error) {
 	method := fr.Method
-	if method == "" {
-		method = http.MethodGet
-	}
 	var body io.Reader
 	if fr.Body != nil {
 		body = strings.NewReader(*fr.Body)
@@ -267,10 +296,14 @@ var blockedPrefixes = []netip.Prefix{
 	netip.MustParsePrefix("fd00:ec2::/32"),   // AWS metadata (also in fc00::/7)
 }
 
+// buildAllowsLoopback is set only in binaries built with the
+// toolgate_fetch_loopback tag, for end-to-end tests (fetch_loopback.go).
+var buildAllowsLoopback = false
+
 // addrAllowed reports whether a dialled address is public unicast.
 func (p *FetchPolicy) addrAllowed(a netip.Addr) bool {
 	a = a.Unmap()
-	if p.allowLoopback && a.IsLoopback() {
+	if (p.allowLoopback || buildAllowsLoopback) && a.IsLoopback() {
 		return true
 	}
 	if !a.IsValid() || a.IsLoopback() || a.IsPrivate() || a.IsUnspecified() || a.IsMulticast() ||

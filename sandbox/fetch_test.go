@@ -1,13 +1,18 @@
 package sandbox
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 func TestFetch(t *testing.T) {
@@ -83,9 +88,97 @@ func TestFetch(t *testing.T) {
 	}
 }
 
+// TestFetchBeforeRequest proves the pre-request hook sees every request
+// (once, redirects excluded) after the URL rules and before anything is
+// dialled, and that its refusal rejects the fetch with its code and retry
+// hint without reaching the server or the audit hook.
+func TestFetchBeforeRequest(t *testing.T) {
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		if r.URL.Path == "/redirect" {
+			http.Redirect(w, r, "/ok", http.StatusFound)
+			return
+		}
+		fmt.Fprint(w, "ok")
+	}))
+	defer srv.Close()
+	var mu sync.Mutex
+	var checked, audited []string
+	policy := func(allowed int) *FetchPolicy {
+		return &FetchPolicy{
+			allowLoopback: true,
+			BeforeRequest: func(_ context.Context, method, host string) error {
+				mu.Lock()
+				defer mu.Unlock()
+				checked = append(checked, method+" "+host)
+				switch {
+				case len(checked) <= allowed:
+					return nil
+				case len(checked) == allowed+1:
+					return &CallError{Code: "rate_limited", Message: "rate limit exceeded; retry after 250 ms", RetryAfterMs: 250}
+				default:
+					return errors.New("no more")
+				}
+			},
+			OnRequest: func(method, host string, status int, _ int64) {
+				mu.Lock()
+				defer mu.Unlock()
+				audited = append(audited, fmt.Sprintf("%s %s %d", method, host, status))
+			},
+		}
+	}
+	reset := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		checked, audited = nil, nil
+		hits.Store(0)
+	}
+	code := strings.ReplaceAll(`const out = [];
+for (const path of ["/redirect", "/ok", "/ok", "/ok"]) {
+  try { const r = await fetch("SRV" + path, {method: "put"}); out.push(r.status); }
+  catch (e) { out.push([e.code, typeof e.retryAfterMs === "number" ? e.retryAfterMs : "none", e.message.includes("SRV")]); }
+}
+return out;`, "SRV", srv.URL)
+
+	reset()
+	res := runReq(t, &Request{Code: code, Fetch: policy(2)}, Limits{})
+	wantResult(t, res, `[200, 200, ["rate_limited", 250, true], ["denied", "none", true]]`)
+	mu.Lock()
+	wantChecked := []string{"PUT 127.0.0.1", "PUT 127.0.0.1", "PUT 127.0.0.1", "PUT 127.0.0.1"}
+	if d := cmp.Diff(wantChecked, checked); d != "" {
+		t.Errorf("BeforeRequest calls (-want +got):\n%s", d)
+	}
+	// The redirect is followed within its request; refused requests reach
+	// neither the server nor OnRequest.
+	if d := cmp.Diff([]string{"PUT 127.0.0.1 200", "PUT 127.0.0.1 200"}, audited); d != "" {
+		t.Errorf("OnRequest calls (-want +got):\n%s", d)
+	}
+	mu.Unlock()
+	if n := hits.Load(); n != 3 {
+		t.Errorf("server saw %d requests, want 3 (a redirect and its target, then one more)", n)
+	}
+
+	t.Run("URL rules come first", func(t *testing.T) {
+		reset()
+		p := policy(10)
+		p.AllowHosts = []string{"api.example.com"}
+		res := runReq(t, &Request{Code: `try { await fetch("ftp://x/"); } catch (e) { try { await fetch("http://other.example.org/"); } catch (f) { return [e.code, f.code] } }`, Fetch: p}, Limits{})
+		wantResult(t, res, `["denied", "denied"]`)
+		mu.Lock()
+		defer mu.Unlock()
+		if len(checked) != 0 {
+			t.Errorf("BeforeRequest saw requests the URL rules refuse: %q", checked)
+		}
+	})
+}
+
 // TestFetchSSRF proves that without the test-only loopback knob no
 // non-public destination is reachable, however it is spelled.
 func TestFetchSSRF(t *testing.T) {
+	if buildAllowsLoopback {
+		t.Skip("this test binary was built with toolgate_fetch_loopback, which lets fetch reach loopback")
+	}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "reached") }))
 	defer srv.Close()
 	port := srv.URL[strings.LastIndex(srv.URL, ":")+1:]
@@ -127,6 +220,9 @@ func TestFetchSSRF(t *testing.T) {
 }
 
 func TestAddrAllowed(t *testing.T) {
+	if buildAllowsLoopback {
+		t.Skip("this test binary was built with toolgate_fetch_loopback, which lets fetch reach loopback")
+	}
 	p := &FetchPolicy{}
 	tests := []struct {
 		addr string

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	_ "embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -192,8 +193,9 @@ type template struct {
 	jsrt, jsctx uint32 // JSRuntime and JSContext pointers
 	stackTop    uint32
 	pump, drain uint64 // the bootstrap's functions (JSValues)
+	again       uint64
 	opts        uint32 // QJSEvalOptions scratch struct
-	argv        uint32 // JSValue[1] scratch
+	argv        uint32 // JSValue[3] scratch
 	scratch     uint32 // malloc'd string buffer of scratchCap bytes
 	scratchCap  uint32
 	names       map[string]uint32 // NUL-terminated fileNames
@@ -369,7 +371,7 @@ func newTemplate(opts guestOptions) (tpl *template, err error) {
 		tpl.names[name] = p
 	}
 	tpl.opts = g.malloc(24)
-	tpl.argv = g.malloc(16)
+	tpl.argv = g.malloc(24)
 	tpl.scratch = g.malloc(scratchSize)
 	tpl.scratchCap = scratchSize
 	g.scratch, g.scratchCap = tpl.scratch, tpl.scratchCap
@@ -398,14 +400,14 @@ func newTemplate(opts guestOptions) (tpl *template, err error) {
 	}
 	tpl.drain = g.call(fnGetPropertyUint32, uint64(tpl.jsctx), v, 0)
 	tpl.pump = g.call(fnGetPropertyUint32, uint64(tpl.jsctx), v, 1)
+	tpl.again = g.call(fnGetPropertyUint32, uint64(tpl.jsctx), v, 2)
 	g.freeValue(v)
-	if jsTag(tpl.drain) != jsTagObject || jsTag(tpl.pump) != jsTagObject {
+	if jsTag(tpl.drain) != jsTagObject || jsTag(tpl.pump) != jsTagObject || jsTag(tpl.again) != jsTagObject {
 		return nil, errors.New("unexpected QuickJS layout: bootstrap functions missing")
 	}
-	// A guest restored from the snapshot must first prove the value
-	// encoding: the drain function returns a string.
-	s, err := g.drainReport()
-	if err != nil || !strings.HasPrefix(s, `{"out":[]`) {
+	// Prove the value encoding: the drain function returns a string (the
+	// engine's self-test then proves pump's arguments).
+	if s, err := g.drainReport(); err != nil || s != "" {
 		return nil, fmt.Errorf("unexpected QuickJS layout: drain() returned %q (%v)", s, err)
 	}
 
@@ -690,25 +692,36 @@ func (g *guest) step(file, src string) (s string, err error) {
 	return g.drainReport()
 }
 
-// pump hands input (the JSON text of settlements) to the bootstrap's pump,
+// pump hands each settlement to the bootstrap's pump(id, ok, payload),
 // runs every job that made ready and returns the drain() report.
-func (g *guest) pump(input string) (s string, err error) {
+func (g *guest) pump(items []settlement) (s string, err error) {
 	defer recoverTrap(&err)
-	str := g.call(fnNewString, uint64(g.jsctx), uint64(g.cString(input)))
-	if jsTag(str) == jsTagException {
-		return "", g.exception()
-	}
 	m := g.mod.Memory()
-	if !m.WriteUint64Le(g.tpl.argv, str) {
-		panic(&trapError{msg: "wasm error: out of bounds memory access"})
+	argv := g.tpl.argv
+	for _, it := range items {
+		payload := jsUndefined
+		if it.payload != "" {
+			payload = g.call(fnNewString, uint64(g.jsctx), uint64(g.cString(it.payload)))
+			if jsTag(payload) == jsTagException {
+				return "", g.exception()
+			}
+		}
+		ok := uint64(0)
+		if it.ok {
+			ok = 1
+		}
+		// JS_TAG_INT is 0: an int32 JSValue is the number itself.
+		if !m.WriteUint64Le(argv, uint64(uint32(it.id))) || !m.WriteUint64Le(argv+8, ok) || !m.WriteUint64Le(argv+16, payload) {
+			panic(&trapError{msg: "wasm error: out of bounds memory access"})
+		}
+		v := g.call(fnCall, uint64(g.jsctx), g.tpl.pump, jsUndefined, 3, uint64(argv))
+		g.freeValue(payload)
+		if jsTag(v) == jsTagException {
+			return "", g.exception()
+		}
+		g.freeValue(v)
 	}
-	v := g.call(fnCall, uint64(g.jsctx), g.tpl.pump, jsUndefined, 1, uint64(g.tpl.argv))
-	g.freeValue(str)
-	if jsTag(v) == jsTagException {
-		return "", g.exception()
-	}
-	g.freeValue(v)
-	v = g.runJobs()
+	v := g.runJobs()
 	if jsTag(v) == jsTagException {
 		return "", g.exception()
 	}
@@ -718,7 +731,26 @@ func (g *guest) pump(input string) (s string, err error) {
 
 // drainReport calls the bootstrap's drain().
 func (g *guest) drainReport() (string, error) {
-	v := g.call(fnCall, uint64(g.jsctx), g.tpl.drain, jsUndefined, 0, 0)
+	s, err := g.callString(g.tpl.drain)
+	if err != nil || reportComplete(s) {
+		return s, err
+	}
+	// The report was read up to a U+0000: ask for it as a JSON string.
+	q, err := g.callString(g.tpl.again)
+	if err != nil {
+		return "", err
+	}
+	var whole string
+	if err := json.Unmarshal([]byte(q), &whole); err != nil {
+		return "", fmt.Errorf("decoding the quoted guest report: %w", err)
+	}
+	return whole, nil
+}
+
+// callString calls a bootstrap function without arguments and returns its
+// string result.
+func (g *guest) callString(fn uint64) (string, error) {
+	v := g.call(fnCall, uint64(g.jsctx), fn, jsUndefined, 0, 0)
 	if jsTag(v) == jsTagException {
 		return "", g.exception()
 	}
@@ -778,9 +810,37 @@ func selfTest(opts guestOptions) error {
 	}
 	g.clearInterrupt(time.Time{})
 	g.deadline.Store(0)
+	if err := pumpSelfTest(opts); err != nil {
+		return err
+	}
 	s, err := g.eval("selftest2.js", "let d = 0; function f(n) { d = n; return f(n + 1) + 1; } try { f(0) } catch (e) { e.name }")
 	if err != nil || s != "RangeError" {
 		return fmt.Errorf("sandbox self-test: stack limit did not hold (got %q, err=%v)", s, err)
+	}
+	return nil
+}
+
+// pumpSelfTest proves on a fresh guest that pump's integer and string
+// arguments arrive as such: a timer and a tool call settle, in that order.
+func pumpSelfTest(opts guestOptions) error {
+	g, err := newGuest(opts)
+	if err != nil {
+		return err
+	}
+	defer g.close()
+	g.deadline.Store(time.Now().Add(5 * time.Second).UnixNano())
+	out, err := g.step("selftest.js", `__toolgate_bridge.start(async () => {
+  await new Promise((r) => setTimeout(r, 1));
+  return [await __toolgate_call("t", "{}"), "\u00e9\ud83d\ude00"];
+})`)
+	if err != nil || out != "t1:1:" {
+		return fmt.Errorf("sandbox self-test: timer request %q (%v)", out, err)
+	}
+	if out, err = g.pump([]settlement{{id: 1, ok: true}}); err != nil || out != "c2:1:t2:{}" {
+		return fmt.Errorf("sandbox self-test: tool call request %q (%v)", out, err)
+	}
+	if out, err = g.pump([]settlement{{id: 2, ok: true, payload: `{"a":1}`}}); err != nil || out != `v15:[{"a":1},"é😀"]` {
+		return fmt.Errorf("sandbox self-test: result %q (%v)", out, err)
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"slices"
 	"strconv"
@@ -93,7 +94,7 @@ type execution struct {
 
 	inflight  int
 	queue     []hostOp
-	ready     []string // settlements to deliver on the next pump
+	ready     []settlement // to deliver on the next pump
 	timers    map[int64]time.Time
 	calls     int
 	fetches   int
@@ -103,28 +104,32 @@ type execution struct {
 }
 
 type hostOp struct {
-	kind  string // "call" or "fetch"
+	kind  byte // 'c' (tool call) or 'f' (fetch)
 	id    int64
 	name  string
 	args  string
 	fetch *fetchRequest
 }
 
+// settlement is one pump(id, ok, payload) for the bootstrap: payload is the
+// result's JSON text, the JSON of a rejection or of a fetch response, or
+// empty for a due timer.
+type settlement struct {
+	id      int64
+	ok      bool
+	payload string
+}
+
 type hostDone struct {
-	item   string // settlement: [id, ok, value]
+	set    settlement
 	record *ToolCallRecord
 }
 
-// guestState is what the bootstrap's drain() reports.
-type guestState struct {
-	Out   []json.RawMessage `json:"out"`
-	Logs  [][2]string       `json:"logs"`
-	Trunc bool              `json:"trunc"`
-	State *struct {
-		OK    bool       `json:"ok"`
-		Value string     `json:"value"`
-		Error *errorInfo `json:"error"`
-	} `json:"state"`
+// outcome is how the script ended, as the bootstrap reports it.
+type outcome struct {
+	ok    bool
+	value string     // the returned value's JSON, when ok
+	err   *errorInfo // when not ok
 }
 
 type errorInfo struct {
@@ -165,7 +170,7 @@ func (x *execution) run() {
 			x.failEval(err, "")
 			return
 		}
-		st, aerr := x.absorb(out)
+		end, aerr := x.absorb(out)
 		if aerr != nil {
 			if x.ctx.Err() != nil || x.g.stop.Load() {
 				x.res.Error = x.ctxError()
@@ -174,8 +179,8 @@ func (x *execution) run() {
 			x.internal(aerr)
 			return
 		}
-		if st.State != nil {
-			x.complete(st)
+		if end != nil {
+			x.complete(end)
 			return
 		}
 		waitStart := time.Now()
@@ -189,85 +194,213 @@ func (x *execution) run() {
 	}
 }
 
-// absorb takes a drain() report: logs, new host requests and the outcome.
-func (x *execution) absorb(out string) (*guestState, error) {
-	var st guestState
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		return nil, fmt.Errorf("decoding guest report: %w", err)
+// absorb takes a drain() report (see the wire format in bootstrap.js):
+// logs, new host requests and, once the script ended, its outcome.
+func (x *execution) absorb(out string) (*outcome, error) {
+	var end *outcome
+	bad := func(i int) error {
+		return fmt.Errorf("decoding guest report at byte %d: %.40q", i, out[i:])
 	}
-	for _, l := range st.Logs {
-		if strings.Contains(l[1], "\n    at ") {
-			l[1] = x.cleanStack(l[1])
-		}
-		x.addLog(l[0], l[1])
-	}
-	if st.Trunc {
-		x.res.Truncated = true
-	}
-	for _, raw := range st.Out {
-		var msg []json.RawMessage
-		if err := json.Unmarshal(raw, &msg); err != nil || len(msg) < 2 {
-			return nil, fmt.Errorf("decoding guest request %s", raw)
-		}
-		var kind string
-		var id int64
-		if json.Unmarshal(msg[0], &kind) != nil || json.Unmarshal(msg[1], &id) != nil {
-			return nil, fmt.Errorf("decoding guest request %s", raw)
-		}
+	for i := 0; i < len(out); {
+		at, kind := i, out[i]
+		i++
+		var ok bool
 		switch kind {
-		case "call":
+		case 'c', 'f':
+			var id int64
 			var name, args string
-			if len(msg) < 4 || json.Unmarshal(msg[2], &name) != nil || json.Unmarshal(msg[3], &args) != nil {
-				return nil, fmt.Errorf("decoding guest request %s", raw)
+			if id, i, ok = readNum(out, i); !ok {
+				return nil, bad(at)
 			}
-			x.calls++
-			if x.calls > x.lim.MaxToolCalls {
-				x.limitHit = LimitToolCalls
-				x.ready = append(x.ready, reject(id, "limit",
-					fmt.Sprintf("maxToolCalls exceeded: at most %d tool calls per execution", x.lim.MaxToolCalls)))
-				x.res.ToolCalls = append(x.res.ToolCalls, ToolCallRecord{Tool: name})
-				continue
+			if kind == 'c' {
+				if name, i, ok = readText(out, i); !ok {
+					return nil, bad(at)
+				}
 			}
-			x.queue = append(x.queue, hostOp{kind: kind, id: id, name: name, args: args})
-		case "fetch":
-			var fr fetchRequest
-			if len(msg) < 3 || json.Unmarshal(msg[2], &fr) != nil {
-				return nil, fmt.Errorf("decoding guest request %s", raw)
+			if args, i, ok = readText(out, i); !ok {
+				return nil, bad(at)
 			}
-			if x.req.Fetch == nil {
-				x.ready = append(x.ready, reject(id, "denied", "fetch is not enabled"))
-				continue
+			x.request(kind, id, name, args)
+		case 't':
+			var id, ms int64
+			if id, i, ok = readNum(out, i); !ok {
+				return nil, bad(at)
 			}
-			x.fetches++
-			if max := x.req.Fetch.maxRequests(); x.fetches > max {
-				x.limitHit = LimitFetchRequests
-				x.ready = append(x.ready, reject(id, "limit",
-					fmt.Sprintf("fetch.maxRequests exceeded: at most %d requests per execution", max)))
-				continue
+			if ms, i, ok = readNum(out, i); !ok {
+				return nil, bad(at)
 			}
-			x.queue = append(x.queue, hostOp{kind: kind, id: id, fetch: &fr})
-		case "timer":
-			var ms float64
-			if len(msg) < 3 || json.Unmarshal(msg[2], &ms) != nil {
-				return nil, fmt.Errorf("decoding guest request %s", raw)
+			x.timers[id] = time.Now().Add(time.Duration(ms) * time.Millisecond)
+		case 'x':
+			var id int64
+			if id, i, ok = readNum(out, i); !ok {
+				return nil, bad(at)
 			}
-			x.timers[id] = time.Now().Add(time.Duration(ms * float64(time.Millisecond)))
-		case "cleartimer":
 			delete(x.timers, id)
+		case 'l':
+			if i >= len(out) {
+				return nil, bad(at)
+			}
+			level, known := logLevels[out[i]]
+			if !known {
+				return nil, bad(at)
+			}
+			var text string
+			if text, i, ok = readText(out, i+1); !ok {
+				return nil, bad(at)
+			}
+			if strings.Contains(text, "\n    at ") {
+				text = x.cleanStack(text)
+			}
+			x.addLog(level, text)
+		case 'T':
+			x.res.Truncated = true
+		case 'v', 'e':
+			var text string
+			if text, i, ok = readText(out, i); !ok {
+				return nil, bad(at)
+			}
+			end = &outcome{ok: kind == 'v', value: text}
+			if kind == 'e' {
+				end.err = &errorInfo{}
+				if err := json.Unmarshal([]byte(text), end.err); err != nil {
+					return nil, fmt.Errorf("decoding the script's error: %w", err)
+				}
+			}
 		default:
-			return nil, fmt.Errorf("unknown guest request %q", kind)
+			return nil, bad(at)
 		}
 	}
-	return &st, nil
+	return end, nil
+}
+
+var logLevels = map[byte]string{'l': "log", 'i': "info", 'd': "debug", 'w': "warn", 'e': "error"}
+
+// request takes one tool call or fetch the script made.
+func (x *execution) request(kind byte, id int64, name, args string) {
+	if kind == 'c' {
+		x.calls++
+		if x.calls > x.lim.MaxToolCalls {
+			x.limitHit = LimitToolCalls
+			x.ready = append(x.ready, reject(id, "limit",
+				fmt.Sprintf("maxToolCalls exceeded: at most %d tool calls per execution", x.lim.MaxToolCalls)))
+			x.res.ToolCalls = append(x.res.ToolCalls, ToolCallRecord{Tool: name})
+			return
+		}
+		x.queue = append(x.queue, hostOp{kind: kind, id: id, name: name, args: args})
+		return
+	}
+	if x.req.Fetch == nil {
+		x.ready = append(x.ready, reject(id, "denied", "fetch is not enabled"))
+		return
+	}
+	var fr fetchRequest
+	if err := json.Unmarshal([]byte(args), &fr); err != nil {
+		x.ready = append(x.ready, reject(id, "invalid_arguments", "fetch request: "+err.Error()))
+		return
+	}
+	x.fetches++
+	if max := x.req.Fetch.maxRequests(); x.fetches > max {
+		x.limitHit = LimitFetchRequests
+		x.ready = append(x.ready, reject(id, "limit",
+			fmt.Sprintf("fetch.maxRequests exceeded: at most %d requests per execution", max)))
+		return
+	}
+	x.queue = append(x.queue, hostOp{kind: kind, id: id, fetch: &fr})
+}
+
+// reportComplete reports whether out is a whole report: every record
+// known and every field there. A report read up to a U+0000 is not.
+func reportComplete(out string) bool {
+	for i := 0; i < len(out); {
+		kind := out[i]
+		i++
+		var ok bool
+		switch kind {
+		case 'c':
+			if _, i, ok = readNum(out, i); ok {
+				if _, i, ok = readText(out, i); ok {
+					_, i, ok = readText(out, i)
+				}
+			}
+		case 'f':
+			if _, i, ok = readNum(out, i); ok {
+				_, i, ok = readText(out, i)
+			}
+		case 't':
+			if _, i, ok = readNum(out, i); ok {
+				_, i, ok = readNum(out, i)
+			}
+		case 'x':
+			_, i, ok = readNum(out, i)
+		case 'l':
+			if ok = i < len(out); ok {
+				_, i, ok = readText(out, i+1)
+			}
+		case 'T':
+			ok = true
+		case 'v', 'e':
+			_, i, ok = readText(out, i)
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// readNum reads a number field of a guest report at s[i:]: decimal digits
+// and ':'. It returns the index after the field.
+func readNum(s string, i int) (n int64, next int, ok bool) {
+	j := i
+	for ; j < len(s) && s[j] >= '0' && s[j] <= '9'; j++ {
+		if n > math.MaxInt32 {
+			return 0, 0, false
+		}
+		n = n*10 + int64(s[j]-'0')
+	}
+	if j == i || j >= len(s) || s[j] != ':' || n > math.MaxInt32 {
+		return 0, 0, false
+	}
+	return n, j + 1, true
+}
+
+// readText reads a text field of a guest report at s[i:]: its length in
+// UTF-16 code units (a number field), then the text. The guest's strings
+// arrive as UTF-8, with any lone surrogate as a 3-byte sequence, so a
+// 4-byte sequence is two units and every other sequence one.
+func readText(s string, i int) (text string, next int, ok bool) {
+	n, i, ok := readNum(s, i)
+	if !ok {
+		return "", 0, false
+	}
+	j := i
+	for n > 0 && j < len(s) {
+		switch b := s[j]; {
+		case b < 0x80:
+			j++
+		case b >= 0xF0:
+			j += 4
+			n--
+		case b >= 0xE0:
+			j += 3
+		default:
+			j += 2
+		}
+		n--
+	}
+	if n != 0 || j > len(s) {
+		return "", 0, false
+	}
+	return s[i:j], j, true
 }
 
 // wait starts queued host work and blocks until there is something to hand
 // to the script: finished host calls, due timers or immediate refusals.
-func (x *execution) wait() (string, error) {
+func (x *execution) wait() ([]settlement, error) {
 	x.dispatch()
 	if len(x.ready) == 0 {
 		if x.inflight == 0 && len(x.queue) == 0 && len(x.timers) == 0 {
-			return "", errNeverSettles
+			return nil, errNeverSettles
 		}
 		var timerC <-chan time.Time
 		if len(x.timers) > 0 {
@@ -286,7 +419,7 @@ func (x *execution) wait() (string, error) {
 			x.collect(d)
 		case <-timerC:
 		case <-x.ctx.Done():
-			return "", x.ctx.Err()
+			return nil, x.ctx.Err()
 		}
 	}
 	for more := true; more; {
@@ -314,14 +447,14 @@ func (x *execution) wait() (string, error) {
 	items := x.ready
 	x.ready = nil
 	for _, d := range dues {
-		items = append(items, "["+strconv.FormatInt(d.id, 10)+",1,null]")
+		items = append(items, settlement{id: d.id, ok: true})
 	}
-	return "[" + strings.Join(items, ",") + "]", nil
+	return items, nil
 }
 
 func (x *execution) collect(d hostDone) {
 	x.inflight--
-	x.ready = append(x.ready, d.item)
+	x.ready = append(x.ready, d.set)
 	if d.record != nil {
 		x.res.ToolCalls = append(x.res.ToolCalls, *d.record)
 	}
@@ -343,9 +476,9 @@ func (x *execution) dispatch() {
 func (x *execution) perform(op hostOp) {
 	var d hostDone
 	switch op.kind {
-	case "call":
+	case 'c':
 		d = x.callTool(op)
-	case "fetch":
+	case 'f':
 		d = x.doFetch(op)
 	}
 	select {
@@ -357,9 +490,9 @@ func (x *execution) perform(op hostOp) {
 func (x *execution) callTool(op hostOp) hostDone {
 	start := time.Now()
 	rec := &ToolCallRecord{Tool: op.name}
-	done := func(item string) hostDone {
+	done := func(set settlement) hostDone {
 		rec.Ms = msSince(start)
-		return hostDone{item: item, record: rec}
+		return hostDone{set: set, record: rec}
 	}
 	if !json.Valid([]byte(op.args)) {
 		return done(reject(op.id, "invalid_arguments", "tool arguments are not valid JSON"))
@@ -372,7 +505,7 @@ func (x *execution) callTool(op hostOp) hostDone {
 		var ce *CallError
 		switch {
 		case errors.As(err, &ce):
-			return done(reject(op.id, ce.Code, ce.Message))
+			return done(rejectWith(op.id, ce))
 		case x.ctx.Err() != nil:
 			return done(reject(op.id, "timeout", "the execution ended before the tool answered"))
 		default:
@@ -386,8 +519,11 @@ func (x *execution) callTool(op hostOp) hostDone {
 	if !json.Valid(out) {
 		return done(reject(op.id, "tool_error", "the tool returned invalid JSON"))
 	}
+	if !utf8.Valid(out) { // only inside strings, where U+FFFD keeps the JSON valid
+		out = bytes.ToValidUTF8(out, []byte("\uFFFD"))
+	}
 	rec.OK = true
-	return done("[" + strconv.FormatInt(op.id, 10) + ",1," + jsString(string(out)) + "]")
+	return done(settlement{id: op.id, ok: true, payload: string(out)})
 }
 
 func safeCall(ctx context.Context, c Caller, name string, args []byte) (out []byte, err error) {
@@ -399,9 +535,19 @@ func safeCall(ctx context.Context, c Caller, name string, args []byte) (out []by
 	return c(ctx, name, args)
 }
 
-func reject(id int64, code, message string) string {
-	b, _ := json.Marshal(map[string]string{"code": code, "message": message})
-	return "[" + strconv.FormatInt(id, 10) + ",0," + string(b) + "]"
+func reject(id int64, code, message string) settlement {
+	return rejectWith(id, &CallError{Code: code, Message: message})
+}
+
+// rejectWith is the settlement that rejects request id with ce.
+func rejectWith(id int64, ce *CallError) settlement {
+	v := struct {
+		Code         string `json:"code"`
+		Message      string `json:"message"`
+		RetryAfterMs int64  `json:"retryAfterMs,omitempty"`
+	}{ce.Code, ce.Message, max(ce.RetryAfterMs, 0)}
+	b, _ := json.Marshal(v)
+	return settlement{id: id, payload: string(b)}
 }
 
 // addLog appends one console line within the output budget.
@@ -419,13 +565,12 @@ func (x *execution) addLog(level, msg string) {
 }
 
 // complete records the script's outcome.
-func (x *execution) complete(st *guestState) {
-	s := st.State
-	if !s.OK {
-		x.res.Error = x.scriptError(s.Error)
+func (x *execution) complete(s *outcome) {
+	if !s.ok {
+		x.res.Error = x.scriptError(s.err)
 		return
 	}
-	v := []byte(s.Value)
+	v := []byte(s.value)
 	if !json.Valid(v) {
 		x.res.Error = &ScriptError{Name: "TypeError", Message: "the returned value is not JSON-serialisable"}
 		return
@@ -527,19 +672,11 @@ func (x *execution) failEval(err error, prefix string) {
 // script that was interrupted, giving the interpreter a short, guarded slot.
 func (x *execution) recoverLogs() {
 	x.g.clearInterrupt(time.Now().Add(50 * time.Millisecond))
-	out, err := x.g.pump("")
+	out, err := x.g.pump(nil)
 	if err != nil {
 		return
 	}
-	var st guestState
-	if json.Unmarshal([]byte(out), &st) == nil {
-		for _, l := range st.Logs {
-			x.addLog(l[0], l[1])
-		}
-		if st.Trunc {
-			x.res.Truncated = true
-		}
-	}
+	_, _ = x.absorb(out)
 }
 
 var (
@@ -654,15 +791,6 @@ func skipSpaceAndComments(s string, i int) int {
 		}
 	}
 	return i
-}
-
-// jsString quotes s as a JavaScript string literal.
-func jsString(s string) string {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(s)
-	return strings.TrimSuffix(b.String(), "\n")
 }
 
 func truncateUTF8(s string, n int) string {

@@ -13,19 +13,22 @@
 // The prelude runs before the agent's code, in the same interpreter, and sees
 // one extra global:
 //
-//	__toolgate_call(name: string, argsJSON: string): Promise<string>
+//	__toolgate_call(name: string, argsJSON: string): Promise<unknown>
 //
 // It asks the host to call the tool name with argsJSON (a JSON text; if it is
-// not valid JSON the call rejects) and resolves with the tool's result as a
-// JSON text, or rejects with an Error whose .code is the CallError code
-// ("not_found", "rate_limited", "timeout", "tool_error", "limit", ...). The
-// prelude must capture it (const call = __toolgate_call) because it is
-// deleted from the global object before the agent's code runs. A minimal
-// prelude:
+// not valid JSON the call rejects) and resolves with the tool's result: the
+// JSON text the Caller returned, parsed by the interpreter's own JSON.parse
+// (captured before any other code ran, so a script cannot replace it). It
+// rejects with an Error whose .code is the CallError code ("not_found",
+// "rate_limited", "timeout", "tool_error", "limit", ...), whose .tool is
+// name and, when the host gave one, with a numeric .retryAfterMs; its
+// property errorsCarryCodes (true) says so, for the bindings package. The
+// prelude must capture it
+// (const call = __toolgate_call) because it is deleted from the global
+// object before the agent's code runs. A minimal prelude:
 //
 //	const call = __toolgate_call;
-//	globalThis.callTool = async (name, args) =>
-//	  JSON.parse(await call(name, JSON.stringify(args ?? {})));
+//	globalThis.callTool = (name, args) => call(name, JSON.stringify(args ?? {}));
 //
 // # What a script sees
 //
@@ -56,10 +59,14 @@ import (
 // "tool_error". ctx is cancelled when the script ends or times out.
 type Caller func(ctx context.Context, name string, argsJSON []byte) (resultJSON []byte, err error)
 
-// CallError is a tool call failure the script can see and branch on.
+// CallError is a tool call or fetch failure the script can see and branch
+// on: the promise rejects with an Error whose message is Message, whose
+// .code is Code and, when RetryAfterMs is positive, whose .retryAfterMs is
+// RetryAfterMs (a number), so that a script can wait and try again.
 type CallError struct {
-	Code    string // e.g. "not_found", "rate_limited", "timeout", "denied", "tool_error"
-	Message string
+	Code         string // e.g. "not_found", "rate_limited", "timeout", "denied", "tool_error"
+	Message      string
+	RetryAfterMs int64 // when a retry may succeed, for "rate_limited"; 0 when unknown
 }
 
 func (e *CallError) Error() string { return e.Code + ": " + e.Message }
@@ -261,6 +268,9 @@ func NewEngine(ctx context.Context, opts *EngineOptions) (*Engine, error) {
 	}
 	if e.log == nil {
 		e.log = slog.Default()
+	}
+	if buildAllowsLoopback {
+		e.log.Warn("sandbox: this binary was built with the toolgate_fetch_loopback tag, for tests: fetch may reach loopback addresses; do not deploy it")
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err

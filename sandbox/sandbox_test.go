@@ -18,7 +18,7 @@ import (
 // generate: callTool(name, args) over the host primitive.
 const testPrelude = `
 const call = __toolgate_call;
-globalThis.callTool = async (name, args) => JSON.parse(await call(name, JSON.stringify(args ?? {})));
+globalThis.callTool = (name, args) => call(name, JSON.stringify(args ?? {}));
 `
 
 // echoCaller answers "echo" with its arguments and fails everything else.
@@ -28,6 +28,8 @@ func echoCaller(_ context.Context, name string, args []byte) ([]byte, error) {
 		return args, nil
 	case "fail":
 		return nil, &CallError{Code: "rate_limited", Message: "slow down"}
+	case "limited":
+		return nil, &CallError{Code: "rate_limited", Message: "rate limit exceeded; retry after 1500 ms", RetryAfterMs: 1500}
 	case "plain_error":
 		return nil, errors.New("upstream exploded")
 	}
@@ -210,6 +212,44 @@ func TestConcurrentToolCalls(t *testing.T) {
 	if len(res.ToolCalls) != 7 {
 		t.Fatalf("%d tool call records, want 7", len(res.ToolCalls))
 	}
+}
+
+// TestRetryHint proves a rejected call carries the host's retry hint as a
+// number, and no retryAfterMs at all when the host gave none, besides its
+// code and the name it was called with.
+func TestRetryHint(t *testing.T) {
+	tests := []struct {
+		name, tool, want string
+	}{
+		{"with hint", "limited", `["rate_limited", "number", 1500, "rate limit exceeded; retry after 1500 ms", "limited"]`},
+		{"without hint", "fail", `["rate_limited", "undefined", false, "slow down", "fail"]`},
+		{"not found", "nosuch", `["not_found", "undefined", false, "tool nosuch not found", "nosuch"]`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			res := run(t, fmt.Sprintf(`try { await callTool(%q, {}); return "called" } catch (e) {
+  return [e.code, typeof e.retryAfterMs, "retryAfterMs" in e && e.retryAfterMs, e.message, e.tool] }`, tc.tool), Limits{})
+			wantResult(t, res, tc.want)
+		})
+	}
+	t.Run("a script can wait and retry", func(t *testing.T) {
+		var calls atomic.Int32
+		caller := func(_ context.Context, _ string, args []byte) ([]byte, error) {
+			if calls.Add(1) == 1 {
+				return nil, &CallError{Code: "rate_limited", Message: "rate limit exceeded; retry after 20 ms", RetryAfterMs: 20}
+			}
+			return args, nil
+		}
+		res := runReq(t, &Request{Prelude: testPrelude, Caller: caller, Code: `
+for (let attempt = 1; ; attempt++) {
+  try { return [attempt, (await callTool("t", {v: 7})).v]; }
+  catch (e) {
+    if (e.code !== "rate_limited" || attempt > 3) throw e;
+    await new Promise((resolve) => setTimeout(resolve, e.retryAfterMs));
+  }
+}`}, Limits{})
+		wantResult(t, res, `[2, 7]`)
+	})
 }
 
 func TestMaxToolCalls(t *testing.T) {

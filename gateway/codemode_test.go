@@ -1,0 +1,169 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/toolgate/toolgate/internal/config"
+	"github.com/toolgate/toolgate/internal/demo"
+	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/sandbox"
+)
+
+// codeModeFixture runs a gateway in process with code mode and fetch on, in
+// front of the demo upstream served over loopback, with an audit log.
+func codeModeFixture(t *testing.T, extra string) (*Gateway, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := demo.NewServer()
+	hs := &http.Server{Handler: mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, nil)}
+	go func() { _ = hs.Serve(ln) }()
+	t.Cleanup(func() { hs.Close() })
+
+	dir := t.TempDir()
+	path := filepath.Join(dir, "toolgate.json")
+	doc := `{"listen": "127.0.0.1:0", "dataDir": ` + quoteJSON(dir) + `, "auth": {"required": false},
+		"codeMode": {"enabled": true, "allowFetch": true},
+		"mcpServers": {"demo": {"url": ` + quoteJSON("http://"+ln.Addr().String()+"/mcp") + `}}` + extra + `}`
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine, err := sandbox.NewEngine(context.Background(), &sandbox.EngineOptions{CacheDir: filepath.Join(os.TempDir(), "toolgate-gateway-test-cache"), PoolSize: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { engine.Close() })
+	auditPath := filepath.Join(dir, "audit.jsonl")
+	audit, err := policy.OpenAuditLog(auditPath, &policy.AuditOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { audit.Close() })
+	g := New(cfg, &Options{Sandbox: engine, Audit: audit})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := g.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	return g, auditPath
+}
+
+func quoteJSON(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// TestFetchIsRateLimited proves every fetch request takes a token from the
+// caller's buckets, shared with its tool calls, and that a refusal reaches
+// the script as a rate-limited tool call does: code "rate_limited" and a
+// numeric retryAfterMs. The requests themselves go to loopback, which the
+// fetch guard refuses after the tokens are taken ("denied").
+func TestFetchIsRateLimited(t *testing.T) {
+	tests := []struct {
+		name   string
+		limits string
+		code   string
+		want   string
+	}{
+		{
+			name:   "key bucket shared with tool calls",
+			limits: `, "rateLimit": {"perKeyRequestsPerMinute": 60, "perKeyBurst": 3}`,
+			code: `const out = [];
+const probe = async (f) => { try { await f(); out.push("ok"); } catch (e) { out.push(e.code + (typeof e.retryAfterMs === "number" && e.retryAfterMs > 0 ? "+retry" : "")); } };
+await probe(() => tools.demo.echo({text: "a"}));
+await probe(() => fetch("http://127.0.0.1:9/"));
+await probe(() => fetch("http://127.0.0.1:9/"));
+await probe(() => fetch("http://127.0.0.1:9/"));
+await probe(() => tools.demo.echo({text: "b"}));
+return out;`,
+			want: `["ok","denied","denied","rate_limited+retry","rate_limited+retry"]`,
+		},
+		{
+			name:   "project bucket",
+			limits: `, "rateLimit": {"requestsPerMinute": 60, "burst": 1}`,
+			code: `const out = [];
+for (let i = 0; i < 2; i++) { try { await fetch("http://127.0.0.1:9/"); } catch (e) { out.push(e.code); } }
+return out;`,
+			want: `["denied","rate_limited"]`,
+		},
+		{
+			name:   "per-tool limit under codeMode:fetch",
+			limits: `, "toolLimits": {"codeMode:fetch": {"requestsPerMinute": 60, "burst": 2}}`,
+			code: `const out = [];
+for (let i = 0; i < 3; i++) { try { await fetch("http://127.0.0.1:9/"); } catch (e) { out.push(e.code); } }
+for (let i = 0; i < 3; i++) { await tools.demo.echo({text: "x"}); out.push("ok"); }
+return out;`,
+			want: `["denied","denied","rate_limited","ok","ok","ok"]`,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			g, auditPath := codeModeFixture(t, tc.limits)
+			res, err := g.ExecuteCode(context.Background(), config.DefaultProject, Principal{KeyID: "k1", ClientIP: "127.0.0.1"}, tc.code)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Error != nil {
+				t.Fatalf("script failed: %+v", res.Error)
+			}
+			if d := cmp.Diff(tc.want, string(res.Result)); d != "" {
+				t.Fatalf("result (-want +got):\n%s", d)
+			}
+			var hits []*policy.Event
+			if _, err := policy.ReadAudit(auditPath, func(ev *policy.Event) error {
+				if ev.Type == policy.EventRateLimitHit && ev.Tool == FetchRateName {
+					hits = append(hits, ev)
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if len(hits) != 1 || hits[0].Host != "127.0.0.1" || hits[0].Method != "GET" || hits[0].KeyID != "k1" ||
+				hits[0].ExecutionID == "" || !strings.Contains(hits[0].Error, "rate limit") {
+				t.Fatalf("ratelimit.hit events for fetch: %+v", hits)
+			}
+		})
+	}
+}
+
+// TestScriptSeesRetryHint proves a rate-limited binding call rejects with
+// the retry hint of the direct path's JSON-RPC error (data.retryAfterMs).
+func TestScriptSeesRetryHint(t *testing.T) {
+	g, _ := codeModeFixture(t, `, "toolLimits": {"demo__echo": {"requestsPerMinute": 6, "burst": 1}}`)
+	res, err := g.ExecuteCode(context.Background(), config.DefaultProject, Principal{KeyID: "k1"}, `
+await tools.demo.echo({text: "first"});
+try { await tools.demo.echo({text: "second"}); return "not limited"; }
+catch (e) { return [e.code, e.tool, typeof e.retryAfterMs, e.retryAfterMs > 1000 && e.retryAfterMs <= 10000, e.message]; }`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Error != nil {
+		t.Fatalf("script failed: %+v", res.Error)
+	}
+	var got []any
+	if err := json.Unmarshal(res.Result, &got); err != nil || len(got) != 5 {
+		t.Fatalf("result %s", res.Result)
+	}
+	if got[0] != "rate_limited" || got[1] != "demo__echo" || got[2] != "number" || got[3] != true ||
+		!strings.HasPrefix(got[4].(string), "rate limit exceeded; retry after ") {
+		t.Fatalf("rejection = %s", res.Result)
+	}
+}
