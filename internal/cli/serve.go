@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -32,6 +33,7 @@ type serveFlags struct {
 	stdio   bool
 	project string
 	watch   bool
+	cpuProf string
 }
 
 func newServe(g *globals) *cobra.Command {
@@ -53,6 +55,7 @@ the file changes. With no configuration file, serve runs a built-in demo.`,
 	fl.BoolVar(&f.stdio, "stdio", false, "serve one MCP client over stdin/stdout instead of HTTP")
 	fl.StringVar(&f.project, "project", config.DefaultProject, "project to serve with --stdio")
 	fl.BoolVar(&f.watch, "watch", false, "reload the configuration when its file changes")
+	fl.StringVar(&f.cpuProf, "cpuprofile", "", "write a CPU profile of the gateway to `file` until it stops (for go tool pprof)")
 	return cmd
 }
 
@@ -66,6 +69,13 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 		// collector (benchmarks/README.md). Its live heap is small, so a
 		// larger GOGC costs little memory.
 		debug.SetGCPercent(400)
+	}
+	if f.cpuProf != "" {
+		stopProfile, err := startCPUProfile(f.cpuProf)
+		if err != nil {
+			return err
+		}
+		defer stopProfile()
 	}
 	log, err := g.logger()
 	if err != nil {
@@ -188,6 +198,23 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 	defer cancel()
 	_ = srv.Shutdown(sctx)
 	return nil
+}
+
+// startCPUProfile writes a CPU profile to path until the returned func is
+// called.
+func startCPUProfile(path string) (func(), error) {
+	out, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(out); err != nil {
+		out.Close()
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = out.Close()
+	}, nil
 }
 
 // reloadLoop reloads the configuration on SIGHUP and, with watch, when the
