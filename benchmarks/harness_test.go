@@ -328,10 +328,10 @@ func startToolgate(b testing.TB, cfg string) *peer {
 	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	bin := e2etest.BuildBinary(b, "./cmd/toolgate")
+	bin := toolgateBinary(b)
 	p := e2etest.StartProcess(b, e2etest.ProcOptions{
 		Path: bin,
-		Args: []string{"serve", "-c", path, "--listen", "127.0.0.1:0"},
+		Args: append([]string{"serve", "-c", path, "--listen", "127.0.0.1:0"}, toolgateArgs()...),
 		Dir:  filepath.Dir(path),
 	})
 	line := p.WaitForLine(b, "toolgate listening on", startupTimeout)
@@ -342,6 +342,32 @@ func startToolgate(b testing.TB, cfg string) *peer {
 	waitReady(b, p, m[1]+"/readyz")
 	return &peer{url: m[1] + "/mcp", header: http.Header{"Authorization": {"Bearer " + key}}, proc: p}
 }
+
+// toolgateBinaryEnv names a prebuilt toolgate binary to benchmark instead
+// of building one from this tree; running the benchmarks alternately with
+// two binaries compares two revisions on the same harness, interleaved.
+const toolgateBinaryEnv = "TOOLGATE_BENCH_BINARY"
+
+// toolgateArgsEnv holds extra arguments for `toolgate serve`, separated by
+// spaces (for example `--cpuprofile /tmp/gw.pprof`).
+const toolgateArgsEnv = "TOOLGATE_BENCH_ARGS"
+
+// toolgateBinary returns the toolgate binary under benchmark: the one
+// named by TOOLGATE_BENCH_BINARY, else one built from this tree.
+func toolgateBinary(b testing.TB) string {
+	b.Helper()
+	bin := os.Getenv(toolgateBinaryEnv)
+	if bin == "" {
+		return e2etest.BuildBinary(b, "./cmd/toolgate")
+	}
+	if st, err := os.Stat(bin); err != nil || st.IsDir() {
+		b.Fatalf("%s=%s: not an executable file (%v)", toolgateBinaryEnv, bin, err)
+	}
+	return bin
+}
+
+// toolgateArgs returns the extra serve arguments of TOOLGATE_BENCH_ARGS.
+func toolgateArgs() []string { return strings.Fields(os.Getenv(toolgateArgsEnv)) }
 
 // waitReady polls url until it answers 200.
 func waitReady(b testing.TB, p *e2etest.Proc, url string) {
