@@ -210,6 +210,10 @@ func benchCalls(b *testing.B, tg *target, workers int) {
 	for unit, p := range cpu {
 		cpuBefore[unit] = processCPU(b, p)
 	}
+	var clientBefore time.Duration
+	if runtime.GOOS == "linux" {
+		clientBefore = statCPU(b, "/proc/self/stat")
+	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	began := time.Now()
@@ -228,6 +232,10 @@ func benchCalls(b *testing.B, tg *target, workers int) {
 		used := processCPU(b, p) - cpuBefore[unit]
 		b.ReportMetric(float64(used.Microseconds())/float64(b.N), unit)
 	}
+	if runtime.GOOS == "linux" {
+		used := statCPU(b, "/proc/self/stat") - clientBefore
+		b.ReportMetric(float64(used.Microseconds())/float64(b.N), "client-cpu-us/op")
+	}
 }
 
 // clockTick is the unit of the CPU times in /proc/PID/stat (USER_HZ,
@@ -241,9 +249,16 @@ const clockTick = 10 * time.Millisecond
 // needs runs of a few thousand calls.
 func processCPU(b testing.TB, p *e2etest.Proc) time.Duration {
 	b.Helper()
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.Pid()))
+	return statCPU(b, fmt.Sprintf("/proc/%d/stat", p.Pid()))
+}
+
+// statCPU returns the user plus system CPU time in a /proc/PID/stat file
+// (all threads of the process, not its children).
+func statCPU(b testing.TB, path string) time.Duration {
+	b.Helper()
+	stat, err := os.ReadFile(path)
 	if err != nil {
-		b.Fatalf("reading the CPU time of process %d: %v", p.Pid(), err)
+		b.Fatalf("reading the CPU time in %s: %v", path, err)
 	}
 	// The fields after the command name (which is in parentheses and may
 	// hold spaces) start with the state; utime and stime are fields 14
@@ -254,12 +269,12 @@ func processCPU(b testing.TB, p *e2etest.Proc) time.Duration {
 		f = strings.Fields(string(stat[i+1:]))
 	}
 	if len(f) < 13 {
-		b.Fatalf("cannot parse /proc/%d/stat: %q", p.Pid(), stat)
+		b.Fatalf("cannot parse %s: %q", path, stat)
 	}
 	utime, err1 := strconv.ParseInt(f[11], 10, 64)
 	stime, err2 := strconv.ParseInt(f[12], 10, 64)
 	if err := errors.Join(err1, err2); err != nil {
-		b.Fatalf("cannot parse /proc/%d/stat: %v", p.Pid(), err)
+		b.Fatalf("cannot parse %s: %v", path, err)
 	}
 	return time.Duration(utime+stime) * clockTick
 }
