@@ -52,3 +52,7 @@ require (
 	modernc.org/mathutil v1.7.1 // indirect
 	modernc.org/memory v1.12.1 // indirect
 )
+
+// go-sdk v1.8.0 with one fix: no 32 KiB buffer per decoded JSON message
+// (third_party/go-sdk/README.toolgate.md).
+replace github.com/modelcontextprotocol/go-sdk => ./third_party/go-sdk

@@ -210,6 +210,10 @@ func benchCalls(b *testing.B, tg *target, workers int) {
 	for unit, p := range cpu {
 		cpuBefore[unit] = processCPU(b, p)
 	}
+	var clientBefore time.Duration
+	if runtime.GOOS == "linux" {
+		clientBefore = statCPU(b, "/proc/self/stat")
+	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	began := time.Now()
@@ -228,6 +232,10 @@ func benchCalls(b *testing.B, tg *target, workers int) {
 		used := processCPU(b, p) - cpuBefore[unit]
 		b.ReportMetric(float64(used.Microseconds())/float64(b.N), unit)
 	}
+	if runtime.GOOS == "linux" {
+		used := statCPU(b, "/proc/self/stat") - clientBefore
+		b.ReportMetric(float64(used.Microseconds())/float64(b.N), "client-cpu-us/op")
+	}
 }
 
 // clockTick is the unit of the CPU times in /proc/PID/stat (USER_HZ,
@@ -241,9 +249,16 @@ const clockTick = 10 * time.Millisecond
 // needs runs of a few thousand calls.
 func processCPU(b testing.TB, p *e2etest.Proc) time.Duration {
 	b.Helper()
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.Pid()))
+	return statCPU(b, fmt.Sprintf("/proc/%d/stat", p.Pid()))
+}
+
+// statCPU returns the user plus system CPU time in a /proc/PID/stat file
+// (all threads of the process, not its children).
+func statCPU(b testing.TB, path string) time.Duration {
+	b.Helper()
+	stat, err := os.ReadFile(path)
 	if err != nil {
-		b.Fatalf("reading the CPU time of process %d: %v", p.Pid(), err)
+		b.Fatalf("reading the CPU time in %s: %v", path, err)
 	}
 	// The fields after the command name (which is in parentheses and may
 	// hold spaces) start with the state; utime and stime are fields 14
@@ -254,12 +269,12 @@ func processCPU(b testing.TB, p *e2etest.Proc) time.Duration {
 		f = strings.Fields(string(stat[i+1:]))
 	}
 	if len(f) < 13 {
-		b.Fatalf("cannot parse /proc/%d/stat: %q", p.Pid(), stat)
+		b.Fatalf("cannot parse %s: %q", path, stat)
 	}
 	utime, err1 := strconv.ParseInt(f[11], 10, 64)
 	stime, err2 := strconv.ParseInt(f[12], 10, 64)
 	if err := errors.Join(err1, err2); err != nil {
-		b.Fatalf("cannot parse /proc/%d/stat: %v", p.Pid(), err)
+		b.Fatalf("cannot parse %s: %v", path, err)
 	}
 	return time.Duration(utime+stime) * clockTick
 }
@@ -328,10 +343,10 @@ func startToolgate(b testing.TB, cfg string) *peer {
 	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	bin := e2etest.BuildBinary(b, "./cmd/toolgate")
+	bin := toolgateBinary(b)
 	p := e2etest.StartProcess(b, e2etest.ProcOptions{
 		Path: bin,
-		Args: []string{"serve", "-c", path, "--listen", "127.0.0.1:0"},
+		Args: append([]string{"serve", "-c", path, "--listen", "127.0.0.1:0"}, toolgateArgs()...),
 		Dir:  filepath.Dir(path),
 	})
 	line := p.WaitForLine(b, "toolgate listening on", startupTimeout)
@@ -342,6 +357,32 @@ func startToolgate(b testing.TB, cfg string) *peer {
 	waitReady(b, p, m[1]+"/readyz")
 	return &peer{url: m[1] + "/mcp", header: http.Header{"Authorization": {"Bearer " + key}}, proc: p}
 }
+
+// toolgateBinaryEnv names a prebuilt toolgate binary to benchmark instead
+// of building one from this tree; running the benchmarks alternately with
+// two binaries compares two revisions on the same harness, interleaved.
+const toolgateBinaryEnv = "TOOLGATE_BENCH_BINARY"
+
+// toolgateArgsEnv holds extra arguments for `toolgate serve`, separated by
+// spaces (for example `--cpuprofile /tmp/gw.pprof`).
+const toolgateArgsEnv = "TOOLGATE_BENCH_ARGS"
+
+// toolgateBinary returns the toolgate binary under benchmark: the one
+// named by TOOLGATE_BENCH_BINARY, else one built from this tree.
+func toolgateBinary(b testing.TB) string {
+	b.Helper()
+	bin := os.Getenv(toolgateBinaryEnv)
+	if bin == "" {
+		return e2etest.BuildBinary(b, "./cmd/toolgate")
+	}
+	if st, err := os.Stat(bin); err != nil || st.IsDir() {
+		b.Fatalf("%s=%s: not an executable file (%v)", toolgateBinaryEnv, bin, err)
+	}
+	return bin
+}
+
+// toolgateArgs returns the extra serve arguments of TOOLGATE_BENCH_ARGS.
+func toolgateArgs() []string { return strings.Fields(os.Getenv(toolgateArgsEnv)) }
 
 // waitReady polls url until it answers 200.
 func waitReady(b testing.TB, p *e2etest.Proc, url string) {

@@ -17,7 +17,8 @@ const echoText = "hello from the toolgate benchmark"
 // loopback. At c=N, N workers with one session each share b.N calls.
 //
 // Besides latency and throughput it reports the CPU time the upstream
-// (upstream-cpu-us/op) and the gateway (proxy-cpu-us/op) spend per call.
+// (upstream-cpu-us/op), the gateway (proxy-cpu-us/op) and the benchmark's
+// own clients (client-cpu-us/op) spend per call.
 //
 // Targets (README.md): gateway p50 at most 2.0x direct p50, and at c=16
 // gateway calls/s at least 0.5x direct calls/s.

@@ -36,10 +36,13 @@ func (g *Gateway) emit(ev *policy.Event) error {
 
 // alertFields are the fields of an event an alert may show.
 func alertFields(ev *policy.Event) map[string]any {
-	f := map[string]any{}
-	for k, v := range map[string]string{"keyId": ev.KeyID, "clientIp": ev.ClientIP, "server": ev.Server, "tool": ev.Tool, "reason": ev.Reason, "error": ev.Error} {
-		if v != "" {
-			f[k] = v
+	f := make(map[string]any, 6)
+	for _, kv := range [...]struct{ k, v string }{
+		{"keyId", ev.KeyID}, {"clientIp", ev.ClientIP}, {"server", ev.Server},
+		{"tool", ev.Tool}, {"reason", ev.Reason}, {"error", ev.Error},
+	} {
+		if kv.v != "" {
+			f[kv.k] = kv.v
 		}
 	}
 	return f
@@ -81,9 +84,7 @@ func callEvent(project string, r *route, call *ToolCall, res *mcp.CallToolResult
 	}
 	ev.SetArguments(call.Arguments)
 	if res != nil {
-		if b, err := json.Marshal(res); err == nil {
-			ev.ResultBytes = int64(len(b))
-		}
+		ev.ResultBytes = jsonSize(res)
 		if res.IsError {
 			ev.Error = truncateText(resultText(res), 500)
 		}
@@ -99,6 +100,25 @@ func callEvent(project string, r *route, call *ToolCall, res *mcp.CallToolResult
 		ev.Error = truncateText(err.Error(), 500)
 	}
 	return ev
+}
+
+// byteCounter is an io.Writer that only counts.
+type byteCounter int64
+
+func (c *byteCounter) Write(b []byte) (int, error) {
+	*c += byteCounter(len(b))
+	return len(b), nil
+}
+
+// jsonSize is the length of v's JSON encoding (as json.Marshal gives it),
+// or 0 when v does not encode. It encodes into a counter, so the encoding
+// is not kept just to be measured.
+func jsonSize(v any) int64 {
+	var n byteCounter
+	if err := json.NewEncoder(&n).Encode(v); err != nil {
+		return 0
+	}
+	return int64(n) - 1 // Encode ends the value with a newline
 }
 
 func resultText(res *mcp.CallToolResult) string {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -71,11 +72,66 @@ type headerTransport struct {
 }
 
 func (t *headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
+	// The request runs under a context of its own that follows the
+	// caller's: at once until the response headers arrive, and drainGrace
+	// later while the body is read (see lingeringBody).
+	parent := r.Context()
+	ctx, cancel := context.WithCancelCause(context.WithoutCancel(parent))
+	r = r.Clone(ctx)
 	for k, v := range t.headers {
 		r.Header.Set(k, v)
 	}
-	return t.base.RoundTrip(r)
+	stopNow := context.AfterFunc(parent, func() { cancel(context.Cause(parent)) })
+	resp, err := t.base.RoundTrip(r)
+	if err != nil {
+		stopNow()
+		cancel(nil)
+		return nil, err
+	}
+	if !stopNow() {
+		// The caller gave up while the headers were on their way: the
+		// request is cancelled already, and so is reading its body.
+		return resp, nil
+	}
+	stopLater := context.AfterFunc(parent, func() {
+		time.AfterFunc(drainGrace, func() { cancel(context.Cause(parent)) })
+	})
+	resp.Body = &lingeringBody{ReadCloser: resp.Body, release: func() {
+		stopLater()
+		cancel(nil)
+	}}
+	return resp, nil
+}
+
+// drainGrace is how long the body of an upstream response may still be
+// read after the call that made the request has ended.
+//
+// The MCP SDK reads the event stream of a POST in a goroutine of its own,
+// hands the call its response as soon as that event arrives, and then
+// reads the stream to its end so that the connection can be reused. The
+// call returns meanwhile and its context is cancelled (callRoute's
+// deadline); cancelling a request whose body is still being read makes
+// net/http close the connection, so the next call had to dial a new one
+// (a few percent of the gateway's CPU per call, at concurrency 1). With
+// the grace, the end of the stream, which follows the response within
+// microseconds, is read and the connection goes back to the pool. A
+// stream that does not end (a call cancelled while the upstream hangs) is
+// cut drainGrace after the cancellation; the SDK has told the upstream
+// with notifications/cancelled by then.
+var drainGrace = 250 * time.Millisecond
+
+// lingeringBody is a response body whose request's context is released
+// when the body is closed.
+type lingeringBody struct {
+	io.ReadCloser
+	once    sync.Once
+	release func()
+}
+
+func (b *lingeringBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(b.release)
+	return err
 }
 
 // connect starts or reaches the upstream described by s and completes the

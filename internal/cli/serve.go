@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/pprof"
 	"sync"
 	"syscall"
 	"time"
@@ -35,6 +36,7 @@ type serveFlags struct {
 	project string
 	watch   bool
 	grace   time.Duration
+	cpuProf string
 }
 
 func newServe(g *globals) *cobra.Command {
@@ -63,6 +65,7 @@ second signal exits at once, with status 130 (SIGINT) or 143 (SIGTERM).`,
 	fl.StringVar(&f.project, "project", config.DefaultProject, "project to serve with --stdio")
 	fl.BoolVar(&f.watch, "watch", false, "reload the configuration when its file changes")
 	fl.DurationVar(&f.grace, "shutdown-grace", 0, "how long a shutdown lets calls in flight finish, overriding the configuration's `shutdownGracePeriod`")
+	fl.StringVar(&f.cpuProf, "cpuprofile", "", "write a CPU profile of the gateway to `file` until it stops (for go tool pprof)")
 	return cmd
 }
 
@@ -76,6 +79,13 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 		// collector (benchmarks/README.md). Its live heap is small, so a
 		// larger GOGC costs little memory.
 		debug.SetGCPercent(400)
+	}
+	if f.cpuProf != "" {
+		stopProfile, err := startCPUProfile(f.cpuProf)
+		if err != nil {
+			return err
+		}
+		defer stopProfile()
 	}
 	log, err := g.logger()
 	if err != nil {
@@ -386,6 +396,23 @@ func (s *signals) stop() {
 
 // exit ends the process (os.Exit; a variable for tests).
 var exit = os.Exit
+
+// startCPUProfile writes a CPU profile to path until the returned func is
+// called.
+func startCPUProfile(path string) (func(), error) {
+	out, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(out); err != nil {
+		out.Close()
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = out.Close()
+	}, nil
+}
 
 // reloadLoop reloads the configuration on SIGHUP and, with watch, when the
 // file changes, until life ends. A configuration that fails to load or to
