@@ -299,7 +299,8 @@ func startLoopbackFetchGateway(t *testing.T, cfg string) *gateway {
 // TestCodeModeFetchRateLimit: each fetch request of a script takes a token
 // from the caller's buckets, shared with its tool calls, and a refused one
 // rejects like a rate-limited tool call (code and retryAfterMs), so that a
-// script can wait and retry; every request is audited.
+// script can wait and retry; every request is audited. The key bucket of 4
+// pays for the execute_code call itself and three fetches.
 func TestCodeModeFetchRateLimit(t *testing.T) {
 	var hits atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -311,7 +312,7 @@ func TestCodeModeFetchRateLimit(t *testing.T) {
 	up := testUpstream(t)
 	g := startLoopbackFetchGateway(t, fmt.Sprintf(`{
 		"codeMode": {"enabled": true, "timeout": 8000, "allowFetch": true},
-		"rateLimit": {"perKeyRequestsPerMinute": 6, "perKeyBurst": 3},
+		"rateLimit": {"perKeyRequestsPerMinute": 6, "perKeyBurst": 4},
 		"toolLimits": {"codeMode:fetch": {"requestsPerMinute": 60, "burst": 2}},
 		"mcpServers": {"s": {"command": %s, "allowedTools": ["echo"]}}
 	}`, jsonString(up)))

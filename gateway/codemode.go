@@ -137,6 +137,9 @@ func (p *project) handleSearchTools(ctx context.Context, req *mcp.CallToolReques
 			return errorResult("search_tools takes {query?: string}: " + err.Error()), nil
 		}
 	}
+	if _, err := p.chargeCodeTool(req); err != nil {
+		return nil, err
+	}
 	p.mu.Lock()
 	ct := p.code
 	p.mu.Unlock()
@@ -158,7 +161,10 @@ func (p *project) handleExecuteCode(ctx context.Context, req *mcp.CallToolReques
 	if err := json.Unmarshal(req.Params.Arguments, &in); err != nil || in.Code == nil {
 		return errorResult(`execute_code takes {"code": string}: the JavaScript to run`), nil
 	}
-	pr, _ := principalFrom(req.Extra, p.name)
+	pr, err := p.chargeCodeTool(req)
+	if err != nil {
+		return nil, err
+	}
 	res, err := p.gw.executeCode(ctx, p, pr, *in.Code, req.Session)
 	if err != nil {
 		var ce *CallError
@@ -171,6 +177,27 @@ func (p *project) handleExecuteCode(ctx context.Context, req *mcp.CallToolReques
 		return nil, err
 	}
 	return executionResult(res), nil
+}
+
+// chargeCodeTool takes the rate-limit tokens of a call of execute_code or
+// search_tools, unless the HTTP layer took them already: like every other
+// tools/call, each one counts against the project's and the key's buckets
+// (and a toolLimits entry under its name). An execution's inner calls count
+// on top, one each.
+func (p *project) chargeCodeTool(req *mcp.CallToolRequest) (Principal, error) {
+	pr, prepaid := principalFrom(req.Extra, p.name)
+	name := req.Params.Name
+	if prepaid == name {
+		return pr, nil
+	}
+	err := p.gw.takeTokens(pr, name)
+	var ce *CallError
+	if !errors.As(err, &ce) {
+		return pr, err
+	}
+	_ = p.gw.emit(&policy.Event{Type: policy.EventRateLimitHit, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP,
+		Tool: name, Decision: "deny", Outcome: CodeRateLimited, Error: ce.Message})
+	return pr, retryableError(codeRateLimited, ce)
 }
 
 // ExecutionOutput is the structuredContent of execute_code.

@@ -167,3 +167,61 @@ catch (e) { return [e.code, e.tool, typeof e.retryAfterMs, e.retryAfterMs > 1000
 		t.Fatalf("rejection = %s", res.Result)
 	}
 }
+
+// TestCodeToolsAreRateLimited proves a call of execute_code or search_tools
+// is charged like any other tools/call (here through a toolLimits entry
+// under its name), refused with the rate limiter's JSON-RPC error and its
+// retry hint, and audited as a ratelimit.hit.
+func TestCodeToolsAreRateLimited(t *testing.T) {
+	for _, tool := range []string{ExecuteCodeTool, SearchToolsTool} {
+		t.Run(tool, func(t *testing.T) {
+			g, auditPath := codeModeFixture(t, `, "toolLimits": {"`+tool+`": {"requestsPerMinute": 6, "burst": 1}}`)
+			ct, st := mcp.NewInMemoryTransports()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			ss, err := g.Server(config.DefaultProject).Connect(ctx, st, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ss.Close()
+			cs, err := mcp.NewClient(&mcp.Implementation{Name: "t", Version: "1"}, nil).Connect(ctx, ct, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cs.Close()
+			args := map[string]any{"code": "return 1"}
+			if tool == SearchToolsTool {
+				args = map[string]any{"query": "echo"}
+			}
+			res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: args})
+			if err != nil || res.IsError {
+				t.Fatalf("first call: %v %+v", err, res)
+			}
+			_, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: args})
+			if err == nil || !strings.Contains(err.Error(), "rate limit exceeded") {
+				t.Fatalf("second call: err = %v, want a rate-limit refusal", err)
+			}
+			// The other code tool has no limit of its own.
+			other := map[string]any{"query": "echo"}
+			otherName := SearchToolsTool
+			if tool == SearchToolsTool {
+				otherName, other = ExecuteCodeTool, map[string]any{"code": "return 2"}
+			}
+			if res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: otherName, Arguments: other}); err != nil || res.IsError {
+				t.Fatalf("%s after the refusal: %v %+v", otherName, err, res)
+			}
+			hits := 0
+			if _, err := policy.ReadAudit(auditPath, func(ev *policy.Event) error {
+				if ev.Type == policy.EventRateLimitHit && ev.Tool == tool {
+					hits++
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if hits != 1 {
+				t.Fatalf("%d ratelimit.hit events for %s, want 1", hits, tool)
+			}
+		})
+	}
+}
