@@ -28,6 +28,9 @@ const (
 	codeForbidden    = -32003
 	codeRateLimited  = -32029
 	codeTooLarge     = -32013
+
+	codeParseError     = -32700 // JSON-RPC: the body is not JSON
+	codeInvalidRequest = -32600 // JSON-RPC: not a valid request object
 )
 
 // access is the compiled access policy of one running configuration.
@@ -189,9 +192,11 @@ func (g *Gateway) guard(p *project) http.Handler {
 			g.auth.RecordUse(key.ID)
 		}
 		ti := &auth.TokenInfo{UserID: pr.KeyID, Extra: map[string]any{tokenPrincipal: pr}}
+		var body []byte // of a POST
 
 		if r.Method == http.MethodPost {
-			body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.maxBody))
+			var err error
+			body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, a.maxBody))
 			if err != nil {
 				var tooBig *http.MaxBytesError
 				if errors.As(err, &tooBig) {
@@ -230,8 +235,71 @@ func (g *Gateway) guard(p *project) http.Handler {
 		// The SDK's bearer middleware reads the token from Authorization;
 		// the verifier above ignores it and returns the checked identity.
 		r.Header.Set("Authorization", "Bearer toolgate")
-		inner.ServeHTTP(w, r)
+		ew := &rpcErrorWriter{ResponseWriter: w}
+		inner.ServeHTTP(ew, r)
+		ew.finish(r.Method == http.MethodPost, body)
 	})
+}
+
+// rpcErrorWriter turns the plain-text refusals of the SDK's HTTP handler
+// (a malformed message, an unknown session, a missing Accept header) into
+// JSON-RPC error bodies, so that a client reads every refusal the same way.
+// Everything else passes through untouched, streams included.
+type rpcErrorWriter struct {
+	http.ResponseWriter
+	status int          // a refusal being held back; 0 while passing through
+	text   bytes.Buffer // its text
+	wrote  bool
+}
+
+func (w *rpcErrorWriter) WriteHeader(code int) {
+	if w.wrote {
+		return
+	}
+	w.wrote = true
+	if code >= 400 && strings.HasPrefix(w.Header().Get("Content-Type"), "text/plain") {
+		w.status = code
+		return
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *rpcErrorWriter) Write(b []byte) (int, error) {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.status != 0 {
+		if w.text.Len() < 4096 {
+			w.text.Write(b[:min(len(b), 4096-w.text.Len())])
+		}
+		return len(b), nil
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *rpcErrorWriter) Flush() {
+	if w.status != 0 {
+		return
+	}
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *rpcErrorWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// finish sends the held-back refusal as a JSON-RPC error: a parse error
+// when the body of a POST was not JSON, else an invalid request.
+func (w *rpcErrorWriter) finish(post bool, body []byte) {
+	if w.status == 0 {
+		return
+	}
+	code := codeInvalidRequest
+	if post && !json.Valid(body) {
+		code = codeParseError
+	}
+	w.Header().Del("X-Content-Type-Options")
+	rpcError(w.ResponseWriter, w.status, code, strings.TrimSpace(w.text.String()), nil)
 }
 
 type tokenInfoKey struct{}
