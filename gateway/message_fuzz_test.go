@@ -47,6 +47,7 @@ func newMessageFixture(tb testing.TB) *messageFixture {
 	}
 	cfg := config.Demo(upSrv.URL, policy.HashKey(key))
 	cfg.CodeMode.Enabled = false
+	cfg.DataDir = "" // no pin store in the working directory
 	auth, err := policy.NewAuthenticator(context.Background(), nil, nil, nil)
 	if err != nil {
 		tb.Fatal(err)
