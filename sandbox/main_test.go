@@ -2,9 +2,12 @@ package sandbox
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"go.uber.org/goleak"
 )
 
 // testEngine is shared by the package's tests: creating an engine costs a
@@ -23,5 +26,11 @@ func TestMain(m *testing.M) {
 	testEngine = e
 	code := m.Run()
 	e.Close()
+	// The tests must leave no goroutine running once the engine is closed
+	// (executions, tool calls, timers, the pool filler).
+	if err := goleak.Find(); code == 0 && err != nil {
+		fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+		code = 1
+	}
 	os.Exit(code)
 }
