@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/auth"
@@ -347,22 +346,26 @@ func rpcError(w http.ResponseWriter, status, code int, msg string, data any) {
 // the MCP handler puts in the response header.
 type sessionRecorder struct {
 	http.ResponseWriter
-	p    *project
-	key  string
-	once sync.Once
+	p     *project
+	key   string
+	wrote bool // the status line went out
 }
 
 func (s *sessionRecorder) WriteHeader(code int) {
-	s.once.Do(func() {
-		if id := s.Header().Get("Mcp-Session-Id"); id != "" && code < 300 {
-			s.p.addSession(id, s.key)
-		}
-	})
+	if s.wrote {
+		return
+	}
+	s.wrote = true
+	if id := s.Header().Get("Mcp-Session-Id"); id != "" && code < 300 {
+		s.p.addSession(id, s.key)
+	}
 	s.ResponseWriter.WriteHeader(code)
 }
 
 func (s *sessionRecorder) Write(b []byte) (int, error) {
-	s.WriteHeader(http.StatusOK)
+	if !s.wrote {
+		s.WriteHeader(http.StatusOK)
+	}
 	return s.ResponseWriter.Write(b)
 }
 

@@ -90,10 +90,38 @@ func (fx *messageFixture) post(tb testing.TB, body, authorization, session strin
 		r.Header.Set("Mcp-Session-Id", session)
 		r.Header.Set("Mcp-Protocol-Version", "2025-06-18")
 	}
-	w := httptest.NewRecorder()
+	w := &headerCounter{ResponseRecorder: httptest.NewRecorder()}
 	fx.h.ServeHTTP(w, r)
-	return w
+	if w.calls > 1 {
+		// net/http ignores the extra calls but logs "superfluous
+		// response.WriteHeader call" for each.
+		tb.Errorf("the handler wrote the status line %d times for %q", w.calls, body)
+	}
+	return w.ResponseRecorder
 }
+
+// headerCounter counts WriteHeader calls, including the implicit one of a
+// first Write.
+type headerCounter struct {
+	*httptest.ResponseRecorder
+	calls int
+	wrote bool
+}
+
+func (h *headerCounter) WriteHeader(code int) {
+	h.calls++
+	h.wrote = true
+	h.ResponseRecorder.WriteHeader(code)
+}
+
+func (h *headerCounter) Write(b []byte) (int, error) {
+	if !h.wrote {
+		h.WriteHeader(http.StatusOK)
+	}
+	return h.ResponseRecorder.Write(b)
+}
+
+func (h *headerCounter) Unwrap() http.ResponseWriter { return h.ResponseRecorder }
 
 // responseMessages checks that w is a well-formed answer (a status code,
 // and a JSON or event-stream body whose messages are JSON) and returns the
@@ -217,6 +245,17 @@ func FuzzMessage(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestStatusWrittenOnce: initialize, whose answer passes through the
+// session recorder, writes its status line once (the recorder used to
+// forward the SDK's WriteHeader and then its own on the first Write).
+func TestStatusWrittenOnce(t *testing.T) {
+	fx := newMessageFixture(t) // initializes through post, which counts
+	init := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"again","version":"1"}}}`
+	if w := fx.post(t, init, "Bearer "+fx.key, ""); w.Code != http.StatusOK {
+		t.Fatalf("initialize: status %d: %s", w.Code, w.Body)
+	}
 }
 
 // TestMessageFixtureCall makes sure the fixture's session reaches the
