@@ -190,7 +190,9 @@ func (g *Gateway) guard(p *project) http.Handler {
 			pr.KeyID = key.ID
 			g.auth.RecordUse(key.ID)
 		}
-		ti := &auth.TokenInfo{UserID: pr.KeyID, Extra: map[string]any{tokenPrincipal: pr}}
+		// One allocation for the request's identity and its error writer.
+		st := &guardRequest{ti: auth.TokenInfo{UserID: pr.KeyID, Extra: map[string]any{tokenPrincipal: pr}}}
+		ti := &st.ti
 		var body []byte // of a POST
 
 		if r.Method == http.MethodPost {
@@ -234,7 +236,8 @@ func (g *Gateway) guard(p *project) http.Handler {
 		// The SDK's bearer middleware reads the token from Authorization;
 		// the verifier above ignores it and returns the checked identity.
 		r.Header.Set("Authorization", "Bearer toolgate")
-		ew := &rpcErrorWriter{ResponseWriter: w}
+		ew := &st.ew
+		ew.ResponseWriter = w
 		inner.ServeHTTP(ew, r)
 		ew.finish(r.Method == http.MethodPost, body)
 	})
@@ -297,11 +300,16 @@ func (w *rpcErrorWriter) finish(post bool, body []byte) {
 	if post && !json.Valid(body) {
 		code = codeParseError
 	}
-	w.Header().Del("X-Content-Type-Options")
 	rpcError(w.ResponseWriter, w.status, code, strings.TrimSpace(w.text.String()), nil)
 }
 
 type tokenInfoKey struct{}
+
+// guardRequest is what guard keeps per request.
+type guardRequest struct {
+	ti auth.TokenInfo
+	ew rpcErrorWriter
+}
 
 // presentedKey is the key in `Authorization: Bearer` or `X-API-Key`.
 func presentedKey(r *http.Request) string {
