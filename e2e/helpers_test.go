@@ -20,13 +20,14 @@ import (
 
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/internal/e2etest"
+	"github.com/toolgate/toolgate/internal/leakcheck"
 	"github.com/toolgate/toolgate/policy"
 )
 
 // TestMain fails the package when its tests leave goroutines running;
 // checkLeaks does the same after each test that uses the helpers below.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	leakcheck.Main(m)
 }
 
 // leakChecked holds the tests whose leak check is registered.
@@ -49,7 +50,7 @@ func checkLeaks(t *testing.T) {
 	t.Cleanup(func() {
 		leakChecked.Delete(t)
 		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
-		goleak.VerifyNone(t, ignore)
+		leakcheck.Check(t, ignore)
 	})
 }
 

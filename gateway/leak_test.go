@@ -9,19 +9,20 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/toolgate/toolgate/internal/config"
+	"github.com/toolgate/toolgate/internal/leakcheck"
 	"github.com/toolgate/toolgate/policy"
 )
 
 // TestMain fails the package's tests when they leave goroutines running.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	leakcheck.Main(m)
 }
 
 // TestCloseStopsGoroutines: a started and closed gateway leaves nothing
 // running, including the eviction loop of the rate limiter New made for
 // it (found by the leak check).
 func TestCloseStopsGoroutines(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	defer leakcheck.Check(t, goleak.IgnoreCurrent())
 	cfg := config.Demo("http://127.0.0.1:1/mcp", strings.Repeat("0", 64))
 	cfg.Projects[config.DefaultProject].MCPServers = nil
 	cfg.CodeMode.Enabled = false

@@ -3,10 +3,10 @@ package policy
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/toolgate/toolgate/internal/leakcheck"
 )
 
 // TestMain fails the package's tests when they leave goroutines running.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	leakcheck.Main(m)
 }

@@ -2,12 +2,11 @@ package sandbox
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/toolgate/toolgate/internal/leakcheck"
 )
 
 // testEngine is shared by the package's tests: creating an engine costs a
@@ -28,9 +27,5 @@ func TestMain(m *testing.M) {
 	e.Close()
 	// The tests must leave no goroutine running once the engine is closed
 	// (executions, tool calls, timers, the pool filler).
-	if err := goleak.Find(); code == 0 && err != nil {
-		fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-		code = 1
-	}
-	os.Exit(code)
+	os.Exit(leakcheck.Verify(code))
 }
