@@ -208,7 +208,14 @@ func (g *Gateway) guard(p *project) http.Handler {
 				return
 			}
 			r.Body = io.NopCloser(bytes.NewReader(body))
-			msg := peekMessage(body)
+			msg, err := peekMessage(body)
+			if err != nil {
+				var pe *peekError
+				if errors.As(err, &pe) {
+					rpcError(w, http.StatusBadRequest, pe.code, pe.msg, nil)
+					return
+				}
+			}
 			switch msg.Method {
 			case "initialize":
 				if pr.KeyID != "" && a.maxSessions > 0 && p.sessionsOf(pr.KeyID) >= a.maxSessions {
@@ -331,12 +338,59 @@ type rpcMessage struct {
 	} `json:"params"`
 }
 
-func peekMessage(body []byte) rpcMessage {
+// peekError is a body the access layer refuses before the MCP handler:
+// the handler must never act on a message the access layer read
+// differently (the handler's decoder accepts data after the first value,
+// which json.Unmarshal rejects, and batches).
+type peekError struct {
+	code int
+	msg  string
+}
+
+func (e *peekError) Error() string { return e.msg }
+
+// peekMessage returns the method and tool name of the message in a POST
+// body, as the MCP handler will read it. A body that is not one JSON value
+// is a parse error, and a batch that holds an initialize request an invalid
+// request (MCP does not allow it, and the session cap is checked on a
+// single initialize); both are *peekError. Anything else (an empty body,
+// a message of the wrong shape, a batch) is left to the MCP handler, with
+// an empty method when the body is no single request object.
+func peekMessage(body []byte) (rpcMessage, error) {
 	var m rpcMessage
-	if len(body) > 0 && body[0] == '{' {
-		_ = json.Unmarshal(body, &m)
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 {
+		return m, nil
 	}
-	return m
+	switch trimmed[0] {
+	case '{':
+		var syn *json.SyntaxError
+		if err := json.Unmarshal(trimmed, &m); errors.As(err, &syn) {
+			return rpcMessage{}, &peekError{code: codeParseError, msg: "the request body is not one JSON value: " + err.Error()}
+		}
+		// A value of the wrong type (params a string, say) leaves the
+		// fields that did decode; the handler refuses the message.
+		return m, nil
+	case '[':
+		var batch []json.RawMessage
+		var syn *json.SyntaxError
+		if err := json.Unmarshal(trimmed, &batch); errors.As(err, &syn) {
+			return m, &peekError{code: codeParseError, msg: "the request body is not one JSON value: " + err.Error()}
+		}
+		for _, raw := range batch {
+			var one rpcMessage
+			_ = json.Unmarshal(raw, &one) // a field of the wrong type leaves the others
+			if one.Method == "initialize" {
+				return m, &peekError{code: codeInvalidRequest, msg: "initialize must not be part of a JSON-RPC batch"}
+			}
+		}
+		return m, nil
+	default:
+		if !json.Valid(trimmed) {
+			return m, &peekError{code: codeParseError, msg: "the request body is not JSON"}
+		}
+		return m, nil
+	}
 }
 
 func rpcError(w http.ResponseWriter, status, code int, msg string, data any) {

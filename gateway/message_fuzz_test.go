@@ -34,6 +34,13 @@ type messageFixture struct {
 
 func newMessageFixture(tb testing.TB) *messageFixture {
 	tb.Helper()
+	return newMessageFixtureWith(tb, nil)
+}
+
+// newMessageFixtureWith is newMessageFixture with a change to the
+// configuration.
+func newMessageFixtureWith(tb testing.TB, change func(*config.Config)) *messageFixture {
+	tb.Helper()
 	up := mcp.NewServer(&mcp.Implementation{Name: "up", Version: "1"}, nil)
 	mcp.AddTool(up, &mcp.Tool{Name: "echo"}, func(_ context.Context, _ *mcp.CallToolRequest, in echoArgs) (*mcp.CallToolResult, echoArgs, error) {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: in.Text}}}, in, nil
@@ -48,6 +55,9 @@ func newMessageFixture(tb testing.TB) *messageFixture {
 	cfg := config.Demo(upSrv.URL, policy.HashKey(key))
 	cfg.CodeMode.Enabled = false
 	cfg.DataDir = "" // no pin store in the working directory
+	if change != nil {
+		change(cfg)
+	}
 	auth, err := policy.NewAuthenticator(context.Background(), nil, nil, nil)
 	if err != nil {
 		tb.Fatal(err)
@@ -322,5 +332,51 @@ func TestMalformedMessageRefusals(t *testing.T) {
 	w := fx.post(t, `{"jsonrpc":"2.0","id":2,"method":"ping"}`, "Bearer "+fx.key, fx.session)
 	if msgs := responseMessages(t, w); w.Code != http.StatusOK || len(msgs) != 1 || isRPCError(msgs[0]) {
 		t.Fatalf("ping: status %d: %s", w.Code, w.Body)
+	}
+}
+
+// TestSessionCapHoldsForOddBodies: an initialize request the MCP handler
+// would accept (data after the object, whitespace around it, a repeated
+// key, a batch) cannot open more sessions than limits.maxSessionsPerKey
+// (found by FuzzMessage: the handler acted on a body the access layer had
+// not read as a request).
+func TestSessionCapHoldsForOddBodies(t *testing.T) {
+	fx := newMessageFixtureWith(t, func(cfg *config.Config) { cfg.Limits.MaxSessionsPerKey = 1 }) // its own session is the one
+	const init = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"x","version":"1"}}`
+	tests := []struct {
+		name     string
+		body     string
+		wantHTTP int
+		wantCode int
+	}{
+		{name: "plain", body: init + `}`, wantHTTP: 429, wantCode: codeRateLimited},
+		{name: "whitespace around", body: " \n" + init + "}\n\t", wantHTTP: 429, wantCode: codeRateLimited},
+		{name: "data after", body: init + `}0`, wantHTTP: 400, wantCode: codeParseError},
+		{name: "second object after", body: init + `}{"jsonrpc":"2.0","id":2,"method":"ping"}`, wantHTTP: 400, wantCode: codeParseError},
+		{name: "repeated method", body: init + `,"method":"ping"}`, wantHTTP: 0},
+		{name: "batch", body: `[` + init + `}]`, wantHTTP: 400, wantCode: codeInvalidRequest},
+		{name: "batch, params of the wrong type", body: `[{"jsonrpc":"2.0","id":1,"method":"initialize","params":"x"}]`, wantHTTP: 400, wantCode: codeInvalidRequest},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			w := fx.post(t, tc.body, "Bearer "+fx.key, "")
+			if id := w.Header().Get("Mcp-Session-Id"); id != "" {
+				t.Fatalf("a second session %s opened past the cap: status %d: %s", id, w.Code, w.Body)
+			}
+			if tc.wantHTTP == 0 {
+				return // refused one way or another, without a session
+			}
+			if w.Code != tc.wantHTTP {
+				t.Fatalf("status %d, want %d: %s", w.Code, tc.wantHTTP, w.Body)
+			}
+			var m struct {
+				Error struct {
+					Code int `json:"code"`
+				} `json:"error"`
+			}
+			if err := json.Unmarshal(w.Body.Bytes(), &m); err != nil || m.Error.Code != tc.wantCode {
+				t.Fatalf("body %s, want a JSON-RPC error with code %d", w.Body, tc.wantCode)
+			}
+		})
 	}
 }
