@@ -364,8 +364,7 @@ func peekMessage(body []byte) (rpcMessage, error) {
 	}
 	switch trimmed[0] {
 	case '{':
-		var syn *json.SyntaxError
-		if err := json.Unmarshal(trimmed, &m); errors.As(err, &syn) {
+		if err := json.Unmarshal(trimmed, &m); isSyntaxError(err) {
 			return rpcMessage{}, &peekError{code: codeParseError, msg: "the request body is not one JSON value: " + err.Error()}
 		}
 		// A value of the wrong type (params a string, say) leaves the
@@ -373,8 +372,7 @@ func peekMessage(body []byte) (rpcMessage, error) {
 		return m, nil
 	case '[':
 		var batch []json.RawMessage
-		var syn *json.SyntaxError
-		if err := json.Unmarshal(trimmed, &batch); errors.As(err, &syn) {
+		if err := json.Unmarshal(trimmed, &batch); isSyntaxError(err) {
 			return m, &peekError{code: codeParseError, msg: "the request body is not one JSON value: " + err.Error()}
 		}
 		for _, raw := range batch {
@@ -391,6 +389,13 @@ func peekMessage(body []byte) (rpcMessage, error) {
 		}
 		return m, nil
 	}
+}
+
+// isSyntaxError reports whether err is json.Unmarshal's error for input
+// that is not JSON (a type assertion: this runs on every request).
+func isSyntaxError(err error) bool {
+	_, ok := err.(*json.SyntaxError)
+	return ok
 }
 
 func rpcError(w http.ResponseWriter, status, code int, msg string, data any) {
