@@ -15,6 +15,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	sjson "github.com/segmentio/encoding/json"
 
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/policy"
@@ -340,8 +341,7 @@ type rpcMessage struct {
 
 // peekError is a body the access layer refuses before the MCP handler:
 // the handler must never act on a message the access layer read
-// differently (the handler's decoder accepts data after the first value,
-// which json.Unmarshal rejects, and batches).
+// differently.
 type peekError struct {
 	code int
 	msg  string
@@ -349,13 +349,28 @@ type peekError struct {
 
 func (e *peekError) Error() string { return e.msg }
 
+// rpcWire is the top level of a JSON-RPC message as the MCP SDK decodes it.
+type rpcWire struct {
+	Method json.RawMessage `json:"method"`
+	Params json.RawMessage `json:"params"`
+}
+
+// sdkParse decodes as the MCP SDK does (its internal/json): with
+// github.com/segmentio/encoding/json and exact key matching, so that a key
+// in another case ("Method") or a repeated key means the same to both. The
+// raw fields point into the body instead of copying it.
+func sdkParse(b []byte, v any) (rest []byte, err error) {
+	return sjson.Parse(b, v, sjson.DontMatchCaseInsensitiveStructFields|sjson.ZeroCopy)
+}
+
 // peekMessage returns the method and tool name of the message in a POST
-// body, as the MCP handler will read it. A body that is not one JSON value
-// is a parse error, and a batch that holds an initialize request an invalid
-// request (MCP does not allow it, and the session cap is checked on a
-// single initialize); both are *peekError. Anything else (an empty body,
-// a message of the wrong shape, a batch) is left to the MCP handler, with
-// an empty method when the body is no single request object.
+// body, as the MCP handler will read them. A body that is not one JSON
+// value (the handler's decoder would act on the first value and ignore the
+// rest) is a parse error, and a batch that holds an initialize request an
+// invalid request (MCP does not allow it, and the session cap is checked
+// on a single initialize); both are *peekError. Anything else (an empty
+// body, a message of the wrong shape, another batch) is left to the MCP
+// handler, with an empty method when the body is no single request.
 func peekMessage(body []byte) (rpcMessage, error) {
 	var m rpcMessage
 	trimmed := bytes.TrimSpace(body)
@@ -364,21 +379,22 @@ func peekMessage(body []byte) (rpcMessage, error) {
 	}
 	switch trimmed[0] {
 	case '{':
-		if err := json.Unmarshal(trimmed, &m); isSyntaxError(err) {
-			return rpcMessage{}, &peekError{code: codeParseError, msg: "the request body is not one JSON value: " + err.Error()}
+		var w rpcWire
+		if err := parseOne(trimmed, &w); err != nil {
+			return m, err
 		}
-		// A value of the wrong type (params a string, say) leaves the
-		// fields that did decode; the handler refuses the message.
+		m.Method = wireMethod(w.Method)
+		if m.Method == "tools/call" && len(w.Params) > 0 && w.Params[0] == '{' {
+			_, _ = sdkParse(w.Params, &m.Params) // not an object of that shape: the handler refuses it
+		}
 		return m, nil
 	case '[':
-		var batch []json.RawMessage
-		if err := json.Unmarshal(trimmed, &batch); isSyntaxError(err) {
-			return m, &peekError{code: codeParseError, msg: "the request body is not one JSON value: " + err.Error()}
+		var batch []rpcWire
+		if err := parseOne(trimmed, &batch); err != nil {
+			return m, err
 		}
-		for _, raw := range batch {
-			var one rpcMessage
-			_ = json.Unmarshal(raw, &one) // a field of the wrong type leaves the others
-			if one.Method == "initialize" {
+		for _, w := range batch {
+			if wireMethod(w.Method) == "initialize" {
 				return m, &peekError{code: codeInvalidRequest, msg: "initialize must not be part of a JSON-RPC batch"}
 			}
 		}
@@ -391,11 +407,29 @@ func peekMessage(body []byte) (rpcMessage, error) {
 	}
 }
 
-// isSyntaxError reports whether err is json.Unmarshal's error for input
-// that is not JSON (a type assertion: this runs on every request).
-func isSyntaxError(err error) bool {
-	_, ok := err.(*json.SyntaxError)
-	return ok
+// wireMethod is the method a raw "method" value names; "" when it is not a
+// string (the handler refuses such a message).
+func wireMethod(raw json.RawMessage) string {
+	var method string
+	if len(raw) > 0 && raw[0] == '"' {
+		_, _ = sdkParse(raw, &method)
+	}
+	return method
+}
+
+// parseOne decodes the one JSON value b must hold into v.
+func parseOne(b []byte, v any) error {
+	rest, err := sdkParse(b, v)
+	if err != nil {
+		if _, ok := err.(*sjson.UnmarshalTypeError); ok {
+			return nil // a value of the wrong shape: the handler refuses it
+		}
+		return &peekError{code: codeParseError, msg: "the request body is not JSON: " + err.Error()}
+	}
+	if len(bytes.TrimSpace(rest)) > 0 {
+		return &peekError{code: codeParseError, msg: "the request body holds more than one JSON value"}
+	}
+	return nil
 }
 
 func rpcError(w http.ResponseWriter, status, code int, msg string, data any) {

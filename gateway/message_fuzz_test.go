@@ -354,6 +354,8 @@ func TestSessionCapHoldsForOddBodies(t *testing.T) {
 		{name: "data after", body: init + `}0`, wantHTTP: 400, wantCode: codeParseError},
 		{name: "second object after", body: init + `}{"jsonrpc":"2.0","id":2,"method":"ping"}`, wantHTTP: 400, wantCode: codeParseError},
 		{name: "repeated method", body: init + `,"method":"ping"}`, wantHTTP: 0},
+		{name: "method in other case after", body: init + `,"Method":"ping"}`, wantHTTP: 0},
+		{name: "method in other case before", body: `{"METHOD":"ping",` + init[1:] + `}`, wantHTTP: 0},
 		{name: "batch", body: `[` + init + `}]`, wantHTTP: 400, wantCode: codeInvalidRequest},
 		{name: "batch, params of the wrong type", body: `[{"jsonrpc":"2.0","id":1,"method":"initialize","params":"x"}]`, wantHTTP: 400, wantCode: codeInvalidRequest},
 	}
