@@ -4,6 +4,7 @@ SHELL := bash
 
 FUZZTIME ?= 20s
 FUZZPKGS ?= ./...
+FUZZ ?=
 
 .PHONY: run test bench build fuzz
 
@@ -22,12 +23,7 @@ bench:
 build:
 	go build -o bin/toolgate ./cmd/toolgate
 
-# Run every Fuzz target in FUZZPKGS for FUZZTIME each (make fuzz FUZZTIME=1m FUZZPKGS=./policy/...).
+# Run every Fuzz target in FUZZPKGS for FUZZTIME each, or only those whose
+# name matches FUZZ (make fuzz FUZZTIME=10m FUZZPKGS=./gateway/... FUZZ=FuzzMessage).
 fuzz:
-	@set -euo pipefail; \
-	targets=$$(go test -list '^Fuzz' $(FUZZPKGS) | awk '/^Fuzz/ { names[n++] = $$1; next } /^ok/ { for (i = 0; i < n; i++) print $$2, names[i]; n = 0 }'); \
-	if [ -z "$$targets" ]; then echo "no Fuzz targets"; exit 0; fi; \
-	while read -r pkg name; do \
-		echo "== fuzz $$pkg $$name for $(FUZZTIME)"; \
-		go test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) "$$pkg" </dev/null; \
-	done <<< "$$targets"
+	FUZZTIME=$(FUZZTIME) FUZZ=$(FUZZ) bash scripts/fuzz.sh $(FUZZPKGS)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -42,9 +43,30 @@ func addSchemaSeeds(f *testing.F, add func(schema []byte)) {
 		`{"enum":["*/",1e999,-0]}`, `{"properties":{"a":{"default":"*/"}}}`,
 		`{"type":["object","array"],"items":{"properties":{}}}`,
 		`{"allOf":[{"anyOf":[{"allOf":[true,false]}]}]}`,
+		// $ref cycles, direct and through definitions and positions.
+		`{"$defs":{"a":{"$ref":"#/$defs/b"},"b":{"$ref":"#/$defs/a"}},"$ref":"#/$defs/a"}`,
+		`{"properties":{"next":{"$ref":"#"},"kids":{"type":"array","items":{"$ref":"#/properties/kids"}}}}`,
+		`{"$ref":"#/properties/a","properties":{"a":{"$ref":"#/properties/a"}}}`,
+		// Names that are keywords, built-ins, empty, quoted or invalid.
+		`{"properties":{"":{},"__proto__":{"type":"string"},"constructor":{},"0":{},"a b":{},"\"'":{},"*/":{},"\u2028":{},"\ud800":{},"x\ny":{}},"required":["__proto__","\ud800"]}`,
+		`{"$defs":{"Array":{"type":"string"},"Promise":{},"string":{},"":{}},"properties":{"a":{"$ref":"#/$defs/Array"},"b":{"$ref":"#/$defs/Promise"},"c":{"$ref":"#/$defs/string"},"d":{"$ref":"#/$defs/"}}}`,
 	} {
 		add([]byte(s))
 	}
+	// Huge nesting, inline and through many references.
+	add([]byte(strings.Repeat(`{"type":"array","items":`, 5000) + `{}` + strings.Repeat(`}`, 5000)))
+	add([]byte(strings.Repeat(`{"type":"object","properties":{"a":`, 3000) + `{}` + strings.Repeat(`}}`, 3000)))
+	add([]byte(`{"anyOf":[` + strings.Repeat(`{"allOf":[{"$ref":"#"},{"$ref":"#/anyOf/0"}]},`, 300) + `{}]}`))
+	var many strings.Builder
+	many.WriteString(`{"$defs":{`)
+	for i := range 200 {
+		if i > 0 {
+			many.WriteString(",")
+		}
+		fmt.Fprintf(&many, `"d%d":{"type":"object","properties":{"n":{"$ref":"#/$defs/d%d"},"m":{"$ref":"#/$defs/d%d"}}}`, i, (i+1)%200, (i+7)%200)
+	}
+	many.WriteString(`},"$ref":"#/$defs/d0"}`)
+	add([]byte(many.String()))
 }
 
 // FuzzDeclarations renders arbitrary schema bytes under arbitrary names:

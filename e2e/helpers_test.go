@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	neturl "net/url"
 	"os"
 	"path/filepath"
@@ -15,11 +16,43 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"go.uber.org/goleak"
 
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/internal/e2etest"
+	"github.com/toolgate/toolgate/internal/leakcheck"
 	"github.com/toolgate/toolgate/policy"
 )
+
+// TestMain fails the package when its tests leave goroutines running;
+// checkLeaks does the same after each test that uses the helpers below.
+func TestMain(m *testing.M) {
+	leakcheck.Main(m)
+}
+
+// leakChecked holds the tests whose leak check is registered.
+var leakChecked sync.Map
+
+// checkLeaks registers, once per test, a check that runs after the test's
+// later cleanups (its gateway process stopped, its client sessions
+// closed) and fails the test if a goroutine it started is still running.
+// Goroutines that were running when the check was registered are not the
+// helpers' and are left to the test's own cleanups. Idle keep-alive
+// connections of http.DefaultTransport (the test's clients use it) are
+// closed first: they are the process's connection pool, not a leak, and
+// may point at an upstream that the test stops after the check; a
+// connection still in use is not idle and is reported.
+func checkLeaks(t *testing.T) {
+	if _, loaded := leakChecked.LoadOrStore(t, true); loaded {
+		return
+	}
+	ignore := goleak.IgnoreCurrent()
+	t.Cleanup(func() {
+		leakChecked.Delete(t)
+		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+		leakcheck.Check(t, ignore)
+	})
+}
 
 // gateway is a running `toolgate serve` started by a test.
 type gateway struct {
@@ -108,6 +141,7 @@ func startGateway(t *testing.T, cfg string, args ...string) *gateway {
 
 func startGatewayFile(t *testing.T, path string, args ...string) *gateway {
 	t.Helper()
+	checkLeaks(t)
 	bin := e2etest.BuildBinary(t, "./cmd/toolgate")
 	keys := createKeys(t, path)
 	proc := e2etest.StartProcess(t, e2etest.ProcOptions{
@@ -130,6 +164,7 @@ func startGatewayFile(t *testing.T, path string, args ...string) *gateway {
 // for that endpoint.
 func connect(t *testing.T, url string, opts *mcp.ClientOptions) *mcp.ClientSession {
 	t.Helper()
+	checkLeaks(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var headers map[string]string

@@ -11,11 +11,11 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	sjson "github.com/segmentio/encoding/json"
 
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/policy"
@@ -28,6 +28,9 @@ const (
 	codeForbidden    = -32003
 	codeRateLimited  = -32029
 	codeTooLarge     = -32013
+
+	codeParseError     = -32700 // JSON-RPC: the body is not JSON
+	codeInvalidRequest = -32600 // JSON-RPC: not a valid request object
 )
 
 // access is the compiled access policy of one running configuration.
@@ -190,10 +193,14 @@ func (g *Gateway) guard(p *project) http.Handler {
 			pr.KeyID = key.ID
 			g.auth.RecordUse(key.ID)
 		}
-		ti := &auth.TokenInfo{UserID: pr.KeyID, Extra: map[string]any{tokenPrincipal: pr}}
+		// One allocation for the request's identity and its error writer.
+		st := &guardRequest{ti: auth.TokenInfo{UserID: pr.KeyID, Extra: map[string]any{tokenPrincipal: pr}}}
+		ti := &st.ti
+		var body []byte // of a POST
 
 		if r.Method == http.MethodPost {
-			body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.maxBody))
+			var err error
+			body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, a.maxBody))
 			if err != nil {
 				var tooBig *http.MaxBytesError
 				if errors.As(err, &tooBig) {
@@ -204,7 +211,14 @@ func (g *Gateway) guard(p *project) http.Handler {
 				return
 			}
 			r.Body = io.NopCloser(bytes.NewReader(body))
-			msg := peekMessage(body)
+			msg, err := peekMessage(body)
+			if err != nil {
+				var pe *peekError
+				if errors.As(err, &pe) {
+					rpcError(w, http.StatusBadRequest, pe.code, pe.msg, nil)
+					return
+				}
+			}
 			switch msg.Method {
 			case "initialize":
 				if g.life.isDraining() {
@@ -259,11 +273,80 @@ func (g *Gateway) guard(p *project) http.Handler {
 		// The SDK's bearer middleware reads the token from Authorization;
 		// the verifier above ignores it and returns the checked identity.
 		r.Header.Set("Authorization", "Bearer toolgate")
-		inner.ServeHTTP(w, r)
+		ew := &st.ew
+		ew.ResponseWriter = w
+		inner.ServeHTTP(ew, r)
+		ew.finish(r.Method == http.MethodPost, body)
 	})
 }
 
+// rpcErrorWriter turns the plain-text refusals of the SDK's HTTP handler
+// (a malformed message, an unknown session, a missing Accept header) into
+// JSON-RPC error bodies, so that a client reads every refusal the same way.
+// Everything else passes through untouched, streams included.
+type rpcErrorWriter struct {
+	http.ResponseWriter
+	status int          // a refusal being held back; 0 while passing through
+	text   bytes.Buffer // its text
+	wrote  bool
+}
+
+func (w *rpcErrorWriter) WriteHeader(code int) {
+	if w.wrote {
+		return
+	}
+	w.wrote = true
+	if code >= 400 && strings.HasPrefix(w.Header().Get("Content-Type"), "text/plain") {
+		w.status = code
+		return
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *rpcErrorWriter) Write(b []byte) (int, error) {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.status != 0 {
+		if w.text.Len() < 4096 {
+			w.text.Write(b[:min(len(b), 4096-w.text.Len())])
+		}
+		return len(b), nil
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *rpcErrorWriter) Flush() {
+	if w.status != 0 {
+		return
+	}
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *rpcErrorWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// finish sends the held-back refusal as a JSON-RPC error: a parse error
+// when the body of a POST was not JSON, else an invalid request.
+func (w *rpcErrorWriter) finish(post bool, body []byte) {
+	if w.status == 0 {
+		return
+	}
+	code := codeInvalidRequest
+	if post && !json.Valid(body) {
+		code = codeParseError
+	}
+	rpcError(w.ResponseWriter, w.status, code, strings.TrimSpace(w.text.String()), nil)
+}
+
 type tokenInfoKey struct{}
+
+// guardRequest is what guard keeps per request.
+type guardRequest struct {
+	ti auth.TokenInfo
+	ew rpcErrorWriter
+}
 
 // presentedKey is the key in `Authorization: Bearer` or `X-API-Key`.
 func presentedKey(r *http.Request) string {
@@ -285,12 +368,97 @@ type rpcMessage struct {
 	} `json:"params"`
 }
 
-func peekMessage(body []byte) rpcMessage {
+// peekError is a body the access layer refuses before the MCP handler:
+// the handler must never act on a message the access layer read
+// differently.
+type peekError struct {
+	code int
+	msg  string
+}
+
+func (e *peekError) Error() string { return e.msg }
+
+// rpcWire is the top level of a JSON-RPC message as the MCP SDK decodes it.
+type rpcWire struct {
+	Method json.RawMessage `json:"method"`
+	Params json.RawMessage `json:"params"`
+}
+
+// sdkParse decodes as the MCP SDK does (its internal/json): with
+// github.com/segmentio/encoding/json and exact key matching, so that a key
+// in another case ("Method") or a repeated key means the same to both. The
+// raw fields point into the body instead of copying it.
+func sdkParse(b []byte, v any) (rest []byte, err error) {
+	return sjson.Parse(b, v, sjson.DontMatchCaseInsensitiveStructFields|sjson.ZeroCopy)
+}
+
+// peekMessage returns the method and tool name of the message in a POST
+// body, as the MCP handler will read them. A body that is not one JSON
+// value (the handler's decoder would act on the first value and ignore the
+// rest) is a parse error, and a batch that holds an initialize request an
+// invalid request (MCP does not allow it, and the session cap is checked
+// on a single initialize); both are *peekError. Anything else (an empty
+// body, a message of the wrong shape, another batch) is left to the MCP
+// handler, with an empty method when the body is no single request.
+func peekMessage(body []byte) (rpcMessage, error) {
 	var m rpcMessage
-	if len(body) > 0 && body[0] == '{' {
-		_ = json.Unmarshal(body, &m)
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 {
+		return m, nil
 	}
-	return m
+	switch trimmed[0] {
+	case '{':
+		var w rpcWire
+		if err := parseOne(trimmed, &w); err != nil {
+			return m, err
+		}
+		m.Method = wireMethod(w.Method)
+		if m.Method == "tools/call" && len(w.Params) > 0 && w.Params[0] == '{' {
+			_, _ = sdkParse(w.Params, &m.Params) // not an object of that shape: the handler refuses it
+		}
+		return m, nil
+	case '[':
+		var batch []rpcWire
+		if err := parseOne(trimmed, &batch); err != nil {
+			return m, err
+		}
+		for _, w := range batch {
+			if wireMethod(w.Method) == "initialize" {
+				return m, &peekError{code: codeInvalidRequest, msg: "initialize must not be part of a JSON-RPC batch"}
+			}
+		}
+		return m, nil
+	default:
+		if !json.Valid(trimmed) {
+			return m, &peekError{code: codeParseError, msg: "the request body is not JSON"}
+		}
+		return m, nil
+	}
+}
+
+// wireMethod is the method a raw "method" value names; "" when it is not a
+// string (the handler refuses such a message).
+func wireMethod(raw json.RawMessage) string {
+	var method string
+	if len(raw) > 0 && raw[0] == '"' {
+		_, _ = sdkParse(raw, &method)
+	}
+	return method
+}
+
+// parseOne decodes the one JSON value b must hold into v.
+func parseOne(b []byte, v any) error {
+	rest, err := sdkParse(b, v)
+	if err != nil {
+		if _, ok := err.(*sjson.UnmarshalTypeError); ok {
+			return nil // a value of the wrong shape: the handler refuses it
+		}
+		return &peekError{code: codeParseError, msg: "the request body is not JSON: " + err.Error()}
+	}
+	if len(bytes.TrimSpace(rest)) > 0 {
+		return &peekError{code: codeParseError, msg: "the request body holds more than one JSON value"}
+	}
+	return nil
 }
 
 func rpcError(w http.ResponseWriter, status, code int, msg string, data any) {
@@ -308,22 +476,26 @@ func rpcError(w http.ResponseWriter, status, code int, msg string, data any) {
 // the MCP handler puts in the response header.
 type sessionRecorder struct {
 	http.ResponseWriter
-	p    *project
-	key  string
-	once sync.Once
+	p     *project
+	key   string
+	wrote bool // the status line went out
 }
 
 func (s *sessionRecorder) WriteHeader(code int) {
-	s.once.Do(func() {
-		if id := s.Header().Get("Mcp-Session-Id"); id != "" && code < 300 {
-			s.p.addSession(id, s.key)
-		}
-	})
+	if s.wrote {
+		return
+	}
+	s.wrote = true
+	if id := s.Header().Get("Mcp-Session-Id"); id != "" && code < 300 {
+		s.p.addSession(id, s.key)
+	}
 	s.ResponseWriter.WriteHeader(code)
 }
 
 func (s *sessionRecorder) Write(b []byte) (int, error) {
-	s.WriteHeader(http.StatusOK)
+	if !s.wrote {
+		s.WriteHeader(http.StatusOK)
+	}
 	return s.ResponseWriter.Write(b)
 }
 

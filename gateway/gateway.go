@@ -101,14 +101,16 @@ type Gateway struct {
 	log     *slog.Logger
 	auth    *policy.Authenticator
 	limiter policy.Limiter
-	acc     atomic.Pointer[access]
-	metrics *metrics
-	audit   *policy.AuditLog
-	engine  *sandbox.Engine
-	alerter *policy.Alerter
-	pins    *pinStore     // nil without a dataDir
-	stop    chan struct{} // closed by Close: ends background loops
-	life    lifecycle     // calls in flight, event streams, draining
+	// ownLimiter is the default limiter New made, which Close stops.
+	ownLimiter *policy.MemoryLimiter
+	acc        atomic.Pointer[access]
+	metrics    *metrics
+	audit      *policy.AuditLog
+	engine     *sandbox.Engine
+	alerter    *policy.Alerter
+	pins       *pinStore     // nil without a dataDir
+	stop       chan struct{} // closed by Close: ends background loops
+	life       lifecycle     // calls in flight, event streams, draining
 
 	reloadMu sync.Mutex // one Start/Reload/Close at a time
 
@@ -128,7 +130,8 @@ func New(cfg *config.Config, opts *Options) *Gateway {
 	}
 	g := &Gateway{log: log, cfg: cfg, projects: map[string]*project{}, auth: opts.Auth, limiter: opts.Limiter, audit: opts.Audit, alerter: opts.Alerter, engine: opts.Sandbox}
 	if g.limiter == nil {
-		g.limiter = policy.NewMemoryLimiter(nil)
+		g.ownLimiter = policy.NewMemoryLimiter(nil)
+		g.limiter = g.ownLimiter
 	}
 	g.metrics = newMetrics(g)
 	g.stop = make(chan struct{})
@@ -305,6 +308,9 @@ func (g *Gateway) Close() {
 		wg.Go(p.stop)
 	}
 	wg.Wait()
+	if g.ownLimiter != nil {
+		g.ownLimiter.Close()
+	}
 }
 
 // Config returns the running configuration.

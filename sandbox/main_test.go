@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/toolgate/toolgate/internal/leakcheck"
 )
 
 // testEngine is shared by the package's tests: creating an engine costs a
@@ -23,5 +25,7 @@ func TestMain(m *testing.M) {
 	testEngine = e
 	code := m.Run()
 	e.Close()
-	os.Exit(code)
+	// The tests must leave no goroutine running once the engine is closed
+	// (executions, tool calls, timers, the pool filler).
+	os.Exit(leakcheck.Verify(code))
 }
