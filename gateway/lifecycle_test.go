@@ -128,6 +128,7 @@ func TestGatewayShutdown(t *testing.T) {
 	quiet := &Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	t.Run("calls finish", func(t *testing.T) {
 		g := New(&config.Config{}, quiet)
+		t.Cleanup(g.Close)
 		_, done, _ := g.life.begin(context.Background(), 0, "")
 		time.AfterFunc(50*time.Millisecond, done)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -141,6 +142,7 @@ func TestGatewayShutdown(t *testing.T) {
 	})
 	t.Run("calls cancelled at the deadline", func(t *testing.T) {
 		g := New(&config.Config{}, quiet)
+		t.Cleanup(g.Close)
 		cctx, done, _ := g.life.begin(context.Background(), 0, "")
 		go func() { <-cctx.Done(); done() }()
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)

@@ -17,6 +17,7 @@ import (
 // list or the new one, never a mix.
 func TestToolListNeverHalfApplied(t *testing.T) {
 	g := New(&config.Config{}, &Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	t.Cleanup(g.Close)
 	p := newProject(g, "p")
 	tools := map[string][]*mcp.Tool{"s": {tool("a"), tool("b"), tool("c"), tool("d")}}
 	a := fakeSetupWith(t, nil, tools, &config.Server{Name: "s", AllowedToolsGlob: []string{"a", "b"}})

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command for toolgate (what `make test` and CI run):
 #   1. installs the pinned npm packages of e2e/npm (real MCP servers and
-#      clients for end-to-end tests) when node_modules is missing or older
-#      than package-lock.json,
+#      clients for end-to-end tests) when node_modules is missing or was
+#      installed from another package-lock.json,
 #   2. go vet,
 #   3. go test -count=1 -timeout 20m,
 #   4. go test -race for the packages with concurrency (RACE_PKGS: the
@@ -32,10 +32,15 @@ for tool in go node npm; do
 done
 
 npm_dir="$repo/e2e/npm"
-if [ ! -f "$npm_dir/node_modules/.package-lock.json" ] ||
-	[ "$npm_dir/package-lock.json" -nt "$npm_dir/node_modules/.package-lock.json" ]; then
+# node_modules is (re)installed when it was installed from another lock
+# file: the stamp holds the lock file's SHA-256 (contents, not times, so a
+# fresh checkout of the same lock file does not reinstall).
+stamp="$npm_dir/node_modules/.toolgate-lock.sha256"
+want="$(sha256sum "$npm_dir/package-lock.json" | cut -d' ' -f1)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 	echo "scripts/test.sh: installing npm packages (npm ci in e2e/npm)" >&2
 	(cd "$npm_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+	echo "$want" >"$stamp"
 fi
 export TOOLGATE_NPM_DIR="$npm_dir/node_modules"
 
