@@ -391,7 +391,33 @@ func readText(s string, i int) (text string, next int, ok bool) {
 	if n != 0 || j > len(s) {
 		return "", 0, false
 	}
-	return s[i:j], j, true
+	return wellFormed(s[i:j]), j, true
+}
+
+// wellFormed replaces each lone UTF-16 surrogate in s, which the
+// interpreter's C strings carry as a 3-byte WTF-8 sequence (0xED
+// 0xA0-0xBF x), with U+FFFD, as JSON.stringify followed by a JSON decoder
+// would: text handed to the host is always valid UTF-8.
+func wellFormed(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size <= 1 {
+			if i+2 < len(s) && s[i] == 0xED && s[i+1] >= 0xA0 && s[i+1] <= 0xBF {
+				size = 3 // one surrogate, one replacement
+			} else {
+				size = 1
+			}
+			b = utf8.AppendRune(b, utf8.RuneError)
+		} else {
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return string(b)
 }
 
 // wait starts queued host work and blocks until there is something to hand
