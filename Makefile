@@ -4,8 +4,11 @@ SHELL := bash
 
 FUZZTIME ?= 20s
 FUZZPKGS ?= ./...
+SOAK_DURATION ?= 10m
+SOAK_CLIENTS ?= 50
+SOAK_TIMEOUT ?= 45m
 
-.PHONY: run test bench build fuzz
+.PHONY: run test bench build fuzz soak
 
 # Start the gateway (with no config: the built-in demo). Extra flags: make run ARGS="-c toolgate.json"
 run:
@@ -31,3 +34,10 @@ fuzz:
 		echo "== fuzz $$pkg $$name for $(FUZZTIME)"; \
 		go test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) "$$pkg" </dev/null; \
 	done <<< "$$targets"
+
+# Soak-and-chaos test: a real gateway, SOAK_CLIENTS clients and injected faults
+# for SOAK_DURATION (make soak SOAK_DURATION=30m SOAK_CLIENTS=100 SOAK_TIMEOUT=90m;
+# SOAK_SEED=N replays the random choices of an earlier run). `make test` runs a
+# 2-minute version. See README, "Soak and chaos test".
+soak:
+	SOAK_DURATION=$(SOAK_DURATION) SOAK_CLIENTS=$(SOAK_CLIENTS) go test ./soak -run TestSoak -v -count=1 -timeout $(SOAK_TIMEOUT)
