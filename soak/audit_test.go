@@ -101,7 +101,7 @@ func checkAudit(path string, tl *tally) (auditReport, error) {
 			}
 		}
 		if !found {
-			miss("call %s to %s with key %s (ok=%v): no matching tool.call event (events with its id: %+v)", c.id, c.tool, c.keyID, c.ok, byID[c.id])
+			miss("call %s to %s with key %s (ok=%v, client saw %s): no matching tool.call event (events with its id: %+v)", c.id, c.tool, c.keyID, c.ok, c.seen, byID[c.id])
 		}
 	}
 	for k, n := range tl.notFound {

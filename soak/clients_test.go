@@ -55,9 +55,9 @@ var mix = []weighted{
 
 // hostilePerMille is the share of requests, during the chaos, that are
 // hostile scripts. A third of them (infinite loop, output flood) burn a
-// core for the whole Code Mode timeout; at 6 per mille of about 90
-// requests a second they take about a third of one of the two cores.
-const hostilePerMille = 6
+// core for the whole Code Mode timeout; at 3 per mille of about 90
+// requests a second they take about half of one of the two cores.
+const hostilePerMille = 3
 
 // hostileScript is a script from the adversarial suite and the answer it
 // must get: an error naming the limit (or, for the promise that never
@@ -80,7 +80,8 @@ var hostileScripts = []hostileScript{
 // answered is a call the gateway answered, to be found in the audit log.
 type answered struct {
 	id, tool, keyID string
-	ok              bool // the client saw a successful result
+	ok              bool   // the client saw a successful result
+	seen            string // what it saw, when it was not a success
 }
 
 // tally collects what the clients saw.
@@ -348,8 +349,12 @@ func (c *client) direct(ctx context.Context, kind, id string) {
 	// Record what the gateway answered, for the audit check.
 	switch {
 	case err == nil:
+		a := answered{id: id, tool: kind, keyID: keyID, ok: !res.IsError}
+		if res.IsError {
+			a.seen = describe(res, err)
+		}
 		c.tally.mu.Lock()
-		c.tally.calls = append(c.tally.calls, answered{id: id, tool: kind, keyID: keyID, ok: !res.IsError})
+		c.tally.calls = append(c.tally.calls, a)
 		c.tally.mu.Unlock()
 	case class == "not_found":
 		c.tally.mu.Lock()
@@ -357,7 +362,7 @@ func (c *client) direct(ctx context.Context, kind, id string) {
 		c.tally.mu.Unlock()
 	case class == "rpc_error":
 		c.tally.mu.Lock()
-		c.tally.calls = append(c.tally.calls, answered{id: id, tool: kind, keyID: keyID, ok: false})
+		c.tally.calls = append(c.tally.calls, answered{id: id, tool: kind, keyID: keyID, ok: false, seen: describe(res, err)})
 		c.tally.mu.Unlock()
 	}
 

@@ -184,7 +184,7 @@ func (in *injector) run(ctx context.Context) {
 		}
 		kind := in.kinds[in.rng.IntN(len(in.kinds))]
 		hold := time.Duration(2000+in.rng.IntN(4000)) * time.Millisecond
-		delay := 200 + in.rng.IntN(1600) // slow: some calls pass, some time out
+		delay := 500 + in.rng.IntN(4500) // slow: some calls pass, some time out
 		in.inject(kind, hold, delay)
 	}
 }
