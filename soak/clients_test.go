@@ -278,11 +278,17 @@ func (c *client) once(_ context.Context, kind string) {
 	}
 }
 
+// codeUnauthorized is the JSON-RPC error code of the gateway's 401.
+const codeUnauthorized = -32001
+
 // errClass names a failed call: "not_found" and "rpc_error" are JSON-RPC
 // errors the gateway answered with; the others are answers missing.
 func errClass(err error) string {
 	var rpc *jsonrpc.Error
 	switch {
+	case errors.As(err, &rpc) && (rpc.Code == codeUnauthorized || strings.HasPrefix(rpc.Message, "unauthorized")):
+		// The gateway's 401 carries a JSON-RPC error body.
+		return "unauthorized"
 	case errors.As(err, &rpc) && strings.Contains(rpc.Message, "unknown tool"):
 		return "not_found"
 	case errors.As(err, &rpc):

@@ -108,6 +108,7 @@ func TestErrClass(t *testing.T) {
 		{fmt.Errorf("calling tools/call: %w", &jsonrpc.Error{Code: -32602, Message: `unknown tool "x"`}), "not_found"},
 		{fmt.Errorf("calling tools/call: %w", &jsonrpc.Error{Code: -32603, Message: "boom"}), "rpc_error"},
 		{errors.New(`sending "tools/call": Unauthorized`), "unauthorized"},
+		{fmt.Errorf("calling tools/call: %w", &jsonrpc.Error{Code: -32001, Message: "unauthorized: key expired"}), "unauthorized"},
 		{fmt.Errorf("waiting: %w", context.DeadlineExceeded), "no_answer"},
 		{errors.New("connection reset by peer"), "transport"},
 	}
