@@ -144,8 +144,8 @@ type client struct {
 	key, keyID string
 	pendKey    string // a rotated successor not yet in use
 	pendID     string
-	switchAt   time.Time // when to start using it
-	rotatedAny bool
+	switchAt   time.Time            // when to start using it
+	expires    map[string]time.Time // id of a rotated key -> when it stops working
 
 	cs  *mcp.ClientSession
 	seq int
@@ -160,10 +160,16 @@ func (c *client) currentKeyID() string {
 	return c.keyID
 }
 
-func (c *client) rotated(key, id string) {
+// rotated hands the client the successor of its key oldID, which stops
+// working after the overlap.
+func (c *client) rotated(oldID, key, id string, at time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.pendKey, c.pendID, c.rotatedAny = key, id, true
+	if c.expires == nil {
+		c.expires = map[string]time.Time{}
+	}
+	c.expires[oldID] = at.Add(rotationOverlap)
+	c.pendKey, c.pendID = key, id
 	c.switchAt = time.Now().Add(keyPropagation)
 }
 
@@ -317,12 +323,13 @@ func (c *client) keyIDNow() string {
 	return c.keyID
 }
 
-// afterUnauthorized judges a 401: expected only for a client whose key was
-// rotated (the old key expires after the overlap); the client then
-// reconnects with its newest key.
-func (c *client) afterUnauthorized() bool {
+// afterUnauthorized judges a 401 to a request sent with keyID: expected
+// only when that key was rotated and its overlap has passed; the client
+// then reconnects with its newest key.
+func (c *client) afterUnauthorized(keyID string) bool {
 	c.mu.Lock()
-	rotated := c.rotatedAny
+	exp, ok := c.expires[keyID]
+	rotated := ok && !time.Now().Before(exp)
 	c.mu.Unlock()
 	if c.cs != nil {
 		_ = c.cs.Close()
@@ -373,10 +380,10 @@ func (c *client) direct(ctx context.Context, kind, id string) {
 	}
 
 	if class == "unauthorized" {
-		if c.afterUnauthorized() {
+		if c.afterUnauthorized(keyID) {
 			c.tally.verdict(kind, true, "old key expired after a rotation")
 		} else {
-			c.tally.verdict(kind, false, "401 for a key that was never rotated: "+err.Error())
+			c.tally.verdict(kind, false, "401 for a key that had not expired: "+err.Error())
 		}
 		return
 	}
@@ -470,7 +477,7 @@ func (c *client) execute(ctx context.Context, code string) (res *mcp.CallToolRes
 // settled handles the answers to execute_code that are not an execution:
 // a refusal because the project's executions are all busy (the gateway's
 // declared backpressure), a 401 after a rotation, or a wrong answer.
-func (c *client) settled(kind string, res *mcp.CallToolResult, err error) {
+func (c *client) settled(kind, keyID string, res *mcp.CallToolResult, err error) {
 	switch {
 	case res != nil && res.IsError && strings.Contains(resultText(res), "maxConcurrentExecutions"):
 		c.tally.mu.Lock()
@@ -478,10 +485,10 @@ func (c *client) settled(kind string, res *mcp.CallToolResult, err error) {
 		c.tally.mu.Unlock()
 		c.tally.verdict(kind, true, "refused: all execution slots busy")
 	case err != nil && errClass(err) == "unauthorized":
-		if c.afterUnauthorized() {
+		if c.afterUnauthorized(keyID) {
 			c.tally.verdict(kind, true, "old key expired after a rotation")
 		} else {
-			c.tally.verdict(kind, false, "401 for a key that was never rotated: "+err.Error())
+			c.tally.verdict(kind, false, "401 for a key that had not expired: "+err.Error())
 		}
 	default:
 		c.tally.verdict(kind, false, describe(res, err))
@@ -512,7 +519,7 @@ return {a: a.text, b: b.text, f};`, id)
 	res, ex, err := c.execute(ctx, code)
 	end := time.Now()
 	if err != nil || res.IsError && ex.Error == nil {
-		c.settled(kCode, res, err)
+		c.settled(kCode, keyID, res, err)
 		return
 	}
 	c.recordExec(keyID, ex)
@@ -552,7 +559,7 @@ func (c *client) hostile(ctx context.Context, s hostileScript) {
 	keyID := c.keyIDNow()
 	res, ex, err := c.execute(ctx, s.code)
 	if err != nil || ex.Error == nil && res.IsError {
-		c.settled(kind, res, err)
+		c.settled(kind, keyID, res, err)
 		return
 	}
 	c.recordExec(keyID, ex)

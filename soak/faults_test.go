@@ -437,6 +437,7 @@ func (r *rotator) run(ctx context.Context) {
 		}
 		c := r.clients[r.rng.IntN(len(r.clients))]
 		id := c.currentKeyID()
+		at := time.Now() // the old key stops working at most the overlap after this
 		key, newID, err := r.h.rotateKey(ctx, id)
 		r.mu.Lock()
 		if err != nil {
@@ -448,7 +449,7 @@ func (r *rotator) run(ctx context.Context) {
 		}
 		r.mu.Unlock()
 		if err == nil {
-			c.rotated(key, newID)
+			c.rotated(id, key, newID, at)
 		}
 	}
 }
