@@ -5,8 +5,11 @@ SHELL := bash
 FUZZTIME ?= 20s
 FUZZPKGS ?= ./...
 FUZZ ?=
+SOAK_DURATION ?= 10m
+SOAK_CLIENTS ?= 50
+SOAK_TIMEOUT ?= 45m
 
-.PHONY: run test bench build fuzz
+.PHONY: run test bench build fuzz soak
 
 # Start the gateway (with no config: the built-in demo). Extra flags: make run ARGS="-c toolgate.json"
 run:
@@ -27,3 +30,10 @@ build:
 # name matches FUZZ (make fuzz FUZZTIME=10m FUZZPKGS=./gateway/... FUZZ=FuzzMessage).
 fuzz:
 	FUZZTIME=$(FUZZTIME) FUZZ=$(FUZZ) bash scripts/fuzz.sh $(FUZZPKGS)
+
+# Soak-and-chaos test: a real gateway, SOAK_CLIENTS clients and injected faults
+# for SOAK_DURATION (make soak SOAK_DURATION=30m SOAK_CLIENTS=100 SOAK_TIMEOUT=90m;
+# SOAK_SEED=N replays the random choices of an earlier run). `make test` runs a
+# 2-minute version. See README, "Soak and chaos test".
+soak:
+	SOAK_DURATION=$(SOAK_DURATION) SOAK_CLIENTS=$(SOAK_CLIENTS) go test ./soak -run TestSoak -v -count=1 -timeout $(SOAK_TIMEOUT)

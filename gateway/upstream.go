@@ -186,8 +186,11 @@ func (u *upstream) serve(ctx context.Context) error {
 	cctx, cancel := context.WithTimeout(ctx, u.startupTimeout)
 	conn, err := connect(cctx, client, u.cfg, u.log)
 	if err != nil {
+		// Read the deadline before cancel, which would make every failure
+		// look like a timeout.
+		timedOut := errors.Is(cctx.Err(), context.DeadlineExceeded)
 		cancel()
-		if cctx.Err() != nil && ctx.Err() == nil {
+		if timedOut && ctx.Err() == nil {
 			return fmt.Errorf("no answer to initialize within %v", u.startupTimeout)
 		}
 		return fmt.Errorf("connecting: %w", err)

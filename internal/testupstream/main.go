@@ -41,6 +41,19 @@
 //	-pidfile PATH    write the pid; with -spawn-child, also start "sleep 600"
 //	                 in the same process group and write its pid as line two
 //	-protocol-versions 2025-11-25,...   serve only these protocol versions
+//	-control ADDR    serve a control endpoint on ADDR (see below)
+//
+// The same misbehaviours can be switched on and off while the process runs,
+// for soak and chaos tests, through the control endpoint (HTTP on its own
+// listener, also in stdio mode, so it survives a restart of the process on
+// the same address):
+//
+//	GET  http://ADDR/control                       {"mode": "ok", "delayMs": 0, "pid": 1234}
+//	POST http://ADDR/control {"mode": "slow", "delayMs": 500}   every tool call waits delayMs first
+//	POST http://ADDR/control {"mode": "hang"}      like -hang, from now on
+//	POST http://ADDR/control {"mode": "garbage"}   like -garbage (stdio); over HTTP every POST is answered with a non-JSON body
+//	POST http://ADDR/control {"mode": "crash"}     answer, then exit 3
+//	POST http://ADDR/control {"mode": "ok"}        behave again
 //
 //lint:file-ignore SA1019 the test server exercises the deprecated roots, sampling and logging features on purpose.
 package main
@@ -83,6 +96,7 @@ type config struct {
 	failStart  bool   // exit 1 at once with a message on stderr
 	pidfile    string // write our pid (and the child's) here
 	spawnChild bool   // start "sleep 600" in our process group
+	control    string // address of the control endpoint; empty for none
 }
 
 func parseFlags(args []string) (*config, error) {
@@ -99,6 +113,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.BoolVar(&cfg.failStart, "fail-start", false, "exit 1 immediately with a message on stderr")
 	fs.StringVar(&cfg.pidfile, "pidfile", "", "write the process id to this file (with -spawn-child, the child's pid as a second line)")
 	fs.BoolVar(&cfg.spawnChild, "spawn-child", false, "start a child \"sleep 600\" in this process group")
+	fs.StringVar(&cfg.control, "control", "", "serve the control endpoint (GET/POST /control) on this address, to change the behaviour at run time")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -175,7 +190,19 @@ func writePidfile(cfg *config) error {
 // run serves MCP on the configured transport until the client goes away
 // (stdio) or the process is killed (http, sse).
 func run(ctx context.Context, cfg *config, stdin io.ReadCloser, stdout io.Writer) error {
-	st := &state{cfg: cfg}
+	st := &state{cfg: cfg, exit: os.Exit}
+	if cfg.control != "" {
+		ln, err := net.Listen("tcp", cfg.control)
+		if err != nil {
+			return fmt.Errorf("-control: %w", err)
+		}
+		log.Printf("control endpoint on http://%s/control", ln.Addr())
+		mux := http.NewServeMux()
+		mux.Handle("/control", st.controlHandler())
+		cs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go cs.Serve(ln)
+		defer cs.Close()
+	}
 	switch cfg.transport {
 	case "stdio":
 		out := &lockedWriter{w: stdout}
@@ -192,10 +219,10 @@ func run(ctx context.Context, cfg *config, stdin io.ReadCloser, stdout io.Writer
 		path := "/mcp"
 		if cfg.transport == "http" {
 			srv := st.newServer(nil) // one server, one session per client
-			mux.Handle(path, mcp.NewStreamableHTTPHandler(
+			mux.Handle(path, st.garbageHTTP(mcp.NewStreamableHTTPHandler(
 				func(*http.Request) *mcp.Server { return srv },
 				&mcp.StreamableHTTPOptions{PropagateRequestCancellation: true},
-			))
+			)))
 		} else {
 			// The SSE transport gives handlers no request headers, so each
 			// session gets its own server that remembers the headers of the
@@ -224,6 +251,9 @@ type state struct {
 	toolCalls atomic.Int64 // tools/call requests received, except for stats (a multi round-trip retry is a request of its own)
 	slowDone  atomic.Int64 // slow calls that slept to the end
 	cancelled atomic.Int64 // slow calls whose context was cancelled first
+
+	fault atomic.Pointer[fault] // the misbehaviour set through the control endpoint; nil means none
+	exit  func(code int)        // os.Exit, replaced in tests
 }
 
 // lockedWriter serialises writes so that junk lines never split a message.
@@ -280,13 +310,14 @@ func (st *state) misbehave(next mcp.MethodHandler) mcp.MethodHandler {
 			return next(ctx, method, req)
 		}
 		handshake := slices.Contains(handshakeMethods, method)
+		f := st.currentFault()
 		switch {
-		case st.cfg.hangStart, st.cfg.hang && !handshake:
+		case st.cfg.hangStart, (st.cfg.hang || f.Mode == modeHang) && !handshake:
 			// Never answer. Waiting on ctx lets the goroutine end when the
 			// connection closes; a cancelled request needs no answer.
 			<-ctx.Done()
 			return nil, ctx.Err()
-		case st.cfg.garbage && !handshake:
+		case (st.cfg.garbage || f.Mode == modeGarbage && st.stdout != nil) && !handshake:
 			// A robust client must treat the stream as broken: the request
 			// gets non-JSON lines and never a response, and the process
 			// stays alive so the client has to kill it.
@@ -302,6 +333,15 @@ func (st *state) misbehave(next mcp.MethodHandler) mcp.MethodHandler {
 			if n := st.toolCalls.Add(1); st.cfg.crashAfter > 0 && n > int64(st.cfg.crashAfter) {
 				log.Printf("exiting after %d tool calls (-crash-after)", n-1)
 				os.Exit(3)
+			}
+			if f.Mode == modeSlow {
+				t := time.NewTimer(time.Duration(f.DelayMs) * time.Millisecond)
+				defer t.Stop()
+				select {
+				case <-t.C:
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
 			}
 		}
 		return next(ctx, method, req)
