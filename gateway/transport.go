@@ -69,6 +69,7 @@ func (c *connection) close() {
 type headerTransport struct {
 	base    http.RoundTripper
 	headers map[string]string
+	grace   time.Duration // drainGrace when zero
 }
 
 func (t *headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -93,8 +94,12 @@ func (t *headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		// request is cancelled already, and so is reading its body.
 		return resp, nil
 	}
+	grace := t.grace
+	if grace == 0 {
+		grace = drainGrace
+	}
 	stopLater := context.AfterFunc(parent, func() {
-		time.AfterFunc(drainGrace, func() { cancel(context.Cause(parent)) })
+		time.AfterFunc(grace, func() { cancel(context.Cause(parent)) })
 	})
 	resp.Body = &lingeringBody{ReadCloser: resp.Body, release: func() {
 		stopLater()
@@ -118,7 +123,7 @@ func (t *headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // stream that does not end (a call cancelled while the upstream hangs) is
 // cut drainGrace after the cancellation; the SDK has told the upstream
 // with notifications/cancelled by then.
-var drainGrace = 250 * time.Millisecond
+const drainGrace = 250 * time.Millisecond
 
 // lingeringBody is a response body whose request's context is released
 // when the body is closed.

@@ -85,10 +85,8 @@ func TestHeaderTransportReusesConnections(t *testing.T) {
 // ends a request: at once while it waits for the headers, and drainGrace
 // later while it reads a stream that does not end.
 func TestHeaderTransportCancels(t *testing.T) {
-	old := drainGrace
-	drainGrace = 50 * time.Millisecond
-	t.Cleanup(func() { drainGrace = old })
-	tr := &headerTransport{base: upstreamTransport(), headers: map[string]string{"X-Test": "yes"}}
+	const grace = 50 * time.Millisecond
+	tr := &headerTransport{base: upstreamTransport(), headers: map[string]string{"X-Test": "yes"}, grace: grace}
 
 	t.Run("before the headers", func(t *testing.T) {
 		hang := make(chan struct{})
@@ -138,8 +136,8 @@ func TestHeaderTransportCancels(t *testing.T) {
 		if err == nil {
 			t.Fatal("the stream was read to its end although it never ends")
 		}
-		if waited := time.Since(start); waited < drainGrace/2 || waited > 10*time.Second {
-			t.Errorf("the stream was cut %v after the cancellation, want about %v", waited, drainGrace)
+		if waited := time.Since(start); waited < grace/2 || waited > 10*time.Second {
+			t.Errorf("the stream was cut %v after the cancellation, want about %v", waited, grace)
 		}
 	})
 }
