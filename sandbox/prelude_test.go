@@ -203,3 +203,23 @@ func TestEnginePreludeCacheIsBounded(t *testing.T) {
 		t.Fatalf("%d images of %d bytes, want %d within %d bytes", n, b, maxPreludeImages, maxPreludeImageBytes)
 	}
 }
+
+// A prelude longer than the guest's string buffer moves that buffer; an
+// execution started from the image must use the moved one, not the freed
+// original (which the interpreter's heap may have reused).
+func TestLongPreludeImage(t *testing.T) {
+	e := newPreludeTestEngine(t)
+	long := testPrelude + "/*" + strings.Repeat("x", scratchSize) + "*/\n" +
+		"globalThis.keep = []; for (let i = 0; i < 2000; i++) keep.push({ i, s: 'v' + i });\n"
+	for i, n := range []int{scratchSize - 2048, scratchSize - 2048, 3 * scratchSize / 2, scratchSize / 2} {
+		code := "const s = '" + strings.Repeat("y", n) + "'; " +
+			"const got = await callTool('echo', { n: s.length, ok: keep.every((o, i) => o.i === i && o.s === 'v' + i) }); return [got.n, got.ok]"
+		res := runOn(t, e, &Request{Code: code, Prelude: long, Caller: echoCaller}, Limits{})
+		if res.Error != nil || string(res.Result) != fmt.Sprintf(`[%d,true]`, n) {
+			t.Fatalf("run %d: result %.80s, error %+v", i, res.Result, res.Error)
+		}
+	}
+	if got := cachedImages(e); got != 1 {
+		t.Fatalf("%d cached prelude images, want 1", got)
+	}
+}
