@@ -2,7 +2,8 @@
 // the body of an async function, in a fresh QuickJS interpreter compiled to
 // WebAssembly, with a wall-clock timeout, a memory cap, a stack cap and no
 // ambient authority. It owns the limits, console capture, the shape of a
-// result, the pool of warm interpreters and the fetch gate.
+// result, the pool of warm interpreters, the images of evaluated preludes
+// (see Request.Prelude) and the fetch gate.
 //
 // It knows nothing about MCP or HTTP routing: the caller hands it tool
 // bindings as JavaScript source (Request.Prelude) and a Caller that performs
@@ -223,8 +224,9 @@ type EngineOptions struct {
 var ErrClosed = errors.New("sandbox engine is closed")
 
 // Engine runs scripts. It owns the compiled interpreter (through the on-disk
-// compilation cache) and a pool of warm, never-used interpreters. It is safe
-// for concurrent use.
+// compilation cache), a pool of warm, never-used interpreters and the
+// interpreter state after each recently used prelude. It is safe for
+// concurrent use.
 type Engine struct {
 	opts     guestOptions
 	log      *slog.Logger
