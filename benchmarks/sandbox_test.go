@@ -66,8 +66,26 @@ func echo(_ context.Context, _ string, args []byte) ([]byte, error) { return arg
 
 // BenchmarkSandboxTrivial is `return 1+1` end to end with a warm pool.
 func BenchmarkSandboxTrivial(b *testing.B) {
+	trivial(b, &sandbox.Request{Code: "return 1+1"})
+}
+
+// BenchmarkSandboxTrivialBindings is the same with the gateway's generated
+// bindings for a dozen tools on three servers as the prelude, as
+// Gateway.ExecuteCode runs it: what the prelude adds to an execution's
+// start (the engine evaluates a prelude text once and starts later
+// executions from a copy of the state it left).
+func BenchmarkSandboxTrivialBindings(b *testing.B) {
+	var tools []bindings.Tool
+	for _, server := range []string{"demo", "files", "memory"} {
+		for _, name := range []string{"echo", "add", "read_file", "search"} {
+			tools = append(tools, bindings.Tool{Server: server, Name: name, FullName: server + "__" + name})
+		}
+	}
+	trivial(b, &sandbox.Request{Code: "return 1+1", Prelude: bindings.Prelude(tools, "__toolgate_call")})
+}
+
+func trivial(b *testing.B, req *sandbox.Request) {
 	e := newSandbox(b, 8)
-	req := &sandbox.Request{Code: "return 1+1"}
 	var lat []time.Duration
 	b.ReportAllocs()
 	start, cpu := time.Now(), cpuTime()

@@ -64,6 +64,7 @@ func (e *Engine) Run(ctx context.Context, req *Request, lim Limits) (*Result, er
 	defer cancel()
 	x := &execution{
 		g:       g,
+		cache:   e.preludes,
 		req:     req,
 		lim:     lim,
 		res:     res,
@@ -85,6 +86,7 @@ func (e *Engine) Run(ctx context.Context, req *Request, lim Limits) (*Result, er
 // execution is the state of one Run.
 type execution struct {
 	g       *guest
+	cache   *preludeCache
 	req     *Request
 	lim     Limits
 	res     *Result
@@ -148,11 +150,8 @@ func (x *execution) run() {
 		return
 	}
 	g.mem.SetLimit(uint64(x.lim.MemoryLimitMB) << 20)
-	if x.req.Prelude != "" {
-		if _, err := g.eval("prelude.js", x.req.Prelude); err != nil {
-			x.failEval(err, "prelude: ")
-			return
-		}
+	if x.req.Prelude != "" && !x.prelude() {
+		return
 	}
 	x.res.StartMs = msSince(x.start)
 	var seed [16]byte
@@ -192,6 +191,30 @@ func (x *execution) run() {
 		}
 		out, err = g.pump(input)
 	}
+}
+
+// prelude brings the interpreter to the state right after evaluating
+// Request.Prelude: from the engine's image of that text when it has one,
+// else by evaluating it (and keeping the image on success). It reports
+// false, with the failure recorded, when the prelude failed.
+func (x *execution) prelude() bool {
+	g, text := x.g, x.req.Prelude
+	if img := x.cache.get(text); img != nil && g.applyImage(img) {
+		// The image holds the stack limit of the execution that made it.
+		if err := g.setStackLimit(x.lim.MaxStackKB); err != nil {
+			x.internal(err)
+			return false
+		}
+		return true
+	}
+	if _, err := g.eval("prelude.js", text); err != nil {
+		x.failEval(err, "prelude: ")
+		return false
+	}
+	if img := g.captureImage(); img != nil {
+		x.cache.put(text, img)
+	}
+	return true
 }
 
 // absorb takes a drain() report (see the wire format in bootstrap.js):

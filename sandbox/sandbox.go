@@ -2,7 +2,8 @@
 // the body of an async function, in a fresh QuickJS interpreter compiled to
 // WebAssembly, with a wall-clock timeout, a memory cap, a stack cap and no
 // ambient authority. It owns the limits, console capture, the shape of a
-// result, the pool of warm interpreters and the fetch gate.
+// result, the pool of warm interpreters, the images of evaluated preludes
+// (see Request.Prelude) and the fetch gate.
 //
 // It knows nothing about MCP or HTTP routing: the caller hands it tool
 // bindings as JavaScript source (Request.Prelude) and a Caller that performs
@@ -139,7 +140,12 @@ type Request struct {
 	Code string
 	// Prelude is trusted JavaScript evaluated first, typically the tool
 	// bindings; it reaches the host through __toolgate_call (see the package
-	// documentation).
+	// documentation). The engine evaluates a given prelude text once and
+	// starts later executions with the same text from the interpreter state
+	// it left (a copy, taken before any agent code ran), so a prelude must
+	// not depend on when it runs: what its top level reads from Date or
+	// performance.now is that of its first successful evaluation. A prelude
+	// that fails is evaluated, and fails, in every execution.
 	Prelude string
 	// Caller performs tool calls; nil rejects every call with "not_found".
 	Caller Caller
@@ -218,16 +224,18 @@ type EngineOptions struct {
 var ErrClosed = errors.New("sandbox engine is closed")
 
 // Engine runs scripts. It owns the compiled interpreter (through the on-disk
-// compilation cache) and a pool of warm, never-used interpreters. It is safe
-// for concurrent use.
+// compilation cache), a pool of warm, never-used interpreters and the
+// interpreter state after each recently used prelude. It is safe for
+// concurrent use.
 type Engine struct {
-	opts   guestOptions
-	log    *slog.Logger
-	pool   chan *guest
-	wake   chan struct{}
-	done   chan struct{}
-	wg     sync.WaitGroup
-	closed sync.Once
+	opts     guestOptions
+	log      *slog.Logger
+	preludes *preludeCache // interpreter states after a prelude, by its text
+	pool     chan *guest
+	wake     chan struct{}
+	done     chan struct{}
+	wg       sync.WaitGroup
+	closed   sync.Once
 }
 
 // NewEngine prepares the compilation cache, compiles (or loads) the
@@ -261,10 +269,11 @@ func NewEngine(ctx context.Context, opts *EngineOptions) (*Engine, error) {
 		maxMB = defaultMaxMemoryMB
 	}
 	e := &Engine{
-		opts: guestOptions{cacheDir: dir, fsRoot: root, memoryCeiling: uint64(maxMB) << 20, initialStackKB: defaultStackKB},
-		log:  opts.Logger,
-		wake: make(chan struct{}, 1),
-		done: make(chan struct{}),
+		opts:     guestOptions{cacheDir: dir, fsRoot: root, memoryCeiling: uint64(maxMB) << 20, initialStackKB: defaultStackKB},
+		log:      opts.Logger,
+		preludes: newPreludeCache(maxPreludeImages, maxPreludeImageBytes),
+		wake:     make(chan struct{}, 1),
+		done:     make(chan struct{}),
 	}
 	if e.log == nil {
 		e.log = slog.Default()
