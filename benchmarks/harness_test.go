@@ -25,6 +25,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/toolgate/toolgate/internal/e2etest"
+	"github.com/toolgate/toolgate/internal/mcpclient"
 )
 
 // protocolVersion is the MCP protocol version every benchmark client asks
@@ -48,14 +49,14 @@ const startupTimeout = 60 * time.Second
 // peer is a started process serving MCP over streamable HTTP.
 type peer struct {
 	url    string
-	header http.Header // sent with every HTTP request (the API key)
+	header map[string]string // sent with every HTTP request (the API key)
 	proc   *e2etest.Proc
 }
 
 // target is an MCP endpoint under benchmark and the call made on it.
 type target struct {
 	url    string
-	header http.Header // sent with every HTTP request (the API key)
+	header map[string]string // sent with every HTTP request (the API key)
 	tool   string
 	args   map[string]any
 	want   string // text the result must contain
@@ -93,31 +94,15 @@ func (tg *target) connect(ctx context.Context, n int) ([]*mcp.ClientSession, err
 // own: http.DefaultTransport keeps only two idle connections per host, so
 // sixteen workers sharing it would open a new TCP connection for most
 // calls and measure that instead.
-func connectSession(ctx context.Context, url string, header http.Header) (*mcp.ClientSession, error) {
+func connectSession(ctx context.Context, url string, header map[string]string) (*mcp.ClientSession, error) {
 	client := mcp.NewClient(&mcp.Implementation{Name: "toolgate-bench", Version: "1.0.0"}, nil)
-	hc := &http.Client{Transport: &headerTransport{base: http.DefaultTransport.(*http.Transport).Clone(), header: header}}
+	hc := &http.Client{Transport: &mcpclient.HeaderTransport{Base: http.DefaultTransport.(*http.Transport).Clone(), Headers: header}}
 	cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url, HTTPClient: hc, MaxRetries: -1},
 		&mcp.ClientSessionOptions{ProtocolVersion: protocolVersion})
 	if err != nil {
 		return nil, fmt.Errorf("connecting to %s: %w", url, err)
 	}
 	return cs, nil
-}
-
-// headerTransport adds a fixed header to every request.
-type headerTransport struct {
-	base   http.RoundTripper
-	header http.Header
-}
-
-func (t *headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if len(t.header) > 0 {
-		r = r.Clone(r.Context())
-		for k, v := range t.header {
-			r.Header[k] = v
-		}
-	}
-	return t.base.RoundTrip(r)
 }
 
 // call makes the target's tool call once and checks that it succeeded.
@@ -127,22 +112,12 @@ func (tg *target) call(ctx context.Context, cs *mcp.ClientSession, params *mcp.C
 		return fmt.Errorf("calling %s at %s: %w", tg.tool, tg.url, err)
 	}
 	if res.IsError {
-		return fmt.Errorf("calling %s at %s: tool error %q", tg.tool, tg.url, resultText(res))
+		return fmt.Errorf("calling %s at %s: tool error %q", tg.tool, tg.url, mcpclient.ResultText(res))
 	}
-	if check && !strings.Contains(resultText(res), tg.want) {
-		return fmt.Errorf("calling %s at %s: result %q does not contain %q", tg.tool, tg.url, resultText(res), tg.want)
+	if check && !strings.Contains(mcpclient.ResultText(res), tg.want) {
+		return fmt.Errorf("calling %s at %s: result %q does not contain %q", tg.tool, tg.url, mcpclient.ResultText(res), tg.want)
 	}
 	return nil
-}
-
-func resultText(res *mcp.CallToolResult) string {
-	var b strings.Builder
-	for _, c := range res.Content {
-		if tc, ok := c.(*mcp.TextContent); ok {
-			b.WriteString(tc.Text)
-		}
-	}
-	return b.String()
 }
 
 // benchCalls makes b.N calls of the target's tool, split over workers
@@ -355,7 +330,7 @@ func startToolgate(b testing.TB, cfg string) *peer {
 		b.Fatalf("cannot find the address in %q", line)
 	}
 	waitReady(b, p, m[1]+"/readyz")
-	return &peer{url: m[1] + "/mcp", header: http.Header{"Authorization": {"Bearer " + key}}, proc: p}
+	return &peer{url: m[1] + "/mcp", header: mcpclient.Bearer(key), proc: p}
 }
 
 // toolgateBinaryEnv names a prebuilt toolgate binary to benchmark instead

@@ -26,6 +26,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/toolgate/toolgate/internal/e2etest"
+	"github.com/toolgate/toolgate/internal/mcpclient"
 )
 
 // initialize sends a raw MCP initialize request with the given headers and
@@ -393,7 +394,7 @@ func TestTLS(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	mc := mcp.NewClient(&mcp.Implementation{Name: "tls", Version: "1"}, nil)
-	cs, err := mc.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: g.URL(), HTTPClient: &http.Client{Transport: &e2etest.HeaderTransport{Base: client(pool, 0).Transport, Headers: bearer(g.keys["default"])}}}, nil)
+	cs, err := mc.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: g.URL(), HTTPClient: &http.Client{Transport: &mcpclient.HeaderTransport{Base: client(pool, 0).Transport, Headers: bearer(g.keys["default"])}}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

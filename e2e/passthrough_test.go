@@ -19,6 +19,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/toolgate/toolgate/internal/e2etest"
+	"github.com/toolgate/toolgate/internal/mcpclient"
 )
 
 // The tests in this file prove that a call through `toolgate serve` and
@@ -96,7 +97,7 @@ func connectClient(t *testing.T, url string, opts *mcp.ClientOptions, roots ...*
 	defer cancel()
 	transport := &mcp.StreamableClientTransport{Endpoint: url}
 	if key := keyFor(url); key != "" {
-		transport.HTTPClient = &http.Client{Transport: &bearerRoundTripper{key: key, base: http.DefaultTransport}}
+		transport.HTTPClient = &http.Client{Transport: &mcpclient.HeaderTransport{Headers: mcpclient.Bearer(key), Base: http.DefaultTransport}}
 	}
 	cs, err := client.Connect(ctx, transport, nil)
 	if err != nil {
@@ -104,18 +105,6 @@ func connectClient(t *testing.T, url string, opts *mcp.ClientOptions, roots ...*
 	}
 	t.Cleanup(func() { cs.Close() })
 	return cs
-}
-
-// bearerRoundTripper adds an API key to every request.
-type bearerRoundTripper struct {
-	key  string
-	base http.RoundTripper
-}
-
-func (b *bearerRoundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	r.Header.Set("Authorization", "Bearer "+b.key)
-	return b.base.RoundTrip(r)
 }
 
 // wire is v as it travels: marshalled to JSON and decoded into plain maps,

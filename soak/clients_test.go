@@ -16,7 +16,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/toolgate/toolgate/internal/e2etest"
+	"github.com/toolgate/toolgate/internal/mcpclient"
 )
 
 // seedEntity is created in server-memory before the load starts; reads of
@@ -185,7 +185,7 @@ func (c *client) connect(ctx context.Context) error {
 	cl := mcp.NewClient(&mcp.Implementation{Name: fmt.Sprintf("soak-client-%d", c.idx), Version: "1"}, nil)
 	tr := &mcp.StreamableClientTransport{
 		Endpoint:   c.h.base + "/mcp",
-		HTTPClient: &http.Client{Transport: &e2etest.HeaderTransport{Headers: map[string]string{"Authorization": "Bearer " + key}, Base: sharedTransport}},
+		HTTPClient: &http.Client{Transport: &mcpclient.HeaderTransport{Headers: mcpclient.Bearer(key), Base: sharedTransport}},
 	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -307,16 +307,6 @@ func errClass(err error) string {
 	return "transport"
 }
 
-func resultText(res *mcp.CallToolResult) string {
-	var b strings.Builder
-	for _, c := range res.Content {
-		if tc, ok := c.(*mcp.TextContent); ok {
-			b.WriteString(tc.Text)
-		}
-	}
-	return b.String()
-}
-
 func (c *client) keyIDNow() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -389,7 +379,7 @@ func (c *client) direct(ctx context.Context, kind, id string) {
 	}
 	right := err == nil && !res.IsError
 	if right {
-		text := resultText(res)
+		text := mcpclient.ResultText(res)
 		switch kind {
 		case kMemory:
 			right = strings.Contains(text, seedEntity)
@@ -416,7 +406,7 @@ func (c *client) direct(ctx context.Context, kind, id string) {
 		// Shown: fail answers isError with its message; hidden by a
 		// reload: unknown tool.
 		switch {
-		case err == nil && res.IsError && resultText(res) == id:
+		case err == nil && res.IsError && mcpclient.ResultText(res) == id:
 			c.tally.verdict(kind, true, "")
 		case class == "not_found":
 			c.tally.verdict(kind, true, "hidden by the reloaded filter")
@@ -442,7 +432,7 @@ func describe(res *mcp.CallToolResult, err error) string {
 	if err != nil {
 		return fmt.Sprintf("error (%s): %v", errClass(err), err)
 	}
-	return fmt.Sprintf("isError result: %.300s", resultText(res))
+	return fmt.Sprintf("isError result: %.300s", mcpclient.ResultText(res))
 }
 
 // execution is execute_code's structuredContent.
@@ -469,7 +459,7 @@ func (c *client) execute(ctx context.Context, code string) (res *mcp.CallToolRes
 	}
 	b, _ := json.Marshal(res.StructuredContent)
 	if res.StructuredContent == nil || json.Unmarshal(b, &ex) != nil {
-		return res, ex, fmt.Errorf("no execution in the answer: %.300s", resultText(res))
+		return res, ex, fmt.Errorf("no execution in the answer: %.300s", mcpclient.ResultText(res))
 	}
 	return res, ex, nil
 }
@@ -479,7 +469,7 @@ func (c *client) execute(ctx context.Context, code string) (res *mcp.CallToolRes
 // declared backpressure), a 401 after a rotation, or a wrong answer.
 func (c *client) settled(kind, keyID string, res *mcp.CallToolResult, err error) {
 	switch {
-	case res != nil && res.IsError && strings.Contains(resultText(res), "maxConcurrentExecutions"):
+	case res != nil && res.IsError && strings.Contains(mcpclient.ResultText(res), "maxConcurrentExecutions"):
 		c.tally.mu.Lock()
 		c.tally.busy++
 		c.tally.mu.Unlock()
@@ -525,7 +515,7 @@ return {a: a.text, b: b.text, f};`, id)
 	c.recordExec(keyID, ex)
 	var got struct{ A, B, F string }
 	if ex.Error != nil || json.Unmarshal(ex.Result, &got) != nil {
-		c.tally.verdict(kCode, false, fmt.Sprintf("script failed: %.300s", resultText(res)))
+		c.tally.verdict(kCode, false, fmt.Sprintf("script failed: %.300s", mcpclient.ResultText(res)))
 		return
 	}
 	if got.A != id+"-a" || got.B != id+"-b" {
@@ -565,7 +555,7 @@ func (c *client) hostile(ctx context.Context, s hostileScript) {
 	c.recordExec(keyID, ex)
 	switch {
 	case !res.IsError || ex.Error == nil:
-		c.tally.verdict(kind, false, fmt.Sprintf("hostile script was not stopped: %.300s", resultText(res)))
+		c.tally.verdict(kind, false, fmt.Sprintf("hostile script was not stopped: %.300s", mcpclient.ResultText(res)))
 	case len(s.limits) > 0 && !slices.Contains(s.limits, ex.Error.Limit):
 		c.tally.verdict(kind, false, fmt.Sprintf("ended with limit %q (%s), want one of %v", ex.Error.Limit, ex.Error.Message, s.limits))
 	case s.message != "" && !strings.Contains(ex.Error.Message, s.message):

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/toolgate/toolgate/internal/mcpclient"
 )
 
 // faultWindows records, per upstream, the periods during which a fault was
@@ -104,10 +106,10 @@ func (p *prober) probe(ctx context.Context, upstream string) bool {
 	switch upstream {
 	case "memory":
 		res, err := p.cs.CallTool(ctx, &mcp.CallToolParams{Name: "memory__open_nodes", Arguments: map[string]any{"names": []string{seedEntity, id}}})
-		return err == nil && !res.IsError && strings.Contains(resultText(res), seedEntity)
+		return err == nil && !res.IsError && strings.Contains(mcpclient.ResultText(res), seedEntity)
 	default:
 		res, err := p.cs.CallTool(ctx, &mcp.CallToolParams{Name: upstream + "__echo", Arguments: map[string]any{"text": id}})
-		return err == nil && !res.IsError && resultText(res) == id
+		return err == nil && !res.IsError && mcpclient.ResultText(res) == id
 	}
 }
 

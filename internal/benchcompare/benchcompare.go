@@ -40,6 +40,7 @@ import (
 
 	"github.com/toolgate/toolgate/gateway"
 	"github.com/toolgate/toolgate/internal/config"
+	"github.com/toolgate/toolgate/internal/mcpclient"
 	"github.com/toolgate/toolgate/policy"
 	"github.com/toolgate/toolgate/sandbox"
 )
@@ -380,28 +381,13 @@ func serveInProcess(ctx context.Context, cfg *config.Config) (endpoint, key stri
 
 // connect opens an MCP client session over streamable HTTP.
 func connect(ctx context.Context, endpoint, key string) (*mcp.ClientSession, error) {
-	var rt http.RoundTripper = http.DefaultTransport
-	if key != "" {
-		rt = &bearer{key: key, base: rt}
-	}
+	rt := &mcpclient.HeaderTransport{Headers: mcpclient.Bearer(key), Base: http.DefaultTransport}
 	client := mcp.NewClient(&mcp.Implementation{Name: "toolgate-bench-compare", Version: gateway.Version}, nil)
 	cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: endpoint, HTTPClient: &http.Client{Transport: rt}}, nil)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to the gateway at %s: %w", endpoint, err)
 	}
 	return cs, nil
-}
-
-// bearer adds an API key to each request.
-type bearer struct {
-	key  string
-	base http.RoundTripper
-}
-
-func (b *bearer) RoundTrip(req *http.Request) (*http.Response, error) {
-	req = req.Clone(req.Context())
-	req.Header.Set("Authorization", "Bearer "+b.key)
-	return b.base.RoundTrip(req)
 }
 
 // requiredTools are the gateway tools the tasks call.
@@ -491,7 +477,7 @@ func (a *agent) call(ctx context.Context, name string, args any) (*mcp.CallToolR
 	}
 	a.bytes += n
 	if res.IsError {
-		return nil, fmt.Errorf("%s failed: %s", name, resultText(res))
+		return nil, fmt.Errorf("%s failed: %s", name, mcpclient.ResultText(res))
 	}
 	return res, nil
 }
@@ -502,7 +488,7 @@ func (a *agent) text(ctx context.Context, name string, args any) (string, error)
 	if err != nil {
 		return "", err
 	}
-	return resultText(res), nil
+	return mcpclient.ResultText(res), nil
 }
 
 // contextBytes counts a result as the package documentation says.
@@ -527,17 +513,6 @@ func contextBytes(res *mcp.CallToolResult) (int64, error) {
 		n += int64(len(b))
 	}
 	return n, nil
-}
-
-// resultText joins the text content of a result.
-func resultText(res *mcp.CallToolResult) string {
-	var b strings.Builder
-	for _, c := range res.Content {
-		if tc, ok := c.(*mcp.TextContent); ok {
-			b.WriteString(tc.Text)
-		}
-	}
-	return b.String()
 }
 
 // approxTokens is bytes/4 rounded up.
@@ -598,7 +573,7 @@ func runScript(ctx context.Context, a *agent, t *task, fx *fixture) (string, err
 	}
 	a.bytes += n
 	if res.IsError {
-		return "", fmt.Errorf("the script failed: %s", resultText(res))
+		return "", fmt.Errorf("the script failed: %s", mcpclient.ResultText(res))
 	}
 	raw, err := json.Marshal(res.StructuredContent)
 	if err != nil {

@@ -28,6 +28,7 @@ import (
 	"github.com/toolgate/toolgate/internal/bench"
 	"github.com/toolgate/toolgate/internal/benchcompare"
 	"github.com/toolgate/toolgate/internal/config"
+	"github.com/toolgate/toolgate/internal/mcpclient"
 	"github.com/toolgate/toolgate/policy"
 	"github.com/toolgate/toolgate/sandbox"
 )
@@ -377,37 +378,17 @@ func contentText(res *mcp.CallToolResult) string {
 // bearer token when there is one. Each session has a connection pool of
 // its own, so that concurrent sessions do not measure new connections.
 func connectMCP(ctx context.Context, url, key string) (*mcp.ClientSession, error) {
-	header := http.Header{}
-	if key != "" {
-		header.Set("Authorization", "Bearer "+key)
-	}
-	return connectMCPHeader(ctx, url, header)
+	return connectMCPHeader(ctx, url, mcpclient.Bearer(key))
 }
 
-func connectMCPHeader(ctx context.Context, url string, header http.Header) (*mcp.ClientSession, error) {
-	hc := &http.Client{Transport: &benchHeaderTransport{base: http.DefaultTransport.(*http.Transport).Clone(), header: header}}
+func connectMCPHeader(ctx context.Context, url string, headers map[string]string) (*mcp.ClientSession, error) {
+	hc := &http.Client{Transport: &mcpclient.HeaderTransport{Base: http.DefaultTransport.(*http.Transport).Clone(), Headers: headers}}
 	client := mcp.NewClient(&mcp.Implementation{Name: "toolgate-bench", Version: gateway.Version}, nil)
 	cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url, HTTPClient: hc, MaxRetries: -1}, nil)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to %s: %w", url, err)
 	}
 	return cs, nil
-}
-
-// benchHeaderTransport adds fixed headers to every request.
-type benchHeaderTransport struct {
-	base   http.RoundTripper
-	header http.Header
-}
-
-func (t *benchHeaderTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if len(t.header) > 0 {
-		r = r.Clone(r.Context())
-		for k, v := range t.header {
-			r.Header[k] = v
-		}
-	}
-	return t.base.RoundTrip(r)
 }
 
 // ---- proxy ----
@@ -637,14 +618,14 @@ func connectServer(ctx context.Context, s *config.Server) (*mcp.ClientSession, e
 	switch {
 	case s.URL != "" && s.Transport == config.TransportSSE:
 		client := mcp.NewClient(&mcp.Implementation{Name: "toolgate-bench", Version: gateway.Version}, nil)
-		hc := &http.Client{Transport: &benchHeaderTransport{base: http.DefaultTransport.(*http.Transport).Clone(), header: headerOf(s.Headers)}}
+		hc := &http.Client{Transport: &mcpclient.HeaderTransport{Base: http.DefaultTransport.(*http.Transport).Clone(), Headers: s.Headers}}
 		cs, err := client.Connect(ctx, &mcp.SSEClientTransport{Endpoint: s.URL, HTTPClient: hc}, nil)
 		if err != nil {
 			return nil, fmt.Errorf("connecting to %s: %w", s.URL, err)
 		}
 		return cs, nil
 	case s.URL != "":
-		return connectMCPHeader(ctx, s.URL, headerOf(s.Headers))
+		return connectMCPHeader(ctx, s.URL, s.Headers)
 	default:
 		c := exec.Command(s.Command, s.Args...)
 		c.Dir = s.Cwd
@@ -660,14 +641,6 @@ func connectServer(ctx context.Context, s *config.Server) (*mcp.ClientSession, e
 		}
 		return cs, nil
 	}
-}
-
-func headerOf(m map[string]string) http.Header {
-	h := http.Header{}
-	for k, v := range m {
-		h.Set(k, v)
-	}
-	return h
 }
 
 // serveGateway opens the gateway of cfg and serves it over HTTP on a free

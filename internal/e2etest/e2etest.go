@@ -32,6 +32,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/toolgate/toolgate/internal/mcpclient"
 )
 
 // Paths of the npm packages' entry points, relative to [NPMDir].
@@ -478,7 +480,7 @@ func ConnectHTTP(t testing.TB, ctx context.Context, url string, headers map[stri
 	client := mcp.NewClient(&mcp.Implementation{Name: "e2etest-client", Version: "1.0.0"}, opts)
 	transport := &mcp.StreamableClientTransport{
 		Endpoint:   url,
-		HTTPClient: &http.Client{Transport: &HeaderTransport{Headers: headers, Base: http.DefaultTransport}},
+		HTTPClient: &http.Client{Transport: &mcpclient.HeaderTransport{Headers: headers, Base: http.DefaultTransport}},
 	}
 	cs, err := client.Connect(ctx, transport, nil)
 	if err != nil {
@@ -486,23 +488,6 @@ func ConnectHTTP(t testing.TB, ctx context.Context, url string, headers map[stri
 	}
 	t.Cleanup(func() { cs.Close() })
 	return cs
-}
-
-// HeaderTransport adds fixed headers to each request sent through Base.
-type HeaderTransport struct {
-	Headers map[string]string
-	Base    http.RoundTripper
-}
-
-// RoundTrip implements http.RoundTripper.
-func (h *HeaderTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if len(h.Headers) > 0 {
-		req = req.Clone(req.Context())
-		for k, v := range h.Headers {
-			req.Header.Set(k, v)
-		}
-	}
-	return h.Base.RoundTrip(req)
 }
 
 // ProcessAlive reports whether a process with this pid exists and is not a

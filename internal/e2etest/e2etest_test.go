@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/toolgate/toolgate/internal/mcpclient"
 )
 
 const testUpstream = "./internal/testupstream"
@@ -101,7 +103,7 @@ func TestTestUpstreamSSE(t *testing.T) {
 	}
 	ctx := context.Background()
 	client := mcp.NewClient(&mcp.Implementation{Name: "sse-client", Version: "1"}, nil)
-	hc := &http.Client{Transport: &HeaderTransport{Headers: map[string]string{"X-E2e-Probe": "sse"}, Base: http.DefaultTransport}}
+	hc := &http.Client{Transport: &mcpclient.HeaderTransport{Headers: map[string]string{"X-E2e-Probe": "sse"}, Base: http.DefaultTransport}}
 	cs, err := client.Connect(ctx, &mcp.SSEClientTransport{Endpoint: url, HTTPClient: hc}, nil)
 	if err != nil {
 		t.Fatal(err)
