@@ -415,6 +415,36 @@ func TestBenchCompareRendering(t *testing.T) {
 	}
 }
 
+// TestBenchCompare runs the real subcommand: the fixed tasks against the npm
+// filesystem and memory servers through a gateway it serves, each way.
+func TestBenchCompare(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "cmp")
+	rep := benchJSON[bench.CompareReport](t, "bench", "compare", "--npm-dir", e2etest.NPMDir(t), "--out", dir)
+	checkMachine(t, rep.Machine)
+	if rep.Report == nil || len(rep.Tasks) != 3 {
+		t.Fatalf("report %+v, want the three built-in tasks", rep.Report)
+	}
+	for _, task := range rep.Tasks {
+		d, c := task.Direct, task.CodeMode
+		if c.RoundTrips != 1 || d.RoundTrips < 10 {
+			t.Errorf("%s: round trips direct %d, code mode %d; want >= 10 and 1", task.Name, d.RoundTrips, c.RoundTrips)
+		}
+		if d.ContextBytes <= 0 || c.ContextBytes <= 0 || bench.ByteRatio(task) > 0.10 {
+			t.Errorf("%s: context bytes direct %d, code mode %d; want code mode at most 10%%", task.Name, d.ContextBytes, c.ContextBytes)
+		}
+		if d.ApproxTokens != (d.ContextBytes+3)/4 || c.ApproxTokens != (c.ContextBytes+3)/4 {
+			t.Errorf("%s: tokens %d/%d for bytes %d/%d", task.Name, d.ApproxTokens, c.ApproxTokens, d.ContextBytes, c.ContextBytes)
+		}
+		if d.Wall <= 0 || c.Wall <= 0 || d.Answer == "" || d.Answer != c.Answer {
+			t.Errorf("%s: wall %v/%v, answers %q/%q", task.Name, d.Wall, c.Wall, d.Answer, c.Answer)
+		}
+	}
+	wellFormedSVG(t, filepath.Join(dir, bench.CompareBytesChart))
+	if b, err := os.ReadFile(filepath.Join(dir, "report.md")); err != nil || !strings.Contains(string(b), "search-files") {
+		t.Errorf("report.md: %v\n%s", err, b)
+	}
+}
+
 // BenchmarkExecuteCodeTrivial is what `toolgate bench exec --builtin
 // trivial --concurrency 1` measures, as a Go benchmark: `return 1+1`
 // through Gateway.ExecuteCode with the demo configuration (prelude,
