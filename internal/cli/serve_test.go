@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,9 +29,11 @@ func TestServeRejectsNegativeGrace(t *testing.T) {
 // read are written.
 func TestAnsweringTransportWaitsForAnswers(t *testing.T) {
 	ctx := context.Background()
-	release := make(chan struct{})
+	release, started := make(chan struct{}), make(chan struct{})
+	releaseOnce := sync.OnceFunc(func() { close(release) })
 	srv := mcp.NewServer(&mcp.Implementation{Name: "s", Version: "1"}, nil)
 	mcp.AddTool(srv, &mcp.Tool{Name: "wait"}, func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, any, error) {
+		close(started)
 		<-release
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "done"}}}, nil, nil
 	})
@@ -46,6 +49,7 @@ func TestAnsweringTransportWaitsForAnswers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cs.Close()
+	defer releaseOnce() // first of the deferred calls: a failing test must not leave the call hanging
 
 	result := make(chan string, 1)
 	go func() {
@@ -61,6 +65,9 @@ func TestAnsweringTransportWaitsForAnswers(t *testing.T) {
 		defer at.mu.Unlock()
 		return at.pending
 	}
+	// The call is running; the answer to initialize may still be on its
+	// way out (the client can read it before the server's Write returns).
+	<-started
 	deadline := time.Now().Add(10 * time.Second)
 	for pending() != 1 {
 		if time.Now().After(deadline) {
@@ -72,7 +79,7 @@ func TestAnsweringTransportWaitsForAnswers(t *testing.T) {
 	if n := pending(); n != 1 {
 		t.Fatalf("pending = %d while the call runs, want 1", n)
 	}
-	close(release)
+	releaseOnce()
 	at.waitAnswered(time.Minute)
 	if n := pending(); n != 0 {
 		t.Fatalf("waitAnswered returned with %d requests unanswered", n)
