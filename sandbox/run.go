@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -77,6 +78,11 @@ func (e *Engine) Run(ctx context.Context, req *Request, lim Limits) (*Result, er
 	stop := context.AfterFunc(xctx, g.stopNow)
 	x.run()
 	stop()
+	// Host calls still running belong to a script that is over: cancel
+	// them and wait until they have returned, so that whatever they record
+	// (the gateway's audit events) is written before Run reports the end.
+	cancel()
+	x.hosts.Wait()
 	if p := int64(g.mem.Peak()); p > 0 {
 		res.PeakMemoryBytes = p
 	}
@@ -95,6 +101,7 @@ type execution struct {
 	start   time.Time // when Run began
 
 	inflight  int
+	hosts     sync.WaitGroup // goroutines of host calls (perform)
 	queue     []hostOp
 	ready     []settlement // to deliver on the next pump
 	timers    map[int64]time.Time
@@ -515,7 +522,7 @@ func (x *execution) dispatch() {
 		op := x.queue[0]
 		x.queue = x.queue[1:]
 		x.inflight++
-		go x.perform(op)
+		x.hosts.Go(func() { x.perform(op) })
 	}
 }
 

@@ -286,6 +286,34 @@ func TestCancelInFlightCalls(t *testing.T) {
 	}
 }
 
+// A script that ends while its host calls still run (here it returns
+// without awaiting them, once they started): Run cancels them and returns
+// only after they have returned, so that what they record happens before
+// the end is reported.
+func TestRunWaitsForHostCalls(t *testing.T) {
+	var returned atomic.Int32
+	caller := func(ctx context.Context, name string, args []byte) ([]byte, error) {
+		defer returned.Add(1)
+		select {
+		case <-ctx.Done():
+			time.Sleep(20 * time.Millisecond) // the caller's own cleanup
+			return nil, ctx.Err()
+		case <-time.After(10 * time.Second):
+			return []byte(`"late"`), nil
+		}
+	}
+	res, err := testEngine.Run(context.Background(), &Request{Code: "callTool('slow'); callTool('slow'); await new Promise((r) => setTimeout(r, 50)); return 1", Prelude: testPrelude, Caller: caller}, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Error != nil || string(res.Result) != "1" {
+		t.Fatalf("got %s %+v", res.Result, res.Error)
+	}
+	if n := returned.Load(); n != 2 {
+		t.Fatalf("%d of 2 host calls had returned when Run returned", n)
+	}
+}
+
 func TestCodeSizeLimit(t *testing.T) {
 	res := run(t, "return 1;"+strings.Repeat(" ", 2000), Limits{MaxCodeBytes: 1000})
 	if res.Error == nil || res.Error.Limit != LimitCodeBytes {
