@@ -48,8 +48,9 @@ type harness struct {
 	audit   string
 	memFile string
 
-	gw   *e2etest.Proc
-	base string // http://127.0.0.1:PORT
+	gw    *e2etest.Proc
+	base  string // http://127.0.0.1:PORT
+	debug string // serve --debug-listen address: Go's profiles
 
 	flakyCtl   string // control endpoint of the stdio upstream "flaky"
 	remoteAddr string // listen address of the HTTP upstream "remote"
@@ -121,6 +122,7 @@ func newHarness(t *testing.T) *harness {
 	h.memFile = filepath.Join(h.dir, "memory.jsonl")
 	h.flakyCtl = fmt.Sprintf("http://127.0.0.1:%d/control", e2etest.FreePort(t))
 	h.remoteAddr = fmt.Sprintf("127.0.0.1:%d", e2etest.FreePort(t))
+	h.debug = fmt.Sprintf("127.0.0.1:%d", e2etest.FreePort(t))
 	h.remoteCtl = fmt.Sprintf("http://127.0.0.1:%d/control", e2etest.FreePort(t))
 	return h
 }
@@ -166,7 +168,7 @@ func (h *harness) startGateway() {
 	h.t.Helper()
 	h.gw = e2etest.StartProcess(h.t, e2etest.ProcOptions{
 		Path: h.bin,
-		Args: []string{"serve", "-c", h.cfgPath, "--listen", "127.0.0.1:0", "--log-level", "warn"},
+		Args: []string{"serve", "-c", h.cfgPath, "--listen", "127.0.0.1:0", "--log-level", "warn", "--debug-listen", h.debug},
 		Dir:  h.dir,
 	})
 	line := h.gw.WaitForLine(h.t, "toolgate listening on", 120*time.Second)
@@ -255,17 +257,27 @@ func (h *harness) readyz() (map[string]string, error) {
 
 // metricsText fetches /metrics.
 func (h *harness) metricsText() (string, error) {
+	b, err := h.get(h.base + "/metrics")
+	return string(b), err
+}
+
+// heapProfile fetches the gateway's heap profile from its debug listener.
+func (h *harness) heapProfile() ([]byte, error) {
+	return h.get("http://" + h.debug + "/debug/pprof/heap")
+}
+
+func (h *harness) get(url string) ([]byte, error) {
 	client := &http.Client{Timeout: 10 * time.Second}
-	resp, err := client.Get(h.base + "/metrics")
+	resp, err := client.Get(url)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if resp.StatusCode != 200 {
-		return "", fmt.Errorf("/metrics answered %d", resp.StatusCode)
+		return nil, fmt.Errorf("%s answered %d", url, resp.StatusCode)
 	}
-	return string(b), err
+	return b, err
 }
 
 // metricValue returns the value of an unlabelled series in Prometheus

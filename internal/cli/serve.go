@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	pprofhttp "net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -37,6 +38,7 @@ type serveFlags struct {
 	watch   bool
 	grace   time.Duration
 	cpuProf string
+	debug   string
 }
 
 func newServe(g *globals) *cobra.Command {
@@ -66,6 +68,7 @@ second signal exits at once, with status 130 (SIGINT) or 143 (SIGTERM).`,
 	fl.BoolVar(&f.watch, "watch", false, "reload the configuration when its file changes")
 	fl.DurationVar(&f.grace, "shutdown-grace", 0, "how long a shutdown lets calls in flight finish, overriding the configuration's `shutdownGracePeriod`")
 	fl.StringVar(&f.cpuProf, "cpuprofile", "", "write a CPU profile of the gateway to `file` until it stops (for go tool pprof)")
+	fl.StringVar(&f.debug, "debug-listen", "", "serve Go's profiles (/debug/pprof/: heap, goroutine, profile, ...) on this loopback `address`")
 	return cmd
 }
 
@@ -227,6 +230,13 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	if f.debug != "" {
+		stopDebug, err := serveDebug(f.debug, lim.ReadHeaderTimeout.D(), log)
+		if err != nil {
+			return err
+		}
+		defer stopDebug()
+	}
 	if cfg.Metrics.Listen != "" {
 		mln, err := net.Listen("tcp", cfg.Metrics.Listen)
 		if err != nil {
@@ -396,6 +406,33 @@ func (s *signals) stop() {
 
 // exit ends the process (os.Exit; a variable for tests).
 var exit = os.Exit
+
+// serveDebug serves net/http/pprof's handlers on addr, which must be a
+// loopback address: profiles show the process's memory and code paths, so
+// they are never offered to the network.
+func serveDebug(addr string, readHeaderTimeout time.Duration, log *slog.Logger) (func(), error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("--debug-listen %q: %w", addr, err)
+	}
+	if !config.IsLoopbackHost(host) {
+		return nil, fmt.Errorf("--debug-listen %q: profiles are served on loopback only (127.0.0.1, ::1 or localhost)", addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--debug-listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprofhttp.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprofhttp.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprofhttp.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprofhttp.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprofhttp.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: readHeaderTimeout}
+	go func() { _ = srv.Serve(ln) }()
+	log.Info("debug profiles listening", "url", "http://"+ln.Addr().String()+"/debug/pprof/")
+	return func() { _ = srv.Close() }, nil
+}
 
 // startCPUProfile writes a CPU profile to path until the returned func is
 // called.
