@@ -50,7 +50,8 @@ func (p *processGroup) kill() {
 // down with it.
 type connection struct {
 	session *mcp.ClientSession
-	group   *processGroup // nil for remote servers
+	group   *processGroup   // nil for remote servers
+	pool    *http.Transport // remote servers: the connection pool of this session
 }
 
 // close ends the session, then kills what is left of the process group.
@@ -60,6 +61,9 @@ func (c *connection) close() {
 	}
 	if c.session != nil {
 		_ = c.session.Close()
+	}
+	if c.pool != nil {
+		c.pool.CloseIdleConnections()
 	}
 	c.group.kill()
 }
@@ -147,14 +151,15 @@ func connect(ctx context.Context, client *mcp.Client, s *config.Server, log *slo
 	case config.TransportStdio:
 		return connectStdio(ctx, client, s, opts, log)
 	case config.TransportHTTP, config.TransportSSE, "":
-		hc := &http.Client{Transport: &headerTransport{base: upstreamTransport(), headers: s.Headers}}
+		pool := upstreamTransport()
+		hc := &http.Client{Transport: &headerTransport{base: pool, headers: s.Headers}}
 		if s.Transport == config.TransportSSE {
 			cs, err := client.Connect(ctx, &sseTransport{mcp.SSEClientTransport{Endpoint: s.URL, HTTPClient: hc}}, opts)
-			return &connection{session: cs}, err
+			return &connection{session: cs, pool: pool}, err
 		}
 		cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: s.URL, HTTPClient: hc, MaxRetries: -1}, opts)
 		if err == nil || s.Transport == config.TransportHTTP || ctx.Err() != nil {
-			return &connection{session: cs}, err
+			return &connection{session: cs, pool: pool}, err
 		}
 		// Transport not given: an old-style server answers streamable
 		// HTTP's POST with an error, so try SSE before giving up.
@@ -163,7 +168,7 @@ func connect(ctx context.Context, client *mcp.Client, s *config.Server, log *slo
 			return nil, fmt.Errorf("streamable HTTP: %w; SSE: %v", err, sseErr)
 		}
 		log.Info("upstream speaks the SSE transport", "url", s.URL)
-		return &connection{session: cs}, nil
+		return &connection{session: cs, pool: pool}, nil
 	default:
 		return nil, fmt.Errorf("unknown transport %q", s.Transport)
 	}

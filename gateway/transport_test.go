@@ -59,6 +59,7 @@ func TestHeaderTransportReusesConnections(t *testing.T) {
 	release := make(chan struct{})
 	srv := sseServer(t, release)
 	tr := &headerTransport{base: upstreamTransport(), headers: map[string]string{"X-Test": "yes"}}
+	t.Cleanup(tr.base.(*http.Transport).CloseIdleConnections)
 	for i := range 3 {
 		ctx, cancel := context.WithCancel(context.Background())
 		resp, reused := get(t, ctx, tr, srv.URL)
@@ -87,6 +88,7 @@ func TestHeaderTransportReusesConnections(t *testing.T) {
 func TestHeaderTransportCancels(t *testing.T) {
 	const grace = 50 * time.Millisecond
 	tr := &headerTransport{base: upstreamTransport(), headers: map[string]string{"X-Test": "yes"}, grace: grace}
+	t.Cleanup(tr.base.(*http.Transport).CloseIdleConnections)
 
 	t.Run("before the headers", func(t *testing.T) {
 		hang := make(chan struct{})

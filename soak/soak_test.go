@@ -179,6 +179,14 @@ func TestSoak(t *testing.T) {
 	checkToggled(t, probe, variant)
 
 	after, samples := settleUsage(t, h, baseline, set.settle)
+	// Diagnostics of a failed footprint check, while the gateway still runs.
+	var saved string
+	if !within(after, baseline) {
+		saved = saveMetrics(h, set.seed)
+	}
+	if prof, err := h.heapProfile(); err != nil || len(prof) == 0 {
+		t.Errorf("the gateway's heap profile, which a failed footprint check saves: %v", err)
+	}
 
 	// Shutdown: no upstream process may outlive the gateway.
 	h.pids.scan()
@@ -264,12 +272,9 @@ func TestSoak(t *testing.T) {
 	if verifyErr != nil {
 		t.Errorf("toolgate audit verify: %v", verifyErr)
 	}
-	if prof, err := h.heapProfile(); err != nil || len(prof) == 0 {
-		t.Errorf("the gateway's heap profile, which a failed footprint check saves: %v", err)
-	}
 	if !within(after, baseline) {
 		t.Errorf("the gateway did not come back within 10%% of its baseline after the load (baseline %v); samples:\n%s\n%s",
-			baseline, strings.Join(samples, "\n"), saveMetrics(h, set.seed))
+			baseline, strings.Join(samples, "\n"), saved)
 	}
 	// A gross breach only. Hostile scripts burn the cores for up to their
 	// timeout and the machine is shared, so healthy calls slow down during
