@@ -278,22 +278,7 @@ func startLoopbackFetchGateway(t *testing.T, cfg string) *gateway {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build -tags toolgate_fetch_loopback: %v\n%s", err, out)
 	}
-	path := writeConfig(t, cfg)
-	keys := createKeys(t, path)
-	proc := e2etest.StartProcess(t, e2etest.ProcOptions{
-		Path: bin,
-		Args: []string{"serve", "-c", path, "--listen", "127.0.0.1:0", "--log-level", "info"},
-		Dir:  filepath.Dir(path),
-	})
-	line := proc.WaitForLine(t, "toolgate listening on", 60*time.Second)
-	m := listeningLine.FindStringSubmatch(line)
-	if m == nil {
-		t.Fatalf("cannot find the address in %q", line)
-	}
-	g := &gateway{proc: proc, base: m[1], configPath: path, keys: keys}
-	gatewayKeys.Store(g.base, keys)
-	t.Cleanup(func() { gatewayKeys.Delete(g.base) })
-	return g
+	return startGatewayBinary(t, bin, writeConfig(t, cfg), "--log-level", "info")
 }
 
 // TestCodeModeFetchRateLimit: each fetch request of a script takes a token

@@ -142,11 +142,17 @@ func startGateway(t *testing.T, cfg string, args ...string) *gateway {
 func startGatewayFile(t *testing.T, path string, args ...string) *gateway {
 	t.Helper()
 	checkLeaks(t)
-	bin := e2etest.BuildBinary(t, "./cmd/toolgate")
+	return startGatewayBinary(t, e2etest.BuildBinary(t, "./cmd/toolgate"), path, append([]string{"--log-level", "debug"}, args...)...)
+}
+
+// startGatewayBinary runs bin (a toolgate build) as `serve -c path` on a
+// free loopback port, with API keys created for its projects.
+func startGatewayBinary(t *testing.T, bin, path string, args ...string) *gateway {
+	t.Helper()
 	keys := createKeys(t, path)
 	proc := e2etest.StartProcess(t, e2etest.ProcOptions{
 		Path: bin,
-		Args: append([]string{"serve", "-c", path, "--listen", "127.0.0.1:0", "--log-level", "debug"}, args...),
+		Args: append([]string{"serve", "-c", path, "--listen", "127.0.0.1:0"}, args...),
 		Dir:  filepath.Dir(path),
 	})
 	line := proc.WaitForLine(t, "toolgate listening on", 60*time.Second)

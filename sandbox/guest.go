@@ -668,7 +668,13 @@ func (g *guest) stopNow() {
 // the interpreter) is returned as *trapError.
 func (g *guest) eval(file, src string) (s string, err error) {
 	defer recoverTrap(&err)
-	v := g.evalRaw(file, src)
+	return g.stringResult(g.evalRaw(file, src))
+}
+
+// stringResult converts v, the result of a call into the interpreter, to a
+// Go string and frees it; an exception (as v, or from the conversion)
+// becomes the error.
+func (g *guest) stringResult(v uint64) (string, error) {
 	if jsTag(v) == jsTagException {
 		return "", g.exception()
 	}
@@ -750,16 +756,7 @@ func (g *guest) drainReport() (string, error) {
 // callString calls a bootstrap function without arguments and returns its
 // string result.
 func (g *guest) callString(fn uint64) (string, error) {
-	v := g.call(fnCall, uint64(g.jsctx), fn, jsUndefined, 0, 0)
-	if jsTag(v) == jsTagException {
-		return "", g.exception()
-	}
-	defer g.freeValue(v)
-	s, ok := g.toString(v)
-	if !ok {
-		return "", g.exception()
-	}
-	return s, nil
+	return g.stringResult(g.call(fnCall, uint64(g.jsctx), fn, jsUndefined, 0, 0))
 }
 
 // trapError is a crash of the interpreter: the instance is unusable.
