@@ -453,6 +453,14 @@ func wellFormed(s string) string {
 // wait starts queued host work and blocks until there is something to hand
 // to the script: finished host calls, due timers or immediate refusals.
 func (x *execution) wait() ([]settlement, error) {
+	if x.inline() {
+		if err := x.ctx.Err(); err != nil {
+			return nil, err
+		}
+		items := x.ready
+		x.ready = nil
+		return items, nil
+	}
 	x.dispatch()
 	if len(x.ready) == 0 {
 		if x.inflight == 0 && len(x.queue) == 0 && len(x.timers) == 0 {
@@ -514,6 +522,23 @@ func (x *execution) collect(d hostDone) {
 	if d.record != nil {
 		x.res.ToolCalls = append(x.res.ToolCalls, *d.record)
 	}
+}
+
+// inline performs the one tool call the script awaits on this goroutine
+// when nothing else can settle first: no other call in flight or queued,
+// no timer, nothing ready. The script is idle until that call returns, so
+// running it here changes no ordering and saves a goroutine and two
+// scheduler handoffs per call. The call gets the execution's context, as
+// on its own goroutine, and Run waits for host calls either way.
+func (x *execution) inline() bool {
+	if len(x.queue) != 1 || x.queue[0].kind != 'c' || x.inflight != 0 || len(x.ready) != 0 || len(x.timers) != 0 {
+		return false
+	}
+	op := x.queue[0]
+	x.queue = x.queue[:0]
+	x.inflight++
+	x.collect(x.callTool(op))
+	return true
 }
 
 // dispatch starts queued host work up to the concurrency limit.

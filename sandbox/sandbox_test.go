@@ -214,6 +214,37 @@ func TestConcurrentToolCalls(t *testing.T) {
 	}
 }
 
+// TestAwaitedCallRacesTheRest proves a tool call runs on its own while
+// anything else can still settle: a timer or a second call the script made
+// beside it wins the race against a call that never answers, and the
+// never-answering call is cancelled when the script returns.
+func TestAwaitedCallRacesTheRest(t *testing.T) {
+	var canceled atomic.Int32
+	caller := func(ctx context.Context, name string, args []byte) ([]byte, error) {
+		if name == "hang" {
+			<-ctx.Done()
+			canceled.Add(1)
+			return nil, ctx.Err()
+		}
+		return args, nil
+	}
+	tests := []struct{ name, code, want string }{
+		{"a timer", "return await Promise.race([callTool('hang', {}), new Promise(r => setTimeout(() => r('timer'), 5))])", `"timer"`},
+		{"a second call", "return (await Promise.race([callTool('hang', {}), callTool('echo', {v: 'echo'})])).v", `"echo"`},
+		{"a call after a timer", "await new Promise(r => setTimeout(r, 1)); return (await callTool('echo', {v: 1})).v", `1`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := canceled.Load()
+			res := runReq(t, &Request{Code: tc.code, Prelude: testPrelude, Caller: caller}, Limits{Timeout: 5 * time.Second})
+			wantResult(t, res, tc.want)
+			if strings.Contains(tc.code, "hang") && canceled.Load() != before+1 {
+				t.Fatalf("the hanging call was not cancelled when the script returned")
+			}
+		})
+	}
+}
+
 // TestRetryHint proves a rejected call carries the host's retry hint as a
 // number, and no retryAfterMs at all when the host gave none, besides its
 // code and the name it was called with.
