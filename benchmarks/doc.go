@@ -3,8 +3,10 @@
 // other stdio-to-HTTP MCP proxies fronting the same server, and what the
 // Code Mode sandbox costs.
 //
-// The proxy benchmarks run real processes over real loopback HTTP: the Go
-// test upstream (internal/testupstream), a `toolgate serve` built from this
+// The proxy benchmarks run real processes over real loopback HTTP: an echo
+// upstream built with the released go-sdk (benchmarks/echoupstream, a module
+// of its own; TOOLGATE_BENCH_UPSTREAM=tree takes the Go test upstream,
+// internal/testupstream, instead), a `toolgate serve` built from this
 // module, and the pinned npm packages (server-everything, supergateway,
 // mcp-proxy) from e2e/npm. Processes are started before the timed region
 // and stopped when the benchmark ends. A peer that cannot be started fails

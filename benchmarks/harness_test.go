@@ -283,7 +283,8 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-// startTestUpstream runs the Go test upstream over streamable HTTP on
+// startTestUpstream runs the Go test upstream (internal/testupstream, built
+// from this module and so with its patched go-sdk) over streamable HTTP on
 // loopback.
 func startTestUpstream(b testing.TB) *peer {
 	b.Helper()
@@ -292,6 +293,26 @@ func startTestUpstream(b testing.TB) *peer {
 		Path: bin,
 		Args: []string{"-transport", "http", "-listen", "127.0.0.1:0", "-name", "bench"},
 	})
+	return listeningPeer(b, p)
+}
+
+// startReleasedUpstream runs the echo server of benchmarks/echoupstream, a
+// module of its own built with the released go-sdk as real upstreams are,
+// over streamable HTTP on loopback.
+func startReleasedUpstream(b testing.TB) *peer {
+	b.Helper()
+	bin := e2etest.BuildModuleBinary(b, "./benchmarks/echoupstream")
+	p := e2etest.StartProcess(b, e2etest.ProcOptions{
+		Path: bin,
+		Args: []string{"-listen", "127.0.0.1:0"},
+	})
+	return listeningPeer(b, p)
+}
+
+// listeningPeer waits for the "LISTENING URL" line of an upstream started
+// over HTTP and returns it as a peer.
+func listeningPeer(b testing.TB, p *e2etest.Proc) *peer {
+	b.Helper()
 	line := p.WaitForLine(b, "LISTENING ", startupTimeout)
 	_, url, _ := strings.Cut(line, "LISTENING ")
 	return &peer{url: strings.TrimSpace(url), proc: p}

@@ -2,6 +2,7 @@ package benchmarks
 
 import (
 	"fmt"
+	"os"
 	"testing"
 
 	"github.com/toolgate/toolgate/internal/e2etest"
@@ -11,10 +12,16 @@ import (
 // benchmarks measure the path of a call rather than the copying of data.
 const echoText = "hello from the toolgate benchmark"
 
-// BenchmarkProxyEcho measures a tools/call of the Go test upstream's echo
-// tool made directly (direct) and through a `toolgate serve` fronting the
-// same upstream process (gateway). Both hops are streamable HTTP on
-// loopback. At c=N, N workers with one session each share b.N calls.
+// BenchmarkProxyEcho measures a tools/call of an upstream's echo tool made
+// directly (direct) and through a `toolgate serve` fronting the same
+// upstream process (gateway). Both hops are streamable HTTP on loopback. At
+// c=N, N workers with one session each share b.N calls.
+//
+// The upstream is benchmarks/echoupstream, a server built with the released
+// go-sdk as real upstreams are. TOOLGATE_BENCH_UPSTREAM=tree selects the Go
+// test upstream (internal/testupstream) instead, built from this module and
+// so with its patched go-sdk; the figures in README.md measured before
+// benchmarks/echoupstream existed used that one.
 //
 // Besides latency and throughput it reports the CPU time the upstream
 // (upstream-cpu-us/op), the gateway (proxy-cpu-us/op) and the benchmark's
@@ -23,7 +30,7 @@ const echoText = "hello from the toolgate benchmark"
 // Targets (README.md): gateway p50 at most 2.0x direct p50, and at c=16
 // gateway calls/s at least 0.5x direct calls/s.
 func BenchmarkProxyEcho(b *testing.B) {
-	up := startTestUpstream(b)
+	up := startEchoUpstream(b)
 	args := map[string]any{"text": echoText}
 	peers := []struct {
 		name  string
@@ -50,5 +57,24 @@ func BenchmarkProxyEcho(b *testing.B) {
 				b.Run("c="+itoa(c), func(b *testing.B) { benchCalls(b, tg, c) })
 			}
 		})
+	}
+}
+
+// upstreamEnv chooses the upstream of BenchmarkProxyEcho: "tree" for the Go
+// test upstream built from this module, unset (or "released") for
+// benchmarks/echoupstream.
+const upstreamEnv = "TOOLGATE_BENCH_UPSTREAM"
+
+// startEchoUpstream starts the upstream that TOOLGATE_BENCH_UPSTREAM names.
+func startEchoUpstream(b testing.TB) *peer {
+	b.Helper()
+	switch v := os.Getenv(upstreamEnv); v {
+	case "", "released":
+		return startReleasedUpstream(b)
+	case "tree":
+		return startTestUpstream(b)
+	default:
+		b.Fatalf("%s=%s: want tree or released (the default)", upstreamEnv, v)
+		return nil
 	}
 }

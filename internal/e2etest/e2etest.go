@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -190,32 +191,53 @@ func Node(t testing.TB) string {
 	return p
 }
 
-// builds caches BuildBinary results by package.
+// builds caches BuildBinary and BuildModuleBinary results by module folder
+// and package.
 var (
 	buildsMu sync.Mutex
-	builds   = map[string]func() (string, error){}
+	builds   = map[buildKey]func() (string, error){}
 )
+
+// buildKey names a build: the module folder relative to the toolgate module
+// root ("" for the toolgate module itself) and the package in it.
+type buildKey struct{ dir, pkg string }
 
 // BuildBinary builds the Go main package pkg (a path relative to the module
 // root such as "./cmd/toolgate" or "./internal/testupstream") once per test
 // process and returns the path of the executable.
 func BuildBinary(t testing.TB, pkg string) string {
 	t.Helper()
+	return buildOnce(t, buildKey{pkg: pkg})
+}
+
+// BuildModuleBinary builds the main package at the root of the Go module in
+// dir, a folder relative to the toolgate module root holding a go.mod of its
+// own (such as "./benchmarks/echoupstream"), once per test process and
+// returns the path of the executable. The build uses that module's go.mod
+// and go.sum, not toolgate's, so it is free of toolgate's replace
+// directives.
+func BuildModuleBinary(t testing.TB, dir string) string {
+	t.Helper()
+	return buildOnce(t, buildKey{dir: dir, pkg: "."})
+}
+
+func buildOnce(t testing.TB, key buildKey) string {
+	t.Helper()
 	buildsMu.Lock()
-	build, ok := builds[pkg]
+	build, ok := builds[key]
 	if !ok {
-		build = sync.OnceValues(func() (string, error) { return buildBinary(pkg) })
-		builds[pkg] = build
+		build = sync.OnceValues(func() (string, error) { return buildBinary(key) })
+		builds[key] = build
 	}
 	buildsMu.Unlock()
-	path, err := build()
+	exe, err := build()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return path
+	return exe
 }
 
-func buildBinary(pkg string) (string, error) {
+func buildBinary(key buildKey) (string, error) {
 	root, err := moduleRoot()
 	if err != nil {
 		return "", err
@@ -224,17 +246,18 @@ func buildBinary(pkg string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	target := path.Join(key.dir, key.pkg) // "cmd/toolgate", "benchmarks/echoupstream"
 	name := strings.Map(func(r rune) rune {
 		if r == '/' || r == '.' || r == '\\' {
 			return '_'
 		}
 		return r
-	}, strings.TrimPrefix(pkg, "./"))
+	}, target)
 	out := filepath.Join(dir, name)
-	cmd := exec.Command(goTool(), "build", "-o", out, pkg)
-	cmd.Dir = root
+	cmd := exec.Command(goTool(), "build", "-o", out, key.pkg)
+	cmd.Dir = filepath.Join(root, filepath.FromSlash(key.dir))
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
+		return "", fmt.Errorf("go build %s: %v\n%s", target, err, b)
 	}
 	return out, nil
 }
