@@ -232,6 +232,8 @@ func (g *Gateway) guard(p *project) http.Handler {
 					return
 				}
 				w = &sessionRecorder{ResponseWriter: w, p: p, key: pr.KeyID}
+			case "notifications/cancelled":
+				p.cancelDirectCall(r.Header.Get("Mcp-Session-Id"), body)
 			case "tools/call":
 				// An early answer for a saturated or stopping gateway, before
 				// the SDK decodes the request; admitCalls decides for calls
@@ -253,6 +255,11 @@ func (g *Gateway) guard(p *project) http.Handler {
 						}
 					}
 					ti.Extra[tokenPrepaid] = msg.Params.Name
+					// The common case, answered here (fastpath.go).
+					if c, ok := p.prepareDirectCall(r, pr, &msg); ok {
+						g.serveDirectCall(w, r, p, pr, c)
+						return
+					}
 				}
 			}
 		}
@@ -361,11 +368,13 @@ func presentedKey(r *http.Request) string {
 }
 
 // rpcMessage is the part of a JSON-RPC request the access layer reads.
+// For a tools/call it holds the parameters, and the version tag and id the
+// access layer needs to answer the call itself (fastpath.go).
 type rpcMessage struct {
-	Method string `json:"method"`
-	Params struct {
-		Name string `json:"name"`
-	} `json:"params"`
+	Method  string
+	Version string
+	ID      json.RawMessage
+	Params  mcp.CallToolParamsRaw
 }
 
 // peekError is a body the access layer refuses before the MCP handler:
@@ -380,8 +389,10 @@ func (e *peekError) Error() string { return e.msg }
 
 // rpcWire is the top level of a JSON-RPC message as the MCP SDK decodes it.
 type rpcWire struct {
-	Method json.RawMessage `json:"method"`
-	Params json.RawMessage `json:"params"`
+	Version string          `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id"`
+	Method  json.RawMessage `json:"method"`
+	Params  json.RawMessage `json:"params"`
 }
 
 // sdkParse decodes as the MCP SDK does (its internal/json): with
@@ -414,7 +425,12 @@ func peekMessage(body []byte) (rpcMessage, error) {
 		}
 		m.Method = wireMethod(w.Method)
 		if m.Method == "tools/call" && len(w.Params) > 0 && w.Params[0] == '{' {
-			_, _ = sdkParse(w.Params, &m.Params) // not an object of that shape: the handler refuses it
+			if _, err := sdkParse(w.Params, &m.Params); err != nil {
+				// Not an object of that shape: the handler refuses it.
+				m.Params = mcp.CallToolParamsRaw{}
+			} else {
+				m.Version, m.ID = w.Version, w.ID
+			}
 		}
 		return m, nil
 	case '[':

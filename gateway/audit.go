@@ -84,7 +84,11 @@ func callEvent(project string, r *route, call *ToolCall, res *mcp.CallToolResult
 	}
 	ev.SetArguments(call.Arguments)
 	if res != nil {
-		ev.ResultBytes = jsonSize(res)
+		if res == call.result {
+			ev.ResultBytes = int64(len(call.resultJSON))
+		} else {
+			ev.ResultBytes = jsonSize(res)
+		}
 		if res.IsError {
 			ev.Error = truncateText(resultText(res), 500)
 		}

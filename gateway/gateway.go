@@ -54,6 +54,13 @@ type ToolCall struct {
 	// prepaid names the tool whose rate-limit tokens the HTTP layer
 	// already took for this request.
 	prepaid string
+
+	// keepJSON asks the tool path to encode the result once, for both the
+	// audit event's size and the response: result is the result as sent
+	// and resultJSON its encoding (nil when it did not encode).
+	keepJSON   bool
+	result     *mcp.CallToolResult
+	resultJSON []byte
 }
 
 // Error codes of a refused or failed call, as Code Mode reports them.
@@ -355,6 +362,12 @@ func (g *Gateway) callTool(ctx context.Context, p *project, call *ToolCall) (*mc
 	err := g.auditHealthy()
 	if err == nil {
 		res, err = g.callRoute(ctx, p, r, call)
+	}
+	if call.keepJSON && res != nil {
+		res = normalResult(res)
+		if b, jerr := json.Marshal(res); jerr == nil {
+			call.result, call.resultJSON = res, b
+		}
 	}
 	if aerr := g.record(p, r, call, res, err, time.Since(start)); aerr != nil && err == nil {
 		// Fail closed: a call that cannot be recorded is not answered.

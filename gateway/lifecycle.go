@@ -264,20 +264,29 @@ func (g *Gateway) admitCalls(next mcp.MethodHandler) mcp.MethodHandler {
 		if ss, ok := req.GetSession().(*mcp.ServerSession); ok && ss != nil {
 			session = ss.ID()
 		}
-		ctx, done, r := g.life.begin(ctx, g.accessPolicy().maxInFlight, session)
-		if r != nil {
-			g.refused(projectOf(req), r)
-			return nil, r.rpcError()
-		}
-		defer done()
-		res, err := next(ctx, method, req)
-		if context.Cause(ctx) == errShutdown {
-			// The call was cancelled (and recorded as such) because the
-			// grace period ended; say so rather than "context canceled".
-			return nil, &jsonrpc.Error{Code: codeShuttingDown, Message: "cancelled: " + errShutdown.Error()}
-		}
-		return res, err
+		return g.admitted(ctx, projectOf(req), session, func(ctx context.Context) (mcp.Result, error) {
+			return next(ctx, method, req)
+		})
 	}
+}
+
+// admitted runs call, one tools/call of session (its id; "" for none), if
+// the gateway admits it now, under a context that a shutdown cancels once
+// its grace period is over.
+func (g *Gateway) admitted(ctx context.Context, project, session string, call func(context.Context) (mcp.Result, error)) (mcp.Result, error) {
+	ctx, done, r := g.life.begin(ctx, g.accessPolicy().maxInFlight, session)
+	if r != nil {
+		g.refused(project, r)
+		return nil, r.rpcError()
+	}
+	defer done()
+	res, err := call(ctx)
+	if context.Cause(ctx) == errShutdown {
+		// The call was cancelled (and recorded as such) because the
+		// grace period ended; say so rather than "context canceled".
+		return nil, &jsonrpc.Error{Code: codeShuttingDown, Message: "cancelled: " + errShutdown.Error()}
+	}
+	return res, err
 }
 
 // projectOf names the project of a request for metrics.

@@ -102,6 +102,9 @@ type project struct {
 	// sessionKeys maps MCP session ids to the key that opened them, for
 	// limits.maxSessionsPerKey.
 	sessionKeys map[string]string
+	// directCalls cancels the tools/calls the access layer is answering
+	// itself (fastpath.go), for notifications/cancelled.
+	directCalls map[directCallKey]context.CancelFunc
 
 	progMu   sync.Mutex
 	progSeq  uint64

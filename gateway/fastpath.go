@@ -1,0 +1,242 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// The MCP SDK's streamable HTTP server answers a tools/call through a chain
+// of goroutines: the POST's handler hands the message to the session's
+// reader, which starts a handler goroutine, whose result travels back over
+// a stream to the POST's handler. On two cores each hand-off wakes a thread,
+// and together they cost as much CPU as the upstream call itself. So the
+// access layer answers the common case, a POST that holds one tools/call of
+// a session the project's server holds, itself: it runs the one tool path
+// (Gateway.callTool, through the same admission as every call) on the
+// POST's own goroutine and writes the JSON-RPC response as the SDK would.
+// Everything else, and every case below that this code does not decide
+// exactly as the SDK does, goes to the SDK's handler unchanged.
+//
+// Nothing an upstream sends during the call is lost: the gateway relays
+// progress, log messages and the upstream's requests to the caller's session
+// under contexts of their own, which the SDK sends on the session's
+// standalone stream whichever way the call came in. A client's
+// notifications/cancelled for a call answered here cancels it
+// (cancelDirectCall), as the SDK would.
+
+// directCallsOn switches the access layer's own answers on; tests switch
+// them off to compare them with the SDK's.
+var directCallsOn atomic.Bool
+
+func init() { directCallsOn.Store(true) }
+
+// directCall is a tools/call the access layer answers itself.
+type directCall struct {
+	id      jsonrpc.ID
+	params  mcp.CallToolParamsRaw
+	session *mcp.ServerSession
+}
+
+// directCallKey names a call in flight for notifications/cancelled: the
+// session id and the request id, as JSON.
+type directCallKey struct {
+	session string
+	id      string
+}
+
+// prepareDirectCall reports whether the access layer may answer msg, a
+// peeked tools/call, itself: one request with an id, the version tag and
+// parameters the SDK accepts, a visible tool, only a progress token in
+// _meta, headers the SDK takes for an existing session, and that session
+// live, initialized and opened by the same key (the SDK's own check).
+func (p *project) prepareDirectCall(r *http.Request, pr Principal, msg *rpcMessage) (*directCall, bool) {
+	sid := r.Header.Get("Mcp-Session-Id")
+	if sid == "" || !directCallsOn.Load() || msg.Version != "2.0" || msg.Params.Name == "" || !directHeadersOK(r) {
+		return nil, false
+	}
+	id, ok := requestID(msg.ID)
+	if !ok {
+		return nil, false
+	}
+	for k := range msg.Params.Meta {
+		if k != "progressToken" {
+			return nil, false
+		}
+	}
+	if p.lookupTool(msg.Params.Name) == nil {
+		return nil, false // unknown, hidden, or a Code Mode tool
+	}
+	p.mu.Lock()
+	owner, recorded := p.sessionKeys[sid]
+	p.mu.Unlock()
+	if owner != pr.KeyID || (pr.KeyID != "" && !recorded) {
+		return nil, false
+	}
+	ss := p.liveSession(sid)
+	if ss == nil || ss.InitializeParams() == nil {
+		return nil, false
+	}
+	return &directCall{id: id, params: msg.Params, session: ss}, true
+}
+
+// requestID is the id of a request as the SDK reads it: a string, or a
+// number taken as an integer. ok is false for none, null and other types.
+func requestID(raw json.RawMessage) (jsonrpc.ID, bool) {
+	if len(raw) == 0 {
+		return jsonrpc.ID{}, false
+	}
+	var v any
+	if raw[0] == '"' {
+		var s string
+		if _, err := sdkParse(raw, &s); err != nil {
+			return jsonrpc.ID{}, false
+		}
+		v = s
+	} else {
+		f, err := strconv.ParseFloat(string(raw), 64)
+		if err != nil {
+			return jsonrpc.ID{}, false
+		}
+		v = f
+	}
+	id, err := jsonrpc.MakeID(v)
+	return id, err == nil && id.IsValid()
+}
+
+// directHeadersOK reports whether the SDK's handler would take a POST with
+// these headers: a JSON body, both media types accepted, and no protocol
+// version header or one the gateway negotiates.
+func directHeadersOK(r *http.Request) bool {
+	if ct, _, _ := strings.Cut(r.Header.Get("Content-Type"), ";"); strings.TrimSpace(ct) != "application/json" {
+		return false
+	}
+	accept := strings.Join(r.Header.Values("Accept"), ",")
+	if !strings.Contains(accept, "application/json") || !strings.Contains(accept, "text/event-stream") {
+		return false
+	}
+	v := r.Header.Get("Mcp-Protocol-Version")
+	return v == "" || slices.Contains(downstreamProtocolVersions, v)
+}
+
+// liveSession returns the open session with id, or nil.
+func (p *project) liveSession(id string) *mcp.ServerSession {
+	for ss := range p.server.Sessions() {
+		if ss.ID() == id {
+			return ss
+		}
+	}
+	return nil
+}
+
+// serveDirectCall answers c: the one tool path under the gateway's
+// admission, then the JSON-RPC response.
+func (g *Gateway) serveDirectCall(w http.ResponseWriter, r *http.Request, p *project, pr Principal, c *directCall) {
+	key := directCallKey{session: c.session.ID(), id: idText(c.id)}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	p.trackDirectCall(key, cancel)
+	defer p.forgetDirectCall(key)
+
+	call := &ToolCall{
+		Principal: pr,
+		Name:      c.params.Name,
+		Arguments: c.params.Arguments,
+		Meta:      c.params.Meta,
+		Session:   c.session,
+		prepaid:   c.params.Name,
+		keepJSON:  true,
+	}
+	res, err := g.admitted(ctx, p.name, key.session, func(ctx context.Context) (mcp.Result, error) {
+		return toMCPResult(g.callTool(ctx, p, call))
+	})
+	resp := &jsonrpc.Response{ID: c.id}
+	switch {
+	case err != nil:
+		resp.Error = err
+	case call.resultJSON != nil && res == mcp.Result(call.result):
+		resp.Result = call.resultJSON
+	default:
+		resp.Result, err = json.Marshal(normalResult(res.(*mcp.CallToolResult)))
+		if err != nil {
+			resp.Result, resp.Error = nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "encoding the result: " + err.Error()}
+		}
+	}
+	b, err := jsonrpc.EncodeMessage(resp)
+	if err != nil {
+		http.Error(w, "encoding the response: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(b)
+}
+
+// normalResult is res as the SDK's server sends it: content is a list,
+// never null.
+func normalResult(res *mcp.CallToolResult) *mcp.CallToolResult {
+	if res.Content != nil {
+		return res
+	}
+	r := *res
+	r.Content = []mcp.Content{}
+	return &r
+}
+
+// idText is a request id as JSON, the form notifications/cancelled names it
+// in.
+func idText(id jsonrpc.ID) string {
+	b, _ := json.Marshal(id.Raw())
+	return string(b)
+}
+
+func (p *project) trackDirectCall(k directCallKey, cancel context.CancelFunc) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.directCalls == nil {
+		p.directCalls = map[directCallKey]context.CancelFunc{}
+	}
+	p.directCalls[k] = cancel
+}
+
+func (p *project) forgetDirectCall(k directCallKey) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.directCalls, k)
+}
+
+// cancelDirectCall acts on a client's notifications/cancelled in body:
+// when it names a call of session sid that the access layer is answering,
+// that call is cancelled (and the upstream told, as for any cancelled
+// call). The notification then goes on to the SDK, which ignores ids it
+// does not know.
+func (p *project) cancelDirectCall(sid string, body []byte) {
+	if sid == "" {
+		return
+	}
+	var n struct {
+		Params struct {
+			RequestID json.RawMessage `json:"requestId"`
+		} `json:"params"`
+	}
+	if _, err := sdkParse(bytes.TrimSpace(body), &n); err != nil || len(n.Params.RequestID) == 0 {
+		return
+	}
+	id, ok := requestID(n.Params.RequestID)
+	if !ok {
+		return
+	}
+	p.mu.Lock()
+	cancel := p.directCalls[directCallKey{session: sid, id: idText(id)}]
+	p.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+}

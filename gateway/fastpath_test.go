@@ -1,0 +1,269 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/toolgate/toolgate/internal/config"
+	"github.com/toolgate/toolgate/policy"
+)
+
+// directFixture is a gateway in process, with two keys, in front of an
+// upstream with an echo, a failing and a slow tool, served over loopback.
+// slow reports its start on started and its cancellation on cancelled.
+type directFixture struct {
+	url       string // the gateway's MCP endpoint
+	keys      [2]string
+	started   chan struct{}
+	cancelled chan struct{}
+}
+
+func newDirectFixture(t *testing.T) *directFixture {
+	t.Helper()
+	f := &directFixture{started: make(chan struct{}, 4), cancelled: make(chan struct{}, 4)}
+	up := mcp.NewServer(&mcp.Implementation{Name: "up", Version: "1"}, nil)
+	type textIn struct {
+		Text string `json:"text"`
+	}
+	mcp.AddTool(up, &mcp.Tool{Name: "echo"}, func(_ context.Context, _ *mcp.CallToolRequest, in textIn) (*mcp.CallToolResult, textIn, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: in.Text}}}, in, nil
+	})
+	mcp.AddTool(up, &mcp.Tool{Name: "fail"}, func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: "it failed"}}}, nil, nil
+	})
+	up.AddTool(&mcp.Tool{Name: "protocol_error", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return nil, &jsonrpc.Error{Code: -32042, Message: "refused upstream"}
+	})
+	mcp.AddTool(up, &mcp.Tool{Name: "slow"}, func(ctx context.Context, _ *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+		f.started <- struct{}{}
+		select {
+		case <-ctx.Done():
+			f.cancelled <- struct{}{}
+			return nil, nil, ctx.Err()
+		case <-time.After(30 * time.Second):
+			return &mcp.CallToolResult{Content: []mcp.Content{}}, nil, nil
+		}
+	})
+	upSrv := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return up }, nil))
+	t.Cleanup(upSrv.Close)
+
+	var hashes [2]string
+	for i := range f.keys {
+		key, _, _, err := policy.GenerateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.keys[i], hashes[i] = key, policy.HashKey(key)
+	}
+	cfg := config.Demo(upSrv.URL, hashes[0])
+	cfg.DataDir = t.TempDir()
+	cfg.CodeMode.Enabled = false
+	p := cfg.Projects[config.DefaultProject]
+	p.APIKeys = append(p.APIKeys, config.APIKey{Name: "second", SHA256: hashes[1]})
+	auth, err := policy.NewAuthenticator(context.Background(), nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := New(cfg, &Options{Auth: auth})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := g.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	srv := httptest.NewServer(g.Handler())
+	t.Cleanup(srv.Close)
+	f.url = srv.URL + "/mcp"
+	return f
+}
+
+// post sends one JSON-RPC message as a client of session sid with key.
+// It returns the status, the session header of the answer and the one
+// JSON-RPC message of the body (read from an event stream when the answer
+// is one), or the body itself when it holds none.
+func (f *directFixture) post(t *testing.T, key, sid, body string, header ...string) (int, string, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, f.url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+key)
+	if sid != "" {
+		req.Header.Set("Mcp-Session-Id", sid)
+		req.Header.Set("Mcp-Protocol-Version", "2025-06-18")
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	msg := ""
+	if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok && strings.Contains(data, `"id"`) {
+				msg = data
+				break
+			}
+		}
+	} else {
+		b, _ := io.ReadAll(resp.Body)
+		msg = string(b)
+	}
+	return resp.StatusCode, resp.Header.Get("Mcp-Session-Id"), msg
+}
+
+// session opens an initialized session with key.
+func (f *directFixture) session(t *testing.T, key string) string {
+	t.Helper()
+	code, sid, msg := f.post(t, key, "", `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`)
+	if code != http.StatusOK || sid == "" {
+		t.Fatalf("initialize: %d %q %s", code, sid, msg)
+	}
+	if code, _, msg := f.post(t, key, sid, `{"jsonrpc":"2.0","method":"notifications/initialized"}`); code != http.StatusAccepted {
+		t.Fatalf("initialized: %d %s", code, msg)
+	}
+	return sid
+}
+
+// TestDirectCallsAnswerAsTheSDK sends the same tools/calls answered by the
+// access layer and, with it switched off, by the MCP SDK's server, and
+// expects the same JSON-RPC answers.
+func TestDirectCallsAnswerAsTheSDK(t *testing.T) {
+	f := newDirectFixture(t)
+	sid := f.session(t, f.keys[0])
+	calls := []string{
+		`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"demo__echo","arguments":{"text":"hi"}}}`,
+		`{"jsonrpc":"2.0","id":"a-1","method":"tools/call","params":{"name":"demo__echo","arguments":{"text":"ünï\u2028"}}}`,
+		`{"jsonrpc":"2.0","id":7.0,"method":"tools/call","params":{"name":"demo__echo","arguments":{"text":"x"},"_meta":{"progressToken":"p1"}}}`,
+		`{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"demo__fail"}}`,
+		`{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"demo__protocol_error","arguments":{}}}`,
+		`{"jsonrpc":"2.0","id":10,"method":"tools/call","params":{"name":"demo__echo","arguments":{"text":1}}}`,
+		`{"jsonrpc":"2.0","id":11,"method":"tools/call","params":{"name":"demo__nosuch"}}`,
+	}
+	for _, body := range calls {
+		var direct, viaSDK string
+		for _, on := range []bool{true, false} {
+			directCallsOn.Store(on)
+			code, _, msg := f.post(t, f.keys[0], sid, body)
+			if code != http.StatusOK {
+				t.Fatalf("%s (direct %v): status %d: %s", body, on, code, msg)
+			}
+			if on {
+				direct = msg
+			} else {
+				viaSDK = msg
+			}
+		}
+		directCallsOn.Store(true)
+		var a, b any
+		if err := json.Unmarshal([]byte(direct), &a); err != nil {
+			t.Fatalf("%s: direct answer %q: %v", body, direct, err)
+		}
+		if err := json.Unmarshal([]byte(viaSDK), &b); err != nil {
+			t.Fatalf("%s: SDK answer %q: %v", body, viaSDK, err)
+		}
+		if !reflect.DeepEqual(a, b) {
+			t.Errorf("%s:\n direct %s\n SDK    %s", body, direct, viaSDK)
+		}
+	}
+}
+
+// TestDirectCallsDeclineWhatTheSDKRefuses proves the access layer answers
+// no call that the SDK's handler would refuse: the SDK's refusals still
+// come back.
+func TestDirectCallsDeclineWhatTheSDKRefuses(t *testing.T) {
+	f := newDirectFixture(t)
+	sid := f.session(t, f.keys[0])
+	call := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"demo__echo","arguments":{"text":"hi"}}}`
+	tests := []struct {
+		name   string
+		key    string
+		sid    string
+		header []string
+		want   int
+	}{
+		{"a session of another key", f.keys[1], sid, nil, http.StatusForbidden},
+		{"an unknown session", f.keys[0], "no-such-session", nil, http.StatusNotFound},
+		{"an unsupported protocol version", f.keys[0], sid, []string{"Mcp-Protocol-Version", "1999-01-01"}, http.StatusBadRequest},
+		{"text/event-stream not accepted", f.keys[0], sid, []string{"Accept", "application/json"}, http.StatusBadRequest},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, msg := f.post(t, tc.key, tc.sid, call, tc.header...)
+			if code != tc.want {
+				t.Fatalf("status %d, want %d: %s", code, tc.want, msg)
+			}
+			if strings.Contains(msg, `"result"`) {
+				t.Fatalf("answered: %s", msg)
+			}
+		})
+	}
+	t.Run("a closed session", func(t *testing.T) {
+		sid := f.session(t, f.keys[0])
+		req, _ := http.NewRequest(http.MethodDelete, f.url, nil)
+		req.Header.Set("Authorization", "Bearer "+f.keys[0])
+		req.Header.Set("Mcp-Session-Id", sid)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if code, _, msg := f.post(t, f.keys[0], sid, call); code != http.StatusNotFound {
+			t.Fatalf("status %d, want 404: %s", code, msg)
+		}
+	})
+}
+
+// TestDirectCallCancelled proves a client's notifications/cancelled ends a
+// call the access layer answers, and reaches the upstream.
+func TestDirectCallCancelled(t *testing.T) {
+	f := newDirectFixture(t)
+	sid := f.session(t, f.keys[0])
+	for _, id := range []string{`42`, `"slow-1"`} {
+		done := make(chan string, 1)
+		go func() {
+			_, _, msg := f.post(t, f.keys[0], sid, `{"jsonrpc":"2.0","id":`+id+`,"method":"tools/call","params":{"name":"demo__slow"}}`)
+			done <- msg
+		}()
+		select {
+		case <-f.started:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the slow call did not reach the upstream")
+		}
+		code, _, msg := f.post(t, f.keys[0], sid, `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":`+id+`}}`)
+		if code != http.StatusAccepted {
+			t.Fatalf("cancel: status %d: %s", code, msg)
+		}
+		select {
+		case <-f.cancelled:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("id %s: the upstream did not see the cancellation", id)
+		}
+		select {
+		case msg := <-done:
+			if strings.Contains(msg, `"result"`) {
+				t.Fatalf("id %s: a cancelled call answered %s", id, msg)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("id %s: the cancelled call did not end", id)
+		}
+	}
+}
