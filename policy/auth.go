@@ -327,14 +327,19 @@ func (a *Authenticator) Authenticate(presented, project string) (*Key, error) {
 			}
 		}
 	}
-	id, secret, perr := ParseKey(presented)
 	if match != nil {
 		k := *match
-		if perr == nil {
-			k.ID = id
+		// A configuration key need not have the generated form; only one
+		// that does has an id (checked first: ParseKey's error is built
+		// with fmt, on every request of such a key).
+		if len(presented) == KeyLen && strings.HasPrefix(presented, KeyPrefix) {
+			if id, _, err := ParseKey(presented); err == nil {
+				k.ID = id
+			}
 		}
 		return a.check(&k, project)
 	}
+	id, secret, perr := ParseKey(presented)
 	if perr != nil {
 		return nil, &AuthError{err: perr}
 	}

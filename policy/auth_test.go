@@ -463,6 +463,15 @@ func BenchmarkAuthenticate(b *testing.B) {
 			}
 		}
 	})
+	// A configuration key written by hand, not in the generated form.
+	b.Run("config key", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := a.Authenticate("c3", "default"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	// Compare with "unknown": a known id costs the same as an unknown one.
 	b.Run("wrong secret", func(b *testing.B) {
 		b.ReportAllocs()
