@@ -190,14 +190,22 @@ func (p *project) chargeCodeTool(req *mcp.CallToolRequest) (Principal, error) {
 	if prepaid == name {
 		return pr, nil
 	}
-	err := p.gw.takeTokens(pr, name)
+	return pr, p.charge(pr, name, "")
+}
+
+// charge takes the rate-limit tokens of one request of pr: the project's
+// and the key's buckets, and toolLimits[tool] when tool names an entry. A
+// refusal is audited (ratelimit.hit, with reason) and returned as the
+// JSON-RPC error a client gets: -32029 with data.retryAfterMs.
+func (p *project) charge(pr Principal, tool, reason string) error {
+	err := p.gw.takeTokens(pr, tool)
 	var ce *CallError
 	if !errors.As(err, &ce) {
-		return pr, err
+		return err
 	}
 	_ = p.gw.emit(&policy.Event{Type: policy.EventRateLimitHit, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP,
-		Tool: name, Decision: "deny", Outcome: CodeRateLimited, Error: ce.Message})
-	return pr, retryableError(codeRateLimited, ce)
+		Tool: tool, Reason: reason, Decision: "deny", Outcome: CodeRateLimited, Error: ce.Message})
+	return retryableError(codeRateLimited, ce)
 }
 
 // ExecutionOutput is the structuredContent of execute_code.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -24,15 +25,25 @@ import (
 // slow reports its start on started and its cancellation on cancelled.
 type directFixture struct {
 	url       string // the gateway's MCP endpoint
+	audit     string // the audit log's path
 	keys      [2]string
 	started   chan struct{}
 	cancelled chan struct{}
 }
 
-func newDirectFixture(t *testing.T) *directFixture {
+// newDirectFixture starts the fixture; tweak, when given, changes the
+// configuration first. The upstream also offers a resource (mem://note)
+// and a prompt (greet).
+func newDirectFixture(t *testing.T, tweak ...func(*config.Config)) *directFixture {
 	t.Helper()
 	f := &directFixture{started: make(chan struct{}, 4), cancelled: make(chan struct{}, 4)}
 	up := mcp.NewServer(&mcp.Implementation{Name: "up", Version: "1"}, nil)
+	up.AddResource(&mcp.Resource{URI: "mem://note", Name: "note"}, func(context.Context, *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+		return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: "mem://note", Text: "a note"}}}, nil
+	})
+	up.AddPrompt(&mcp.Prompt{Name: "greet"}, func(context.Context, *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
+		return &mcp.GetPromptResult{Messages: []*mcp.PromptMessage{{Role: "user", Content: &mcp.TextContent{Text: "hello"}}}}, nil
+	})
 	type textIn struct {
 		Text string `json:"text"`
 	}
@@ -71,11 +82,20 @@ func newDirectFixture(t *testing.T) *directFixture {
 	cfg.CodeMode.Enabled = false
 	p := cfg.Projects[config.DefaultProject]
 	p.APIKeys = append(p.APIKeys, config.APIKey{Name: "second", SHA256: hashes[1]})
+	for _, fn := range tweak {
+		fn(cfg)
+	}
 	auth, err := policy.NewAuthenticator(context.Background(), nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := New(cfg, &Options{Auth: auth})
+	f.audit = filepath.Join(cfg.DataDir, "audit.jsonl")
+	audit, err := policy.OpenAuditLog(f.audit, &policy.AuditOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { audit.Close() })
+	g := New(cfg, &Options{Auth: auth, Audit: audit})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := g.Start(ctx); err != nil {

@@ -490,7 +490,7 @@ func (p *project) handlePrompt(ctx context.Context, req *mcp.GetPromptRequest) (
 		return nil, fmt.Errorf("unknown prompt %q", req.Params.Name)
 	}
 	var res *mcp.GetPromptResult
-	err := p.upstreamCall(ctx, r.up, req.Session, func(ctx context.Context, cs *mcp.ClientSession) (err error) {
+	err := p.meteredCall(ctx, "prompts/get", req.Extra, req.Session, r.up, func(ctx context.Context, cs *mcp.ClientSession) (err error) {
 		res, err = cs.GetPrompt(ctx, &mcp.GetPromptParams{Meta: req.Params.Meta, Name: r.upstream, Arguments: req.Params.Arguments})
 		return err
 	})
@@ -503,7 +503,7 @@ func (p *project) handleResource(ctx context.Context, req *mcp.ReadResourceReque
 		return nil, mcp.ResourceNotFoundError(req.Params.URI)
 	}
 	var res *mcp.ReadResourceResult
-	err := p.upstreamCall(ctx, r.up, req.Session, func(ctx context.Context, cs *mcp.ClientSession) (err error) {
+	err := p.meteredCall(ctx, "resources/read", req.Extra, req.Session, r.up, func(ctx context.Context, cs *mcp.ClientSession) (err error) {
 		res, err = cs.ReadResource(ctx, &mcp.ReadResourceParams{Meta: req.Params.Meta, URI: req.Params.URI})
 		return err
 	})
@@ -542,7 +542,7 @@ func (p *project) complete(ctx context.Context, req *mcp.CompleteRequest) (*mcp.
 	params := *req.Params
 	params.Ref = &upRef
 	var res *mcp.CompleteResult
-	err := p.upstreamCall(ctx, r.up, req.Session, func(ctx context.Context, cs *mcp.ClientSession) (err error) {
+	err := p.meteredCall(ctx, "completion/complete", req.Extra, req.Session, r.up, func(ctx context.Context, cs *mcp.ClientSession) (err error) {
 		res, err = cs.Complete(ctx, &params)
 		return err
 	})
@@ -578,6 +578,26 @@ func (p *project) changeSubscription(ctx context.Context, uri string, delta int,
 		}
 		return cs.Unsubscribe(ctx, &mcp.UnsubscribeParams{URI: uri})
 	})
+}
+
+// meteredCall is upstreamCall for a client's request other than tools/call
+// that reaches an upstream (prompts/get, resources/read,
+// completion/complete): the project's and the key's rate limits and the
+// gateway's admission (limits.maxInFlightCalls, and a shutdown's drain)
+// apply to it as to a tool call. toolLimits do not: they name tools.
+func (p *project) meteredCall(ctx context.Context, method string, extra *mcp.RequestExtra, ss *mcp.ServerSession, u *upstream, fn func(context.Context, *mcp.ClientSession) error) error {
+	pr, _ := principalFrom(extra, p.name)
+	if err := p.charge(pr, "", method); err != nil {
+		return err
+	}
+	session := ""
+	if ss != nil {
+		session = ss.ID()
+	}
+	_, err := p.gw.admitted(ctx, p.name, session, func(ctx context.Context) (mcp.Result, error) {
+		return nil, p.upstreamCall(ctx, u, ss, fn)
+	})
+	return err
 }
 
 // upstreamCall runs fn with u's session and u's call deadline, tracking the

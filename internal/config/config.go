@@ -132,10 +132,11 @@ type Limits struct {
 	WriteTimeout      Duration `mapstructure:"writeTimeout"`
 	IdleTimeout       Duration `mapstructure:"idleTimeout"`
 	MaxSessionsPerKey int      `mapstructure:"maxSessionsPerKey"`
-	// MaxInFlightCalls caps the tools/call requests from clients (direct
-	// tools, execute_code, search_tools) the gateway handles at once;
-	// past it new calls are refused with a retryable error instead of
-	// queueing (default 256).
+	// MaxInFlightCalls caps the requests from clients that reach an
+	// upstream or the sandbox (tools/call of direct tools, execute_code and
+	// search_tools; prompts/get, resources/read, completion/complete) the
+	// gateway handles at once; past it new ones are refused with a
+	// retryable error instead of queueing (default 256).
 	MaxInFlightCalls int `mapstructure:"maxInFlightCalls"`
 }
 
