@@ -20,10 +20,10 @@ import (
 	"github.com/toolgate/toolgate/policy"
 )
 
-// directFixture is a gateway in process, with two keys, in front of an
+// httpFixture is a gateway in process, with two keys, in front of an
 // upstream with an echo, a failing and a slow tool, served over loopback.
 // slow reports its start on started and its cancellation on cancelled.
-type directFixture struct {
+type httpFixture struct {
 	url       string // the gateway's MCP endpoint
 	audit     string // the audit log's path
 	keys      [2]string
@@ -31,12 +31,12 @@ type directFixture struct {
 	cancelled chan struct{}
 }
 
-// newDirectFixture starts the fixture; tweak, when given, changes the
+// newHTTPFixture starts the fixture; tweak, when given, changes the
 // configuration first. The upstream also offers a resource (mem://note)
 // and a prompt (greet).
-func newDirectFixture(t *testing.T, tweak ...func(*config.Config)) *directFixture {
+func newHTTPFixture(t *testing.T, tweak ...func(*config.Config)) *httpFixture {
 	t.Helper()
-	f := &directFixture{started: make(chan struct{}, 4), cancelled: make(chan struct{}, 4)}
+	f := &httpFixture{started: make(chan struct{}, 4), cancelled: make(chan struct{}, 4)}
 	up := mcp.NewServer(&mcp.Implementation{Name: "up", Version: "1"}, nil)
 	up.AddResource(&mcp.Resource{URI: "mem://note", Name: "note"}, func(context.Context, *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
 		return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: "mem://note", Text: "a note"}}}, nil
@@ -112,7 +112,7 @@ func newDirectFixture(t *testing.T, tweak ...func(*config.Config)) *directFixtur
 // It returns the status, the session header of the answer and the one
 // JSON-RPC message of the body (read from an event stream when the answer
 // is one), or the body itself when it holds none.
-func (f *directFixture) post(t *testing.T, key, sid, body string, header ...string) (int, string, string) {
+func (f *httpFixture) post(t *testing.T, key, sid, body string, header ...string) (int, string, string) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, f.url, strings.NewReader(body))
 	if err != nil {
@@ -151,7 +151,7 @@ func (f *directFixture) post(t *testing.T, key, sid, body string, header ...stri
 }
 
 // session opens an initialized session with key.
-func (f *directFixture) session(t *testing.T, key string) string {
+func (f *httpFixture) session(t *testing.T, key string) string {
 	t.Helper()
 	code, sid, msg := f.post(t, key, "", `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`)
 	if code != http.StatusOK || sid == "" {
@@ -167,7 +167,7 @@ func (f *directFixture) session(t *testing.T, key string) string {
 // access layer and, with it switched off, by the MCP SDK's server, and
 // expects the same JSON-RPC answers.
 func TestDirectCallsAnswerAsTheSDK(t *testing.T) {
-	f := newDirectFixture(t)
+	f := newHTTPFixture(t)
 	sid := f.session(t, f.keys[0])
 	calls := []string{
 		`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"demo__echo","arguments":{"text":"hi"}}}`,
@@ -210,7 +210,7 @@ func TestDirectCallsAnswerAsTheSDK(t *testing.T) {
 // no call that the SDK's handler would refuse: the SDK's refusals still
 // come back.
 func TestDirectCallsDeclineWhatTheSDKRefuses(t *testing.T) {
-	f := newDirectFixture(t)
+	f := newHTTPFixture(t)
 	sid := f.session(t, f.keys[0])
 	call := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"demo__echo","arguments":{"text":"hi"}}}`
 	tests := []struct {
@@ -255,7 +255,7 @@ func TestDirectCallsDeclineWhatTheSDKRefuses(t *testing.T) {
 // TestDirectCallCancelled proves a client's notifications/cancelled ends a
 // call the access layer answers, and reaches the upstream.
 func TestDirectCallCancelled(t *testing.T) {
-	f := newDirectFixture(t)
+	f := newHTTPFixture(t)
 	sid := f.session(t, f.keys[0])
 	for _, id := range []string{`42`, `"slow-1"`} {
 		done := make(chan string, 1)
@@ -285,5 +285,31 @@ func TestDirectCallCancelled(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatalf("id %s: the cancelled call did not end", id)
 		}
+	}
+}
+
+// TestDeniedCallAudited proves a call of an unknown tool is audited as
+// tool.denied with its arguments, as an allowed call is.
+func TestDeniedCallAudited(t *testing.T) {
+	f := newHTTPFixture(t)
+	sid := f.session(t, f.keys[0])
+	args := `{"path":"/etc/shadow"}`
+	code, _, msg := f.post(t, f.keys[0], sid, `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"demo__nosuch","arguments":`+args+`}}`)
+	if code != http.StatusOK || !strings.Contains(msg, `"error"`) {
+		t.Fatalf("status %d: %s", code, msg)
+	}
+	var denied []*policy.Event
+	if _, err := policy.ReadAudit(f.audit, func(ev *policy.Event) error {
+		if ev.Type == policy.EventToolDenied {
+			denied = append(denied, ev)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want := &policy.Event{}
+	want.SetArguments(json.RawMessage(args))
+	if len(denied) != 1 || denied[0].Tool != "demo__nosuch" || denied[0].ArgsSHA256 != want.ArgsSHA256 || denied[0].ArgsBytes != want.ArgsBytes {
+		t.Fatalf("tool.denied events: %+v", denied)
 	}
 }

@@ -17,7 +17,7 @@ import (
 )
 
 // connectKey opens an MCP session with the fixture's gateway as key.
-func (f *directFixture) connectKey(t *testing.T, key string) *mcp.ClientSession {
+func (f *httpFixture) connectKey(t *testing.T, key string) *mcp.ClientSession {
 	t.Helper()
 	hc := &http.Client{Transport: &mcpclient.HeaderTransport{Headers: mcpclient.Bearer(key), Base: http.DefaultTransport}}
 	c := mcp.NewClient(&mcp.Implementation{Name: "t", Version: "1"}, nil)
@@ -46,7 +46,7 @@ func wantRPCError(t *testing.T, what string, err error, code int64) *jsonrpc.Err
 // shared with tool calls, and that a refusal is the same -32029 error with
 // a retry hint as a refused tool call, audited with the method as reason.
 func TestMeteredRequests(t *testing.T) {
-	f := newDirectFixture(t, func(c *config.Config) {
+	f := newHTTPFixture(t, func(c *config.Config) {
 		c.Projects[config.DefaultProject].RateLimit = config.RateLimit{PerKeyRequestsPerMinute: 1, PerKeyBurst: 3}
 	})
 	cs := f.connectKey(t, f.keys[0])
@@ -95,7 +95,7 @@ func TestMeteredRequests(t *testing.T) {
 // cap of one, it is refused as overloaded (-32030), and served once the
 // call has ended.
 func TestMeteredRequestsAreAdmitted(t *testing.T) {
-	f := newDirectFixture(t, func(c *config.Config) { c.Limits.MaxInFlightCalls = 1 })
+	f := newHTTPFixture(t, func(c *config.Config) { c.Limits.MaxInFlightCalls = 1 })
 	cs := f.connectKey(t, f.keys[0])
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

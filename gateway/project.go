@@ -790,7 +790,7 @@ func (p *project) unknownTools(next mcp.MethodHandler) mcp.MethodHandler {
 			return next(ctx, method, req)
 		}
 		pr, _ := principalFrom(ctr.Extra, p.name)
-		return toMCPResult(p.gw.callTool(ctx, p, &ToolCall{Principal: pr, Name: ctr.Params.Name, Session: ctr.Session}))
+		return toMCPResult(p.gw.callTool(ctx, p, &ToolCall{Principal: pr, Name: ctr.Params.Name, Arguments: ctr.Params.Arguments, Session: ctr.Session}))
 	}
 }
 
