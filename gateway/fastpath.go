@@ -141,10 +141,13 @@ func (p *project) liveSession(id string) *mcp.ServerSession {
 // admission, then the JSON-RPC response.
 func (g *Gateway) serveDirectCall(w http.ResponseWriter, r *http.Request, p *project, pr Principal, c *directCall) {
 	key := directCallKey{session: c.session.ID(), id: idText(c.id)}
-	ctx, cancel := context.WithCancel(r.Context())
+	// As in the SDK, a dropped connection does not cancel the call (the
+	// transport's rules: only notifications/cancelled does).
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	defer cancel()
-	p.trackDirectCall(key, cancel)
-	defer p.forgetDirectCall(key)
+	entry := &cancel
+	p.trackDirectCall(key, entry)
+	defer p.forgetDirectCall(key, entry)
 
 	call := &ToolCall{
 		Principal: pr,
@@ -197,19 +200,27 @@ func idText(id jsonrpc.ID) string {
 	return string(b)
 }
 
-func (p *project) trackDirectCall(k directCallKey, cancel context.CancelFunc) {
+// trackDirectCall registers the cancel func of a call in flight; a client
+// that reuses an id while its call runs has both cancelled by one
+// notification.
+func (p *project) trackDirectCall(k directCallKey, cancel *context.CancelFunc) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.directCalls == nil {
-		p.directCalls = map[directCallKey]context.CancelFunc{}
+		p.directCalls = map[directCallKey][]*context.CancelFunc{}
 	}
-	p.directCalls[k] = cancel
+	p.directCalls[k] = append(p.directCalls[k], cancel)
 }
 
-func (p *project) forgetDirectCall(k directCallKey) {
+func (p *project) forgetDirectCall(k directCallKey, cancel *context.CancelFunc) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	delete(p.directCalls, k)
+	rest := slices.DeleteFunc(p.directCalls[k], func(c *context.CancelFunc) bool { return c == cancel })
+	if len(rest) == 0 {
+		delete(p.directCalls, k)
+	} else {
+		p.directCalls[k] = rest
+	}
 }
 
 // cancelDirectCall acts on a client's notifications/cancelled in body:
@@ -234,9 +245,9 @@ func (p *project) cancelDirectCall(sid string, body []byte) {
 		return
 	}
 	p.mu.Lock()
-	cancel := p.directCalls[directCallKey{session: sid, id: idText(id)}]
+	calls := slices.Clone(p.directCalls[directCallKey{session: sid, id: idText(id)}])
 	p.mu.Unlock()
-	if cancel != nil {
-		cancel()
+	for _, cancel := range calls {
+		(*cancel)()
 	}
 }

@@ -111,12 +111,15 @@ func newHTTPFixture(t *testing.T, tweak ...func(*config.Config)) *httpFixture {
 // post sends one JSON-RPC message as a client of session sid with key.
 // It returns the status, the session header of the answer and the one
 // JSON-RPC message of the body (read from an event stream when the answer
-// is one), or the body itself when it holds none.
+// is one), or the body itself when it holds none. A request that fails is
+// reported with t.Error (post may run on a goroutine of its own) and
+// returns status 0.
 func (f *httpFixture) post(t *testing.T, key, sid, body string, header ...string) (int, string, string) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, f.url, strings.NewReader(body))
 	if err != nil {
-		t.Fatal(err)
+		t.Error(err)
+		return 0, "", ""
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json, text/event-stream")
@@ -130,7 +133,8 @@ func (f *httpFixture) post(t *testing.T, key, sid, body string, header ...string
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatal(err)
+		t.Error(err)
+		return 0, "", ""
 	}
 	defer resp.Body.Close()
 	msg := ""
@@ -311,5 +315,71 @@ func TestDeniedCallAudited(t *testing.T) {
 	want.SetArguments(json.RawMessage(args))
 	if len(denied) != 1 || denied[0].Tool != "demo__nosuch" || denied[0].ArgsSHA256 != want.ArgsSHA256 || denied[0].ArgsBytes != want.ArgsBytes {
 		t.Fatalf("tool.denied events: %+v", denied)
+	}
+}
+
+// TestDirectCallOutlivesItsConnection proves that, as with the SDK's
+// transport, a client dropping the connection of a POST does not cancel its
+// call: the call runs on until a notifications/cancelled names it.
+func TestDirectCallOutlivesItsConnection(t *testing.T) {
+	f := newHTTPFixture(t)
+	sid := f.session(t, f.keys[0])
+	ctx, drop := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, f.url,
+		strings.NewReader(`{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"demo__slow"}}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+f.keys[0])
+	req.Header.Set("Mcp-Session-Id", sid)
+	go func() {
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	select {
+	case <-f.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow call did not reach the upstream")
+	}
+	drop()
+	select {
+	case <-f.cancelled:
+		t.Fatal("dropping the connection cancelled the call")
+	case <-time.After(300 * time.Millisecond):
+	}
+	if code, _, msg := f.post(t, f.keys[0], sid, `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":5}}`); code != http.StatusAccepted {
+		t.Fatalf("cancel: status %d: %s", code, msg)
+	}
+	select {
+	case <-f.cancelled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call was no longer in flight to cancel")
+	}
+}
+
+// TestDirectCallsSharingAnID proves two calls in flight under one id (a
+// client's mistake) are both cancelled by the notification naming it, and
+// that the end of one does not hide the other from it.
+func TestDirectCallsSharingAnID(t *testing.T) {
+	f := newHTTPFixture(t)
+	sid := f.session(t, f.keys[0])
+	call := `{"jsonrpc":"2.0","id":77,"method":"tools/call","params":{"name":"demo__slow"}}`
+	for range 2 {
+		go f.post(t, f.keys[0], sid, call)
+		select {
+		case <-f.started:
+		case <-time.After(10 * time.Second):
+			t.Fatal("a slow call did not reach the upstream")
+		}
+	}
+	if code, _, msg := f.post(t, f.keys[0], sid, `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":77}}`); code != http.StatusAccepted {
+		t.Fatalf("cancel: status %d: %s", code, msg)
+	}
+	for i := range 2 {
+		select {
+		case <-f.cancelled:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("call %d of 2 was not cancelled", i+1)
+		}
 	}
 }

@@ -104,7 +104,7 @@ type project struct {
 	sessionKeys map[string]string
 	// directCalls cancels the tools/calls the access layer is answering
 	// itself (fastpath.go), for notifications/cancelled.
-	directCalls map[directCallKey]context.CancelFunc
+	directCalls map[directCallKey][]*context.CancelFunc
 
 	progMu   sync.Mutex
 	progSeq  uint64
