@@ -109,7 +109,10 @@ func burst(b int, perMinute float64) int {
 	return max(1, int(math.Ceil(perMinute/60)))
 }
 
-func retryMs(d time.Duration) int64 { return max(1, d.Milliseconds()) }
+// retryMs is a retry hint in whole milliseconds, rounded up: a client that
+// waits exactly that long finds the tokens there (truncating 997.6 ms to
+// 997 had it refused once more, "retry after 1 ms").
+func retryMs(d time.Duration) int64 { return max(1, int64((d+time.Millisecond-1)/time.Millisecond)) }
 
 // takeTokens charges one tool call to the principal's buckets.
 func (g *Gateway) takeTokens(pr Principal, tool string) error {

@@ -124,3 +124,20 @@ func TestMeteredRequestsAreAdmitted(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func TestRetryMsRoundsUp(t *testing.T) {
+	for _, tc := range []struct {
+		d    time.Duration
+		want int64
+	}{
+		{997658 * time.Microsecond, 998},
+		{time.Second, 1000},
+		{time.Nanosecond, 1},
+		{0, 1},
+		{-time.Second, 1},
+	} {
+		if got := retryMs(tc.d); got != tc.want {
+			t.Errorf("retryMs(%v) = %d, want %d", tc.d, got, tc.want)
+		}
+	}
+}
