@@ -168,7 +168,12 @@ func (g *Gateway) serveDirectCall(w http.ResponseWriter, r *http.Request, p *pro
 	case call.resultJSON != nil && res == mcp.Result(call.result):
 		resp.Result = call.resultJSON
 	default:
-		resp.Result, err = json.Marshal(normalResult(res.(*mcp.CallToolResult)))
+		ctr, _ := res.(*mcp.CallToolResult)
+		if ctr == nil {
+			resp.Error = &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "the tool path returned no result"}
+			break
+		}
+		resp.Result, err = json.Marshal(normalResult(ctr))
 		if err != nil {
 			resp.Result, resp.Error = nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "encoding the result: " + err.Error()}
 		}
