@@ -21,6 +21,7 @@ import (
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/internal/e2etest"
 	"github.com/toolgate/toolgate/internal/leakcheck"
+	"github.com/toolgate/toolgate/internal/mcpclient"
 	"github.com/toolgate/toolgate/policy"
 )
 
@@ -209,15 +210,7 @@ func callTool(t *testing.T, cs *mcp.ClientSession, name string, args any) *mcp.C
 }
 
 // text joins the text content of a result.
-func text(res *mcp.CallToolResult) string {
-	var b strings.Builder
-	for _, c := range res.Content {
-		if tc, ok := c.(*mcp.TextContent); ok {
-			b.WriteString(tc.Text)
-		}
-	}
-	return b.String()
-}
+var text = mcpclient.ResultText
 
 // testUpstream returns the path of the built Go test upstream.
 func testUpstream(t *testing.T) string {

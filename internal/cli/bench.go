@@ -343,7 +343,7 @@ func remoteExec(cs *mcp.ClientSession, code string) bench.ExecFunc {
 			return bench.Execution{}, err
 		}
 		if res.StructuredContent == nil {
-			return bench.Execution{}, fmt.Errorf("%s answered without a result: %s", gateway.ExecuteCodeTool, contentText(res))
+			return bench.Execution{}, fmt.Errorf("%s answered without a result: %s", gateway.ExecuteCodeTool, mcpclient.ResultText(res))
 		}
 		raw, err := json.Marshal(res.StructuredContent)
 		if err != nil {
@@ -362,16 +362,6 @@ func remoteExec(cs *mcp.ClientSession, code string) bench.ExecFunc {
 		}
 		return ex, nil
 	}
-}
-
-func contentText(res *mcp.CallToolResult) string {
-	var b strings.Builder
-	for _, c := range res.Content {
-		if t, ok := c.(*mcp.TextContent); ok {
-			b.WriteString(t.Text)
-		}
-	}
-	return b.String()
 }
 
 // connectMCP opens an MCP session over streamable HTTP, with the key as a
@@ -577,7 +567,7 @@ func (s *toolSession) Call(ctx context.Context) error {
 		return err
 	}
 	if res.IsError {
-		return fmt.Errorf("tool error: %s", contentText(res))
+		return fmt.Errorf("tool error: %s", mcpclient.ResultText(res))
 	}
 	return nil
 }

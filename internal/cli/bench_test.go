@@ -22,6 +22,7 @@ import (
 	"github.com/toolgate/toolgate/internal/benchcompare"
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/internal/e2etest"
+	"github.com/toolgate/toolgate/internal/mcpclient"
 )
 
 // benchJSON runs a bench subcommand with --json and decodes its report.
@@ -353,7 +354,7 @@ func TestServeGateway(t *testing.T) {
 	}
 	defer cs.Close()
 	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "up__echo", Arguments: map[string]any{"text": "through"}})
-	if err != nil || res.IsError || contentText(res) != "through" {
+	if err != nil || res.IsError || mcpclient.ResultText(res) != "through" {
 		t.Fatalf("call through the gateway: %v %+v", err, res)
 	}
 	resp, err := http.Post(endpoint, "application/json", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))

@@ -13,6 +13,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/toolgate/toolgate/internal/demo"
+	"github.com/toolgate/toolgate/internal/mcpclient"
 )
 
 // connect runs a demo server and a real client over in-memory transports
@@ -47,15 +48,7 @@ func call(t *testing.T, cs *mcp.ClientSession, name string, args any) *mcp.CallT
 }
 
 // text joins the text content of res.
-func text(res *mcp.CallToolResult) string {
-	var b strings.Builder
-	for _, c := range res.Content {
-		if tc, ok := c.(*mcp.TextContent); ok {
-			b.WriteString(tc.Text)
-		}
-	}
-	return b.String()
-}
+var text = mcpclient.ResultText
 
 // structured decodes the structured content of res into a value of type T.
 func structured[T any](t *testing.T, res *mcp.CallToolResult) T {
