@@ -24,6 +24,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/toolgate/toolgate/internal/bench"
 	"github.com/toolgate/toolgate/internal/e2etest"
 	"github.com/toolgate/toolgate/internal/mcpclient"
 )
@@ -261,25 +262,18 @@ type summary struct {
 }
 
 // summarize sorts lat in place and computes the summary of a run of
-// len(lat) calls that took elapsed.
+// len(lat) calls that took elapsed, with the percentiles of toolgate bench
+// (internal/bench, nearest rank).
 func summarize(lat []time.Duration, elapsed time.Duration) summary {
-	slices.Sort(lat)
-	s := summary{p50: percentile(lat, 0.50), p99: percentile(lat, 0.99)}
+	st := bench.Summarize(lat)
+	s := summary{p50: fromMs(st.P50), p99: fromMs(st.P99)}
 	if elapsed > 0 {
 		s.callsPerSec = float64(len(lat)) / elapsed.Seconds()
 	}
 	return s
 }
 
-// percentile returns the nearest-rank p-quantile (0 < p <= 1) of sorted,
-// or 0 for no samples.
-func percentile(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(math.Ceil(p*float64(len(sorted)))) - 1
-	return sorted[min(max(i, 0), len(sorted)-1)]
-}
+func fromMs(v float64) time.Duration { return time.Duration(math.Round(v * float64(time.Millisecond))) }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
