@@ -66,6 +66,25 @@ func codeModeFixture(t *testing.T, extra string) (*Gateway, string) {
 	return g, auditPath
 }
 
+// connectInMemory connects a client to srv over in-memory transports; both
+// sessions close when the test ends.
+func connectInMemory(t *testing.T, srv *mcp.Server) *mcp.ClientSession {
+	t.Helper()
+	ct, st := mcp.NewInMemoryTransports()
+	ctx := context.Background()
+	ss, err := srv.Connect(ctx, st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ss.Close() })
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "t", Version: "1"}, nil).Connect(ctx, ct, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.Close() })
+	return cs
+}
+
 func quoteJSON(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
@@ -176,19 +195,9 @@ func TestCodeToolsAreRateLimited(t *testing.T) {
 	for _, tool := range []string{ExecuteCodeTool, SearchToolsTool} {
 		t.Run(tool, func(t *testing.T) {
 			g, auditPath := codeModeFixture(t, `, "toolLimits": {"`+tool+`": {"requestsPerMinute": 6, "burst": 1}}`)
-			ct, st := mcp.NewInMemoryTransports()
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			ss, err := g.Server(config.DefaultProject).Connect(ctx, st, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ss.Close()
-			cs, err := mcp.NewClient(&mcp.Implementation{Name: "t", Version: "1"}, nil).Connect(ctx, ct, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cs.Close()
+			cs := connectInMemory(t, g.Server(config.DefaultProject))
 			args := map[string]any{"code": "return 1"}
 			if tool == SearchToolsTool {
 				args = map[string]any{"query": "echo"}

@@ -25,18 +25,8 @@ func TestToolListNeverHalfApplied(t *testing.T) {
 	b.upstreams["s"] = a.upstreams["s"] // one upstream: only the filter changes
 	p.commit(a)
 
-	ct, st := mcp.NewInMemoryTransports()
 	ctx := context.Background()
-	ss, err := p.server.Connect(ctx, st, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ss.Close()
-	cs, err := mcp.NewClient(&mcp.Implementation{Name: "t", Version: "1"}, nil).Connect(ctx, ct, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cs.Close()
+	cs := connectInMemory(t, p.server)
 
 	stop := make(chan struct{})
 	var wg sync.WaitGroup

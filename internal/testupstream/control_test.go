@@ -51,19 +51,7 @@ func TestParseFault(t *testing.T) {
 // session and the control endpoint.
 func controlled(t *testing.T, st *state) (*mcp.ClientSession, *httptest.Server) {
 	t.Helper()
-	ctx := context.Background()
-	srv := st.newServer(nil)
-	serverT, clientT := mcp.NewInMemoryTransports()
-	ss, err := srv.Connect(ctx, serverT, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ss.Close() })
-	cs, err := mcp.NewClient(&mcp.Implementation{Name: "control-test", Version: "1"}, nil).Connect(ctx, clientT, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cs.Close() })
+	cs := inMemory(t, st.newServer(nil), mcp.NewClient(&mcp.Implementation{Name: "control-test", Version: "1"}, nil), nil)
 	ctl := httptest.NewServer(st.controlHandler())
 	t.Cleanup(ctl.Close)
 	return cs, ctl

@@ -79,23 +79,32 @@ func retryUntil(t *testing.T, what string, action func(), cond func() bool) {
 	}
 }
 
-// connect runs the test server in process over an in-memory transport and
-// connects a client with sampling, elicitation and roots handlers.
-func connect(t *testing.T, version string, cfg *config) (*mcp.ClientSession, *recorder) {
+// inMemory connects client to srv over in-memory transports with opts;
+// both sessions close when the test ends.
+func inMemory(t *testing.T, srv *mcp.Server, client *mcp.Client, opts *mcp.ClientSessionOptions) *mcp.ClientSession {
 	t.Helper()
-	ctx := context.Background()
-	if cfg == nil {
-		cfg = &config{transport: "stdio", name: "smoke"}
-	}
-	st := &state{cfg: cfg}
-	srv := st.newServer(nil)
 	serverT, clientT := mcp.NewInMemoryTransports()
-	ss, err := srv.Connect(ctx, serverT, nil)
+	ss, err := srv.Connect(context.Background(), serverT, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ss.Close() })
+	cs, err := client.Connect(context.Background(), clientT, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.Close() })
+	return cs
+}
 
+// connect runs the test server in process over an in-memory transport and
+// connects a client with sampling, elicitation and roots handlers.
+func connect(t *testing.T, version string, cfg *config) (*mcp.ClientSession, *recorder) {
+	t.Helper()
+	if cfg == nil {
+		cfg = &config{transport: "stdio", name: "smoke"}
+	}
+	st := &state{cfg: cfg}
 	rec := &recorder{}
 	client := mcp.NewClient(&mcp.Implementation{Name: "smoke-client", Version: "1"}, &mcp.ClientOptions{
 		CreateMessageHandler: func(ctx context.Context, req *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
@@ -127,11 +136,7 @@ func connect(t *testing.T, version string, cfg *config) (*mcp.ClientSession, *re
 		},
 	})
 	client.AddRoots(&mcp.Root{URI: "file:///srv/project-a"}, &mcp.Root{URI: "file:///srv/project-b"})
-	cs, err := client.Connect(ctx, clientT, &mcp.ClientSessionOptions{ProtocolVersion: version})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cs.Close() })
+	cs := inMemory(t, st.newServer(nil), client, &mcp.ClientSessionOptions{ProtocolVersion: version})
 	if got := cs.InitializeResult().ProtocolVersion; got != version {
 		t.Fatalf("negotiated protocol %s, want %s", got, version)
 	}
