@@ -61,6 +61,9 @@ type ToolCall struct {
 	keepJSON   bool
 	result     *mcp.CallToolResult
 	resultJSON []byte
+	// upstreamJSON is the result as the upstream encoded it, when the
+	// upstream call kept it (keepJSON, streamable HTTP upstreams).
+	upstreamJSON json.RawMessage
 }
 
 // Error codes of a refused or failed call, as Code Mode reports them.
@@ -363,7 +366,11 @@ func (g *Gateway) callTool(ctx context.Context, p *project, call *ToolCall) (*mc
 	if err == nil {
 		res, err = g.callRoute(ctx, p, r, call)
 	}
-	if call.keepJSON && res != nil {
+	switch {
+	case call.keepJSON && res != nil && res.Content != nil && call.upstreamJSON != nil:
+		// The result as the upstream encoded it, already a complete one.
+		call.result, call.resultJSON = res, call.upstreamJSON
+	case call.keepJSON && res != nil:
 		res = normalResult(res)
 		if b, jerr := json.Marshal(res); jerr == nil {
 			call.result, call.resultJSON = res, b
@@ -419,7 +426,7 @@ func (g *Gateway) callRoute(ctx context.Context, p *project, r *route, call *Too
 			return nil, err
 		}
 	}
-	cs, err := r.up.session()
+	conn, err := r.up.live()
 	if err != nil {
 		return nil, &CallError{Code: CodeUnavailable, Message: err.Error()}
 	}
@@ -436,7 +443,16 @@ func (g *Gateway) callRoute(ctx context.Context, p *project, r *route, call *Too
 	cctx, cancel := context.WithTimeout(ctx, r.up.callTimeout)
 	defer cancel()
 	defer r.up.track(call.Session)()
-	res, err := cs.CallTool(cctx, params)
+	var res *mcp.CallToolResult
+	if conn.calls != nil {
+		var raw json.RawMessage
+		res, raw, err = conn.calls.callTool(cctx, params)
+		if call.keepJSON {
+			call.upstreamJSON = raw
+		}
+	} else {
+		res, err = conn.session.CallTool(cctx, params)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err() // the caller cancelled; the upstream was told

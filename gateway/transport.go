@@ -52,6 +52,16 @@ type connection struct {
 	session *mcp.ClientSession
 	group   *processGroup   // nil for remote servers
 	pool    *http.Transport // remote servers: the connection pool of this session
+	calls   *streamCaller   // streamable HTTP servers: calls tools without the SDK's client
+	broken  chan error      // a failure that ends the session, found outside the SDK
+}
+
+// fail ends the session for err (the first failure reported wins).
+func (c *connection) fail(err error) {
+	select {
+	case c.broken <- err:
+	default:
+	}
 }
 
 // close ends the session, then kills what is left of the process group.
@@ -83,9 +93,7 @@ func (t *headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	parent := r.Context()
 	ctx, cancel := context.WithCancelCause(context.WithoutCancel(parent))
 	r = r.Clone(ctx)
-	for k, v := range t.headers {
-		r.Header.Set(k, v)
-	}
+	setHeaders(r.Header, t.headers)
 	stopNow := context.AfterFunc(parent, func() { cancel(context.Cause(parent)) })
 	resp, err := t.base.RoundTrip(r)
 	if err != nil {
@@ -110,6 +118,13 @@ func (t *headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		cancel(nil)
 	}}
 	return resp, nil
+}
+
+// setHeaders sets a server's configured headers in h.
+func setHeaders(h http.Header, headers map[string]string) {
+	for k, v := range headers {
+		h.Set(k, v)
+	}
 }
 
 // drainGrace is how long the body of an upstream response may still be
@@ -158,8 +173,13 @@ func connect(ctx context.Context, client *mcp.Client, s *config.Server, log *slo
 			return &connection{session: cs, pool: pool}, err
 		}
 		cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: s.URL, HTTPClient: hc, MaxRetries: -1}, opts)
-		if err == nil || s.Transport == config.TransportHTTP || ctx.Err() != nil {
-			return &connection{session: cs, pool: pool}, err
+		if err == nil {
+			c := &connection{session: cs, pool: pool, broken: make(chan error, 1)}
+			c.calls = newStreamCaller(s.URL, pool, s.Headers, cs, c.fail)
+			return c, nil
+		}
+		if s.Transport == config.TransportHTTP || ctx.Err() != nil {
+			return nil, err
 		}
 		// Transport not given: an old-style server answers streamable
 		// HTTP's POST with an error, so try SSE before giving up.

@@ -225,6 +225,8 @@ func (u *upstream) serve(ctx context.Context) error {
 				err = errors.New("connection closed")
 			}
 			return fmt.Errorf("session ended: %w", err)
+		case err := <-conn.broken:
+			return fmt.Errorf("session ended: %w", err)
 		case <-ping.C:
 			pctx, pcancel := context.WithTimeout(ctx, pingTimeout)
 			err := conn.session.Ping(pctx, nil)
@@ -268,12 +270,21 @@ func (u *upstream) snapshot() (state string, cat catalog) {
 
 // session returns the live session, or an error saying the server is down.
 func (u *upstream) session() (*mcp.ClientSession, error) {
+	c, err := u.live()
+	if err != nil {
+		return nil, err
+	}
+	return c.session, nil
+}
+
+// live returns the live connection, or an error saying the server is down.
+func (u *upstream) live() (*connection, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.state != StateReady || u.conn == nil {
 		return nil, fmt.Errorf("server %q is unavailable (%s)", u.cfg.Name, u.state)
 	}
-	return u.conn.session, nil
+	return u.conn, nil
 }
 
 // track records that ss has a call in flight on u, for relaying the

@@ -557,6 +557,23 @@ func (cs *ClientSession) ID() string {
 	return ""
 }
 
+// DeliverIncoming hands the session msg, a message its server sent on an
+// HTTP response that the caller requested and read itself (a POST carrying
+// the session's ID). The session handles it as if it had arrived on one of
+// its own streams: a request is answered, a notification reaches its
+// handler, a response completes the call with its ID.
+//
+// Only sessions over the streamable HTTP transport accept messages this
+// way; on others, and once the session has ended, DeliverIncoming returns
+// an error.
+func (cs *ClientSession) DeliverIncoming(ctx context.Context, msg jsonrpc.Message) error {
+	c, ok := cs.mcpConn.(*streamableClientConn)
+	if !ok {
+		return fmt.Errorf("the %T transport does not accept delivered messages", cs.mcpConn)
+	}
+	return c.deliver(ctx, msg)
+}
+
 // Close performs a graceful close of the connection, preventing new requests
 // from being handled, and waiting for ongoing requests to return. Close then
 // terminates the connection.

@@ -2262,6 +2262,24 @@ func (c *streamableClientConn) Read(ctx context.Context) (jsonrpc.Message, error
 	}
 }
 
+// deliver passes msg to the reader, as processStream does for the messages
+// of a stream the connection reads itself.
+func (c *streamableClientConn) deliver(ctx context.Context, msg jsonrpc.Message) error {
+	if err := c.failure(); err != nil {
+		return err
+	}
+	select {
+	case c.incoming <- msg:
+		return nil
+	case <-c.failed:
+		return c.failure()
+	case <-c.done:
+		return io.EOF
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // Write implements the [Connection] interface.
 func (c *streamableClientConn) Write(ctx context.Context, msg jsonrpc.Message) error {
 	if err := c.failure(); err != nil {
