@@ -72,6 +72,9 @@ func (c *connection) close() {
 	if c.session != nil {
 		_ = c.session.Close()
 	}
+	if c.calls != nil {
+		c.calls.close()
+	}
 	if c.pool != nil {
 		c.pool.CloseIdleConnections()
 	}

@@ -34,7 +34,7 @@ import (
 // this one too (see fail).
 type streamCaller struct {
 	url     *url.URL
-	rt      http.RoundTripper // the session's connection pool
+	rt      http.RoundTripper // a connPool, or the session's http.Transport for a proxied server
 	header  http.Header       // of every POST; never modified
 	session *mcp.ClientSession
 	fail    func(error) // ends the session, for the failures that end the SDK's
@@ -45,11 +45,23 @@ type streamCaller struct {
 // protocol version is newer than the ones whose HTTP headers and results
 // it knows (2026-07-28 added per-request headers and multi round-trip
 // results, which only the SDK's own client handles).
-func newStreamCaller(endpoint string, rt http.RoundTripper, headers map[string]string, session *mcp.ClientSession, fail func(error)) *streamCaller {
+func newStreamCaller(endpoint string, transport *http.Transport, headers map[string]string, session *mcp.ClientSession, fail func(error)) *streamCaller {
 	init := session.InitializeResult()
 	u, err := url.Parse(endpoint)
 	if init == nil || init.ProtocolVersion > upstreamProtocolVersion || err != nil {
 		return nil
+	}
+	// The calls go through a connPool, unless the server is reached
+	// through a proxy (HTTP_PROXY and the like), which http.Transport
+	// handles.
+	var rt http.RoundTripper = transport
+	proxied := false
+	if transport.Proxy != nil {
+		pu, err := transport.Proxy(&http.Request{URL: u})
+		proxied = err != nil || pu != nil
+	}
+	if cp := newConnPool(u, transport.TLSClientConfig); cp != nil && !proxied {
+		rt = cp
 	}
 	// The headers the SDK's client sends with a call of this session.
 	h := http.Header{}
@@ -61,6 +73,13 @@ func newStreamCaller(endpoint string, rt http.RoundTripper, headers map[string]s
 	}
 	setHeaders(h, headers)
 	return &streamCaller{url: u, rt: rt, header: h, session: session, fail: fail}
+}
+
+// close closes the connections of the caller's own pool.
+func (c *streamCaller) close() {
+	if cp, ok := c.rt.(*connPool); ok {
+		cp.close()
+	}
 }
 
 // maxEventSize bounds one event of a call's stream, as the SDK's client

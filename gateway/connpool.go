@@ -1,0 +1,232 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// connPool is an http.RoundTripper for the tool calls of one upstream: a
+// pool of HTTP/1.1 connections on which the calling goroutine writes the
+// request and reads the response itself, in net/http's own wire format
+// (Request.Write, ReadResponse). http.Transport keeps two goroutines per
+// connection that hand every request and response over to the caller; on
+// a small machine each hand-off wakes a thread, and together they were a
+// sixth of the gateway's CPU per call (benchmarks/README.md).
+//
+// A response's body must be closed; a connection goes back to the pool
+// when its body was read to the end, and is closed otherwise. A request
+// whose context ends has its connection's reads and writes fail at once.
+type connPool struct {
+	addr   string      // host:port
+	tls    *tls.Config // nil for http
+	dialer net.Dialer
+
+	mu     sync.Mutex
+	idle   []*poolConn // most recently used last
+	closed bool
+}
+
+const (
+	// poolMaxIdle and poolIdleTimeout are http.DefaultTransport's limits
+	// for one host (MaxIdleConnsPerHost as toolgate sets it).
+	poolMaxIdle     = 64
+	poolIdleTimeout = 90 * time.Second
+)
+
+// poolConn is one connection with its buffers.
+type poolConn struct {
+	conn      net.Conn
+	br        *bufio.Reader
+	bw        *bufio.Writer
+	idleSince time.Time
+}
+
+// newConnPool returns a pool for the server of u, or nil when u's scheme
+// is neither http nor https. base, when not nil, is the TLS configuration
+// to start from.
+func newConnPool(u *url.URL, base *tls.Config) *connPool {
+	port := u.Port()
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return nil
+	case port == "" && u.Scheme == "http":
+		port = "80"
+	case port == "":
+		port = "443"
+	}
+	p := &connPool{
+		addr:   net.JoinHostPort(u.Hostname(), port),
+		dialer: net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}, // http.DefaultTransport's
+	}
+	if u.Scheme == "https" {
+		cfg := &tls.Config{}
+		if base != nil {
+			cfg = base.Clone()
+		}
+		if cfg.ServerName == "" {
+			cfg.ServerName = u.Hostname()
+		}
+		cfg.NextProtos = []string{"http/1.1"}
+		p.tls = cfg
+	}
+	return p
+}
+
+// RoundTrip sends req on a pooled connection, or a new one, and reads the
+// response's header.
+func (p *connPool) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	pc, err := p.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { pc.conn.SetDeadline(time.Unix(1, 0)) })
+	fail := func(err error) (*http.Response, error) {
+		stop()
+		pc.conn.Close()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+	if err := req.Write(pc.bw); err != nil {
+		return fail(err)
+	}
+	if err := pc.bw.Flush(); err != nil {
+		return fail(err)
+	}
+	resp, err := http.ReadResponse(pc.br, req)
+	if err != nil {
+		return fail(err)
+	}
+	resp.Body = &pooledBody{body: resp.Body, pool: p, pc: pc, stop: stop, keep: !resp.Close}
+	return resp, nil
+}
+
+// get returns an idle connection that is still open, or a new one.
+func (p *connPool) get(ctx context.Context) (*poolConn, error) {
+	p.mu.Lock()
+	for len(p.idle) > 0 {
+		pc := p.idle[len(p.idle)-1]
+		p.idle = p.idle[:len(p.idle)-1]
+		p.mu.Unlock()
+		if time.Since(pc.idleSince) < poolIdleTimeout && pc.open() {
+			return pc, nil
+		}
+		pc.conn.Close()
+		p.mu.Lock()
+	}
+	p.mu.Unlock()
+	conn, err := p.dialer.DialContext(ctx, "tcp", p.addr)
+	if err != nil {
+		return nil, err
+	}
+	if p.tls != nil {
+		tc := tls.Client(conn, p.tls)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			return nil, err
+		}
+		conn = tc
+	}
+	return &poolConn{conn: conn, br: bufio.NewReader(conn), bw: bufio.NewWriter(conn)}, nil
+}
+
+// put returns pc to the pool, or closes it when the pool is full or
+// closed.
+func (p *connPool) put(pc *poolConn) {
+	pc.idleSince = time.Now()
+	p.mu.Lock()
+	if p.closed || len(p.idle) >= poolMaxIdle {
+		p.mu.Unlock()
+		pc.conn.Close()
+		return
+	}
+	p.idle = append(p.idle, pc)
+	p.mu.Unlock()
+}
+
+// close closes the idle connections, and those that come back later.
+func (p *connPool) close() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle, p.closed = nil, true
+	p.mu.Unlock()
+	for _, pc := range idle {
+		pc.conn.Close()
+	}
+}
+
+// open reports whether the server has neither closed pc nor sent
+// anything on it since its last response, which http.Transport learns
+// from the read it keeps pending on an idle connection. It peeks at the
+// socket without waiting.
+func (pc *poolConn) open() bool {
+	if pc.br.Buffered() > 0 {
+		return false
+	}
+	conn := pc.conn
+	if tc, ok := conn.(*tls.Conn); ok {
+		conn = tc.NetConn()
+	}
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	open := false
+	var b [1]byte
+	err = rc.Read(func(fd uintptr) bool {
+		_, _, rerr := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		open = errors.Is(rerr, syscall.EAGAIN) // no byte, no end of stream
+		return true
+	})
+	return err == nil && open
+}
+
+// pooledBody is a response body whose connection goes back to the pool
+// when the body was read to its end.
+type pooledBody struct {
+	body io.ReadCloser
+	pool *connPool
+	pc   *poolConn
+	stop func() bool // stops the request's cancellation
+	keep bool        // the server keeps the connection open
+	eof  bool
+	once sync.Once
+}
+
+func (b *pooledBody) Read(p []byte) (int, error) {
+	n, err := b.body.Read(p)
+	if err == io.EOF {
+		b.eof = true
+	}
+	return n, err
+}
+
+func (b *pooledBody) Close() error {
+	b.once.Do(func() {
+		if b.stop() && b.eof && b.keep {
+			b.body.Close()
+			b.pool.put(b.pc)
+			return
+		}
+		// Closing the connection first makes the body's Close, which
+		// would read the rest, return at once.
+		b.pc.conn.Close()
+		b.body.Close()
+	})
+	return nil
+}

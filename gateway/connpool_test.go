@@ -1,0 +1,217 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// poolServer is an HTTP server that counts the connections it accepted.
+type poolServer struct {
+	*httptest.Server
+	mu    sync.Mutex
+	conns int
+}
+
+func newPoolServer(t *testing.T, tls bool, h http.HandlerFunc, tweak ...func(*http.Server)) (*poolServer, *connPool) {
+	t.Helper()
+	s := &poolServer{Server: httptest.NewUnstartedServer(h)}
+	s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			s.mu.Lock()
+			s.conns++
+			s.mu.Unlock()
+		}
+	}
+	for _, fn := range tweak {
+		fn(s.Config)
+	}
+	if tls {
+		s.StartTLS()
+	} else {
+		s.Start()
+	}
+	t.Cleanup(s.Close)
+	u, err := url.Parse(s.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var base = s.Client().Transport.(*http.Transport).TLSClientConfig // the test CA, for TLS
+	p := newConnPool(u, base)
+	t.Cleanup(p.close)
+	return s, p
+}
+
+func (s *poolServer) accepted() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conns
+}
+
+// get sends a GET of path through p and returns the body read to its end.
+func poolGet(t *testing.T, ctx context.Context, p *connPool, base, path string) (string, error) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := p.RoundTrip(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+func TestConnPool(t *testing.T) {
+	hello := func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/close":
+			w.Header().Set("Connection", "close")
+		case "/stream":
+			w.Header().Set("Content-Type", "text/event-stream")
+			io.WriteString(w, "data: first\n\n")
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+			return
+		}
+		io.WriteString(w, "hello "+r.URL.Path)
+	}
+
+	for _, tls := range []bool{false, true} {
+		name := map[bool]string{false: "http", true: "https"}[tls]
+		t.Run(name+"/reuse", func(t *testing.T) {
+			s, p := newPoolServer(t, tls, hello)
+			for range 10 {
+				if got, err := poolGet(t, context.Background(), p, s.URL, "/a"); err != nil || got != "hello /a" {
+					t.Fatalf("got %q, %v", got, err)
+				}
+			}
+			if n := s.accepted(); n != 1 {
+				t.Errorf("10 requests used %d connections, want 1", n)
+			}
+		})
+	}
+
+	t.Run("server closed the idle connection", func(t *testing.T) {
+		s, p := newPoolServer(t, false, hello, func(srv *http.Server) { srv.IdleTimeout = 20 * time.Millisecond })
+		for i := range 3 {
+			if got, err := poolGet(t, context.Background(), p, s.URL, "/a"); err != nil || got != "hello /a" {
+				t.Fatalf("request %d: got %q, %v", i, got, err)
+			}
+			time.Sleep(100 * time.Millisecond) // the server closes the connection meanwhile
+		}
+		if n := s.accepted(); n != 3 {
+			t.Errorf("3 requests after idle timeouts used %d connections, want 3", n)
+		}
+	})
+
+	t.Run("Connection: close", func(t *testing.T) {
+		s, p := newPoolServer(t, false, hello)
+		for range 2 {
+			if got, err := poolGet(t, context.Background(), p, s.URL, "/close"); err != nil || got != "hello /close" {
+				t.Fatalf("got %q, %v", got, err)
+			}
+		}
+		if n := s.accepted(); n != 2 {
+			t.Errorf("2 requests answered with Connection: close used %d connections, want 2", n)
+		}
+	})
+
+	t.Run("body not read to its end", func(t *testing.T) {
+		s, p := newPoolServer(t, false, hello)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.URL+"/stream", nil)
+		resp, err := p.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 64)
+		if n, err := resp.Body.Read(buf); err != nil || !strings.Contains(string(buf[:n]), "first") {
+			t.Fatalf("read %q, %v", buf[:n], err)
+		}
+		closed := make(chan struct{})
+		go func() {
+			resp.Body.Close() // must not wait for the stream's end
+			close(closed)
+		}()
+		select {
+		case <-closed:
+		case <-time.After(5 * time.Second):
+			t.Fatal("Close waited for the rest of an endless stream")
+		}
+		if got, err := poolGet(t, context.Background(), p, s.URL, "/a"); err != nil || got != "hello /a" {
+			t.Fatalf("the next request: %q, %v", got, err)
+		}
+		if n := s.accepted(); n != 2 {
+			t.Errorf("used %d connections, want 2 (the cut one is not reused)", n)
+		}
+	})
+
+	t.Run("cancelled while reading", func(t *testing.T) {
+		s, p := newPoolServer(t, false, hello)
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.URL+"/stream", nil)
+		resp, err := p.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		done := make(chan error, 1)
+		go func() {
+			_, err := io.ReadAll(resp.Body)
+			done <- err
+		}()
+		time.Sleep(20 * time.Millisecond)
+		cancel()
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Error("reading a cancelled request's body ended without an error")
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("cancelling the request did not end the read")
+		}
+		if got, err := poolGet(t, context.Background(), p, s.URL, "/a"); err != nil || got != "hello /a" {
+			t.Fatalf("the next request: %q, %v", got, err)
+		}
+	})
+
+	t.Run("cancelled before the answer", func(t *testing.T) {
+		block := make(chan struct{})
+		s, p := newPoolServer(t, false, func(w http.ResponseWriter, r *http.Request) { <-block })
+		defer close(block)
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		_, err := poolGet(t, ctx, p, s.URL, "/a")
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("err = %v, want the context's deadline", err)
+		}
+	})
+
+	t.Run("closed pool", func(t *testing.T) {
+		s, p := newPoolServer(t, false, hello)
+		if _, err := poolGet(t, context.Background(), p, s.URL, "/a"); err != nil {
+			t.Fatal(err)
+		}
+		p.close()
+		if _, err := poolGet(t, context.Background(), p, s.URL, "/a"); err != nil {
+			t.Fatal(err)
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if len(p.idle) != 0 {
+			t.Errorf("a closed pool keeps %d idle connections", len(p.idle))
+		}
+	})
+}
