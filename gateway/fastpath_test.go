@@ -44,18 +44,7 @@ func newHTTPFixture(t *testing.T, tweak ...func(*config.Config)) *httpFixture {
 	up.AddPrompt(&mcp.Prompt{Name: "greet"}, func(context.Context, *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
 		return &mcp.GetPromptResult{Messages: []*mcp.PromptMessage{{Role: "user", Content: &mcp.TextContent{Text: "hello"}}}}, nil
 	})
-	type textIn struct {
-		Text string `json:"text"`
-	}
-	mcp.AddTool(up, &mcp.Tool{Name: "echo"}, func(_ context.Context, _ *mcp.CallToolRequest, in textIn) (*mcp.CallToolResult, textIn, error) {
-		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: in.Text}}}, in, nil
-	})
-	mcp.AddTool(up, &mcp.Tool{Name: "fail"}, func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, any, error) {
-		return &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: "it failed"}}}, nil, nil
-	})
-	up.AddTool(&mcp.Tool{Name: "protocol_error", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-		return nil, &jsonrpc.Error{Code: -32042, Message: "refused upstream"}
-	})
+	addAnswerTools(up)
 	mcp.AddTool(up, &mcp.Tool{Name: "slow"}, func(ctx context.Context, _ *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
 		f.started <- struct{}{}
 		select {
@@ -106,6 +95,24 @@ func newHTTPFixture(t *testing.T, tweak ...func(*config.Config)) *httpFixture {
 	t.Cleanup(srv.Close)
 	f.url = srv.URL + "/mcp"
 	return f
+}
+
+// addAnswerTools gives up three tools, one for each kind of answer: echo
+// (text and structured content), fail (a tool error, "it failed") and
+// protocol_error (JSON-RPC error -32042, "refused upstream").
+func addAnswerTools(up *mcp.Server) {
+	type textIn struct {
+		Text string `json:"text"`
+	}
+	mcp.AddTool(up, &mcp.Tool{Name: "echo"}, func(_ context.Context, _ *mcp.CallToolRequest, in textIn) (*mcp.CallToolResult, textIn, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: in.Text}}}, in, nil
+	})
+	mcp.AddTool(up, &mcp.Tool{Name: "fail"}, func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: "it failed"}}}, nil, nil
+	})
+	up.AddTool(&mcp.Tool{Name: "protocol_error", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return nil, &jsonrpc.Error{Code: -32042, Message: "refused upstream"}
+	})
 }
 
 // post sends one JSON-RPC message as a client of session sid with key.

@@ -39,18 +39,7 @@ func newCallerFixture(t *testing.T, opts *mcp.StreamableHTTPOptions) *callerFixt
 	t.Helper()
 	f := &callerFixture{peers: map[string]bool{}}
 	up := mcp.NewServer(&mcp.Implementation{Name: "up", Version: "1"}, nil)
-	type textIn struct {
-		Text string `json:"text"`
-	}
-	mcp.AddTool(up, &mcp.Tool{Name: "echo"}, func(_ context.Context, _ *mcp.CallToolRequest, in textIn) (*mcp.CallToolResult, textIn, error) {
-		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: in.Text}}}, in, nil
-	})
-	mcp.AddTool(up, &mcp.Tool{Name: "fail"}, func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, any, error) {
-		return &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: "it failed"}}}, nil, nil
-	})
-	up.AddTool(&mcp.Tool{Name: "protocol_error", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-		return nil, &jsonrpc.Error{Code: -32042, Message: "refused upstream"}
-	})
+	addAnswerTools(up)
 	// roots asks the gateway for its roots during the call: a request
 	// that arrives on the call's own stream (or, in JSON mode, on the
 	// standalone one) and must be answered for the call to finish.
