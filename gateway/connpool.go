@@ -87,6 +87,9 @@ func (p *connPool) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	pc, err := p.get(ctx)
 	if err != nil {
+		if req.Body != nil {
+			req.Body.Close()
+		}
 		return nil, err
 	}
 	stop := context.AfterFunc(ctx, func() { pc.conn.SetDeadline(time.Unix(1, 0)) })
@@ -105,6 +108,10 @@ func (p *connPool) RoundTrip(req *http.Request) (*http.Response, error) {
 		return fail(err)
 	}
 	resp, err := http.ReadResponse(pc.br, req)
+	// Informational answers (103 Early Hints) precede the real one.
+	for err == nil && resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
+		resp, err = http.ReadResponse(pc.br, req)
+	}
 	if err != nil {
 		return fail(err)
 	}

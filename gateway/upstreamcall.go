@@ -7,10 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -31,7 +31,7 @@ import (
 // stream (progress, log messages, the upstream's sampling, elicitation
 // and roots requests) goes to the SDK's session, which handles it as it
 // handles its own streams. Failures that make the SDK end a session end
-// this one too (see fail).
+// this one too (see broken).
 type streamCaller struct {
 	url     *url.URL
 	rt      http.RoundTripper // a connPool, or the session's http.Transport for a proxied server
@@ -121,7 +121,7 @@ func (c *streamCaller) callTool(ctx context.Context, params *mcp.CallToolParams)
 	if err == nil {
 		var rest bool
 		msg, rest, err = c.response(ctx, resp, id)
-		if rest && stop() {
+		if stop() && rest {
 			go finish(resp.Body, end)
 		} else {
 			resp.Body.Close()
@@ -315,10 +315,12 @@ func (c *streamCaller) cancelled(id jsonrpc.ID, cause error) {
 	resp.Body.Close()
 }
 
-// mediaType is a Content-Type without its parameters.
+// mediaType is a Content-Type without its parameters ("" when it does not
+// parse).
 func mediaType(ct string) string {
-	if i := strings.IndexByte(ct, ';'); i >= 0 {
-		ct = ct[:i]
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return ""
 	}
-	return strings.ToLower(strings.TrimSpace(ct))
+	return mt
 }
