@@ -77,6 +77,9 @@ func TestConnPool(t *testing.T) {
 		switch r.URL.Path {
 		case "/close":
 			w.Header().Set("Connection", "close")
+		case "/hints":
+			w.Header().Set("Link", "</style.css>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
 		case "/stream":
 			w.Header().Set("Content-Type", "text/event-stream")
 			io.WriteString(w, "data: first\n\n")
@@ -101,6 +104,18 @@ func TestConnPool(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("early hints before the answer", func(t *testing.T) {
+		s, p := newPoolServer(t, false, hello)
+		for range 2 {
+			if got, err := poolGet(t, context.Background(), p, s.URL, "/hints"); err != nil || got != "hello /hints" {
+				t.Fatalf("got %q, %v", got, err)
+			}
+		}
+		if n := s.accepted(); n != 1 {
+			t.Errorf("used %d connections, want 1", n)
+		}
+	})
 
 	t.Run("server closed the idle connection", func(t *testing.T) {
 		s, p := newPoolServer(t, false, hello, func(srv *http.Server) { srv.IdleTimeout = 20 * time.Millisecond })
