@@ -146,26 +146,7 @@ func TestNPMServersBehindGateway(t *testing.T) {
 		},
 	}`, jsonString(node), jsonString(everything), jsonString(node), jsonString(filesystem), jsonString(dir), denied))
 
-	var mu sync.Mutex
-	var progress []*mcp.ProgressNotificationParams
-	var samplingPrompts []string
-	cs := connect(t, g.URL(), &mcp.ClientOptions{
-		ProgressNotificationHandler: func(_ context.Context, req *mcp.ProgressNotificationClientRequest) {
-			mu.Lock()
-			defer mu.Unlock()
-			progress = append(progress, req.Params)
-		},
-		CreateMessageHandler: func(_ context.Context, req *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
-			mu.Lock()
-			defer mu.Unlock()
-			for _, m := range req.Params.Messages {
-				if tc, ok := m.Content.(*mcp.TextContent); ok {
-					samplingPrompts = append(samplingPrompts, tc.Text)
-				}
-			}
-			return &mcp.CreateMessageResult{Role: "assistant", Model: "e2e-model", Content: &mcp.TextContent{Text: "sampled by the e2e client"}}, nil
-		},
-	})
+	cs, rec := connectRelayClient(t, g.URL())
 
 	directEverything := directCommand(t, node, everything, "stdio")
 	directFS := directCommand(t, node, filesystem, dir)
@@ -372,6 +353,48 @@ func TestNPMServersBehindGateway(t *testing.T) {
 		}
 	})
 
+	checkEverythingRelays(t, cs, rec)
+}
+
+// relayRecorder is what an MCP client saw of the progress notifications
+// and sampling requests relayed to it.
+type relayRecorder struct {
+	mu              sync.Mutex
+	progress        []*mcp.ProgressNotificationParams
+	samplingPrompts []string
+}
+
+// connectRelayClient connects a client to url that records progress
+// notifications and answers sampling requests as the model "e2e-model".
+func connectRelayClient(t *testing.T, url string) (*mcp.ClientSession, *relayRecorder) {
+	t.Helper()
+	rec := &relayRecorder{}
+	cs := connect(t, url, &mcp.ClientOptions{
+		ProgressNotificationHandler: func(_ context.Context, req *mcp.ProgressNotificationClientRequest) {
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
+			rec.progress = append(rec.progress, req.Params)
+		},
+		CreateMessageHandler: func(_ context.Context, req *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
+			for _, m := range req.Params.Messages {
+				if tc, ok := m.Content.(*mcp.TextContent); ok {
+					rec.samplingPrompts = append(rec.samplingPrompts, tc.Text)
+				}
+			}
+			return &mcp.CreateMessageResult{Role: "assistant", Model: "e2e-model", Content: &mcp.TextContent{Text: "sampled by the e2e client"}}, nil
+		},
+	})
+	return cs, rec
+}
+
+// checkEverythingRelays calls server-everything's long-running tool with a
+// progress token and its sampling tool through cs (a client of
+// connectRelayClient, whose server is named "everything"), and expects the
+// progress and the sampling request to reach the client.
+func checkEverythingRelays(t *testing.T, cs *mcp.ClientSession, rec *relayRecorder) {
+	t.Helper()
 	t.Run("progress", func(t *testing.T) {
 		params := &mcp.CallToolParams{Name: "everything__trigger-long-running-operation", Arguments: map[string]any{"duration": 0.3, "steps": 3}}
 		params.SetProgressToken("e2e-long-op")
@@ -383,10 +406,10 @@ func TestNPMServersBehindGateway(t *testing.T) {
 			t.Errorf("long-running operation returned %q", text(res))
 		}
 		mine := func() []string {
-			mu.Lock()
-			defer mu.Unlock()
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
 			var out []string
-			for _, p := range progress {
+			for _, p := range rec.progress {
 				if p.ProgressToken == "e2e-long-op" {
 					out = append(out, fmt.Sprintf("%v/%v", p.Progress, p.Total))
 				}
@@ -407,10 +430,36 @@ func TestNPMServersBehindGateway(t *testing.T) {
 		if !strings.Contains(text(res), "sampled by the e2e client") || !strings.Contains(text(res), "e2e-model") {
 			t.Errorf("sampling result %q does not carry the client's answer", text(res))
 		}
-		mu.Lock()
-		defer mu.Unlock()
-		if !slices.ContainsFunc(samplingPrompts, func(s string) bool { return strings.Contains(s, "name a colour") }) {
-			t.Errorf("the client's sampling handler saw %q, want the tool's prompt", samplingPrompts)
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		if !slices.ContainsFunc(rec.samplingPrompts, func(s string) bool { return strings.Contains(s, "name a colour") }) {
+			t.Errorf("the client's sampling handler saw %q, want the tool's prompt", rec.samplingPrompts)
 		}
 	})
+}
+
+// TestServerEverythingOverHTTP runs server-everything as a streamable HTTP
+// server (the TypeScript SDK's, with an event store, so that every event
+// carries an ID) behind the gateway, which sends the tool calls itself:
+// results, and progress notifications and a sampling request that arrive
+// on a call's event stream, must come through as over stdio.
+func TestServerEverythingOverHTTP(t *testing.T) {
+	node := e2etest.Node(t)
+	everything := e2etest.NPMFile(t, e2etest.ServerEverythingEntry)
+	port := e2etest.FreePort(t)
+	e2etest.StartProcess(t, e2etest.ProcOptions{Path: node, Args: []string{everything, "streamableHttp"}, Env: []string{fmt.Sprintf("PORT=%d", port)}})
+	url := fmt.Sprintf("http://127.0.0.1:%d/mcp", port)
+	e2etest.WaitHTTP(t, url, 30*time.Second)
+	g := startGateway(t, fmt.Sprintf(`{"mcpServers": {"everything": {"url": %s, "transport": "http"}}}`, jsonString(url)))
+	cs, rec := connectRelayClient(t, g.URL())
+	for i := range 20 {
+		want := fmt.Sprintf("call %d over HTTP", i)
+		if got := text(callTool(t, cs, "everything__echo", map[string]any{"message": want})); !strings.Contains(got, want) {
+			t.Fatalf("echo = %q, want it to contain %q", got, want)
+		}
+	}
+	if got := text(callTool(t, cs, "everything__get-sum", map[string]any{"a": 19, "b": 23})); !strings.Contains(got, "42") {
+		t.Errorf("get-sum = %q, want 42", got)
+	}
+	checkEverythingRelays(t, cs, rec)
 }
