@@ -3,7 +3,6 @@ package gateway
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -14,20 +13,22 @@ import (
 	"time"
 )
 
-// connPool is an http.RoundTripper for the tool calls of one upstream: a
-// pool of HTTP/1.1 connections on which the calling goroutine writes the
-// request and reads the response itself, in net/http's own wire format
-// (Request.Write, ReadResponse). http.Transport keeps two goroutines per
-// connection that hand every request and response over to the caller; on
-// a small machine each hand-off wakes a thread, and together they were a
-// sixth of the gateway's CPU per call (benchmarks/README.md).
+// connPool is an http.RoundTripper for the tool calls of one plain-HTTP
+// upstream: a pool of HTTP/1.1 connections on which the calling goroutine
+// writes the request and reads the response itself, in net/http's own
+// wire format (Request.Write, ReadResponse). http.Transport keeps two
+// goroutines per connection that hand every request and response over to
+// the caller; on a small machine each hand-off wakes a thread, and
+// together they were a sixth of the gateway's CPU per call
+// (benchmarks/README.md). HTTPS upstreams keep http.Transport, with its
+// TLS sessions and HTTP/2: a remote server's round trip dwarfs the
+// hand-offs.
 //
 // A response's body must be closed; a connection goes back to the pool
 // when its body was read to the end, and is closed otherwise. A request
 // whose context ends has its connection's reads and writes fail at once.
 type connPool struct {
-	addr   string      // host:port
-	tls    *tls.Config // nil for http
+	addr   string // host:port
 	dialer net.Dialer
 
 	mu     sync.Mutex
@@ -51,34 +52,19 @@ type poolConn struct {
 }
 
 // newConnPool returns a pool for the server of u, or nil when u's scheme
-// is neither http nor https. base, when not nil, is the TLS configuration
-// to start from.
-func newConnPool(u *url.URL, base *tls.Config) *connPool {
-	port := u.Port()
-	switch {
-	case u.Scheme != "http" && u.Scheme != "https":
+// is not http.
+func newConnPool(u *url.URL) *connPool {
+	if u.Scheme != "http" {
 		return nil
-	case port == "" && u.Scheme == "http":
-		port = "80"
-	case port == "":
-		port = "443"
 	}
-	p := &connPool{
+	port := u.Port()
+	if port == "" {
+		port = "80"
+	}
+	return &connPool{
 		addr:   net.JoinHostPort(u.Hostname(), port),
 		dialer: net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}, // http.DefaultTransport's
 	}
-	if u.Scheme == "https" {
-		cfg := &tls.Config{}
-		if base != nil {
-			cfg = base.Clone()
-		}
-		if cfg.ServerName == "" {
-			cfg.ServerName = u.Hostname()
-		}
-		cfg.NextProtos = []string{"http/1.1"}
-		p.tls = cfg
-	}
-	return p
 }
 
 // RoundTrip sends req on a pooled connection, or a new one, and reads the
@@ -137,14 +123,6 @@ func (p *connPool) get(ctx context.Context) (*poolConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if p.tls != nil {
-		tc := tls.Client(conn, p.tls)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			conn.Close()
-			return nil, err
-		}
-		conn = tc
-	}
 	return &poolConn{conn: conn, br: bufio.NewReader(conn), bw: bufio.NewWriter(conn)}, nil
 }
 
@@ -181,11 +159,7 @@ func (pc *poolConn) open() bool {
 	if pc.br.Buffered() > 0 {
 		return false
 	}
-	conn := pc.conn
-	if tc, ok := conn.(*tls.Conn); ok {
-		conn = tc.NetConn()
-	}
-	sc, ok := conn.(syscall.Conn)
+	sc, ok := pc.conn.(syscall.Conn)
 	if !ok {
 		return true
 	}

@@ -21,7 +21,7 @@ type poolServer struct {
 	conns int
 }
 
-func newPoolServer(t *testing.T, tls bool, h http.HandlerFunc, tweak ...func(*http.Server)) (*poolServer, *connPool) {
+func newPoolServer(t *testing.T, h http.HandlerFunc, tweak ...func(*http.Server)) (*poolServer, *connPool) {
 	t.Helper()
 	s := &poolServer{Server: httptest.NewUnstartedServer(h)}
 	s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
@@ -34,18 +34,13 @@ func newPoolServer(t *testing.T, tls bool, h http.HandlerFunc, tweak ...func(*ht
 	for _, fn := range tweak {
 		fn(s.Config)
 	}
-	if tls {
-		s.StartTLS()
-	} else {
-		s.Start()
-	}
+	s.Start()
 	t.Cleanup(s.Close)
 	u, err := url.Parse(s.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var base = s.Client().Transport.(*http.Transport).TLSClientConfig // the test CA, for TLS
-	p := newConnPool(u, base)
+	p := newConnPool(u)
 	t.Cleanup(p.close)
 	return s, p
 }
@@ -90,23 +85,29 @@ func TestConnPool(t *testing.T) {
 		io.WriteString(w, "hello "+r.URL.Path)
 	}
 
-	for _, tls := range []bool{false, true} {
-		name := map[bool]string{false: "http", true: "https"}[tls]
-		t.Run(name+"/reuse", func(t *testing.T) {
-			s, p := newPoolServer(t, tls, hello)
-			for range 10 {
-				if got, err := poolGet(t, context.Background(), p, s.URL, "/a"); err != nil || got != "hello /a" {
-					t.Fatalf("got %q, %v", got, err)
-				}
+	t.Run("reuse", func(t *testing.T) {
+		s, p := newPoolServer(t, hello)
+		for range 10 {
+			if got, err := poolGet(t, context.Background(), p, s.URL, "/a"); err != nil || got != "hello /a" {
+				t.Fatalf("got %q, %v", got, err)
 			}
-			if n := s.accepted(); n != 1 {
-				t.Errorf("10 requests used %d connections, want 1", n)
+		}
+		if n := s.accepted(); n != 1 {
+			t.Errorf("10 requests used %d connections, want 1", n)
+		}
+	})
+
+	t.Run("only plain HTTP", func(t *testing.T) {
+		for _, raw := range []string{"https://example.com/mcp", "unix:///run/mcp.sock"} {
+			u, _ := url.Parse(raw)
+			if newConnPool(u) != nil {
+				t.Errorf("a pool for %s; HTTPS and other schemes keep http.Transport", raw)
 			}
-		})
-	}
+		}
+	})
 
 	t.Run("early hints before the answer", func(t *testing.T) {
-		s, p := newPoolServer(t, false, hello)
+		s, p := newPoolServer(t, hello)
 		for range 2 {
 			if got, err := poolGet(t, context.Background(), p, s.URL, "/hints"); err != nil || got != "hello /hints" {
 				t.Fatalf("got %q, %v", got, err)
@@ -118,7 +119,7 @@ func TestConnPool(t *testing.T) {
 	})
 
 	t.Run("server closed the idle connection", func(t *testing.T) {
-		s, p := newPoolServer(t, false, hello, func(srv *http.Server) { srv.IdleTimeout = 20 * time.Millisecond })
+		s, p := newPoolServer(t, hello, func(srv *http.Server) { srv.IdleTimeout = 20 * time.Millisecond })
 		for i := range 3 {
 			if got, err := poolGet(t, context.Background(), p, s.URL, "/a"); err != nil || got != "hello /a" {
 				t.Fatalf("request %d: got %q, %v", i, got, err)
@@ -131,7 +132,7 @@ func TestConnPool(t *testing.T) {
 	})
 
 	t.Run("Connection: close", func(t *testing.T) {
-		s, p := newPoolServer(t, false, hello)
+		s, p := newPoolServer(t, hello)
 		for range 2 {
 			if got, err := poolGet(t, context.Background(), p, s.URL, "/close"); err != nil || got != "hello /close" {
 				t.Fatalf("got %q, %v", got, err)
@@ -143,7 +144,7 @@ func TestConnPool(t *testing.T) {
 	})
 
 	t.Run("body not read to its end", func(t *testing.T) {
-		s, p := newPoolServer(t, false, hello)
+		s, p := newPoolServer(t, hello)
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.URL+"/stream", nil)
@@ -174,7 +175,7 @@ func TestConnPool(t *testing.T) {
 	})
 
 	t.Run("cancelled while reading", func(t *testing.T) {
-		s, p := newPoolServer(t, false, hello)
+		s, p := newPoolServer(t, hello)
 		ctx, cancel := context.WithCancel(context.Background())
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.URL+"/stream", nil)
 		resp, err := p.RoundTrip(req)
@@ -204,7 +205,7 @@ func TestConnPool(t *testing.T) {
 
 	t.Run("cancelled before the answer", func(t *testing.T) {
 		block := make(chan struct{})
-		s, p := newPoolServer(t, false, func(w http.ResponseWriter, r *http.Request) { <-block })
+		s, p := newPoolServer(t, func(w http.ResponseWriter, r *http.Request) { <-block })
 		defer close(block)
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
@@ -215,7 +216,7 @@ func TestConnPool(t *testing.T) {
 	})
 
 	t.Run("closed pool", func(t *testing.T) {
-		s, p := newPoolServer(t, false, hello)
+		s, p := newPoolServer(t, hello)
 		if _, err := poolGet(t, context.Background(), p, s.URL, "/a"); err != nil {
 			t.Fatal(err)
 		}

@@ -34,7 +34,7 @@ import (
 // this one too (see broken).
 type streamCaller struct {
 	url     *url.URL
-	rt      http.RoundTripper // a connPool, or the session's http.Transport for a proxied server
+	rt      http.RoundTripper // a connPool, or the session's http.Transport (HTTPS, proxies)
 	header  http.Header       // of every POST; never modified
 	session *mcp.ClientSession
 	fail    func(error) // ends the session, for the failures that end the SDK's
@@ -51,16 +51,16 @@ func newStreamCaller(endpoint string, transport *http.Transport, headers map[str
 	if init == nil || init.ProtocolVersion > upstreamProtocolVersion || err != nil {
 		return nil
 	}
-	// The calls go through a connPool, unless the server is reached
-	// through a proxy (HTTP_PROXY and the like), which http.Transport
-	// handles.
+	// The calls to a plain-HTTP server go through a connPool, unless the
+	// server is reached through a proxy (HTTP_PROXY and the like), which
+	// http.Transport handles, as it handles HTTPS.
 	var rt http.RoundTripper = transport
 	proxied := false
 	if transport.Proxy != nil {
 		pu, err := transport.Proxy(&http.Request{URL: u})
 		proxied = err != nil || pu != nil
 	}
-	if cp := newConnPool(u, transport.TLSClientConfig); cp != nil && !proxied {
+	if cp := newConnPool(u); cp != nil && !proxied {
 		rt = cp
 	}
 	// The headers the SDK's client sends with a call of this session.
