@@ -165,7 +165,8 @@ func TestStreamCallerAnswers(t *testing.T) {
 }
 
 // TestStreamCallerReusesConnections proves sequential calls share one
-// HTTP connection: each call's stream is read to its end.
+// HTTP connection (each call's stream is read to its end), and that
+// concurrent calls each get their own answer.
 func TestStreamCallerReusesConnections(t *testing.T) {
 	f := newCallerFixture(t, nil)
 	for i := range 20 {
@@ -175,10 +176,24 @@ func TestStreamCallerReusesConnections(t *testing.T) {
 		time.Sleep(time.Millisecond) // the previous stream's end is read in the background
 	}
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	if len(f.peers) > 2 {
 		t.Errorf("20 calls used %d connections, want 1 (2 at most, should a stream's end be late)", len(f.peers))
 	}
+	f.mu.Unlock()
+
+	// Concurrent calls share the session's headers and pool (go test
+	// -race runs this package in CI).
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Go(func() {
+			want := fmt.Sprintf("concurrent %d", i)
+			res, err := f.call("echo", fmt.Sprintf(`{"text":%q}`, want))
+			if err != nil || resultText(res) != want {
+				t.Errorf("call %d: %+v, %v", i, res, err)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // TestStreamCallerFailures answers the gateway's tools/call POST as broken
