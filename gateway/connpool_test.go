@@ -85,18 +85,6 @@ func TestConnPool(t *testing.T) {
 		io.WriteString(w, "hello "+r.URL.Path)
 	}
 
-	t.Run("reuse", func(t *testing.T) {
-		s, p := newPoolServer(t, hello)
-		for range 10 {
-			if got, err := poolGet(t, context.Background(), p, s.URL, "/a"); err != nil || got != "hello /a" {
-				t.Fatalf("got %q, %v", got, err)
-			}
-		}
-		if n := s.accepted(); n != 1 {
-			t.Errorf("10 requests used %d connections, want 1", n)
-		}
-	})
-
 	t.Run("only plain HTTP", func(t *testing.T) {
 		for _, raw := range []string{"https://example.com/mcp", "unix:///run/mcp.sock"} {
 			u, _ := url.Parse(raw)
@@ -106,42 +94,37 @@ func TestConnPool(t *testing.T) {
 		}
 	})
 
-	t.Run("early hints before the answer", func(t *testing.T) {
-		s, p := newPoolServer(t, hello)
-		for range 2 {
-			if got, err := poolGet(t, context.Background(), p, s.URL, "/hints"); err != nil || got != "hello /hints" {
-				t.Fatalf("got %q, %v", got, err)
+	// Sequential requests of path, with pause between them, and the
+	// connections they should take.
+	sequences := []struct {
+		name      string
+		path      string
+		requests  int
+		pause     time.Duration
+		idle      time.Duration // the server's IdleTimeout, when not 0
+		wantConns int
+	}{
+		{name: "reuse", path: "/a", requests: 10, wantConns: 1},
+		{name: "early hints before the answer", path: "/hints", requests: 2, wantConns: 1},
+		{name: "Connection: close", path: "/close", requests: 2, wantConns: 2},
+		// The server closes each connection during the pause; the pool
+		// must notice instead of sending the next request into it.
+		{name: "server closed the idle connection", path: "/a", requests: 3, pause: 100 * time.Millisecond, idle: 20 * time.Millisecond, wantConns: 3},
+	}
+	for _, sq := range sequences {
+		t.Run(sq.name, func(t *testing.T) {
+			s, p := newPoolServer(t, hello, func(srv *http.Server) { srv.IdleTimeout = sq.idle })
+			for i := range sq.requests {
+				if got, err := poolGet(t, context.Background(), p, s.URL, sq.path); err != nil || got != "hello "+sq.path {
+					t.Fatalf("request %d: got %q, %v", i, got, err)
+				}
+				time.Sleep(sq.pause)
 			}
-		}
-		if n := s.accepted(); n != 1 {
-			t.Errorf("used %d connections, want 1", n)
-		}
-	})
-
-	t.Run("server closed the idle connection", func(t *testing.T) {
-		s, p := newPoolServer(t, hello, func(srv *http.Server) { srv.IdleTimeout = 20 * time.Millisecond })
-		for i := range 3 {
-			if got, err := poolGet(t, context.Background(), p, s.URL, "/a"); err != nil || got != "hello /a" {
-				t.Fatalf("request %d: got %q, %v", i, got, err)
+			if n := s.accepted(); n != sq.wantConns {
+				t.Errorf("%d requests used %d connections, want %d", sq.requests, n, sq.wantConns)
 			}
-			time.Sleep(100 * time.Millisecond) // the server closes the connection meanwhile
-		}
-		if n := s.accepted(); n != 3 {
-			t.Errorf("3 requests after idle timeouts used %d connections, want 3", n)
-		}
-	})
-
-	t.Run("Connection: close", func(t *testing.T) {
-		s, p := newPoolServer(t, hello)
-		for range 2 {
-			if got, err := poolGet(t, context.Background(), p, s.URL, "/close"); err != nil || got != "hello /close" {
-				t.Fatalf("got %q, %v", got, err)
-			}
-		}
-		if n := s.accepted(); n != 2 {
-			t.Errorf("2 requests answered with Connection: close used %d connections, want 2", n)
-		}
-	})
+		})
+	}
 
 	t.Run("body not read to its end", func(t *testing.T) {
 		s, p := newPoolServer(t, hello)
