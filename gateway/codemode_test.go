@@ -56,14 +56,22 @@ func codeModeFixture(t *testing.T, extra string) (*Gateway, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { audit.Close() })
-	g := New(cfg, &Options{Sandbox: engine, Audit: audit})
+	g := startGateway(t, cfg, &Options{Sandbox: engine, Audit: audit})
+	return g, auditPath
+}
+
+// startGateway starts a gateway of cfg, giving it 30 s to reach its
+// upstreams, and closes it when the test ends.
+func startGateway(t *testing.T, cfg *config.Config, opts *Options) *Gateway {
+	t.Helper()
+	g := New(cfg, opts)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := g.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(g.Close)
-	return g, auditPath
+	return g
 }
 
 // connectInMemory connects a client to srv over in-memory transports; both

@@ -84,13 +84,7 @@ func newHTTPFixture(t *testing.T, tweak ...func(*config.Config)) *httpFixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { audit.Close() })
-	g := New(cfg, &Options{Auth: auth, Audit: audit})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := g.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(g.Close)
+	g := startGateway(t, cfg, &Options{Auth: auth, Audit: audit})
 	srv := httptest.NewServer(g.Handler())
 	t.Cleanup(srv.Close)
 	f.url = srv.URL + "/mcp"

@@ -81,13 +81,7 @@ func newCallerFixture(t *testing.T, opts *mcp.StreamableHTTPOptions) *callerFixt
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.g = New(cfg, &Options{Auth: auth, Logger: slog.New(slog.DiscardHandler)})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := f.g.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(f.g.Close)
+	f.g = startGateway(t, cfg, &Options{Auth: auth, Logger: slog.New(slog.DiscardHandler)})
 	return f
 }
 
