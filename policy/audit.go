@@ -36,6 +36,7 @@ const (
 	EventKeyRotated      = "key.rotated"      // an API key was replaced by a new one
 	EventKeyRevoked      = "key.revoked"      // an API key was revoked
 	EventToolsChanged    = "tools.changed"    // an upstream tool's definition changed
+	EventOriginDenied    = "origin.denied"    // a request refused for its Host or Origin header
 )
 
 // AuditEventTypes lists every event type, in the configuration's order.
@@ -44,6 +45,7 @@ var AuditEventTypes = []string{
 	EventAuthFailure, EventToolCall, EventToolDenied, EventRateLimitHit, EventIPDenied,
 	EventCodeExecution, EventCodeFetch, EventUpstreamError, EventUpstreamRestart,
 	EventConfigReload, EventKeyCreated, EventKeyRotated, EventKeyRevoked, EventToolsChanged,
+	EventOriginDenied,
 }
 
 // IsAuditEventType reports whether s is one of [AuditEventTypes].
