@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -39,6 +40,8 @@ type access struct {
 	proxies      *policy.ProxyTrust
 	ips          *policy.IPRules            // the gateway's
 	projectIPs   map[string]*policy.IPRules // each project's
+	hosts        *hostRules                 // the gateway's routes'
+	projectHosts map[string]*hostRules      // each project's endpoint
 	rates        map[string]config.RateLimit
 	toolRates    map[string]map[string]config.ToolLimit
 	maxBody      int64
@@ -50,6 +53,8 @@ func compileAccess(cfg *config.Config) (*access, error) {
 	a := &access{
 		authRequired: cfg.AuthRequired(),
 		projectIPs:   map[string]*policy.IPRules{},
+		hosts:        compileHostRules(cfg.Listen, cfg.AllowedHosts, cfg.AllowedOrigins),
+		projectHosts: map[string]*hostRules{},
 		rates:        map[string]config.RateLimit{},
 		toolRates:    map[string]map[string]config.ToolLimit{},
 		maxBody:      cfg.Limits.MaxRequestBodyBytes,
@@ -67,6 +72,9 @@ func compileAccess(cfg *config.Config) (*access, error) {
 		if a.projectIPs[name], err = policy.NewIPRules(p.AllowedIPs, p.DeniedIPs); err != nil {
 			return nil, fmt.Errorf("projects.%s allowedIPs/deniedIPs: %w", name, err)
 		}
+		a.projectHosts[name] = compileHostRules(cfg.Listen,
+			append(slices.Clone(cfg.AllowedHosts), p.AllowedHosts...),
+			append(slices.Clone(cfg.AllowedOrigins), p.AllowedOrigins...))
 		a.rates[name] = p.RateLimit
 		a.toolRates[name] = p.ToolLimits
 	}
@@ -151,9 +159,10 @@ func principalFrom(extra *mcp.RequestExtra, project string) (Principal, string) 
 	return pr, prepaid
 }
 
-// guard wraps a project's MCP handler with the access checks: client
-// address, API key, session cap and (for tools/call) rate limits, each
-// refusal a clear HTTP error with a JSON-RPC body.
+// guard wraps a project's MCP handler with the access checks: Host and
+// Origin (hosts.go), client address, API key, session cap and (for
+// tools/call) rate limits, each refusal a clear HTTP error with a JSON-RPC
+// body.
 func (g *Gateway) guard(p *project) http.Handler {
 	bearer := auth.RequireBearerToken(func(ctx context.Context, _ string, r *http.Request) (*auth.TokenInfo, error) {
 		ti, _ := r.Context().Value(tokenInfoKey{}).(*auth.TokenInfo)
@@ -165,6 +174,9 @@ func (g *Gateway) guard(p *project) http.Handler {
 	inner := bearer(p.http)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a := g.accessPolicy()
+		if !g.checkHostOrigin(w, r, a.projectHosts[p.name], p.name) {
+			return
+		}
 		ip, err := a.proxies.ClientIP(r.RemoteAddr, r.Header.Values("X-Forwarded-For"))
 		if err != nil {
 			rpcError(w, http.StatusBadRequest, codeForbidden, "cannot tell the client address: "+err.Error(), nil)

@@ -25,6 +25,7 @@ func guardFixture(tb testing.TB) (http.Handler, string) {
 	cfg := config.Demo("http://127.0.0.1:1/mcp", policy.HashKey(key))
 	cfg.Projects[config.DefaultProject].MCPServers = nil
 	cfg.CodeMode.Enabled = false
+	cfg.AllowedHosts = []string{"example.com"} // httptest.NewRequest's Host
 	cfg.Projects[config.DefaultProject].RateLimit = config.RateLimit{RequestsPerMinute: 6e7, Burst: 1e6, PerKeyRequestsPerMinute: 6e7, PerKeyBurst: 1e6}
 	auth, err := policy.NewAuthenticator(context.Background(), nil, nil, nil)
 	if err != nil {

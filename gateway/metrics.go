@@ -21,6 +21,7 @@ type metrics struct {
 	authFailures *prometheus.CounterVec
 	rateLimited  *prometheus.CounterVec
 	ipDenied     *prometheus.CounterVec
+	originDenied *prometheus.CounterVec
 	refused      *prometheus.CounterVec
 	auditSeconds prometheus.Histogram
 	executions   *prometheus.CounterVec
@@ -52,6 +53,10 @@ func newMetrics(g *Gateway) *metrics {
 			Name: "toolgate_ip_denied_total",
 			Help: "Requests refused by an IP rule.",
 		}, []string{"project"}),
+		originDenied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "toolgate_origin_denied_total",
+			Help: "Requests refused for their Host or Origin header (DNS-rebinding protection), by header (host, origin).",
+		}, []string{"project", "header"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "toolgate_requests_refused_total",
 			Help: "New sessions, tool calls and event streams refused with a retryable error: overloaded (limits.maxInFlightCalls) or shutting_down.",
@@ -81,7 +86,7 @@ func newMetrics(g *Gateway) *metrics {
 		Name: "toolgate_tool_calls_in_flight",
 		Help: "tools/call requests from clients being handled (capped by limits.maxInFlightCalls).",
 	}, func() float64 { return float64(g.life.inFlight()) })
-	m.registry.MustRegister(m.calls, m.callSeconds, m.authFailures, m.rateLimited, m.ipDenied, m.refused, inFlight, m.auditSeconds,
+	m.registry.MustRegister(m.calls, m.callSeconds, m.authFailures, m.rateLimited, m.ipDenied, m.originDenied, m.refused, inFlight, m.auditSeconds,
 		&upstreamCollector{g: g},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

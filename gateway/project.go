@@ -136,8 +136,9 @@ func newProject(gw *Gateway, name string) *project {
 	})
 	p.http = mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return p.server }, &mcp.StreamableHTTPOptions{
 		Logger: p.log,
-		// Loopback protection refuses Host headers other than localhost;
-		// the listener's own rules decide who may connect.
+		// The access layer checks Host and Origin first, with the rules
+		// of the listener and the configuration (hosts.go); the SDK's
+		// check would refuse the names allowedHosts adds.
 		DisableLocalhostProtection: true,
 		// The access layer caps bodies first, at limits.maxRequestBodyBytes.
 		MaxRequestBodyBytes: math.MaxInt64,
