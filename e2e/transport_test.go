@@ -1,9 +1,13 @@
 package e2e
 
 import (
+	"bufio"
+	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -116,5 +120,140 @@ func TestDNSRebinding(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusForbidden {
 		t.Errorf("/readyz with a rebound name: %d", resp.StatusCode)
+	}
+}
+
+// TestDeclaredOversizeBody sends headers declaring a body far over
+// limits.maxRequestBodyBytes and then nothing: the answer is 413 at once,
+// not a connection held until readTimeout, and the connection is closed.
+func TestDeclaredOversizeBody(t *testing.T) {
+	up := testUpstream(t)
+	g := startGateway(t, fmt.Sprintf(`{"mcpServers": {"s": {"command": %s, "allowedTools": ["echo"]}}}`, jsonString(up)))
+	addr := strings.TrimPrefix(g.base, "http://")
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /mcp HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: %d\r\n\r\n{", addr, g.keys["default"], int64(100)<<30)
+	// readTimeout is 60 s: an answer within 10 s is not the timeout's.
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(b), "maxRequestBodyBytes") {
+		t.Fatalf("status %d: %s", resp.StatusCode, b)
+	}
+	if !resp.Close {
+		t.Error("the connection is kept open for a body the gateway will not read")
+	}
+}
+
+// eventStream opens the event stream (GET) of session sid, as clients
+// keep it open, until the test ends; it returns once the gateway serves
+// it.
+func eventStream(t *testing.T, url, key, sid string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Mcp-Session-Id", sid)
+	req.Header.Set("Mcp-Protocol-Version", "2025-06-18")
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if resp.StatusCode != http.StatusOK || err != nil {
+		t.Fatalf("event stream: %d %q %v", resp.StatusCode, line, err)
+	}
+}
+
+// accessLayerCalls reads toolgate_access_layer_calls_total of the default
+// project.
+func accessLayerCalls(t *testing.T, g *gateway) float64 {
+	t.Helper()
+	_, body := httpGet(t, g.base+"/metrics")
+	for line := range strings.SplitSeq(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, `toolgate_access_layer_calls_total{project="default"} `); ok {
+			n, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	return 0
+}
+
+// TestOneAnswerPerRequest sends tools/calls that the MCP SDK's transport
+// refuses, and that toolgate's access layer used to answer: an Accept
+// header that only looks like the right one, a POST with Last-Event-ID,
+// and a second call under an id in flight. Each is refused as the SDK
+// refuses it, and the calls the access layer may answer are answered by it
+// (its counter moves).
+func TestOneAnswerPerRequest(t *testing.T) {
+	up := testUpstream(t)
+	g := startGateway(t, fmt.Sprintf(`{"mcpServers": {"s": {"command": %s, "allowedTools": ["echo", "slow"]}}}`, jsonString(up)))
+	key := g.keys["default"]
+	sid := rawSession(t, g.URL(), bearer(key))
+	eventStream(t, g.URL(), key, sid)
+	hs := func(extra ...string) map[string]string {
+		h := map[string]string{"Authorization": "Bearer " + key, "Mcp-Session-Id": sid, "Mcp-Protocol-Version": "2025-06-18"}
+		for i := 0; i+1 < len(extra); i += 2 {
+			h[extra[i]] = extra[i+1]
+		}
+		return h
+	}
+	call := func(id int) string {
+		return fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"s__echo","arguments":{"text":"hi"}}}`, id)
+	}
+	before := accessLayerCalls(t, g)
+	if code, _, body := post(t, nil, g.URL(), hs(), call(1)); code != 200 || !strings.Contains(body, `"hi"`) {
+		t.Fatalf("a plain call: %d %s", code, body)
+	}
+	if after := accessLayerCalls(t, g); after != before+1 {
+		t.Errorf("the access layer answered %v calls of 1", after-before)
+	}
+	for _, tc := range []struct {
+		name   string
+		header []string
+		says   string
+	}{
+		{"Accept that only looks right", []string{"Accept", "application/json-seq, text/event-streams"}, "Accept must contain both"},
+		{"Last-Event-ID on a POST", []string{"Last-Event-ID", "x_1"}, "can't send Last-Event-ID for POST request"},
+	} {
+		if code, _, body := post(t, nil, g.URL(), hs(tc.header...), call(2)); code != 400 || !strings.Contains(body, tc.says) {
+			t.Errorf("%s: %d %s", tc.name, code, body)
+		}
+	}
+
+	// A slow call in flight under id 3, then another call under id 3.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		post(t, nil, g.URL(), hs(), `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"s__slow","arguments":{"ms":60000}}}`)
+	}()
+	eventually(t, 10*time.Second, "the slow call in flight", func() bool {
+		_, body := httpGet(t, g.base+"/metrics")
+		return strings.Contains(string(body), "toolgate_tool_calls_in_flight 1")
+	})
+	code, _, body := post(t, nil, g.URL(), hs(), call(3))
+	if code != 400 || !strings.Contains(body, `"id":3`) || !strings.Contains(body, "duplicate in-flight request ID 3") {
+		t.Errorf("a second call under an id in flight: %d %s", code, body)
+	}
+	if code, _, body := post(t, nil, g.URL(), hs(), `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":3}}`); code != 202 {
+		t.Fatalf("cancel: %d %s", code, body)
+	}
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the cancelled call did not end")
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/auth"
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	sjson "github.com/segmentio/encoding/json"
 
@@ -159,10 +160,14 @@ func principalFrom(extra *mcp.RequestExtra, project string) (Principal, string) 
 	return pr, prepaid
 }
 
-// guard wraps a project's MCP handler with the access checks: Host and
-// Origin (hosts.go), client address, API key, session cap and (for
-// tools/call) rate limits, each refusal a clear HTTP error with a JSON-RPC
-// body.
+// guard wraps a project's MCP handler with the access checks, in this
+// order: Host and Origin (hosts.go), client address, a declared body over
+// the limit, API key, the transport's rules and the session
+// (front.go), then, for a POST, the body, the ids of calls in flight, the
+// session cap and, for tools/call, admission and rate limits. Each refusal
+// is an HTTP error with a JSON-RPC body. A tools/call the access layer can
+// answer as the SDK would is answered here (fastpath.go); everything else
+// goes to the SDK's handler.
 func (g *Gateway) guard(p *project) http.Handler {
 	bearer := auth.RequireBearerToken(func(ctx context.Context, _ string, r *http.Request) (*auth.TokenInfo, error) {
 		ti, _ := r.Context().Value(tokenInfoKey{}).(*auth.TokenInfo)
@@ -189,6 +194,12 @@ func (g *Gateway) guard(p *project) http.Handler {
 			rpcError(w, http.StatusForbidden, codeForbidden, "forbidden: requests from "+ip.String()+" are not allowed", nil)
 			return
 		}
+		if r.ContentLength > a.maxBody {
+			// Refused before a byte of the body is read; net/http then
+			// closes the connection instead of reading the rest.
+			tooLarge(w, a.maxBody)
+			return
+		}
 		pr := Principal{Project: p.name, ClientIP: ip.String()}
 		if a.authRequired {
 			key, err := g.auth.Authenticate(presentedKey(r), p.name)
@@ -208,10 +219,24 @@ func (g *Gateway) guard(p *project) http.Handler {
 			pr.KeyID = key.ID
 			g.auth.RecordUse(key.ID)
 		}
+		var sess *session // the session the request names, as checked
+		if transportChecksOn.Load() {
+			var refusal *transportRefusal
+			if sess, refusal = p.checkTransport(r, pr); refusal != nil {
+				refusal.write(w)
+				return
+			}
+		}
 		// One allocation for the request's identity and its error writer.
 		st := &guardRequest{ti: auth.TokenInfo{UserID: pr.KeyID, Extra: map[string]any{tokenPrincipal: pr}}}
 		ti := &st.ti
-		var body []byte // of a POST
+		var body []byte      // of a POST
+		var claim *callClaim // its calls' ids, while they are in flight
+		defer func() {
+			if claim != nil {
+				claim.release() // refused here, or answered by the access layer
+			}
+		}()
 
 		if r.Method == http.MethodPost {
 			var err error
@@ -219,7 +244,7 @@ func (g *Gateway) guard(p *project) http.Handler {
 			if err != nil {
 				var tooBig *http.MaxBytesError
 				if errors.As(err, &tooBig) {
-					rpcError(w, http.StatusRequestEntityTooLarge, codeTooLarge, fmt.Sprintf("request body larger than %d bytes (limits.maxRequestBodyBytes)", a.maxBody), nil)
+					tooLarge(w, a.maxBody)
 					return
 				}
 				rpcError(w, http.StatusBadRequest, codeTooLarge, "reading the request body: "+err.Error(), nil)
@@ -234,6 +259,14 @@ func (g *Gateway) guard(p *project) http.Handler {
 					return
 				}
 			}
+			if sess != nil && claimable(r, &msg) {
+				c, dup, ok := sess.claim(msg.Calls)
+				if !ok {
+					writeDuplicate(w, dup)
+					return
+				}
+				claim = c
+			}
 			switch msg.Method {
 			case "initialize":
 				if g.life.isDraining() {
@@ -246,9 +279,8 @@ func (g *Gateway) guard(p *project) http.Handler {
 					rpcError(w, http.StatusTooManyRequests, codeRateLimited, fmt.Sprintf("key %s already has %d sessions open (limits.maxSessionsPerKey)", pr.KeyID, a.maxSessions), nil)
 					return
 				}
-				w = &sessionRecorder{ResponseWriter: w, p: p, key: pr.KeyID}
 			case "notifications/cancelled":
-				p.cancelDirectCall(r.Header.Get("Mcp-Session-Id"), body)
+				p.cancelDirectCall(r.Header.Get(sessionIDHeader), body)
 			case "tools/call":
 				// An early answer for a saturated or stopping gateway, before
 				// the SDK decodes the request; admitCalls decides for calls
@@ -271,8 +303,8 @@ func (g *Gateway) guard(p *project) http.Handler {
 					}
 					ti.Extra[tokenPrepaid] = msg.Params.Name
 					// The common case, answered here (fastpath.go).
-					if c, ok := p.prepareDirectCall(r, pr, &msg); ok {
-						g.serveDirectCall(w, r, p, pr, c)
+					if c, ok := p.prepareDirectCall(r, sess, &msg); ok {
+						g.serveDirectCall(w, r, p, pr, c, claim)
 						return
 					}
 				}
@@ -281,7 +313,7 @@ func (g *Gateway) guard(p *project) http.Handler {
 		ctx := context.WithValue(r.Context(), tokenInfoKey{}, ti)
 		if r.Method == http.MethodGet {
 			// A session's event stream: a drain closes it.
-			sctx, release, refusal := g.life.stream(ctx, r.Header.Get("Mcp-Session-Id"))
+			sctx, release, refusal := g.life.stream(ctx, r.Header.Get(sessionIDHeader))
 			if refusal != nil {
 				g.refused(p.name, refusal)
 				refusal.writeHTTP(w)
@@ -297,20 +329,42 @@ func (g *Gateway) guard(p *project) http.Handler {
 		r.Header.Set("Authorization", "Bearer toolgate")
 		ew := &st.ew
 		ew.ResponseWriter = w
+		if claim != nil {
+			ti.Extra[tokenClaim] = claim
+			ew.claim = claim
+		}
 		inner.ServeHTTP(ew, r)
 		ew.finish(r.Method == http.MethodPost, body)
+		if claim != nil {
+			claim.postEnded()
+			claim = nil
+		}
+		if r.Method == http.MethodDelete && sess != nil && ew.code == http.StatusNoContent {
+			p.forgetSession(sess)
+		}
 	})
+}
+
+// tooLarge refuses a request body over limits.maxRequestBodyBytes.
+func tooLarge(w http.ResponseWriter, limit int64) {
+	rpcError(w, http.StatusRequestEntityTooLarge, codeTooLarge, fmt.Sprintf("request body larger than %d bytes (limits.maxRequestBodyBytes)", limit), nil)
 }
 
 // rpcErrorWriter turns the plain-text refusals of the SDK's HTTP handler
 // (a malformed message, an unknown session, a missing Accept header) into
 // JSON-RPC error bodies, so that a client reads every refusal the same way.
 // Everything else passes through untouched, streams included.
+//
+// With a claim (the ids of the POST's calls, front.go), it also releases
+// each call as its answer goes out, and all of them with a refusal.
 type rpcErrorWriter struct {
 	http.ResponseWriter
 	status int          // a refusal being held back; 0 while passing through
 	text   bytes.Buffer // its text
 	wrote  bool
+	code   int // the status the handler wrote
+	claim  *callClaim
+	stream bool // the answer is an event stream
 }
 
 func (w *rpcErrorWriter) WriteHeader(code int) {
@@ -318,6 +372,13 @@ func (w *rpcErrorWriter) WriteHeader(code int) {
 		return
 	}
 	w.wrote = true
+	w.code = code
+	if w.claim != nil {
+		if code >= 400 {
+			w.claim.release() // the POST is refused whole
+		}
+		w.stream = strings.HasPrefix(w.Header().Get("Content-Type"), "text/event-stream")
+	}
 	if code >= 400 && strings.HasPrefix(w.Header().Get("Content-Type"), "text/plain") {
 		w.status = code
 		return
@@ -334,6 +395,9 @@ func (w *rpcErrorWriter) Write(b []byte) (int, error) {
 			w.text.Write(b[:min(len(b), 4096-w.text.Len())])
 		}
 		return len(b), nil
+	}
+	if w.stream {
+		w.claim.sawAnswers(b)
 	}
 	return w.ResponseWriter.Write(b)
 }
@@ -390,6 +454,10 @@ type rpcMessage struct {
 	Version string
 	ID      json.RawMessage
 	Params  mcp.CallToolParamsRaw
+	// Calls are the ids of the requests in the body that expect an answer
+	// (with Batch, those of a batch's requests).
+	Calls []jsonrpc.ID
+	Batch bool
 }
 
 // peekError is a body the access layer refuses before the MCP handler:
@@ -418,8 +486,8 @@ func sdkParse(b []byte, v any) (rest []byte, err error) {
 	return sjson.Parse(b, v, sjson.DontMatchCaseInsensitiveStructFields|sjson.ZeroCopy)
 }
 
-// peekMessage returns the method and tool name of the message in a POST
-// body, as the MCP handler will read them. A body that is not one JSON
+// peekMessage returns the method, tool name and call ids of the message in
+// a POST body, as the MCP handler will read them. A body that is not one JSON
 // value (the handler's decoder would act on the first value and ignore the
 // rest) is a parse error, and a batch that holds an initialize request an
 // invalid request (MCP does not allow it, and the session cap is checked
@@ -439,6 +507,9 @@ func peekMessage(body []byte) (rpcMessage, error) {
 			return m, err
 		}
 		m.Method = wireMethod(w.Method)
+		if id, ok := requestID(w.ID); ok && m.Method != "" {
+			m.Calls = []jsonrpc.ID{id}
+		}
 		if m.Method == "tools/call" && len(w.Params) > 0 && w.Params[0] == '{' {
 			if _, err := sdkParse(w.Params, &m.Params); err != nil {
 				// Not an object of that shape: the handler refuses it.
@@ -453,9 +524,14 @@ func peekMessage(body []byte) (rpcMessage, error) {
 		if err := parseOne(trimmed, &batch); err != nil {
 			return m, err
 		}
+		m.Batch = true
 		for _, w := range batch {
-			if wireMethod(w.Method) == "initialize" {
+			method := wireMethod(w.Method)
+			if method == "initialize" {
 				return m, &peekError{code: codeInvalidRequest, msg: "initialize must not be part of a JSON-RPC batch"}
+			}
+			if id, ok := requestID(w.ID); ok && method != "" {
+				m.Calls = append(m.Calls, id)
 			}
 		}
 		return m, nil
@@ -501,74 +577,6 @@ func rpcError(w http.ResponseWriter, status, code int, msg string, data any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
-}
-
-// sessionRecorder notes which key opened a session, from the session id
-// the MCP handler puts in the response header.
-type sessionRecorder struct {
-	http.ResponseWriter
-	p     *project
-	key   string
-	wrote bool // the status line went out
-}
-
-func (s *sessionRecorder) WriteHeader(code int) {
-	if s.wrote {
-		return
-	}
-	s.wrote = true
-	if id := s.Header().Get("Mcp-Session-Id"); id != "" && code < 300 {
-		s.p.addSession(id, s.key)
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *sessionRecorder) Write(b []byte) (int, error) {
-	if !s.wrote {
-		s.WriteHeader(http.StatusOK)
-	}
-	return s.ResponseWriter.Write(b)
-}
-
-func (s *sessionRecorder) Flush() {
-	if f, ok := s.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-func (s *sessionRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
-
-// addSession records that key opened session id.
-func (p *project) addSession(id, key string) {
-	if key == "" {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.sessionKeys == nil {
-		p.sessionKeys = map[string]string{}
-	}
-	p.sessionKeys[id] = key
-}
-
-// sessionsOf counts the open sessions of key, forgetting closed ones.
-func (p *project) sessionsOf(key string) int {
-	live := map[string]bool{}
-	for ss := range p.server.Sessions() {
-		live[ss.ID()] = true
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := 0
-	for id, k := range p.sessionKeys {
-		switch {
-		case !live[id]:
-			delete(p.sessionKeys, id)
-		case k == key:
-			n++
-		}
-	}
-	return n
 }
 
 // authReason is a short label for why a key was refused.

@@ -45,8 +45,9 @@ func guardFixture(tb testing.TB) (http.Handler, string) {
 }
 
 // BenchmarkGuard measures the access layer alone for one tools/call
-// request: client address, IP rules, key check, body read, rate limits
-// and the SDK's bearer middleware.
+// request: Host and Origin, client address, IP rules, key check, the
+// transport's header checks, body read, rate limits and the SDK's bearer
+// middleware.
 func BenchmarkGuard(b *testing.B) {
 	h, key := guardFixture(b)
 	body := `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"demo__echo","arguments":{"text":"hello"}}}`
@@ -55,6 +56,8 @@ func BenchmarkGuard(b *testing.B) {
 		r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(body))
 		r.RemoteAddr = "127.0.0.1:5555"
 		r.Header.Set("Authorization", "Bearer "+key)
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Accept", "application/json, text/event-stream")
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, r)
 		if w.Code != http.StatusAccepted {
@@ -79,6 +82,8 @@ func TestGuardRefusals(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(tc.body))
 			r.RemoteAddr = "127.0.0.1:5555"
+			r.Header.Set("Content-Type", "application/json")
+			r.Header.Set("Accept", "application/json, text/event-stream")
 			if tc.header != "" {
 				r.Header.Set("Authorization", tc.header)
 			}

@@ -22,6 +22,7 @@ type metrics struct {
 	rateLimited  *prometheus.CounterVec
 	ipDenied     *prometheus.CounterVec
 	originDenied *prometheus.CounterVec
+	accessCalls  *prometheus.CounterVec
 	refused      *prometheus.CounterVec
 	auditSeconds prometheus.Histogram
 	executions   *prometheus.CounterVec
@@ -57,6 +58,10 @@ func newMetrics(g *Gateway) *metrics {
 			Name: "toolgate_origin_denied_total",
 			Help: "Requests refused for their Host or Origin header (DNS-rebinding protection), by header (host, origin).",
 		}, []string{"project", "header"}),
+		accessCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "toolgate_access_layer_calls_total",
+			Help: "tools/call requests over HTTP that the access layer answered itself rather than through the MCP SDK's handler.",
+		}, []string{"project"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "toolgate_requests_refused_total",
 			Help: "New sessions, tool calls and event streams refused with a retryable error: overloaded (limits.maxInFlightCalls) or shutting_down.",
@@ -86,7 +91,7 @@ func newMetrics(g *Gateway) *metrics {
 		Name: "toolgate_tool_calls_in_flight",
 		Help: "tools/call requests from clients being handled (capped by limits.maxInFlightCalls).",
 	}, func() float64 { return float64(g.life.inFlight()) })
-	m.registry.MustRegister(m.calls, m.callSeconds, m.authFailures, m.rateLimited, m.ipDenied, m.originDenied, m.refused, inFlight, m.auditSeconds,
+	m.registry.MustRegister(m.calls, m.callSeconds, m.authFailures, m.rateLimited, m.ipDenied, m.originDenied, m.accessCalls, m.refused, inFlight, m.auditSeconds,
 		&upstreamCollector{g: g},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

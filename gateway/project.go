@@ -99,9 +99,12 @@ type project struct {
 	codeDesc  string            // execute_code's description ("" while code mode is off)
 	execMu    sync.Mutex
 	execSlots chan struct{} // codeMode.maxConcurrentExecutions
-	// sessionKeys maps MCP session ids to the key that opened them, for
-	// limits.maxSessionsPerKey.
-	sessionKeys map[string]string
+	// sessions are the open HTTP sessions of the project's MCP server by
+	// id (front.go), and keySessions their number by key that opened them
+	// (limits.maxSessionsPerKey).
+	sessMu      sync.Mutex
+	sessions    map[string]*session
+	keySessions map[string]int
 	// directCalls cancels the tools/calls the access layer is answering
 	// itself (fastpath.go), for notifications/cancelled.
 	directCalls map[directCallKey][]*context.CancelFunc
@@ -143,7 +146,7 @@ func newProject(gw *Gateway, name string) *project {
 		// The access layer caps bodies first, at limits.maxRequestBodyBytes.
 		MaxRequestBodyBytes: math.MaxInt64,
 	})
-	p.server.AddReceivingMiddleware(gw.admitCalls, p.wholeLists, p.unknownTools)
+	p.server.AddReceivingMiddleware(p.trackSessions, gw.admitCalls, p.wholeLists, p.unknownTools)
 	p.guarded = gw.guard(p)
 	return p
 }
