@@ -290,7 +290,7 @@ func (g *Gateway) guard(p *project) http.Handler {
 					r.writeHTTP(w)
 					return
 				}
-				if p.lookupTool(msg.Params.Name) != nil || p.isCodeModeTool(msg.Params.Name) {
+				if p.lookupCallable(msg.Params.Name) != nil || p.isCodeModeTool(msg.Params.Name) {
 					if err := g.takeTokens(pr, msg.Params.Name); err != nil {
 						var ce *CallError
 						if errors.As(err, &ce) {

@@ -76,8 +76,8 @@ func (p *project) prepareDirectCall(r *http.Request, s *session, msg *rpcMessage
 			return nil, false
 		}
 	}
-	if p.lookupTool(msg.Params.Name) == nil {
-		return nil, false // unknown, hidden, or a Code Mode tool
+	if p.lookupCallable(msg.Params.Name) == nil {
+		return nil, false // unknown, hidden, not callable directly, or a Code Mode tool
 	}
 	if s.ss.InitializeParams() == nil {
 		return nil, false

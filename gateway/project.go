@@ -384,8 +384,8 @@ func (p *project) rebuildLocked() {
 	problems = append(problems, p.gw.checkPins(p.name, reg)...)
 	cm := p.gw.Config().CodeMode
 	code := newCodeTools(reg)
-	// With code mode on, the direct tools stay callable (by scripts) but
-	// are listed only with codeMode.directTools.
+	// With code mode on, the upstream tools are for scripts: clients see
+	// (and may call) them only with codeMode.directTools.
 	listed := reg.tools
 	if cm.Enabled && !cm.DirectTools {
 		listed = map[string]*route{}
@@ -449,11 +449,21 @@ func removed(old, cur map[string]*route) []string {
 	return gone
 }
 
-// lookupTool returns the route of a visible tool.
+// lookupTool returns the route of a visible tool: one a Code Mode script
+// may call.
 func (p *project) lookupTool(name string) *route {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.reg.tools[name]
+}
+
+// lookupCallable returns the route of a tool a client may call directly:
+// one that tools/list shows. With Code Mode on and codeMode.directTools
+// off, upstream tools are for scripts only, over every transport.
+func (p *project) lookupCallable(name string) *route {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.listed[name]
 }
 
 // resourceRoute returns the route serving uri: a listed resource, else the
@@ -781,16 +791,17 @@ func transportName(s *config.Server) string {
 }
 
 // unknownTools answers a tools/call of a name the project does not show
-// (unknown or filtered) on the tool path, so that the refusal is counted
-// and recorded like any other; the error is the one the MCP SDK gives for a
-// tool it does not have.
+// (unknown, filtered, or an upstream tool that Code Mode keeps for
+// scripts) on the tool path, so that the refusal is counted and recorded
+// like any other; the error is the one the MCP SDK gives for a tool it
+// does not have.
 func (p *project) unknownTools(next mcp.MethodHandler) mcp.MethodHandler {
 	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
 		if method != "tools/call" {
 			return next(ctx, method, req)
 		}
 		ctr, ok := req.(*mcp.CallToolRequest)
-		if !ok || ctr.Params == nil || p.lookupTool(ctr.Params.Name) != nil || p.isCodeModeTool(ctr.Params.Name) {
+		if !ok || ctr.Params == nil || p.lookupCallable(ctr.Params.Name) != nil || p.isCodeModeTool(ctr.Params.Name) {
 			return next(ctx, method, req)
 		}
 		pr, _ := principalFrom(ctr.Extra, p.name)
