@@ -333,7 +333,11 @@ func (g *Gateway) guard(p *project) http.Handler {
 			ti.Extra[tokenClaim] = claim
 			ew.claim = claim
 		}
+		if r.Method == http.MethodGet {
+			ew.events = sess
+		}
 		inner.ServeHTTP(ew, r)
+		ew.closed()
 		ew.finish(r.Method == http.MethodPost, body)
 		if claim != nil {
 			claim.postEnded()
@@ -365,6 +369,9 @@ type rpcErrorWriter struct {
 	code   int // the status the handler wrote
 	claim  *callClaim
 	stream bool // the answer is an event stream
+
+	events *session // of a GET: the session whose event stream this is
+	opened bool     // the SDK opened it (counted in events.streams)
 }
 
 func (w *rpcErrorWriter) WriteHeader(code int) {
@@ -399,7 +406,19 @@ func (w *rpcErrorWriter) Write(b []byte) (int, error) {
 	if w.stream {
 		w.claim.sawAnswers(b)
 	}
+	if w.events != nil && !w.opened && w.code == http.StatusOK {
+		// The SDK writes the stream's first bytes once it delivers to it.
+		w.opened = true
+		w.events.streams.Add(1)
+	}
 	return w.ResponseWriter.Write(b)
+}
+
+// closed notes the end of the request.
+func (w *rpcErrorWriter) closed() {
+	if w.opened {
+		w.events.streams.Add(-1)
+	}
 }
 
 func (w *rpcErrorWriter) Flush() {

@@ -58,10 +58,12 @@ type directCallKey struct {
 // peeked tools/call of session s (checked by checkTransport; nil when the
 // request names none), itself: one request with an id, the version tag and
 // parameters the SDK accepts, a tool the client may call, only a progress
-// token in _meta, a protocol version the SDK's session serves for it, and
-// the session initialized.
+// token in _meta, a protocol version the SDK's session serves for it, the
+// session initialized, and its event stream open (what the upstream sends
+// during the call is relayed there; without one, the SDK answers and the
+// messages go on the call's own stream, relay.go).
 func (p *project) prepareDirectCall(r *http.Request, s *session, msg *rpcMessage) (*directCall, bool) {
-	if s == nil || !directCallsOn.Load() || msg.Version != "2.0" || msg.Params.Name == "" {
+	if s == nil || !directCallsOn.Load() || msg.Version != "2.0" || msg.Params.Name == "" || s.streams.Load() == 0 {
 		return nil, false
 	}
 	if v := r.Header.Get(protocolVersionHeader); v != "" && !slices.Contains(downstreamProtocolVersions, v) {

@@ -155,7 +155,8 @@ func (f *httpFixture) post(t *testing.T, key, sid, body string, header ...string
 	return resp.StatusCode, resp.Header.Get("Mcp-Session-Id"), msg
 }
 
-// session opens an initialized session with key.
+// session opens an initialized session with key, with its event stream
+// open (as clients keep it) until the test ends.
 func (f *httpFixture) session(t *testing.T, key string) string {
 	t.Helper()
 	code, sid, msg := f.post(t, key, "", `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`)
@@ -165,6 +166,9 @@ func (f *httpFixture) session(t *testing.T, key string) string {
 	if code, _, msg := f.post(t, key, sid, `{"jsonrpc":"2.0","method":"notifications/initialized"}`); code != http.StatusAccepted {
 		t.Fatalf("initialized: %d %s", code, msg)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	next(t, f.streamWithKey(t, ctx, http.MethodGet, key, sid, ""), "event stream")
 	return sid
 }
 

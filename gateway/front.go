@@ -180,6 +180,10 @@ type session struct {
 
 	mu    sync.Mutex
 	calls map[string]bool // request ids (as JSON) of calls in flight
+
+	// streams counts the session's event streams (GET) the SDK has
+	// opened: messages relayed on the session's behalf go there.
+	streams atomic.Int32
 }
 
 // lookupSession returns the open session sid, or the SDK's refusal: 404

@@ -447,14 +447,14 @@ func (g *Gateway) callRoute(ctx context.Context, p *project, r *route, call *Too
 		params.Arguments = call.Arguments
 	}
 	if tok := call.Meta.GetMeta()["progressToken"]; tok != nil && call.Session != nil {
-		upTok, forget := p.newProgressToken(call.Session, tok)
+		upTok, forget := p.newProgressToken(call.Session, tok, ctx)
 		defer forget()
 		params.Meta = maps.Clone(call.Meta)
 		params.Meta["progressToken"] = upTok
 	}
 	cctx, cancel := context.WithTimeout(ctx, r.up.callTimeout)
 	defer cancel()
-	defer r.up.track(call.Session)()
+	defer r.up.track(call.Session, ctx)()
 	var res *mcp.CallToolResult
 	if conn.calls != nil {
 		var raw json.RawMessage

@@ -117,6 +117,7 @@ type project struct {
 type progressTarget struct {
 	ss    *mcp.ServerSession
 	token any
+	call  context.Context // of the call the token belongs to
 }
 
 func newProject(gw *Gateway, name string) *project {
@@ -147,6 +148,7 @@ func newProject(gw *Gateway, name string) *project {
 		MaxRequestBodyBytes: math.MaxInt64,
 	})
 	p.server.AddReceivingMiddleware(p.trackSessions, gw.admitCalls, p.wholeLists, p.unknownTools)
+	p.server.AddSendingMiddleware(sendElicitParams)
 	p.guarded = gw.guard(p)
 	return p
 }
@@ -623,7 +625,7 @@ func (p *project) upstreamCall(ctx context.Context, u *upstream, ss *mcp.ServerS
 	}
 	ctx, cancel := context.WithTimeout(ctx, u.callTimeout)
 	defer cancel()
-	defer u.track(ss)()
+	defer u.track(ss, ctx)()
 	if err := fn(ctx, cs); err != nil {
 		if ctx.Err() == context.DeadlineExceeded {
 			return fmt.Errorf("server %q did not answer within %v", u.cfg.Name, u.callTimeout)
@@ -641,13 +643,14 @@ func (p *project) upstreamCall(ctx context.Context, u *upstream, ss *mcp.ServerS
 var progressGrace = 10 * time.Second
 
 // newProgressToken maps a client's progress token to a fresh token for the
-// upstream call; the returned func forgets the mapping after progressGrace.
-func (p *project) newProgressToken(ss *mcp.ServerSession, token any) (string, func()) {
+// upstream call (of session ss, under ctx); the returned func forgets the
+// mapping after progressGrace.
+func (p *project) newProgressToken(ss *mcp.ServerSession, token any, ctx context.Context) (string, func()) {
 	p.progMu.Lock()
 	defer p.progMu.Unlock()
 	p.progSeq++
 	t := fmt.Sprintf("tg-%s-%d", p.name, p.progSeq)
-	p.progress[t] = progressTarget{ss: ss, token: token}
+	p.progress[t] = progressTarget{ss: ss, token: token, call: ctx}
 	return t, func() {
 		time.AfterFunc(progressGrace, func() {
 			p.progMu.Lock()
@@ -663,8 +666,9 @@ func (p *project) clientOptions(u *upstream) *mcp.ClientOptions {
 	return &mcp.ClientOptions{
 		Logger: p.log,
 		Capabilities: &mcp.ClientCapabilities{
-			RootsV2:     &mcp.RootCapabilities{},
-			Sampling:    &mcp.SamplingCapabilities{},
+			RootsV2:  &mcp.RootCapabilities{},
+			Sampling: &mcp.SamplingCapabilities{},
+			// Relayed by elicitMiddleware.
 			Elicitation: &mcp.ElicitationCapabilities{Form: &mcp.FormElicitationCapabilities{}},
 		},
 		CreateMessageWithToolsHandler: func(ctx context.Context, req *mcp.CreateMessageWithToolsRequest) (*mcp.CreateMessageWithToolsResult, error) {
@@ -672,14 +676,9 @@ func (p *project) clientOptions(u *upstream) *mcp.ClientOptions {
 			if err != nil {
 				return nil, err
 			}
-			return ss.CreateMessageWithTools(ctx, req.Params)
-		},
-		ElicitationHandler: func(ctx context.Context, req *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
-			ss, err := relayTarget(u, "elicitation")
-			if err != nil {
-				return nil, err
-			}
-			return ss.Elicit(ctx, req.Params)
+			return relayRequest(ctx, u, ss, func(ctx context.Context) (*mcp.CreateMessageWithToolsResult, error) {
+				return ss.CreateMessageWithTools(ctx, req.Params)
+			})
 		},
 		ToolListChangedHandler:     func(context.Context, *mcp.ToolListChangedRequest) { u.requestRefresh() },
 		PromptListChangedHandler:   func(context.Context, *mcp.PromptListChangedRequest) { u.requestRefresh() },
@@ -700,7 +699,7 @@ func (p *project) clientOptions(u *upstream) *mcp.ClientOptions {
 			}
 			params := *req.Params
 			params.ProgressToken = target.token
-			_ = target.ss.NotifyProgress(ctx, &params)
+			_ = relayNotice(ctx, target.call, func(ctx context.Context) error { return target.ss.NotifyProgress(ctx, &params) })
 		},
 	}
 }
@@ -718,7 +717,9 @@ func rootsMiddleware(u *upstream) mcp.Middleware {
 				ss.InitializeParams().Capabilities.RootsV2 == nil {
 				return &mcp.ListRootsResult{Roots: []*mcp.Root{}}, nil
 			}
-			return ss.ListRoots(ctx, nil)
+			return relayRequest(ctx, u, ss, func(ctx context.Context) (*mcp.ListRootsResult, error) {
+				return ss.ListRoots(ctx, nil)
+			})
 		}
 	}
 }
@@ -756,7 +757,7 @@ func (p *project) relayLog(ctx context.Context, u *upstream, params *mcp.Logging
 		}
 		seen[ss] = true
 		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_ = ss.Log(lctx, &msg)
+		_ = relayNotice(lctx, u.callContext(ss), func(ctx context.Context) error { return ss.Log(ctx, &msg) })
 		cancel()
 	}
 }
