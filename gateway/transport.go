@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/toolgate/toolgate/internal/clip"
 	"github.com/toolgate/toolgate/internal/config"
 )
 
@@ -282,17 +284,46 @@ func upstreamEnv(extra map[string]string) []string {
 	return env
 }
 
-// logLines copies an upstream's stderr to the log, one record a line.
+// stderrLineBytes bounds what the log keeps of one line an upstream writes
+// on stderr; the rest of a longer line is read and dropped.
+const stderrLineBytes = 4096
+
+// logLines copies an upstream's stderr to the log, one record a line, until
+// the pipe ends. It always reads on, whatever the upstream writes: a line
+// longer than stderrLineBytes is logged cut (clip.Text says how long it
+// was), since an upstream whose stderr nobody reads blocks on its next
+// write.
 func logLines(r io.Reader, log *slog.Logger) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 4096), 64*1024)
-	for sc.Scan() {
-		if line := strings.TrimSpace(sc.Text()); line != "" {
-			log.Debug("upstream stderr", "line", line)
+	br := bufio.NewReaderSize(r, stderrLineBytes)
+	var line []byte // what is kept of the line
+	n := 0          // its length, dropped bytes included
+	for {
+		chunk, err := br.ReadSlice('\n')
+		n += len(chunk)
+		if len(line) < stderrLineBytes {
+			line = append(line, chunk[:min(len(chunk), stderrLineBytes-len(line))]...)
 		}
-	}
-	if err := sc.Err(); err != nil && !errors.Is(err, os.ErrClosed) {
-		log.Debug("upstream stderr", "error", err)
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue // the line goes on
+		}
+		if err == nil {
+			n-- // the newline
+		}
+		text := strings.TrimSpace(string(line))
+		if n > len(line) {
+			// Cut as clip.Text cuts, saying how long the line was.
+			text = clip.Prefix(text, stderrLineBytes-32) + "…[" + strconv.Itoa(n) + " bytes]"
+		}
+		if text != "" {
+			log.Debug("upstream stderr", "line", text)
+		}
+		line, n = line[:0], 0
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrClosed) {
+				log.Debug("upstream stderr", "error", err)
+			}
+			return
+		}
 	}
 }
 
