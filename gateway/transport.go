@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -22,37 +21,16 @@ import (
 	"github.com/toolgate/toolgate/internal/config"
 )
 
-// inheritedEnv lists the variables of the gateway's own environment that a
-// stdio upstream inherits; everything else comes from the server's `env`.
-// A gateway's environment often holds secrets meant for other servers, so
-// upstreams do not get all of it.
-var inheritedEnv = []string{"HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "TMPDIR", "TZ"}
-
 // upstreamProtocolVersion is the protocol version toolgate offers upstream
 // servers. Newer versions (2026-07-28) replace server-to-client requests with
 // multi round-trip results, which the relay does not carry yet.
 const upstreamProtocolVersion = "2025-11-25"
 
-// processGroup is a started stdio upstream whose whole process group is
-// killed when the connection ends.
-type processGroup struct {
-	pid int
-}
-
-// kill sends SIGKILL to the whole process group (npx, node and whatever
-// else the server started). It is safe to call more than once.
-func (p *processGroup) kill() {
-	if p == nil || p.pid <= 0 {
-		return
-	}
-	_ = syscall.Kill(-p.pid, syscall.SIGKILL)
-}
-
 // connection is one live session with an upstream plus what must be torn
 // down with it.
 type connection struct {
 	session *mcp.ClientSession
-	group   *processGroup   // nil for remote servers
+	group   *processGroup   // nil for remote servers (process_*.go)
 	pool    *http.Transport // remote servers: the connection pool of this session
 	calls   *streamCaller   // streamable HTTP servers: calls tools without the SDK's client
 	broken  chan error      // a failure that ends the session, found outside the SDK
@@ -228,7 +206,7 @@ func connectStdio(ctx context.Context, client *mcp.Client, s *config.Server, opt
 	cmd := exec.Command(s.Command, s.Args...)
 	cmd.Dir = s.Cwd
 	cmd.Env = upstreamEnv(s.Env)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	inProcessGroup(cmd)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err
@@ -236,7 +214,7 @@ func connectStdio(ctx context.Context, client *mcp.Client, s *config.Server, opt
 	t := &mcp.CommandTransport{Command: cmd, TerminateDuration: 2 * time.Second}
 	conn := &connection{}
 	cs, err := client.Connect(ctx, &startHook{CommandTransport: t, cmd: cmd, onStart: func() {
-		conn.group = &processGroup{pid: cmd.Process.Pid}
+		conn.group = newProcessGroup(cmd, log)
 		go logLines(stderr, log)
 	}}, opts)
 	if err != nil {

@@ -136,10 +136,10 @@ var npmDir = sync.OnceValues(func() (string, error) {
 		return "", fmt.Errorf("npm packages: opening install lock: %w", err)
 	}
 	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+	if err := lockFile(lock); err != nil {
 		return "", fmt.Errorf("npm packages: taking install lock: %w", err)
 	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	defer unlockFile(lock)
 	if npmFresh(dir) { // another process installed while we waited
 		return dir, nil
 	}
@@ -323,7 +323,7 @@ func StartProcess(t testing.TB, opts ProcOptions) *Proc {
 	p := &Proc{cmd: cmd, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout = p.stdout
 	cmd.Stderr = p.stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = groupAttr()
 	// A grandchild that keeps our pipes open must not block Wait forever.
 	cmd.WaitDelay = 2 * time.Second
 	if err := cmd.Start(); err != nil {
@@ -377,7 +377,7 @@ func (p *Proc) Exited() bool {
 func (p *Proc) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
 
 // SignalGroup sends sig to the process's whole process group.
-func (p *Proc) SignalGroup(sig syscall.Signal) error { return syscall.Kill(-p.Pid(), sig) }
+func (p *Proc) SignalGroup(sig syscall.Signal) error { return signalGroup(p.cmd.Process, sig) }
 
 // Wait waits up to timeout for the process to exit and returns its exit
 // code: -1 when a signal ended it. The error is non-nil when the timeout
@@ -516,21 +516,5 @@ func ConnectHTTP(t testing.TB, ctx context.Context, url string, headers map[stri
 // ProcessAlive reports whether a process with this pid exists and is not a
 // zombie (an exited process nobody has reaped yet counts as dead).
 func ProcessAlive(pid int) bool {
-	if pid <= 0 {
-		return false
-	}
-	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
-		return false
-	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return !errors.Is(err, os.ErrNotExist)
-	}
-	// The state follows the command name, which is in parentheses and may
-	// itself contain spaces or parentheses.
-	if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) {
-		state := b[i+2]
-		return state != 'Z' && state != 'X'
-	}
-	return true
+	return pid > 0 && processAlive(pid)
 }
