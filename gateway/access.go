@@ -260,7 +260,7 @@ func (g *Gateway) guard(p *project) http.Handler {
 				}
 			}
 			if sess != nil && claimable(r, &msg) {
-				c, dup, ok := sess.claim(msg.Calls)
+				c, dup, ok := sess.claim(msg.callIDs())
 				if !ok {
 					writeDuplicate(w, dup)
 					return
@@ -473,9 +473,10 @@ type rpcMessage struct {
 	Version string
 	ID      json.RawMessage
 	Params  mcp.CallToolParamsRaw
-	// Calls are the ids of the requests in the body that expect an answer
-	// (with Batch, those of a batch's requests).
-	Calls []jsonrpc.ID
+	// Calls are the ids (as sent) of the requests in the body that expect
+	// an answer (with Batch, those of a batch's requests); callIDs reads
+	// them.
+	Calls []json.RawMessage
 	Batch bool
 }
 
@@ -526,8 +527,8 @@ func peekMessage(body []byte) (rpcMessage, error) {
 			return m, err
 		}
 		m.Method = wireMethod(w.Method)
-		if id, ok := requestID(w.ID); ok && m.Method != "" {
-			m.Calls = []jsonrpc.ID{id}
+		if len(w.ID) > 0 && m.Method != "" {
+			m.Calls = []json.RawMessage{w.ID}
 		}
 		if m.Method == "tools/call" && len(w.Params) > 0 && w.Params[0] == '{' {
 			if _, err := sdkParse(w.Params, &m.Params); err != nil {
@@ -549,8 +550,8 @@ func peekMessage(body []byte) (rpcMessage, error) {
 			if method == "initialize" {
 				return m, &peekError{code: codeInvalidRequest, msg: "initialize must not be part of a JSON-RPC batch"}
 			}
-			if id, ok := requestID(w.ID); ok && method != "" {
-				m.Calls = append(m.Calls, id)
+			if len(w.ID) > 0 && method != "" {
+				m.Calls = append(m.Calls, w.ID)
 			}
 		}
 		return m, nil
@@ -560,6 +561,18 @@ func peekMessage(body []byte) (rpcMessage, error) {
 		}
 		return m, nil
 	}
+}
+
+// callIDs returns the ids of m's calls as the SDK reads them (null and
+// other values are no call's).
+func (m *rpcMessage) callIDs() []jsonrpc.ID {
+	ids := make([]jsonrpc.ID, 0, len(m.Calls))
+	for _, raw := range m.Calls {
+		if id, ok := requestID(raw); ok {
+			ids = append(ids, id)
+		}
+	}
+	return ids
 }
 
 // wireMethod is the method a raw "method" value names; "" when it is not a

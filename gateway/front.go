@@ -136,12 +136,13 @@ func accepts(values []string) (jsonOK, streamOK bool) {
 	for _, value := range values {
 		for raw := range strings.SplitSeq(value, ",") {
 			base, _, _ := strings.Cut(strings.TrimSpace(raw), ";")
-			switch strings.ToLower(strings.TrimSpace(base)) {
-			case "application/json", "application/*":
+			base = strings.TrimSpace(base)
+			switch {
+			case strings.EqualFold(base, "application/json"), strings.EqualFold(base, "application/*"):
 				jsonOK = true
-			case "text/event-stream", "text/*":
+			case strings.EqualFold(base, "text/event-stream"), strings.EqualFold(base, "text/*"):
 				streamOK = true
-			case "*/*":
+			case base == "*/*":
 				jsonOK, streamOK = true, true
 			}
 		}
@@ -152,6 +153,9 @@ func accepts(values []string) (jsonOK, streamOK bool) {
 // baseMediaType is the media type of a Content-Type header, "" when it
 // does not parse.
 func baseMediaType(value string) string {
+	if value == "application/json" {
+		return value // what mime.ParseMediaType says, without its allocations
+	}
 	mt, _, err := mime.ParseMediaType(value)
 	if err != nil {
 		return ""

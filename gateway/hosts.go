@@ -112,7 +112,7 @@ func (h *hostRules) hostOK(host, port, defPort string, c connInfo, wildcard bool
 			return true
 		}
 	}
-	if ip, err := netip.ParseAddr(host); err == nil {
+	if ip, ok := parseIP(host); ok {
 		ip = ip.Unmap()
 		return c.local.IsValid() && (ip == c.local || ip.IsLoopback() && c.local.IsLoopback())
 	}
@@ -125,6 +125,16 @@ func (h *hostRules) hostOK(host, port, defPort string, c connInfo, wildcard bool
 		return true
 	}
 	return false
+}
+
+// parseIP parses host as an IP address; a name (a letter first, no colon)
+// is not parsed at all, which would cost an error value per request.
+func parseIP(host string) (netip.Addr, bool) {
+	if host == "" || !(host[0] >= '0' && host[0] <= '9' || strings.Contains(host, ":")) {
+		return netip.Addr{}, false
+	}
+	ip, err := netip.ParseAddr(host)
+	return ip, err == nil
 }
 
 // refuse returns the header that r may not be served for ("Host" or

@@ -57,13 +57,23 @@ func ParseHostPattern(s string) (host, port string, err error) {
 		}
 	}
 	host = strings.ToLower(strings.TrimSuffix(host, "."))
-	if _, err := netip.ParseAddr(host); err == nil {
+	if ipLiteral(host) {
 		return host, port, nil
 	}
 	if !hostNameOK(host) {
 		return "", "", fmt.Errorf("%q is not a host name", host)
 	}
 	return host, port, nil
+}
+
+// ipLiteral reports whether host is an IP address. (Names are checked
+// first: a failed parse costs an allocated error, on every request.)
+func ipLiteral(host string) bool {
+	if host == "" || !(host[0] >= '0' && host[0] <= '9' || strings.Contains(host, ":")) {
+		return false
+	}
+	_, err := netip.ParseAddr(host)
+	return err == nil
 }
 
 // hostNameOK reports whether s is made of DNS labels: letters, digits,
