@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -265,7 +266,8 @@ func (g *Gateway) ExecuteCode(ctx context.Context, project string, pr Principal,
 }
 
 func (g *Gateway) executeCode(ctx context.Context, p *project, pr Principal, code string, ss *mcp.ServerSession) (*sandbox.Result, error) {
-	cm := g.Config().CodeMode
+	cfg := g.Config()
+	cm := cfg.CodeMode
 	if !cm.Enabled || g.engine == nil {
 		return nil, &CallError{Code: CodeNotFound, Message: "code mode is not enabled"}
 	}
@@ -310,6 +312,8 @@ func (g *Gateway) executeCode(ctx context.Context, p *project, pr Principal, cod
 		Timeout: cm.Timeout.D(), MemoryLimitMB: cm.MemoryLimitMB, MaxStackKB: cm.MaxStackKB,
 		MaxToolCalls: cm.MaxToolCalls, MaxConcurrentToolCalls: cm.MaxConcurrentToolCalls,
 		MaxCodeBytes: cm.MaxCodeBytes, MaxOutputBytes: cm.MaxOutputBytes,
+		// A script's call carries no more than a client's request may.
+		MaxArgumentBytes: int(min(cfg.Limits.MaxRequestBodyBytes, math.MaxInt32)),
 	}
 	res, err := g.engine.Run(ctx, req, lim)
 	if err != nil {

@@ -51,3 +51,44 @@ func BenchmarkPoolAcquire(b *testing.B) {
 	// acquisitions alone.
 	b.ReportMetric(float64(took.Nanoseconds())/float64(b.N), "acquire-ns/op")
 }
+
+// BenchmarkInterpreterGuard is fib(25) in the engine's interpreter with the
+// deadline checks compiled in (instrumented) and in the same interpreter,
+// driven the same way, without them (plain): what the guard costs compute.
+func BenchmarkInterpreterGuard(b *testing.B) {
+	const fib = "function fib(n) { return n < 2 ? n : fib(n - 1) + fib(n - 2) }; fib(25)"
+	for _, instrumented := range []bool{true, false} {
+		name := "plain"
+		if instrumented {
+			name = "instrumented"
+		}
+		b.Run(name, func(b *testing.B) {
+			opts := testEngine.opts
+			if !instrumented {
+				v, err := newVM(b.TempDir(), false)
+				if err != nil {
+					b.Fatal(err)
+				}
+				opts.vm = v
+				if opts.tpl, err = newTemplate(opts); err != nil {
+					b.Fatal(err)
+				}
+			}
+			var took time.Duration
+			for b.Loop() {
+				g, err := newGuest(opts)
+				if err != nil {
+					b.Fatal(err)
+				}
+				start := time.Now()
+				s, err := g.eval("probe.js", fib)
+				took += time.Since(start)
+				g.close()
+				if err != nil || s != "75025" {
+					b.Fatalf("fib(25) = %q, %v", s, err)
+				}
+			}
+			b.ReportMetric(float64(took.Microseconds())/1000/float64(b.N), "fib-ms")
+		})
+	}
+}
