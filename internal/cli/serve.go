@@ -603,6 +603,7 @@ func auditOptions(cfg *config.Config) *policy.AuditOptions {
 		FsyncInterval: cfg.Audit.FsyncInterval.D(),
 		MaxSizeBytes:  int64(cfg.Audit.MaxSizeMB) << 20,
 		MaxFiles:      cfg.Audit.MaxFiles,
+		RetainAtLeast: cfg.Audit.RetainAtLeast.D(),
 		LogArguments:  cfg.Audit.LogArguments,
 	}
 	if cfg.Audit.Stdout {
@@ -661,10 +662,7 @@ func openGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, useK
 	for _, r := range cfg.Alerts.Rules {
 		rules = append(rules, policy.AlertRule{Event: r.Event, Threshold: r.Threshold, Window: r.Window.D()})
 	}
-	if len(rules) == 0 {
-		rules = policy.DefaultAlertRules()
-	}
-	alerter := policy.NewAlerter(cfg.Alerts.Webhook, rules, &policy.AlerterOptions{Logger: log, Post: webhook.Poster(&http.Client{})})
+	alerter := policy.NewAlerter(cfg.Alerts.Webhook, policy.AlertRulesFor(rules), &policy.AlerterOptions{Logger: log, Post: webhook.Poster(&http.Client{})})
 	cleanups = append(cleanups, alerter.Close)
 
 	var engine *sandbox.Engine

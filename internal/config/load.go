@@ -709,6 +709,7 @@ func applyDefaults(c *Config) {
 	setDefault(&c.Audit.FsyncInterval, Duration(100*time.Millisecond))
 	setDefault(&c.Audit.MaxSizeMB, 100)
 	setDefault(&c.Audit.MaxFiles, 10)
+	setDefault(&c.Audit.RetainAtLeast, Duration(7*24*time.Hour))
 	setDefault(&c.KeyMaxAge, Duration(90*24*time.Hour))
 	cm := &c.CodeMode
 	setDefault(&cm.Timeout, Duration(10*time.Second))
