@@ -182,8 +182,33 @@ func checkReloadable(old, cur *config.Config) error {
 	return nil
 }
 
-// RecordKeyChange records a key created, rotated or revoked (by the CLI,
-// seen by the authenticator).
-func (g *Gateway) RecordKeyChange(change string, k *policy.Key) {
-	_ = g.emit(&policy.Event{Type: change, Project: k.Project, KeyID: k.ID, KeyName: k.Name, NewKeyID: k.RotatedTo})
+// RecordKeyChange appends a key change that the key store kept (a key
+// created, rotated or revoked, by the command line or by this process,
+// with or without a gateway running) to the audit log, dated when it was
+// made. The error says it could not be written; the store then keeps it
+// for the next try.
+//
+// A change the log already holds is not written again: a crash between
+// writing a change and telling the store leaves it in both, so the first
+// call of a process looks for the key changes written since (a little
+// before) its time, reading the log's newest lines only.
+func (g *Gateway) RecordKeyChange(c policy.KeyChange) error {
+	g.keyMu.Lock()
+	defer g.keyMu.Unlock()
+	if g.audit != nil && g.keysInLog == nil {
+		found, err := policy.RecordedKeyChanges(g.audit.Path(), c.Time.Add(-keyChangeSkew))
+		if err != nil {
+			return fmt.Errorf("look for key changes already in the audit log: %w", err)
+		}
+		g.keysInLog = found
+	}
+	if g.keysInLog[c.Type+" "+c.KeyID] {
+		return nil
+	}
+	return g.emit(c.Event())
 }
+
+// keyChangeSkew is how much earlier than a key change lines may be dated
+// that were written after it (clock steps, writers racing for the log).
+const keyChangeSkew = time.Minute
+

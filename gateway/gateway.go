@@ -124,6 +124,9 @@ type Gateway struct {
 
 	reloadMu sync.Mutex // one Start/Reload/Close at a time
 
+	keyMu     sync.Mutex      // one RecordKeyChange at a time
+	keysInLog map[string]bool // key changes the log held at the first RecordKeyChange
+
 	mu       sync.RWMutex
 	cfg      *config.Config
 	projects map[string]*project

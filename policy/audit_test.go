@@ -1006,3 +1006,56 @@ func TestAuditRetentionAges(t *testing.T) {
 		t.Errorf("nothing was removed: %+v", v)
 	}
 }
+
+// RecordedKeyChanges finds the key changes written since a time, across
+// rotated files and lines longer than its read size, and no older ones.
+func TestRecordedKeyChanges(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	if got, err := policy.RecordedKeyChanges(path, time.Time{}); err != nil || len(got) != 0 {
+		t.Fatalf("a log without files: %v, %v", got, err)
+	}
+	a := openAudit(t, path, &policy.AuditOptions{MaxSizeBytes: 300 << 10, LogArguments: true})
+	t0 := time.Now().Add(-time.Hour)
+	write := func(e *policy.Event) {
+		t.Helper()
+		if err := a.Write(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	long := func(n int) *policy.Event {
+		e := callEvent(n)
+		e.SetArguments(json.RawMessage(`"` + strings.Repeat("a", 60<<10) + `"`))
+		return e
+	}
+	write(&policy.Event{Type: policy.EventKeyCreated, KeyID: "old", Time: t0})
+	write(&policy.Event{Type: policy.EventToolCall, Tool: "before", Time: t0.Add(time.Minute)})
+	since := t0.Add(30 * time.Minute)
+	write(&policy.Event{Type: policy.EventKeyCreated, KeyID: "k1", Time: since.Add(time.Second)})
+	for i := range 10 {
+		write(long(i)) // several rotations, lines across read chunks
+	}
+	write(&policy.Event{Type: policy.EventKeyRotated, KeyID: "k1", NewKeyID: "k2", Time: since.Add(2 * time.Second)})
+	write(long(10))
+	a.Close()
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(`{"time":"2020-01-01T00:00:00Z","type":"key.rev`) // torn
+	f.Close()
+	if _, err := os.Stat(path + ".2"); err != nil {
+		t.Fatalf("no rotation happened: %v", err)
+	}
+	got, err := policy.RecordedKeyChanges(path, since)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{"key.created k1": true, "key.rotated k1": true}
+	if !cmp.Equal(got, want) {
+		t.Errorf("since %v: %v, want %v", since, got, want)
+	}
+	got, err = policy.RecordedKeyChanges(path, time.Time{})
+	if err != nil || !got["key.created old"] || len(got) != 3 {
+		t.Errorf("since the beginning: %v, %v", got, err)
+	}
+}
