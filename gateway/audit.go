@@ -90,18 +90,20 @@ func callEvent(project string, r *route, call *ToolCall, res *mcp.CallToolResult
 			ev.ResultBytes = jsonSize(res)
 		}
 		if res.IsError {
-			ev.Error = truncateText(resultText(res), 500)
+			ev.Error = resultText(res)
 		}
 	}
+	// Texts go in whole: the audit log cuts each field to its cap and
+	// keeps the full text's length and SHA-256.
 	var ce *CallError
 	var rpcErr *jsonrpc.Error
 	switch {
 	case errors.As(err, &ce):
 		ev.Error = ce.Message
 	case errors.As(err, &rpcErr):
-		ev.Error = truncateText(rpcErr.Message, 500)
+		ev.Error = rpcErr.Message
 	case err != nil:
-		ev.Error = truncateText(err.Error(), 500)
+		ev.Error = err.Error()
 	}
 	return ev
 }
@@ -134,19 +136,12 @@ func resultText(res *mcp.CallToolResult) string {
 	return ""
 }
 
-func truncateText(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
-}
-
 // upstreamEvent implements upstreamHooks: upstream.error when an upstream
 // fails, upstream.restart when it is reconnected.
 func (p *project) upstreamEvent(u *upstream, typ string, err error) {
 	ev := &policy.Event{Type: typ, Project: p.name, Server: u.cfg.Name}
 	if err != nil {
-		ev.Error = truncateText(err.Error(), 500)
+		ev.Error = err.Error()
 	}
 	_ = p.gw.emit(ev)
 }
@@ -211,4 +206,3 @@ func (g *Gateway) RecordKeyChange(c policy.KeyChange) error {
 // keyChangeSkew is how much earlier than a key change lines may be dated
 // that were written after it (clock steps, writers racing for the log).
 const keyChangeSkew = time.Minute
-

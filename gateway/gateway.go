@@ -379,11 +379,18 @@ func (g *Gateway) callTool(ctx context.Context, p *project, call *ToolCall) (*mc
 			call.result, call.resultJSON = res, b
 		}
 	}
-	if aerr := g.record(p, r, call, res, err, time.Since(start)); aerr != nil && err == nil {
-		// Fail closed: a call that cannot be recorded is not answered.
-		return nil, &CallError{Code: CodeUnavailable, Message: "the call could not be recorded in the audit log: " + aerr.Error()}
+	if aerr := g.record(p, r, call, res, err, time.Since(start)); aerr != nil {
+		// Fail closed: a call that cannot be recorded, answered or
+		// refused, is not answered.
+		return nil, errNotRecorded(aerr)
 	}
 	return res, err
+}
+
+// errNotRecorded is the answer to a call whose audit event could not be
+// written.
+func errNotRecorded(err error) *CallError {
+	return &CallError{Code: CodeUnavailable, Message: "the call could not be recorded in the audit log: " + err.Error()}
 }
 
 // outcome names how a call ended, for metrics and the audit log.

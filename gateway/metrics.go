@@ -33,7 +33,7 @@ func newMetrics(g *Gateway) *metrics {
 		registry: prometheus.NewRegistry(),
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "toolgate_tool_calls_total",
-			Help: "Tool calls by project, server, tool and outcome (ok, tool_error, or the code of a refusal).",
+			Help: "Tool calls by project, server, tool and outcome (ok, tool_error, or the code of a refusal); execute_code and search_tools have no server.",
 		}, []string{"project", "server", "tool", "outcome"}),
 		callSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "toolgate_tool_call_duration_seconds",
