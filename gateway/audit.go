@@ -206,3 +206,24 @@ func (g *Gateway) RecordKeyChange(c policy.KeyChange) error {
 // keyChangeSkew is how much earlier than a key change lines may be dated
 // that were written after it (clock steps, writers racing for the log).
 const keyChangeSkew = time.Minute
+
+// auditRetentionProblem says, for /readyz, that the audit log keeps files
+// past audit.maxFiles; "" when it does not.
+func (g *Gateway) auditRetentionProblem() string {
+	if g.audit == nil {
+		return ""
+	}
+	st := g.audit.Retention()
+	if st.Over == 0 {
+		return ""
+	}
+	return fmt.Sprintf("audit log: %d rotated %s kept past audit.maxFiles (%d) because younger than audit.retainAtLeast (%s); the oldest was last written at %s: make room on the disk, or raise audit.maxSizeMB or audit.maxFiles",
+		st.Over, plural(st.Over, "file", "files"), st.MaxFiles, st.RetainAtLeast, st.Oldest.Format(time.RFC3339))
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}

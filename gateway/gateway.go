@@ -523,10 +523,17 @@ func (g *Gateway) Status() (ready bool, projects map[string]ProjectStatus) {
 	ps := maps.Clone(g.projects)
 	g.mu.RUnlock()
 	ready = g.auditHealthy() == nil
+	retention := g.auditRetentionProblem()
 	projects = map[string]ProjectStatus{}
 	for name, p := range ps {
 		st := p.status()
 		ready = ready && st.Ready
+		if retention != "" {
+			// Said, not made a reason to be unready: the disk filling up
+			// is the operator's to fix, and being unready would let a
+			// burst of events take the gateway out of service.
+			st.Problems = append(st.Problems, retention)
+		}
 		projects[name] = st
 	}
 	return ready, projects

@@ -664,7 +664,9 @@ func openGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, useK
 	}
 	alerter := policy.NewAlerter(cfg.Alerts.Webhook, policy.AlertRulesFor(rules), &policy.AlerterOptions{Logger: log, Post: webhook.Poster(&http.Client{})})
 	cleanups = append(cleanups, alerter.Close)
-	audit, err := policy.OpenAuditLog(cfg.Audit.Path, auditOptions(cfg))
+	auditOpts := auditOptions(cfg)
+	auditOpts.OnRetention = func(st policy.RetentionStatus) { retentionAlert(log, alerter, st) }
+	audit, err := policy.OpenAuditLog(cfg.Audit.Path, auditOpts)
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening the audit log: %w", err)
 	}
@@ -698,4 +700,16 @@ func openGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, useK
 		return nil, nil, err
 	}
 	return gw, cleanup, nil
+}
+
+// retentionAlert reports an audit log rotation that kept files past
+// audit.maxFiles: logged, and shown to the alert rules as an
+// audit.retention event (the log itself holds the event).
+func retentionAlert(log *slog.Logger, alerter *policy.Alerter, st policy.RetentionStatus) {
+	if st.Over == 0 {
+		return
+	}
+	log.Warn("audit log: rotated files kept past audit.maxFiles because they are younger than audit.retainAtLeast; the disk fills until they age or the limits change",
+		"kept", st.Over, "maxFiles", st.MaxFiles, "retainAtLeast", st.RetainAtLeast, "oldest", st.Oldest)
+	alerter.Observe(policy.EventAuditRetention, "", map[string]any{"files": st.Files, "over": st.Over, "maxFiles": st.MaxFiles})
 }
