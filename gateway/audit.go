@@ -186,7 +186,8 @@ func checkReloadable(old, cur *config.Config) error {
 // A change the log already holds is not written again: a crash between
 // writing a change and telling the store leaves it in both, so the first
 // call of a process looks for the key changes written since (a little
-// before) its time, reading the log's newest lines only.
+// before) its time, reading the log's newest lines only; the changes it
+// writes are remembered.
 func (g *Gateway) RecordKeyChange(c policy.KeyChange) error {
 	g.keyMu.Lock()
 	defer g.keyMu.Unlock()
@@ -197,10 +198,17 @@ func (g *Gateway) RecordKeyChange(c policy.KeyChange) error {
 		}
 		g.keysInLog = found
 	}
-	if g.keysInLog[c.Type+" "+c.KeyID] {
+	k := c.Type + " " + c.KeyID
+	if g.keysInLog[k] {
 		return nil
 	}
-	return g.emit(c.Event())
+	if err := g.emit(c.Event()); err != nil {
+		return err
+	}
+	if g.keysInLog != nil {
+		g.keysInLog[k] = true
+	}
+	return nil
 }
 
 // keyChangeSkew is how much earlier than a key change lines may be dated

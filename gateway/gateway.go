@@ -125,7 +125,7 @@ type Gateway struct {
 	reloadMu sync.Mutex // one Start/Reload/Close at a time
 
 	keyMu     sync.Mutex      // one RecordKeyChange at a time
-	keysInLog map[string]bool // key changes the log held at the first RecordKeyChange
+	keysInLog map[string]bool // key changes in the log: found by the first RecordKeyChange, or written since
 
 	mu       sync.RWMutex
 	cfg      *config.Config
