@@ -538,7 +538,7 @@ func (in *checkInput) rawServers() []rawServer {
 
 func checkLoads(_ context.Context, in *checkInput) []checkFinding {
 	if in.cfg == nil {
-		fix := "correct the file where the error says (JSON may hold comments and trailing commas); serve refuses to start with it"
+		fix := "correct the file where the error says; serve refuses to start with it"
 		if errors.Is(in.loadErr, fs.ErrNotExist) {
 			fix = "pass -c the path of an existing configuration file"
 		}
