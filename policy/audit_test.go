@@ -941,7 +941,15 @@ func TestAuditEventCaps(t *testing.T) {
 	fits.SetArguments(json.RawMessage(`{"text":"` + strings.Repeat("x", policy.MaxAuditArgumentsBytes-20) + `"}`))
 	odd := &policy.Event{Type: policy.EventToolCall, Tool: "odd", Extra: map[string]any{"c": make(chan int)}}
 	odd.SetArguments(json.RawMessage(`{not json`))
-	for _, e := range []*policy.Event{ev, fits, odd, hostileEvent(policy.EventCodeExecution, 1<<10)} {
+	// A script's refused call of a made-up tool with an 8.4 MB name: the
+	// name is in tool and in the error text.
+	name := "up__secret_admin" + strings.Repeat(" ", 8400000)
+	refused := &policy.Event{Type: policy.EventToolDenied, Project: "default", KeyID: "abcdefghijkl", ClientIP: "127.0.0.1",
+		ExecutionID: "x0123456789abcdef", Tool: name, Decision: "deny", Outcome: "not_found", Reason: "unknown or filtered tool",
+		Error: fmt.Sprintf("unknown tool %q", name), LatencyMs: 0.123}
+	refused.SetArguments(json.RawMessage(`{}`))
+	events := []*policy.Event{ev, fits, odd, hostileEvent(policy.EventCodeExecution, 1<<10), refused}
+	for _, e := range events {
 		if err := a.Write(e); err != nil {
 			t.Fatalf("Write(%.40s): %v", e.Tool, err)
 		}
@@ -956,6 +964,7 @@ func TestAuditEventCaps(t *testing.T) {
 		if len(l) > limit {
 			t.Errorf("line %d has %d bytes, more than %d", i+1, len(l), limit)
 		}
+		t.Logf("%s (tool %.20q): a line of %d bytes", events[i].Type, events[i].Tool, len(l))
 	}
 	evs, _ := readEvents(t, path)
 	got := evs[0]
