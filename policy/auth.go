@@ -491,7 +491,7 @@ func (a *Authenticator) Run(ctx context.Context) {
 			return
 		case <-refresh.C:
 			err := a.Refresh(ctx)
-			refreshFailing = a.logState(ctx, err, refreshFailing, "cannot reload API keys; the loaded keys stay in force")
+			refreshFailing = a.logState(ctx, err, refreshFailing, "cannot reload API keys or record their changes; the loaded keys stay in force and the changes stay pending")
 		case <-flush.C:
 			err := a.Flush(ctx)
 			flushFailing = a.logState(ctx, err, flushFailing, "cannot save API key usage; it is kept for the next try")
