@@ -252,8 +252,9 @@ func (a *Authenticator) publish() {
 // Refresh reloads the stored keys when the store changed since the last
 // load, and hands the key changes pending in the store to OnKeyChange
 // (see [AuthOptions]). Run calls it every RefreshInterval; call it
-// directly to apply a change at once. On error the keys in memory stay as
-// they were.
+// directly to apply a change at once. When the keys cannot be loaded, the
+// keys in memory stay as they were; when a change cannot be recorded, it
+// stays pending.
 func (a *Authenticator) Refresh(ctx context.Context) error {
 	if a.store == nil {
 		return nil
