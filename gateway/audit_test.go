@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"encoding/json"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -64,5 +65,46 @@ func BenchmarkCallEvent(b *testing.B) {
 		if ev.ResultBytes == 0 || len(alertFields(ev)) == 0 {
 			b.Fatal("no result size or alert fields")
 		}
+	}
+}
+
+// TestRecordKeyChangeOnce proves a key change already in the log (written
+// before a crash kept the store from forgetting it) is not written again,
+// while the others are, each with the time of the change.
+func TestRecordKeyChangeOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	audit, err := policy.OpenAuditLog(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer audit.Close()
+	at := time.Now().Add(-time.Hour).UTC()
+	done := policy.KeyChange{Seq: 1, Time: at, Type: policy.EventKeyCreated, KeyID: "k1", Project: "p", KeyName: "ci"}
+	if err := audit.Write(done.Event()); err != nil { // the previous process wrote it
+		t.Fatal(err)
+	}
+	if err := audit.Write(&policy.Event{Type: policy.EventToolCall, Tool: "later"}); err != nil {
+		t.Fatal(err)
+	}
+	g := New(&config.Config{}, &Options{Audit: audit})
+	defer g.Close()
+	next := policy.KeyChange{Seq: 2, Time: at.Add(time.Minute), Type: policy.EventKeyRevoked, KeyID: "k1", Project: "p", KeyName: "ci"}
+	for _, c := range []policy.KeyChange{done, next, next} {
+		if err := g.RecordKeyChange(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	if _, err := policy.ReadAudit(path, func(ev *policy.Event) error {
+		if ev.KeyID != "" {
+			got = append(got, ev.Type+" "+ev.Time.Format(time.RFC3339Nano))
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"key.created " + at.Format(time.RFC3339Nano), "key.revoked " + next.Time.Format(time.RFC3339Nano)}
+	if !cmp.Equal(got, want) {
+		t.Errorf("key events = %v, want %v", got, want)
 	}
 }

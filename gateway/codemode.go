@@ -130,15 +130,21 @@ func (p *project) syncCodeMode(cm config.CodeMode, ct *codeTools) {
 }
 
 func (p *project) handleSearchTools(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+	call, start := p.metaCall(req), time.Now()
+	res, err := p.searchTools(call)
+	return p.finishMetaCall(call, start, res, err)
+}
+
+func (p *project) searchTools(call *ToolCall) (*mcp.CallToolResult, error) {
 	var in struct {
 		Query string `json:"query"`
 	}
-	if len(req.Params.Arguments) > 0 {
-		if err := json.Unmarshal(req.Params.Arguments, &in); err != nil {
+	if len(call.Arguments) > 0 {
+		if err := json.Unmarshal(call.Arguments, &in); err != nil {
 			return errorResult("search_tools takes {query?: string}: " + err.Error()), nil
 		}
 	}
-	if _, err := p.chargeCodeTool(req); err != nil {
+	if err := p.chargeMetaCall(call); err != nil {
 		return nil, err
 	}
 	p.mu.Lock()
@@ -156,42 +162,27 @@ func errorResult(msg string) *mcp.CallToolResult {
 }
 
 func (p *project) handleExecuteCode(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+	call, start := p.metaCall(req), time.Now()
+	call.ExecutionID = newExecutionID()
+	res, err := p.executeCodeCall(ctx, call)
+	return p.finishMetaCall(call, start, res, err)
+}
+
+func (p *project) executeCodeCall(ctx context.Context, call *ToolCall) (*mcp.CallToolResult, error) {
 	var in struct {
 		Code *string `json:"code"`
 	}
-	if err := json.Unmarshal(req.Params.Arguments, &in); err != nil || in.Code == nil {
+	if err := json.Unmarshal(call.Arguments, &in); err != nil || in.Code == nil {
 		return errorResult(`execute_code takes {"code": string}: the JavaScript to run`), nil
 	}
-	pr, err := p.chargeCodeTool(req)
-	if err != nil {
+	if err := p.chargeMetaCall(call); err != nil {
 		return nil, err
 	}
-	res, err := p.gw.executeCode(ctx, p, pr, *in.Code, req.Session)
+	res, err := p.gw.executeCode(ctx, p, call.Principal, *in.Code, call.Session, call.ExecutionID)
 	if err != nil {
-		var ce *CallError
-		if errors.As(err, &ce) {
-			if ce.Code == CodeOverloaded {
-				return nil, retryableError(codeOverloaded, ce) // every execution slot stayed busy
-			}
-			return errorResult(ce.Message), nil
-		}
 		return nil, err
 	}
 	return executionResult(res), nil
-}
-
-// chargeCodeTool takes the rate-limit tokens of a call of execute_code or
-// search_tools, unless the HTTP layer took them already: like every other
-// tools/call, each one counts against the project's and the key's buckets
-// (and a toolLimits entry under its name). An execution's inner calls count
-// on top, one each.
-func (p *project) chargeCodeTool(req *mcp.CallToolRequest) (Principal, error) {
-	pr, prepaid := principalFrom(req.Extra, p.name)
-	name := req.Params.Name
-	if prepaid == name {
-		return pr, nil
-	}
-	return pr, p.charge(pr, name, "")
 }
 
 // charge takes the rate-limit tokens of one request of pr: the project's
@@ -204,8 +195,10 @@ func (p *project) charge(pr Principal, tool, reason string) error {
 	if !errors.As(err, &ce) {
 		return err
 	}
-	_ = p.gw.emit(&policy.Event{Type: policy.EventRateLimitHit, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP,
-		Tool: tool, Reason: reason, Decision: "deny", Outcome: CodeRateLimited, Error: ce.Message})
+	if err := p.gw.emit(&policy.Event{Type: policy.EventRateLimitHit, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP,
+		Tool: tool, Reason: reason, Decision: "deny", Outcome: CodeRateLimited, Error: ce.Message}); err != nil {
+		return errNotRecorded(err)
+	}
 	return retryableError(codeRateLimited, ce)
 }
 
@@ -262,10 +255,10 @@ func (g *Gateway) ExecuteCode(ctx context.Context, project string, pr Principal,
 		return nil, fmt.Errorf("unknown project %q", project)
 	}
 	pr.Project = project
-	return g.executeCode(ctx, p, pr, code, nil)
+	return g.executeCode(ctx, p, pr, code, nil, newExecutionID())
 }
 
-func (g *Gateway) executeCode(ctx context.Context, p *project, pr Principal, code string, ss *mcp.ServerSession) (*sandbox.Result, error) {
+func (g *Gateway) executeCode(ctx context.Context, p *project, pr Principal, code string, ss *mcp.ServerSession, execID string) (*sandbox.Result, error) {
 	cfg := g.Config()
 	cm := cfg.CodeMode
 	if !cm.Enabled || g.engine == nil {
@@ -276,7 +269,6 @@ func (g *Gateway) executeCode(ctx context.Context, p *project, pr Principal, cod
 		return nil, err
 	}
 	defer release()
-	execID := newExecutionID()
 	p.mu.Lock()
 	ct := p.code
 	p.mu.Unlock()
@@ -324,7 +316,7 @@ func (g *Gateway) executeCode(ctx context.Context, p *project, pr Principal, cod
 		DurationMs: res.DurationMs, ToolCalls: len(res.ToolCalls), Outcome: "ok"}
 	limit := ""
 	if res.Error != nil {
-		ev.Outcome, ev.Error = "error", truncateText(res.Error.Name+": "+res.Error.Message, 500)
+		ev.Outcome, ev.Error = "error", res.Error.Name+": "+res.Error.Message
 		if res.Error.Limit != "" {
 			limit = res.Error.Limit
 			ev.LimitsHit = []string{limit}
@@ -376,8 +368,12 @@ func (g *Gateway) takeFetchTokens(p *project, pr Principal, execID, method, host
 	if !errors.As(err, &ce) {
 		return err
 	}
-	_ = g.emit(&policy.Event{Type: policy.EventRateLimitHit, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP, ExecutionID: execID,
-		Tool: FetchRateName, Decision: "deny", Outcome: CodeRateLimited, Error: ce.Message, Method: method, Host: host})
+	if err := g.emit(&policy.Event{Type: policy.EventRateLimitHit, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP, ExecutionID: execID,
+		Tool: FetchRateName, Decision: "deny", Outcome: CodeRateLimited, Error: ce.Message, Method: method, Host: host}); err != nil {
+		// Like a refused tool call: a refusal that cannot be recorded fails.
+		ne := errNotRecorded(err)
+		return &sandbox.CallError{Code: ne.Code, Message: ne.Message}
+	}
 	return &sandbox.CallError{Code: ce.Code, Message: ce.Message, RetryAfterMs: retryMs(ce.RetryAfter)}
 }
 

@@ -124,6 +124,9 @@ type Gateway struct {
 
 	reloadMu sync.Mutex // one Start/Reload/Close at a time
 
+	keyMu     sync.Mutex      // one RecordKeyChange at a time
+	keysInLog map[string]bool // key changes in the log: found by the first RecordKeyChange, or written since
+
 	mu       sync.RWMutex
 	cfg      *config.Config
 	projects map[string]*project
@@ -376,11 +379,18 @@ func (g *Gateway) callTool(ctx context.Context, p *project, call *ToolCall) (*mc
 			call.result, call.resultJSON = res, b
 		}
 	}
-	if aerr := g.record(p, r, call, res, err, time.Since(start)); aerr != nil && err == nil {
-		// Fail closed: a call that cannot be recorded is not answered.
-		return nil, &CallError{Code: CodeUnavailable, Message: "the call could not be recorded in the audit log: " + aerr.Error()}
+	if aerr := g.record(p, r, call, res, err, time.Since(start)); aerr != nil {
+		// Fail closed: a call that cannot be recorded, answered or
+		// refused, is not answered.
+		return nil, errNotRecorded(aerr)
 	}
 	return res, err
+}
+
+// errNotRecorded is the answer to a call whose audit event could not be
+// written.
+func errNotRecorded(err error) *CallError {
+	return &CallError{Code: CodeUnavailable, Message: "the call could not be recorded in the audit log: " + err.Error()}
 }
 
 // outcome names how a call ended, for metrics and the audit log.
@@ -513,10 +523,17 @@ func (g *Gateway) Status() (ready bool, projects map[string]ProjectStatus) {
 	ps := maps.Clone(g.projects)
 	g.mu.RUnlock()
 	ready = g.auditHealthy() == nil
+	retention := g.auditRetentionProblem()
 	projects = map[string]ProjectStatus{}
 	for name, p := range ps {
 		st := p.status()
 		ready = ready && st.Ready
+		if retention != "" {
+			// Said, not made a reason to be unready: the disk filling up
+			// is the operator's to fix, and being unready would let a
+			// burst of events take the gateway out of service.
+			st.Problems = append(st.Problems, retention)
+		}
 		projects[name] = st
 	}
 	return ready, projects

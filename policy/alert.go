@@ -56,13 +56,33 @@ func (r *AlertRule) UnmarshalJSON(data []byte) error {
 
 // DefaultAlertRules are the rules used when the configuration lists none:
 // 10 authentication failures within a minute, 50 refusals by a rate limit
-// within a minute, 5 upstream errors within 5 minutes.
+// within a minute, 5 upstream errors within 5 minutes, and every
+// audit.retention event.
 func DefaultAlertRules() []AlertRule {
 	return []AlertRule{
 		{Event: "auth.failure", Threshold: 10, Window: time.Minute},
 		{Event: "ratelimit.hit", Threshold: 50, Window: time.Minute},
 		{Event: "upstream.error", Threshold: 5, Window: 5 * time.Minute},
+		retentionRule,
 	}
+}
+
+// retentionRule raises an alert when the audit log keeps files past its
+// limit: they are on disk because they are too young to delete, and the
+// disk fills until an operator acts.
+var retentionRule = AlertRule{Event: EventAuditRetention, Threshold: 1, Window: time.Hour}
+
+// AlertRulesFor returns the rules to apply for the configured ones: the
+// defaults when there are none; otherwise the configured rules, with the
+// default audit.retention rule added unless one of them names that event.
+func AlertRulesFor(configured []AlertRule) []AlertRule {
+	if len(configured) == 0 {
+		return DefaultAlertRules()
+	}
+	if slices.ContainsFunc(configured, func(r AlertRule) bool { return r.Event == EventAuditRetention }) {
+		return slices.Clone(configured)
+	}
+	return append(slices.Clone(configured), retentionRule)
 }
 
 // Alert is what the webhook receives, as one JSON object, when a rule

@@ -418,9 +418,21 @@ func TestDefaultAlertRules(t *testing.T) {
 		{Event: "auth.failure", Threshold: 10, Window: time.Minute},
 		{Event: "ratelimit.hit", Threshold: 50, Window: time.Minute},
 		{Event: "upstream.error", Threshold: 5, Window: 5 * time.Minute},
+		{Event: "audit.retention", Threshold: 1, Window: time.Hour},
 	}
 	if diff := cmp.Diff(want, policy.DefaultAlertRules()); diff != "" {
 		t.Error(diff)
+	}
+	if diff := cmp.Diff(want, policy.AlertRulesFor(nil)); diff != "" {
+		t.Errorf("rules for none configured: %s", diff)
+	}
+	own := []policy.AlertRule{{Event: "auth.failure", Threshold: 3, Window: time.Minute}}
+	if diff := cmp.Diff(append(own, want[3]), policy.AlertRulesFor(own)); diff != "" {
+		t.Errorf("rules for one configured: %s", diff)
+	}
+	own = append(own, policy.AlertRule{Event: "audit.retention", Threshold: 5, Window: time.Minute})
+	if diff := cmp.Diff(own, policy.AlertRulesFor(own)); diff != "" {
+		t.Errorf("rules naming audit.retention: %s", diff)
 	}
 	a := policy.NewAlerter("", []policy.AlertRule{{Event: "x", Threshold: 0, Window: time.Second}, {Event: "y", Threshold: 2}}, nil)
 	defer a.Close()

@@ -36,6 +36,7 @@ const (
 	EventKeyRotated      = "key.rotated"      // an API key was replaced by a new one
 	EventKeyRevoked      = "key.revoked"      // an API key was revoked
 	EventToolsChanged    = "tools.changed"    // an upstream tool's definition changed
+	EventAuditRetention  = "audit.retention"  // rotation kept files past MaxFiles, being too young to delete
 )
 
 // AuditEventTypes lists every event type, in the configuration's order.
@@ -44,6 +45,7 @@ var AuditEventTypes = []string{
 	EventAuthFailure, EventToolCall, EventToolDenied, EventRateLimitHit, EventIPDenied,
 	EventCodeExecution, EventCodeFetch, EventUpstreamError, EventUpstreamRestart,
 	EventConfigReload, EventKeyCreated, EventKeyRotated, EventKeyRevoked, EventToolsChanged,
+	EventAuditRetention,
 }
 
 // IsAuditEventType reports whether s is one of [AuditEventTypes].
@@ -53,6 +55,13 @@ func IsAuditEventType(s string) bool { return slices.Contains(AuditEventTypes, s
 // are always present, and so is Prev once written; the other fields are
 // left out of the line when empty, and each type uses the ones that apply
 // to it (see the field comments).
+//
+// Every field has a size cap, so that an event is written whatever its
+// values (a client or a script chooses tool names, hosts and error texts):
+// a longer value is cut to its cap and marked with its length
+// ("…[N bytes]"), and [Event.Clipped] keeps its full length and SHA-256.
+// With the caps, a line without arguments is at most [MaxAuditEventBytes]
+// long.
 type Event struct {
 	// Time is when it happened, written in UTC with nanoseconds
 	// (RFC 3339). [AuditLog.Write] fills in the current time when it is
@@ -126,13 +135,30 @@ type Event struct {
 	OldHash string `json:"oldHash,omitempty"`
 	NewHash string `json:"newHash,omitempty"`
 
-	// Extra holds anything else worth recording, under "extra".
+	// Extra holds anything else worth recording, under "extra". Values
+	// that do not encode as JSON, or an Extra longer than its cap, are
+	// left out (see Clipped).
 	Extra map[string]any `json:"extra,omitempty"`
+
+	// Clipped describes the fields the log cut to their caps, by their
+	// JSON names. The log sets it; a value given to [AuditLog.Write] is
+	// ignored.
+	Clipped map[string]Clipped `json:"clipped,omitempty"`
 
 	// Prev is the hex SHA-256 of the previous line of the log (without its
 	// newline), or [AuditGenesis] in the first line of a log. The log sets
 	// it; a value given to [AuditLog.Write] is ignored.
 	Prev string `json:"prev,omitempty"`
+}
+
+// Clipped describes a value cut to its size cap: its length in bytes and
+// its SHA-256 (hex) before the cut (of the JSON encoding, for lists and
+// extra). Note says why a value was left out rather than cut, when it
+// was.
+type Clipped struct {
+	Bytes  int64  `json:"bytes"`
+	SHA256 string `json:"sha256,omitempty"`
+	Note   string `json:"note,omitempty"`
 }
 
 // SetArguments records a tool call's arguments: their size and SHA-256
@@ -153,16 +179,27 @@ func Millis(d time.Duration) float64 {
 // AuditGenesis is the Prev of the first line of a log: 64 zeros.
 const AuditGenesis = "0000000000000000000000000000000000000000000000000000000000000000"
 
-// MaxAuditLineBytes bounds one line of the log. [AuditLog.Write] drops
-// the arguments of an event that would be longer, and refuses an event
-// that is still too long; readers refuse longer lines.
+// MaxAuditLineBytes bounds one line of the log for readers, which refuse
+// longer lines. [AuditLog.Write] writes none longer than
+// MaxAuditEventBytes + MaxAuditArgumentsBytes.
 const MaxAuditLineBytes = 16 << 20
+
+// MaxAuditEventBytes bounds one line of the log without its arguments,
+// newline included, whatever the event's values: each field is cut to its
+// cap (see [Event]). A test fills every field to prove the bound.
+const MaxAuditEventBytes = 8 << 10
+
+// MaxAuditArgumentsBytes bounds the arguments a log opened with
+// [AuditOptions.LogArguments] keeps in one line, as encoded; larger
+// arguments are left out (their size and SHA-256 stay).
+const MaxAuditArgumentsBytes = 64 << 10
 
 // Defaults of [AuditOptions].
 const (
 	DefaultAuditFsyncInterval = 100 * time.Millisecond
 	DefaultAuditMaxSizeBytes  = 100 << 20
 	DefaultAuditMaxFiles      = 10
+	DefaultAuditRetainAtLeast = 7 * 24 * time.Hour
 )
 
 // AuditOptions configures an [AuditLog]. The zero value (or a nil
@@ -183,8 +220,17 @@ type AuditOptions struct {
 	// path.1, path.1 to path.2 and so on.
 	MaxSizeBytes int64
 	// MaxFiles is how many rotated files are kept (default 10); older
-	// ones are removed.
+	// ones are removed, unless they are younger than RetainAtLeast.
 	MaxFiles int
+	// RetainAtLeast is how long a rotated file is kept whatever MaxFiles
+	// says (default 7 days), measured from its last line: a burst of
+	// events cannot rotate recent evidence away. A rotation that keeps
+	// files past MaxFiles for this reason writes an audit.retention event
+	// and reports it to OnRetention.
+	RetainAtLeast time.Duration
+	// OnRetention, when set, is called after each rotation with what the
+	// log keeps, without the log's lock held.
+	OnRetention func(RetentionStatus)
 	// LogArguments keeps tool arguments ([Event.Arguments]) in the log.
 	// Without it they are dropped, and only their size and hash remain.
 	LogArguments bool
@@ -200,6 +246,21 @@ type AuditOptions struct {
 	// no Write returns: background fsyncs, rotation, Stdout. It is called
 	// without the log's lock held.
 	OnWriteError func(error)
+}
+
+// RetentionStatus says how many rotated files an [AuditLog] keeps.
+type RetentionStatus struct {
+	// Files is the number of rotated files (path.N) present.
+	Files int
+	// MaxFiles is the number the log keeps when it may ([AuditOptions]).
+	MaxFiles int
+	// Over is the number of files kept past MaxFiles because they are
+	// younger than RetainAtLeast; Oldest is when the oldest of them was
+	// last written (zero when Over is 0).
+	Over   int
+	Oldest time.Time
+	// RetainAtLeast is the log's setting.
+	RetainAtLeast time.Duration
 }
 
 // AuditStats counts what an [AuditLog] did since it was opened.
@@ -235,10 +296,12 @@ type AuditLog struct {
 	fsync   bool // fsync before Write returns
 	maxSize int64
 	maxKeep int
+	retain  time.Duration
 	logArgs bool
 	stdout  io.Writer
 	now     func() time.Time
 	onError func(error)
+	onKeep  func(RetentionStatus)
 
 	// syncMu serialises fsyncs, which run without mu so that writers
 	// carry on meanwhile. Lock order: syncMu, then mu.
@@ -255,6 +318,7 @@ type AuditLog struct {
 	err     error       // why the last write failed; nil when healthy
 	closed  bool
 	stats   AuditStats
+	kept    RetentionStatus // as of the last rotation, or of opening
 
 	// lostFrom..lostTo are the lines an fsync failed to make durable.
 	lostFrom, lostTo uint64
@@ -286,10 +350,12 @@ func OpenAuditLog(path string, opts *AuditOptions) (*AuditLog, error) {
 		path:    abs,
 		maxSize: opts.MaxSizeBytes,
 		maxKeep: opts.MaxFiles,
+		retain:  opts.RetainAtLeast,
 		logArgs: opts.LogArguments,
 		stdout:  opts.Stdout,
 		now:     opts.Now,
 		onError: opts.OnWriteError,
+		onKeep:  opts.OnRetention,
 	}
 	switch opts.Fsync {
 	case "", "batch":
@@ -314,11 +380,21 @@ func OpenAuditLog(path string, opts *AuditOptions) (*AuditLog, error) {
 	case a.maxKeep == 0:
 		a.maxKeep = DefaultAuditMaxFiles
 	}
+	switch {
+	case a.retain < 0:
+		return nil, fmt.Errorf("open audit log: negative retention %v", a.retain)
+	case a.retain == 0:
+		a.retain = DefaultAuditRetainAtLeast
+	}
 	if a.now == nil {
 		a.now = time.Now
 	}
 	copy(a.prev[:], AuditGenesis)
 	if err := a.open(true); err != nil {
+		return nil, fmt.Errorf("open audit log: %w", err)
+	}
+	if a.kept, err = a.retention(); err != nil {
+		a.f.Close()
 		return nil, fmt.Errorf("open audit log: %w", err)
 	}
 	if !a.fsync {
@@ -490,8 +566,9 @@ const (
 	prevClose = "\"}\n"
 )
 
-// encode writes ev (with its time and arguments settled) into enc's
-// buffer, without the final "}\n", ready for the prev field.
+// encode writes ev (with its time and arguments settled, its fields cut
+// to their caps) into enc's buffer, without the final "}\n", ready for the
+// prev field.
 func (a *AuditLog) encode(enc *encoder, ev *Event) error {
 	if !IsAuditEventType(ev.Type) {
 		return fmt.Errorf("audit event: unknown type %q", ev.Type)
@@ -502,7 +579,8 @@ func (a *AuditLog) encode(enc *encoder, ev *Event) error {
 		e.Time = a.now()
 	}
 	e.Time = e.Time.UTC()
-	if !a.logArgs {
+	capFields(&e, a.now)
+	if !a.logArgs || !json.Valid(e.Arguments) {
 		e.Arguments = nil
 	}
 	room := len(prevOpen) + len(AuditGenesis) + len(prevClose)
@@ -511,11 +589,16 @@ func (a *AuditLog) encode(enc *encoder, ev *Event) error {
 		if err := enc.enc.Encode(&e); err != nil {
 			return fmt.Errorf("audit event %s: %w", e.Type, err)
 		}
-		if enc.buf.Len()-2+room <= MaxAuditLineBytes {
+		limit := MaxAuditEventBytes
+		if e.Arguments != nil {
+			limit += MaxAuditArgumentsBytes
+		}
+		if enc.buf.Len()-2+room <= limit {
 			break
 		}
 		if e.Arguments == nil {
-			return fmt.Errorf("audit event %s: longer than %d bytes", e.Type, MaxAuditLineBytes)
+			// The caps make this impossible; a test holds them to it.
+			return fmt.Errorf("audit event %s: longer than %d bytes", e.Type, MaxAuditEventBytes)
 		}
 		e.Arguments = nil
 	}
@@ -524,11 +607,12 @@ func (a *AuditLog) encode(enc *encoder, ev *Event) error {
 	return nil
 }
 
-// Write appends ev to the log. The line has been written to the file when
-// Write returns nil (and, with fsync "always", synced). An error means the
-// event is not recorded: either ev is invalid (an unknown type, a value
-// that does not encode) or the log cannot be written, which
-// [AuditLog.Healthy] then reports too. ev is not modified.
+// Write appends ev to the log, its fields cut to their caps (see
+// [Event]). The line has been written to the file when Write returns nil
+// (and, with fsync "always", synced). An error means the event is not
+// recorded: either ev is invalid (nil, or of an unknown type) or the log
+// cannot be written, which [AuditLog.Healthy] then reports too. ev is not
+// modified.
 func (a *AuditLog) Write(ev *Event) error {
 	if ev == nil {
 		return errors.New("audit event: nil")
@@ -553,7 +637,7 @@ func (a *AuditLog) Write(ev *Event) error {
 	if a.f != nil && wasHealthy && (statErr != nil || !os.SameFile(fi, a.fi)) {
 		closeErr = a.closeFile(true)
 	}
-	seq, err, report := a.writeLocked(&enc.buf, wasHealthy)
+	seq, err, report, kept := a.writeLocked(&enc.buf, wasHealthy)
 	gen := a.gen
 	a.mu.Unlock()
 	if closeErr != nil && a.onError != nil {
@@ -561,6 +645,9 @@ func (a *AuditLog) Write(ev *Event) error {
 	}
 	for _, r := range report {
 		a.onError(r)
+	}
+	if kept != nil && a.onKeep != nil {
+		a.onKeep(*kept)
 	}
 	if err != nil {
 		return err
@@ -572,20 +659,21 @@ func (a *AuditLog) Write(ev *Event) error {
 }
 
 // writeLocked writes the line in buf, completed with prev. It returns the
-// line's sequence number, or the error that failed the write, and the
-// errors to pass to OnWriteError. wasHealthy is whether the log was
-// healthy when the Write began. Called with mu held.
-func (a *AuditLog) writeLocked(buf *bytes.Buffer, wasHealthy bool) (seq uint64, err error, report []error) {
+// line's sequence number, or the error that failed the write, the errors
+// to pass to OnWriteError, and what the log keeps when it rotated.
+// wasHealthy is whether the log was healthy when the Write began. Called
+// with mu held.
+func (a *AuditLog) writeLocked(buf *bytes.Buffer, wasHealthy bool) (seq uint64, err error, report []error, kept *RetentionStatus) {
 	if a.closed {
-		return 0, errAuditClosed, nil
+		return 0, errAuditClosed, nil, nil
 	}
-	fail := func(err error) (uint64, error, []error) {
+	fail := func(err error) (uint64, error, []error, *RetentionStatus) {
 		a.stats.FailedWrites++
 		a.err = fmt.Errorf("audit log %s cannot be written: %w", a.path, err)
 		if wasHealthy && a.onError != nil {
 			report = append(report, a.err)
 		}
-		return 0, a.err, report
+		return 0, a.err, report, kept
 	}
 	if a.err != nil && a.f != nil {
 		a.closeFile(true)
@@ -601,13 +689,47 @@ func (a *AuditLog) writeLocked(buf *bytes.Buffer, wasHealthy bool) (seq uint64, 
 			if a.onError != nil {
 				report = append(report, fmt.Errorf("rotate audit log %s: %w", a.path, err))
 			}
+		} else {
+			k := a.kept
+			kept = &k
 		}
 		if a.f == nil {
 			if err := a.open(false); err != nil {
 				return fail(err)
 			}
 		}
+		if kept != nil && kept.Over > 0 {
+			// The first line of the new file says what the rotation kept.
+			line, err := a.appendEventLocked(retentionEvent(*kept, a.now()))
+			if err != nil {
+				return fail(err)
+			}
+			report = a.copyLocked(line, report)
+		}
 	}
+	line, err := a.appendLocked(buf)
+	if err != nil {
+		return fail(err)
+	}
+	report = a.copyLocked(line, report)
+	return a.seq, nil, report, kept
+}
+
+// appendEventLocked encodes ev and appends it. The line returned is valid
+// until the lock is released. Called with mu held.
+func (a *AuditLog) appendEventLocked(ev *Event) ([]byte, error) {
+	enc := encoders.Get().(*encoder)
+	defer encoders.Put(enc)
+	if err := a.encode(enc, ev); err != nil {
+		return nil, err
+	}
+	return a.appendLocked(&enc.buf)
+}
+
+// appendLocked completes the line in buf with prev and writes it to the
+// open file. It returns the line, which shares buf's memory. Called with
+// mu held.
+func (a *AuditLog) appendLocked(buf *bytes.Buffer) ([]byte, error) {
 	line := append(buf.Bytes(), prevOpen...)
 	line = append(line, a.prev[:]...)
 	line = append(line, prevClose...)
@@ -620,7 +742,7 @@ func (a *AuditLog) writeLocked(buf *bytes.Buffer, wasHealthy bool) (seq uint64, 
 			a.f.Truncate(a.size)
 		}
 		a.closeFile(true)
-		return fail(err)
+		return nil, err
 	}
 	a.size += int64(n)
 	sum := sha256.Sum256(line[:len(line)-1])
@@ -629,12 +751,18 @@ func (a *AuditLog) writeLocked(buf *bytes.Buffer, wasHealthy bool) (seq uint64, 
 	a.stats.Lines++
 	a.stats.Bytes += int64(n)
 	a.err = nil
-	if a.stdout != nil {
-		if _, err := a.stdout.Write(line); err != nil && a.onError != nil {
-			report = append(report, fmt.Errorf("copy audit event to stdout: %w", err))
-		}
+	return line, nil
+}
+
+// copyLocked copies a line to Stdout, when set. Called with mu held.
+func (a *AuditLog) copyLocked(line []byte, report []error) []error {
+	if a.stdout == nil {
+		return report
 	}
-	return a.seq, nil, report
+	if _, err := a.stdout.Write(line); err != nil && a.onError != nil {
+		report = append(report, fmt.Errorf("copy audit event to stdout: %w", err))
+	}
+	return report
 }
 
 // closeFile closes f. With sync, it first fsyncs f, which makes the lines
@@ -669,10 +797,12 @@ func (a *AuditLog) lose(err error) {
 	a.durable = a.seq // nothing more to wait for: the lines are synced or lost
 }
 
-// rotate syncs the file, shifts the rotated files up by one (dropping
-// those past maxKeep), renames the file to path.1 and closes it. Until the
-// file itself is renamed, an error leaves the log writing to it (a failed
-// fsync closes it). Called with mu held.
+// rotate syncs the file, shifts the rotated files up by one, renames the
+// file to path.1 and closes it. A file that would go past maxKeep is
+// removed once it is older than retain (by its last write); a younger one
+// is kept and shifted up too, and a.kept counts it. Until the file itself
+// is renamed, an error leaves the log writing to it (a failed fsync
+// closes it). Called with mu held.
 func (a *AuditLog) rotate() error {
 	if err := a.f.Sync(); err != nil {
 		a.lose(err)
@@ -684,13 +814,20 @@ func (a *AuditLog) rotate() error {
 	if err != nil {
 		return err
 	}
+	now := a.now()
 	// names are highest first, so each rename finds its target free.
 	for i, n := range nums {
 		if n >= a.maxKeep {
-			if err := os.Remove(names[i]); err != nil && !errors.Is(err, os.ErrNotExist) {
+			fi, err := os.Stat(names[i])
+			if err != nil && !errors.Is(err, os.ErrNotExist) {
 				return err
 			}
-			continue
+			if err != nil || now.Sub(fi.ModTime()) >= a.retain {
+				if err := os.Remove(names[i]); err != nil && !errors.Is(err, os.ErrNotExist) {
+					return err
+				}
+				continue
+			}
 		}
 		if err := os.Rename(names[i], rotatedName(a.path, n+1)); err != nil {
 			return err
@@ -706,7 +843,59 @@ func (a *AuditLog) rotate() error {
 		d.Sync() // best effort: make the renames durable
 		d.Close()
 	}
+	if kept, err := a.retention(); err == nil {
+		a.kept = kept
+	}
 	return nil
+}
+
+// retention lists the rotated files and says how many are past maxKeep.
+func (a *AuditLog) retention() (RetentionStatus, error) {
+	st := RetentionStatus{MaxFiles: a.maxKeep, RetainAtLeast: a.retain}
+	names, nums, err := rotatedFiles(a.path)
+	if err != nil {
+		return st, err
+	}
+	st.Files = len(names)
+	for i, n := range nums { // highest (oldest) first
+		if n <= a.maxKeep {
+			break
+		}
+		st.Over++
+		if st.Oldest.IsZero() {
+			if fi, err := os.Stat(names[i]); err == nil {
+				st.Oldest = fi.ModTime().UTC()
+			}
+		}
+	}
+	return st, nil
+}
+
+// Retention says how many rotated files the log keeps, as of its last
+// rotation (or of opening, before the first).
+func (a *AuditLog) Retention() RetentionStatus {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.kept
+}
+
+// retentionEvent is the audit.retention event of a rotation that kept
+// files past MaxFiles.
+func retentionEvent(st RetentionStatus, now time.Time) *Event {
+	return &Event{
+		Type: EventAuditRetention,
+		Time: now,
+		Reason: fmt.Sprintf("%d rotated %s kept past the limit of %d: none is older than %s",
+			st.Over, plural(st.Over, "file", "files"), st.MaxFiles, st.RetainAtLeast),
+		Extra: map[string]any{"files": st.Files, "maxFiles": st.MaxFiles, "over": st.Over, "oldest": st.Oldest.Format(time.RFC3339)},
+	}
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 // syncTo returns once line seq, written to the file of generation gen,

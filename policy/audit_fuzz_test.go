@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/toolgate/toolgate/policy"
 )
@@ -78,6 +79,39 @@ func FuzzReadAudit(f *testing.F) {
 		}
 		if !v.OK() && (v.Broken.Line < 1 || v.Broken.Line > complete || v.Lines != v.Broken.Line-1) {
 			t.Fatalf("broken link %+v after %d lines", v.Broken, v.Lines)
+		}
+	})
+}
+
+// FuzzAuditEventCaps writes events whose names and texts are arbitrary:
+// every one is written, within MaxAuditEventBytes, and the log verifies.
+func FuzzAuditEventCaps(f *testing.F) {
+	for _, s := range []string{"", "plain", strings.Repeat("<\x00\xff\u2028", 400), strings.Repeat("é", 5000)} {
+		f.Add(s, s, s, 3)
+	}
+	path := filepath.Join(f.TempDir(), "audit.jsonl")
+	a, err := policy.OpenAuditLog(path, &policy.AuditOptions{MaxSizeBytes: 1 << 20, MaxFiles: 2, RetainAtLeast: time.Nanosecond})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { a.Close() })
+	f.Fuzz(func(t *testing.T, tool, errText, host string, n int) {
+		list := make([]string, n&63)
+		for i := range list {
+			list[i] = tool
+		}
+		ev := &policy.Event{Type: policy.EventToolDenied, Tool: tool, Server: host, Error: errText, Reason: errText, Host: host,
+			KeyName: tool, Method: errText, LimitsHit: list, Changed: list, Extra: map[string]any{"v": errText}}
+		before := a.Stats()
+		if err := a.Write(ev); err != nil {
+			t.Fatalf("Write: %v", err)
+		}
+		after := a.Stats()
+		if after.Rotations == before.Rotations && after.Bytes-before.Bytes > policy.MaxAuditEventBytes {
+			t.Fatalf("line of %d bytes", after.Bytes-before.Bytes)
+		}
+		if rep, err := policy.VerifyAudit(path); err != nil || !rep.OK() {
+			t.Fatalf("verify: %+v, %v", rep, err)
 		}
 	})
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -209,7 +210,7 @@ func TestAuditWriteAndRead(t *testing.T) {
 func TestAuditWriteChecks(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "audit.jsonl")
 	a := openAudit(t, path, nil)
-	for _, e := range []*policy.Event{nil, {}, {Type: "tool.cal"}, {Type: policy.EventToolCall, Extra: map[string]any{"c": make(chan int)}}} {
+	for _, e := range []*policy.Event{nil, {}, {Type: "tool.cal"}} {
 		if err := a.Write(e); err == nil {
 			t.Errorf("Write(%+v) = nil, want an error", e)
 		}
@@ -454,15 +455,31 @@ func TestAuditRotation(t *testing.T) {
 	for _, tt := range []struct {
 		name     string
 		maxFiles int
-	}{{"all kept", 100}, {"oldest dropped", 3}} {
+		retain   time.Duration
+		wantAll  bool // every event is still there
+		wantKept bool // some files are kept past maxFiles
+	}{
+		{"all kept", 100, 0, true, false},
+		{"oldest dropped", 3, time.Nanosecond, false, false},
+		{"young files outlive maxFiles", 3, 0, true, true},
+	} {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "audit.jsonl")
-			a := openAudit(t, path, &policy.AuditOptions{MaxSizeBytes: maxSize, MaxFiles: tt.maxFiles})
+			var mu sync.Mutex
+			var reported []policy.RetentionStatus
+			opts := &policy.AuditOptions{MaxSizeBytes: maxSize, MaxFiles: tt.maxFiles, RetainAtLeast: tt.retain,
+				OnRetention: func(st policy.RetentionStatus) {
+					mu.Lock()
+					defer mu.Unlock()
+					reported = append(reported, st)
+				}}
+			a := openAudit(t, path, opts)
 			writeEvents(t, a, 0, 60)
 			// Reopening continues the chain of the rotated files.
 			a.Close()
-			a = openAudit(t, path, &policy.AuditOptions{MaxSizeBytes: maxSize, MaxFiles: tt.maxFiles})
+			a = openAudit(t, path, opts)
 			writeEvents(t, a, 60, 20)
+			kept := a.Retention()
 			a.Close()
 
 			rotations := 0
@@ -477,12 +494,36 @@ func TestAuditRotation(t *testing.T) {
 				rotations++
 			}
 			evs, rep := readEvents(t, path)
-			nums := toolNumbers(t, evs)
+			var calls []*policy.Event
+			retentions := 0
+			for _, e := range evs {
+				if e.Type == policy.EventAuditRetention {
+					retentions++
+					continue
+				}
+				calls = append(calls, e)
+			}
+			nums := toolNumbers(t, calls)
 			v := mustVerify(t, path)
 			if len(rep.Files) != rotations+1 || rep.Files[len(rep.Files)-1] != path {
 				t.Errorf("files read: %v", rep.Files)
 			}
-			if tt.maxFiles == 100 {
+			mu.Lock()
+			defer mu.Unlock()
+			if len(reported) == 0 {
+				t.Errorf("OnRetention was not called")
+			}
+			if tt.wantKept {
+				if kept.Over == 0 || kept.Files != rotations || kept.MaxFiles != tt.maxFiles || kept.Oldest.IsZero() || retentions == 0 {
+					t.Errorf("retention %+v after %d rotations, %d audit.retention events", kept, rotations, retentions)
+				}
+				if last := reported[len(reported)-1]; last != kept {
+					t.Errorf("OnRetention got %+v, Retention says %+v", last, kept)
+				}
+			} else if kept.Over != 0 || retentions != 0 {
+				t.Errorf("retention %+v, %d audit.retention events; want none kept past maxFiles", kept, retentions)
+			}
+			if tt.wantAll {
 				if rotations < 5 {
 					t.Fatalf("%d rotations, want more", rotations)
 				}
@@ -865,4 +906,165 @@ func ExampleOpenAuditLog() {
 	// tool.call filesystem/read_file allow 22
 	// tool.denied filesystem/delete_file deny 0
 	// true 2 true <nil>
+}
+
+// hostileEvent has every field filled past its cap with text that takes
+// the most room in JSON.
+func hostileEvent(typ string, n int) *policy.Event {
+	big := strings.Repeat("<\x01\xff\u2028", n/8+1)
+	list := make([]string, 200)
+	for i := range list {
+		list[i] = big[:min(len(big), 300)]
+	}
+	return &policy.Event{
+		Time: time.Date(12000, 1, 1, 0, 0, 0, 0, time.UTC), Type: typ,
+		Project: big, KeyID: big, ClientIP: big, ExecutionID: big, Server: big, Tool: big,
+		Decision: big, Outcome: big, Reason: big, Error: big, LatencyMs: math.NaN(),
+		ArgsBytes: math.MaxInt64, ResultBytes: math.MinInt64, ArgsSHA256: big,
+		DurationMs: math.Inf(1), ToolCalls: math.MinInt, LimitsHit: list, Method: big, Host: big,
+		Status: math.MinInt, Bytes: math.MinInt64, Changed: list, KeyName: big, NewKeyID: big,
+		OldHash: big, NewHash: big, Extra: map[string]any{"big": big},
+		Clipped: map[string]policy.Clipped{"forged": {Bytes: 1}},
+	}
+}
+
+// Every event is written, however large or odd its values, within
+// MaxAuditEventBytes, and what was cut keeps its length and SHA-256.
+func TestAuditEventCaps(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	a := openAudit(t, path, &policy.AuditOptions{LogArguments: true})
+	const size = 8 << 20
+	ev := hostileEvent(policy.EventToolDenied, size)
+	ev.Tool = strings.Repeat("up__secret_admin \u2028<", size/20) // valid UTF-8, to compare the prefix
+	ev.SetArguments(json.RawMessage(`"` + strings.Repeat("<", policy.MaxAuditArgumentsBytes) + `"`))
+	fits := &policy.Event{Type: policy.EventToolCall, Tool: "fits"}
+	fits.SetArguments(json.RawMessage(`{"text":"` + strings.Repeat("x", policy.MaxAuditArgumentsBytes-20) + `"}`))
+	odd := &policy.Event{Type: policy.EventToolCall, Tool: "odd", Extra: map[string]any{"c": make(chan int)}}
+	odd.SetArguments(json.RawMessage(`{not json`))
+	// A script's refused call of a made-up tool with an 8.4 MB name: the
+	// name is in tool and in the error text.
+	name := "up__secret_admin" + strings.Repeat(" ", 8400000)
+	refused := &policy.Event{Type: policy.EventToolDenied, Project: "default", KeyID: "abcdefghijkl", ClientIP: "127.0.0.1",
+		ExecutionID: "x0123456789abcdef", Tool: name, Decision: "deny", Outcome: "not_found", Reason: "unknown or filtered tool",
+		Error: fmt.Sprintf("unknown tool %q", name), LatencyMs: 0.123}
+	refused.SetArguments(json.RawMessage(`{}`))
+	events := []*policy.Event{ev, fits, odd, hostileEvent(policy.EventCodeExecution, 1<<10), refused}
+	for _, e := range events {
+		if err := a.Write(e); err != nil {
+			t.Fatalf("Write(%.40s): %v", e.Tool, err)
+		}
+	}
+	a.Close()
+	lines := readLines(t, path)
+	for i, l := range lines[:len(lines)-1] {
+		limit := policy.MaxAuditEventBytes
+		if i == 1 {
+			limit += policy.MaxAuditArgumentsBytes
+		}
+		if len(l) > limit {
+			t.Errorf("line %d has %d bytes, more than %d", i+1, len(l), limit)
+		}
+		t.Logf("%s (tool %.20q): a line of %d bytes", events[i].Type, events[i].Tool, len(l))
+	}
+	evs, _ := readEvents(t, path)
+	got := evs[0]
+	full := ev.Tool
+	sum := sha256.Sum256([]byte(full))
+	if c := got.Clipped["tool"]; c.Bytes != int64(len(full)) || c.SHA256 != hex.EncodeToString(sum[:]) {
+		t.Errorf("clipped tool = %+v, want %d bytes and its SHA-256", c, len(full))
+	}
+	if want := fmt.Sprintf("…[%d bytes]", len(full)); !strings.HasSuffix(got.Tool, want) || !strings.HasPrefix(full, strings.TrimSuffix(got.Tool, want)) {
+		t.Errorf("tool = %.60q…, want a prefix of the name and %q", got.Tool, want)
+	}
+	for _, name := range []string{"project", "keyId", "error", "reason", "host", "limitsHit", "changed", "extra"} {
+		if _, ok := got.Clipped[name]; !ok {
+			t.Errorf("%s not in clipped: %v", name, got.Clipped)
+		}
+	}
+	if _, ok := got.Clipped["forged"]; ok || got.Arguments != nil || got.ArgsSHA256 == "" || got.Time.Year() != time.Now().Year() {
+		t.Errorf("event = clipped %v, arguments %.20q, time %v", got.Clipped, got.Arguments, got.Time)
+	}
+	if len(evs[1].Arguments) == 0 || evs[2].Arguments != nil || evs[2].Extra != nil || evs[2].Clipped["extra"].Note == "" {
+		t.Errorf("arguments that fit were dropped, or odd values kept: %.40q %q %v", evs[1].Arguments, evs[2].Arguments, evs[2].Clipped)
+	}
+	mustVerify(t, path)
+}
+
+// A file past MaxFiles is removed once it is older than RetainAtLeast.
+func TestAuditRetentionAges(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	a := openAudit(t, path, &policy.AuditOptions{MaxSizeBytes: 2000, MaxFiles: 2, RetainAtLeast: time.Hour, Now: now})
+	writeEvents(t, a, 0, 60)
+	if st := a.Retention(); st.Over == 0 || st.Files != st.Over+2 {
+		t.Fatalf("retention after a burst = %+v, want files kept past MaxFiles", st)
+	}
+	clock.Add(int64(2 * time.Hour))
+	writeEvents(t, a, 60, 10)
+	if st := a.Retention(); st.Over != 0 || st.Files != 2 {
+		t.Errorf("retention once the files are old = %+v, want 2 files", st)
+	}
+	a.Close()
+	evs, _ := readEvents(t, path)
+	if evs[len(evs)-1].Tool != "t69" {
+		t.Errorf("last event %+v", evs[len(evs)-1])
+	}
+	if v := mustVerify(t, path); v.Start == policy.AuditGenesis {
+		t.Errorf("nothing was removed: %+v", v)
+	}
+}
+
+// RecordedKeyChanges finds the key changes written since a time, across
+// rotated files and lines longer than its read size, and no older ones.
+func TestRecordedKeyChanges(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	if got, err := policy.RecordedKeyChanges(path, time.Time{}); err != nil || len(got) != 0 {
+		t.Fatalf("a log without files: %v, %v", got, err)
+	}
+	a := openAudit(t, path, &policy.AuditOptions{MaxSizeBytes: 300 << 10, LogArguments: true})
+	t0 := time.Now().Add(-time.Hour)
+	write := func(e *policy.Event) {
+		t.Helper()
+		if err := a.Write(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	long := func(n int) *policy.Event {
+		e := callEvent(n)
+		e.SetArguments(json.RawMessage(`"` + strings.Repeat("a", 60<<10) + `"`))
+		return e
+	}
+	write(&policy.Event{Type: policy.EventKeyCreated, KeyID: "old", Time: t0})
+	write(&policy.Event{Type: policy.EventToolCall, Tool: "before", Time: t0.Add(time.Minute)})
+	since := t0.Add(30 * time.Minute)
+	write(&policy.Event{Type: policy.EventKeyCreated, KeyID: "k1", Time: since.Add(time.Second)})
+	for i := range 10 {
+		write(long(i)) // several rotations, lines across read chunks
+	}
+	write(&policy.Event{Type: policy.EventKeyRotated, KeyID: "k1", NewKeyID: "k2", Time: since.Add(2 * time.Second)})
+	write(long(10))
+	a.Close()
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(`{"time":"2020-01-01T00:00:00Z","type":"key.rev`) // torn
+	f.Close()
+	if _, err := os.Stat(path + ".2"); err != nil {
+		t.Fatalf("no rotation happened: %v", err)
+	}
+	got, err := policy.RecordedKeyChanges(path, since)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{"key.created k1": true, "key.rotated k1": true}
+	if !cmp.Equal(got, want) {
+		t.Errorf("since %v: %v, want %v", since, got, want)
+	}
+	got, err = policy.RecordedKeyChanges(path, time.Time{})
+	if err != nil || !got["key.created old"] || len(got) != 3 {
+		t.Errorf("since the beginning: %v, %v", got, err)
+	}
 }

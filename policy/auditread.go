@@ -2,6 +2,7 @@ package policy
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -12,6 +13,8 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
+	"time"
 )
 
 // ReadReport tells what [ReadAudit] read.
@@ -256,4 +259,96 @@ func readLine(br *bufio.Reader, buf *[]byte) (line []byte, complete bool, err er
 	default:
 		return nil, false, err
 	}
+}
+
+// RecordedKeyChanges returns the key changes (key.created, key.rotated,
+// key.revoked) the audit log at path records since a time, as "type
+// keyId" (a key is created, rotated and revoked at most once each, so
+// that names one change). It reads backwards from the newest line and
+// stops at the first line dated before since, so it reads no more than
+// the lines written since then. A log with no file records none.
+func RecordedKeyChanges(path string, since time.Time) (map[string]bool, error) {
+	found := map[string]bool{}
+	names, _, err := rotatedFiles(path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("read audit log: %w", err)
+	}
+	names = append(names, path) // oldest first
+	var line struct {
+		Time  time.Time `json:"time"`
+		Type  string    `json:"type"`
+		KeyID string    `json:"keyId"`
+	}
+	errStop := errors.New("stop")
+	for _, name := range slices.Backward(names) {
+		err := scanBackward(name, func(b []byte) error {
+			line.Time, line.Type, line.KeyID = time.Time{}, "", ""
+			if decodeLine(b, &line) != nil {
+				return nil // a torn or broken line: VerifyAudit's business
+			}
+			if strings.HasPrefix(line.Type, "key.") {
+				found[line.Type+" "+line.KeyID] = true
+			}
+			if line.Time.Before(since) {
+				return errStop
+			}
+			return nil
+		})
+		if errors.Is(err, errStop) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read audit log: %w", err)
+		}
+	}
+	return found, nil
+}
+
+// scanBackward calls fn with each line of the file at path (without its
+// newline), the last first. A missing file has no lines. It stops at the
+// first error of fn.
+func scanBackward(path string, fn func(line []byte) error) error {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	const chunk = 64 << 10
+	var tail []byte // the start of the file's part after end, up to its first newline
+	for end := fi.Size(); end > 0; {
+		start := max(0, end-chunk)
+		buf := make([]byte, end-start, int(end-start)+len(tail))
+		if _, err := f.ReadAt(buf, start); err != nil {
+			return err
+		}
+		buf = append(buf, tail...)
+		for {
+			i := bytes.LastIndexByte(buf, '\n')
+			if i < 0 {
+				break
+			}
+			if line := buf[i+1:]; len(line) > 0 {
+				if err := fn(line); err != nil {
+					return err
+				}
+			}
+			buf = buf[:i]
+		}
+		if len(buf) > MaxAuditLineBytes {
+			return fmt.Errorf("%s: line longer than %d bytes", path, MaxAuditLineBytes)
+		}
+		tail = buf
+		end = start
+	}
+	if len(tail) > 0 {
+		return fn(tail)
+	}
+	return nil
 }

@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -98,11 +96,17 @@ type AuthOptions struct {
 	// Logger receives store errors met in the background (default
 	// slog.Default()).
 	Logger *slog.Logger
-	// OnKeyChange, when set, is called after a refresh for each key that
-	// was created, rotated or revoked (by this or another process) since the
-	// previous load, with change "key.created", "key.rotated" or
-	// "key.revoked". It is not called for the keys found by the first load.
-	OnKeyChange func(change string, k *Key)
+	// OnKeyChange, when set, records a key change in the audit log. The
+	// store keeps every key created, rotated or revoked (by any process,
+	// with or without a gateway running) until it is recorded: Refresh
+	// calls OnKeyChange for each change pending, oldest first, and the
+	// store then forgets the ones it recorded. A change whose call fails
+	// stays pending, with those after it, for the next Refresh. Each
+	// change is handed over once per process, even when the store could
+	// not be told it was recorded. NewAuthenticator does not call it: the
+	// first Refresh after it (a call, or Run's first tick) does, whether
+	// or not the keys changed meanwhile.
+	OnKeyChange func(KeyChange) error
 }
 
 // Defaults of [AuthOptions].
@@ -124,13 +128,15 @@ type Authenticator struct {
 	refreshEvery time.Duration
 	flushEvery   time.Duration
 	log          *slog.Logger
-	onKeyChange  func(string, *Key)
+	onKeyChange  func(KeyChange) error
 
 	snap atomic.Pointer[authSnapshot] // read lock-free by Authenticate
 
-	refreshMu sync.Mutex // one Refresh at a time; guards version and loaded
-	version   int64      // store version of storeKeys
-	loaded    bool       // storeKeys has been loaded once
+	refreshMu sync.Mutex     // one Refresh at a time; guards version, loaded, pending and handed
+	version   int64          // store version of storeKeys
+	loaded    bool           // storeKeys has been loaded once
+	pending   bool           // key changes may wait for OnKeyChange
+	handed    map[int64]bool // changes OnKeyChange took that the store still holds
 
 	mu        sync.Mutex // serialises snapshot rebuilds; guards storeKeys and cfgKeys
 	storeKeys map[string]authEntry
@@ -174,6 +180,7 @@ func NewAuthenticator(ctx context.Context, store *KeyStore, configKeys []ConfigK
 		log:          opts.Logger,
 		onKeyChange:  opts.OnKeyChange,
 		storeKeys:    map[string]authEntry{},
+		handed:       map[int64]bool{},
 	}
 	if a.now == nil {
 		a.now = time.Now
@@ -193,6 +200,7 @@ func NewAuthenticator(ctx context.Context, store *KeyStore, configKeys []ConfigK
 	if err := a.Refresh(ctx); err != nil {
 		return nil, err
 	}
+	a.pending = true // for the first Refresh after this one
 	return a, nil
 }
 
@@ -242,8 +250,11 @@ func (a *Authenticator) publish() {
 }
 
 // Refresh reloads the stored keys when the store changed since the last
-// load. Run calls it every RefreshInterval; call it directly to apply a
-// change at once. On error the keys in memory stay as they were.
+// load, and hands the key changes pending in the store to OnKeyChange
+// (see [AuthOptions]). Run calls it every RefreshInterval; call it
+// directly to apply a change at once. When the keys cannot be loaded, the
+// keys in memory stay as they were; when a change cannot be recorded, it
+// stays pending.
 func (a *Authenticator) Refresh(ctx context.Context) error {
 	if a.store == nil {
 		return nil
@@ -257,7 +268,7 @@ func (a *Authenticator) Refresh(ctx context.Context) error {
 		return err
 	}
 	if a.loaded && v == a.version {
-		return nil
+		return a.recordChanges(ctx)
 	}
 	stored, err := a.store.loadAll(ctx)
 	if err != nil {
@@ -273,31 +284,55 @@ func (a *Authenticator) Refresh(ctx context.Context) error {
 		keys[sk.key.ID] = authEntry{key: sk.key, hash: h}
 	}
 	a.mu.Lock()
-	old := a.storeKeys
 	a.storeKeys = keys
 	a.publish()
 	a.mu.Unlock()
-	if a.loaded && a.onKeyChange != nil {
-		reportKeyChanges(old, keys, a.onKeyChange)
-	}
+	first := !a.loaded
 	a.version, a.loaded = v, true
-	return nil
+	if first {
+		return nil // NewAuthenticator: OnKeyChange may not be ready yet
+	}
+	a.pending = true
+	return a.recordChanges(ctx)
 }
 
-// reportKeyChanges calls fn for every key created, rotated or revoked
-// between two loads, in key id order.
-func reportKeyChanges(old, cur map[string]authEntry, fn func(string, *Key)) {
-	for _, id := range slices.Sorted(maps.Keys(cur)) {
-		k, was := cur[id].key, old[id].key
-		switch {
-		case was == nil:
-			fn("key.created", k)
-		case !k.Revoked.IsZero() && was.Revoked.IsZero():
-			fn("key.revoked", k)
-		case k.RotatedTo != "" && was.RotatedTo == "":
-			fn("key.rotated", k)
+// recordChanges hands the changes pending in the store to OnKeyChange,
+// oldest first, and tells the store which were recorded. Called with
+// refreshMu held.
+func (a *Authenticator) recordChanges(ctx context.Context) error {
+	if a.onKeyChange == nil || !a.pending {
+		return nil
+	}
+	changes, err := a.store.PendingKeyChanges(ctx)
+	if err != nil {
+		return err
+	}
+	done := int64(-1)
+	var recordErr error
+	for _, c := range changes {
+		if !a.handed[c.Seq] {
+			if recordErr = a.onKeyChange(c); recordErr != nil {
+				break
+			}
+			a.handed[c.Seq] = true
+		}
+		done = c.Seq
+	}
+	if done >= 0 {
+		if err := a.store.AckKeyChanges(ctx, done); err != nil {
+			return err // handed keeps them from being recorded twice
+		}
+		for seq := range a.handed {
+			if seq <= done {
+				delete(a.handed, seq)
+			}
 		}
 	}
+	if recordErr != nil {
+		return fmt.Errorf("record key changes: %w", recordErr)
+	}
+	a.pending = false
+	return nil
 }
 
 // Authenticate checks a key presented for project and returns its
@@ -457,7 +492,7 @@ func (a *Authenticator) Run(ctx context.Context) {
 			return
 		case <-refresh.C:
 			err := a.Refresh(ctx)
-			refreshFailing = a.logState(ctx, err, refreshFailing, "cannot reload API keys; the loaded keys stay in force")
+			refreshFailing = a.logState(ctx, err, refreshFailing, "cannot reload API keys or record their changes; the loaded keys stay in force and the changes stay pending")
 		case <-flush.C:
 			err := a.Flush(ctx)
 			flushFailing = a.logState(ctx, err, flushFailing, "cannot save API key usage; it is kept for the next try")

@@ -74,6 +74,20 @@ var migrations = []string{
 		value INTEGER NOT NULL
 	) STRICT;
 	INSERT INTO meta (name, value) VALUES ('version', 1);`,
+
+	// 3: key changes not yet in the audit log. Each change is recorded
+	// here by the transaction that makes it; the gateway, the only writer
+	// of the audit log, appends them and deletes them. AUTOINCREMENT:
+	// sequence numbers are never reused.
+	`CREATE TABLE key_changes (
+		seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+		time       INTEGER NOT NULL, -- Unix nanoseconds
+		type       TEXT NOT NULL,    -- key.created, key.rotated or key.revoked
+		key_id     TEXT NOT NULL,
+		project    TEXT NOT NULL,
+		name       TEXT NOT NULL,
+		new_key_id TEXT NOT NULL DEFAULT ''
+	) STRICT;`,
 }
 
 // OpenKeyStore opens the key database at path, creating it (and its
@@ -218,7 +232,10 @@ func (s *KeyStore) Create(ctx context.Context, project, name string, ttl time.Du
 	}
 	err = s.write(ctx, true, func(tx *sql.Tx) error {
 		plaintext, key, err = insertKey(ctx, tx, project, name, ttl, now())
-		return err
+		if err != nil {
+			return err
+		}
+		return recordChange(ctx, tx, KeyChange{Time: key.Created, Type: EventKeyCreated, KeyID: key.ID, Project: project, KeyName: name})
 	})
 	if err != nil {
 		return "", nil, fmt.Errorf("create key: %w", err)
@@ -371,12 +388,19 @@ func notFound(id string) error { return fmt.Errorf("key %q: %w", id, ErrKeyNotFo
 // [ErrKeyNotFound].
 func (s *KeyStore) Revoke(ctx context.Context, id string) error {
 	err := s.write(ctx, true, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE keys SET revoked = ? WHERE id = ? AND revoked = 0`, toNanos(now()), id)
+		t := now()
+		res, err := tx.ExecContext(ctx, `UPDATE keys SET revoked = ? WHERE id = ? AND revoked = 0`, toNanos(t), id)
 		if err != nil {
 			return err
 		}
-		if n, err := res.RowsAffected(); err != nil || n == 1 {
+		if n, err := res.RowsAffected(); err != nil {
 			return err
+		} else if n == 1 {
+			k, err := getKey(tx.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM keys WHERE id = ?`, id), id)
+			if err != nil {
+				return err
+			}
+			return recordChange(ctx, tx, KeyChange{Time: t, Type: EventKeyRevoked, KeyID: id, Project: k.Project, KeyName: k.Name})
 		}
 		var one int
 		err = tx.QueryRowContext(ctx, `SELECT 1 FROM keys WHERE id = ?`, id).Scan(&one)
@@ -424,8 +448,13 @@ func (s *KeyStore) Rotate(ctx context.Context, id string, overlap time.Duration)
 		if !old.Expires.IsZero() && old.Expires.Before(stop) {
 			stop = old.Expires
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE keys SET expires = ?, rotated_to = ? WHERE id = ?`, toNanos(stop), successor.ID, id)
-		return err
+		if _, err = tx.ExecContext(ctx, `UPDATE keys SET expires = ?, rotated_to = ? WHERE id = ?`, toNanos(stop), successor.ID, id); err != nil {
+			return err
+		}
+		if err := recordChange(ctx, tx, KeyChange{Time: t, Type: EventKeyCreated, KeyID: successor.ID, Project: old.Project, KeyName: old.Name}); err != nil {
+			return err
+		}
+		return recordChange(ctx, tx, KeyChange{Time: t, Type: EventKeyRotated, KeyID: id, Project: old.Project, KeyName: old.Name, NewKeyID: successor.ID})
 	})
 	if err != nil {
 		return "", nil, fmt.Errorf("rotate key: %w", err)
@@ -455,6 +484,73 @@ func (s *KeyStore) AddUsage(ctx context.Context, usage map[string]Usage) error {
 	})
 	if err != nil {
 		return fmt.Errorf("record key usage: %w", err)
+	}
+	return nil
+}
+
+// KeyChange is a key created, rotated or revoked, as the store recorded it
+// in the transaction that made the change, for the audit log. A key is
+// created, rotated and revoked at most once each, so Type and KeyID name
+// one change.
+type KeyChange struct {
+	// Seq orders the changes of one store; it is never reused.
+	Seq int64
+	// Time is when the change was made.
+	Time time.Time
+	// Type is EventKeyCreated, EventKeyRotated or EventKeyRevoked.
+	Type string
+	// KeyID, Project and KeyName describe the key; NewKeyID is the
+	// successor of a rotated key.
+	KeyID, Project, KeyName, NewKeyID string
+}
+
+// Event returns the audit event of the change, dated when it was made.
+func (c KeyChange) Event() *Event {
+	return &Event{Time: c.Time, Type: c.Type, Project: c.Project, KeyID: c.KeyID, KeyName: c.KeyName, NewKeyID: c.NewKeyID}
+}
+
+// recordChange adds c to the changes waiting for the audit log.
+func recordChange(ctx context.Context, tx *sql.Tx, c KeyChange) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO key_changes (time, type, key_id, project, name, new_key_id) VALUES (?, ?, ?, ?, ?, ?)`,
+		toNanos(c.Time), c.Type, c.KeyID, c.Project, c.KeyName, c.NewKeyID)
+	return err
+}
+
+// PendingKeyChanges returns the key changes not yet acknowledged with
+// [KeyStore.AckKeyChanges], oldest first: every key created, rotated or
+// revoked through this store (by any process) that no audit log has
+// recorded yet.
+func (s *KeyStore) PendingKeyChanges(ctx context.Context) ([]KeyChange, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT seq, time, type, key_id, project, name, new_key_id FROM key_changes ORDER BY seq`)
+	if err != nil {
+		return nil, fmt.Errorf("read pending key changes: %w", err)
+	}
+	defer rows.Close()
+	var out []KeyChange
+	for rows.Next() {
+		var c KeyChange
+		var t int64
+		if err := rows.Scan(&c.Seq, &t, &c.Type, &c.KeyID, &c.Project, &c.KeyName, &c.NewKeyID); err != nil {
+			return nil, fmt.Errorf("read pending key changes: %w", err)
+		}
+		c.Time = fromNanos(t)
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read pending key changes: %w", err)
+	}
+	return out, nil
+}
+
+// AckKeyChanges forgets the pending key changes up to seq, which an audit
+// log has recorded.
+func (s *KeyStore) AckKeyChanges(ctx context.Context, seq int64) error {
+	err := s.write(ctx, false, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `DELETE FROM key_changes WHERE seq <= ?`, seq)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("acknowledge key changes: %w", err)
 	}
 	return nil
 }

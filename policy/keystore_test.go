@@ -212,9 +212,23 @@ func TestOpenKeyStoreMigratesVersion1(t *testing.T) {
 		t.Errorf("Version did not change on rotation")
 	}
 
+	// Migration 3 keeps the changes made since for the audit log; the
+	// keys made before it are not in it.
+	pending, err := s.PendingKeyChanges(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, c := range pending {
+		kinds = append(kinds, c.Type+" "+c.KeyID)
+	}
+	if want := []string{"key.created " + succ.ID, "key.rotated " + id}; !cmp.Equal(kinds, want) {
+		t.Errorf("pending changes = %v, want %v", kinds, want)
+	}
+
 	var uv int
-	if err := rawDB(t, path).QueryRow("PRAGMA user_version").Scan(&uv); err != nil || uv != 2 {
-		t.Errorf("user_version = %d (%v), want 2", uv, err)
+	if err := rawDB(t, path).QueryRow("PRAGMA user_version").Scan(&uv); err != nil || uv != 3 {
+		t.Errorf("user_version = %d (%v), want 3", uv, err)
 	}
 	// Opening again applies nothing more.
 	reopen(t, path)
@@ -621,5 +635,49 @@ func TestKeyStoreOtherProcess(t *testing.T) {
 	}
 	if got := mustGet(t, s, k.ID).Calls; got != n {
 		t.Errorf("calls = %d, want %d", got, n)
+	}
+}
+
+// Each change is kept for the audit log, with its time, in the
+// transaction that makes it, also when made through another handle (the
+// command line while a gateway runs), until acknowledged.
+func TestKeyStorePendingChanges(t *testing.T) {
+	ctx := context.Background()
+	s, path := openStore(t)
+	other := reopen(t, path)
+	_, k, err := other.Create(ctx, "team", "ci", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Revoke(ctx, k.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := other.Rotate(ctx, k.ID, time.Hour); err == nil {
+		t.Fatal("rotated a revoked key")
+	}
+	revoked := mustGet(t, s, k.ID).Revoked
+	got, err := s.PendingKeyChanges(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []policy.KeyChange{
+		{Seq: 1, Time: k.Created, Type: policy.EventKeyCreated, KeyID: k.ID, Project: "team", KeyName: "ci"},
+		{Seq: 2, Time: revoked, Type: policy.EventKeyRevoked, KeyID: k.ID, Project: "team", KeyName: "ci"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("pending (-want +got):\n%s", diff)
+	}
+	if ev := got[1].Event(); ev.Type != policy.EventKeyRevoked || !ev.Time.Equal(revoked) || ev.KeyID != k.ID || ev.KeyName != "ci" {
+		t.Errorf("event of %+v = %+v", got[1], ev)
+	}
+	if err := s.AckKeyChanges(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Create(ctx, "team", "next", 0); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = s.PendingKeyChanges(ctx)
+	if len(got) != 2 || got[0].Seq != 2 || got[1].Seq != 3 {
+		t.Errorf("after acknowledging 1: %+v", got)
 	}
 }

@@ -27,8 +27,8 @@ import (
 	"github.com/toolgate/toolgate/policy"
 )
 
-// `toolgate check` grades a configuration against the security checklist
-// of DESIGN.md. Each item of the checklist is a function that returns
+// `toolgate check` grades a configuration against the security checklist.
+// Each item of the checklist is a function that returns
 // findings (pass, warn or fail, each with a reason and a fix); the report
 // lists them grouped by item, in the checklist's order, sorted within an
 // item. Nothing in the report depends on the time of day or on map order,
@@ -50,9 +50,15 @@ environment variables, one credential per server, HTTPS-only endpoints,
 the audit log, rate limits, the age of API keys and Code Mode limits.
 
 Every item is reported as pass, warn or fail with the reason and the fix.
-The exit code is 1 when any item fails (or the configuration does not
-load), 0 otherwise. Literal secrets are never printed, only masked.`,
-		Args: noArgs,
+A file that does not load is graded too: each of its problems (a syntax
+error, an invalid value, an unknown key, an environment variable that is
+not set) is a failed check with its key path, next to every check that
+could still run. With --json, the output is always one JSON document.
+The exit code is 1 when any check fails, 2 for a mistake in the command
+line, 0 otherwise. Literal secrets are never printed, only masked.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			return f.usage(g, noArgs(cmd, args))
+		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runCheck(ctxOf(cmd), g, f)
 		},
@@ -65,17 +71,39 @@ load), 0 otherwise. Literal secrets are never printed, only masked.`,
 // printed, the exit code is 1.
 var errCheckFailed = errors.New("the configuration fails the security checklist")
 
+// usage returns err, a mistake in the command line, as a usage error; with
+// --json it also prints it as the one JSON document, {"error": "..."}.
+func (f *checkFlags) usage(g *globals, err error) error {
+	if err == nil {
+		return nil
+	}
+	if f.json {
+		enc := json.NewEncoder(g.stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(map[string]string{"error": err.Error()})
+	}
+	var ue usageError
+	if errors.As(err, &ue) {
+		return err
+	}
+	return usageError{err}
+}
+
 func runCheck(ctx context.Context, g *globals, f *checkFlags) error {
 	path, err := config.Find(g.config)
-	if err != nil {
-		return err
-	}
-	if path == "" {
-		return usageError{errors.New("no configuration file to check: pass -c FILE, or run check in a folder with toolgate.json (.yaml, .yml or .toml)")}
-	}
-	in, err := loadCheckInput(path, time.Now())
-	if err != nil {
-		return err
+	var in *checkInput
+	switch {
+	case err != nil:
+		// A file named with -c that cannot be read: graded as a file
+		// that does not load.
+		path = g.config
+		in = &checkInput{loadErr: err, now: time.Now()}
+	case path == "":
+		return f.usage(g, errors.New("no configuration file to check: pass -c FILE, or run check in a folder with toolgate.json (.yaml, .yml or .toml)"))
+	default:
+		if in, err = loadCheckInput(path, time.Now()); err != nil {
+			return err
+		}
 	}
 	rep := gradeConfig(ctx, in)
 	if f.json {
@@ -169,9 +197,16 @@ var checklist = []checkItem{
 
 // checkInput is what the checks read: the loaded configuration (values
 // interpolated, defaults applied), the file as written (values not
-// interpolated) and the clock key ages are measured by.
+// interpolated) and the clock key ages are measured by. A file that does
+// not load has problems, or a loadErr and no configuration at all.
 type checkInput struct {
-	cfg *config.Config
+	// problems are what keeps the file from loading, each with its key
+	// path; cfg is then what could be read of it.
+	problems []config.Problem
+	// loadErr says why there is no configuration (cfg is nil): the file
+	// cannot be read or does not parse.
+	loadErr error
+	cfg     *config.Config
 	// raw is the file decoded into generic maps, without interpolation.
 	raw map[string]any
 	// hasProjects is whether the file uses `projects` (key paths differ).
@@ -179,13 +214,15 @@ type checkInput struct {
 	now         time.Time
 }
 
-// loadCheckInput loads the configuration at path for checking, and reads
-// the file a second time as written: the loaded values are interpolated,
-// and a literal secret must be told apart from one taken from ${VAR}.
+// loadCheckInput loads the configuration at path for checking, problems
+// and all, and reads the file a second time as written: the loaded values
+// are interpolated, and a literal secret must be told apart from one taken
+// from ${VAR}. A file that cannot be read or parsed is an input with a
+// loadErr, not an error.
 func loadCheckInput(path string, now time.Time) (*checkInput, error) {
-	cfg, err := config.Load(path)
+	cfg, problems, err := config.Inspect(path)
 	if err != nil {
-		return nil, err
+		return &checkInput{loadErr: err, now: now}, nil
 	}
 	format, err := config.FormatOf(path)
 	if err != nil {
@@ -193,13 +230,15 @@ func loadCheckInput(path string, now time.Time) (*checkInput, error) {
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
+		return &checkInput{loadErr: fmt.Errorf("read config: %w", err), now: now}, nil
 	}
 	raw, err := decodeRawConfig(data, format)
 	if err != nil {
-		return nil, fmt.Errorf("load config %s: %w", path, err)
+		return &checkInput{loadErr: fmt.Errorf("load config %s: %w", path, err), now: now}, nil
 	}
-	return newCheckInput(cfg, raw, now), nil
+	in := newCheckInput(cfg, raw, now)
+	in.problems = problems
+	return in, nil
 }
 
 func newCheckInput(cfg *config.Config, raw map[string]any, now time.Time) *checkInput {
@@ -233,12 +272,30 @@ func decodeRawConfig(data []byte, format string) (map[string]any, error) {
 	return m, nil
 }
 
+// loadItem grades whether the file loads. It is reported only when it
+// does not: then first, one failed check per problem.
+var loadItem = checkItem{"config", "Configuration loads", checkLoads}
+
 // gradeConfig runs the checklist. Each check returns its findings in a
-// fixed order (the listener first, then servers sorted by key path).
+// fixed order (the listener first, then servers sorted by key path). A
+// file that does not load gets a failed check per problem first; the
+// checklist then runs on what could be read, leaving out findings about
+// values that are themselves a problem. Without a configuration at all
+// nothing else can run.
 func gradeConfig(ctx context.Context, in *checkInput) checkReport {
 	rep := checkReport{Items: []checkResult{}}
-	for _, item := range checklist {
+	items := checklist
+	switch {
+	case in.cfg == nil:
+		items = []checkItem{loadItem}
+	case len(in.problems) > 0:
+		items = append([]checkItem{loadItem}, checklist...)
+	}
+	for _, item := range items {
 		for _, f := range item.run(ctx, in) {
+			if item.id != loadItem.id && in.isProblem(f.path) {
+				continue
+			}
 			rep.Items = append(rep.Items, checkResult{
 				ID: item.id, Title: item.title, Status: f.status,
 				Reason: f.reason, Fix: f.fix, Path: f.path,
@@ -475,6 +532,53 @@ func (in *checkInput) rawServers() []rawServer {
 	}
 	slices.SortFunc(out, func(a, b rawServer) int { return strings.Compare(a.path, b.path) })
 	return out
+}
+
+// --- loading -----------------------------------------------------------------
+
+func checkLoads(_ context.Context, in *checkInput) []checkFinding {
+	if in.cfg == nil {
+		fix := "correct the file where the error says; serve refuses to start with it"
+		if errors.Is(in.loadErr, fs.ErrNotExist) {
+			fix = "pass -c the path of an existing configuration file"
+		}
+		return []checkFinding{findFail("", fmt.Sprintf("the file cannot be read as a configuration, so no other check could run: %v", in.loadErr), fix)}
+	}
+	var out []checkFinding
+	for _, p := range in.problems {
+		out = append(out, findFail(p.Path, p.Message, problemFix(p)))
+	}
+	return out
+}
+
+// problemFix says how to fix a problem that keeps a file from loading.
+func problemFix(p config.Problem) string {
+	if name, ok := strings.CutPrefix(p.Message, "environment variable "); ok {
+		if name, ok := strings.CutSuffix(name, " is not set"); ok {
+			return fmt.Sprintf("set %s in the environment of toolgate (check reads the same environment as serve)", name)
+		}
+	}
+	if strings.HasPrefix(p.Message, "unknown key") {
+		return "correct the key's spelling, or remove it"
+	}
+	return "correct the value: serve refuses to start until every problem of the file is fixed"
+}
+
+// isProblem reports whether path, or a key path that holds it, is one of
+// the problems of the file: a check's finding there would only repeat it.
+func (in *checkInput) isProblem(path string) bool {
+	if path == "" {
+		return false
+	}
+	for _, p := range in.problems {
+		if p.Path == "" {
+			continue
+		}
+		if path == p.Path || strings.HasPrefix(path, p.Path+".") || strings.HasPrefix(path, p.Path+"[") {
+			return true
+		}
+	}
+	return false
 }
 
 // --- API key authentication ----------------------------------------------

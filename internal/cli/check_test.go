@@ -133,9 +133,16 @@ func TestCheckGolden(t *testing.T) {
 
 func TestCheckUsageAndLoadErrors(t *testing.T) {
 	dir := t.TempDir()
-	invalid := filepath.Join(dir, "invalid.json")
-	if err := os.WriteFile(invalid, []byte(`{"mcpServers": {"a": {"comand": "x"}}}`), 0o600); err != nil {
-		t.Fatal(err)
+	for name, doc := range map[string]string{
+		"invalid.json":     `{"mcpServers": {"a": {"comand": "x"}}}`,
+		"unparsable.json":  `{"mcpServers": {"a": {"command": "x"}},, }`,
+		"unset.yaml":       "mcpServers:\n  api:\n    url: ${TOOLGATE_TEST_UNSET_URL}\n    allowedTools: [search]\n",
+		"empty-tool.toml":  "allowedTools = [\"\"]\n",
+		"bad-format.jsonc": `{}`,
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(doc), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	t.Chdir(dir)
 	tests := []struct {
@@ -143,12 +150,19 @@ func TestCheckUsageAndLoadErrors(t *testing.T) {
 		args     []string
 		wantCode int
 		wantErr  string
+		wantOut  []string // in the report, each "path: reason" line or part of it
 	}{
-		{"no config file", []string{"check"}, 2, "no configuration file to check"},
-		{"extra argument", []string{"check", "x.json"}, 2, "takes no arguments"},
-		{"unknown flag", []string{"check", "--jsn"}, 2, "unknown flag"},
-		{"missing file", []string{"-c", "missing.json", "check"}, 1, "missing.json"},
-		{"invalid config", []string{"-c", "invalid.json", "check"}, 1, `unknown key (did you mean "command"?)`},
+		{"no config file", []string{"check"}, 2, "no configuration file to check", nil},
+		{"extra argument", []string{"check", "x.json"}, 2, "takes no arguments", nil},
+		{"unknown flag", []string{"check", "--jsn"}, 2, "unknown flag", nil},
+		{"missing file", []string{"-c", "missing.json", "check"}, 1, "1 item failed", []string{"✗ the file cannot be read", "missing.json", "fix: pass -c the path"}},
+		{"invalid config", []string{"-c", "invalid.json", "check"}, 1, "2 items failed", []string{
+			`✗ mcpServers.a.comand: unknown key (did you mean "command"?)`, "✗ mcpServers.a: needs command", "✓ API key authentication", "✓ Code Mode limits"}},
+		{"unparsable", []string{"-c", "unparsable.json", "check"}, 1, "1 item failed", []string{"✗ the file cannot be read as a configuration, so no other check could run: load config unparsable.json: decode json"}},
+		{"unset variable", []string{"-c", "unset.yaml", "check"}, 1, "1 item failed", []string{
+			"✗ mcpServers.api.url: environment variable TOOLGATE_TEST_UNSET_URL is not set", "fix: set TOOLGATE_TEST_UNSET_URL in the environment", "✓ mcpServers.api: only the tools its allow list matches"}},
+		{"invalid toml", []string{"-c", "empty-tool.toml", "check"}, 1, "1 item failed", []string{"✗ allowedTools[0]: empty tool name"}},
+		{"unknown format", []string{"-c", "bad-format.jsonc", "check"}, 1, "1 item failed", []string{`unknown format ".jsonc"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -156,8 +170,34 @@ func TestCheckUsageAndLoadErrors(t *testing.T) {
 			if code != tt.wantCode || !strings.Contains(errOut, tt.wantErr) {
 				t.Errorf("exit %d, stderr %q; want exit %d and %q", code, errOut, tt.wantCode, tt.wantErr)
 			}
-			if out != "" {
+			if len(tt.wantOut) == 0 && out != "" {
 				t.Errorf("stdout = %q, want nothing", out)
+			}
+			for _, w := range tt.wantOut {
+				if !strings.Contains(out, w) {
+					t.Errorf("report lacks %q:\n%s", w, out)
+				}
+			}
+
+			// With --json: one JSON document whatever the outcome, and
+			// the same exit code.
+			if tt.name == "unknown flag" {
+				return // the command line stops before --json is read
+			}
+			code, out, _ = run(t, "", append(tt.args, "--json")...)
+			if code != tt.wantCode {
+				t.Errorf("--json: exit %d, want %d", code, tt.wantCode)
+			}
+			dec := json.NewDecoder(strings.NewReader(out))
+			var doc map[string]any
+			if err := dec.Decode(&doc); err != nil {
+				t.Fatalf("--json printed no JSON document: %v\n%s", err, out)
+			}
+			if dec.More() {
+				t.Errorf("--json printed more than one document:\n%s", out)
+			}
+			if (doc["error"] != nil) != (tt.wantCode == 2) || (doc["items"] == nil) != (tt.wantCode == 2) {
+				t.Errorf("--json document = %v", doc)
 			}
 		})
 	}

@@ -590,12 +590,6 @@ func metricsMux(gw *gateway.Gateway) http.Handler {
 	return mux
 }
 
-// keyEvent is a key change the authenticator saw, for the audit log.
-type keyEvent struct {
-	change string
-	key    *policy.Key
-}
-
 // auditOptions maps the configuration onto the audit log's options.
 func auditOptions(cfg *config.Config) *policy.AuditOptions {
 	o := &policy.AuditOptions{
@@ -603,6 +597,7 @@ func auditOptions(cfg *config.Config) *policy.AuditOptions {
 		FsyncInterval: cfg.Audit.FsyncInterval.D(),
 		MaxSizeBytes:  int64(cfg.Audit.MaxSizeMB) << 20,
 		MaxFiles:      cfg.Audit.MaxFiles,
+		RetainAtLeast: cfg.Audit.RetainAtLeast.D(),
 		LogArguments:  cfg.Audit.LogArguments,
 	}
 	if cfg.Audit.Stdout {
@@ -629,8 +624,10 @@ func openGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, useK
 	}()
 
 	var authn *policy.Authenticator
-	keyEvents := make(chan keyEvent, 64)
-	cleanups = append(cleanups, func() { close(keyEvents) })
+	// recordKey is the gateway's RecordKeyChange, set before the
+	// authenticator first calls it.
+	var recordKey func(policy.KeyChange) error
+	startAuth := func() {}
 	if cfg.AuthRequired() {
 		var store *policy.KeyStore
 		if useKeyStore {
@@ -641,31 +638,39 @@ func openGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, useK
 		}
 		authn, err = policy.NewAuthenticator(ctx, store, nil, &policy.AuthOptions{
 			Logger:      log,
-			OnKeyChange: func(change string, k *policy.Key) { keyEvents <- keyEvent{change, k} },
+			OnKeyChange: func(c policy.KeyChange) error { return recordKey(c) },
 		})
 		if err != nil {
 			return nil, nil, err
 		}
 		actx, stopAuth := context.WithCancel(context.WithoutCancel(ctx))
 		done := make(chan struct{})
-		go func() { authn.Run(actx); close(done) }()
-		cleanups = append(cleanups, func() { stopAuth(); <-done }) // flushes key usage
+		started := false
+		startAuth = func() {
+			go func() { authn.Run(actx); close(done) }()
+			started = true
+		}
+		cleanups = append(cleanups, func() { // flushes key usage
+			stopAuth()
+			if started {
+				<-done
+			}
+		})
 	}
 
-	audit, err := policy.OpenAuditLog(cfg.Audit.Path, auditOptions(cfg))
-	if err != nil {
-		return nil, nil, fmt.Errorf("opening the audit log: %w", err)
-	}
-	cleanups = append(cleanups, func() { audit.Close() })
 	rules := make([]policy.AlertRule, 0, len(cfg.Alerts.Rules))
 	for _, r := range cfg.Alerts.Rules {
 		rules = append(rules, policy.AlertRule{Event: r.Event, Threshold: r.Threshold, Window: r.Window.D()})
 	}
-	if len(rules) == 0 {
-		rules = policy.DefaultAlertRules()
-	}
-	alerter := policy.NewAlerter(cfg.Alerts.Webhook, rules, &policy.AlerterOptions{Logger: log, Post: webhook.Poster(&http.Client{})})
+	alerter := policy.NewAlerter(cfg.Alerts.Webhook, policy.AlertRulesFor(rules), &policy.AlerterOptions{Logger: log, Post: webhook.Poster(&http.Client{})})
 	cleanups = append(cleanups, alerter.Close)
+	auditOpts := auditOptions(cfg)
+	auditOpts.OnRetention = func(st policy.RetentionStatus) { retentionAlert(log, alerter, st) }
+	audit, err := policy.OpenAuditLog(cfg.Audit.Path, auditOpts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("opening the audit log: %w", err)
+	}
+	cleanups = append(cleanups, func() { audit.Close() })
 
 	var engine *sandbox.Engine
 	if cfg.CodeMode.Enabled {
@@ -680,14 +685,31 @@ func openGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, useK
 	}
 
 	gw = gateway.New(cfg, &gateway.Options{Logger: log, Auth: authn, Audit: audit, Alerter: alerter, Sandbox: engine})
-	go func() {
-		for ev := range keyEvents {
-			gw.RecordKeyChange(ev.change, ev.key)
-		}
-	}()
+	recordKey = gw.RecordKeyChange
 	cleanups = append(cleanups, gw.Close)
+	if authn != nil {
+		// The key changes made while no gateway ran go into the log
+		// before the gateway serves; Run appends later ones as it reloads
+		// the keys.
+		if err := authn.Refresh(ctx); err != nil {
+			log.Error("cannot record the key changes pending in the key store yet; they stay pending", "error", err)
+		}
+		startAuth()
+	}
 	if err := gw.Start(ctx); err != nil {
 		return nil, nil, err
 	}
 	return gw, cleanup, nil
+}
+
+// retentionAlert reports an audit log rotation that kept files past
+// audit.maxFiles: logged, and shown to the alert rules as an
+// audit.retention event (the log itself holds the event).
+func retentionAlert(log *slog.Logger, alerter *policy.Alerter, st policy.RetentionStatus) {
+	if st.Over == 0 {
+		return
+	}
+	log.Warn("audit log: rotated files kept past audit.maxFiles because they are younger than audit.retainAtLeast; the disk fills until they age or the limits change",
+		"kept", st.Over, "maxFiles", st.MaxFiles, "retainAtLeast", st.RetainAtLeast, "oldest", st.Oldest)
+	alerter.Observe(policy.EventAuditRetention, "", map[string]any{"files": st.Files, "over": st.Over, "maxFiles": st.MaxFiles})
 }

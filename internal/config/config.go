@@ -189,6 +189,11 @@ type Audit struct {
 	MaxSizeMB int `mapstructure:"maxSizeMB"`
 	// MaxFiles is how many rotated files are kept (default 10).
 	MaxFiles int `mapstructure:"maxFiles"`
+	// RetainAtLeast is how long a rotated file is kept whatever MaxFiles
+	// says, counted from its last line (default 7 days): a burst of events
+	// cannot rotate recent evidence away. Files kept past MaxFiles raise
+	// an audit.retention alert and show in /readyz and /metrics.
+	RetainAtLeast Duration `mapstructure:"retainAtLeast"`
 }
 
 // Alerts are rules that post to a webhook when audit events of one type
@@ -203,6 +208,7 @@ var EventTypes = []string{
 	"auth.failure", "tool.call", "tool.denied", "ratelimit.hit", "ip.denied",
 	"code.execution", "code.fetch", "upstream.error", "upstream.restart",
 	"config.reload", "key.created", "key.rotated", "key.revoked", "tools.changed",
+	"audit.retention",
 }
 
 // AlertRule fires when Threshold events of type Event happen within Window.

@@ -85,22 +85,38 @@ func FormatOf(path string) (string, error) {
 // every problem found, each with its key path. Other errors (unreadable
 // file, syntax error) are wrapped.
 func Load(path string) (*Config, error) {
-	format, err := FormatOf(path)
+	c, problems, err := Inspect(path)
 	if err != nil {
 		return nil, err
 	}
+	if len(problems) > 0 {
+		e := newError(problems)
+		e.File = path
+		return nil, e
+	}
+	return c, nil
+}
+
+// Inspect reads the configuration file at path as [Load] does, but does
+// not stop at problems: it returns the configuration as far as it could be
+// read (values found bad are left out, a variable that is not set reads
+// as empty, defaults are applied) together with every problem [Load]
+// would report, sorted by key path. It is for tools that grade a file,
+// such as `toolgate check`; a configuration with problems must not be
+// served. The error is for a file that cannot be read or is not a
+// document of its format: then there is no configuration.
+func Inspect(path string) (*Config, []Problem, error) {
+	format, err := FormatOf(path)
+	if err != nil {
+		return nil, nil, err
+	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
+		return nil, nil, fmt.Errorf("read config: %w", err)
 	}
-	c, err := parse(data, format, os.LookupEnv)
+	c, problems, err := parseAll(data, format, os.LookupEnv)
 	if err != nil {
-		var ce *Error
-		if errors.As(err, &ce) {
-			ce.File = path
-			return nil, ce
-		}
-		return nil, fmt.Errorf("load config %s: %w", path, err)
+		return nil, nil, fmt.Errorf("load config %s: %w", path, err)
 	}
 	c.Path = path
 	// Relative paths in a file are relative to the file's folder.
@@ -109,7 +125,10 @@ func Load(path string) (*Config, error) {
 			*p = filepath.Join(filepath.Dir(path), *p)
 		}
 	}
-	return c, nil
+	if len(problems) > 0 {
+		problems = newError(problems).Problems
+	}
+	return c, problems, nil
 }
 
 // Parse is [Load] from bytes: format is "json", "yaml" (or "yml") or
@@ -120,9 +139,23 @@ func Parse(data []byte, format string) (*Config, error) {
 
 // parse is Parse with an injectable environment.
 func parse(data []byte, format string, lookup func(string) (string, bool)) (*Config, error) {
-	raw, err := decodeRaw(data, format)
+	c, problems, err := parseAll(data, format, lookup)
 	if err != nil {
 		return nil, err
+	}
+	if len(problems) > 0 {
+		return nil, newError(problems)
+	}
+	return c, nil
+}
+
+// parseAll decodes, interpolates, defaults and validates a document,
+// returning the configuration as far as it could be read with every
+// problem found. The error is for a document that does not decode.
+func parseAll(data []byte, format string, lookup func(string) (string, bool)) (*Config, []Problem, error) {
+	raw, err := decodeRaw(data, format)
+	if err != nil {
+		return nil, nil, err
 	}
 	l := &loader{lookup: lookup, bad: map[string]bool{}, origin: map[string]string{}}
 	c := l.decode(raw)
@@ -131,10 +164,7 @@ func parse(data []byte, format string, lookup func(string) (string, bool)) (*Con
 	l.resolveTransports(c)
 	applyDefaults(c)
 	l.validate(c)
-	if len(l.problems) > 0 {
-		return nil, newError(l.problems)
-	}
-	return c, nil
+	return c, l.problems, nil
 }
 
 // codecs decodes YAML, TOML and (standardised) JSON into maps. Unlike
@@ -709,6 +739,7 @@ func applyDefaults(c *Config) {
 	setDefault(&c.Audit.FsyncInterval, Duration(100*time.Millisecond))
 	setDefault(&c.Audit.MaxSizeMB, 100)
 	setDefault(&c.Audit.MaxFiles, 10)
+	setDefault(&c.Audit.RetainAtLeast, Duration(7*24*time.Hour))
 	setDefault(&c.KeyMaxAge, Duration(90*24*time.Hour))
 	cm := &c.CodeMode
 	setDefault(&cm.Timeout, Duration(10*time.Second))

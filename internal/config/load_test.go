@@ -454,7 +454,7 @@ func withDefaults(c *Config) *Config {
 		c.DataDir = DefaultDataDir
 	}
 	c.TLS.MinVersion = "1.2"
-	c.Audit = Audit{Path: filepath.Join(c.DataDir, "audit.jsonl"), Fsync: "batch", FsyncInterval: Duration(100 * time.Millisecond), MaxSizeMB: 100, MaxFiles: 10}
+	c.Audit = Audit{Path: filepath.Join(c.DataDir, "audit.jsonl"), Fsync: "batch", FsyncInterval: Duration(100 * time.Millisecond), MaxSizeMB: 100, MaxFiles: 10, RetainAtLeast: Duration(7 * 24 * time.Hour)}
 	c.KeyMaxAge = Duration(90 * 24 * time.Hour)
 	if c.ShutdownGracePeriod == 0 {
 		c.ShutdownGracePeriod = Duration(DefaultShutdownGracePeriod)

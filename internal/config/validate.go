@@ -117,6 +117,7 @@ func (l *loader) validateAccess(c *Config) {
 		l.addf("audit.fsync", "unknown mode %q (want \"batch\" or \"always\")", truncate(f))
 	}
 	l.checkTimeout("audit.fsyncInterval", c.Audit.FsyncInterval)
+	l.checkTimeout("audit.retainAtLeast", c.Audit.RetainAtLeast)
 	if c.Alerts.Webhook != "" && !l.bad["alerts.webhook"] {
 		if _, err := parseHTTPURL(c.Alerts.Webhook); err != nil {
 			l.addf("alerts.webhook", "invalid url: %v", err)
