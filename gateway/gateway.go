@@ -18,6 +18,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/toolgate/toolgate/internal/clip"
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/policy"
 	"github.com/toolgate/toolgate/sandbox"
@@ -429,7 +430,7 @@ func (g *Gateway) record(p *project, r *route, call *ToolCall, res *mcp.CallTool
 // name).
 func (g *Gateway) callRoute(ctx context.Context, p *project, r *route, call *ToolCall) (*mcp.CallToolResult, error) {
 	if r == nil {
-		return nil, &CallError{Code: CodeNotFound, Message: fmt.Sprintf("unknown tool %q", call.Name)}
+		return nil, &CallError{Code: CodeNotFound, Message: fmt.Sprintf("unknown tool %q", clip.Text(call.Name, sandbox.MaxToolNameBytes))}
 	}
 	if call.prepaid != call.Name {
 		if err := g.takeTokens(call.Principal, call.Name); err != nil {

@@ -57,29 +57,28 @@ func TestOutputBounded(t *testing.T) {
 	}
 }
 
-// TestLongToolNames: a name over MaxToolNameBytes never reaches the Caller,
-// is refused as not_found and is recorded clipped, with its length.
+// TestLongToolNames: a name over MaxToolNameBytes is recorded clipped, with
+// its length, whoever refuses it, and echoed clipped when there is no
+// Caller.
 func TestLongToolNames(t *testing.T) {
-	var reached atomic.Int64
-	caller := func(ctx context.Context, name string, args []byte) ([]byte, error) {
-		reached.Add(int64(len(name)))
-		return echoCaller(ctx, name, args)
-	}
-	res := runReq(t, &Request{Prelude: testPrelude, Caller: caller, Code: `
-		const codes = [];
-		for (let i = 0; i < 10; i++) { try { await callTool('n'.repeat(200000) + i) } catch (e) { codes.push(e.code) } }
-		try { await callTool('m'.repeat(128)) } catch (e) { codes.push(e.code) }
-		return codes`}, Limits{})
-	wantResult(t, res, `["not_found","not_found","not_found","not_found","not_found","not_found","not_found","not_found","not_found","not_found","not_found"]`)
-	if n := reached.Load(); n != 128 {
-		t.Fatalf("the caller saw %d bytes of names, want only the 128-byte one", n)
-	}
-	if len(res.ToolCalls) != 11 {
-		t.Fatalf("%d records, want 11", len(res.ToolCalls))
-	}
-	for _, r := range res.ToolCalls[:10] {
-		if len(r.Tool) > MaxToolNameBytes || !strings.Contains(r.Tool, "[200001 bytes]") || r.OK {
-			t.Fatalf("record %+v: want the name clipped with its length", r)
+	code := `
+		const out = [];
+		for (let i = 0; i < 10; i++) { try { await callTool('n'.repeat(200000) + i) } catch (e) { out.push(e.code, e.message.length < 200) } }
+		return out`
+	for _, caller := range []Caller{echoCaller, nil} {
+		res := runReq(t, &Request{Prelude: testPrelude, Caller: caller, Code: code}, Limits{})
+		if caller == nil {
+			wantResult(t, res, "["+strings.Repeat(`"not_found",true,`, 9)+`"not_found",true]`)
+		} else if res.Error != nil || strings.Count(string(res.Result), "not_found") != 10 {
+			t.Fatalf("got %.200s %+v", res.Result, res.Error)
+		}
+		if len(res.ToolCalls) != 10 {
+			t.Fatalf("%d records, want 10", len(res.ToolCalls))
+		}
+		for _, r := range res.ToolCalls {
+			if len(r.Tool) > MaxToolNameBytes || !strings.Contains(r.Tool, "[200001 bytes]") || r.OK {
+				t.Fatalf("record %+v: want the name clipped with its length", r)
+			}
 		}
 	}
 }

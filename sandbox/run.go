@@ -321,10 +321,11 @@ func (x *execution) absorb(out string) (*outcome, error) {
 var logLevels = map[byte]string{'l': "log", 'i': "info", 'd': "debug", 'w': "warn", 'e': "error"}
 
 // request takes one tool call or fetch the script made. Whatever the host
-// keeps of it is bounded: a name longer than MaxToolNameBytes is refused
-// and recorded clipped, arguments over MaxArgumentBytes are refused, the
-// arguments of calls queued and running together stay within the memory
-// limit, and the calls past maxToolCalls share one record.
+// keeps of it is bounded: a name longer than MaxToolNameBytes is recorded
+// clipped (the Caller, the gateway's tool path, refuses and audits it),
+// arguments over MaxArgumentBytes are refused, the arguments of calls
+// queued and running together stay within the memory limit, and the calls
+// past maxToolCalls share one record.
 func (x *execution) request(kind byte, id int64, name, args string) {
 	if kind == 'c' {
 		x.calls++
@@ -339,15 +340,8 @@ func (x *execution) request(kind byte, id int64, name, args string) {
 			x.res.ToolCalls[x.refused].Count++
 			return
 		}
-		if len(name) > MaxToolNameBytes {
-			shown := clip.Text(name, MaxToolNameBytes)
-			x.ready = append(x.ready, reject(id, "not_found",
-				fmt.Sprintf("tool %q not found: tool names have at most %d characters", shown, MaxToolNameBytes)))
-			x.res.ToolCalls = append(x.res.ToolCalls, ToolCallRecord{Tool: shown})
-			return
-		}
 		if ok := x.admitArgs(id, len(args), "tool arguments"); !ok {
-			x.res.ToolCalls = append(x.res.ToolCalls, ToolCallRecord{Tool: name})
+			x.res.ToolCalls = append(x.res.ToolCalls, ToolCallRecord{Tool: clip.Text(name, MaxToolNameBytes)})
 			return
 		}
 		x.queue = append(x.queue, hostOp{kind: kind, id: id, name: name, args: args})
@@ -629,7 +623,7 @@ func (x *execution) perform(op hostOp) {
 
 func (x *execution) callTool(op hostOp) hostDone {
 	start := time.Now()
-	rec := &ToolCallRecord{Tool: op.name}
+	rec := &ToolCallRecord{Tool: clip.Text(op.name, MaxToolNameBytes)}
 	done := func(set settlement) hostDone {
 		rec.Ms = msSince(start)
 		return hostDone{set: set, record: rec, held: len(op.args)}
@@ -638,7 +632,7 @@ func (x *execution) callTool(op hostOp) hostDone {
 		return done(reject(op.id, "invalid_arguments", "tool arguments are not valid JSON"))
 	}
 	if x.req.Caller == nil {
-		return done(reject(op.id, "not_found", "tool "+op.name+" not found"))
+		return done(reject(op.id, "not_found", fmt.Sprintf("tool %q not found", clip.Text(op.name, MaxToolNameBytes))))
 	}
 	out, err := safeCall(x.ctx, x.req.Caller, op.name, []byte(op.args))
 	if err != nil {

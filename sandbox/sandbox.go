@@ -129,9 +129,9 @@ const (
 	maxRedirects       = 5
 )
 
-// MaxToolNameBytes is the longest tool name a script may call: MCP names
-// are 1-128 characters. A longer name is refused before the host records
-// it, and appears in records clipped, with its length.
+// MaxToolNameBytes is the longest tool name: MCP names are 1-128
+// characters. A longer name appears in records and messages clipped, with
+// its length (the gateway's tool path refuses it as not_found).
 const MaxToolNameBytes = 128
 
 // WithDefaults returns l with every zero field set to its default.
