@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/toolgate/toolgate/internal/config"
@@ -27,9 +28,12 @@ const (
 // Supervision timings. Variables so that tests of this package can shorten
 // them; operators tune the call and startup deadlines in the config.
 var (
-	backoffMin     = 500 * time.Millisecond
-	backoffMax     = 30 * time.Second
-	backoffReset   = time.Minute // a session that lasted this long resets the backoff
+	backoffMin   = 500 * time.Millisecond
+	backoffMax   = 30 * time.Second
+	backoffReset = time.Minute // a session that lasted this long resets the backoff
+	// backoffJitter spreads reconnections by ±20%, so that upstreams that
+	// failed together (a network blip) do not reconnect in step.
+	backoffJitter  = 0.2
 	pingInterval   = 15 * time.Second
 	pingTimeout    = 10 * time.Second
 	refreshTimeout = 30 * time.Second
@@ -147,7 +151,13 @@ func (u *upstream) waitFirstAttempt(ctx context.Context) {
 func (u *upstream) run(ctx context.Context) {
 	defer close(u.done)
 	defer u.attemptO.Do(func() { close(u.attempt) })
-	backoff := backoffMin
+	retry := &backoff.ExponentialBackOff{
+		InitialInterval:     backoffMin,
+		RandomizationFactor: backoffJitter,
+		Multiplier:          2,
+		MaxInterval:         backoffMax,
+	}
+	retry.Reset()
 	for {
 		began := time.Now()
 		err := u.serve(ctx)
@@ -161,15 +171,14 @@ func (u *upstream) run(ctx context.Context) {
 		u.attemptO.Do(func() { close(u.attempt) })
 		u.hooks.changed(u)
 		if time.Since(began) > backoffReset {
-			backoff = backoffMin
+			retry.Reset()
 		}
 		select {
-		case <-time.After(backoff):
+		case <-time.After(retry.NextBackOff()):
 		case <-ctx.Done():
 			u.setState(StateStopped, "", nil, catalog{})
 			return
 		}
-		backoff = min(backoff*2, backoffMax)
 		u.mu.Lock()
 		u.restarts++
 		n := u.restarts

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/cenkalti/backoff/v5"
 )
 
 // AlertRule fires when Threshold events of type Event happen within
@@ -155,9 +157,12 @@ type AlerterOptions struct {
 
 // Defaults of AlerterOptions.
 const (
-	defaultAlertMaxRetries   = 5
-	defaultAlertRetryBase    = 500 * time.Millisecond
-	maxAlertRetryWait        = 30 * time.Second
+	defaultAlertMaxRetries = 5
+	defaultAlertRetryBase  = 500 * time.Millisecond
+	maxAlertRetryWait      = 30 * time.Second
+	// retryJitter spreads retries by ±20%, so that alerts failing
+	// together do not retry in step.
+	retryJitter              = 0.2
 	defaultAlertQueueSize    = 64
 	defaultAlertCloseTimeout = 5 * time.Second
 	defaultAlertAttempt      = 10 * time.Second
@@ -489,7 +494,13 @@ func (a *Alerter) deliver(al Alert) {
 		a.log.Error("alert not delivered: encode", "event", al.Rule.Event, "project", al.Project, "err", err)
 		return
 	}
-	wait := a.retryBase
+	retry := &backoff.ExponentialBackOff{
+		InitialInterval:     a.retryBase,
+		RandomizationFactor: retryJitter,
+		Multiplier:          2,
+		MaxInterval:         maxAlertRetryWait,
+	}
+	retry.Reset()
 	for attempt := 0; ; attempt++ {
 		err := a.postOnce(body)
 		if err == nil {
@@ -500,6 +511,7 @@ func (a *Alerter) deliver(al Alert) {
 				"webhook", a.webhookLog, "attempts", attempt+1, "err", err)
 			return
 		}
+		wait := retry.NextBackOff()
 		a.log.Debug("alert delivery failed, retrying", "webhook", a.webhookLog, "attempt", attempt+1, "in", wait, "err", err)
 		t := time.NewTimer(wait)
 		select {
@@ -510,7 +522,6 @@ func (a *Alerter) deliver(al Alert) {
 				"webhook", a.webhookLog, "attempts", attempt+1, "err", err)
 			return
 		}
-		wait = min(wait*2, maxAlertRetryWait)
 	}
 }
 
