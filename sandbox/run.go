@@ -221,7 +221,40 @@ func (x *execution) run() {
 // false, with the failure recorded, when the prelude failed.
 func (x *execution) prelude() bool {
 	g, text := x.g, x.req.Prelude
-	if img := x.cache.get(text); img != nil && g.applyImage(img) {
+	img := x.cache.get(text)
+	ran := false
+	if img == nil {
+		// Executions that miss the cache together wait for the first one's
+		// image instead of each evaluating the same text.
+		var evalErr error
+		ch := x.cache.flight.DoChan(text, func() (any, error) {
+			ran = true
+			x.cache.evaluations.Add(1)
+			if _, evalErr = g.eval("prelude.js", text); evalErr != nil {
+				return (*preludeImage)(nil), nil
+			}
+			img := g.captureImage()
+			if img != nil {
+				x.cache.put(text, img)
+			}
+			return img, nil
+		})
+		select {
+		case r := <-ch:
+			img = r.Val.(*preludeImage)
+		case <-x.ctx.Done():
+			x.res.Error = x.ctxError()
+			return false
+		}
+		if ran {
+			if evalErr != nil {
+				x.failEval(evalErr, "prelude: ")
+				return false
+			}
+			return true
+		}
+	}
+	if img != nil && g.applyImage(img) {
 		// The image holds the stack limit of the execution that made it.
 		if err := g.setStackLimit(x.lim.MaxStackKB); err != nil {
 			x.internal(err)
