@@ -11,7 +11,10 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync"
 	"time"
+
+	"golang.org/x/sync/semaphore"
 
 	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -384,22 +387,77 @@ func (e *CallError) ErrorCode() string { return e.Code }
 // briefly when all are busy.
 func (p *project) acquireExecution(ctx context.Context, limit int) (func(), error) {
 	p.execMu.Lock()
-	if p.execSlots == nil || cap(p.execSlots) != limit {
-		p.execSlots = make(chan struct{}, limit)
+	if p.execSlots == nil {
+		p.execSlots = newExecSlots(limit)
+	} else {
+		p.execSlots.resize(limit)
 	}
 	slots := p.execSlots
 	p.execMu.Unlock()
-	wait := time.NewTimer(executionQueueWait)
-	defer wait.Stop()
-	select {
-	case slots <- struct{}{}:
-		return func() { <-slots }, nil
-	case <-wait.C:
+	wctx, cancel := context.WithTimeout(ctx, executionQueueWait)
+	defer cancel()
+	if err := slots.sem.Acquire(wctx, 1); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
 		return nil, &CallError{Code: CodeOverloaded, RetryAfter: overloadRetryAfter,
 			Message: fmt.Sprintf("%d executions are already running in this project (codeMode.maxConcurrentExecutions); retry after %d ms", limit, retryMs(overloadRetryAfter))}
-	case <-ctx.Done():
-		return nil, ctx.Err()
 	}
+	return slots.release, nil
+}
+
+// execSlots bounds a project's concurrent Code Mode executions on a
+// semaphore.Weighted of fixed capacity whose units beyond the bound are
+// held by execSlots itself. A reload may change the bound while executions
+// run: a larger one frees slots at once, a smaller one is reached as
+// running executions end (their slots are withheld instead of freed), so
+// the executions running never exceed the bound in force for long.
+type execSlots struct {
+	sem   *semaphore.Weighted
+	mu    sync.Mutex
+	limit int64
+	owed  int64 // slots to withhold from executions that end, after a shrink
+}
+
+const slotCapacity = math.MaxInt32
+
+func newExecSlots(limit int) *execSlots {
+	s := &execSlots{sem: semaphore.NewWeighted(slotCapacity), limit: int64(limit)}
+	s.sem.TryAcquire(slotCapacity - int64(limit))
+	return s
+}
+
+// resize sets the bound.
+func (s *execSlots) resize(limit int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := int64(limit) - s.limit
+	s.limit = int64(limit)
+	if d > 0 {
+		pay := min(d, s.owed)
+		s.owed -= pay
+		if d -= pay; d > 0 {
+			s.sem.Release(d)
+		}
+		return
+	}
+	for ; d < 0; d++ {
+		if !s.sem.TryAcquire(1) {
+			s.owed += -d
+			return
+		}
+	}
+}
+
+// release gives back one execution's slot.
+func (s *execSlots) release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.owed > 0 {
+		s.owed--
+		return
+	}
+	s.sem.Release(1)
 }
 
 // executionQueueWait is how long an execution waits for a free slot.

@@ -242,3 +242,33 @@ func TestCodeToolsAreRateLimited(t *testing.T) {
 		})
 	}
 }
+
+// TestExecSlotsResize: a reload that changes codeMode.maxConcurrentExecutions
+// counts the executions still running.
+func TestExecSlotsResize(t *testing.T) {
+	s := newExecSlots(2)
+	take := func() bool { return s.sem.TryAcquire(1) }
+	if !take() || !take() || take() {
+		t.Fatal("two slots of two: want exactly two")
+	}
+	s.resize(1) // two still run
+	s.release()
+	if take() {
+		t.Fatal("after shrinking to 1 with 2 running, an end freed a slot")
+	}
+	s.release()
+	if !take() || take() {
+		t.Fatal("with none running, want exactly one slot")
+	}
+	s.resize(3) // one runs
+	if !take() || !take() || take() {
+		t.Fatal("after growing to 3 with one running, want two more slots at once")
+	}
+	s.resize(1) // three run: two are owed
+	s.resize(2) // one owed
+	s.release()
+	s.release()
+	if !take() || take() {
+		t.Fatal("at 2 with one running, want one slot")
+	}
+}

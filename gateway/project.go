@@ -98,7 +98,7 @@ type project struct {
 	code      *codeTools        // the tools as Code Mode shows them
 	codeDesc  string            // execute_code's description ("" while code mode is off)
 	execMu    sync.Mutex
-	execSlots chan struct{} // codeMode.maxConcurrentExecutions
+	execSlots *execSlots // codeMode.maxConcurrentExecutions
 	// sessionKeys maps MCP session ids to the key that opened them, for
 	// limits.maxSessionsPerKey.
 	sessionKeys map[string]string
