@@ -18,8 +18,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/viper"
-	"github.com/tailscale/hujson"
 
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/policy"
@@ -99,9 +97,7 @@ func runCheck(ctx context.Context, g *globals, f *checkFlags) error {
 	case path == "":
 		return f.usage(g, errors.New("no configuration file to check: pass -c FILE, or run check in a folder with toolgate.json (.yaml, .yml or .toml)"))
 	default:
-		if in, err = loadCheckInput(path, time.Now()); err != nil {
-			return err
-		}
+		in = loadCheckInput(path, time.Now())
 	}
 	rep := gradeConfig(ctx, in)
 	if f.json {
@@ -205,69 +201,28 @@ type checkInput struct {
 	// cannot be read or does not parse.
 	loadErr error
 	cfg     *config.Config
-	// raw is the file decoded into generic maps, without interpolation.
-	raw map[string]any
+	// file is the document as written, which names the key paths.
+	file config.Node
 	// hasProjects is whether the file uses `projects` (key paths differ).
 	hasProjects bool
 	now         time.Time
 }
 
-// loadCheckInput loads the configuration at path for checking, problems
-// and all, and reads the file a second time as written: the loaded values
-// are interpolated, and a literal secret must be told apart from one taken
-// from ${VAR}. A file that cannot be read or parsed is an input with a
+// loadCheckInput reads the configuration at path for checking, problems
+// and all. A file that cannot be read or parsed is an input with a
 // loadErr, not an error.
-func loadCheckInput(path string, now time.Time) (*checkInput, error) {
-	cfg, problems, err := config.Inspect(path)
+func loadCheckInput(path string, now time.Time) *checkInput {
+	in, err := config.Inspect(path)
 	if err != nil {
-		return &checkInput{loadErr: err, now: now}, nil
+		return &checkInput{loadErr: err, now: now}
 	}
-	format, err := config.FormatOf(path)
-	if err != nil {
-		return nil, err
+	return &checkInput{
+		problems:    in.Problems,
+		cfg:         in.Config,
+		file:        in.File,
+		hasProjects: in.File.Get("projects").Exists(),
+		now:         now,
 	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return &checkInput{loadErr: fmt.Errorf("read config: %w", err), now: now}, nil
-	}
-	raw, err := decodeRawConfig(data, format)
-	if err != nil {
-		return &checkInput{loadErr: fmt.Errorf("load config %s: %w", path, err), now: now}, nil
-	}
-	in := newCheckInput(cfg, raw, now)
-	in.problems = problems
-	return in, nil
-}
-
-func newCheckInput(cfg *config.Config, raw map[string]any, now time.Time) *checkInput {
-	p, _ := rawGet(raw, "projects")
-	return &checkInput{cfg: cfg, raw: raw, hasProjects: p != nil, now: now}
-}
-
-// rawCodecs decode YAML, TOML and standardised JSON the way package config
-// does (viper's codecs: go.yaml.in/yaml/v3, go-toml/v2, encoding/json),
-// keeping the case of keys.
-var rawCodecs = viper.NewCodecRegistry()
-
-// decodeRawConfig decodes a configuration file into generic maps without
-// interpreting it.
-func decodeRawConfig(data []byte, format string) (map[string]any, error) {
-	if format == config.FormatJSON {
-		std, err := hujson.Standardize(slices.Clone(data))
-		if err != nil {
-			return nil, fmt.Errorf("decode json: %w", err)
-		}
-		data = std
-	}
-	dec, err := rawCodecs.Decoder(format)
-	if err != nil {
-		return nil, fmt.Errorf("decode %s: %w", format, err)
-	}
-	m := map[string]any{}
-	if err := dec.Decode(data, m); err != nil {
-		return nil, fmt.Errorf("decode %s: %w", format, err)
-	}
-	return m, nil
 }
 
 // loadItem grades whether the file loads. It is reported only when it
@@ -350,46 +305,25 @@ func checkPlural(n int, one, many string) string {
 
 // --- key paths -------------------------------------------------------------
 
-// keyPath is the key path of key k under parent, spelled as package
-// config spells it in its messages: keys that are not plain words are
-// quoted (headers["X.Y"]).
-func keyPath(parent, k string) string {
-	plain := k != ""
-	for _, r := range k {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
-			plain = false
-			break
-		}
+// project is project p in the file: the whole file when it has no
+// `projects`.
+func (in *checkInput) project(p string) config.Node {
+	if in.hasProjects {
+		return in.file.Get("projects").Get(p)
 	}
-	switch {
-	case !plain:
-		return fmt.Sprintf("%s[%q]", parent, k)
-	case parent == "":
-		return k
-	default:
-		return parent + "." + k
-	}
+	return in.file
 }
-
-func indexPath(parent string, i int) string { return fmt.Sprintf("%s[%d]", parent, i) }
 
 // projectPath is the key path of key k of project p.
 func (in *checkInput) projectPath(p, k string) string {
-	if in.hasProjects {
-		return keyPath(keyPath("projects", p), k)
-	}
-	return k
-}
-
-// serverPath is the key path of server s of project p.
-func (in *checkInput) serverPath(p, s string) string {
-	return keyPath(in.projectPath(p, "mcpServers"), s)
+	return in.project(p).Get(k).Path()
 }
 
 // placedServer is a server of the loaded configuration with its project
-// and key path.
+// and its place in the file.
 type placedServer struct {
 	project, path string
+	node          config.Node
 	s             *config.Server
 }
 
@@ -399,43 +333,12 @@ func (in *checkInput) servers() []placedServer {
 	for _, pn := range slices.Sorted(maps.Keys(in.cfg.Projects)) {
 		p := in.cfg.Projects[pn]
 		for _, sn := range slices.Sorted(maps.Keys(p.MCPServers)) {
-			out = append(out, placedServer{pn, in.serverPath(pn, sn), p.MCPServers[sn]})
+			n := in.project(pn).Get("mcpServers").Get(sn)
+			out = append(out, placedServer{pn, n.Path(), n, p.MCPServers[sn]})
 		}
 	}
 	slices.SortFunc(out, func(a, b placedServer) int { return strings.Compare(a.path, b.path) })
 	return out
-}
-
-// rawGet returns m[k], matching k exactly first and then regardless of
-// case, as package config matches keys.
-func rawGet(m map[string]any, k string) (any, bool) {
-	if v, ok := m[k]; ok {
-		return v, true
-	}
-	for _, name := range slices.Sorted(maps.Keys(m)) {
-		if strings.EqualFold(name, k) {
-			return m[name], true
-		}
-	}
-	return nil, false
-}
-
-// rawMap returns v as a map with string keys (YAML may decode mappings as
-// map[any]any).
-func rawMap(v any) map[string]any {
-	switch m := v.(type) {
-	case map[string]any:
-		return m
-	case map[any]any:
-		out := make(map[string]any, len(m))
-		for k, e := range m {
-			if s, ok := k.(string); ok {
-				out[s] = e
-			}
-		}
-		return out
-	}
-	return nil
 }
 
 // rawField is one string value of the file, as written, that package
@@ -457,69 +360,42 @@ type rawField struct {
 // server in the file (sorted by server), then alerts.webhook, as written.
 func (in *checkInput) rawCredentialFields() []rawField {
 	var out []rawField
-	for _, srv := range in.rawServers() {
-		if v, _ := rawGet(srv.m, "url"); v != nil {
-			if s, ok := v.(string); ok {
-				out = append(out, rawField{path: keyPath(srv.path, "url"), kind: "url", server: srv.path, value: s})
-			}
+	for _, srv := range in.fileServers() {
+		if s, ok := srv.Get("url").Text(); ok {
+			out = append(out, rawField{path: srv.Get("url").Path(), kind: "url", server: srv.Path(), value: s})
 		}
 		for _, field := range []struct{ key, kind string }{{"headers", "header"}, {"env", "env"}} {
-			v, _ := rawGet(srv.m, field.key)
-			m := rawMap(v)
-			for _, k := range slices.Sorted(maps.Keys(m)) {
-				if s, ok := m[k].(string); ok {
-					out = append(out, rawField{path: keyPath(keyPath(srv.path, field.key), k), kind: field.kind, name: k, server: srv.path, value: s})
+			for _, e := range srv.Get(field.key).Entries() {
+				if s, ok := e.Text(); ok {
+					out = append(out, rawField{path: e.Path(), kind: field.kind, name: e.Key(), server: srv.Path(), value: s})
 				}
 			}
 		}
-		if v, _ := rawGet(srv.m, "args"); v != nil {
-			list, _ := v.([]any)
-			for i, e := range list {
-				if s, ok := e.(string); ok {
-					name, value := argNameValue(s)
-					out = append(out, rawField{path: indexPath(keyPath(srv.path, "args"), i), kind: "arg", name: name, server: srv.path, value: value})
-				}
+		for _, e := range srv.Get("args").Elems() {
+			if s, ok := e.Text(); ok {
+				name, value := argNameValue(s)
+				out = append(out, rawField{path: e.Path(), kind: "arg", name: name, server: srv.Path(), value: value})
 			}
 		}
 	}
-	if a, _ := rawGet(in.raw, "alerts"); a != nil {
-		if wh, _ := rawGet(rawMap(a), "webhook"); wh != nil {
-			if s, ok := wh.(string); ok {
-				out = append(out, rawField{path: "alerts.webhook", kind: "webhook", value: s})
-			}
-		}
+	wh := in.file.Get("alerts").Get("webhook")
+	if s, ok := wh.Text(); ok {
+		out = append(out, rawField{path: wh.Path(), kind: "webhook", value: s})
 	}
 	return out
 }
 
-type rawServer struct {
-	path string
-	m    map[string]any
-}
-
-// rawServers lists the servers of the file as written, sorted by path.
-func (in *checkInput) rawServers() []rawServer {
-	var out []rawServer
-	add := func(parent string, v any) {
-		m := rawMap(v)
-		for _, name := range slices.Sorted(maps.Keys(m)) {
-			if sm := rawMap(m[name]); sm != nil {
-				out = append(out, rawServer{keyPath(parent, name), sm})
-			}
-		}
-	}
+// fileServers lists the servers of the file as written, sorted by path.
+func (in *checkInput) fileServers() []config.Node {
+	projects := []config.Node{in.file}
 	if in.hasProjects {
-		projects, _ := rawGet(in.raw, "projects")
-		pm := rawMap(projects)
-		for _, pn := range slices.Sorted(maps.Keys(pm)) {
-			servers, _ := rawGet(rawMap(pm[pn]), "mcpServers")
-			add(keyPath(keyPath("projects", pn), "mcpServers"), servers)
-		}
-	} else {
-		servers, _ := rawGet(in.raw, "mcpServers")
-		add("mcpServers", servers)
+		projects = in.file.Get("projects").Entries()
 	}
-	slices.SortFunc(out, func(a, b rawServer) int { return strings.Compare(a.path, b.path) })
+	var out []config.Node
+	for _, p := range projects {
+		out = append(out, p.Get("mcpServers").Entries()...)
+	}
+	slices.SortFunc(out, func(a, b config.Node) int { return strings.Compare(a.Path(), b.Path()) })
 	return out
 }
 
@@ -756,24 +632,24 @@ func serverCredentials(ps placedServer) []serverCredential {
 	}
 	s := ps.s
 	if s.URL != "" {
-		add(keyPath(ps.path, "url"), "", s.URL)
+		add(ps.node.Get("url").Path(), "", s.URL)
 		if u, err := url.Parse(s.URL); err == nil {
 			for _, k := range slices.Sorted(maps.Keys(u.Query())) {
 				for _, v := range u.Query()[k] {
-					add(keyPath(ps.path, "url"), k, v)
+					add(ps.node.Get("url").Path(), k, v)
 				}
 			}
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(s.Headers)) {
-		add(keyPath(keyPath(ps.path, "headers"), k), k, s.Headers[k])
+		add(ps.node.Get("headers").Get(k).Path(), k, s.Headers[k])
 	}
 	for _, k := range slices.Sorted(maps.Keys(s.Env)) {
-		add(keyPath(keyPath(ps.path, "env"), k), k, s.Env[k])
+		add(ps.node.Get("env").Get(k).Path(), k, s.Env[k])
 	}
 	for i, a := range s.Args {
 		name, value := argNameValue(a)
-		add(indexPath(keyPath(ps.path, "args"), i), name, value)
+		add(ps.node.Get("args").Index(i).Path(), name, value)
 	}
 	return out
 }
@@ -800,7 +676,7 @@ func checkHTTPS(_ context.Context, in *checkInput) []checkFinding {
 		if ps.s.URL == "" {
 			continue
 		}
-		out = append(out, gradeURL(keyPath(ps.path, "url"), ps.s.URL, ps.s.AllowInsecure, "the upstream", "allowInsecure"))
+		out = append(out, gradeURL(ps.node.Get("url").Path(), ps.s.URL, ps.s.AllowInsecure, "the upstream", "allowInsecure"))
 	}
 	if wh := cfg.Alerts.Webhook; wh != "" {
 		f := gradeURL("alerts.webhook", wh, false, "the alert webhook", "")
@@ -1049,12 +925,12 @@ func gradeCodeMode(s codeModeSettings) []checkFinding {
 		timeout = defaultCodeModeTimeout
 	}
 	if timeout > maxCodeModeTimeout {
-		out = append(out, findWarn(keyPath(s.Path, "timeout"),
+		out = append(out, findWarn(s.Path+".timeout",
 			fmt.Sprintf("a script may run for %s: one request holds a sandbox and spends tool budgets that long", timeout),
 			fmt.Sprintf("lower codeMode.timeout to %s or less", maxCodeModeTimeout)))
 	}
 	if s.AllowFetch && len(s.FetchAllowHosts) == 0 {
-		out = append(out, findFail(keyPath(s.Path, "allowFetch"),
+		out = append(out, findFail(s.Path+".allowFetch",
 			"scripts may fetch any public host: a way to send tool results anywhere",
 			"list the hosts scripts need in codeMode.fetchAllowHosts, or set allowFetch: false"))
 	}

@@ -13,7 +13,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/policy"
 )
 
@@ -210,11 +209,7 @@ func parseCheckInput(t *testing.T, doc string, now time.Time) *checkInput {
 	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	in, err := loadCheckInput(path, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return in
+	return loadCheckInput(path, now)
 }
 
 func statuses(fs []checkFinding) []string {
@@ -232,10 +227,7 @@ func TestCheckKeyAge(t *testing.T) {
 	if err := os.WriteFile(cfgPath, []byte(`{"dataDir": "data", "keyMaxAge": "2160h"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	in, err := loadCheckInput(cfgPath, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	in := loadCheckInput(cfgPath, time.Now())
 	if got := checkKeyAge(ctx, in); len(got) != 1 || got[0].status != statusPass || !strings.HasPrefix(got[0].reason, "no keys yet") {
 		t.Fatalf("without a store: %+v", got)
 	}
@@ -383,24 +375,31 @@ func TestGradeCodeMode(t *testing.T) {
 	}
 }
 
-func TestDecodeRawConfigFormats(t *testing.T) {
+// The values check scans for literal credentials are read from the file
+// as written, in every format, with the key paths of package config.
+func TestRawCredentialFieldsFormats(t *testing.T) {
 	docs := map[string]string{
-		config.FormatJSON: `{"mcpServers": {"Api": {"url": "${U}", "headers": {"X-Key": "v"},},},}`,
-		config.FormatYAML: "mcpServers:\n  Api:\n    url: ${U}\n    headers:\n      X-Key: v\n",
-		config.FormatTOML: "[mcpServers.Api]\nurl = \"${U}\"\n[mcpServers.Api.headers]\nX-Key = \"v\"\n",
+		"toolgate.json": `{"mcpServers": {"Api": {"URL": "${U}", "headers": {"X-Key": "v", "X.Y": "w"}, "args": ["--token=t", 5]},},}`,
+		"toolgate.yaml": "mcpServers:\n  Api:\n    URL: ${U}\n    headers:\n      X-Key: v\n      X.Y: w\n    args: [--token=t, 5]\n",
+		"toolgate.toml": "[mcpServers.Api]\nURL = \"${U}\"\nargs = [\"--token=t\", 5]\n[mcpServers.Api.headers]\nX-Key = \"v\"\n\"X.Y\" = \"w\"\n",
 	}
 	want := []rawField{
 		{path: "mcpServers.Api.url", kind: "url", server: "mcpServers.Api", value: "${U}"},
 		{path: "mcpServers.Api.headers.X-Key", kind: "header", name: "X-Key", server: "mcpServers.Api", value: "v"},
+		{path: `mcpServers.Api.headers["X.Y"]`, kind: "header", name: "X.Y", server: "mcpServers.Api", value: "w"},
+		{path: "mcpServers.Api.args[0]", kind: "arg", name: "token", server: "mcpServers.Api", value: "t"},
 	}
-	for format, doc := range docs {
-		raw, err := decodeRawConfig([]byte(doc), format)
-		if err != nil {
-			t.Fatalf("%s: %v", format, err)
+	for name, doc := range docs {
+		path := filepath.Join(t.TempDir(), name)
+		if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+			t.Fatal(err)
 		}
-		in := newCheckInput(&config.Config{}, raw, time.Time{})
+		in := loadCheckInput(path, time.Time{})
+		if in.cfg == nil {
+			t.Fatalf("%s: %v", name, in.loadErr)
+		}
 		if diff := cmp.Diff(want, in.rawCredentialFields(), cmp.AllowUnexported(rawField{})); diff != "" {
-			t.Errorf("%s (-want +got):\n%s", format, diff)
+			t.Errorf("%s (-want +got):\n%s", name, diff)
 		}
 	}
 }

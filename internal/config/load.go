@@ -85,39 +85,51 @@ func FormatOf(path string) (string, error) {
 // every problem found, each with its key path. Other errors (unreadable
 // file, syntax error) are wrapped.
 func Load(path string) (*Config, error) {
-	c, problems, err := Inspect(path)
+	in, err := Inspect(path)
 	if err != nil {
 		return nil, err
 	}
-	if len(problems) > 0 {
-		e := newError(problems)
+	if len(in.Problems) > 0 {
+		e := newError(in.Problems)
 		e.File = path
 		return nil, e
 	}
-	return c, nil
+	return in.Config, nil
+}
+
+// Inspection is a configuration file as [Inspect] reads it.
+type Inspection struct {
+	// Config is the configuration as far as it could be read: values
+	// found bad are left out, a variable that is not set reads as empty,
+	// defaults are applied.
+	Config *Config
+	// Problems are every problem [Load] would report, sorted by key path.
+	Problems []Problem
+	// File is the document as written, for reading values that the
+	// configuration holds interpolated, such as literal credentials.
+	File Node
 }
 
 // Inspect reads the configuration file at path as [Load] does, but does
-// not stop at problems: it returns the configuration as far as it could be
-// read (values found bad are left out, a variable that is not set reads
-// as empty, defaults are applied) together with every problem [Load]
-// would report, sorted by key path. It is for tools that grade a file,
+// not stop at problems: it returns what could be read together with every
+// problem, and the file as written. It is for tools that grade a file,
 // such as `toolgate check`; a configuration with problems must not be
 // served. The error is for a file that cannot be read or is not a
 // document of its format: then there is no configuration.
-func Inspect(path string) (*Config, []Problem, error) {
+func Inspect(path string) (*Inspection, error) {
 	format, err := FormatOf(path)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("read config: %w", err)
+		return nil, fmt.Errorf("read config: %w", err)
 	}
-	c, problems, err := parseAll(data, format, os.LookupEnv)
+	raw, err := decodeRaw(data, format)
 	if err != nil {
-		return nil, nil, fmt.Errorf("load config %s: %w", path, err)
+		return nil, fmt.Errorf("load config %s: %w", path, err)
 	}
+	c, problems := parseTree(raw, os.LookupEnv)
 	c.Path = path
 	// Relative paths in a file are relative to the file's folder.
 	for _, p := range []*string{&c.DataDir, &c.TLS.CertFile, &c.TLS.KeyFile, &c.Audit.Path} {
@@ -128,7 +140,7 @@ func Inspect(path string) (*Config, []Problem, error) {
 	if len(problems) > 0 {
 		problems = newError(problems).Problems
 	}
-	return c, problems, nil
+	return &Inspection{Config: c, Problems: problems, File: rootNode(raw)}, nil
 }
 
 // Parse is [Load] from bytes: format is "json", "yaml" (or "yml") or
@@ -139,24 +151,21 @@ func Parse(data []byte, format string) (*Config, error) {
 
 // parse is Parse with an injectable environment.
 func parse(data []byte, format string, lookup func(string) (string, bool)) (*Config, error) {
-	c, problems, err := parseAll(data, format, lookup)
+	raw, err := decodeRaw(data, format)
 	if err != nil {
 		return nil, err
 	}
+	c, problems := parseTree(raw, lookup)
 	if len(problems) > 0 {
 		return nil, newError(problems)
 	}
 	return c, nil
 }
 
-// parseAll decodes, interpolates, defaults and validates a document,
-// returning the configuration as far as it could be read with every
-// problem found. The error is for a document that does not decode.
-func parseAll(data []byte, format string, lookup func(string) (string, bool)) (*Config, []Problem, error) {
-	raw, err := decodeRaw(data, format)
-	if err != nil {
-		return nil, nil, err
-	}
+// parseTree decodes, interpolates, defaults and validates a decoded
+// document, returning the configuration as far as it could be read with
+// every problem found.
+func parseTree(raw map[string]any, lookup func(string) (string, bool)) (*Config, []Problem) {
 	l := &loader{lookup: lookup, bad: map[string]bool{}, origin: map[string]string{}}
 	c := l.decode(raw)
 	l.normalise(c, raw)
@@ -164,7 +173,7 @@ func parseAll(data []byte, format string, lookup func(string) (string, bool)) (*
 	l.resolveTransports(c)
 	applyDefaults(c)
 	l.validate(c)
-	return c, l.problems, nil
+	return c, l.problems
 }
 
 // codecs decodes YAML, TOML and (standardised) JSON into maps. Unlike
