@@ -151,6 +151,15 @@ type checkSummary struct {
 type checkReport struct {
 	Items   []checkResult `json:"items"`
 	Summary checkSummary  `json:"summary"`
+	// FromEnv lists the settings TOOLGATE_ variables gave in place of
+	// the file's (the findings grade them as they apply); never a value.
+	FromEnv []checkEnv `json:"fromEnvironment,omitempty"`
+}
+
+// checkEnv is a setting taken from the environment.
+type checkEnv struct {
+	Var  string `json:"var"`
+	Path string `json:"path"`
 }
 
 // checkFinding is what a checklist item returns.
@@ -237,6 +246,11 @@ var loadItem = checkItem{"config", "Configuration loads", checkLoads}
 // nothing else can run.
 func gradeConfig(ctx context.Context, in *checkInput) checkReport {
 	rep := checkReport{Items: []checkResult{}}
+	if in.cfg != nil {
+		for _, o := range in.cfg.FromEnv {
+			rep.FromEnv = append(rep.FromEnv, checkEnv{Var: o.Var, Path: o.Path})
+		}
+	}
 	items := checklist
 	switch {
 	case in.cfg == nil:
@@ -270,6 +284,12 @@ func gradeConfig(ctx context.Context, in *checkInput) checkReport {
 // item, marked with its worst status, then a summary line.
 func writeCheckReport(w io.Writer, file string, rep checkReport) {
 	fmt.Fprintf(w, "Security checklist for %s\n", file)
+	if len(rep.FromEnv) > 0 {
+		fmt.Fprintf(w, "\nSettings from the environment, in place of the file's:\n")
+		for _, e := range rep.FromEnv {
+			fmt.Fprintf(w, "  %s: %s\n", e.Path, e.Var)
+		}
+	}
 	for i := 0; i < len(rep.Items); {
 		j := i
 		worst := statusPass
@@ -411,13 +431,20 @@ func checkLoads(_ context.Context, in *checkInput) []checkFinding {
 	}
 	var out []checkFinding
 	for _, p := range in.problems {
-		out = append(out, findFail(p.Path, p.Message, problemFix(p)))
+		reason := p.Message
+		if p.Var != "" {
+			reason += " (the value of " + p.Var + ")"
+		}
+		out = append(out, findFail(p.Path, reason, problemFix(p)))
 	}
 	return out
 }
 
 // problemFix says how to fix a problem that keeps a file from loading.
 func problemFix(p config.Problem) string {
+	if p.Var != "" {
+		return fmt.Sprintf("correct %s in the environment of toolgate, or unset it to use the file's value", p.Var)
+	}
 	if name, ok := strings.CutPrefix(p.Message, "environment variable "); ok {
 		if name, ok := strings.CutSuffix(name, " is not set"); ok {
 			return fmt.Sprintf("set %s in the environment of toolgate (check reads the same environment as serve)", name)

@@ -403,3 +403,52 @@ func TestRawCredentialFieldsFormats(t *testing.T) {
 		}
 	}
 }
+
+// Settings from TOOLGATE_ variables are graded as they apply, listed
+// apart (by variable, never by value), and a bad one is a failed check
+// that names its variable.
+func TestCheckFromEnvironment(t *testing.T) {
+	dir := t.TempDir()
+	doc := `{"listen": "127.0.0.1:8080", "codeMode": {"enabled": true, "timeout": "5s"},
+		"mcpServers": {"a": {"command": "x", "allowedTools": ["t"]}}}`
+	if err := os.WriteFile(filepath.Join(dir, "toolgate.json"), []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	t.Setenv("TOOLGATE_LISTEN", "0.0.0.0:9000")
+	t.Setenv("TOOLGATE_CODE_MODE_TIMEOUT", "soon")
+	t.Setenv("TOOLGATE_ALERTS_WEBHOOK", "https://hooks.example.com/T0ken5ecretXk9mP2qR7sT4vW")
+
+	code, out, _ := run(t, "", "check")
+	if code != 1 {
+		t.Errorf("exit %d, want 1", code)
+	}
+	for _, want := range []string{
+		"Settings from the environment, in place of the file's:\n  alerts.webhook: TOOLGATE_ALERTS_WEBHOOK\n  codeMode.timeout: TOOLGATE_CODE_MODE_TIMEOUT\n  listen: TOOLGATE_LISTEN\n",
+		`✗ codeMode.timeout: invalid duration "soon" (want e.g. "60s" or a number of milliseconds): time: invalid duration "soon" (the value of TOOLGATE_CODE_MODE_TIMEOUT)`,
+		"fix: correct TOOLGATE_CODE_MODE_TIMEOUT in the environment of toolgate, or unset it to use the file's value",
+		"✗ listen: listen 0.0.0.0:9000 is reachable from other machines without TLS",
+		"✓ no literal credential in url, headers, env or args",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "T0ken5ecret") {
+		t.Errorf("the report shows a value of the environment:\n%s", out)
+	}
+
+	_, out, _ = run(t, "", "check", "--json")
+	var rep checkReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("--json: %v\n%s", err, out)
+	}
+	want := []checkEnv{
+		{Var: "TOOLGATE_ALERTS_WEBHOOK", Path: "alerts.webhook"},
+		{Var: "TOOLGATE_CODE_MODE_TIMEOUT", Path: "codeMode.timeout"},
+		{Var: "TOOLGATE_LISTEN", Path: "listen"},
+	}
+	if diff := cmp.Diff(want, rep.FromEnv); diff != "" {
+		t.Errorf("fromEnvironment (-want +got):\n%s", diff)
+	}
+}

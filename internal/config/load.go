@@ -78,7 +78,9 @@ func FormatOf(path string) (string, error) {
 
 // Load reads, interpolates, decodes, normalises and validates the
 // configuration file at path; its format comes from the extension (see
-// [FormatOf]). Environment variables are read with [os.LookupEnv].
+// [FormatOf]). Environment variables are read with [os.LookupEnv], both
+// for `${VAR}` references and for the TOOLGATE_ variables that override
+// settings (see [EnvOverride]).
 //
 // When the file is well-formed but invalid, the error is an [*Error]
 // (reachable with [errors.As]) whose File is path and whose Problems list
@@ -129,12 +131,21 @@ func Inspect(path string) (*Inspection, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load config %s: %w", path, err)
 	}
-	c, problems := parseTree(raw, os.LookupEnv)
+	c, problems := parseTree(raw, os.LookupEnv, processEnv())
 	c.Path = path
-	// Relative paths in a file are relative to the file's folder.
-	for _, p := range []*string{&c.DataDir, &c.TLS.CertFile, &c.TLS.KeyFile, &c.Audit.Path} {
-		if *p != "" && !filepath.IsAbs(*p) {
-			*p = filepath.Join(filepath.Dir(path), *p)
+	// Relative paths in a file are relative to the file's folder; those
+	// from the environment to the working directory. A relative audit
+	// path is inside dataDir.
+	env := map[string]bool{}
+	for _, o := range c.FromEnv {
+		env[o.Path] = true
+	}
+	for _, f := range []struct {
+		p   *string
+		key string
+	}{{&c.DataDir, "dataDir"}, {&c.TLS.CertFile, "tls.certFile"}, {&c.TLS.KeyFile, "tls.keyFile"}, {&c.Audit.Path, "dataDir"}} {
+		if *f.p != "" && !filepath.IsAbs(*f.p) && !env[f.key] {
+			*f.p = filepath.Join(filepath.Dir(path), *f.p)
 		}
 	}
 	if len(problems) > 0 {
@@ -144,7 +155,10 @@ func Inspect(path string) (*Inspection, error) {
 }
 
 // Parse is [Load] from bytes: format is "json", "yaml" (or "yml") or
-// "toml". The returned Config has an empty Path.
+// "toml". The returned Config has an empty Path. `${VAR}` references are
+// read from the environment, but the TOOLGATE_ variables do not override
+// settings: they are for the file a deployment runs with, and Parse is
+// for documents a program writes.
 func Parse(data []byte, format string) (*Config, error) {
 	return parse(data, format, os.LookupEnv)
 }
@@ -155,24 +169,36 @@ func parse(data []byte, format string, lookup func(string) (string, bool)) (*Con
 	if err != nil {
 		return nil, err
 	}
-	c, problems := parseTree(raw, lookup)
+	return orError(parseTree(raw, lookup, nil))
+}
+
+// orError returns c, or an *Error with the problems when there are any.
+func orError(c *Config, problems []Problem) (*Config, error) {
 	if len(problems) > 0 {
 		return nil, newError(problems)
 	}
 	return c, nil
 }
 
-// parseTree decodes, interpolates, defaults and validates a decoded
-// document, returning the configuration as far as it could be read with
-// every problem found.
-func parseTree(raw map[string]any, lookup func(string) (string, bool)) (*Config, []Problem) {
-	l := &loader{lookup: lookup, bad: map[string]bool{}, origin: map[string]string{}}
+// parseTree puts the values of the variables env reads (when env is not
+// nil) in place of the file's in a decoded document, then decodes,
+// interpolates, defaults and validates it, returning the configuration as
+// far as it could be read with every problem found.
+func parseTree(raw map[string]any, lookup func(string) (string, bool), env envReader) (*Config, []Problem) {
+	l := &loader{lookup: lookup, bad: map[string]bool{}, origin: map[string]string{}, fromEnv: map[string]string{}}
+	if env != nil {
+		raw = l.applyEnv(raw, env)
+	}
 	c := l.decode(raw)
 	l.normalise(c, raw)
 	l.interpolate(c)
 	l.resolveTransports(c)
 	applyDefaults(c)
 	l.validate(c)
+	c.FromEnv = l.overrides()
+	for i, p := range l.problems {
+		l.problems[i].Var = l.envVarOf(p.Path)
+	}
 	return c, l.problems
 }
 
@@ -209,13 +235,15 @@ func decodeRaw(data []byte, format string) (map[string]any, error) {
 // loader carries the state of one parse: the problems found so far, the
 // key paths whose value is known bad (so that later checks do not report
 // consequences of an earlier problem twice), the values as written before
-// interpolation (so messages never show a secret), and where each project
-// and server sits in the file.
+// interpolation (so messages never show a secret), the settings the
+// environment gave, and where each project and server sits in the file.
 type loader struct {
 	lookup   func(string) (string, bool)
 	problems []Problem
 	bad      map[string]bool
 	origin   map[string]string
+	// fromEnv maps the key paths the environment set to their variables.
+	fromEnv  map[string]string
 	projects []placed[Project]
 	servers  []placed[Server]
 }

@@ -11,6 +11,7 @@ import (
 // inspect writes doc as a file named name and inspects it.
 func inspect(t *testing.T, name, doc string) *Inspection {
 	t.Helper()
+	clearEnv(t)
 	path := filepath.Join(t.TempDir(), name)
 	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
