@@ -13,7 +13,8 @@ import (
 )
 
 // `toolgate serve` takes its settings from TOOLGATE_ variables over the
-// file (and --listen over both), and runs the demo, moved by the same
+// file (and --listen over both), finds its file through TOOLGATE_CONFIG
+// or $XDG_CONFIG_HOME/toolgate, and runs the demo, moved by the same
 // variables, when there is no file.
 func TestServeFromEnvironment(t *testing.T) {
 	bin := e2etest.BuildBinary(t, "./cmd/toolgate")
@@ -34,6 +35,9 @@ func TestServeFromEnvironment(t *testing.T) {
 		{name: "--listen over TOOLGATE_LISTEN", file: "work/toolgate.json", args: []string{"-c", "HOME/work/toolgate.json", "--listen", "127.0.0.1:0"},
 			env: []string{"TOOLGATE_LISTEN=" + envAddr}},
 		{name: "the file without TOOLGATE_LISTEN", file: "work/toolgate.json", args: []string{"-c", "HOME/work/toolgate.json"}, want: fileAddr},
+		{name: "TOOLGATE_CONFIG", file: "etc/gw.json", env: []string{"TOOLGATE_CONFIG=HOME/etc/gw.json"}, want: fileAddr},
+		{name: "XDG_CONFIG_HOME", file: "xdg/toolgate/toolgate.json", env: []string{"XDG_CONFIG_HOME=HOME/xdg"}, want: fileAddr},
+		{name: "~/.config", file: ".config/toolgate/toolgate.json", want: fileAddr},
 		{name: "demo moved by TOOLGATE_LISTEN", env: []string{"TOOLGATE_LISTEN=" + envAddr}, want: envAddr, extra: "built-in demo"},
 	}
 	for _, tt := range tests {
@@ -53,7 +57,8 @@ func TestServeFromEnvironment(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			env := []string{"TOOLGATE_LISTEN="}
+			// Only the places of this test may hold a configuration.
+			env := []string{"HOME=" + home, "XDG_CONFIG_HOME=", "TOOLGATE_CONFIG=", "TOOLGATE_LISTEN="}
 			for _, kv := range tt.env {
 				env = append(env, strings.ReplaceAll(kv, "HOME/", home+"/"))
 			}

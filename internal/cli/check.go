@@ -90,12 +90,11 @@ func runCheck(ctx context.Context, g *globals, f *checkFlags) error {
 	var in *checkInput
 	switch {
 	case err != nil:
-		// A file named with -c that cannot be read: graded as a file
-		// that does not load.
-		path = g.config
-		in = &checkInput{loadErr: err, now: time.Now()}
+		// A file named with -c (or TOOLGATE_CONFIG) that cannot be
+		// read: graded as a file that does not load.
+		in = &checkInput{loadErr: err, namedByEnv: g.config == "", now: time.Now()}
 	case path == "":
-		return f.usage(g, errors.New("no configuration file to check: pass -c FILE, or run check in a folder with toolgate.json (.yaml, .yml or .toml)"))
+		return f.usage(g, errors.New("no configuration file to check: pass -c FILE or set TOOLGATE_CONFIG, or put toolgate.json (.yaml, .yml or .toml) in this folder, in ~/.config/toolgate or in /etc/toolgate"))
 	default:
 		in = loadCheckInput(path, time.Now())
 	}
@@ -207,9 +206,11 @@ type checkInput struct {
 	// path; cfg is then what could be read of it.
 	problems []config.Problem
 	// loadErr says why there is no configuration (cfg is nil): the file
-	// cannot be read or does not parse.
-	loadErr error
-	cfg     *config.Config
+	// cannot be read or does not parse. namedByEnv is whether
+	// TOOLGATE_CONFIG named the file.
+	loadErr    error
+	namedByEnv bool
+	cfg        *config.Config
 	// file is the document as written, which names the key paths.
 	file config.Node
 	// hasProjects is whether the file uses `projects` (key paths differ).
@@ -424,7 +425,10 @@ func (in *checkInput) fileServers() []config.Node {
 func checkLoads(_ context.Context, in *checkInput) []checkFinding {
 	if in.cfg == nil {
 		fix := "correct the file where the error says; serve refuses to start with it"
-		if errors.Is(in.loadErr, fs.ErrNotExist) {
+		switch {
+		case errors.Is(in.loadErr, fs.ErrNotExist) && in.namedByEnv:
+			fix = fmt.Sprintf("set %s to the path of an existing configuration file, or unset it", config.EnvConfigFile)
+		case errors.Is(in.loadErr, fs.ErrNotExist):
 			fix = "pass -c the path of an existing configuration file"
 		}
 		return []checkFinding{findFail("", fmt.Sprintf("the file cannot be read as a configuration, so no other check could run: %v", in.loadErr), fix)}

@@ -451,4 +451,12 @@ func TestCheckFromEnvironment(t *testing.T) {
 	if diff := cmp.Diff(want, rep.FromEnv); diff != "" {
 		t.Errorf("fromEnvironment (-want +got):\n%s", diff)
 	}
+
+	// TOOLGATE_CONFIG names the file when -c does not.
+	t.Setenv("TOOLGATE_CONFIG", filepath.Join(dir, "missing.yaml"))
+	code, out, _ = run(t, "", "check")
+	if code != 1 || !strings.Contains(out, "TOOLGATE_CONFIG: config file: stat ") ||
+		!strings.Contains(out, "fix: set TOOLGATE_CONFIG to the path of an existing configuration file, or unset it") {
+		t.Errorf("exit %d, report:\n%s", code, out)
+	}
 }

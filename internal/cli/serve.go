@@ -554,7 +554,7 @@ func startDemo(ctx context.Context, log *slog.Logger) (*config.Config, string, e
 
 func printDemoBanner(g *globals, base, key string) {
 	fmt.Fprintf(g.stderr, `
-toolgate is running the built-in demo (no toolgate.json, .yaml or .toml found).
+toolgate is running the built-in demo (no configuration file found).
 
   MCP endpoint:  %[1]s/mcp   (streamable HTTP)
   API key:       %[2]s

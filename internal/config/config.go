@@ -1,8 +1,9 @@
-// Package config owns toolgate's configuration file: its types, loading
-// (JSON with comments and trailing commas, YAML or TOML, read through
-// viper's codecs), `${VAR}` interpolation from the environment, the
-// TOOLGATE_ variables that override settings, strict decoding and
-// validation, and the file as written for tools that grade it. It knows nothing about MCP transports or the gateway; other
+// Package config owns toolgate's configuration file: its types, where it
+// is found, loading (JSON with comments and trailing commas, YAML or TOML,
+// read through viper's codecs), `${VAR}` interpolation from the
+// environment, the TOOLGATE_ variables that override settings, strict
+// decoding and validation, and the file as written for tools that grade
+// it. It knows nothing about MCP transports or the gateway; other
 // packages receive the decoded values.
 package config
 

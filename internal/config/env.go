@@ -36,6 +36,10 @@ import (
 // EnvPrefix starts the name of every variable that overrides a setting.
 const EnvPrefix = "TOOLGATE"
 
+// EnvConfigFile is the variable that names the configuration file when no
+// file is given explicitly (see [Find]).
+const EnvConfigFile = EnvPrefix + "_CONFIG"
+
 // EnvOverride is a setting the environment gave in place of the file.
 type EnvOverride struct {
 	// Path is the key path of the setting, such as "codeMode.timeout".

@@ -11,7 +11,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// clearEnv unsets, for the test, every TOOLGATE_ variable, so that the environment of the test run does not
+// clearEnv unsets, for the test, every variable that overrides a setting
+// and TOOLGATE_CONFIG, so that the environment of the test run does not
 // leak into what the test reads.
 func clearEnv(t *testing.T) {
 	t.Helper()

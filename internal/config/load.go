@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/go-viper/mapstructure/v2"
@@ -25,40 +26,78 @@ const (
 	FormatTOML = "toml"
 )
 
-// searchNames are the files [Find] looks for, in order, when no file is
-// given explicitly.
+// searchNames are the files [Find] looks for in each folder, in order.
 var searchNames = []string{"toolgate.json", "toolgate.yaml", "toolgate.yml", "toolgate.toml"}
 
-// Find returns the configuration file to use. An explicit path is returned
-// as is when it names an existing regular file, and is an error otherwise.
-// With no explicit path Find looks in the working directory for
-// toolgate.json, toolgate.yaml, toolgate.yml and toolgate.toml, in this
-// order, and returns the first present (as a relative name). When none is
-// present it returns "" and a nil error: the caller then serves the
-// built-in demo.
+// systemConfigDir is the last folder [Find] looks in.
+const systemConfigDir = "/etc/toolgate"
+
+// Find returns the configuration file to use. An explicit path (-c) is
+// returned as is when it names an existing regular file, and is an error
+// otherwise; so is the file named by the variable TOOLGATE_CONFIG when
+// there is no explicit path. Otherwise Find looks for toolgate.json,
+// toolgate.yaml, toolgate.yml and toolgate.toml, in this order, in the
+// working directory (returning a relative name), then in
+// $XDG_CONFIG_HOME/toolgate (~/.config/toolgate when XDG_CONFIG_HOME is
+// not set), then in /etc/toolgate, and returns the first present. When
+// none is present it returns "" and a nil error: the caller then serves
+// the built-in demo. With an error, the path is the file that was named,
+// if one was.
 func Find(explicit string) (string, error) {
-	if explicit != "" {
-		fi, err := os.Stat(explicit)
+	return finder{lookup: os.LookupEnv, system: systemConfigDir}.find(explicit)
+}
+
+// finder is Find with an injectable environment and system folder.
+type finder struct {
+	lookup func(string) (string, bool)
+	system string
+}
+
+func (f finder) find(explicit string) (string, error) {
+	named, from := explicit, "config file"
+	if named == "" {
+		if v, ok := f.lookup(EnvConfigFile); ok && v != "" {
+			named, from = v, EnvConfigFile+": config file"
+		}
+	}
+	if named != "" {
+		fi, err := os.Stat(named)
 		if err != nil {
-			return "", fmt.Errorf("config file: %w", err)
+			return named, fmt.Errorf("%s: %w", from, err)
 		}
 		if fi.IsDir() {
-			return "", fmt.Errorf("config file %s: is a directory", explicit)
+			return named, fmt.Errorf("%s %s: is a directory", from, named)
 		}
-		return explicit, nil
+		return named, nil
 	}
-	for _, name := range searchNames {
-		fi, err := os.Stat(name)
-		switch {
-		case err == nil && !fi.IsDir():
-			return name, nil
-		case err == nil, errors.Is(err, fs.ErrNotExist):
-			continue
-		default:
-			return "", fmt.Errorf("look for config file: %w", err)
+	for _, dir := range f.dirs() {
+		for _, name := range searchNames {
+			p := filepath.Join(dir, name)
+			fi, err := os.Stat(p)
+			switch {
+			case err == nil && !fi.IsDir():
+				return p, nil
+			case err == nil, errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ENOTDIR):
+				continue
+			default:
+				return "", fmt.Errorf("look for config file: %w", err)
+			}
 		}
 	}
 	return "", nil
+}
+
+// dirs are the folders Find looks in, in order. XDG_CONFIG_HOME counts
+// only when it is an absolute path, as the XDG base directory
+// specification says.
+func (f finder) dirs() []string {
+	dirs := []string{"."}
+	if x, _ := f.lookup("XDG_CONFIG_HOME"); filepath.IsAbs(x) {
+		dirs = append(dirs, filepath.Join(x, "toolgate"))
+	} else if home, _ := f.lookup("HOME"); home != "" {
+		dirs = append(dirs, filepath.Join(home, ".config", "toolgate"))
+	}
+	return append(dirs, f.system)
 }
 
 // FormatOf returns the format of a configuration file named path, from
