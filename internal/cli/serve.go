@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"runtime/pprof"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -117,6 +118,13 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 	}
 	if err != nil {
 		return err
+	}
+	if len(cfg.FromEnv) > 0 {
+		vars := make([]string, len(cfg.FromEnv))
+		for i, o := range cfg.FromEnv {
+			vars[i] = o.Var
+		}
+		log.Info("settings taken from the environment", "vars", strings.Join(vars, " "))
 	}
 	if f.listen != "" {
 		cfg.Listen = f.listen
@@ -536,12 +544,17 @@ func startDemo(ctx context.Context, log *slog.Logger) (*config.Config, string, e
 	go func() { _ = http.Serve(ln, h) }()
 	context.AfterFunc(ctx, func() { ln.Close() })
 	log.Info("no configuration file found: serving the built-in demo")
-	return config.Demo("http://"+ln.Addr().String()+"/mcp", policy.HashKey(key)), key, nil
+	cfg, err := config.LoadDemo("http://"+ln.Addr().String()+"/mcp", policy.HashKey(key))
+	if err != nil {
+		ln.Close()
+		return nil, "", err
+	}
+	return cfg, key, nil
 }
 
 func printDemoBanner(g *globals, base, key string) {
 	fmt.Fprintf(g.stderr, `
-toolgate is running the built-in demo (no toolgate.json, .yaml or .toml found).
+toolgate is running the built-in demo (no configuration file found).
 
   MCP endpoint:  %[1]s/mcp   (streamable HTTP)
   API key:       %[2]s

@@ -1,8 +1,10 @@
-// Package config owns toolgate's configuration file: its types, loading
-// (JSON with comments and trailing commas, YAML or TOML, read through
-// viper's codecs), `${VAR}` interpolation from the environment, strict
-// decoding and validation. It knows nothing about MCP transports or the
-// gateway; other packages receive the decoded values.
+// Package config owns toolgate's configuration file: its types, where it
+// is found, loading (JSON with comments and trailing commas, YAML or TOML,
+// read through viper's codecs), `${VAR}` interpolation from the
+// environment, the TOOLGATE_ variables that override settings, strict
+// decoding and validation, and the file as written for tools that grade
+// it. It knows nothing about MCP transports or the gateway; other
+// packages receive the decoded values.
 package config
 
 import "time"
@@ -35,6 +37,9 @@ const (
 type Config struct {
 	// Path is the file this configuration was read from ("" for the demo).
 	Path string `mapstructure:"-"`
+	// FromEnv lists the settings that TOOLGATE_ environment variables
+	// gave in place of the file, sorted by key path.
+	FromEnv []EnvOverride `mapstructure:"-"`
 
 	// Listen is the address of the HTTP listener (host:port).
 	Listen string `mapstructure:"listen"`

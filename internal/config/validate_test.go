@@ -435,7 +435,7 @@ func TestErrorFormat(t *testing.T) {
 		{Path: "a", Message: "one"},
 		{Path: "a", Message: "one"},
 	})
-	want := []Problem{{"", "whole file"}, {"a", "one"}, {"b", "two"}}
+	want := []Problem{{Path: "", Message: "whole file"}, {Path: "a", Message: "one"}, {Path: "b", Message: "two"}}
 	if !slices.Equal(e.Problems, want) {
 		t.Errorf("Problems = %v, want %v", e.Problems, want)
 	}
@@ -444,6 +444,12 @@ func TestErrorFormat(t *testing.T) {
 	}
 	e.File = "toolgate.yaml"
 	if got, want := e.Error(), "toolgate.yaml: whole file\ntoolgate.yaml: a: one\ntoolgate.yaml: b: two"; got != want {
+		t.Errorf("Error() = %q, want %q", got, want)
+	}
+	// A value from the environment is not in the file: its line names
+	// the variable instead.
+	e.Problems = append(e.Problems, Problem{Path: "listen", Message: "bad", Var: "TOOLGATE_LISTEN"})
+	if got, want := e.Error(), "toolgate.yaml: whole file\ntoolgate.yaml: a: one\ntoolgate.yaml: b: two\nTOOLGATE_LISTEN (listen): bad"; got != want {
 		t.Errorf("Error() = %q, want %q", got, want)
 	}
 }
