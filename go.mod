@@ -56,6 +56,6 @@ require (
 	modernc.org/memory v1.12.1 // indirect
 )
 
-// go-sdk v1.8.0 with one fix: no 32 KiB buffer per decoded JSON message
-// (third_party/go-sdk/README.toolgate.md).
+// go-sdk v1.8.0 with two changes: no 32 KiB buffer per decoded JSON
+// message, and ClientSession.DeliverIncoming (third_party/go-sdk/README.toolgate.md).
 replace github.com/modelcontextprotocol/go-sdk => ./third_party/go-sdk

@@ -205,7 +205,7 @@ func TestNewFilterBadGlob(t *testing.T) {
 	}
 }
 
-// TestImports keeps policy free of MCP transports (see DESIGN.md).
+// TestImports keeps policy free of MCP transports.
 func TestImports(t *testing.T) {
 	pkg, err := build.ImportDir(".", 0)
 	if err != nil {
@@ -356,7 +356,7 @@ func BenchmarkFilterAllows(b *testing.B) {
 }
 
 func ExampleFilter() {
-	// The "filesystem" server of the example configuration in DESIGN.md.
+	// A filesystem server configured as the README shows one.
 	f, err := policy.NewFilter(policy.FilterSpec{
 		AllowGlob: []string{"read_*", "list_*"},
 		DenyGlob:  []string{"*delete*", "*write*", "*remove*"},
