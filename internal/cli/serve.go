@@ -78,10 +78,10 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 		ctx = context.Background()
 	}
 	if os.Getenv("GOGC") == "" {
-		// The MCP SDK allocates a 32 KiB buffer per decoded message; with
-		// the default GOGC the gateway spent half its CPU in the garbage
-		// collector (benchmarks/README.md). Its live heap is small, so a
-		// larger GOGC costs little memory.
+		// A gateway allocates much per call and keeps little: a larger
+		// GOGC spends far less CPU in the collector under load for a
+		// modest idle heap, and memory still comes back after a burst
+		// (benchmarks/README.md, "Garbage collection"; RATIONALE.md).
 		debug.SetGCPercent(400)
 	}
 	if f.cpuProf != "" {
