@@ -19,6 +19,7 @@ import (
 
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/audit"
 )
 
 // JSON-RPC error codes of refusals made at the HTTP layer and on the tool
@@ -173,7 +174,7 @@ func (g *Gateway) guard(p *project) http.Handler {
 		if !a.ips.Allows(ip) || !a.projectIPs[p.name].Allows(ip) {
 			g.log.Warn("address refused", "project", p.name, "ip", ip)
 			g.metrics.ipDenied.WithLabelValues(p.name).Inc()
-			_ = g.emit(&policy.Event{Type: policy.EventIPDenied, Project: p.name, ClientIP: ip.String()})
+			_ = g.emit(&audit.Event{Type: audit.EventIPDenied, Project: p.name, ClientIP: ip.String()})
 			rpcError(w, http.StatusForbidden, codeForbidden, "forbidden: requests from "+ip.String()+" are not allowed", nil)
 			return
 		}
@@ -183,7 +184,7 @@ func (g *Gateway) guard(p *project) http.Handler {
 			if err != nil {
 				g.log.Info("authentication failed", "project", p.name, "ip", ip, "reason", err.Error())
 				g.metrics.authFailures.WithLabelValues(p.name, authReason(err)).Inc()
-				ev := &policy.Event{Type: policy.EventAuthFailure, Project: p.name, ClientIP: ip.String(), Reason: authReason(err)}
+				ev := &audit.Event{Type: audit.EventAuthFailure, Project: p.name, ClientIP: ip.String(), Reason: authReason(err)}
 				var ae *policy.AuthError
 				if errors.As(err, &ae) {
 					ev.KeyID = ae.KeyID
@@ -250,7 +251,7 @@ func (g *Gateway) guard(p *project) http.Handler {
 					if err := g.takeTokens(pr, msg.Params.Name); err != nil {
 						var ce *CallError
 						if errors.As(err, &ce) {
-							_ = g.emit(&policy.Event{Type: policy.EventRateLimitHit, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP,
+							_ = g.emit(&audit.Event{Type: audit.EventRateLimitHit, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP,
 								Tool: msg.Params.Name, Decision: "deny", Outcome: CodeRateLimited, Error: ce.Message})
 							w.Header().Set("Retry-After", strconv.FormatInt(int64(math.Ceil(ce.RetryAfter.Seconds())), 10))
 							rpcError(w, http.StatusTooManyRequests, codeRateLimited, ce.Message, map[string]any{"retryAfterMs": retryMs(ce.RetryAfter)})

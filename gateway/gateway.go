@@ -21,6 +21,7 @@ import (
 	"github.com/toolgate/toolgate/internal/clip"
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/audit"
 	"github.com/toolgate/toolgate/sandbox"
 )
 
@@ -99,7 +100,7 @@ type Options struct {
 	Limiter policy.Limiter
 	// Audit receives every event; when it cannot be written, tool calls are
 	// refused. Nil means no audit log.
-	Audit *policy.AuditLog
+	Audit *audit.Log
 	// Alerter watches events for the alert rules. Nil means no alerts.
 	Alerter *policy.Alerter
 	// Sandbox runs Code Mode scripts; it is required when the
@@ -116,7 +117,7 @@ type Gateway struct {
 	ownLimiter *policy.MemoryLimiter
 	acc        atomic.Pointer[access]
 	metrics    *metrics
-	audit      *policy.AuditLog
+	audit      *audit.Log
 	engine     *sandbox.Engine
 	alerter    *policy.Alerter
 	pins       *pinStore     // nil without a dataDir
@@ -197,7 +198,7 @@ func (g *Gateway) Reload(ctx context.Context, cfg *config.Config) error {
 	if err == nil {
 		err = g.apply(ctx, cfg, false)
 	}
-	ev := &policy.Event{Type: policy.EventConfigReload, Changed: changedKeys(old, cfg), Outcome: "applied"}
+	ev := &audit.Event{Type: audit.EventConfigReload, Changed: changedKeys(old, cfg), Outcome: "applied"}
 	if err != nil {
 		ev.Outcome, ev.Reason = "refused", err.Error()
 	}
@@ -208,7 +209,7 @@ func (g *Gateway) Reload(ctx context.Context, cfg *config.Config) error {
 // ReloadRefused records a reload that failed before the gateway saw a
 // configuration (the file did not load).
 func (g *Gateway) ReloadRefused(err error) {
-	_ = g.emit(&policy.Event{Type: policy.EventConfigReload, Outcome: "refused", Reason: err.Error()})
+	_ = g.emit(&audit.Event{Type: audit.EventConfigReload, Outcome: "refused", Reason: err.Error()})
 }
 
 // apply prepares every project of cfg, checks the result, and either

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
+
+	"github.com/toolgate/toolgate/policy/audit"
 )
 
 // AlertRule fires when Threshold events of type Event happen within
@@ -72,7 +74,7 @@ func DefaultAlertRules() []AlertRule {
 // retentionRule raises an alert when the audit log keeps files past its
 // limit: they are on disk because they are too young to delete, and the
 // disk fills until an operator acts.
-var retentionRule = AlertRule{Event: EventAuditRetention, Threshold: 1, Window: time.Hour}
+var retentionRule = AlertRule{Event: audit.EventAuditRetention, Threshold: 1, Window: time.Hour}
 
 // AlertRulesFor returns the rules to apply for the configured ones: the
 // defaults when there are none; otherwise the configured rules, with the
@@ -81,7 +83,7 @@ func AlertRulesFor(configured []AlertRule) []AlertRule {
 	if len(configured) == 0 {
 		return DefaultAlertRules()
 	}
-	if slices.ContainsFunc(configured, func(r AlertRule) bool { return r.Event == EventAuditRetention }) {
+	if slices.ContainsFunc(configured, func(r AlertRule) bool { return r.Event == audit.EventAuditRetention }) {
 		return slices.Clone(configured)
 	}
 	return append(slices.Clone(configured), retentionRule)

@@ -2,8 +2,8 @@
 // tool, resource and prompt names a project may see and call (allow and
 // deny globs, [Filter]), API keys and their store ([KeyStore],
 // [Authenticator]), rate limits ([Limiter], [MemoryLimiter]), IP rules
-// ([IPRules], [ProxyTrust]), the hash-chained audit log ([AuditLog],
-// [ReadAudit], [VerifyAudit]) and alert rules ([Alerter]).
+// ([IPRules], [ProxyTrust]) and alert rules ([Alerter]). The hash-chained
+// audit log is package policy/audit.
 //
 // The package must not know about MCP transports or sessions, and does no
 // networking: it decides on plain names and values handed to it by package

@@ -15,6 +15,8 @@ import (
 	"unicode/utf8"
 
 	_ "modernc.org/sqlite" // the "sqlite" database/sql driver, pure Go
+
+	"github.com/toolgate/toolgate/policy/audit"
 )
 
 // ErrKeyNotFound is returned (wrapped, with the id) by [KeyStore] methods
@@ -235,7 +237,7 @@ func (s *KeyStore) Create(ctx context.Context, project, name string, ttl time.Du
 		if err != nil {
 			return err
 		}
-		return recordChange(ctx, tx, KeyChange{Time: key.Created, Type: EventKeyCreated, KeyID: key.ID, Project: project, KeyName: name})
+		return recordChange(ctx, tx, KeyChange{Time: key.Created, Type: audit.EventKeyCreated, KeyID: key.ID, Project: project, KeyName: name})
 	})
 	if err != nil {
 		return "", nil, fmt.Errorf("create key: %w", err)
@@ -400,7 +402,7 @@ func (s *KeyStore) Revoke(ctx context.Context, id string) error {
 			if err != nil {
 				return err
 			}
-			return recordChange(ctx, tx, KeyChange{Time: t, Type: EventKeyRevoked, KeyID: id, Project: k.Project, KeyName: k.Name})
+			return recordChange(ctx, tx, KeyChange{Time: t, Type: audit.EventKeyRevoked, KeyID: id, Project: k.Project, KeyName: k.Name})
 		}
 		var one int
 		err = tx.QueryRowContext(ctx, `SELECT 1 FROM keys WHERE id = ?`, id).Scan(&one)
@@ -451,10 +453,10 @@ func (s *KeyStore) Rotate(ctx context.Context, id string, overlap time.Duration)
 		if _, err = tx.ExecContext(ctx, `UPDATE keys SET expires = ?, rotated_to = ? WHERE id = ?`, toNanos(stop), successor.ID, id); err != nil {
 			return err
 		}
-		if err := recordChange(ctx, tx, KeyChange{Time: t, Type: EventKeyCreated, KeyID: successor.ID, Project: old.Project, KeyName: old.Name}); err != nil {
+		if err := recordChange(ctx, tx, KeyChange{Time: t, Type: audit.EventKeyCreated, KeyID: successor.ID, Project: old.Project, KeyName: old.Name}); err != nil {
 			return err
 		}
-		return recordChange(ctx, tx, KeyChange{Time: t, Type: EventKeyRotated, KeyID: id, Project: old.Project, KeyName: old.Name, NewKeyID: successor.ID})
+		return recordChange(ctx, tx, KeyChange{Time: t, Type: audit.EventKeyRotated, KeyID: id, Project: old.Project, KeyName: old.Name, NewKeyID: successor.ID})
 	})
 	if err != nil {
 		return "", nil, fmt.Errorf("rotate key: %w", err)
@@ -497,7 +499,8 @@ type KeyChange struct {
 	Seq int64
 	// Time is when the change was made.
 	Time time.Time
-	// Type is EventKeyCreated, EventKeyRotated or EventKeyRevoked.
+	// Type is [audit.EventKeyCreated], [audit.EventKeyRotated] or
+	// [audit.EventKeyRevoked].
 	Type string
 	// KeyID, Project and KeyName describe the key; NewKeyID is the
 	// successor of a rotated key.
@@ -505,8 +508,8 @@ type KeyChange struct {
 }
 
 // Event returns the audit event of the change, dated when it was made.
-func (c KeyChange) Event() *Event {
-	return &Event{Time: c.Time, Type: c.Type, Project: c.Project, KeyID: c.KeyID, KeyName: c.KeyName, NewKeyID: c.NewKeyID}
+func (c KeyChange) Event() *audit.Event {
+	return &audit.Event{Time: c.Time, Type: c.Type, Project: c.Project, KeyID: c.KeyID, KeyName: c.KeyName, NewKeyID: c.NewKeyID}
 }
 
 // recordChange adds c to the changes waiting for the audit log.

@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/audit"
 )
 
 // openStore opens a key store in a fresh temporary folder and closes it
@@ -661,13 +662,13 @@ func TestKeyStorePendingChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []policy.KeyChange{
-		{Seq: 1, Time: k.Created, Type: policy.EventKeyCreated, KeyID: k.ID, Project: "team", KeyName: "ci"},
-		{Seq: 2, Time: revoked, Type: policy.EventKeyRevoked, KeyID: k.ID, Project: "team", KeyName: "ci"},
+		{Seq: 1, Time: k.Created, Type: audit.EventKeyCreated, KeyID: k.ID, Project: "team", KeyName: "ci"},
+		{Seq: 2, Time: revoked, Type: audit.EventKeyRevoked, KeyID: k.ID, Project: "team", KeyName: "ci"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Fatalf("pending (-want +got):\n%s", diff)
 	}
-	if ev := got[1].Event(); ev.Type != policy.EventKeyRevoked || !ev.Time.Equal(revoked) || ev.KeyID != k.ID || ev.KeyName != "ci" {
+	if ev := got[1].Event(); ev.Type != audit.EventKeyRevoked || !ev.Time.Equal(revoked) || ev.KeyID != k.ID || ev.KeyName != "ci" {
 		t.Errorf("event of %+v = %+v", got[1], ev)
 	}
 	if err := s.AckKeyChanges(ctx, 1); err != nil {

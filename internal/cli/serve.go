@@ -29,6 +29,7 @@ import (
 	"github.com/toolgate/toolgate/internal/demo"
 	"github.com/toolgate/toolgate/internal/webhook"
 	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/audit"
 	"github.com/toolgate/toolgate/sandbox"
 )
 
@@ -604,8 +605,8 @@ func metricsMux(gw *gateway.Gateway) http.Handler {
 }
 
 // auditOptions maps the configuration onto the audit log's options.
-func auditOptions(cfg *config.Config) *policy.AuditOptions {
-	o := &policy.AuditOptions{
+func auditOptions(cfg *config.Config) *audit.Options {
+	o := &audit.Options{
 		Fsync:         cfg.Audit.Fsync,
 		FsyncInterval: cfg.Audit.FsyncInterval.D(),
 		MaxSizeBytes:  int64(cfg.Audit.MaxSizeMB) << 20,
@@ -678,12 +679,12 @@ func openGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, useK
 	alerter := policy.NewAlerter(cfg.Alerts.Webhook, policy.AlertRulesFor(rules), &policy.AlerterOptions{Logger: log, Post: webhook.Poster(&http.Client{})})
 	cleanups = append(cleanups, alerter.Close)
 	auditOpts := auditOptions(cfg)
-	auditOpts.OnRetention = func(st policy.RetentionStatus) { retentionAlert(log, alerter, st) }
-	audit, err := policy.OpenAuditLog(cfg.Audit.Path, auditOpts)
+	auditOpts.OnRetention = func(st audit.RetentionStatus) { retentionAlert(log, alerter, st) }
+	auditLog, err := audit.Open(cfg.Audit.Path, auditOpts)
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening the audit log: %w", err)
 	}
-	cleanups = append(cleanups, func() { audit.Close() })
+	cleanups = append(cleanups, func() { auditLog.Close() })
 
 	var engine *sandbox.Engine
 	if cfg.CodeMode.Enabled {
@@ -697,7 +698,7 @@ func openGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, useK
 		cleanups = append(cleanups, func() { engine.Close() })
 	}
 
-	gw = gateway.New(cfg, &gateway.Options{Logger: log, Auth: authn, Audit: audit, Alerter: alerter, Sandbox: engine})
+	gw = gateway.New(cfg, &gateway.Options{Logger: log, Auth: authn, Audit: auditLog, Alerter: alerter, Sandbox: engine})
 	recordKey = gw.RecordKeyChange
 	cleanups = append(cleanups, gw.Close)
 	if authn != nil {
@@ -718,11 +719,11 @@ func openGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, useK
 // retentionAlert reports an audit log rotation that kept files past
 // audit.maxFiles: logged, and shown to the alert rules as an
 // audit.retention event (the log itself holds the event).
-func retentionAlert(log *slog.Logger, alerter *policy.Alerter, st policy.RetentionStatus) {
+func retentionAlert(log *slog.Logger, alerter *policy.Alerter, st audit.RetentionStatus) {
 	if st.Over == 0 {
 		return
 	}
 	log.Warn("audit log: rotated files kept past audit.maxFiles because they are younger than audit.retainAtLeast; the disk fills until they age or the limits change",
 		"kept", st.Over, "maxFiles", st.MaxFiles, "retainAtLeast", st.RetainAtLeast, "oldest", st.Oldest)
-	alerter.Observe(policy.EventAuditRetention, "", map[string]any{"files": st.Files, "over": st.Over, "maxFiles": st.MaxFiles})
+	alerter.Observe(audit.EventAuditRetention, "", map[string]any{"files": st.Files, "over": st.Over, "maxFiles": st.MaxFiles})
 }
