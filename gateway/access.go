@@ -19,6 +19,7 @@ import (
 
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/apikey"
 	"github.com/toolgate/toolgate/policy/audit"
 )
 
@@ -75,11 +76,11 @@ func compileAccess(cfg *config.Config) (*access, error) {
 }
 
 // configKeys lists the keys a configuration names by hash.
-func configKeys(cfg *config.Config) []policy.ConfigKey {
-	var keys []policy.ConfigKey
+func configKeys(cfg *config.Config) []apikey.ConfigKey {
+	var keys []apikey.ConfigKey
 	for name, p := range cfg.Projects {
 		for _, k := range p.APIKeys {
-			keys = append(keys, policy.ConfigKey{Name: k.Name, Project: name, SHA256: strings.ToLower(k.SHA256)})
+			keys = append(keys, apikey.ConfigKey{Name: k.Name, Project: name, SHA256: strings.ToLower(k.SHA256)})
 		}
 	}
 	return keys
@@ -185,7 +186,7 @@ func (g *Gateway) guard(p *project) http.Handler {
 				g.log.Info("authentication failed", "project", p.name, "ip", ip, "reason", err.Error())
 				g.metrics.authFailures.WithLabelValues(p.name, authReason(err)).Inc()
 				ev := &audit.Event{Type: audit.EventAuthFailure, Project: p.name, ClientIP: ip.String(), Reason: authReason(err)}
-				var ae *policy.AuthError
+				var ae *apikey.AuthError
 				if errors.As(err, &ae) {
 					ev.KeyID = ae.KeyID
 				}
@@ -562,7 +563,7 @@ func (p *project) sessionsOf(key string) int {
 
 // authReason is a short label for why a key was refused.
 func authReason(err error) string {
-	var ae *policy.AuthError
+	var ae *apikey.AuthError
 	if errors.As(err, &ae) {
 		return ae.Reason()
 	}

@@ -12,7 +12,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/toolgate/toolgate/internal/config"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/apikey"
 	"github.com/toolgate/toolgate/policy/audit"
 )
 
@@ -189,7 +189,7 @@ func checkReloadable(old, cur *config.Config) error {
 // call of a process looks for the key changes written since (a little
 // before) its time, reading the log's newest lines only; the changes it
 // writes are remembered.
-func (g *Gateway) RecordKeyChange(c policy.KeyChange) error {
+func (g *Gateway) RecordKeyChange(c apikey.Change) error {
 	g.keyMu.Lock()
 	defer g.keyMu.Unlock()
 	if g.audit != nil && g.keysInLog == nil {

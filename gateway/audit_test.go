@@ -10,7 +10,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/toolgate/toolgate/internal/config"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/apikey"
 	"github.com/toolgate/toolgate/policy/audit"
 )
 
@@ -80,7 +80,7 @@ func TestRecordKeyChangeOnce(t *testing.T) {
 	}
 	defer auditLog.Close()
 	at := time.Now().Add(-time.Hour).UTC()
-	done := policy.KeyChange{Seq: 1, Time: at, Type: audit.EventKeyCreated, KeyID: "k1", Project: "p", KeyName: "ci"}
+	done := apikey.Change{Seq: 1, Time: at, Type: audit.EventKeyCreated, KeyID: "k1", Project: "p", KeyName: "ci"}
 	if err := auditLog.Write(done.Event()); err != nil { // the previous process wrote it
 		t.Fatal(err)
 	}
@@ -89,8 +89,8 @@ func TestRecordKeyChangeOnce(t *testing.T) {
 	}
 	g := New(&config.Config{}, &Options{Audit: auditLog})
 	defer g.Close()
-	next := policy.KeyChange{Seq: 2, Time: at.Add(time.Minute), Type: audit.EventKeyRevoked, KeyID: "k1", Project: "p", KeyName: "ci"}
-	for _, c := range []policy.KeyChange{done, next, next} {
+	next := apikey.Change{Seq: 2, Time: at.Add(time.Minute), Type: audit.EventKeyRevoked, KeyID: "k1", Project: "p", KeyName: "ci"}
+	for _, c := range []apikey.Change{done, next, next} {
 		if err := g.RecordKeyChange(c); err != nil {
 			t.Fatal(err)
 		}

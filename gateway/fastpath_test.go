@@ -17,7 +17,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/toolgate/toolgate/internal/config"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/apikey"
 	"github.com/toolgate/toolgate/policy/audit"
 )
 
@@ -61,11 +61,11 @@ func newHTTPFixture(t *testing.T, tweak ...func(*config.Config)) *httpFixture {
 
 	var hashes [2]string
 	for i := range f.keys {
-		key, _, _, err := policy.GenerateKey()
+		key, _, _, err := apikey.Generate()
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.keys[i], hashes[i] = key, policy.HashKey(key)
+		f.keys[i], hashes[i] = key, apikey.Hash(key)
 	}
 	cfg := config.Demo(upSrv.URL, hashes[0])
 	cfg.DataDir = t.TempDir()
@@ -75,7 +75,7 @@ func newHTTPFixture(t *testing.T, tweak ...func(*config.Config)) *httpFixture {
 	for _, fn := range tweak {
 		fn(cfg)
 	}
-	auth, err := policy.NewAuthenticator(context.Background(), nil, nil, nil)
+	auth, err := apikey.NewAuthenticator(context.Background(), nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

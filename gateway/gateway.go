@@ -21,6 +21,7 @@ import (
 	"github.com/toolgate/toolgate/internal/clip"
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/apikey"
 	"github.com/toolgate/toolgate/policy/audit"
 	"github.com/toolgate/toolgate/sandbox"
 )
@@ -95,7 +96,7 @@ type Options struct {
 	// Auth checks API keys; it is required unless the configuration turns
 	// authentication off. The gateway gives it the keys the configuration
 	// lists by hash.
-	Auth *policy.Authenticator
+	Auth *apikey.Authenticator
 	// Limiter holds the rate-limit buckets (default: in memory).
 	Limiter policy.Limiter
 	// Audit receives every event; when it cannot be written, tool calls are
@@ -111,7 +112,7 @@ type Options struct {
 // Gateway serves the projects of one configuration.
 type Gateway struct {
 	log     *slog.Logger
-	auth    *policy.Authenticator
+	auth    *apikey.Authenticator
 	limiter policy.Limiter
 	// ownLimiter is the default limiter New made, which Close stops.
 	ownLimiter *policy.MemoryLimiter

@@ -29,6 +29,7 @@ import (
 	"github.com/toolgate/toolgate/internal/demo"
 	"github.com/toolgate/toolgate/internal/webhook"
 	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/apikey"
 	"github.com/toolgate/toolgate/policy/audit"
 	"github.com/toolgate/toolgate/sandbox"
 )
@@ -532,7 +533,7 @@ func displayPath(p string) string {
 // startDemo serves the built-in demo upstream on a loopback port of its own
 // and returns a configuration that fronts it.
 func startDemo(ctx context.Context, log *slog.Logger) (*config.Config, string, error) {
-	key, _, _, err := policy.GenerateKey()
+	key, _, _, err := apikey.Generate()
 	if err != nil {
 		return nil, "", err
 	}
@@ -545,7 +546,7 @@ func startDemo(ctx context.Context, log *slog.Logger) (*config.Config, string, e
 	go func() { _ = http.Serve(ln, h) }()
 	context.AfterFunc(ctx, func() { ln.Close() })
 	log.Info("no configuration file found: serving the built-in demo")
-	cfg, err := config.LoadDemo("http://"+ln.Addr().String()+"/mcp", policy.HashKey(key))
+	cfg, err := config.LoadDemo("http://"+ln.Addr().String()+"/mcp", apikey.Hash(key))
 	if err != nil {
 		ln.Close()
 		return nil, "", err
@@ -637,22 +638,22 @@ func openGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, useK
 		}
 	}()
 
-	var authn *policy.Authenticator
+	var authn *apikey.Authenticator
 	// recordKey is the gateway's RecordKeyChange, set before the
 	// authenticator first calls it.
-	var recordKey func(policy.KeyChange) error
+	var recordKey func(apikey.Change) error
 	startAuth := func() {}
 	if cfg.AuthRequired() {
-		var store *policy.KeyStore
+		var store *apikey.Store
 		if useKeyStore {
-			if store, err = policy.OpenKeyStore(ctx, keyStorePath(cfg)); err != nil {
+			if store, err = apikey.OpenStore(ctx, keyStorePath(cfg)); err != nil {
 				return nil, nil, fmt.Errorf("opening the key store: %w", err)
 			}
 			cleanups = append(cleanups, func() { store.Close() })
 		}
-		authn, err = policy.NewAuthenticator(ctx, store, nil, &policy.AuthOptions{
+		authn, err = apikey.NewAuthenticator(ctx, store, nil, &apikey.AuthOptions{
 			Logger:      log,
-			OnKeyChange: func(c policy.KeyChange) error { return recordKey(c) },
+			OnKeyChange: func(c apikey.Change) error { return recordKey(c) },
 		})
 		if err != nil {
 			return nil, nil, err
