@@ -21,6 +21,7 @@ import (
 	"github.com/toolgate/toolgate/internal/clip"
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/alert"
 	"github.com/toolgate/toolgate/policy/apikey"
 	"github.com/toolgate/toolgate/policy/audit"
 	"github.com/toolgate/toolgate/sandbox"
@@ -103,7 +104,7 @@ type Options struct {
 	// refused. Nil means no audit log.
 	Audit *audit.Log
 	// Alerter watches events for the alert rules. Nil means no alerts.
-	Alerter *policy.Alerter
+	Alerter *alert.Alerter
 	// Sandbox runs Code Mode scripts; it is required when the
 	// configuration enables code mode.
 	Sandbox *sandbox.Engine
@@ -120,7 +121,7 @@ type Gateway struct {
 	metrics    *metrics
 	audit      *audit.Log
 	engine     *sandbox.Engine
-	alerter    *policy.Alerter
+	alerter    *alert.Alerter
 	pins       *pinStore     // nil without a dataDir
 	stop       chan struct{} // closed by Close: ends background loops
 	life       lifecycle     // calls in flight, event streams, draining

@@ -28,7 +28,7 @@ import (
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/internal/demo"
 	"github.com/toolgate/toolgate/internal/webhook"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/alert"
 	"github.com/toolgate/toolgate/policy/apikey"
 	"github.com/toolgate/toolgate/policy/audit"
 	"github.com/toolgate/toolgate/sandbox"
@@ -673,11 +673,11 @@ func openGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, useK
 		})
 	}
 
-	rules := make([]policy.AlertRule, 0, len(cfg.Alerts.Rules))
+	rules := make([]alert.Rule, 0, len(cfg.Alerts.Rules))
 	for _, r := range cfg.Alerts.Rules {
-		rules = append(rules, policy.AlertRule{Event: r.Event, Threshold: r.Threshold, Window: r.Window.D()})
+		rules = append(rules, alert.Rule{Event: r.Event, Threshold: r.Threshold, Window: r.Window.D()})
 	}
-	alerter := policy.NewAlerter(cfg.Alerts.Webhook, policy.AlertRulesFor(rules), &policy.AlerterOptions{Logger: log, Post: webhook.Poster(&http.Client{})})
+	alerter := alert.New(cfg.Alerts.Webhook, alert.RulesFor(rules), &alert.Options{Logger: log, Post: webhook.Poster(&http.Client{})})
 	cleanups = append(cleanups, alerter.Close)
 	auditOpts := auditOptions(cfg)
 	auditOpts.OnRetention = func(st audit.RetentionStatus) { retentionAlert(log, alerter, st) }
@@ -720,7 +720,7 @@ func openGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, useK
 // retentionAlert reports an audit log rotation that kept files past
 // audit.maxFiles: logged, and shown to the alert rules as an
 // audit.retention event (the log itself holds the event).
-func retentionAlert(log *slog.Logger, alerter *policy.Alerter, st audit.RetentionStatus) {
+func retentionAlert(log *slog.Logger, alerter *alert.Alerter, st audit.RetentionStatus) {
 	if st.Over == 0 {
 		return
 	}
