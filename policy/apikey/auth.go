@@ -35,6 +35,8 @@ type AuthError struct {
 	at    time.Time
 }
 
+// Error says why the key was refused, with the key's id when the client
+// proved it holds the key, and the expiry of an expired key.
 func (e *AuthError) Error() string {
 	switch {
 	case errors.Is(e.err, ErrExpired):
@@ -76,9 +78,9 @@ var reasons = []struct {
 // ConfigKey is a key listed in the configuration file by the hex SHA-256
 // of the whole key (see [Hash]), for deployments without a key store.
 type ConfigKey struct {
-	Name    string
-	Project string
-	SHA256  string
+	Name    string // a label, as for stored keys
+	Project string // the only project whose endpoint accepts the key
+	SHA256  string // the hex SHA-256 of the whole key
 }
 
 // AuthOptions configure an [Authenticator]. A nil *AuthOptions, and zero

@@ -101,6 +101,7 @@ type BrokenLink struct {
 	Reason string `json:"reason"`
 }
 
+// String says where the chain breaks and why: "file:line: reason".
 func (b *BrokenLink) String() string {
 	return fmt.Sprintf("%s:%d: %s", b.File, b.Line, b.Reason)
 }
