@@ -16,7 +16,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/audit"
 )
 
 // verifyAudit runs `toolgate audit verify` and fails unless the chain is
@@ -57,7 +57,7 @@ func (g *gateway) metrics(t *testing.T) string {
 
 // checkClipped checks that ev's tool field is name cut to its cap, with
 // the full length and SHA-256 kept.
-func checkClipped(t *testing.T, ev *policy.Event, name string) {
+func checkClipped(t *testing.T, ev *audit.Event, name string) {
 	t.Helper()
 	sum := sha256.Sum256([]byte(name))
 	c, ok := ev.Clipped["tool"]
@@ -92,8 +92,8 @@ func TestAuditOversizedRefusals(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "unknown tool") {
 			t.Fatalf("a hidden tool with a long name: %v", err)
 		}
-		ev := findEvent(g.auditEvents(t), func(ev *policy.Event) bool {
-			return ev.Type == policy.EventToolDenied && ev.ExecutionID == "" && strings.HasPrefix(ev.Tool, "up__environ")
+		ev := findEvent(g.auditEvents(t), func(ev *audit.Event) bool {
+			return ev.Type == audit.EventToolDenied && ev.ExecutionID == "" && strings.HasPrefix(ev.Tool, "up__environ")
 		})
 		if ev == nil {
 			t.Fatal("the refusal is not in the audit log")
@@ -107,12 +107,12 @@ func TestAuditOversizedRefusals(t *testing.T) {
 			t.Fatalf("script result %s, error %+v", ex.Result, ex.Error)
 		}
 		evs := g.auditEvents(t)
-		exec := findEvent(evs, func(ev *policy.Event) bool { return ev.Type == policy.EventCodeExecution })
+		exec := findEvent(evs, func(ev *audit.Event) bool { return ev.Type == audit.EventCodeExecution })
 		if exec == nil {
 			t.Fatal("no code.execution event")
 		}
-		ev := findEvent(evs, func(ev *policy.Event) bool {
-			return ev.Type == policy.EventToolDenied && ev.ExecutionID == exec.ExecutionID
+		ev := findEvent(evs, func(ev *audit.Event) bool {
+			return ev.Type == audit.EventToolDenied && ev.ExecutionID == exec.ExecutionID
 		})
 		if ev == nil {
 			t.Fatalf("the script's refusal is not in the audit log (execution %s)", exec.ExecutionID)
@@ -125,7 +125,7 @@ func TestAuditOversizedRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, line := range strings.SplitAfter(string(b), "\n") {
-		if len(line) > policy.MaxAuditEventBytes {
+		if len(line) > audit.MaxEventBytes {
 			t.Errorf("line %d has %d bytes", i+1, len(line))
 		}
 	}
@@ -151,11 +151,11 @@ func TestAuditFloodKeepsEvidence(t *testing.T) {
 	if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "up__environ", Arguments: marker}); err == nil {
 		t.Fatal("the hidden tool answered")
 	}
-	var want policy.Event
+	var want audit.Event
 	b, _ := json.Marshal(marker)
 	want.SetArguments(b)
-	isEvidence := func(ev *policy.Event) bool {
-		return ev.Type == policy.EventToolDenied && ev.Tool == "up__environ" && ev.ArgsSHA256 == want.ArgsSHA256
+	isEvidence := func(ev *audit.Event) bool {
+		return ev.Type == audit.EventToolDenied && ev.Tool == "up__environ" && ev.ArgsSHA256 == want.ArgsSHA256
 	}
 	if findEvent(g.auditEvents(t), isEvidence) == nil {
 		t.Fatal("the refused call is not in the audit log")
@@ -173,7 +173,7 @@ return refused;`, maxToolCalls)
 	retentionLines := func() int {
 		n := 0
 		for _, ev := range g.auditEvents(t) {
-			if ev.Type == policy.EventAuditRetention {
+			if ev.Type == audit.EventAuditRetention {
 				n++
 			}
 		}
@@ -187,7 +187,7 @@ return refused;`, maxToolCalls)
 		}
 		// Its calls, its code.execution event and execute_code's own
 		// tool.call, and the audit.retention line of each rotation.
-		bound := int64(maxToolCalls+2+retentionLines()-kept) * policy.MaxAuditEventBytes
+		bound := int64(maxToolCalls+2+retentionLines()-kept) * audit.MaxEventBytes
 		if wrote := g.auditBytes(t) - before; wrote > bound {
 			t.Errorf("execution %d wrote %d bytes to the audit log, more than its bound %d", i, wrote, bound)
 		}
@@ -197,7 +197,7 @@ return refused;`, maxToolCalls)
 	if findEvent(evs, isEvidence) == nil {
 		t.Error("the flood pushed the earlier refusal out of the audit log")
 	}
-	if findEvent(evs, func(ev *policy.Event) bool { return ev.Type == policy.EventAuditRetention }) == nil {
+	if findEvent(evs, func(ev *audit.Event) bool { return ev.Type == audit.EventAuditRetention }) == nil {
 		t.Error("no audit.retention event")
 	}
 	if _, err := os.Stat(g.auditPath() + ".3"); err != nil {
@@ -343,9 +343,9 @@ func TestMetaToolCallsAudited(t *testing.T) {
 	}
 
 	evs := g.auditEvents(t)
-	var meta []*policy.Event
+	var meta []*audit.Event
 	for _, ev := range evs {
-		if ev.Type == policy.EventToolCall && (ev.Tool == "execute_code" || ev.Tool == "search_tools") {
+		if ev.Type == audit.EventToolCall && (ev.Tool == "execute_code" || ev.Tool == "search_tools") {
 			meta = append(meta, ev)
 		}
 	}
@@ -359,9 +359,9 @@ func TestMetaToolCallsAudited(t *testing.T) {
 		}
 	}
 	run := meta[1].ExecutionID
-	if findEvent(evs, func(ev *policy.Event) bool { return ev.Type == policy.EventCodeExecution && ev.ExecutionID == run }) == nil ||
-		findEvent(evs, func(ev *policy.Event) bool {
-			return ev.Type == policy.EventToolCall && ev.Tool == "up__echo" && ev.ExecutionID == run
+	if findEvent(evs, func(ev *audit.Event) bool { return ev.Type == audit.EventCodeExecution && ev.ExecutionID == run }) == nil ||
+		findEvent(evs, func(ev *audit.Event) bool {
+			return ev.Type == audit.EventToolCall && ev.Tool == "up__echo" && ev.ExecutionID == run
 		}) == nil {
 		t.Errorf("execute_code's event (execution %q) is not linked to its execution and inner call", run)
 	}

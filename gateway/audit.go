@@ -12,13 +12,14 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/toolgate/toolgate/internal/config"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/apikey"
+	"github.com/toolgate/toolgate/policy/audit"
 )
 
 // emit records one event: it is appended to the audit log (when there is
 // one) and shown to the alert rules. The error says the log could not be
 // written.
-func (g *Gateway) emit(ev *policy.Event) error {
+func (g *Gateway) emit(ev *audit.Event) error {
 	var err error
 	if g.audit != nil {
 		start := time.Now()
@@ -35,7 +36,7 @@ func (g *Gateway) emit(ev *policy.Event) error {
 }
 
 // alertFields are the fields of an event an alert may show.
-func alertFields(ev *policy.Event) map[string]any {
+func alertFields(ev *audit.Event) map[string]any {
 	f := make(map[string]any, 6)
 	for _, kv := range [...]struct{ k, v string }{
 		{"keyId", ev.KeyID}, {"clientIp", ev.ClientIP}, {"server", ev.Server},
@@ -61,9 +62,9 @@ func (g *Gateway) auditHealthy() error {
 }
 
 // callEvent is the audit event of one call on the tool path.
-func callEvent(project string, r *route, call *ToolCall, res *mcp.CallToolResult, err error, out string, d time.Duration) *policy.Event {
-	ev := &policy.Event{
-		Type:        policy.EventToolCall,
+func callEvent(project string, r *route, call *ToolCall, res *mcp.CallToolResult, err error, out string, d time.Duration) *audit.Event {
+	ev := &audit.Event{
+		Type:        audit.EventToolCall,
 		Project:     project,
 		KeyID:       call.Principal.KeyID,
 		ClientIP:    call.Principal.ClientIP,
@@ -71,16 +72,16 @@ func callEvent(project string, r *route, call *ToolCall, res *mcp.CallToolResult
 		Tool:        call.Name,
 		Decision:    "allow",
 		Outcome:     out,
-		LatencyMs:   policy.Millis(d),
+		LatencyMs:   audit.Millis(d),
 	}
 	if r != nil {
 		ev.Server = r.up.cfg.Name
 	}
 	switch out {
 	case CodeNotFound:
-		ev.Type, ev.Decision, ev.Reason = policy.EventToolDenied, "deny", "unknown or filtered tool"
+		ev.Type, ev.Decision, ev.Reason = audit.EventToolDenied, "deny", "unknown or filtered tool"
 	case CodeRateLimited:
-		ev.Type, ev.Decision = policy.EventRateLimitHit, "deny"
+		ev.Type, ev.Decision = audit.EventRateLimitHit, "deny"
 	}
 	ev.SetArguments(call.Arguments)
 	if res != nil {
@@ -139,7 +140,7 @@ func resultText(res *mcp.CallToolResult) string {
 // upstreamEvent implements upstreamHooks: upstream.error when an upstream
 // fails, upstream.restart when it is reconnected.
 func (p *project) upstreamEvent(u *upstream, typ string, err error) {
-	ev := &policy.Event{Type: typ, Project: p.name, Server: u.cfg.Name}
+	ev := &audit.Event{Type: typ, Project: p.name, Server: u.cfg.Name}
 	if err != nil {
 		ev.Error = err.Error()
 	}
@@ -188,11 +189,11 @@ func checkReloadable(old, cur *config.Config) error {
 // call of a process looks for the key changes written since (a little
 // before) its time, reading the log's newest lines only; the changes it
 // writes are remembered.
-func (g *Gateway) RecordKeyChange(c policy.KeyChange) error {
+func (g *Gateway) RecordKeyChange(c apikey.Change) error {
 	g.keyMu.Lock()
 	defer g.keyMu.Unlock()
 	if g.audit != nil && g.keysInLog == nil {
-		found, err := policy.RecordedKeyChanges(g.audit.Path(), c.Time.Add(-keyChangeSkew))
+		found, err := audit.RecordedKeyChanges(g.audit.Path(), c.Time.Add(-keyChangeSkew))
 		if err != nil {
 			return fmt.Errorf("look for key changes already in the audit log: %w", err)
 		}

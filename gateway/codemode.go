@@ -21,7 +21,7 @@ import (
 
 	"github.com/toolgate/toolgate/bindings"
 	"github.com/toolgate/toolgate/internal/config"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/audit"
 	"github.com/toolgate/toolgate/sandbox"
 )
 
@@ -198,7 +198,7 @@ func (p *project) charge(pr Principal, tool, reason string) error {
 	if !errors.As(err, &ce) {
 		return err
 	}
-	if err := p.gw.emit(&policy.Event{Type: policy.EventRateLimitHit, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP,
+	if err := p.gw.emit(&audit.Event{Type: audit.EventRateLimitHit, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP,
 		Tool: tool, Reason: reason, Decision: "deny", Outcome: CodeRateLimited, Error: ce.Message}); err != nil {
 		return errNotRecorded(err)
 	}
@@ -299,7 +299,7 @@ func (g *Gateway) executeCode(ctx context.Context, p *project, pr Principal, cod
 				return g.takeFetchTokens(p, pr, execID, method, host)
 			},
 			OnRequest: func(method, host string, status int, n int64) {
-				_ = g.emit(&policy.Event{Type: policy.EventCodeFetch, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP, ExecutionID: execID, Method: method, Host: host, Status: status, Bytes: n})
+				_ = g.emit(&audit.Event{Type: audit.EventCodeFetch, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP, ExecutionID: execID, Method: method, Host: host, Status: status, Bytes: n})
 			},
 		}
 	}
@@ -315,7 +315,7 @@ func (g *Gateway) executeCode(ctx context.Context, p *project, pr Principal, cod
 		g.log.Error("code execution failed inside the gateway", "execution", execID, "error", err)
 		return nil, fmt.Errorf("code execution %s failed inside the gateway", execID)
 	}
-	ev := &policy.Event{Type: policy.EventCodeExecution, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP, ExecutionID: execID,
+	ev := &audit.Event{Type: audit.EventCodeExecution, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP, ExecutionID: execID,
 		DurationMs: res.DurationMs, ToolCalls: len(res.ToolCalls), Outcome: "ok"}
 	limit := ""
 	if res.Error != nil {
@@ -371,7 +371,7 @@ func (g *Gateway) takeFetchTokens(p *project, pr Principal, execID, method, host
 	if !errors.As(err, &ce) {
 		return err
 	}
-	if err := g.emit(&policy.Event{Type: policy.EventRateLimitHit, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP, ExecutionID: execID,
+	if err := g.emit(&audit.Event{Type: audit.EventRateLimitHit, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP, ExecutionID: execID,
 		Tool: FetchRateName, Decision: "deny", Outcome: CodeRateLimited, Error: ce.Message, Method: method, Host: host}); err != nil {
 		// Like a refused tool call: a refusal that cannot be recorded fails.
 		ne := errNotRecorded(err)

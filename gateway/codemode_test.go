@@ -16,7 +16,7 @@ import (
 
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/internal/demo"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/audit"
 	"github.com/toolgate/toolgate/sandbox"
 )
 
@@ -51,12 +51,12 @@ func codeModeFixture(t *testing.T, extra string) (*Gateway, string) {
 	}
 	t.Cleanup(func() { engine.Close() })
 	auditPath := filepath.Join(dir, "audit.jsonl")
-	audit, err := policy.OpenAuditLog(auditPath, &policy.AuditOptions{})
+	auditLog, err := audit.Open(auditPath, &audit.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { audit.Close() })
-	g := startGateway(t, cfg, &Options{Sandbox: engine, Audit: audit})
+	t.Cleanup(func() { auditLog.Close() })
+	g := startGateway(t, cfg, &Options{Sandbox: engine, Audit: auditLog})
 	return g, auditPath
 }
 
@@ -154,9 +154,9 @@ return out;`,
 			if d := cmp.Diff(tc.want, string(res.Result)); d != "" {
 				t.Fatalf("result (-want +got):\n%s", d)
 			}
-			var hits []*policy.Event
-			if _, err := policy.ReadAudit(auditPath, func(ev *policy.Event) error {
-				if ev.Type == policy.EventRateLimitHit && ev.Tool == FetchRateName {
+			var hits []*audit.Event
+			if _, err := audit.Read(auditPath, func(ev *audit.Event) error {
+				if ev.Type == audit.EventRateLimitHit && ev.Tool == FetchRateName {
 					hits = append(hits, ev)
 				}
 				return nil
@@ -228,8 +228,8 @@ func TestCodeToolsAreRateLimited(t *testing.T) {
 				t.Fatalf("%s after the refusal: %v %+v", otherName, err, res)
 			}
 			hits := 0
-			if _, err := policy.ReadAudit(auditPath, func(ev *policy.Event) error {
-				if ev.Type == policy.EventRateLimitHit && ev.Tool == tool {
+			if _, err := audit.Read(auditPath, func(ev *audit.Event) error {
+				if ev.Type == audit.EventRateLimitHit && ev.Tool == tool {
 					hits++
 				}
 				return nil

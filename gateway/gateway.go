@@ -21,6 +21,9 @@ import (
 	"github.com/toolgate/toolgate/internal/clip"
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/alert"
+	"github.com/toolgate/toolgate/policy/apikey"
+	"github.com/toolgate/toolgate/policy/audit"
 	"github.com/toolgate/toolgate/sandbox"
 )
 
@@ -94,14 +97,14 @@ type Options struct {
 	// Auth checks API keys; it is required unless the configuration turns
 	// authentication off. The gateway gives it the keys the configuration
 	// lists by hash.
-	Auth *policy.Authenticator
+	Auth *apikey.Authenticator
 	// Limiter holds the rate-limit buckets (default: in memory).
 	Limiter policy.Limiter
 	// Audit receives every event; when it cannot be written, tool calls are
 	// refused. Nil means no audit log.
-	Audit *policy.AuditLog
+	Audit *audit.Log
 	// Alerter watches events for the alert rules. Nil means no alerts.
-	Alerter *policy.Alerter
+	Alerter *alert.Alerter
 	// Sandbox runs Code Mode scripts; it is required when the
 	// configuration enables code mode.
 	Sandbox *sandbox.Engine
@@ -110,15 +113,15 @@ type Options struct {
 // Gateway serves the projects of one configuration.
 type Gateway struct {
 	log     *slog.Logger
-	auth    *policy.Authenticator
+	auth    *apikey.Authenticator
 	limiter policy.Limiter
 	// ownLimiter is the default limiter New made, which Close stops.
 	ownLimiter *policy.MemoryLimiter
 	acc        atomic.Pointer[access]
 	metrics    *metrics
-	audit      *policy.AuditLog
+	audit      *audit.Log
 	engine     *sandbox.Engine
-	alerter    *policy.Alerter
+	alerter    *alert.Alerter
 	pins       *pinStore     // nil without a dataDir
 	stop       chan struct{} // closed by Close: ends background loops
 	life       lifecycle     // calls in flight, event streams, draining
@@ -197,7 +200,7 @@ func (g *Gateway) Reload(ctx context.Context, cfg *config.Config) error {
 	if err == nil {
 		err = g.apply(ctx, cfg, false)
 	}
-	ev := &policy.Event{Type: policy.EventConfigReload, Changed: changedKeys(old, cfg), Outcome: "applied"}
+	ev := &audit.Event{Type: audit.EventConfigReload, Changed: changedKeys(old, cfg), Outcome: "applied"}
 	if err != nil {
 		ev.Outcome, ev.Reason = "refused", err.Error()
 	}
@@ -208,7 +211,7 @@ func (g *Gateway) Reload(ctx context.Context, cfg *config.Config) error {
 // ReloadRefused records a reload that failed before the gateway saw a
 // configuration (the file did not load).
 func (g *Gateway) ReloadRefused(err error) {
-	_ = g.emit(&policy.Event{Type: policy.EventConfigReload, Outcome: "refused", Reason: err.Error()})
+	_ = g.emit(&audit.Event{Type: audit.EventConfigReload, Outcome: "refused", Reason: err.Error()})
 }
 
 // apply prepares every project of cfg, checks the result, and either

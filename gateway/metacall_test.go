@@ -11,7 +11,7 @@ import (
 
 	"github.com/toolgate/toolgate/bindings"
 	"github.com/toolgate/toolgate/internal/config"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/audit"
 )
 
 // TestMetaToolsAreToolCalls proves a call of execute_code or search_tools
@@ -35,16 +35,16 @@ func TestMetaToolsAreToolCalls(t *testing.T) {
 			t.Fatalf("%s: %v", c.name, err)
 		}
 	}
-	var calls []*policy.Event
+	var calls []*audit.Event
 	execs := map[string]bool{}
 	inner := map[string]bool{}
-	if _, err := policy.ReadAudit(auditPath, func(ev *policy.Event) error {
+	if _, err := audit.Read(auditPath, func(ev *audit.Event) error {
 		switch {
-		case ev.Type == policy.EventToolCall && (ev.Tool == ExecuteCodeTool || ev.Tool == SearchToolsTool):
+		case ev.Type == audit.EventToolCall && (ev.Tool == ExecuteCodeTool || ev.Tool == SearchToolsTool):
 			calls = append(calls, ev)
-		case ev.Type == policy.EventCodeExecution:
+		case ev.Type == audit.EventCodeExecution:
 			execs[ev.ExecutionID] = true
-		case ev.Type == policy.EventToolCall && ev.ExecutionID != "":
+		case ev.Type == audit.EventToolCall && ev.ExecutionID != "":
 			inner[ev.ExecutionID] = true
 		}
 		return nil

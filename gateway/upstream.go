@@ -13,7 +13,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/toolgate/toolgate/internal/config"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/audit"
 )
 
 // Upstream states, as reported by /readyz.
@@ -166,7 +166,7 @@ func (u *upstream) run(ctx context.Context) {
 			return
 		}
 		u.log.Warn("upstream unhealthy", "error", err)
-		u.hooks.upstreamEvent(u, policy.EventUpstreamError, err)
+		u.hooks.upstreamEvent(u, audit.EventUpstreamError, err)
 		u.setState(StateUnhealthy, err.Error(), nil, catalog{})
 		u.attemptO.Do(func() { close(u.attempt) })
 		u.hooks.changed(u)
@@ -184,7 +184,7 @@ func (u *upstream) run(ctx context.Context) {
 		n := u.restarts
 		u.mu.Unlock()
 		u.log.Info("restarting upstream", "attempt", n)
-		u.hooks.upstreamEvent(u, policy.EventUpstreamRestart, nil)
+		u.hooks.upstreamEvent(u, audit.EventUpstreamRestart, nil)
 	}
 }
 

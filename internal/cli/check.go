@@ -20,7 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/toolgate/toolgate/internal/config"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/apikey"
 )
 
 // `toolgate check` grades a configuration against the security checklist.
@@ -857,7 +857,7 @@ func checkKeyAge(ctx context.Context, in *checkInput) []checkFinding {
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		return []checkFinding{findPass("", fmt.Sprintf("no keys yet (there is no key store at %s)", path))}
 	}
-	s, err := policy.OpenKeyStore(ctx, path)
+	s, err := apikey.OpenStore(ctx, path)
 	if err != nil {
 		return []checkFinding{findFail("", fmt.Sprintf("the key store cannot be read: %v", err), "check the file's permissions, or run the check as the user toolgate runs as")}
 	}
@@ -869,7 +869,7 @@ func checkKeyAge(ctx context.Context, in *checkInput) []checkFinding {
 	var out []checkFinding
 	active := 0
 	for _, k := range keys {
-		if k.Status(in.now) != policy.StatusActive {
+		if k.Status(in.now) != apikey.StatusActive {
 			continue
 		}
 		active++

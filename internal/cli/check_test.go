@@ -13,7 +13,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/apikey"
 )
 
 // The -update flag rewrites testdata/check/*.golden. It is registered in
@@ -232,7 +232,7 @@ func TestCheckKeyAge(t *testing.T) {
 		t.Fatalf("without a store: %+v", got)
 	}
 
-	s, err := policy.OpenKeyStore(ctx, filepath.Join(dir, "data", "toolgate.db"))
+	s, err := apikey.OpenStore(ctx, filepath.Join(dir, "data", "toolgate.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,7 @@ import (
 	"strings"
 
 	"github.com/toolgate/toolgate/internal/config"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/apikey"
 )
 
 // Secret detection for `toolgate check`: finding a credential in a
@@ -47,7 +47,7 @@ var secretPrefixes = []secretPrefix{
 	{"lin_", "Linear API key"},
 	{"secret_", "Notion integration secret"},
 	{"AKIA", "AWS access key id"},
-	{policy.KeyPrefix, "toolgate API key"},
+	{apikey.Prefix, "toolgate API key"},
 }
 
 // credentialNameRE matches header and environment variable names whose
@@ -151,8 +151,8 @@ func prefixKind(tok string) (string, bool) {
 		if !ok {
 			continue
 		}
-		if p.prefix == policy.KeyPrefix {
-			if _, _, err := policy.ParseKey(tok); err == nil {
+		if p.prefix == apikey.Prefix {
+			if _, _, err := apikey.Parse(tok); err == nil {
 				return p.kind, true
 			}
 			continue

@@ -28,7 +28,9 @@ import (
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/internal/demo"
 	"github.com/toolgate/toolgate/internal/webhook"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/alert"
+	"github.com/toolgate/toolgate/policy/apikey"
+	"github.com/toolgate/toolgate/policy/audit"
 	"github.com/toolgate/toolgate/sandbox"
 )
 
@@ -531,7 +533,7 @@ func displayPath(p string) string {
 // startDemo serves the built-in demo upstream on a loopback port of its own
 // and returns a configuration that fronts it.
 func startDemo(ctx context.Context, log *slog.Logger) (*config.Config, string, error) {
-	key, _, _, err := policy.GenerateKey()
+	key, _, _, err := apikey.Generate()
 	if err != nil {
 		return nil, "", err
 	}
@@ -544,7 +546,7 @@ func startDemo(ctx context.Context, log *slog.Logger) (*config.Config, string, e
 	go func() { _ = http.Serve(ln, h) }()
 	context.AfterFunc(ctx, func() { ln.Close() })
 	log.Info("no configuration file found: serving the built-in demo")
-	cfg, err := config.LoadDemo("http://"+ln.Addr().String()+"/mcp", policy.HashKey(key))
+	cfg, err := config.LoadDemo("http://"+ln.Addr().String()+"/mcp", apikey.Hash(key))
 	if err != nil {
 		ln.Close()
 		return nil, "", err
@@ -604,8 +606,8 @@ func metricsMux(gw *gateway.Gateway) http.Handler {
 }
 
 // auditOptions maps the configuration onto the audit log's options.
-func auditOptions(cfg *config.Config) *policy.AuditOptions {
-	o := &policy.AuditOptions{
+func auditOptions(cfg *config.Config) *audit.Options {
+	o := &audit.Options{
 		Fsync:         cfg.Audit.Fsync,
 		FsyncInterval: cfg.Audit.FsyncInterval.D(),
 		MaxSizeBytes:  int64(cfg.Audit.MaxSizeMB) << 20,
@@ -636,22 +638,22 @@ func openGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, useK
 		}
 	}()
 
-	var authn *policy.Authenticator
+	var authn *apikey.Authenticator
 	// recordKey is the gateway's RecordKeyChange, set before the
 	// authenticator first calls it.
-	var recordKey func(policy.KeyChange) error
+	var recordKey func(apikey.Change) error
 	startAuth := func() {}
 	if cfg.AuthRequired() {
-		var store *policy.KeyStore
+		var store *apikey.Store
 		if useKeyStore {
-			if store, err = policy.OpenKeyStore(ctx, keyStorePath(cfg)); err != nil {
+			if store, err = apikey.OpenStore(ctx, keyStorePath(cfg)); err != nil {
 				return nil, nil, fmt.Errorf("opening the key store: %w", err)
 			}
 			cleanups = append(cleanups, func() { store.Close() })
 		}
-		authn, err = policy.NewAuthenticator(ctx, store, nil, &policy.AuthOptions{
+		authn, err = apikey.NewAuthenticator(ctx, store, nil, &apikey.AuthOptions{
 			Logger:      log,
-			OnKeyChange: func(c policy.KeyChange) error { return recordKey(c) },
+			OnKeyChange: func(c apikey.Change) error { return recordKey(c) },
 		})
 		if err != nil {
 			return nil, nil, err
@@ -671,19 +673,19 @@ func openGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, useK
 		})
 	}
 
-	rules := make([]policy.AlertRule, 0, len(cfg.Alerts.Rules))
+	rules := make([]alert.Rule, 0, len(cfg.Alerts.Rules))
 	for _, r := range cfg.Alerts.Rules {
-		rules = append(rules, policy.AlertRule{Event: r.Event, Threshold: r.Threshold, Window: r.Window.D()})
+		rules = append(rules, alert.Rule{Event: r.Event, Threshold: r.Threshold, Window: r.Window.D()})
 	}
-	alerter := policy.NewAlerter(cfg.Alerts.Webhook, policy.AlertRulesFor(rules), &policy.AlerterOptions{Logger: log, Post: webhook.Poster(&http.Client{})})
+	alerter := alert.New(cfg.Alerts.Webhook, alert.RulesFor(rules), &alert.Options{Logger: log, Post: webhook.Poster(&http.Client{})})
 	cleanups = append(cleanups, alerter.Close)
 	auditOpts := auditOptions(cfg)
-	auditOpts.OnRetention = func(st policy.RetentionStatus) { retentionAlert(log, alerter, st) }
-	audit, err := policy.OpenAuditLog(cfg.Audit.Path, auditOpts)
+	auditOpts.OnRetention = func(st audit.RetentionStatus) { retentionAlert(log, alerter, st) }
+	auditLog, err := audit.Open(cfg.Audit.Path, auditOpts)
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening the audit log: %w", err)
 	}
-	cleanups = append(cleanups, func() { audit.Close() })
+	cleanups = append(cleanups, func() { auditLog.Close() })
 
 	var engine *sandbox.Engine
 	if cfg.CodeMode.Enabled {
@@ -697,7 +699,7 @@ func openGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, useK
 		cleanups = append(cleanups, func() { engine.Close() })
 	}
 
-	gw = gateway.New(cfg, &gateway.Options{Logger: log, Auth: authn, Audit: audit, Alerter: alerter, Sandbox: engine})
+	gw = gateway.New(cfg, &gateway.Options{Logger: log, Auth: authn, Audit: auditLog, Alerter: alerter, Sandbox: engine})
 	recordKey = gw.RecordKeyChange
 	cleanups = append(cleanups, gw.Close)
 	if authn != nil {
@@ -718,11 +720,11 @@ func openGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, useK
 // retentionAlert reports an audit log rotation that kept files past
 // audit.maxFiles: logged, and shown to the alert rules as an
 // audit.retention event (the log itself holds the event).
-func retentionAlert(log *slog.Logger, alerter *policy.Alerter, st policy.RetentionStatus) {
+func retentionAlert(log *slog.Logger, alerter *alert.Alerter, st audit.RetentionStatus) {
 	if st.Over == 0 {
 		return
 	}
 	log.Warn("audit log: rotated files kept past audit.maxFiles because they are younger than audit.retainAtLeast; the disk fills until they age or the limits change",
 		"kept", st.Over, "maxFiles", st.MaxFiles, "retainAtLeast", st.RetainAtLeast, "oldest", st.Oldest)
-	alerter.Observe(policy.EventAuditRetention, "", map[string]any{"files": st.Files, "over": st.Over, "maxFiles": st.MaxFiles})
+	alerter.Observe(audit.EventAuditRetention, "", map[string]any{"files": st.Files, "over": st.Over, "maxFiles": st.MaxFiles})
 }

@@ -1,4 +1,4 @@
-package policy
+package audit
 
 import (
 	"crypto/sha256"
@@ -12,7 +12,7 @@ import (
 
 // The caps of an event's fields, in bytes of their JSON encoding (quotes
 // and escapes included). Together they keep a line within
-// MaxAuditEventBytes.
+// MaxEventBytes.
 const (
 	capID    = 128 // project, ids, address, decision, outcome, method, hashes
 	capName  = 256 // server, tool, host, key name

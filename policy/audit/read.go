@@ -1,4 +1,4 @@
-package policy
+package audit
 
 import (
 	"bufio"
@@ -17,7 +17,7 @@ import (
 	"time"
 )
 
-// ReadReport tells what [ReadAudit] read.
+// ReadReport tells what [Read] read.
 type ReadReport struct {
 	// Files are the files read, oldest first.
 	Files []string
@@ -29,15 +29,15 @@ type ReadReport struct {
 	Torn []string
 }
 
-// ReadAudit reads the audit log at path, its rotated files (path.N, the
+// Read reads the audit log at path, its rotated files (path.N, the
 // highest N first) and then path itself, and hands fn each event in
 // order. It stops at the first error of fn, which it returns. A torn last
 // line is skipped and reported; a malformed line (not a JSON object) is
 // an error naming its file and line. A log with no file at all is an error
 // that wraps [fs.ErrNotExist].
 //
-// ReadAudit does not check the chain: that is [VerifyAudit]'s job.
-func ReadAudit(path string, fn func(*Event) error) (ReadReport, error) {
+// Read does not check the chain: that is [Verify]'s job.
+func Read(path string, fn func(*Event) error) (ReadReport, error) {
 	var rep ReadReport
 	err := scanAudit(path, &rep.Files, func(file string, n int, line []byte, complete bool) error {
 		if !complete {
@@ -62,7 +62,7 @@ func decodeLine(line []byte, v any) error {
 	return json.Unmarshal(line, v)
 }
 
-// VerifyReport is the result of [VerifyAudit].
+// VerifyReport is the result of [Verify].
 type VerifyReport struct {
 	// Files are the files read, oldest first.
 	Files []string
@@ -71,7 +71,7 @@ type VerifyReport struct {
 	Lines int
 	// Torn lists the torn last lines skipped, as in [ReadReport].
 	Torn []string
-	// Start is the prev of the first line: [AuditGenesis] when the log
+	// Start is the prev of the first line: [Genesis] when the log
 	// holds everything since its beginning; otherwise the lines before
 	// were rotated away (or removed, which the chain alone cannot tell).
 	Start string
@@ -101,16 +101,17 @@ type BrokenLink struct {
 	Reason string `json:"reason"`
 }
 
+// String says where the chain breaks and why: "file:line: reason".
 func (b *BrokenLink) String() string {
 	return fmt.Sprintf("%s:%d: %s", b.File, b.Line, b.Reason)
 }
 
-// VerifyAudit checks the hash chain of the audit log at path across its
+// Verify checks the hash chain of the audit log at path across its
 // rotated files, oldest first, and reports the first broken link. A
 // broken chain is not an error: see [VerifyReport].Broken. Errors are
 // for logs that cannot be read; a log with no file at all is one that
 // wraps [fs.ErrNotExist].
-func VerifyAudit(path string) (VerifyReport, error) {
+func Verify(path string) (VerifyReport, error) {
 	var rep VerifyReport
 	var (
 		prev     [64]byte
@@ -242,16 +243,16 @@ func readLine(br *bufio.Reader, buf *[]byte) (line []byte, complete bool, err er
 	}
 	*buf = append((*buf)[:0], chunk...)
 	for errors.Is(err, bufio.ErrBufferFull) {
-		if len(*buf) > MaxAuditLineBytes {
-			return nil, false, fmt.Errorf("line longer than %d bytes", MaxAuditLineBytes)
+		if len(*buf) > MaxLineBytes {
+			return nil, false, fmt.Errorf("line longer than %d bytes", MaxLineBytes)
 		}
 		chunk, err = br.ReadSlice('\n')
 		*buf = append(*buf, chunk...)
 	}
 	switch {
 	case err == nil:
-		if len(*buf) > MaxAuditLineBytes+1 {
-			return nil, false, fmt.Errorf("line longer than %d bytes", MaxAuditLineBytes)
+		if len(*buf) > MaxLineBytes+1 {
+			return nil, false, fmt.Errorf("line longer than %d bytes", MaxLineBytes)
 		}
 		return (*buf)[:len(*buf)-1], true, nil
 	case errors.Is(err, io.EOF) && len(*buf) > 0:
@@ -284,7 +285,7 @@ func RecordedKeyChanges(path string, since time.Time) (map[string]bool, error) {
 		err := scanBackward(name, func(b []byte) error {
 			line.Time, line.Type, line.KeyID = time.Time{}, "", ""
 			if decodeLine(b, &line) != nil {
-				return nil // a torn or broken line: VerifyAudit's business
+				return nil // a torn or broken line: Verify's business
 			}
 			if strings.HasPrefix(line.Type, "key.") {
 				found[line.Type+" "+line.KeyID] = true
@@ -341,8 +342,8 @@ func scanBackward(path string, fn func(line []byte) error) error {
 			}
 			buf = buf[:i]
 		}
-		if len(buf) > MaxAuditLineBytes {
-			return fmt.Errorf("%s: line longer than %d bytes", path, MaxAuditLineBytes)
+		if len(buf) > MaxLineBytes {
+			return fmt.Errorf("%s: line longer than %d bytes", path, MaxLineBytes)
 		}
 		tail = buf
 		end = start

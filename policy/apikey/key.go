@@ -1,4 +1,4 @@
-package policy
+package apikey
 
 import (
 	"crypto/rand"
@@ -22,14 +22,14 @@ import (
 // prefix and shape let secret scanners recognise a leaked key, and every
 // character is a "word" character, so a double click selects a whole key.
 const (
-	// KeyPrefix starts every key toolgate issues.
-	KeyPrefix = "tg_"
-	// KeyIDLen is the length of a key id.
-	KeyIDLen = 12
-	// KeySecretLen is the length of the encoded secret of a key.
-	KeySecretLen = 52
-	// KeyLen is the length of a whole key.
-	KeyLen = len(KeyPrefix) + KeyIDLen + 1 + KeySecretLen
+	// Prefix starts every key toolgate issues.
+	Prefix = "tg_"
+	// IDLen is the length of a key id.
+	IDLen = 12
+	// SecretLen is the length of the encoded secret of a key.
+	SecretLen = 52
+	// Len is the length of a whole key.
+	Len = len(Prefix) + IDLen + 1 + SecretLen
 
 	keySecretBytes = 32
 	base32Alphabet = "abcdefghijklmnopqrstuvwxyz234567"
@@ -91,9 +91,9 @@ func (k *Key) Status(now time.Time) string {
 	}
 }
 
-// GenerateKey returns a new random key, its id and the hex SHA-256 of its
+// Generate returns a new random key, its id and the hex SHA-256 of its
 // secret (the only part of it a key store keeps).
-func GenerateKey() (plaintext, id, secretHash string, err error) {
+func Generate() (plaintext, id, secretHash string, err error) {
 	id, err = newKeyID()
 	if err != nil {
 		return "", "", "", err
@@ -103,13 +103,13 @@ func GenerateKey() (plaintext, id, secretHash string, err error) {
 		return "", "", "", fmt.Errorf("generate key secret: %w", err)
 	}
 	secret := keyEncoding.EncodeToString(b[:])
-	return KeyPrefix + id + "_" + secret, id, hashSecret(secret), nil
+	return Prefix + id + "_" + secret, id, hashSecret(secret), nil
 }
 
-// newKeyID returns KeyIDLen random base32 characters. 256 is a multiple of
+// newKeyID returns IDLen random base32 characters. 256 is a multiple of
 // 32, so taking each random byte modulo 32 is unbiased.
 func newKeyID() (string, error) {
-	var b [KeyIDLen]byte
+	var b [IDLen]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", fmt.Errorf("generate key id: %w", err)
 	}
@@ -119,22 +119,22 @@ func newKeyID() (string, error) {
 	return string(b[:]), nil
 }
 
-// ParseKey splits a key of the shape tg_<id>_<secret> into its id and
+// Parse splits a key of the shape tg_<id>_<secret> into its id and
 // secret. It checks the shape strictly: prefix, length, separator and the
-// alphabet of both parts. Its errors (which wrap [ErrMalformedKey]) say what
+// alphabet of both parts. Its errors (which wrap [ErrMalformed]) say what
 // is wrong without repeating any part of s.
-func ParseKey(s string) (id, secret string, err error) {
-	if !strings.HasPrefix(s, KeyPrefix) {
-		return "", "", malformed("it does not start with %q", KeyPrefix)
+func Parse(s string) (id, secret string, err error) {
+	if !strings.HasPrefix(s, Prefix) {
+		return "", "", malformed("it does not start with %q", Prefix)
 	}
-	if len(s) != KeyLen {
-		return "", "", malformed("it has %d characters, want %d", len(s), KeyLen)
+	if len(s) != Len {
+		return "", "", malformed("it has %d characters, want %d", len(s), Len)
 	}
-	rest := s[len(KeyPrefix):]
-	if rest[KeyIDLen] != '_' {
-		return "", "", malformed("want %q after the %d-character key id", "_", KeyIDLen)
+	rest := s[len(Prefix):]
+	if rest[IDLen] != '_' {
+		return "", "", malformed("want %q after the %d-character key id", "_", IDLen)
 	}
-	id, secret = rest[:KeyIDLen], rest[KeyIDLen+1:]
+	id, secret = rest[:IDLen], rest[IDLen+1:]
 	if i := badBase32(id); i >= 0 {
 		return "", "", malformed("the key id has a character outside a-z and 2-7 at position %d", i+1)
 	}
@@ -143,7 +143,7 @@ func ParseKey(s string) (id, secret string, err error) {
 	}
 	// 52 characters carry 260 bits; the last 4 must be zero for the
 	// secret to be the encoding of 32 bytes.
-	if strings.IndexByte(base32Alphabet, secret[KeySecretLen-1])&0xf != 0 {
+	if strings.IndexByte(base32Alphabet, secret[SecretLen-1])&0xf != 0 {
 		return "", "", malformed("the secret does not encode %d bytes (its last character is wrong)", keySecretBytes)
 	}
 	return id, secret, nil
@@ -161,15 +161,15 @@ func badBase32(s string) int {
 	return -1
 }
 
-// malformed returns an error wrapping ErrMalformedKey: "malformed API key:
+// malformed returns an error wrapping ErrMalformed: "malformed API key:
 // <what is wrong>".
 func malformed(format string, args ...any) error {
-	return fmt.Errorf("%w: "+format, append([]any{ErrMalformedKey}, args...)...)
+	return fmt.Errorf("%w: "+format, append([]any{ErrMalformed}, args...)...)
 }
 
-// HashKey returns the hex SHA-256 of a whole key, the form in which the
+// Hash returns the hex SHA-256 of a whole key, the form in which the
 // configuration file lists keys (`apiKeys: [{name, sha256}]`).
-func HashKey(plaintext string) string {
+func Hash(plaintext string) string {
 	sum := sha256.Sum256([]byte(plaintext))
 	return hex.EncodeToString(sum[:])
 }

@@ -1,4 +1,4 @@
-package policy
+package alert
 
 import (
 	"context"
@@ -14,11 +14,13 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
+
+	"github.com/toolgate/toolgate/policy/audit"
 )
 
-// AlertRule fires when Threshold events of type Event happen within
+// Rule fires when Threshold events of type Event happen within
 // Window, counted per project.
-type AlertRule struct {
+type Rule struct {
 	// Event is an audit event type, such as "auth.failure".
 	Event string
 	// Threshold is how many events within Window make the rule fire
@@ -28,7 +30,7 @@ type AlertRule struct {
 	Window time.Duration
 }
 
-// alertRuleJSON is the JSON form of an AlertRule: the window is a Go
+// alertRuleJSON is the JSON form of a Rule: the window is a Go
 // duration string ("1m0s"), as the configuration file writes it.
 type alertRuleJSON struct {
 	Event     string `json:"event"`
@@ -38,12 +40,12 @@ type alertRuleJSON struct {
 
 // MarshalJSON writes {"event", "threshold", "window"} with the window as
 // a duration string.
-func (r AlertRule) MarshalJSON() ([]byte, error) {
+func (r Rule) MarshalJSON() ([]byte, error) {
 	return json.Marshal(alertRuleJSON{r.Event, r.Threshold, r.Window.String()})
 }
 
 // UnmarshalJSON reads the form MarshalJSON writes.
-func (r *AlertRule) UnmarshalJSON(data []byte) error {
+func (r *Rule) UnmarshalJSON(data []byte) error {
 	var j alertRuleJSON
 	if err := json.Unmarshal(data, &j); err != nil {
 		return err
@@ -52,16 +54,16 @@ func (r *AlertRule) UnmarshalJSON(data []byte) error {
 	if err != nil {
 		return fmt.Errorf("alert rule window: %w", err)
 	}
-	*r = AlertRule{Event: j.Event, Threshold: j.Threshold, Window: w}
+	*r = Rule{Event: j.Event, Threshold: j.Threshold, Window: w}
 	return nil
 }
 
-// DefaultAlertRules are the rules used when the configuration lists none:
+// DefaultRules are the rules used when the configuration lists none:
 // 10 authentication failures within a minute, 50 refusals by a rate limit
 // within a minute, 5 upstream errors within 5 minutes, and every
 // audit.retention event.
-func DefaultAlertRules() []AlertRule {
-	return []AlertRule{
+func DefaultRules() []Rule {
+	return []Rule{
 		{Event: "auth.failure", Threshold: 10, Window: time.Minute},
 		{Event: "ratelimit.hit", Threshold: 50, Window: time.Minute},
 		{Event: "upstream.error", Threshold: 5, Window: 5 * time.Minute},
@@ -72,16 +74,16 @@ func DefaultAlertRules() []AlertRule {
 // retentionRule raises an alert when the audit log keeps files past its
 // limit: they are on disk because they are too young to delete, and the
 // disk fills until an operator acts.
-var retentionRule = AlertRule{Event: EventAuditRetention, Threshold: 1, Window: time.Hour}
+var retentionRule = Rule{Event: audit.EventAuditRetention, Threshold: 1, Window: time.Hour}
 
-// AlertRulesFor returns the rules to apply for the configured ones: the
+// RulesFor returns the rules to apply for the configured ones: the
 // defaults when there are none; otherwise the configured rules, with the
 // default audit.retention rule added unless one of them names that event.
-func AlertRulesFor(configured []AlertRule) []AlertRule {
+func RulesFor(configured []Rule) []Rule {
 	if len(configured) == 0 {
-		return DefaultAlertRules()
+		return DefaultRules()
 	}
-	if slices.ContainsFunc(configured, func(r AlertRule) bool { return r.Event == EventAuditRetention }) {
+	if slices.ContainsFunc(configured, func(r Rule) bool { return r.Event == audit.EventAuditRetention }) {
 		return slices.Clone(configured)
 	}
 	return append(slices.Clone(configured), retentionRule)
@@ -99,7 +101,7 @@ func AlertRulesFor(configured []AlertRule) []AlertRule {
 // Mattermost) that show a "text" field.
 type Alert struct {
 	// Rule is the rule that fired.
-	Rule AlertRule `json:"rule"`
+	Rule Rule `json:"rule"`
 	// Count is the number of events within the window when it fired.
 	Count int `json:"count"`
 	// Since is the time of the first of those events, At that of the last.
@@ -114,26 +116,26 @@ type Alert struct {
 	Text string `json:"text"`
 }
 
-// AlertPoster delivers the JSON body of one [Alert] to the webhook url
+// Poster delivers the JSON body of one [Alert] to the webhook url
 // (an HTTP POST with Content-Type application/json). It returns nil when
 // the webhook took the alert. The Alerter retries every other error with
-// backoff, except errors that wrap [ErrAlertRejected] (such as a 4xx
+// backoff, except errors that wrap [ErrRejected] (such as a 4xx
 // answer other than 429), which a retry would not change.
 //
-// Package policy does not speak HTTP (it must not know about transports);
+// Package alert does not speak HTTP (it must not know about transports);
 // the code that wires the gateway supplies the poster.
-type AlertPoster func(ctx context.Context, url string, body []byte) error
+type Poster func(ctx context.Context, url string, body []byte) error
 
-// ErrAlertRejected is wrapped by an [AlertPoster]'s error when the webhook
+// ErrRejected is wrapped by a [Poster]'s error when the webhook
 // refused the alert for good: it is not retried.
-var ErrAlertRejected = errors.New("webhook rejected the alert")
+var ErrRejected = errors.New("webhook rejected the alert")
 
-// AlerterOptions are the optional settings of an [Alerter]. A nil
-// *AlerterOptions means all defaults.
-type AlerterOptions struct {
+// Options are the optional settings of an [Alerter]. A nil
+// *Options means all defaults.
+type Options struct {
 	// Post delivers alerts to the webhook. Without it a webhook cannot be
-	// reached: alerts are only logged (and NewAlerter logs an error).
-	Post AlertPoster
+	// reached: alerts are only logged (and New logs an error).
+	Post Poster
 	// AttemptTimeout bounds one delivery attempt (default 10s).
 	AttemptTimeout time.Duration
 	// Logger receives every alert (level WARN) and delivery failures;
@@ -155,7 +157,7 @@ type AlerterOptions struct {
 	CloseTimeout time.Duration
 }
 
-// Defaults of AlerterOptions.
+// Defaults of Options.
 const (
 	defaultAlertMaxRetries = 5
 	defaultAlertRetryBase  = 500 * time.Millisecond
@@ -191,8 +193,8 @@ type Alerter struct {
 	webhook    string
 	webhookLog string           // the webhook without path or query, for logs
 	rules      map[string][]int // event type -> indexes into ruleList
-	ruleList   []AlertRule
-	post       AlertPoster
+	ruleList   []Rule
+	post       Poster
 	attempt    time.Duration
 	log        *slog.Logger
 	now        func() time.Time
@@ -226,12 +228,12 @@ type alertWindow struct {
 	firing bool
 }
 
-// NewAlerter returns an Alerter for rules that posts to webhook (an http
+// New returns an Alerter for rules that posts to webhook (an http
 // or https URL; "" means alerts are only logged) through opts.Post. Rules
 // with a window of zero or less are ignored; a threshold below 1 counts as
 // 1. With a webhook it starts the delivery goroutine, which Close stops.
-func NewAlerter(webhook string, rules []AlertRule, opts *AlerterOptions) *Alerter {
-	var o AlerterOptions
+func New(webhook string, rules []Rule, opts *Options) *Alerter {
+	var o Options
 	if opts != nil {
 		o = *opts
 	}
@@ -285,7 +287,7 @@ func NewAlerter(webhook string, rules []AlertRule, opts *AlerterOptions) *Alerte
 	}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	if webhook != "" && a.post == nil {
-		a.log.Error("alerts are only logged: a webhook is set but nothing posts to it (AlerterOptions.Post is nil)", "webhook", a.webhookLog)
+		a.log.Error("alerts are only logged: a webhook is set but nothing posts to it (Options.Post is nil)", "webhook", a.webhookLog)
 		a.webhook = ""
 	}
 	if a.webhook == "" {
@@ -297,9 +299,9 @@ func NewAlerter(webhook string, rules []AlertRule, opts *AlerterOptions) *Alerte
 	return a
 }
 
-// Rules returns the rules the Alerter applies (after NewAlerter's
+// Rules returns the rules the Alerter applies (after New's
 // adjustments).
-func (a *Alerter) Rules() []AlertRule { return slices.Clone(a.ruleList) }
+func (a *Alerter) Rules() []Rule { return slices.Clone(a.ruleList) }
 
 // Observe counts one event of type eventType in project. fields are the
 // event's fields; a few of them go into the Alert's Sample when this
@@ -441,7 +443,7 @@ func alertSample(fields map[string]any) map[string]any {
 }
 
 // Close stops delivery. Alerts still queued get up to
-// AlerterOptions.CloseTimeout to be delivered; then delivery in progress
+// Options.CloseTimeout to be delivered; then delivery in progress
 // is cancelled and Close returns. It is safe to call more than once.
 func (a *Alerter) Close() {
 	a.closeOnce.Do(func() {
@@ -506,7 +508,7 @@ func (a *Alerter) deliver(al Alert) {
 		if err == nil {
 			return
 		}
-		if errors.Is(err, ErrAlertRejected) || attempt >= a.maxRetries || a.ctx.Err() != nil {
+		if errors.Is(err, ErrRejected) || attempt >= a.maxRetries || a.ctx.Err() != nil {
 			a.log.Error("alert not delivered", "event", al.Rule.Event, "project", al.Project,
 				"webhook", a.webhookLog, "attempts", attempt+1, "err", err)
 			return
@@ -536,8 +538,8 @@ func (a *Alerter) postOnce(body []byte) error {
 	}
 	if msg := err.Error(); strings.Contains(msg, a.webhook) {
 		redacted := errors.New(strings.ReplaceAll(msg, a.webhook, a.webhookLog))
-		if errors.Is(err, ErrAlertRejected) {
-			return fmt.Errorf("%w: %v", ErrAlertRejected, redacted)
+		if errors.Is(err, ErrRejected) {
+			return fmt.Errorf("%w: %v", ErrRejected, redacted)
 		}
 		return redacted
 	}

@@ -1,4 +1,4 @@
-package policy
+package apikey
 
 import (
 	"context"
@@ -16,11 +16,11 @@ import (
 // Reasons an API key is refused. [Authenticator.Authenticate] returns an
 // [*AuthError] that wraps one of them (test with errors.Is).
 var (
-	ErrMissingKey   = errors.New("no API key presented")
-	ErrMalformedKey = errors.New("malformed API key")
-	ErrUnknownKey   = errors.New("unknown API key")
-	ErrRevokedKey   = errors.New("API key revoked")
-	ErrExpiredKey   = errors.New("API key expired")
+	ErrMissing      = errors.New("no API key presented")
+	ErrMalformed    = errors.New("malformed API key")
+	ErrUnknown      = errors.New("unknown API key")
+	ErrRevoked      = errors.New("API key revoked")
+	ErrExpired      = errors.New("API key expired")
 	ErrWrongProject = errors.New("API key not valid for this project")
 )
 
@@ -31,13 +31,15 @@ type AuthError struct {
 	// KeyID is the id of the key when the presented secret matched it
 	// (revoked, expired or wrong project), for logs and audit; else "".
 	KeyID string
-	err   error // one of the sentinels, or ParseKey's error wrapping ErrMalformedKey
+	err   error // one of the sentinels, or Parse's error wrapping ErrMalformed
 	at    time.Time
 }
 
+// Error says why the key was refused, with the key's id when the client
+// proved it holds the key, and the expiry of an expired key.
 func (e *AuthError) Error() string {
 	switch {
-	case errors.Is(e.err, ErrExpiredKey):
+	case errors.Is(e.err, ErrExpired):
 		return fmt.Sprintf("%v (key %s, at %s)", e.err, e.KeyID, e.at.UTC().Format(time.RFC3339))
 	case e.KeyID != "":
 		return fmt.Sprintf("%v (key %s)", e.err, e.KeyID)
@@ -46,7 +48,7 @@ func (e *AuthError) Error() string {
 }
 
 // Unwrap returns the reason, one of the Err sentinels (for a malformed
-// key, an error that wraps ErrMalformedKey).
+// key, an error that wraps ErrMalformed).
 func (e *AuthError) Unwrap() error { return e.err }
 
 // Reason is a short, stable name of the reason, for metrics and audit
@@ -65,20 +67,20 @@ var reasons = []struct {
 	err  error
 	name string
 }{
-	{ErrMissingKey, "missing_key"},
-	{ErrMalformedKey, "malformed_key"},
-	{ErrUnknownKey, "unknown_key"},
-	{ErrRevokedKey, "revoked_key"},
-	{ErrExpiredKey, "expired_key"},
+	{ErrMissing, "missing_key"},
+	{ErrMalformed, "malformed_key"},
+	{ErrUnknown, "unknown_key"},
+	{ErrRevoked, "revoked_key"},
+	{ErrExpired, "expired_key"},
 	{ErrWrongProject, "wrong_project"},
 }
 
 // ConfigKey is a key listed in the configuration file by the hex SHA-256
-// of the whole key (see [HashKey]), for deployments without a key store.
+// of the whole key (see [Hash]), for deployments without a key store.
 type ConfigKey struct {
-	Name    string
-	Project string
-	SHA256  string
+	Name    string // a label, as for stored keys
+	Project string // the only project whose endpoint accepts the key
+	SHA256  string // the hex SHA-256 of the whole key
 }
 
 // AuthOptions configure an [Authenticator]. A nil *AuthOptions, and zero
@@ -106,7 +108,7 @@ type AuthOptions struct {
 	// not be told it was recorded. NewAuthenticator does not call it: the
 	// first Refresh after it (a call, or Run's first tick) does, whether
 	// or not the keys changed meanwhile.
-	OnKeyChange func(KeyChange) error
+	OnKeyChange func(Change) error
 }
 
 // Defaults of [AuthOptions].
@@ -123,12 +125,12 @@ const finalFlushTimeout = 5 * time.Second
 // keeps that copy in step with the store and writes usage back in
 // batches. It is safe for concurrent use.
 type Authenticator struct {
-	store        *KeyStore
+	store        *Store
 	now          func() time.Time
 	refreshEvery time.Duration
 	flushEvery   time.Duration
 	log          *slog.Logger
-	onKeyChange  func(KeyChange) error
+	onKeyChange  func(Change) error
 
 	snap atomic.Pointer[authSnapshot] // read lock-free by Authenticate
 
@@ -168,7 +170,7 @@ var dummyHash = sha256.Sum256([]byte("toolgate: no key has this id"))
 // may be nil: configuration keys only) and configKeys, all loaded into
 // memory now. A configuration key with a malformed hash or no project is
 // an error.
-func NewAuthenticator(ctx context.Context, store *KeyStore, configKeys []ConfigKey, opts *AuthOptions) (*Authenticator, error) {
+func NewAuthenticator(ctx context.Context, store *Store, configKeys []ConfigKey, opts *AuthOptions) (*Authenticator, error) {
 	if opts == nil {
 		opts = &AuthOptions{}
 	}
@@ -241,7 +243,7 @@ func (a *Authenticator) SetConfigKeys(keys []ConfigKey) error {
 // of the whole key, by the first 12 hex digits of that hash. When the key
 // is presented with the tg_ shape, Authenticate reports its own id instead.
 func configKeyID(h [sha256.Size]byte) string {
-	return fmt.Sprintf("%x", h[:KeyIDLen/2])
+	return fmt.Sprintf("%x", h[:IDLen/2])
 }
 
 // publish makes the current keys visible to Authenticate; a.mu is held.
@@ -303,7 +305,7 @@ func (a *Authenticator) recordChanges(ctx context.Context) error {
 	if a.onKeyChange == nil || !a.pending {
 		return nil
 	}
-	changes, err := a.store.PendingKeyChanges(ctx)
+	changes, err := a.store.PendingChanges(ctx)
 	if err != nil {
 		return err
 	}
@@ -319,7 +321,7 @@ func (a *Authenticator) recordChanges(ctx context.Context) error {
 		done = c.Seq
 	}
 	if done >= 0 {
-		if err := a.store.AckKeyChanges(ctx, done); err != nil {
+		if err := a.store.AckChanges(ctx, done); err != nil {
 			return err // handed keeps them from being recorded twice
 		}
 		for seq := range a.handed {
@@ -337,8 +339,8 @@ func (a *Authenticator) recordChanges(ctx context.Context) error {
 
 // Authenticate checks a key presented for project and returns its
 // description (a copy the caller may keep). A refusal is an [*AuthError]
-// that wraps ErrMissingKey, ErrMalformedKey, ErrUnknownKey (also for a
-// known id with the wrong secret), ErrRevokedKey, ErrExpiredKey or
+// that wraps ErrMissing, ErrMalformed, ErrUnknown (also for a
+// known id with the wrong secret), ErrRevoked, ErrExpired or
 // ErrWrongProject.
 //
 // It reads memory only. Hashes are compared in constant time, and an
@@ -346,7 +348,7 @@ func (a *Authenticator) recordChanges(ctx context.Context) error {
 // time does not tell whether an id exists.
 func (a *Authenticator) Authenticate(presented, project string) (*Key, error) {
 	if presented == "" {
-		return nil, &AuthError{err: ErrMissingKey}
+		return nil, &AuthError{err: ErrMissing}
 	}
 	s := a.snap.Load()
 
@@ -365,16 +367,16 @@ func (a *Authenticator) Authenticate(presented, project string) (*Key, error) {
 	if match != nil {
 		k := *match
 		// A configuration key need not have the generated form; only one
-		// that does has an id (checked first: ParseKey's error is built
+		// that does has an id (checked first: Parse's error is built
 		// with fmt, on every request of such a key).
-		if len(presented) == KeyLen && strings.HasPrefix(presented, KeyPrefix) {
-			if id, _, err := ParseKey(presented); err == nil {
+		if len(presented) == Len && strings.HasPrefix(presented, Prefix) {
+			if id, _, err := Parse(presented); err == nil {
 				k.ID = id
 			}
 		}
 		return a.check(&k, project)
 	}
-	id, secret, perr := ParseKey(presented)
+	id, secret, perr := Parse(presented)
 	if perr != nil {
 		return nil, &AuthError{err: perr}
 	}
@@ -386,7 +388,7 @@ func (a *Authenticator) Authenticate(presented, project string) (*Key, error) {
 		want = &e.hash
 	}
 	if subtle.ConstantTimeCompare(sum[:], want[:]) != 1 || !known {
-		return nil, &AuthError{err: ErrUnknownKey}
+		return nil, &AuthError{err: ErrUnknown}
 	}
 	k := *e.key
 	return a.check(&k, project)
@@ -397,9 +399,9 @@ func (a *Authenticator) check(k *Key, project string) (*Key, error) {
 	now := a.now()
 	switch k.Status(now) {
 	case StatusRevoked:
-		return nil, &AuthError{KeyID: k.ID, err: ErrRevokedKey}
+		return nil, &AuthError{KeyID: k.ID, err: ErrRevoked}
 	case StatusExpired:
-		return nil, &AuthError{KeyID: k.ID, err: ErrExpiredKey, at: k.Expires}
+		return nil, &AuthError{KeyID: k.ID, err: ErrExpired, at: k.Expires}
 	}
 	if k.Project != project {
 		return nil, &AuthError{KeyID: k.ID, err: ErrWrongProject}

@@ -1,4 +1,4 @@
-package policy
+package apikey
 
 import (
 	"context"
@@ -15,11 +15,13 @@ import (
 	"unicode/utf8"
 
 	_ "modernc.org/sqlite" // the "sqlite" database/sql driver, pure Go
+
+	"github.com/toolgate/toolgate/policy/audit"
 )
 
-// ErrKeyNotFound is returned (wrapped, with the id) by [KeyStore] methods
+// ErrNotFound is returned (wrapped, with the id) by [Store] methods
 // given the id of a key the store does not hold.
-var ErrKeyNotFound = errors.New("no such API key")
+var ErrNotFound = errors.New("no such API key")
 
 // Usage is what the gateway observed of one key since its last report to
 // the store.
@@ -30,14 +32,14 @@ type Usage struct {
 	LastUsed time.Time
 }
 
-// KeyStore keeps API keys and their usage in a SQLite database file. Of a
+// Store keeps API keys and their usage in a SQLite database file. Of a
 // key's secret it keeps only the SHA-256. Several processes may use one
 // file at once (the command line and a running gateway): the database is
 // in WAL mode, writers wait for each other (busy timeout), and
-// [KeyStore.Version] lets a reader notice the writes of others.
+// [Store.Version] lets a reader notice the writes of others.
 //
-// A KeyStore is safe for concurrent use.
-type KeyStore struct {
+// A Store is safe for concurrent use.
+type Store struct {
 	db   *sql.DB
 	path string
 }
@@ -90,11 +92,11 @@ var migrations = []string{
 	) STRICT;`,
 }
 
-// OpenKeyStore opens the key database at path, creating it (and its
+// OpenStore opens the key database at path, creating it (and its
 // folder, with mode 0700; the file gets mode 0600) when missing, and
 // brings its schema up to date. A database written by a newer toolgate
 // (a schema this one does not know) is refused.
-func OpenKeyStore(ctx context.Context, path string) (*KeyStore, error) {
+func OpenStore(ctx context.Context, path string) (*Store, error) {
 	if path == "" {
 		return nil, errors.New("open key store: empty path")
 	}
@@ -126,7 +128,7 @@ func OpenKeyStore(ctx context.Context, path string) (*KeyStore, error) {
 		return nil, fmt.Errorf("open key store %s: %w", path, err)
 	}
 	db.SetMaxOpenConns(4)
-	s := &KeyStore{db: db, path: path}
+	s := &Store{db: db, path: path}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open key store %s: %w", path, err)
@@ -137,7 +139,7 @@ func OpenKeyStore(ctx context.Context, path string) (*KeyStore, error) {
 // migrate applies the migrations the database lacks, all in one write
 // transaction, so that two processes opening a new file at once do not
 // both apply them.
-func (s *KeyStore) migrate(ctx context.Context) error {
+func (s *Store) migrate(ctx context.Context) error {
 	return s.write(ctx, false, func(tx *sql.Tx) error {
 		var have int
 		if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&have); err != nil {
@@ -162,14 +164,14 @@ func (s *KeyStore) migrate(ctx context.Context) error {
 }
 
 // Path returns the path the store was opened with.
-func (s *KeyStore) Path() string { return s.path }
+func (s *Store) Path() string { return s.path }
 
 // Close closes the database.
-func (s *KeyStore) Close() error { return s.db.Close() }
+func (s *Store) Close() error { return s.db.Close() }
 
 // write runs fn in a write transaction; with change, it also increments
-// the change counter that [KeyStore.Version] reads.
-func (s *KeyStore) write(ctx context.Context, change bool, fn func(*sql.Tx) error) error {
+// the change counter that [Store.Version] reads.
+func (s *Store) write(ctx context.Context, change bool, fn func(*sql.Tx) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -189,7 +191,7 @@ func (s *KeyStore) write(ctx context.Context, change bool, fn func(*sql.Tx) erro
 // Version returns a number that changes whenever a key is created, revoked
 // or rotated, by this process or another. Recording usage does not change
 // it. It is one small read.
-func (s *KeyStore) Version(ctx context.Context) (int64, error) {
+func (s *Store) Version(ctx context.Context) (int64, error) {
 	var v int64
 	if err := s.db.QueryRowContext(ctx, "SELECT value FROM meta WHERE name = 'version'").Scan(&v); err != nil {
 		return 0, fmt.Errorf("read key store version: %w", err)
@@ -220,7 +222,7 @@ func checkKeyName(name string) error {
 // Create issues a new key for project, labelled name, that expires after
 // ttl (0: never). It returns the key itself, which is not kept and cannot
 // be shown again, and its description.
-func (s *KeyStore) Create(ctx context.Context, project, name string, ttl time.Duration) (plaintext string, key *Key, err error) {
+func (s *Store) Create(ctx context.Context, project, name string, ttl time.Duration) (plaintext string, key *Key, err error) {
 	if !projectRE.MatchString(project) {
 		return "", nil, fmt.Errorf("create key: invalid project name %q (want 1 to 64 letters, digits, _ or -)", project)
 	}
@@ -235,7 +237,7 @@ func (s *KeyStore) Create(ctx context.Context, project, name string, ttl time.Du
 		if err != nil {
 			return err
 		}
-		return recordChange(ctx, tx, KeyChange{Time: key.Created, Type: EventKeyCreated, KeyID: key.ID, Project: project, KeyName: name})
+		return recordChange(ctx, tx, Change{Time: key.Created, Type: audit.EventKeyCreated, KeyID: key.ID, Project: project, KeyName: name})
 	})
 	if err != nil {
 		return "", nil, fmt.Errorf("create key: %w", err)
@@ -251,7 +253,7 @@ func now() time.Time { return time.Now().UTC().Round(0) }
 // the rare clash with an existing id it draws again.
 func insertKey(ctx context.Context, tx *sql.Tx, project, name string, ttl time.Duration, created time.Time) (string, *Key, error) {
 	for range 5 {
-		plaintext, id, hash, err := GenerateKey()
+		plaintext, id, hash, err := Generate()
 		if err != nil {
 			return "", nil, err
 		}
@@ -310,7 +312,7 @@ func fromNanos(n int64) time.Time {
 
 // List returns the keys of project, or of all projects when project is
 // "", ordered by project and creation time.
-func (s *KeyStore) List(ctx context.Context, project string) ([]*Key, error) {
+func (s *Store) List(ctx context.Context, project string) ([]*Key, error) {
 	q := `SELECT ` + keyColumns + ` FROM keys`
 	var args []any
 	if project != "" {
@@ -343,7 +345,7 @@ type storedKey struct {
 }
 
 // loadAll returns every key with the hash of its secret.
-func (s *KeyStore) loadAll(ctx context.Context) ([]storedKey, error) {
+func (s *Store) loadAll(ctx context.Context) ([]storedKey, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT `+keyColumns+`, secret_sha256 FROM keys`)
 	if err != nil {
 		return nil, fmt.Errorf("load keys: %w", err)
@@ -364,10 +366,10 @@ func (s *KeyStore) loadAll(ctx context.Context) ([]storedKey, error) {
 }
 
 // Get returns the key with the given id; an unknown id is an error that
-// wraps [ErrKeyNotFound].
-func (s *KeyStore) Get(ctx context.Context, id string) (*Key, error) {
+// wraps [ErrNotFound].
+func (s *Store) Get(ctx context.Context, id string) (*Key, error) {
 	k, err := getKey(s.db.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM keys WHERE id = ?`, id), id)
-	if err != nil && !errors.Is(err, ErrKeyNotFound) {
+	if err != nil && !errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("get key: %w", err)
 	}
 	return k, err
@@ -381,12 +383,12 @@ func getKey(row *sql.Row, id string, extra ...any) (*Key, error) {
 	return k, err
 }
 
-func notFound(id string) error { return fmt.Errorf("key %q: %w", id, ErrKeyNotFound) }
+func notFound(id string) error { return fmt.Errorf("key %q: %w", id, ErrNotFound) }
 
 // Revoke revokes the key with the given id at once. Revoking a revoked
 // key changes nothing; an unknown id is an error that wraps
-// [ErrKeyNotFound].
-func (s *KeyStore) Revoke(ctx context.Context, id string) error {
+// [ErrNotFound].
+func (s *Store) Revoke(ctx context.Context, id string) error {
 	err := s.write(ctx, true, func(tx *sql.Tx) error {
 		t := now()
 		res, err := tx.ExecContext(ctx, `UPDATE keys SET revoked = ? WHERE id = ? AND revoked = 0`, toNanos(t), id)
@@ -400,7 +402,7 @@ func (s *KeyStore) Revoke(ctx context.Context, id string) error {
 			if err != nil {
 				return err
 			}
-			return recordChange(ctx, tx, KeyChange{Time: t, Type: EventKeyRevoked, KeyID: id, Project: k.Project, KeyName: k.Name})
+			return recordChange(ctx, tx, Change{Time: t, Type: audit.EventKeyRevoked, KeyID: id, Project: k.Project, KeyName: k.Name})
 		}
 		var one int
 		err = tx.QueryRowContext(ctx, `SELECT 1 FROM keys WHERE id = ?`, id).Scan(&one)
@@ -423,7 +425,7 @@ func (s *KeyStore) Revoke(ctx context.Context, id string) error {
 // RotatedTo. It returns the successor's plaintext, which is not kept and
 // cannot be shown again. A revoked key, or one already rotated, cannot be
 // rotated; an expired one can.
-func (s *KeyStore) Rotate(ctx context.Context, id string, overlap time.Duration) (plaintext string, successor *Key, err error) {
+func (s *Store) Rotate(ctx context.Context, id string, overlap time.Duration) (plaintext string, successor *Key, err error) {
 	if overlap < 0 {
 		return "", nil, fmt.Errorf("rotate key %q: negative overlap %v", id, overlap)
 	}
@@ -451,10 +453,10 @@ func (s *KeyStore) Rotate(ctx context.Context, id string, overlap time.Duration)
 		if _, err = tx.ExecContext(ctx, `UPDATE keys SET expires = ?, rotated_to = ? WHERE id = ?`, toNanos(stop), successor.ID, id); err != nil {
 			return err
 		}
-		if err := recordChange(ctx, tx, KeyChange{Time: t, Type: EventKeyCreated, KeyID: successor.ID, Project: old.Project, KeyName: old.Name}); err != nil {
+		if err := recordChange(ctx, tx, Change{Time: t, Type: audit.EventKeyCreated, KeyID: successor.ID, Project: old.Project, KeyName: old.Name}); err != nil {
 			return err
 		}
-		return recordChange(ctx, tx, KeyChange{Time: t, Type: EventKeyRotated, KeyID: id, Project: old.Project, KeyName: old.Name, NewKeyID: successor.ID})
+		return recordChange(ctx, tx, Change{Time: t, Type: audit.EventKeyRotated, KeyID: id, Project: old.Project, KeyName: old.Name, NewKeyID: successor.ID})
 	})
 	if err != nil {
 		return "", nil, fmt.Errorf("rotate key: %w", err)
@@ -465,7 +467,7 @@ func (s *KeyStore) Rotate(ctx context.Context, id string, overlap time.Duration)
 // AddUsage adds the calls of each key in usage to its count and moves its
 // last use forward, in one transaction. Ids the store does not hold are
 // ignored (a key listed in the configuration is not in the store).
-func (s *KeyStore) AddUsage(ctx context.Context, usage map[string]Usage) error {
+func (s *Store) AddUsage(ctx context.Context, usage map[string]Usage) error {
 	if len(usage) == 0 {
 		return nil
 	}
@@ -488,16 +490,17 @@ func (s *KeyStore) AddUsage(ctx context.Context, usage map[string]Usage) error {
 	return nil
 }
 
-// KeyChange is a key created, rotated or revoked, as the store recorded it
+// Change is a key created, rotated or revoked, as the store recorded it
 // in the transaction that made the change, for the audit log. A key is
 // created, rotated and revoked at most once each, so Type and KeyID name
 // one change.
-type KeyChange struct {
+type Change struct {
 	// Seq orders the changes of one store; it is never reused.
 	Seq int64
 	// Time is when the change was made.
 	Time time.Time
-	// Type is EventKeyCreated, EventKeyRotated or EventKeyRevoked.
+	// Type is [audit.EventKeyCreated], [audit.EventKeyRotated] or
+	// [audit.EventKeyRevoked].
 	Type string
 	// KeyID, Project and KeyName describe the key; NewKeyID is the
 	// successor of a rotated key.
@@ -505,30 +508,30 @@ type KeyChange struct {
 }
 
 // Event returns the audit event of the change, dated when it was made.
-func (c KeyChange) Event() *Event {
-	return &Event{Time: c.Time, Type: c.Type, Project: c.Project, KeyID: c.KeyID, KeyName: c.KeyName, NewKeyID: c.NewKeyID}
+func (c Change) Event() *audit.Event {
+	return &audit.Event{Time: c.Time, Type: c.Type, Project: c.Project, KeyID: c.KeyID, KeyName: c.KeyName, NewKeyID: c.NewKeyID}
 }
 
 // recordChange adds c to the changes waiting for the audit log.
-func recordChange(ctx context.Context, tx *sql.Tx, c KeyChange) error {
+func recordChange(ctx context.Context, tx *sql.Tx, c Change) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO key_changes (time, type, key_id, project, name, new_key_id) VALUES (?, ?, ?, ?, ?, ?)`,
 		toNanos(c.Time), c.Type, c.KeyID, c.Project, c.KeyName, c.NewKeyID)
 	return err
 }
 
-// PendingKeyChanges returns the key changes not yet acknowledged with
-// [KeyStore.AckKeyChanges], oldest first: every key created, rotated or
+// PendingChanges returns the key changes not yet acknowledged with
+// [Store.AckChanges], oldest first: every key created, rotated or
 // revoked through this store (by any process) that no audit log has
 // recorded yet.
-func (s *KeyStore) PendingKeyChanges(ctx context.Context) ([]KeyChange, error) {
+func (s *Store) PendingChanges(ctx context.Context) ([]Change, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT seq, time, type, key_id, project, name, new_key_id FROM key_changes ORDER BY seq`)
 	if err != nil {
 		return nil, fmt.Errorf("read pending key changes: %w", err)
 	}
 	defer rows.Close()
-	var out []KeyChange
+	var out []Change
 	for rows.Next() {
-		var c KeyChange
+		var c Change
 		var t int64
 		if err := rows.Scan(&c.Seq, &t, &c.Type, &c.KeyID, &c.Project, &c.KeyName, &c.NewKeyID); err != nil {
 			return nil, fmt.Errorf("read pending key changes: %w", err)
@@ -542,9 +545,9 @@ func (s *KeyStore) PendingKeyChanges(ctx context.Context) ([]KeyChange, error) {
 	return out, nil
 }
 
-// AckKeyChanges forgets the pending key changes up to seq, which an audit
+// AckChanges forgets the pending key changes up to seq, which an audit
 // log has recorded.
-func (s *KeyStore) AckKeyChanges(ctx context.Context, seq int64) error {
+func (s *Store) AckChanges(ctx context.Context, seq int64) error {
 	err := s.write(ctx, false, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `DELETE FROM key_changes WHERE seq <= ?`, seq)
 		return err

@@ -1,17 +1,17 @@
-package policy_test
+package apikey_test
 
 import (
 	"errors"
 	"strings"
 	"testing"
 
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/apikey"
 )
 
-// FuzzParseKey checks that ParseKey never panics, that what it accepts
+// FuzzParseKey checks that Parse never panics, that what it accepts
 // rebuilds the input exactly, and that its errors never repeat the input.
 func FuzzParseKey(f *testing.F) {
-	plaintext, _, _, err := policy.GenerateKey()
+	plaintext, _, _, err := apikey.Generate()
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -29,10 +29,10 @@ func FuzzParseKey(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		id, secret, err := policy.ParseKey(s)
+		id, secret, err := apikey.Parse(s)
 		if err != nil {
-			if !errors.Is(err, policy.ErrMalformedKey) {
-				t.Fatalf("error %q does not wrap ErrMalformedKey", err)
+			if !errors.Is(err, apikey.ErrMalformed) {
+				t.Fatalf("error %q does not wrap ErrMalformed", err)
 			}
 			if id != "" || secret != "" {
 				t.Fatalf("parts returned with an error")
@@ -42,11 +42,11 @@ func FuzzParseKey(f *testing.F) {
 			}
 			return
 		}
-		if got := policy.KeyPrefix + id + "_" + secret; got != s {
-			t.Fatalf("ParseKey(%q) = %q, %q: does not rebuild the input", s, id, secret)
+		if got := apikey.Prefix + id + "_" + secret; got != s {
+			t.Fatalf("Parse(%q) = %q, %q: does not rebuild the input", s, id, secret)
 		}
-		if len(id) != policy.KeyIDLen || len(secret) != policy.KeySecretLen {
-			t.Fatalf("ParseKey(%q): id %q, secret of %d characters", s, id, len(secret))
+		if len(id) != apikey.IDLen || len(secret) != apikey.SecretLen {
+			t.Fatalf("Parse(%q): id %q, secret of %d characters", s, id, len(secret))
 		}
 	})
 }

@@ -1,4 +1,4 @@
-package policy_test
+package audit_test
 
 import (
 	"bufio"
@@ -25,13 +25,13 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/toolgate/toolgate/internal/config"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/audit"
 )
 
 // openAudit opens an audit log and closes it when the test ends.
-func openAudit(t testing.TB, path string, opts *policy.AuditOptions) *policy.AuditLog {
+func openAudit(t testing.TB, path string, opts *audit.Options) *audit.Log {
 	t.Helper()
-	a, err := policy.OpenAuditLog(path, opts)
+	a, err := audit.Open(path, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,16 +40,16 @@ func openAudit(t testing.TB, path string, opts *policy.AuditOptions) *policy.Aud
 }
 
 // callEvent is the n-th test event: a tool call whose tool is "t<n>".
-func callEvent(n int) *policy.Event {
-	return &policy.Event{
-		Type: policy.EventToolCall, Project: "default", KeyID: "abc123", ClientIP: "127.0.0.1",
+func callEvent(n int) *audit.Event {
+	return &audit.Event{
+		Type: audit.EventToolCall, Project: "default", KeyID: "abc123", ClientIP: "127.0.0.1",
 		Server: "fs", Tool: "t" + strconv.Itoa(n), Decision: "allow", Outcome: "ok",
 		LatencyMs: 1.5, ArgsBytes: 2, ArgsSHA256: "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",
 	}
 }
 
 // writeEvents writes callEvent(from) to callEvent(from+n-1).
-func writeEvents(t testing.TB, a *policy.AuditLog, from, n int) {
+func writeEvents(t testing.TB, a *audit.Log, from, n int) {
 	t.Helper()
 	for i := from; i < from+n; i++ {
 		if err := a.Write(callEvent(i)); err != nil {
@@ -59,21 +59,21 @@ func writeEvents(t testing.TB, a *policy.AuditLog, from, n int) {
 }
 
 // readEvents reads the whole log at path.
-func readEvents(t testing.TB, path string) ([]*policy.Event, policy.ReadReport) {
+func readEvents(t testing.TB, path string) ([]*audit.Event, audit.ReadReport) {
 	t.Helper()
-	var evs []*policy.Event
-	rep, err := policy.ReadAudit(path, func(e *policy.Event) error {
+	var evs []*audit.Event
+	rep, err := audit.Read(path, func(e *audit.Event) error {
 		evs = append(evs, e)
 		return nil
 	})
 	if err != nil {
-		t.Fatalf("ReadAudit: %v", err)
+		t.Fatalf("Read: %v", err)
 	}
 	return evs, rep
 }
 
 // toolNumbers returns the n of each event's tool "t<n>".
-func toolNumbers(t testing.TB, evs []*policy.Event) []int {
+func toolNumbers(t testing.TB, evs []*audit.Event) []int {
 	t.Helper()
 	var ns []int
 	for _, e := range evs {
@@ -95,14 +95,14 @@ func seq(from, n int) []int {
 }
 
 // mustVerify verifies the log at path and fails unless the chain is whole.
-func mustVerify(t testing.TB, path string) policy.VerifyReport {
+func mustVerify(t testing.TB, path string) audit.VerifyReport {
 	t.Helper()
-	rep, err := policy.VerifyAudit(path)
+	rep, err := audit.Verify(path)
 	if err != nil {
-		t.Fatalf("VerifyAudit: %v", err)
+		t.Fatalf("Verify: %v", err)
 	}
 	if rep.Broken != nil {
-		t.Fatalf("VerifyAudit: broken link %s (expected %s, got %s)", rep.Broken, rep.Broken.Expected, rep.Broken.Got)
+		t.Fatalf("Verify: broken link %s (expected %s, got %s)", rep.Broken, rep.Broken.Expected, rep.Broken.Got)
 	}
 	return rep
 }
@@ -129,8 +129,8 @@ func hashLine(line string) string {
 }
 
 func TestAuditEventTypesMatchConfig(t *testing.T) {
-	if diff := cmp.Diff(config.EventTypes, policy.AuditEventTypes); diff != "" {
-		t.Errorf("policy.AuditEventTypes differ from config.EventTypes (-config +policy):\n%s", diff)
+	if diff := cmp.Diff(config.EventTypes, audit.EventTypes); diff != "" {
+		t.Errorf("audit.EventTypes differ from config.EventTypes (-config +audit):\n%s", diff)
 	}
 }
 
@@ -138,28 +138,28 @@ func TestAuditWriteAndRead(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "data", "audit.jsonl")
 	clock := time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.FixedZone("CET", 3600))
 	var stdout bytes.Buffer
-	a := openAudit(t, path, &policy.AuditOptions{Now: func() time.Time { return clock }, Stdout: &stdout})
+	a := openAudit(t, path, &audit.Options{Now: func() time.Time { return clock }, Stdout: &stdout})
 
 	at := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
-	events := []*policy.Event{
-		{Type: policy.EventAuthFailure, ClientIP: "10.0.0.9", Reason: "unknown key"},
-		{Type: policy.EventToolCall, Project: "default", KeyID: "k1", ClientIP: "10.0.0.1", ExecutionID: "x1",
+	events := []*audit.Event{
+		{Type: audit.EventAuthFailure, ClientIP: "10.0.0.9", Reason: "unknown key"},
+		{Type: audit.EventToolCall, Project: "default", KeyID: "k1", ClientIP: "10.0.0.1", ExecutionID: "x1",
 			Server: "github", Tool: "create_issue", Decision: "allow", Outcome: "error", Error: "boom",
-			LatencyMs: policy.Millis(1500 * time.Microsecond), ResultBytes: 10},
-		{Type: policy.EventToolDenied, Project: "default", KeyID: "k1", Server: "fs", Tool: "delete_file", Decision: "deny", Reason: "filtered"},
-		{Type: policy.EventRateLimitHit, Project: "default", KeyID: "k1", Reason: "key"},
-		{Type: policy.EventIPDenied, ClientIP: "192.0.2.1", Reason: "not in allowedIPs"},
-		{Type: policy.EventCodeExecution, Time: at, Project: "default", KeyID: "k1", ExecutionID: "x1",
+			LatencyMs: audit.Millis(1500 * time.Microsecond), ResultBytes: 10},
+		{Type: audit.EventToolDenied, Project: "default", KeyID: "k1", Server: "fs", Tool: "delete_file", Decision: "deny", Reason: "filtered"},
+		{Type: audit.EventRateLimitHit, Project: "default", KeyID: "k1", Reason: "key"},
+		{Type: audit.EventIPDenied, ClientIP: "192.0.2.1", Reason: "not in allowedIPs"},
+		{Type: audit.EventCodeExecution, Time: at, Project: "default", KeyID: "k1", ExecutionID: "x1",
 			DurationMs: 12.5, ToolCalls: 3, LimitsHit: []string{"timeout"}, Outcome: "limit"},
-		{Type: policy.EventCodeFetch, ExecutionID: "x1", Method: "GET", Host: "example.com", Status: 200, Bytes: 512},
-		{Type: policy.EventUpstreamError, Server: "github", Error: "EOF"},
-		{Type: policy.EventUpstreamRestart, Server: "github"},
-		{Type: policy.EventConfigReload, Changed: []string{"mcpServers.github", "rateLimit"}},
-		{Type: policy.EventConfigReload, Reason: "mcpServers.x.url: missing"},
-		{Type: policy.EventKeyCreated, Project: "team", KeyID: "k2", KeyName: "ci"},
-		{Type: policy.EventKeyRotated, Project: "team", KeyID: "k2", NewKeyID: "k3", KeyName: "ci"},
-		{Type: policy.EventKeyRevoked, Project: "team", KeyID: "k2"},
-		{Type: policy.EventToolsChanged, Server: "github", Tool: "create_issue", OldHash: "aa", NewHash: "bb",
+		{Type: audit.EventCodeFetch, ExecutionID: "x1", Method: "GET", Host: "example.com", Status: 200, Bytes: 512},
+		{Type: audit.EventUpstreamError, Server: "github", Error: "EOF"},
+		{Type: audit.EventUpstreamRestart, Server: "github"},
+		{Type: audit.EventConfigReload, Changed: []string{"mcpServers.github", "rateLimit"}},
+		{Type: audit.EventConfigReload, Reason: "mcpServers.x.url: missing"},
+		{Type: audit.EventKeyCreated, Project: "team", KeyID: "k2", KeyName: "ci"},
+		{Type: audit.EventKeyRotated, Project: "team", KeyID: "k2", NewKeyID: "k3", KeyName: "ci"},
+		{Type: audit.EventKeyRevoked, Project: "team", KeyID: "k2"},
+		{Type: audit.EventToolsChanged, Server: "github", Tool: "create_issue", OldHash: "aa", NewHash: "bb",
 			Extra: map[string]any{"quarantined": true}},
 	}
 	for _, e := range events {
@@ -172,7 +172,7 @@ func TestAuditWriteAndRead(t *testing.T) {
 	if rep.Lines != len(events) || len(rep.Torn) != 0 || len(rep.Files) != 1 {
 		t.Errorf("report = %+v", rep)
 	}
-	var want []*policy.Event
+	var want []*audit.Event
 	for _, e := range events {
 		w := *e
 		if w.Time.IsZero() {
@@ -181,12 +181,12 @@ func TestAuditWriteAndRead(t *testing.T) {
 		w.Time = w.Time.UTC()
 		want = append(want, &w)
 	}
-	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(policy.Event{}, "Prev")); diff != "" {
+	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(audit.Event{}, "Prev")); diff != "" {
 		t.Errorf("events read back (-want +got):\n%s", diff)
 	}
 
 	lines := readLines(t, path)
-	if !strings.HasPrefix(lines[0], `{"time":"2026-03-01T11:00:00.123456789Z","type":"auth.failure","clientIp":"10.0.0.9","reason":"unknown key","prev":"`+policy.AuditGenesis+`"}`) {
+	if !strings.HasPrefix(lines[0], `{"time":"2026-03-01T11:00:00.123456789Z","type":"auth.failure","clientIp":"10.0.0.9","reason":"unknown key","prev":"`+audit.Genesis+`"}`) {
 		t.Errorf("first line = %s", lines[0])
 	}
 	if want := `"executionId":"x1","server":"github","tool":"create_issue","decision":"allow","outcome":"error","error":"boom","latencyMs":1.5,"resultBytes":10,`; !strings.Contains(lines[1], want) {
@@ -202,7 +202,7 @@ func TestAuditWriteAndRead(t *testing.T) {
 	}
 
 	v := mustVerify(t, path)
-	if v.Lines != len(events) || v.Start != policy.AuditGenesis || v.Head != hashLine(lines[len(events)-1]) {
+	if v.Lines != len(events) || v.Start != audit.Genesis || v.Head != hashLine(lines[len(events)-1]) {
 		t.Errorf("verify report = %+v", v)
 	}
 }
@@ -210,7 +210,7 @@ func TestAuditWriteAndRead(t *testing.T) {
 func TestAuditWriteChecks(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "audit.jsonl")
 	a := openAudit(t, path, nil)
-	for _, e := range []*policy.Event{nil, {}, {Type: "tool.cal"}} {
+	for _, e := range []*audit.Event{nil, {}, {Type: "tool.cal"}} {
 		if err := a.Write(e); err == nil {
 			t.Errorf("Write(%+v) = nil, want an error", e)
 		}
@@ -221,7 +221,7 @@ func TestAuditWriteChecks(t *testing.T) {
 
 	// Arguments: kept only by a log opened with LogArguments; the hash
 	// and size always.
-	e := &policy.Event{Type: policy.EventToolCall, Tool: "read", Prev: "ignored"}
+	e := &audit.Event{Type: audit.EventToolCall, Tool: "read", Prev: "ignored"}
 	e.SetArguments(json.RawMessage(`{"path": "/etc/passwd"}`))
 	before := *e
 	if err := a.Write(e); err != nil {
@@ -231,12 +231,12 @@ func TestAuditWriteChecks(t *testing.T) {
 		t.Errorf("Write modified the event:\n%s", diff)
 	}
 	withArgs := filepath.Join(t.TempDir(), "audit.jsonl")
-	b := openAudit(t, withArgs, &policy.AuditOptions{LogArguments: true})
+	b := openAudit(t, withArgs, &audit.Options{LogArguments: true})
 	if err := b.Write(e); err != nil {
 		t.Fatal(err)
 	}
-	huge := &policy.Event{Type: policy.EventToolCall, Tool: "huge"}
-	huge.SetArguments(json.RawMessage(`"` + strings.Repeat("x", policy.MaxAuditLineBytes) + `"`))
+	huge := &audit.Event{Type: audit.EventToolCall, Tool: "huge"}
+	huge.SetArguments(json.RawMessage(`"` + strings.Repeat("x", audit.MaxLineBytes) + `"`))
 	if err := b.Write(huge); err != nil {
 		t.Fatal(err)
 	}
@@ -256,7 +256,7 @@ func TestAuditWriteChecks(t *testing.T) {
 				t.Errorf("%s: event %d: arguments %q, want %q", c.path, i, e.Arguments, c.args[i])
 			}
 		}
-		if evs[0].ArgsSHA256 != c.hash || evs[0].ArgsBytes != c.bytes || evs[0].Prev != policy.AuditGenesis {
+		if evs[0].ArgsSHA256 != c.hash || evs[0].ArgsBytes != c.bytes || evs[0].Prev != audit.Genesis {
 			t.Errorf("%s: %+v", c.path, evs[0])
 		}
 	}
@@ -267,7 +267,7 @@ func TestAuditWriteChecks(t *testing.T) {
 	if err := a.Write(callEvent(1)); err == nil || a.Healthy() == nil {
 		t.Errorf("after Close: Write = %v, Healthy = %v; want errors", err, a.Healthy())
 	}
-	if _, err := policy.OpenAuditLog(path, &policy.AuditOptions{Fsync: "sometimes"}); err == nil {
+	if _, err := audit.Open(path, &audit.Options{Fsync: "sometimes"}); err == nil {
 		t.Error("fsync \"sometimes\" accepted")
 	}
 }
@@ -275,7 +275,7 @@ func TestAuditWriteChecks(t *testing.T) {
 func TestAuditReopenContinuesChain(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "audit.jsonl")
 	for i := range 3 {
-		a, err := policy.OpenAuditLog(path, nil)
+		a, err := audit.Open(path, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -284,13 +284,13 @@ func TestAuditReopenContinuesChain(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if v := mustVerify(t, path); v.Lines != 30 || v.Start != policy.AuditGenesis {
+	if v := mustVerify(t, path); v.Lines != 30 || v.Start != audit.Genesis {
 		t.Errorf("verify report = %+v", v)
 	}
 }
 
 // TestAuditTamper changes a good log in the ways an attacker might, and
-// expects VerifyAudit to name the line where the chain breaks.
+// expects Verify to name the line where the chain breaks.
 func TestAuditTamper(t *testing.T) {
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.jsonl")
@@ -305,7 +305,7 @@ func TestAuditTamper(t *testing.T) {
 		line   int // where the chain breaks; 0: it does not
 		start  string
 	}{
-		{"unchanged", func(l []string) []string { return l }, 0, policy.AuditGenesis},
+		{"unchanged", func(l []string) []string { return l }, 0, audit.Genesis},
 		{"line 5 removed", func(l []string) []string { return append(l[:4:4], l[5:]...) }, 5, ""},
 		{"line 5 edited", func(l []string) []string {
 			l[4] = strings.Replace(l[4], `"tool":"t5"`, `"tool":"t6"`, 1)
@@ -338,7 +338,7 @@ func TestAuditTamper(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "audit.jsonl")
 			lines := tt.change(append([]string(nil), orig...))
 			writeLines(t, path, lines)
-			rep, err := policy.VerifyAudit(path)
+			rep, err := audit.Verify(path)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -417,7 +417,7 @@ func TestAuditTornLastLine(t *testing.T) {
 	a = openAudit(t, only, nil)
 	writeEvents(t, a, 0, 1)
 	a.Close()
-	if v := mustVerify(t, only); v.Lines != 1 || v.Start != policy.AuditGenesis {
+	if v := mustVerify(t, only); v.Lines != 1 || v.Start != audit.Genesis {
 		t.Errorf("verify report = %+v", v)
 	}
 }
@@ -430,23 +430,23 @@ func TestAuditMalformedLine(t *testing.T) {
 	lines := readLines(t, path)
 	lines[1] = "[1]\n"
 	writeLines(t, path, lines)
-	_, err := policy.ReadAudit(path, func(*policy.Event) error { return nil })
+	_, err := audit.Read(path, func(*audit.Event) error { return nil })
 	if err == nil || !strings.Contains(err.Error(), path+":2:") {
-		t.Errorf("ReadAudit = %v, want an error naming %s:2", err, path)
+		t.Errorf("Read = %v, want an error naming %s:2", err, path)
 	}
 
 	stop := errors.New("stop")
 	n := 0
-	if _, err := policy.ReadAudit(path, func(*policy.Event) error { n++; return stop }); !errors.Is(err, stop) || n != 1 {
-		t.Errorf("ReadAudit = %v after %d events, want the error of fn after 1", err, n)
+	if _, err := audit.Read(path, func(*audit.Event) error { n++; return stop }); !errors.Is(err, stop) || n != 1 {
+		t.Errorf("Read = %v after %d events, want the error of fn after 1", err, n)
 	}
 
 	missing := filepath.Join(t.TempDir(), "none", "audit.jsonl")
-	if _, err := policy.ReadAudit(missing, nil); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("ReadAudit of no log = %v, want fs.ErrNotExist", err)
+	if _, err := audit.Read(missing, nil); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Read of no log = %v, want fs.ErrNotExist", err)
 	}
-	if _, err := policy.VerifyAudit(missing); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("VerifyAudit of no log = %v, want fs.ErrNotExist", err)
+	if _, err := audit.Verify(missing); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Verify of no log = %v, want fs.ErrNotExist", err)
 	}
 }
 
@@ -466,9 +466,9 @@ func TestAuditRotation(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "audit.jsonl")
 			var mu sync.Mutex
-			var reported []policy.RetentionStatus
-			opts := &policy.AuditOptions{MaxSizeBytes: maxSize, MaxFiles: tt.maxFiles, RetainAtLeast: tt.retain,
-				OnRetention: func(st policy.RetentionStatus) {
+			var reported []audit.RetentionStatus
+			opts := &audit.Options{MaxSizeBytes: maxSize, MaxFiles: tt.maxFiles, RetainAtLeast: tt.retain,
+				OnRetention: func(st audit.RetentionStatus) {
 					mu.Lock()
 					defer mu.Unlock()
 					reported = append(reported, st)
@@ -494,10 +494,10 @@ func TestAuditRotation(t *testing.T) {
 				rotations++
 			}
 			evs, rep := readEvents(t, path)
-			var calls []*policy.Event
+			var calls []*audit.Event
 			retentions := 0
 			for _, e := range evs {
-				if e.Type == policy.EventAuditRetention {
+				if e.Type == audit.EventAuditRetention {
 					retentions++
 					continue
 				}
@@ -527,7 +527,7 @@ func TestAuditRotation(t *testing.T) {
 				if rotations < 5 {
 					t.Fatalf("%d rotations, want more", rotations)
 				}
-				if !cmp.Equal(nums, seq(0, 80)) || v.Start != policy.AuditGenesis {
+				if !cmp.Equal(nums, seq(0, 80)) || v.Start != audit.Genesis {
 					t.Errorf("read %v; verify start %s", nums, v.Start)
 				}
 				return
@@ -538,7 +538,7 @@ func TestAuditRotation(t *testing.T) {
 			if len(nums) == 0 || !cmp.Equal(nums, seq(nums[0], 80-nums[0])) || nums[0] == 0 {
 				t.Errorf("read %v, want the newest events in order", nums)
 			}
-			if v.Start == policy.AuditGenesis || v.Lines != len(nums) {
+			if v.Start == audit.Genesis || v.Lines != len(nums) {
 				t.Errorf("verify report = %+v", v)
 			}
 		})
@@ -556,17 +556,17 @@ func TestAuditRotation(t *testing.T) {
 	a = openAudit(t, path, nil)
 	writeEvents(t, a, 5, 5)
 	a.Close()
-	if v := mustVerify(t, path); v.Lines != 10 || v.Start != policy.AuditGenesis {
+	if v := mustVerify(t, path); v.Lines != 10 || v.Start != audit.Genesis {
 		t.Errorf("verify report = %+v", v)
 	}
 
 	// A removed middle file breaks the chain at the first line after it.
 	path = filepath.Join(t.TempDir(), "audit.jsonl")
-	a = openAudit(t, path, &policy.AuditOptions{MaxSizeBytes: maxSize})
+	a = openAudit(t, path, &audit.Options{MaxSizeBytes: maxSize})
 	writeEvents(t, a, 0, 60)
 	a.Close()
 	os.Remove(path + ".2")
-	rep, err := policy.VerifyAudit(path)
+	rep, err := audit.Verify(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -579,7 +579,7 @@ func TestAuditConcurrentWriters(t *testing.T) {
 	for _, mode := range []string{"batch", "always"} {
 		t.Run(mode, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "audit.jsonl")
-			a := openAudit(t, path, &policy.AuditOptions{Fsync: mode, MaxSizeBytes: 20000, MaxFiles: 1000, FsyncInterval: time.Millisecond})
+			a := openAudit(t, path, &audit.Options{Fsync: mode, MaxSizeBytes: 20000, MaxFiles: 1000, FsyncInterval: time.Millisecond})
 			const writers, each = 8, 150
 			var wg sync.WaitGroup
 			for w := range writers {
@@ -617,7 +617,7 @@ func TestAuditConcurrentWriters(t *testing.T) {
 func TestAuditFsyncModes(t *testing.T) {
 	t.Run("always", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "audit.jsonl")
-		a := openAudit(t, path, &policy.AuditOptions{Fsync: "always"})
+		a := openAudit(t, path, &audit.Options{Fsync: "always"})
 		for i := range 5 {
 			writeEvents(t, a, i, 1)
 			if got := a.Stats().Syncs; got != int64(i+1) {
@@ -627,7 +627,7 @@ func TestAuditFsyncModes(t *testing.T) {
 	})
 	t.Run("batch", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "audit.jsonl")
-		a := openAudit(t, path, &policy.AuditOptions{Fsync: "batch", FsyncInterval: 5 * time.Millisecond})
+		a := openAudit(t, path, &audit.Options{Fsync: "batch", FsyncInterval: 5 * time.Millisecond})
 		writeEvents(t, a, 0, 5)
 		// Written (readable) at once, synced by the background goroutine.
 		if evs, _ := readEvents(t, path); len(evs) != 5 {
@@ -709,7 +709,7 @@ func TestAuditUnhealthy(t *testing.T) {
 					dir := t.TempDir()
 					path := filepath.Join(dir, "logs", "audit.jsonl")
 					var reported atomic.Int32
-					a := openAudit(t, path, &policy.AuditOptions{Fsync: mode, OnWriteError: func(error) { reported.Add(1) }})
+					a := openAudit(t, path, &audit.Options{Fsync: mode, OnWriteError: func(error) { reported.Add(1) }})
 					writeEvents(t, a, 0, 3)
 					if err := a.Healthy(); err != nil {
 						t.Fatal(err)
@@ -744,7 +744,7 @@ func TestAuditUnhealthy(t *testing.T) {
 					if !cmp.Equal(toolNumbers(t, evs), []int{10, 11}) {
 						t.Errorf("new file holds %v", toolNumbers(t, evs))
 					}
-					if v := mustVerify(t, path); v.Start == policy.AuditGenesis {
+					if v := mustVerify(t, path); v.Start == audit.Genesis {
 						t.Errorf("the new file starts a new chain")
 					}
 				})
@@ -755,8 +755,8 @@ func TestAuditUnhealthy(t *testing.T) {
 	// A path under a regular file cannot even be opened.
 	file := filepath.Join(t.TempDir(), "file")
 	os.WriteFile(file, nil, 0o600)
-	if _, err := policy.OpenAuditLog(filepath.Join(file, "audit.jsonl"), nil); err == nil {
-		t.Error("OpenAuditLog under a regular file succeeded")
+	if _, err := audit.Open(filepath.Join(file, "audit.jsonl"), nil); err == nil {
+		t.Error("Open under a regular file succeeded")
 	}
 }
 
@@ -821,7 +821,7 @@ func TestAuditCrashHelper(t *testing.T) {
 	if path == "" {
 		t.Skip("helper process of TestAuditCrash")
 	}
-	a, err := policy.OpenAuditLog(path, &policy.AuditOptions{Fsync: os.Getenv("TOOLGATE_TEST_AUDIT_FSYNC"), MaxSizeBytes: 50000})
+	a, err := audit.Open(path, &audit.Options{Fsync: os.Getenv("TOOLGATE_TEST_AUDIT_FSYNC"), MaxSizeBytes: 50000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -850,7 +850,7 @@ func BenchmarkAuditWrite(b *testing.B) {
 	for _, mode := range []string{"batch", "always"} {
 		ev := callEvent(1)
 		b.Run(mode, func(b *testing.B) {
-			a := openAudit(b, filepath.Join(b.TempDir(), "audit.jsonl"), &policy.AuditOptions{Fsync: mode})
+			a := openAudit(b, filepath.Join(b.TempDir(), "audit.jsonl"), &audit.Options{Fsync: mode})
 			b.ReportAllocs()
 			for b.Loop() {
 				if err := a.Write(ev); err != nil {
@@ -859,7 +859,7 @@ func BenchmarkAuditWrite(b *testing.B) {
 			}
 		})
 		b.Run(mode+"-parallel", func(b *testing.B) {
-			a := openAudit(b, filepath.Join(b.TempDir(), "audit.jsonl"), &policy.AuditOptions{Fsync: mode})
+			a := openAudit(b, filepath.Join(b.TempDir(), "audit.jsonl"), &audit.Options{Fsync: mode})
 			b.ReportAllocs()
 			b.SetParallelism(4)
 			b.RunParallel(func(pb *testing.PB) {
@@ -874,7 +874,7 @@ func BenchmarkAuditWrite(b *testing.B) {
 	}
 }
 
-func ExampleOpenAuditLog() {
+func ExampleOpen() {
 	dir, err := os.MkdirTemp("", "audit")
 	if err != nil {
 		panic(err)
@@ -882,26 +882,26 @@ func ExampleOpenAuditLog() {
 	defer os.RemoveAll(dir)
 	path := filepath.Join(dir, "audit.jsonl")
 
-	log, err := policy.OpenAuditLog(path, &policy.AuditOptions{Fsync: "always"})
+	log, err := audit.Open(path, &audit.Options{Fsync: "always"})
 	if err != nil {
 		panic(err)
 	}
-	ev := &policy.Event{Type: policy.EventToolCall, Project: "default", KeyID: "k1",
+	ev := &audit.Event{Type: audit.EventToolCall, Project: "default", KeyID: "k1",
 		Server: "filesystem", Tool: "read_file", Decision: "allow", Outcome: "ok"}
 	ev.SetArguments([]byte(`{"path":"/safe/a.txt"}`))
 	if err := log.Write(ev); err != nil {
 		panic(err) // the gateway refuses the call: it cannot be audited
 	}
-	log.Write(&policy.Event{Type: policy.EventToolDenied, Project: "default", KeyID: "k1",
+	log.Write(&audit.Event{Type: audit.EventToolDenied, Project: "default", KeyID: "k1",
 		Server: "filesystem", Tool: "delete_file", Decision: "deny", Reason: "filtered"})
 	log.Close()
 
-	policy.ReadAudit(path, func(e *policy.Event) error {
+	audit.Read(path, func(e *audit.Event) error {
 		fmt.Println(e.Type, e.Server+"/"+e.Tool, e.Decision, e.ArgsBytes)
 		return nil
 	})
-	rep, err := policy.VerifyAudit(path)
-	fmt.Println(rep.OK(), rep.Lines, rep.Start == policy.AuditGenesis, err)
+	rep, err := audit.Verify(path)
+	fmt.Println(rep.OK(), rep.Lines, rep.Start == audit.Genesis, err)
 	// Output:
 	// tool.call filesystem/read_file allow 22
 	// tool.denied filesystem/delete_file deny 0
@@ -910,13 +910,13 @@ func ExampleOpenAuditLog() {
 
 // hostileEvent has every field filled past its cap with text that takes
 // the most room in JSON.
-func hostileEvent(typ string, n int) *policy.Event {
+func hostileEvent(typ string, n int) *audit.Event {
 	big := strings.Repeat("<\x01\xff\u2028", n/8+1)
 	list := make([]string, 200)
 	for i := range list {
 		list[i] = big[:min(len(big), 300)]
 	}
-	return &policy.Event{
+	return &audit.Event{
 		Time: time.Date(12000, 1, 1, 0, 0, 0, 0, time.UTC), Type: typ,
 		Project: big, KeyID: big, ClientIP: big, ExecutionID: big, Server: big, Tool: big,
 		Decision: big, Outcome: big, Reason: big, Error: big, LatencyMs: math.NaN(),
@@ -924,7 +924,7 @@ func hostileEvent(typ string, n int) *policy.Event {
 		DurationMs: math.Inf(1), ToolCalls: math.MinInt, LimitsHit: list, Method: big, Host: big,
 		Status: math.MinInt, Bytes: math.MinInt64, Changed: list, KeyName: big, NewKeyID: big,
 		OldHash: big, NewHash: big, Extra: map[string]any{"big": big},
-		Clipped: map[string]policy.Clipped{"forged": {Bytes: 1}},
+		Clipped: map[string]audit.Clipped{"forged": {Bytes: 1}},
 	}
 }
 
@@ -932,23 +932,23 @@ func hostileEvent(typ string, n int) *policy.Event {
 // MaxAuditEventBytes, and what was cut keeps its length and SHA-256.
 func TestAuditEventCaps(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "audit.jsonl")
-	a := openAudit(t, path, &policy.AuditOptions{LogArguments: true})
+	a := openAudit(t, path, &audit.Options{LogArguments: true})
 	const size = 8 << 20
-	ev := hostileEvent(policy.EventToolDenied, size)
+	ev := hostileEvent(audit.EventToolDenied, size)
 	ev.Tool = strings.Repeat("up__secret_admin \u2028<", size/20) // valid UTF-8, to compare the prefix
-	ev.SetArguments(json.RawMessage(`"` + strings.Repeat("<", policy.MaxAuditArgumentsBytes) + `"`))
-	fits := &policy.Event{Type: policy.EventToolCall, Tool: "fits"}
-	fits.SetArguments(json.RawMessage(`{"text":"` + strings.Repeat("x", policy.MaxAuditArgumentsBytes-20) + `"}`))
-	odd := &policy.Event{Type: policy.EventToolCall, Tool: "odd", Extra: map[string]any{"c": make(chan int)}}
+	ev.SetArguments(json.RawMessage(`"` + strings.Repeat("<", audit.MaxArgumentsBytes) + `"`))
+	fits := &audit.Event{Type: audit.EventToolCall, Tool: "fits"}
+	fits.SetArguments(json.RawMessage(`{"text":"` + strings.Repeat("x", audit.MaxArgumentsBytes-20) + `"}`))
+	odd := &audit.Event{Type: audit.EventToolCall, Tool: "odd", Extra: map[string]any{"c": make(chan int)}}
 	odd.SetArguments(json.RawMessage(`{not json`))
 	// A script's refused call of a made-up tool with an 8.4 MB name: the
 	// name is in tool and in the error text.
 	name := "up__secret_admin" + strings.Repeat(" ", 8400000)
-	refused := &policy.Event{Type: policy.EventToolDenied, Project: "default", KeyID: "abcdefghijkl", ClientIP: "127.0.0.1",
+	refused := &audit.Event{Type: audit.EventToolDenied, Project: "default", KeyID: "abcdefghijkl", ClientIP: "127.0.0.1",
 		ExecutionID: "x0123456789abcdef", Tool: name, Decision: "deny", Outcome: "not_found", Reason: "unknown or filtered tool",
 		Error: fmt.Sprintf("unknown tool %q", name), LatencyMs: 0.123}
 	refused.SetArguments(json.RawMessage(`{}`))
-	events := []*policy.Event{ev, fits, odd, hostileEvent(policy.EventCodeExecution, 1<<10), refused}
+	events := []*audit.Event{ev, fits, odd, hostileEvent(audit.EventCodeExecution, 1<<10), refused}
 	for _, e := range events {
 		if err := a.Write(e); err != nil {
 			t.Fatalf("Write(%.40s): %v", e.Tool, err)
@@ -957,9 +957,9 @@ func TestAuditEventCaps(t *testing.T) {
 	a.Close()
 	lines := readLines(t, path)
 	for i, l := range lines[:len(lines)-1] {
-		limit := policy.MaxAuditEventBytes
+		limit := audit.MaxEventBytes
 		if i == 1 {
-			limit += policy.MaxAuditArgumentsBytes
+			limit += audit.MaxArgumentsBytes
 		}
 		if len(l) > limit {
 			t.Errorf("line %d has %d bytes, more than %d", i+1, len(l), limit)
@@ -996,7 +996,7 @@ func TestAuditRetentionAges(t *testing.T) {
 	var clock atomic.Int64
 	clock.Store(time.Now().UnixNano())
 	now := func() time.Time { return time.Unix(0, clock.Load()) }
-	a := openAudit(t, path, &policy.AuditOptions{MaxSizeBytes: 2000, MaxFiles: 2, RetainAtLeast: time.Hour, Now: now})
+	a := openAudit(t, path, &audit.Options{MaxSizeBytes: 2000, MaxFiles: 2, RetainAtLeast: time.Hour, Now: now})
 	writeEvents(t, a, 0, 60)
 	if st := a.Retention(); st.Over == 0 || st.Files != st.Over+2 {
 		t.Fatalf("retention after a burst = %+v, want files kept past MaxFiles", st)
@@ -1011,7 +1011,7 @@ func TestAuditRetentionAges(t *testing.T) {
 	if evs[len(evs)-1].Tool != "t69" {
 		t.Errorf("last event %+v", evs[len(evs)-1])
 	}
-	if v := mustVerify(t, path); v.Start == policy.AuditGenesis {
+	if v := mustVerify(t, path); v.Start == audit.Genesis {
 		t.Errorf("nothing was removed: %+v", v)
 	}
 }
@@ -1020,30 +1020,30 @@ func TestAuditRetentionAges(t *testing.T) {
 // rotated files and lines longer than its read size, and no older ones.
 func TestRecordedKeyChanges(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "audit.jsonl")
-	if got, err := policy.RecordedKeyChanges(path, time.Time{}); err != nil || len(got) != 0 {
+	if got, err := audit.RecordedKeyChanges(path, time.Time{}); err != nil || len(got) != 0 {
 		t.Fatalf("a log without files: %v, %v", got, err)
 	}
-	a := openAudit(t, path, &policy.AuditOptions{MaxSizeBytes: 300 << 10, LogArguments: true})
+	a := openAudit(t, path, &audit.Options{MaxSizeBytes: 300 << 10, LogArguments: true})
 	t0 := time.Now().Add(-time.Hour)
-	write := func(e *policy.Event) {
+	write := func(e *audit.Event) {
 		t.Helper()
 		if err := a.Write(e); err != nil {
 			t.Fatal(err)
 		}
 	}
-	long := func(n int) *policy.Event {
+	long := func(n int) *audit.Event {
 		e := callEvent(n)
 		e.SetArguments(json.RawMessage(`"` + strings.Repeat("a", 60<<10) + `"`))
 		return e
 	}
-	write(&policy.Event{Type: policy.EventKeyCreated, KeyID: "old", Time: t0})
-	write(&policy.Event{Type: policy.EventToolCall, Tool: "before", Time: t0.Add(time.Minute)})
+	write(&audit.Event{Type: audit.EventKeyCreated, KeyID: "old", Time: t0})
+	write(&audit.Event{Type: audit.EventToolCall, Tool: "before", Time: t0.Add(time.Minute)})
 	since := t0.Add(30 * time.Minute)
-	write(&policy.Event{Type: policy.EventKeyCreated, KeyID: "k1", Time: since.Add(time.Second)})
+	write(&audit.Event{Type: audit.EventKeyCreated, KeyID: "k1", Time: since.Add(time.Second)})
 	for i := range 10 {
 		write(long(i)) // several rotations, lines across read chunks
 	}
-	write(&policy.Event{Type: policy.EventKeyRotated, KeyID: "k1", NewKeyID: "k2", Time: since.Add(2 * time.Second)})
+	write(&audit.Event{Type: audit.EventKeyRotated, KeyID: "k1", NewKeyID: "k2", Time: since.Add(2 * time.Second)})
 	write(long(10))
 	a.Close()
 	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
@@ -1055,7 +1055,7 @@ func TestRecordedKeyChanges(t *testing.T) {
 	if _, err := os.Stat(path + ".2"); err != nil {
 		t.Fatalf("no rotation happened: %v", err)
 	}
-	got, err := policy.RecordedKeyChanges(path, since)
+	got, err := audit.RecordedKeyChanges(path, since)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1063,7 +1063,7 @@ func TestRecordedKeyChanges(t *testing.T) {
 	if !cmp.Equal(got, want) {
 		t.Errorf("since %v: %v, want %v", since, got, want)
 	}
-	got, err = policy.RecordedKeyChanges(path, time.Time{})
+	got, err = audit.RecordedKeyChanges(path, time.Time{})
 	if err != nil || !got["key.created old"] || len(got) != 3 {
 		t.Errorf("since the beginning: %v, %v", got, err)
 	}

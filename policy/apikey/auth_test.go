@@ -1,4 +1,4 @@
-package policy_test
+package apikey_test
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/apikey"
 )
 
 // clock is a settable clock for expiry tests.
@@ -20,9 +20,9 @@ func newClock(t time.Time) *clock { c := &clock{}; c.set(t); return c }
 func (c *clock) set(t time.Time)  { c.t.Store(&t) }
 func (c *clock) now() time.Time   { return *c.t.Load() }
 
-func newAuth(t testing.TB, s *policy.KeyStore, cfg []policy.ConfigKey, opts *policy.AuthOptions) *policy.Authenticator {
+func newAuth(t testing.TB, s *apikey.Store, cfg []apikey.ConfigKey, opts *apikey.AuthOptions) *apikey.Authenticator {
 	t.Helper()
-	a, err := policy.NewAuthenticator(context.Background(), s, cfg, opts)
+	a, err := apikey.NewAuthenticator(context.Background(), s, cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +44,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 }
 
 // runAuth runs a.Run until the test ends and waits for it to return.
-func runAuth(t *testing.T, a *policy.Authenticator) (stop func()) {
+func runAuth(t *testing.T, a *apikey.Authenticator) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { a.Run(ctx); close(done) }()
@@ -63,25 +63,25 @@ func TestAuthenticate(t *testing.T) {
 	}
 	expiring, expiringKey := mustCreate(t, s, "default", "expiring", time.Minute)
 	other, _ := mustCreate(t, s, "team", "other", 0)
-	unknown, _, _, _ := policy.GenerateKey()
-	goodID, _, _ := policy.ParseKey(good)
+	unknown, _, _, _ := apikey.Generate()
+	goodID, _, _ := apikey.Parse(good)
 	// A known id with somebody else's secret.
-	_, unknownSecret, _ := policy.ParseKey(unknown)
+	_, unknownSecret, _ := apikey.Parse(unknown)
 	forged := "tg_" + goodID + "_" + unknownSecret
 
 	// Configuration keys: one of any shape, one with the tg_ shape, and one
 	// listed under two projects.
 	const legacy = "legacy-secret-token-0123456789"
-	cfgTG, cfgTGID, _, _ := policy.GenerateKey()
+	cfgTG, cfgTGID, _, _ := apikey.Generate()
 	const shared = "shared-token-abcdefghijklmnopqrstuvwxyz"
-	cfg := []policy.ConfigKey{
-		{Name: "legacy", Project: "default", SHA256: strings.ToUpper(policy.HashKey(legacy))},
-		{Name: "cfg-tg", Project: "default", SHA256: policy.HashKey(cfgTG)},
-		{Name: "shared-a", Project: "a", SHA256: policy.HashKey(shared)},
-		{Name: "shared-b", Project: "b", SHA256: policy.HashKey(shared)},
+	cfg := []apikey.ConfigKey{
+		{Name: "legacy", Project: "default", SHA256: strings.ToUpper(apikey.Hash(legacy))},
+		{Name: "cfg-tg", Project: "default", SHA256: apikey.Hash(cfgTG)},
+		{Name: "shared-a", Project: "a", SHA256: apikey.Hash(shared)},
+		{Name: "shared-b", Project: "b", SHA256: apikey.Hash(shared)},
 	}
 	clk := newClock(goodKey.Created.Add(30 * time.Second))
-	a := newAuth(t, s, cfg, &policy.AuthOptions{Now: clk.now})
+	a := newAuth(t, s, cfg, &apikey.AuthOptions{Now: clk.now})
 
 	tests := []struct {
 		name      string
@@ -94,21 +94,21 @@ func TestAuthenticate(t *testing.T) {
 		errHas    string
 	}{
 		{name: "store key", presented: good, project: "default", wantID: goodKey.ID, wantName: "good"},
-		{name: "missing", presented: "", project: "default", wantErr: policy.ErrMissingKey, reason: "missing_key"},
-		{name: "malformed", presented: "tg_short", project: "default", wantErr: policy.ErrMalformedKey, reason: "malformed_key", errHas: "it has 8 characters"},
-		{name: "not a key at all", presented: "hunter2", project: "default", wantErr: policy.ErrMalformedKey, reason: "malformed_key"},
-		{name: "unknown id", presented: unknown, project: "default", wantErr: policy.ErrUnknownKey, reason: "unknown_key"},
-		{name: "known id, wrong secret", presented: forged, project: "default", wantErr: policy.ErrUnknownKey, reason: "unknown_key"},
-		{name: "revoked", presented: revoked, project: "default", wantErr: policy.ErrRevokedKey, reason: "revoked_key", errHas: revokedKey.ID},
-		{name: "wrong project", presented: other, project: "default", wantErr: policy.ErrWrongProject, reason: "wrong_project"},
-		{name: "store key, other project", presented: good, project: "team", wantErr: policy.ErrWrongProject, reason: "wrong_project", errHas: goodKey.ID},
+		{name: "missing", presented: "", project: "default", wantErr: apikey.ErrMissing, reason: "missing_key"},
+		{name: "malformed", presented: "tg_short", project: "default", wantErr: apikey.ErrMalformed, reason: "malformed_key", errHas: "it has 8 characters"},
+		{name: "not a key at all", presented: "hunter2", project: "default", wantErr: apikey.ErrMalformed, reason: "malformed_key"},
+		{name: "unknown id", presented: unknown, project: "default", wantErr: apikey.ErrUnknown, reason: "unknown_key"},
+		{name: "known id, wrong secret", presented: forged, project: "default", wantErr: apikey.ErrUnknown, reason: "unknown_key"},
+		{name: "revoked", presented: revoked, project: "default", wantErr: apikey.ErrRevoked, reason: "revoked_key", errHas: revokedKey.ID},
+		{name: "wrong project", presented: other, project: "default", wantErr: apikey.ErrWrongProject, reason: "wrong_project"},
+		{name: "store key, other project", presented: good, project: "team", wantErr: apikey.ErrWrongProject, reason: "wrong_project", errHas: goodKey.ID},
 		{name: "not yet expired", presented: expiring, project: "default", wantID: expiringKey.ID, wantName: "expiring"},
-		{name: "config key", presented: legacy, project: "default", wantID: policy.HashKey(legacy)[:12], wantName: "legacy"},
+		{name: "config key", presented: legacy, project: "default", wantID: apikey.Hash(legacy)[:12], wantName: "legacy"},
 		{name: "config key with tg_ shape", presented: cfgTG, project: "default", wantID: cfgTGID, wantName: "cfg-tg"},
-		{name: "config key, other project", presented: legacy, project: "team", wantErr: policy.ErrWrongProject, reason: "wrong_project"},
-		{name: "config key in two projects, a", presented: shared, project: "a", wantID: policy.HashKey(shared)[:12], wantName: "shared-a"},
-		{name: "config key in two projects, b", presented: shared, project: "b", wantID: policy.HashKey(shared)[:12], wantName: "shared-b"},
-		{name: "config key with a newline", presented: legacy + "\n", project: "default", wantErr: policy.ErrMalformedKey, reason: "malformed_key"},
+		{name: "config key, other project", presented: legacy, project: "team", wantErr: apikey.ErrWrongProject, reason: "wrong_project"},
+		{name: "config key in two projects, a", presented: shared, project: "a", wantID: apikey.Hash(shared)[:12], wantName: "shared-a"},
+		{name: "config key in two projects, b", presented: shared, project: "b", wantID: apikey.Hash(shared)[:12], wantName: "shared-b"},
+		{name: "config key with a newline", presented: legacy + "\n", project: "default", wantErr: apikey.ErrMalformed, reason: "malformed_key"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -125,7 +125,7 @@ func TestAuthenticate(t *testing.T) {
 			if k != nil || !errors.Is(err, tt.wantErr) {
 				t.Fatalf("Authenticate = %v, %v; want %v", k, err, tt.wantErr)
 			}
-			var ae *policy.AuthError
+			var ae *apikey.AuthError
 			if !errors.As(err, &ae) || ae.Reason() != tt.reason {
 				t.Errorf("error %v: want an AuthError with reason %q", err, tt.reason)
 			}
@@ -161,7 +161,7 @@ func TestAuthenticate(t *testing.T) {
 		}
 		clk.set(expiringKey.Expires)
 		_, err := a.Authenticate(expiring, "default")
-		if !errors.Is(err, policy.ErrExpiredKey) || !strings.Contains(err.Error(), expiringKey.Expires.Format(time.RFC3339)) {
+		if !errors.Is(err, apikey.ErrExpired) || !strings.Contains(err.Error(), expiringKey.Expires.Format(time.RFC3339)) {
 			t.Fatalf("at expiry: %v", err)
 		}
 		// Configuration keys do not expire.
@@ -177,7 +177,7 @@ func TestAuthenticatorRotationOverlap(t *testing.T) {
 	s, _ := openStore(t)
 	old, oldKey := mustCreate(t, s, "default", "ci", 0)
 	clk := newClock(oldKey.Created)
-	a := newAuth(t, s, nil, &policy.AuthOptions{Now: clk.now})
+	a := newAuth(t, s, nil, &apikey.AuthOptions{Now: clk.now})
 	succ, succKey, err := s.Rotate(ctx, oldKey.ID, time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -192,7 +192,7 @@ func TestAuthenticatorRotationOverlap(t *testing.T) {
 		}
 	}
 	clk.set(succKey.Created.Add(time.Hour))
-	if _, err := a.Authenticate(old, "default"); !errors.Is(err, policy.ErrExpiredKey) {
+	if _, err := a.Authenticate(old, "default"); !errors.Is(err, apikey.ErrExpired) {
 		t.Errorf("old key after the overlap: %v", err)
 	}
 	if _, err := a.Authenticate(succ, "default"); err != nil {
@@ -203,16 +203,16 @@ func TestAuthenticatorRotationOverlap(t *testing.T) {
 func TestNewAuthenticatorErrors(t *testing.T) {
 	tests := []struct {
 		name string
-		key  policy.ConfigKey
+		key  apikey.ConfigKey
 		want string
 	}{
-		{"short hash", policy.ConfigKey{Name: "x", Project: "default", SHA256: "abc"}, `config key 0 ("x"): sha256: want 64 hex digits, have 3 characters`},
-		{"not hex", policy.ConfigKey{Name: "x", Project: "default", SHA256: strings.Repeat("g", 64)}, "not a hex string"},
-		{"no project", policy.ConfigKey{Name: "x", SHA256: policy.HashKey("k")}, `config key 0 ("x"): no project`},
+		{"short hash", apikey.ConfigKey{Name: "x", Project: "default", SHA256: "abc"}, `config key 0 ("x"): sha256: want 64 hex digits, have 3 characters`},
+		{"not hex", apikey.ConfigKey{Name: "x", Project: "default", SHA256: strings.Repeat("g", 64)}, "not a hex string"},
+		{"no project", apikey.ConfigKey{Name: "x", SHA256: apikey.Hash("k")}, `config key 0 ("x"): no project`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := policy.NewAuthenticator(context.Background(), nil, []policy.ConfigKey{tt.key}, nil)
+			_, err := apikey.NewAuthenticator(context.Background(), nil, []apikey.ConfigKey{tt.key}, nil)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("error %v, want %q", err, tt.want)
 			}
@@ -221,32 +221,32 @@ func TestNewAuthenticatorErrors(t *testing.T) {
 	t.Run("store error", func(t *testing.T) {
 		s, _ := openStore(t)
 		s.Close()
-		if _, err := policy.NewAuthenticator(context.Background(), s, nil, nil); err == nil {
+		if _, err := apikey.NewAuthenticator(context.Background(), s, nil, nil); err == nil {
 			t.Fatal("no error from a closed store")
 		}
 	})
 }
 
 func TestSetConfigKeys(t *testing.T) {
-	a := newAuth(t, nil, []policy.ConfigKey{{Name: "one", Project: "default", SHA256: policy.HashKey("one")}}, nil)
+	a := newAuth(t, nil, []apikey.ConfigKey{{Name: "one", Project: "default", SHA256: apikey.Hash("one")}}, nil)
 	if _, err := a.Authenticate("one", "default"); err != nil {
 		t.Fatal(err)
 	}
 	// A bad list is refused whole; the old keys stay.
-	err := a.SetConfigKeys([]policy.ConfigKey{{Name: "two", Project: "default", SHA256: policy.HashKey("two")}, {Name: "bad", Project: "default", SHA256: "zz"}})
+	err := a.SetConfigKeys([]apikey.ConfigKey{{Name: "two", Project: "default", SHA256: apikey.Hash("two")}, {Name: "bad", Project: "default", SHA256: "zz"}})
 	if err == nil || !strings.Contains(err.Error(), `"bad"`) {
 		t.Fatalf("error %v, want one naming the bad key", err)
 	}
 	if _, err := a.Authenticate("one", "default"); err != nil {
 		t.Fatalf("old keys lost after a refused update: %v", err)
 	}
-	if err := a.SetConfigKeys([]policy.ConfigKey{{Name: "two", Project: "default", SHA256: policy.HashKey("two")}}); err != nil {
+	if err := a.SetConfigKeys([]apikey.ConfigKey{{Name: "two", Project: "default", SHA256: apikey.Hash("two")}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.Authenticate("one", "default"); !errors.Is(err, policy.ErrMalformedKey) {
+	if _, err := a.Authenticate("one", "default"); !errors.Is(err, apikey.ErrMalformed) {
 		t.Errorf("removed key: %v", err)
 	}
-	if k, err := a.Authenticate("two", "default"); err != nil || k.Source != policy.SourceConfig {
+	if k, err := a.Authenticate("two", "default"); err != nil || k.Source != apikey.SourceConfig {
 		t.Errorf("new key: %v, %v", k, err)
 	}
 }
@@ -259,7 +259,7 @@ func TestRevokeFromAnotherProcess(t *testing.T) {
 	s, path := openStore(t)
 	p1, k1 := mustCreate(t, s, "default", "one", 0)
 	p2, k2 := mustCreate(t, s, "default", "two", 0)
-	a := newAuth(t, s, nil, &policy.AuthOptions{RefreshInterval: 10 * time.Millisecond})
+	a := newAuth(t, s, nil, &apikey.AuthOptions{RefreshInterval: 10 * time.Millisecond})
 	runAuth(t, a)
 	for _, p := range []string{p1, p2} {
 		if _, err := a.Authenticate(p, "default"); err != nil {
@@ -269,7 +269,7 @@ func TestRevokeFromAnotherProcess(t *testing.T) {
 	revoked := func(p string) func() bool {
 		return func() bool {
 			_, err := a.Authenticate(p, "default")
-			return errors.Is(err, policy.ErrRevokedKey)
+			return errors.Is(err, apikey.ErrRevoked)
 		}
 	}
 
@@ -302,8 +302,8 @@ func TestUsageBatching(t *testing.T) {
 	const legacy = "config-only-key"
 	t0 := time.Date(2026, 5, 1, 8, 0, 0, 0, time.UTC)
 	clk := newClock(t0)
-	a := newAuth(t, s, []policy.ConfigKey{{Name: "legacy", Project: "default", SHA256: policy.HashKey(legacy)}},
-		&policy.AuthOptions{Now: clk.now, FlushInterval: time.Hour})
+	a := newAuth(t, s, []apikey.ConfigKey{{Name: "legacy", Project: "default", SHA256: apikey.Hash(legacy)}},
+		&apikey.AuthOptions{Now: clk.now, FlushInterval: time.Hour})
 
 	const n = 250
 	for i := range n {
@@ -377,7 +377,7 @@ func TestAuthenticateConcurrent(t *testing.T) {
 		p, _ := mustCreate(t, s, "default", fmt.Sprint("k", i), 0)
 		plaintexts = append(plaintexts, p)
 	}
-	a := newAuth(t, s, nil, &policy.AuthOptions{RefreshInterval: time.Millisecond, FlushInterval: time.Millisecond})
+	a := newAuth(t, s, nil, &apikey.AuthOptions{RefreshInterval: time.Millisecond, FlushInterval: time.Millisecond})
 	runAuth(t, a)
 	other := reopen(t, path)
 
@@ -401,7 +401,7 @@ func TestAuthenticateConcurrent(t *testing.T) {
 			if _, _, err := other.Create(ctx, "default", fmt.Sprint("late", i), 0); err != nil {
 				t.Error(err)
 			}
-			if err := a.SetConfigKeys([]policy.ConfigKey{{Name: "c", Project: "default", SHA256: policy.HashKey(fmt.Sprint(i))}}); err != nil {
+			if err := a.SetConfigKeys([]apikey.ConfigKey{{Name: "c", Project: "default", SHA256: apikey.Hash(fmt.Sprint(i))}}); err != nil {
 				t.Error(err)
 			}
 			if err := a.Flush(ctx); err != nil {
@@ -437,14 +437,14 @@ func BenchmarkAuthenticate(b *testing.B) {
 			plaintext = p
 		}
 	}
-	var cfg []policy.ConfigKey
+	var cfg []apikey.ConfigKey
 	for i := range 5 {
-		cfg = append(cfg, policy.ConfigKey{Name: fmt.Sprint("c", i), Project: "default", SHA256: policy.HashKey(fmt.Sprint("c", i))})
+		cfg = append(cfg, apikey.ConfigKey{Name: fmt.Sprint("c", i), Project: "default", SHA256: apikey.Hash(fmt.Sprint("c", i))})
 	}
 	a := newAuth(b, s, cfg, nil)
-	unknown, _, _, _ := policy.GenerateKey()
-	id, _, _ := policy.ParseKey(plaintext)
-	_, otherSecret, _ := policy.ParseKey(unknown)
+	unknown, _, _, _ := apikey.Generate()
+	id, _, _ := apikey.Parse(plaintext)
+	_, otherSecret, _ := apikey.Parse(unknown)
 	wrongSecret := "tg_" + id + "_" + otherSecret
 
 	b.Run("valid", func(b *testing.B) {
@@ -498,8 +498,8 @@ func BenchmarkAuthenticate(b *testing.B) {
 func ExampleAuthenticator() {
 	// Keys listed in the configuration by hash; a key store would be
 	// passed instead of nil.
-	a, err := policy.NewAuthenticator(context.Background(), nil, []policy.ConfigKey{
-		{Name: "ci", Project: "default", SHA256: policy.HashKey("tg_aaaaaaaaaaaa_" + strings.Repeat("a", 52))},
+	a, err := apikey.NewAuthenticator(context.Background(), nil, []apikey.ConfigKey{
+		{Name: "ci", Project: "default", SHA256: apikey.Hash("tg_aaaaaaaaaaaa_" + strings.Repeat("a", 52))},
 	}, nil)
 	if err != nil {
 		panic(err)

@@ -1,4 +1,4 @@
-package policy_test
+package apikey_test
 
 import (
 	"errors"
@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/apikey"
 )
 
 // keyRE is the shape a secret scanner would look for.
@@ -17,28 +17,28 @@ var keyRE = regexp.MustCompile(`^tg_[a-z2-7]{12}_[a-z2-7]{51}[aq]$`)
 func TestGenerateKey(t *testing.T) {
 	seen := map[string]bool{}
 	for range 100 {
-		plaintext, id, hash, err := policy.GenerateKey()
+		plaintext, id, hash, err := apikey.Generate()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !keyRE.MatchString(plaintext) || len(plaintext) != policy.KeyLen {
+		if !keyRE.MatchString(plaintext) || len(plaintext) != apikey.Len {
 			t.Fatalf("key %q does not have the documented shape", plaintext)
 		}
-		gotID, secret, err := policy.ParseKey(plaintext)
+		gotID, secret, err := apikey.Parse(plaintext)
 		if err != nil {
-			t.Fatalf("ParseKey(GenerateKey()): %v", err)
+			t.Fatalf("Parse(Generate()): %v", err)
 		}
 		if gotID != id || plaintext != "tg_"+id+"_"+secret {
-			t.Fatalf("ParseKey(%q) = %q, %q; GenerateKey's id is %q", plaintext, gotID, secret, id)
+			t.Fatalf("Parse(%q) = %q, %q; Generate's id is %q", plaintext, gotID, secret, id)
 		}
 		if !regexp.MustCompile(`^[0-9a-f]{64}$`).MatchString(hash) {
 			t.Fatalf("secret hash %q is not hex SHA-256", hash)
 		}
-		if hash == policy.HashKey(plaintext) || strings.Contains(hash, secret) {
+		if hash == apikey.Hash(plaintext) || strings.Contains(hash, secret) {
 			t.Fatalf("the stored hash must be of the secret alone")
 		}
 		if seen[id] || seen[secret] {
-			t.Fatalf("GenerateKey repeated itself: %q", id)
+			t.Fatalf("Generate repeated itself: %q", id)
 		}
 		seen[id], seen[secret] = true, true
 	}
@@ -76,27 +76,27 @@ func TestParseKey(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			gotID, gotSecret, err := policy.ParseKey(tt.in)
+			gotID, gotSecret, err := apikey.Parse(tt.in)
 			if tt.wantErr == "" {
 				if err != nil {
-					t.Fatalf("ParseKey: %v", err)
+					t.Fatalf("Parse: %v", err)
 				}
 				if "tg_"+gotID+"_"+gotSecret != tt.in {
-					t.Fatalf("ParseKey(%q) = %q, %q", tt.in, gotID, gotSecret)
+					t.Fatalf("Parse(%q) = %q, %q", tt.in, gotID, gotSecret)
 				}
 				return
 			}
 			if err == nil {
-				t.Fatalf("ParseKey(%q) = %q, %q, want an error", tt.in, gotID, gotSecret)
+				t.Fatalf("Parse(%q) = %q, %q, want an error", tt.in, gotID, gotSecret)
 			}
-			if !errors.Is(err, policy.ErrMalformedKey) {
-				t.Errorf("error %q does not wrap ErrMalformedKey", err)
+			if !errors.Is(err, apikey.ErrMalformed) {
+				t.Errorf("error %q does not wrap ErrMalformed", err)
 			}
 			if !strings.HasPrefix(err.Error(), "malformed API key: ") || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Errorf("error %q, want it to say %q", err, tt.wantErr)
 			}
 			if gotID != "" || gotSecret != "" {
-				t.Errorf("ParseKey returned parts with an error")
+				t.Errorf("Parse returned parts with an error")
 			}
 			// The error never repeats the input.
 			if len(tt.in) > 4 && strings.Contains(err.Error(), tt.in[4:]) || strings.Contains(err.Error(), secret[:10]) || strings.Contains(err.Error(), id) {
@@ -108,8 +108,8 @@ func TestParseKey(t *testing.T) {
 
 func TestHashKey(t *testing.T) {
 	// SHA-256 test vector from FIPS 180-2.
-	if got, want := policy.HashKey("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"; got != want {
-		t.Errorf("HashKey(abc) = %s, want %s", got, want)
+	if got, want := apikey.Hash("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"; got != want {
+		t.Errorf("Hash(abc) = %s, want %s", got, want)
 	}
 }
 
@@ -117,16 +117,16 @@ func TestKeyStatus(t *testing.T) {
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	tests := []struct {
 		name string
-		key  policy.Key
+		key  apikey.Key
 		now  time.Time
 		want string
 	}{
-		{"never expires", policy.Key{}, t0, policy.StatusActive},
-		{"before expiry", policy.Key{Expires: t0.Add(time.Second)}, t0, policy.StatusActive},
-		{"at expiry", policy.Key{Expires: t0}, t0, policy.StatusExpired},
-		{"after expiry", policy.Key{Expires: t0}, t0.Add(time.Hour), policy.StatusExpired},
-		{"revoked", policy.Key{Revoked: t0}, t0.Add(-time.Hour), policy.StatusRevoked},
-		{"revoked beats expired", policy.Key{Revoked: t0, Expires: t0}, t0.Add(time.Hour), policy.StatusRevoked},
+		{"never expires", apikey.Key{}, t0, apikey.StatusActive},
+		{"before expiry", apikey.Key{Expires: t0.Add(time.Second)}, t0, apikey.StatusActive},
+		{"at expiry", apikey.Key{Expires: t0}, t0, apikey.StatusExpired},
+		{"after expiry", apikey.Key{Expires: t0}, t0.Add(time.Hour), apikey.StatusExpired},
+		{"revoked", apikey.Key{Revoked: t0}, t0.Add(-time.Hour), apikey.StatusRevoked},
+		{"revoked beats expired", apikey.Key{Revoked: t0, Expires: t0}, t0.Add(time.Hour), apikey.StatusRevoked},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -137,17 +137,17 @@ func TestKeyStatus(t *testing.T) {
 	}
 }
 
-func ExampleHashKey() {
+func ExampleHash() {
 	// The configuration lists keys by the SHA-256 of the whole key:
 	//   "apiKeys": [{"name": "ci", "sha256": "<this>"}]
-	fmt.Println(policy.HashKey("tg_aaaaaaaaaaaa_" + strings.Repeat("a", 52)))
+	fmt.Println(apikey.Hash("tg_aaaaaaaaaaaa_" + strings.Repeat("a", 52)))
 	// Output: f7151eb3206ee27a3ce7128a7493971ca1d0c4d18e2774e2bf47b1e66cb3653d
 }
 
-func ExampleParseKey() {
-	id, _, err := policy.ParseKey("tg_abcdefgh2345_" + strings.Repeat("a", 52))
+func ExampleParse() {
+	id, _, err := apikey.Parse("tg_abcdefgh2345_" + strings.Repeat("a", 52))
 	fmt.Println(id, err)
-	_, _, err = policy.ParseKey("tg_abcdefgh2345_short")
+	_, _, err = apikey.Parse("tg_abcdefgh2345_short")
 	fmt.Println(err)
 	// Output:
 	// abcdefgh2345 <nil>

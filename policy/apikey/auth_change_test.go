@@ -1,4 +1,4 @@
-package policy
+package apikey
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 
 func TestAuthenticatorRecordsKeyChanges(t *testing.T) {
 	ctx := context.Background()
-	store, err := OpenKeyStore(ctx, filepath.Join(t.TempDir(), "keys.db"))
+	store, err := OpenStore(ctx, filepath.Join(t.TempDir(), "keys.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -23,7 +23,7 @@ func TestAuthenticatorRecordsKeyChanges(t *testing.T) {
 	}
 	var got []string
 	var fail error
-	a, err := NewAuthenticator(ctx, store, nil, &AuthOptions{OnKeyChange: func(c KeyChange) error {
+	a, err := NewAuthenticator(ctx, store, nil, &AuthOptions{OnKeyChange: func(c Change) error {
 		if fail != nil {
 			return fail
 		}
@@ -85,7 +85,7 @@ func TestAuthenticatorRecordsKeyChanges(t *testing.T) {
 	if !slices.Equal(got, []string{"key.revoked new "}) {
 		t.Errorf("changes after revoke = %v", got)
 	}
-	if p, err := store.PendingKeyChanges(ctx); err != nil || len(p) != 0 {
+	if p, err := store.PendingChanges(ctx); err != nil || len(p) != 0 {
 		t.Errorf("pending after recording = %v, %v", p, err)
 	}
 }

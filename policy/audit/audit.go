@@ -1,4 +1,4 @@
-package policy
+package audit
 
 import (
 	"bytes"
@@ -39,17 +39,17 @@ const (
 	EventAuditRetention  = "audit.retention"  // rotation kept files past MaxFiles, being too young to delete
 )
 
-// AuditEventTypes lists every event type, in the configuration's order.
+// EventTypes lists every event type, in the configuration's order.
 // Do not modify it.
-var AuditEventTypes = []string{
+var EventTypes = []string{
 	EventAuthFailure, EventToolCall, EventToolDenied, EventRateLimitHit, EventIPDenied,
 	EventCodeExecution, EventCodeFetch, EventUpstreamError, EventUpstreamRestart,
 	EventConfigReload, EventKeyCreated, EventKeyRotated, EventKeyRevoked, EventToolsChanged,
 	EventAuditRetention,
 }
 
-// IsAuditEventType reports whether s is one of [AuditEventTypes].
-func IsAuditEventType(s string) bool { return slices.Contains(AuditEventTypes, s) }
+// IsEventType reports whether s is one of [EventTypes].
+func IsEventType(s string) bool { return slices.Contains(EventTypes, s) }
 
 // Event is one audit record: one line of JSON in the log. Time and Type
 // are always present, and so is Prev once written; the other fields are
@@ -60,11 +60,11 @@ func IsAuditEventType(s string) bool { return slices.Contains(AuditEventTypes, s
 // values (a client or a script chooses tool names, hosts and error texts):
 // a longer value is cut to its cap and marked with its length
 // ("…[N bytes]"), and [Event.Clipped] keeps its full length and SHA-256.
-// With the caps, a line without arguments is at most [MaxAuditEventBytes]
+// With the caps, a line without arguments is at most [MaxEventBytes]
 // long.
 type Event struct {
 	// Time is when it happened, written in UTC with nanoseconds
-	// (RFC 3339). [AuditLog.Write] fills in the current time when it is
+	// (RFC 3339). [Log.Write] fills in the current time when it is
 	// zero.
 	Time time.Time `json:"time"`
 	// Type is one of the Event* constants.
@@ -103,8 +103,8 @@ type Event struct {
 	ResultBytes int64  `json:"resultBytes,omitempty"`
 	ArgsSHA256  string `json:"argsSha256,omitempty"`
 	// Arguments are the arguments themselves. They are written only by a
-	// log opened with [AuditOptions.LogArguments], and dropped from a line
-	// that would otherwise be longer than [MaxAuditLineBytes].
+	// log opened with [Options.LogArguments], and dropped from a line
+	// that would otherwise be longer than [MaxLineBytes].
 	Arguments json.RawMessage `json:"arguments,omitempty"`
 
 	// DurationMs, ToolCalls and LimitsHit describe a code.execution: its
@@ -141,13 +141,13 @@ type Event struct {
 	Extra map[string]any `json:"extra,omitempty"`
 
 	// Clipped describes the fields the log cut to their caps, by their
-	// JSON names. The log sets it; a value given to [AuditLog.Write] is
+	// JSON names. The log sets it; a value given to [Log.Write] is
 	// ignored.
 	Clipped map[string]Clipped `json:"clipped,omitempty"`
 
 	// Prev is the hex SHA-256 of the previous line of the log (without its
-	// newline), or [AuditGenesis] in the first line of a log. The log sets
-	// it; a value given to [AuditLog.Write] is ignored.
+	// newline), or [Genesis] in the first line of a log. The log sets
+	// it; a value given to [Log.Write] is ignored.
 	Prev string `json:"prev,omitempty"`
 }
 
@@ -176,35 +176,35 @@ func Millis(d time.Duration) float64 {
 	return math.Round(float64(d)/float64(time.Microsecond)) / 1000
 }
 
-// AuditGenesis is the Prev of the first line of a log: 64 zeros.
-const AuditGenesis = "0000000000000000000000000000000000000000000000000000000000000000"
+// Genesis is the Prev of the first line of a log: 64 zeros.
+const Genesis = "0000000000000000000000000000000000000000000000000000000000000000"
 
-// MaxAuditLineBytes bounds one line of the log for readers, which refuse
-// longer lines. [AuditLog.Write] writes none longer than
-// MaxAuditEventBytes + MaxAuditArgumentsBytes.
-const MaxAuditLineBytes = 16 << 20
+// MaxLineBytes bounds one line of the log for readers, which refuse
+// longer lines. [Log.Write] writes none longer than
+// MaxEventBytes + MaxArgumentsBytes.
+const MaxLineBytes = 16 << 20
 
-// MaxAuditEventBytes bounds one line of the log without its arguments,
+// MaxEventBytes bounds one line of the log without its arguments,
 // newline included, whatever the event's values: each field is cut to its
 // cap (see [Event]). A test fills every field to prove the bound.
-const MaxAuditEventBytes = 8 << 10
+const MaxEventBytes = 8 << 10
 
-// MaxAuditArgumentsBytes bounds the arguments a log opened with
-// [AuditOptions.LogArguments] keeps in one line, as encoded; larger
+// MaxArgumentsBytes bounds the arguments a log opened with
+// [Options.LogArguments] keeps in one line, as encoded; larger
 // arguments are left out (their size and SHA-256 stay).
-const MaxAuditArgumentsBytes = 64 << 10
+const MaxArgumentsBytes = 64 << 10
 
-// Defaults of [AuditOptions].
+// Defaults of [Options].
 const (
-	DefaultAuditFsyncInterval = 100 * time.Millisecond
-	DefaultAuditMaxSizeBytes  = 100 << 20
-	DefaultAuditMaxFiles      = 10
-	DefaultAuditRetainAtLeast = 7 * 24 * time.Hour
+	DefaultFsyncInterval = 100 * time.Millisecond
+	DefaultMaxSizeBytes  = 100 << 20
+	DefaultMaxFiles      = 10
+	DefaultRetainAtLeast = 7 * 24 * time.Hour
 )
 
-// AuditOptions configures an [AuditLog]. The zero value (or a nil
+// Options configures an [Log]. The zero value (or a nil
 // pointer) means defaults.
-type AuditOptions struct {
+type Options struct {
 	// Fsync is "batch" (the default) or "always". Either way each line is
 	// handed to the operating system before Write returns, so a crash of
 	// the process loses nothing. With "always" the line also reaches the
@@ -248,11 +248,11 @@ type AuditOptions struct {
 	OnWriteError func(error)
 }
 
-// RetentionStatus says how many rotated files an [AuditLog] keeps.
+// RetentionStatus says how many rotated files an [Log] keeps.
 type RetentionStatus struct {
 	// Files is the number of rotated files (path.N) present.
 	Files int
-	// MaxFiles is the number the log keeps when it may ([AuditOptions]).
+	// MaxFiles is the number the log keeps when it may ([Options]).
 	MaxFiles int
 	// Over is the number of files kept past MaxFiles because they are
 	// younger than RetainAtLeast; Oldest is when the oldest of them was
@@ -263,8 +263,8 @@ type RetentionStatus struct {
 	RetainAtLeast time.Duration
 }
 
-// AuditStats counts what an [AuditLog] did since it was opened.
-type AuditStats struct {
+// Stats counts what an [Log] did since it was opened.
+type Stats struct {
 	Lines          int64 // lines written
 	Bytes          int64 // bytes written, newlines included
 	Syncs          int64 // fsyncs of the file
@@ -273,25 +273,25 @@ type AuditStats struct {
 	TruncatedBytes int64 // bytes of torn last lines cut off when (re)opening the file
 }
 
-// AuditLog is an append-only audit log in JSON Lines, one [Event] per
+// Log is an append-only audit log in JSON Lines, one [Event] per
 // line, each line chained to the one before by its SHA-256 (the "prev"
 // field) so that a removed, changed or reordered line breaks the chain
-// ([VerifyAudit]). The chain runs on across rotated files.
+// ([Verify]). The chain runs on across rotated files.
 //
-// A line is written with one write(2) before [AuditLog.Write] returns.
+// A line is written with one write(2) before [Log.Write] returns.
 // A crash of the machine (not of the process) can still leave a torn last
 // line: the log truncates it when it opens the file, and continues the
 // chain from the last complete line. Readers skip and report it.
 //
 // The log fails closed: when a line cannot be written, Write returns an
 // error, and so do later Writes (each of which first tries to reopen the
-// file) until one succeeds; [AuditLog.Healthy] reports the last error.
+// file) until one succeeds; [Log.Healthy] reports the last error.
 // The log also notices that its file was removed or replaced, and then
 // writes to a new file at the path, continuing the chain.
 //
-// An AuditLog is safe for concurrent use. One process should write a given
+// A Log is safe for concurrent use. One process should write a given
 // path at a time.
-type AuditLog struct {
+type Log struct {
 	path    string
 	fsync   bool // fsync before Write returns
 	maxSize int64
@@ -317,7 +317,7 @@ type AuditLog struct {
 	durable uint64      // lines up to which no fsync is pending (synced, or lost)
 	err     error       // why the last write failed; nil when healthy
 	closed  bool
-	stats   AuditStats
+	stats   Stats
 	kept    RetentionStatus // as of the last rotation, or of opening
 
 	// lostFrom..lostTo are the lines an fsync failed to make durable.
@@ -330,14 +330,14 @@ type AuditLog struct {
 // errAuditClosed is returned by Write after Close.
 var errAuditClosed = errors.New("audit log is closed")
 
-// OpenAuditLog opens (creating it, and its folder, when missing) the
+// Open opens (creating it, and its folder, when missing) the
 // audit log at path, and continues its chain from the last complete line,
 // found in the file or, when the file is empty, in path.1. A torn last
 // line (one without its newline) is cut off first (see
-// [AuditStats].TruncatedBytes). With a nil opts, defaults apply.
-func OpenAuditLog(path string, opts *AuditOptions) (*AuditLog, error) {
+// [Stats].TruncatedBytes). With a nil opts, defaults apply.
+func Open(path string, opts *Options) (*Log, error) {
 	if opts == nil {
-		opts = &AuditOptions{}
+		opts = &Options{}
 	}
 	if path == "" {
 		return nil, errors.New("open audit log: empty path")
@@ -346,7 +346,7 @@ func OpenAuditLog(path string, opts *AuditOptions) (*AuditLog, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open audit log %s: %w", path, err)
 	}
-	a := &AuditLog{
+	a := &Log{
 		path:    abs,
 		maxSize: opts.MaxSizeBytes,
 		maxKeep: opts.MaxFiles,
@@ -369,27 +369,27 @@ func OpenAuditLog(path string, opts *AuditOptions) (*AuditLog, error) {
 	case interval < 0:
 		return nil, fmt.Errorf("open audit log: negative fsync interval %v", interval)
 	case interval == 0:
-		interval = DefaultAuditFsyncInterval
+		interval = DefaultFsyncInterval
 	}
 	if a.maxSize == 0 {
-		a.maxSize = DefaultAuditMaxSizeBytes
+		a.maxSize = DefaultMaxSizeBytes
 	}
 	switch {
 	case a.maxKeep < 0:
 		return nil, fmt.Errorf("open audit log: negative number of files to keep (%d)", a.maxKeep)
 	case a.maxKeep == 0:
-		a.maxKeep = DefaultAuditMaxFiles
+		a.maxKeep = DefaultMaxFiles
 	}
 	switch {
 	case a.retain < 0:
 		return nil, fmt.Errorf("open audit log: negative retention %v", a.retain)
 	case a.retain == 0:
-		a.retain = DefaultAuditRetainAtLeast
+		a.retain = DefaultRetainAtLeast
 	}
 	if a.now == nil {
 		a.now = time.Now
 	}
-	copy(a.prev[:], AuditGenesis)
+	copy(a.prev[:], Genesis)
 	if err := a.open(true); err != nil {
 		return nil, fmt.Errorf("open audit log: %w", err)
 	}
@@ -405,13 +405,13 @@ func OpenAuditLog(path string, opts *AuditOptions) (*AuditLog, error) {
 }
 
 // Path returns the absolute path of the log.
-func (a *AuditLog) Path() string { return a.path }
+func (a *Log) Path() string { return a.path }
 
 // open opens the file at the path and finds where the chain goes on. At
 // first open an empty file continues from path.1 (a crash may have come
 // between a rotation and the first line of the new file); later, from the
 // last line this log wrote. Called with mu held (or before a is shared).
-func (a *AuditLog) open(first bool) error {
+func (a *Log) open(first bool) error {
 	if err := os.MkdirAll(filepath.Dir(a.path), 0o700); err != nil {
 		return err
 	}
@@ -569,8 +569,8 @@ const (
 // encode writes ev (with its time and arguments settled, its fields cut
 // to their caps) into enc's buffer, without the final "}\n", ready for the
 // prev field.
-func (a *AuditLog) encode(enc *encoder, ev *Event) error {
-	if !IsAuditEventType(ev.Type) {
+func (a *Log) encode(enc *encoder, ev *Event) error {
+	if !IsEventType(ev.Type) {
 		return fmt.Errorf("audit event: unknown type %q", ev.Type)
 	}
 	e := *ev
@@ -583,22 +583,22 @@ func (a *AuditLog) encode(enc *encoder, ev *Event) error {
 	if !a.logArgs || !json.Valid(e.Arguments) {
 		e.Arguments = nil
 	}
-	room := len(prevOpen) + len(AuditGenesis) + len(prevClose)
+	room := len(prevOpen) + len(Genesis) + len(prevClose)
 	for {
 		enc.buf.Reset()
 		if err := enc.enc.Encode(&e); err != nil {
 			return fmt.Errorf("audit event %s: %w", e.Type, err)
 		}
-		limit := MaxAuditEventBytes
+		limit := MaxEventBytes
 		if e.Arguments != nil {
-			limit += MaxAuditArgumentsBytes
+			limit += MaxArgumentsBytes
 		}
 		if enc.buf.Len()-2+room <= limit {
 			break
 		}
 		if e.Arguments == nil {
 			// The caps make this impossible; a test holds them to it.
-			return fmt.Errorf("audit event %s: longer than %d bytes", e.Type, MaxAuditEventBytes)
+			return fmt.Errorf("audit event %s: longer than %d bytes", e.Type, MaxEventBytes)
 		}
 		e.Arguments = nil
 	}
@@ -611,9 +611,9 @@ func (a *AuditLog) encode(enc *encoder, ev *Event) error {
 // [Event]). The line has been written to the file when Write returns nil
 // (and, with fsync "always", synced). An error means the event is not
 // recorded: either ev is invalid (nil, or of an unknown type) or the log
-// cannot be written, which [AuditLog.Healthy] then reports too. ev is not
+// cannot be written, which [Log.Healthy] then reports too. ev is not
 // modified.
-func (a *AuditLog) Write(ev *Event) error {
+func (a *Log) Write(ev *Event) error {
 	if ev == nil {
 		return errors.New("audit event: nil")
 	}
@@ -663,7 +663,7 @@ func (a *AuditLog) Write(ev *Event) error {
 // to pass to OnWriteError, and what the log keeps when it rotated.
 // wasHealthy is whether the log was healthy when the Write began. Called
 // with mu held.
-func (a *AuditLog) writeLocked(buf *bytes.Buffer, wasHealthy bool) (seq uint64, err error, report []error, kept *RetentionStatus) {
+func (a *Log) writeLocked(buf *bytes.Buffer, wasHealthy bool) (seq uint64, err error, report []error, kept *RetentionStatus) {
 	if a.closed {
 		return 0, errAuditClosed, nil, nil
 	}
@@ -717,7 +717,7 @@ func (a *AuditLog) writeLocked(buf *bytes.Buffer, wasHealthy bool) (seq uint64, 
 
 // appendEventLocked encodes ev and appends it. The line returned is valid
 // until the lock is released. Called with mu held.
-func (a *AuditLog) appendEventLocked(ev *Event) ([]byte, error) {
+func (a *Log) appendEventLocked(ev *Event) ([]byte, error) {
 	enc := encoders.Get().(*encoder)
 	defer encoders.Put(enc)
 	if err := a.encode(enc, ev); err != nil {
@@ -729,7 +729,7 @@ func (a *AuditLog) appendEventLocked(ev *Event) ([]byte, error) {
 // appendLocked completes the line in buf with prev and writes it to the
 // open file. It returns the line, which shares buf's memory. Called with
 // mu held.
-func (a *AuditLog) appendLocked(buf *bytes.Buffer) ([]byte, error) {
+func (a *Log) appendLocked(buf *bytes.Buffer) ([]byte, error) {
 	line := append(buf.Bytes(), prevOpen...)
 	line = append(line, a.prev[:]...)
 	line = append(line, prevClose...)
@@ -755,7 +755,7 @@ func (a *AuditLog) appendLocked(buf *bytes.Buffer) ([]byte, error) {
 }
 
 // copyLocked copies a line to Stdout, when set. Called with mu held.
-func (a *AuditLog) copyLocked(line []byte, report []error) []error {
+func (a *Log) copyLocked(line []byte, report []error) []error {
 	if a.stdout == nil {
 		return report
 	}
@@ -769,7 +769,7 @@ func (a *AuditLog) copyLocked(line []byte, report []error) []error {
 // written so far durable; a failed fsync makes the log unhealthy and
 // marks the lines since the last fsync as lost, so that their Writes (in
 // fsync "always" mode) fail. Called with mu held.
-func (a *AuditLog) closeFile(sync bool) error {
+func (a *Log) closeFile(sync bool) error {
 	if a.f == nil {
 		return nil
 	}
@@ -790,7 +790,7 @@ func (a *AuditLog) closeFile(sync bool) error {
 
 // lose records that the lines written since the last fsync may not be on
 // disk, because fsync failed with err. Called with mu held.
-func (a *AuditLog) lose(err error) {
+func (a *Log) lose(err error) {
 	a.stats.FailedWrites++
 	a.err = fmt.Errorf("audit log %s cannot be written: fsync: %w", a.path, err)
 	a.lostFrom, a.lostTo = a.durable+1, a.seq
@@ -803,7 +803,7 @@ func (a *AuditLog) lose(err error) {
 // is kept and shifted up too, and a.kept counts it. Until the file itself
 // is renamed, an error leaves the log writing to it (a failed fsync
 // closes it). Called with mu held.
-func (a *AuditLog) rotate() error {
+func (a *Log) rotate() error {
 	if err := a.f.Sync(); err != nil {
 		a.lose(err)
 		a.closeFile(false)
@@ -850,7 +850,7 @@ func (a *AuditLog) rotate() error {
 }
 
 // retention lists the rotated files and says how many are past maxKeep.
-func (a *AuditLog) retention() (RetentionStatus, error) {
+func (a *Log) retention() (RetentionStatus, error) {
 	st := RetentionStatus{MaxFiles: a.maxKeep, RetainAtLeast: a.retain}
 	names, nums, err := rotatedFiles(a.path)
 	if err != nil {
@@ -873,7 +873,7 @@ func (a *AuditLog) retention() (RetentionStatus, error) {
 
 // Retention says how many rotated files the log keeps, as of its last
 // rotation (or of opening, before the first).
-func (a *AuditLog) Retention() RetentionStatus {
+func (a *Log) Retention() RetentionStatus {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.kept
@@ -901,7 +901,7 @@ func plural(n int, one, many string) string {
 // syncTo returns once line seq, written to the file of generation gen,
 // is on disk, fsyncing the file unless another fsync took it there.
 // Concurrent callers share fsyncs.
-func (a *AuditLog) syncTo(seq, gen uint64) error {
+func (a *Log) syncTo(seq, gen uint64) error {
 	a.syncMu.Lock()
 	defer a.syncMu.Unlock()
 	a.mu.Lock()
@@ -949,7 +949,7 @@ func (a *AuditLog) syncTo(seq, gen uint64) error {
 }
 
 // Sync fsyncs every line written so far.
-func (a *AuditLog) Sync() error {
+func (a *Log) Sync() error {
 	a.mu.Lock()
 	seq, gen := a.seq, a.gen
 	a.mu.Unlock()
@@ -958,7 +958,7 @@ func (a *AuditLog) Sync() error {
 
 // syncEvery is the batch syncer: every interval, it fsyncs the lines
 // written since the last fsync.
-func (a *AuditLog) syncEvery(interval time.Duration) {
+func (a *Log) syncEvery(interval time.Duration) {
 	defer close(a.done)
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -985,7 +985,7 @@ func (a *AuditLog) syncEvery(interval time.Duration) {
 // the last Write wrote its line. Otherwise it returns the error of that
 // Write (or of a failed fsync since). A gateway refuses calls while its
 // audit log is unhealthy.
-func (a *AuditLog) Healthy() error {
+func (a *Log) Healthy() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.closed {
@@ -995,14 +995,14 @@ func (a *AuditLog) Healthy() error {
 }
 
 // Stats returns the log's counters.
-func (a *AuditLog) Stats() AuditStats {
+func (a *Log) Stats() Stats {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.stats
 }
 
 // Close fsyncs and closes the file. Later Writes fail.
-func (a *AuditLog) Close() error {
+func (a *Log) Close() error {
 	a.mu.Lock()
 	if a.closed {
 		a.mu.Unlock()

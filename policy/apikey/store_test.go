@@ -1,4 +1,4 @@
-package policy_test
+package apikey_test
 
 import (
 	"context"
@@ -16,15 +16,16 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/apikey"
+	"github.com/toolgate/toolgate/policy/audit"
 )
 
 // openStore opens a key store in a fresh temporary folder and closes it
 // when the test ends.
-func openStore(t testing.TB) (*policy.KeyStore, string) {
+func openStore(t testing.TB) (*apikey.Store, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "data", "toolgate.db")
-	s, err := policy.OpenKeyStore(context.Background(), path)
+	s, err := apikey.OpenStore(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,9 +35,9 @@ func openStore(t testing.TB) (*policy.KeyStore, string) {
 
 // reopen opens a second handle on the file at path, as another process
 // would.
-func reopen(t testing.TB, path string) *policy.KeyStore {
+func reopen(t testing.TB, path string) *apikey.Store {
 	t.Helper()
-	s, err := policy.OpenKeyStore(context.Background(), path)
+	s, err := apikey.OpenStore(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +45,7 @@ func reopen(t testing.TB, path string) *policy.KeyStore {
 	return s
 }
 
-func mustCreate(t testing.TB, s *policy.KeyStore, project, name string, ttl time.Duration) (string, *policy.Key) {
+func mustCreate(t testing.TB, s *apikey.Store, project, name string, ttl time.Duration) (string, *apikey.Key) {
 	t.Helper()
 	plaintext, k, err := s.Create(context.Background(), project, name, ttl)
 	if err != nil {
@@ -53,7 +54,7 @@ func mustCreate(t testing.TB, s *policy.KeyStore, project, name string, ttl time
 	return plaintext, k
 }
 
-func mustGet(t testing.TB, s *policy.KeyStore, id string) *policy.Key {
+func mustGet(t testing.TB, s *apikey.Store, id string) *apikey.Key {
 	t.Helper()
 	k, err := s.Get(context.Background(), id)
 	if err != nil {
@@ -91,7 +92,7 @@ func TestOpenKeyStoreErrors(t *testing.T) {
 	dir := t.TempDir()
 
 	t.Run("empty path", func(t *testing.T) {
-		if _, err := policy.OpenKeyStore(ctx, ""); err == nil {
+		if _, err := apikey.OpenStore(ctx, ""); err == nil {
 			t.Fatal("no error")
 		}
 	})
@@ -100,7 +101,7 @@ func TestOpenKeyStoreErrors(t *testing.T) {
 		if err := os.WriteFile(path, []byte(strings.Repeat("not a database\n", 100)), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		_, err := policy.OpenKeyStore(ctx, path)
+		_, err := apikey.OpenStore(ctx, path)
 		if err == nil || !strings.Contains(err.Error(), path) {
 			t.Fatalf("error %v, want one naming %s", err, path)
 		}
@@ -110,7 +111,7 @@ func TestOpenKeyStoreErrors(t *testing.T) {
 		if err := os.WriteFile(file, nil, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := policy.OpenKeyStore(ctx, filepath.Join(file, "toolgate.db")); err == nil {
+		if _, err := apikey.OpenStore(ctx, filepath.Join(file, "toolgate.db")); err == nil {
 			t.Fatal("no error")
 		}
 	})
@@ -121,7 +122,7 @@ func TestOpenKeyStoreErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 		db.Close()
-		_, err := policy.OpenKeyStore(ctx, path)
+		_, err := apikey.OpenStore(ctx, path)
 		if err == nil || !strings.Contains(err.Error(), "schema version 99 is newer") {
 			t.Fatalf("error %v, want one about the newer schema", err)
 		}
@@ -166,7 +167,7 @@ func TestOpenKeyStoreMigratesVersion1(t *testing.T) {
 		t.Fatal(err)
 	}
 	created := time.Now().Add(-time.Hour).UTC().Round(0)
-	plaintext, id, hash, err := policy.GenerateKey()
+	plaintext, id, hash, err := apikey.Generate()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,9 +180,9 @@ func TestOpenKeyStoreMigratesVersion1(t *testing.T) {
 	db.Close()
 
 	s := reopen(t, path)
-	want := &policy.Key{
+	want := &apikey.Key{
 		ID: id, Name: "old", Project: "team", Created: created, Expires: created.Add(30 * 24 * time.Hour),
-		LastUsed: created.Add(time.Minute), Calls: 7, Source: policy.SourceStore,
+		LastUsed: created.Add(time.Minute), Calls: 7, Source: apikey.SourceStore,
 	}
 	if diff := cmp.Diff(want, mustGet(t, s, id)); diff != "" {
 		t.Errorf("key after migration (-want +got):\n%s", diff)
@@ -192,7 +193,7 @@ func TestOpenKeyStoreMigratesVersion1(t *testing.T) {
 	}
 
 	// The old key still authenticates.
-	a, err := policy.NewAuthenticator(ctx, s, nil, nil)
+	a, err := apikey.NewAuthenticator(ctx, s, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +215,7 @@ func TestOpenKeyStoreMigratesVersion1(t *testing.T) {
 
 	// Migration 3 keeps the changes made since for the audit log; the
 	// keys made before it are not in it.
-	pending, err := s.PendingKeyChanges(ctx)
+	pending, err := s.PendingChanges(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +243,7 @@ func TestKeyStoreCreateGetList(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, _, err := policy.ParseKey(plaintext)
+	id, _, err := apikey.Parse(plaintext)
 	if err != nil || id != a.ID {
 		t.Fatalf("plaintext id %q (%v), key id %q", id, err, a.ID)
 	}
@@ -252,7 +253,7 @@ func TestKeyStoreCreateGetList(t *testing.T) {
 	if got := a.Expires.Sub(a.Created); got != 90*24*time.Hour {
 		t.Errorf("Expires - Created = %v, want 90 days", got)
 	}
-	if a.Source != policy.SourceStore || a.Project != "default" || a.Name != "ci" {
+	if a.Source != apikey.SourceStore || a.Project != "default" || a.Name != "ci" {
 		t.Errorf("key = %+v", a)
 	}
 	if diff := cmp.Diff(a, mustGet(t, s, a.ID)); diff != "" {
@@ -264,7 +265,7 @@ func TestKeyStoreCreateGetList(t *testing.T) {
 		t.Errorf("ttl 0 gave expiry %v", b.Expires)
 	}
 
-	ids := func(keys []*policy.Key) []string {
+	ids := func(keys []*apikey.Key) []string {
 		var out []string
 		for _, k := range keys {
 			out = append(out, k.ID)
@@ -282,7 +283,7 @@ func TestKeyStoreCreateGetList(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff([]*policy.Key{b}, team); diff != "" {
+	if diff := cmp.Diff([]*apikey.Key{b}, team); diff != "" {
 		t.Errorf("List(team) (-want +got):\n%s", diff)
 	}
 	none, err := s.List(ctx, "nobody")
@@ -325,8 +326,8 @@ func TestKeyStoreUnknownID(t *testing.T) {
 	s, _ := openStore(t)
 	check := func(what string, err error) {
 		t.Helper()
-		if !errors.Is(err, policy.ErrKeyNotFound) || !strings.Contains(err.Error(), `"nosuchkey234"`) {
-			t.Errorf("%s: error %v, want ErrKeyNotFound naming the id", what, err)
+		if !errors.Is(err, apikey.ErrNotFound) || !strings.Contains(err.Error(), `"nosuchkey234"`) {
+			t.Errorf("%s: error %v, want ErrNotFound naming the id", what, err)
 		}
 	}
 	_, err := s.Get(ctx, "nosuchkey234")
@@ -345,7 +346,7 @@ func TestKeyStoreRevoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := mustGet(t, s, k.ID)
-	if got.Revoked.Before(before.Add(-time.Second)) || got.Status(time.Now()) != policy.StatusRevoked {
+	if got.Revoked.Before(before.Add(-time.Second)) || got.Status(time.Now()) != apikey.StatusRevoked {
 		t.Fatalf("after Revoke: %+v", got)
 	}
 	// Revoking again changes nothing.
@@ -367,7 +368,7 @@ func TestKeyStoreRotate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if id, _, err := policy.ParseKey(plaintext); err != nil || id != succ.ID {
+		if id, _, err := apikey.Parse(plaintext); err != nil || id != succ.ID {
 			t.Fatalf("successor plaintext id %q (%v), key %q", id, err, succ.ID)
 		}
 		if succ.ID == old.ID || succ.Project != "team" || succ.Name != "ci" || succ.RotatedTo != "" {
@@ -408,7 +409,7 @@ func TestKeyStoreRotate(t *testing.T) {
 			t.Errorf("successor expires %v, want never", succ.Expires)
 		}
 		after := mustGet(t, s, old.ID)
-		if !after.Expires.Equal(succ.Created) || after.Status(succ.Created) != policy.StatusExpired {
+		if !after.Expires.Equal(succ.Created) || after.Status(succ.Created) != apikey.StatusExpired {
 			t.Errorf("with no overlap the old key should stop at once: expires %v, rotated %v", after.Expires, succ.Created)
 		}
 	})
@@ -465,7 +466,7 @@ func TestKeyStoreVersion(t *testing.T) {
 		change bool
 	}{
 		{"usage", func() error {
-			return s.AddUsage(ctx, map[string]policy.Usage{k.ID: {Calls: 1, LastUsed: time.Now()}})
+			return s.AddUsage(ctx, map[string]apikey.Usage{k.ID: {Calls: 1, LastUsed: time.Now()}})
 		}, false},
 		{"rotate", func() error { _, _, err := s.Rotate(ctx, k.ID, time.Hour); return err }, true},
 		{"revoke", func() error { return s.Revoke(ctx, k.ID) }, true},
@@ -491,14 +492,14 @@ func TestKeyStoreAddUsage(t *testing.T) {
 	if err := s.AddUsage(ctx, nil); err != nil {
 		t.Fatalf("empty AddUsage: %v", err)
 	}
-	if err := s.AddUsage(ctx, map[string]policy.Usage{
+	if err := s.AddUsage(ctx, map[string]apikey.Usage{
 		a.ID:           {Calls: 3, LastUsed: t1},
 		"configkey123": {Calls: 9, LastUsed: t1}, // not in the store: ignored
 	}); err != nil {
 		t.Fatal(err)
 	}
 	// An older last use does not move LastUsed back.
-	if err := s.AddUsage(ctx, map[string]policy.Usage{a.ID: {Calls: 2, LastUsed: t1.Add(-time.Hour)}, b.ID: {Calls: 1, LastUsed: t1}}); err != nil {
+	if err := s.AddUsage(ctx, map[string]apikey.Usage{a.ID: {Calls: 2, LastUsed: t1.Add(-time.Hour)}, b.ID: {Calls: 1, LastUsed: t1}}); err != nil {
 		t.Fatal(err)
 	}
 	other := reopen(t, path)
@@ -525,13 +526,13 @@ func TestKeyStoreConcurrentHandles(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan error, 2*workers*each)
 	for w := range 2 * workers {
-		s := []*policy.KeyStore{s1, s2}[w%2]
+		s := []*apikey.Store{s1, s2}[w%2]
 		wg.Go(func() {
 			for i := range each {
 				if _, _, err := s.Create(ctx, "default", fmt.Sprintf("w%d-%d", w, i), 0); err != nil {
 					errs <- err
 				}
-				if err := s.AddUsage(ctx, map[string]policy.Usage{shared.ID: {Calls: 1, LastUsed: time.Now()}}); err != nil {
+				if err := s.AddUsage(ctx, map[string]apikey.Usage{shared.ID: {Calls: 1, LastUsed: time.Now()}}); err != nil {
 					errs <- err
 				}
 				if _, err := s.List(ctx, ""); err != nil {
@@ -565,7 +566,7 @@ func TestHelperProcess(t *testing.T) {
 		t.Skip("helper process for the tests that share a key store between processes")
 	}
 	ctx := context.Background()
-	s, err := policy.OpenKeyStore(ctx, path)
+	s, err := apikey.OpenStore(ctx, path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -621,7 +622,7 @@ func TestKeyStoreOtherProcess(t *testing.T) {
 		if _, _, err := s.Create(ctx, "default", fmt.Sprint("parent", i), 0); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.AddUsage(ctx, map[string]policy.Usage{k.ID: {Calls: 1, LastUsed: time.Now()}}); err != nil {
+		if err := s.AddUsage(ctx, map[string]apikey.Usage{k.ID: {Calls: 1, LastUsed: time.Now()}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -656,27 +657,27 @@ func TestKeyStorePendingChanges(t *testing.T) {
 		t.Fatal("rotated a revoked key")
 	}
 	revoked := mustGet(t, s, k.ID).Revoked
-	got, err := s.PendingKeyChanges(ctx)
+	got, err := s.PendingChanges(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []policy.KeyChange{
-		{Seq: 1, Time: k.Created, Type: policy.EventKeyCreated, KeyID: k.ID, Project: "team", KeyName: "ci"},
-		{Seq: 2, Time: revoked, Type: policy.EventKeyRevoked, KeyID: k.ID, Project: "team", KeyName: "ci"},
+	want := []apikey.Change{
+		{Seq: 1, Time: k.Created, Type: audit.EventKeyCreated, KeyID: k.ID, Project: "team", KeyName: "ci"},
+		{Seq: 2, Time: revoked, Type: audit.EventKeyRevoked, KeyID: k.ID, Project: "team", KeyName: "ci"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Fatalf("pending (-want +got):\n%s", diff)
 	}
-	if ev := got[1].Event(); ev.Type != policy.EventKeyRevoked || !ev.Time.Equal(revoked) || ev.KeyID != k.ID || ev.KeyName != "ci" {
+	if ev := got[1].Event(); ev.Type != audit.EventKeyRevoked || !ev.Time.Equal(revoked) || ev.KeyID != k.ID || ev.KeyName != "ci" {
 		t.Errorf("event of %+v = %+v", got[1], ev)
 	}
-	if err := s.AckKeyChanges(ctx, 1); err != nil {
+	if err := s.AckChanges(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := s.Create(ctx, "team", "next", 0); err != nil {
 		t.Fatal(err)
 	}
-	got, _ = s.PendingKeyChanges(ctx)
+	got, _ = s.PendingChanges(ctx)
 	if len(got) != 2 || got[0].Seq != 2 || got[1].Seq != 3 {
 		t.Errorf("after acknowledging 1: %+v", got)
 	}

@@ -1,4 +1,4 @@
-package policy_test
+package alert_test
 
 import (
 	"bytes"
@@ -17,7 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	hookpost "github.com/toolgate/toolgate/internal/webhook"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/alert"
 )
 
 // fakeClock is a clock the test moves by hand.
@@ -65,7 +65,7 @@ func (b *syncBuffer) String() string {
 type webhook struct {
 	*httptest.Server
 	mu       sync.Mutex
-	alerts   []policy.Alert
+	alerts   []alert.Alert
 	attempts int
 	plan     []int
 	posted   chan struct{} // receives after every successful post
@@ -86,7 +86,7 @@ func newWebhook(t *testing.T, plan ...int) *webhook {
 			status = http.StatusBadRequest
 		}
 		if status < 300 {
-			var a policy.Alert
+			var a alert.Alert
 			if err := json.Unmarshal(body, &a); err != nil {
 				t.Errorf("webhook body is not an Alert: %v\n%s", err, body)
 			}
@@ -102,10 +102,10 @@ func newWebhook(t *testing.T, plan ...int) *webhook {
 	return w
 }
 
-func (w *webhook) got() (alerts []policy.Alert, attempts int) {
+func (w *webhook) got() (alerts []alert.Alert, attempts int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return append([]policy.Alert(nil), w.alerts...), w.attempts
+	return append([]alert.Alert(nil), w.alerts...), w.attempts
 }
 
 // waitPosts waits until n alerts have been delivered.
@@ -122,16 +122,16 @@ func (w *webhook) waitPosts(t *testing.T, n int) {
 	}
 }
 
-// httpPoster is an AlertPoster over net/http, the way the code that wires
+// httpPoster is a Poster over net/http, the way the code that wires
 // the gateway supplies one: 2xx is delivered, 429 and 5xx are retried,
 // other answers are rejections.
 // httpPoster is the poster the gateway uses.
-func httpPoster(client *http.Client) policy.AlertPoster { return hookpost.Poster(client) }
+func httpPoster(client *http.Client) alert.Poster { return hookpost.Poster(client) }
 
-func newTestAlerter(t *testing.T, url string, rules []policy.AlertRule, clock *fakeClock, opts *policy.AlerterOptions) (*policy.Alerter, *syncBuffer) {
+func newTestAlerter(t *testing.T, url string, rules []alert.Rule, clock *fakeClock, opts *alert.Options) (*alert.Alerter, *syncBuffer) {
 	t.Helper()
 	logs := &syncBuffer{}
-	o := policy.AlerterOptions{}
+	o := alert.Options{}
 	if opts != nil {
 		o = *opts
 	}
@@ -143,17 +143,17 @@ func newTestAlerter(t *testing.T, url string, rules []policy.AlertRule, clock *f
 	if o.RetryBase == 0 {
 		o.RetryBase = time.Millisecond
 	}
-	a := policy.NewAlerter(url, rules, &o)
+	a := alert.New(url, rules, &o)
 	t.Cleanup(a.Close)
 	return a, logs
 }
 
-var authRule = policy.AlertRule{Event: "auth.failure", Threshold: 3, Window: time.Minute}
+var authRule = alert.Rule{Event: "auth.failure", Threshold: 3, Window: time.Minute}
 
 func TestAlerterFiresOncePerCondition(t *testing.T) {
 	wh := newWebhook(t)
 	clock := newFakeClock()
-	a, logs := newTestAlerter(t, wh.URL, []policy.AlertRule{authRule}, clock, nil)
+	a, logs := newTestAlerter(t, wh.URL, []alert.Rule{authRule}, clock, nil)
 	start := clock.Now()
 
 	a.Observe("tool.call", "default", nil) // no rule for it
@@ -169,7 +169,7 @@ func TestAlerterFiresOncePerCondition(t *testing.T) {
 	if attempts != 1 {
 		t.Fatalf("%d posts for one condition, want 1", attempts)
 	}
-	want := policy.Alert{
+	want := alert.Alert{
 		Rule:    authRule,
 		Count:   3,
 		Since:   start,
@@ -192,7 +192,7 @@ func TestAlerterFiresOncePerCondition(t *testing.T) {
 func TestAlerterRefiresAfterConditionClears(t *testing.T) {
 	wh := newWebhook(t)
 	clock := newFakeClock()
-	a, _ := newTestAlerter(t, wh.URL, []policy.AlertRule{authRule}, clock, nil)
+	a, _ := newTestAlerter(t, wh.URL, []alert.Rule{authRule}, clock, nil)
 
 	burst := func(n int) {
 		for range n {
@@ -227,7 +227,7 @@ func TestAlerterRefiresAfterConditionClears(t *testing.T) {
 
 func TestAlerterSlidingWindow(t *testing.T) {
 	clock := newFakeClock()
-	a, logs := newTestAlerter(t, "", []policy.AlertRule{authRule}, clock, nil)
+	a, logs := newTestAlerter(t, "", []alert.Rule{authRule}, clock, nil)
 	// Three events spread over more than the window never fire.
 	for range 6 {
 		a.Observe("auth.failure", "default", nil)
@@ -262,8 +262,8 @@ func TestAlerterRetries(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			wh := newWebhook(t, tt.plan...)
 			clock := newFakeClock()
-			a, logs := newTestAlerter(t, wh.URL+"/hook-secret", []policy.AlertRule{authRule}, clock,
-				&policy.AlerterOptions{MaxRetries: tt.maxRetries})
+			a, logs := newTestAlerter(t, wh.URL+"/hook-secret", []alert.Rule{authRule}, clock,
+				&alert.Options{MaxRetries: tt.maxRetries})
 			for range 3 {
 				a.Observe("auth.failure", "p", nil)
 			}
@@ -288,7 +288,7 @@ func TestAlerterRetriesNetworkErrors(t *testing.T) {
 	url := srv.URL + "/hook-secret"
 	srv.Close()
 	clock := newFakeClock()
-	a, logs := newTestAlerter(t, url, []policy.AlertRule{authRule}, clock, &policy.AlerterOptions{MaxRetries: 2})
+	a, logs := newTestAlerter(t, url, []alert.Rule{authRule}, clock, &alert.Options{MaxRetries: 2})
 	for range 3 {
 		a.Observe("auth.failure", "p", nil)
 	}
@@ -304,8 +304,8 @@ func TestAlerterRetriesNetworkErrors(t *testing.T) {
 
 func TestAlerterWithoutPoster(t *testing.T) {
 	logs := &syncBuffer{}
-	a := policy.NewAlerter("https://alerts.example.com/hooks/secret-path", []policy.AlertRule{authRule},
-		&policy.AlerterOptions{Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	a := alert.New("https://alerts.example.com/hooks/secret-path", []alert.Rule{authRule},
+		&alert.Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	for range 3 {
 		a.Observe("auth.failure", "default", nil)
 	}
@@ -340,7 +340,7 @@ func TestAlerterAttemptTimeout(t *testing.T) {
 	defer srv.Close()
 	defer close(release)
 	clock := newFakeClock()
-	a, logs := newTestAlerter(t, srv.URL, []policy.AlertRule{authRule}, clock, &policy.AlerterOptions{AttemptTimeout: 20 * time.Millisecond})
+	a, logs := newTestAlerter(t, srv.URL, []alert.Rule{authRule}, clock, &alert.Options{AttemptTimeout: 20 * time.Millisecond})
 	for range 3 {
 		a.Observe("auth.failure", "p", nil)
 	}
@@ -366,8 +366,8 @@ func TestAlerterObserveNeverBlocks(t *testing.T) {
 	defer close(release)
 
 	clock := newFakeClock()
-	a, logs := newTestAlerter(t, srv.URL, []policy.AlertRule{{Event: "upstream.error", Threshold: 1, Window: time.Minute}}, clock,
-		&policy.AlerterOptions{QueueSize: 2, CloseTimeout: 50 * time.Millisecond})
+	a, logs := newTestAlerter(t, srv.URL, []alert.Rule{{Event: "upstream.error", Threshold: 1, Window: time.Minute}}, clock,
+		&alert.Options{QueueSize: 2, CloseTimeout: 50 * time.Millisecond})
 
 	done := make(chan struct{})
 	go func() {
@@ -399,7 +399,7 @@ func TestAlerterObserveNeverBlocks(t *testing.T) {
 func TestAlerterPerProject(t *testing.T) {
 	wh := newWebhook(t)
 	clock := newFakeClock()
-	rules := []policy.AlertRule{authRule, {Event: "auth.failure", Threshold: 5, Window: time.Hour}}
+	rules := []alert.Rule{authRule, {Event: "auth.failure", Threshold: 5, Window: time.Hour}}
 	a, _ := newTestAlerter(t, wh.URL, rules, clock, nil)
 	for range 2 {
 		a.Observe("auth.failure", "a", nil)
@@ -414,36 +414,36 @@ func TestAlerterPerProject(t *testing.T) {
 }
 
 func TestDefaultAlertRules(t *testing.T) {
-	want := []policy.AlertRule{
+	want := []alert.Rule{
 		{Event: "auth.failure", Threshold: 10, Window: time.Minute},
 		{Event: "ratelimit.hit", Threshold: 50, Window: time.Minute},
 		{Event: "upstream.error", Threshold: 5, Window: 5 * time.Minute},
 		{Event: "audit.retention", Threshold: 1, Window: time.Hour},
 	}
-	if diff := cmp.Diff(want, policy.DefaultAlertRules()); diff != "" {
+	if diff := cmp.Diff(want, alert.DefaultRules()); diff != "" {
 		t.Error(diff)
 	}
-	if diff := cmp.Diff(want, policy.AlertRulesFor(nil)); diff != "" {
+	if diff := cmp.Diff(want, alert.RulesFor(nil)); diff != "" {
 		t.Errorf("rules for none configured: %s", diff)
 	}
-	own := []policy.AlertRule{{Event: "auth.failure", Threshold: 3, Window: time.Minute}}
-	if diff := cmp.Diff(append(own, want[3]), policy.AlertRulesFor(own)); diff != "" {
+	own := []alert.Rule{{Event: "auth.failure", Threshold: 3, Window: time.Minute}}
+	if diff := cmp.Diff(append(own, want[3]), alert.RulesFor(own)); diff != "" {
 		t.Errorf("rules for one configured: %s", diff)
 	}
-	own = append(own, policy.AlertRule{Event: "audit.retention", Threshold: 5, Window: time.Minute})
-	if diff := cmp.Diff(own, policy.AlertRulesFor(own)); diff != "" {
+	own = append(own, alert.Rule{Event: "audit.retention", Threshold: 5, Window: time.Minute})
+	if diff := cmp.Diff(own, alert.RulesFor(own)); diff != "" {
 		t.Errorf("rules naming audit.retention: %s", diff)
 	}
-	a := policy.NewAlerter("", []policy.AlertRule{{Event: "x", Threshold: 0, Window: time.Second}, {Event: "y", Threshold: 2}}, nil)
+	a := alert.New("", []alert.Rule{{Event: "x", Threshold: 0, Window: time.Second}, {Event: "y", Threshold: 2}}, nil)
 	defer a.Close()
-	if diff := cmp.Diff([]policy.AlertRule{{Event: "x", Threshold: 1, Window: time.Second}}, a.Rules()); diff != "" {
+	if diff := cmp.Diff([]alert.Rule{{Event: "x", Threshold: 1, Window: time.Second}}, a.Rules()); diff != "" {
 		t.Errorf("rules after adjustment: %s", diff)
 	}
 }
 
 func TestAlertJSON(t *testing.T) {
 	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	a := policy.Alert{Rule: authRule, Count: 3, Since: at, At: at.Add(time.Second), Project: "default", Text: "t"}
+	a := alert.Alert{Rule: authRule, Count: 3, Since: at, At: at.Add(time.Second), Project: "default", Text: "t"}
 	b, err := json.Marshal(a)
 	if err != nil {
 		t.Fatal(err)
@@ -452,7 +452,7 @@ func TestAlertJSON(t *testing.T) {
 	if string(b) != want {
 		t.Errorf("JSON =\n%s\nwant\n%s", b, want)
 	}
-	var back policy.Alert
+	var back alert.Alert
 	if err := json.Unmarshal(b, &back); err != nil {
 		t.Fatal(err)
 	}
@@ -471,8 +471,8 @@ func ExampleAlerter() {
 			return a
 		},
 	}))
-	a := policy.NewAlerter("", []policy.AlertRule{{Event: "auth.failure", Threshold: 2, Window: time.Minute}},
-		&policy.AlerterOptions{Logger: log})
+	a := alert.New("", []alert.Rule{{Event: "auth.failure", Threshold: 2, Window: time.Minute}},
+		&alert.Options{Logger: log})
 	defer a.Close()
 	a.Observe("auth.failure", "default", map[string]any{"clientIp": "192.0.2.1"})
 	a.Observe("auth.failure", "default", map[string]any{"clientIp": "192.0.2.1"})

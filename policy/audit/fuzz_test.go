@@ -1,4 +1,4 @@
-package policy_test
+package audit_test
 
 import (
 	"bytes"
@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/audit"
 )
 
 // FuzzReadAudit reads and verifies arbitrary file contents: no panics,
@@ -18,7 +18,7 @@ import (
 func FuzzReadAudit(f *testing.F) {
 	dir := f.TempDir()
 	seedPath := filepath.Join(dir, "seed.jsonl")
-	a, err := policy.OpenAuditLog(seedPath, nil)
+	a, err := audit.Open(seedPath, nil)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -36,8 +36,8 @@ func FuzzReadAudit(f *testing.F) {
 		append(bytes.Clone(good), "{}\n"...),
 		[]byte("null\n"),
 		[]byte("\n\n"),
-		[]byte(`{"prev":"` + policy.AuditGenesis + `"}` + "\n{\"prev\":\"x\"}\n{"),
-		[]byte(`{"time":"not a time","type":"tool.call","prev":"` + policy.AuditGenesis + `"}` + "\n"),
+		[]byte(`{"prev":"` + audit.Genesis + `"}` + "\n{\"prev\":\"x\"}\n{"),
+		[]byte(`{"time":"not a time","type":"tool.call","prev":"` + audit.Genesis + `"}` + "\n"),
 		[]byte(`{"extra":{"a":[1,{"b":null}]},"limitsHit":["x"],"arguments":{"q":1}}` + "\n"),
 		{},
 		{0, 0, 0},
@@ -50,7 +50,7 @@ func FuzzReadAudit(f *testing.F) {
 			t.Fatal(err)
 		}
 		n := 0
-		rep, rerr := policy.ReadAudit(path, func(e *policy.Event) error {
+		rep, rerr := audit.Read(path, func(e *audit.Event) error {
 			if e == nil {
 				t.Fatal("nil event")
 			}
@@ -70,9 +70,9 @@ func FuzzReadAudit(f *testing.F) {
 				t.Fatalf("torn %v, want line %d", rep.Torn, complete+1)
 			}
 		}
-		v, verr := policy.VerifyAudit(path)
+		v, verr := audit.Verify(path)
 		if verr != nil {
-			t.Fatalf("VerifyAudit: %v", verr)
+			t.Fatalf("Verify: %v", verr)
 		}
 		if v.OK() && v.Lines != complete {
 			t.Fatalf("verified %d of %d lines", v.Lines, complete)
@@ -90,7 +90,7 @@ func FuzzAuditEventCaps(f *testing.F) {
 		f.Add(s, s, s, 3)
 	}
 	path := filepath.Join(f.TempDir(), "audit.jsonl")
-	a, err := policy.OpenAuditLog(path, &policy.AuditOptions{MaxSizeBytes: 1 << 20, MaxFiles: 2, RetainAtLeast: time.Nanosecond})
+	a, err := audit.Open(path, &audit.Options{MaxSizeBytes: 1 << 20, MaxFiles: 2, RetainAtLeast: time.Nanosecond})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -100,17 +100,17 @@ func FuzzAuditEventCaps(f *testing.F) {
 		for i := range list {
 			list[i] = tool
 		}
-		ev := &policy.Event{Type: policy.EventToolDenied, Tool: tool, Server: host, Error: errText, Reason: errText, Host: host,
+		ev := &audit.Event{Type: audit.EventToolDenied, Tool: tool, Server: host, Error: errText, Reason: errText, Host: host,
 			KeyName: tool, Method: errText, LimitsHit: list, Changed: list, Extra: map[string]any{"v": errText}}
 		before := a.Stats()
 		if err := a.Write(ev); err != nil {
 			t.Fatalf("Write: %v", err)
 		}
 		after := a.Stats()
-		if after.Rotations == before.Rotations && after.Bytes-before.Bytes > policy.MaxAuditEventBytes {
+		if after.Rotations == before.Rotations && after.Bytes-before.Bytes > audit.MaxEventBytes {
 			t.Fatalf("line of %d bytes", after.Bytes-before.Bytes)
 		}
-		if rep, err := policy.VerifyAudit(path); err != nil || !rep.OK() {
+		if rep, err := audit.Verify(path); err != nil || !rep.OK() {
 			t.Fatalf("verify: %+v, %v", rep, err)
 		}
 	})
