@@ -9,15 +9,21 @@ SOAK_DURATION ?= 10m
 SOAK_CLIENTS ?= 50
 SOAK_TIMEOUT ?= 45m
 
-.PHONY: run test bench build fuzz soak
+.PHONY: run test test-long bench build fuzz soak
 
 # Start the gateway (with no config: the built-in demo). Extra flags: make run ARGS="-c toolgate.json"
 run:
 	go run ./cmd/toolgate serve $(ARGS)
 
-# npm packages for end-to-end tests, go vet, go test (see scripts/test.sh).
+# npm packages for end-to-end tests, go vet, go test, the race detector
+# (see scripts/test.sh). What CI runs.
 test:
 	bash scripts/test.sh
+
+# The long and timing-dependent checks: the full soak, fuzzing, every
+# benchmark once (see scripts/test-long.sh).
+test-long:
+	bash scripts/test-long.sh
 
 # Every Go benchmark of the module (hot paths in their packages, the
 # end-to-end figures in benchmarks/), 6 runs each, into bench.txt for benchstat.
@@ -35,6 +41,6 @@ fuzz:
 # Soak-and-chaos test: a real gateway, SOAK_CLIENTS clients and injected faults
 # for SOAK_DURATION (make soak SOAK_DURATION=30m SOAK_CLIENTS=100 SOAK_TIMEOUT=90m;
 # SOAK_SEED=N replays the random choices of an earlier run). `make test` runs a
-# 2-minute version. See README, "Soak and chaos test".
+# 20-second seeded smoke, `make test-long` 2 minutes.
 soak:
 	SOAK_DURATION=$(SOAK_DURATION) SOAK_CLIENTS=$(SOAK_CLIENTS) go test ./soak -run TestSoak -v -count=1 -timeout $(SOAK_TIMEOUT)

@@ -3,6 +3,7 @@ module github.com/toolgate/toolgate
 go 1.26.0
 
 require (
+	github.com/cenkalti/backoff/v5 v5.0.3
 	github.com/fastschema/qjs v0.0.6
 	github.com/fsnotify/fsnotify v1.9.0
 	github.com/go-viper/mapstructure/v2 v2.4.0
@@ -19,6 +20,7 @@ require (
 	github.com/tmaxmax/go-sse v0.11.0
 	github.com/yosida95/uritemplate/v3 v3.0.2
 	go.uber.org/goleak v1.3.0
+	golang.org/x/sync v0.24.0
 	golang.org/x/sys v0.49.0
 	modernc.org/sqlite v1.62.0
 )
@@ -46,7 +48,6 @@ require (
 	github.com/subosito/gotenv v1.6.0 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
 	golang.org/x/oauth2 v0.37.0 // indirect
-	golang.org/x/sync v0.24.0 // indirect
 	golang.org/x/text v0.42.0 // indirect
 	golang.org/x/time v0.15.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
@@ -55,6 +56,6 @@ require (
 	modernc.org/memory v1.12.1 // indirect
 )
 
-// go-sdk v1.8.0 with one fix: no 32 KiB buffer per decoded JSON message
-// (third_party/go-sdk/README.toolgate.md).
+// go-sdk v1.8.0 with two changes: no 32 KiB buffer per decoded JSON
+// message, and ClientSession.DeliverIncoming (third_party/go-sdk/README.toolgate.md).
 replace github.com/modelcontextprotocol/go-sdk => ./third_party/go-sdk

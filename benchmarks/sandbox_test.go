@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,7 +30,7 @@ import (
 // Targets: trivial script p50 <= 1 ms and >= 200 exec/s on 2 cores; one
 // binding call <= 20 us; process start to first execution with the on-disk
 // cache <= 300 ms; <= 2 MiB per idle pooled interpreter; 200 concurrent
-// executions awaiting a slow tool < 1 GiB RSS; fib(25) guarded <= 2x
+// executions awaiting a slow tool < 1 GiB RSS; fib(25) guarded <= 1.3x
 // unguarded.
 
 const sandboxPrelude = `
@@ -177,9 +178,13 @@ func cpuTime() time.Duration {
 
 const fib = "function fib(n) { return n < 2 ? n : fib(n - 1) + fib(n - 2) }"
 
-// BenchmarkSandboxFib25 compares fib(25) in the guarded engine (interrupt
-// handler installed, deadline checked every 10,000 steps) with the same
-// interpreter without a handler.
+// BenchmarkSandboxFib25 compares fib(25) in the guarded engine (the
+// interpreter instrumented so that every loop and recursive call counts
+// toward a check of the deadline, native built-ins included) with the same
+// QuickJS build run by qjs without any guard, and with qjs under wazero's
+// own guard, CloseOnContextDone (a check of the module's close flag in
+// every loop and call). qjs keeps the wazero settings of the first runtime
+// a process creates, so that last one runs in a child process.
 func BenchmarkSandboxFib25(b *testing.B) {
 	b.Run("guarded", func(b *testing.B) {
 		e := newSandbox(b, 2)
@@ -195,31 +200,68 @@ func BenchmarkSandboxFib25(b *testing.B) {
 		b.ReportMetric(ms/float64(n), "fib-ms")
 	})
 	b.Run("unguarded", func(b *testing.B) {
-		newSandbox(b, -1) // compile the module the same way first
-		rt, err := qjs.New(qjs.Option{CWD: filepath.Join(sandboxCacheDir(), ".no-filesystem", "absent"), Stdout: discard{}, Stderr: discard{}})
+		newSandbox(b, -1) // the same cache folder as the guarded engine
+		b.ReportMetric(qjsFib25(b, b.N, false), "fib-ms")
+	})
+	b.Run("closeOnContextDone", func(b *testing.B) {
+		exe, err := os.Executable()
 		if err != nil {
 			b.Fatal(err)
 		}
-		defer rt.Close()
-		if v, err := rt.Eval("fib.js", qjs.Code(fib)); err != nil {
-			b.Fatal(err)
-		} else {
-			v.Free()
+		cmd := exec.Command(exe, "-test.run", "^TestFib25CloseOnContextDoneHelper$")
+		cmd.Env = append(os.Environ(), "TOOLGATE_FIB25_RUNS="+strconv.Itoa(b.N))
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			b.Fatalf("%v: %s", err, out)
 		}
-		var total time.Duration
-		n := 0
-		for b.Loop() {
-			t := time.Now()
-			v, err := rt.Eval("run.js", qjs.Code("fib(25)"))
-			total += time.Since(t)
-			if err != nil {
-				b.Fatal(err)
-			}
-			v.Free()
-			n++
+		_, after, ok := strings.Cut(string(out), "fib-ms ")
+		ms, perr := strconv.ParseFloat(strings.Fields(after + " x")[0], 64)
+		if !ok || perr != nil {
+			b.Fatalf("no figure in %s", out)
 		}
-		b.ReportMetric(float64(total.Microseconds())/1000/float64(n), "fib-ms")
+		b.ReportMetric(ms, "fib-ms")
 	})
+}
+
+// qjsFib25 runs fib(25) n times in one qjs runtime and returns the mean
+// milliseconds per run.
+func qjsFib25(b testing.TB, n int, closeOnDone bool) float64 {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rt, err := qjs.New(qjs.Option{
+		CWD: filepath.Join(sandboxCacheDir(), ".no-filesystem", "absent"), Stdout: discard{}, Stderr: discard{},
+		Context: ctx, CloseOnContextDone: closeOnDone,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rt.Close()
+	if v, err := rt.Eval("fib.js", qjs.Code(fib)); err != nil {
+		b.Fatal(err)
+	} else {
+		v.Free()
+	}
+	var total time.Duration
+	for range n {
+		t := time.Now()
+		v, err := rt.Eval("run.js", qjs.Code("fib(25)"))
+		total += time.Since(t)
+		if err != nil {
+			b.Fatal(err)
+		}
+		v.Free()
+	}
+	return float64(total.Microseconds()) / 1000 / float64(n)
+}
+
+// TestFib25CloseOnContextDoneHelper is the child process of
+// BenchmarkSandboxFib25/closeOnContextDone.
+func TestFib25CloseOnContextDoneHelper(t *testing.T) {
+	runs, _ := strconv.Atoi(os.Getenv("TOOLGATE_FIB25_RUNS"))
+	if runs <= 0 {
+		t.Skip("helper for BenchmarkSandboxFib25")
+	}
+	fmt.Printf("fib-ms %.3f\n", qjsFib25(t, runs, true))
 }
 
 type discard struct{}
@@ -331,6 +373,60 @@ func BenchmarkSandbox200Concurrent(b *testing.B) {
 		close(errs)
 		for err := range errs {
 			b.Fatal(fmt.Errorf("execution failed: %w", err))
+		}
+	}
+}
+
+// BenchmarkWorkerPipeRoundTrip puts a number on the other way to stop a
+// runaway script, a worker process killed on overrun: every binding call
+// would then cross a pipe to the worker and back. It sends a binding
+// call's worth of bytes (64) to a child process that echoes them.
+func BenchmarkWorkerPipeRoundTrip(b *testing.B) {
+	exe, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run", "^TestPipeEchoHelper$")
+	cmd.Env = append(os.Environ(), "TOOLGATE_PIPE_ECHO=1")
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { in.Close(); cmd.Wait() }()
+	msg := make([]byte, 64)
+	buf := make([]byte, 64)
+	start, cpu := time.Now(), cpuTime()
+	for b.Loop() {
+		if _, err := in.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(out, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(time.Since(start).Nanoseconds())/float64(b.N)/1000, "us/roundtrip")
+	b.ReportMetric(float64((cpuTime()-cpu).Nanoseconds())/float64(b.N)/1000, "parent-cpu-us/roundtrip")
+}
+
+// TestPipeEchoHelper is the child of BenchmarkWorkerPipeRoundTrip.
+func TestPipeEchoHelper(t *testing.T) {
+	if os.Getenv("TOOLGATE_PIPE_ECHO") == "" {
+		t.Skip("helper for BenchmarkWorkerPipeRoundTrip")
+	}
+	buf := make([]byte, 64)
+	for {
+		if _, err := io.ReadFull(os.Stdin, buf); err != nil {
+			return
+		}
+		if _, err := os.Stdout.Write(buf); err != nil {
+			return
 		}
 	}
 }

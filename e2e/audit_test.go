@@ -20,7 +20,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/audit"
 )
 
 // auditPath is the audit log of a test gateway with the default dataDir.
@@ -29,10 +29,10 @@ func (g *gateway) auditPath() string {
 }
 
 // auditEvents reads every event of the gateway's audit log.
-func (g *gateway) auditEvents(t *testing.T) []*policy.Event {
+func (g *gateway) auditEvents(t *testing.T) []*audit.Event {
 	t.Helper()
-	var evs []*policy.Event
-	if _, err := policy.ReadAudit(g.auditPath(), func(ev *policy.Event) error {
+	var evs []*audit.Event
+	if _, err := audit.Read(g.auditPath(), func(ev *audit.Event) error {
 		evs = append(evs, ev)
 		return nil
 	}); err != nil {
@@ -42,7 +42,7 @@ func (g *gateway) auditEvents(t *testing.T) []*policy.Event {
 }
 
 // findEvent returns the first event matching.
-func findEvent(evs []*policy.Event, match func(*policy.Event) bool) *policy.Event {
+func findEvent(evs []*audit.Event, match func(*audit.Event) bool) *audit.Event {
 	for _, ev := range evs {
 		if match(ev) {
 			return ev
@@ -78,23 +78,23 @@ func TestAuditEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	want := map[string]func(*policy.Event) bool{
-		"tool.call ok": func(ev *policy.Event) bool {
+	want := map[string]func(*audit.Event) bool{
+		"tool.call ok": func(ev *audit.Event) bool {
 			return ev.Type == "tool.call" && ev.Tool == "s__echo" && ev.Server == "s" && ev.Outcome == "ok" &&
 				ev.KeyID == id && ev.ClientIP == "127.0.0.1" && ev.ArgsSHA256 != "" && ev.ArgsBytes > 0 && ev.ResultBytes > 0 && ev.Arguments == nil
 		},
-		"tool.denied": func(ev *policy.Event) bool {
+		"tool.denied": func(ev *audit.Event) bool {
 			return ev.Type == "tool.denied" && ev.Tool == "s__environ" && ev.Decision == "deny"
 		},
-		"ratelimit.hit": func(ev *policy.Event) bool { return ev.Type == "ratelimit.hit" && ev.KeyID == id },
-		"auth.failure": func(ev *policy.Event) bool {
+		"ratelimit.hit": func(ev *audit.Event) bool { return ev.Type == "ratelimit.hit" && ev.KeyID == id },
+		"auth.failure": func(ev *audit.Event) bool {
 			return ev.Type == "auth.failure" && ev.Reason == "malformed_key" && ev.ClientIP != ""
 		},
-		"upstream.error": func(ev *policy.Event) bool {
+		"upstream.error": func(ev *audit.Event) bool {
 			return ev.Type == "upstream.error" && ev.Server == "down" && ev.Error != ""
 		},
-		"key.created":   func(ev *policy.Event) bool { return ev.Type == "key.created" && ev.KeyID == created.ID },
-		"config.reload": func(ev *policy.Event) bool { return ev.Type == "config.reload" && ev.Outcome == "applied" },
+		"key.created":   func(ev *audit.Event) bool { return ev.Type == "key.created" && ev.KeyID == created.ID },
+		"config.reload": func(ev *audit.Event) bool { return ev.Type == "config.reload" && ev.Outcome == "applied" },
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for len(want) > 0 && time.Now().Before(deadline) {
@@ -127,7 +127,7 @@ func TestAuditEvents(t *testing.T) {
 	if err := os.WriteFile(tampered, []byte(strings.Join(append(slices.Clone(lines[:1]), lines[2:]...), "")), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	rep, err := policy.VerifyAudit(tampered)
+	rep, err := audit.Verify(tampered)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +175,7 @@ func TestAuditSurvivesKill(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	logged := map[string]bool{} // the log holds the SHA-256 of each call's arguments
-	rep, err := policy.ReadAudit(g.auditPath(), func(ev *policy.Event) error {
+	rep, err := audit.Read(g.auditPath(), func(ev *audit.Event) error {
 		if ev.Type == "tool.call" && ev.Outcome == "ok" {
 			logged[ev.ArgsSHA256] = true
 		}
@@ -186,7 +186,7 @@ func TestAuditSurvivesKill(t *testing.T) {
 	}
 	missing := 0
 	answered.Range(func(k, _ any) bool {
-		ev := &policy.Event{}
+		ev := &audit.Event{}
 		b, _ := json.Marshal(map[string]any{"text": k.(string)})
 		ev.SetArguments(b)
 		if !logged[ev.ArgsSHA256] {

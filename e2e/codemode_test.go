@@ -18,7 +18,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/toolgate/toolgate/internal/e2etest"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/audit"
 )
 
 // execution is execute_code's structuredContent.
@@ -223,7 +223,7 @@ return out;`)
 	// Every inner call is linked to its execution in the audit log.
 	execs := map[string]int{}
 	calls := map[string]int{}
-	_, err := policy.ReadAudit(g.auditPath(), func(ev *policy.Event) error {
+	_, err := audit.Read(g.auditPath(), func(ev *audit.Event) error {
 		switch ev.Type {
 		case "code.execution":
 			execs[ev.ExecutionID]++
@@ -341,9 +341,9 @@ return out;`, "SRV", srv.URL))
 	var fetched, limited int
 	for _, ev := range evs {
 		switch {
-		case ev.Type == policy.EventCodeFetch && ev.Status == 200 && ev.Host == "127.0.0.1":
+		case ev.Type == audit.EventCodeFetch && ev.Status == 200 && ev.Host == "127.0.0.1":
 			fetched++
-		case ev.Type == policy.EventRateLimitHit && ev.Tool == "codeMode:fetch" && ev.ExecutionID != "" && ev.Host == "127.0.0.1":
+		case ev.Type == audit.EventRateLimitHit && ev.Tool == "codeMode:fetch" && ev.ExecutionID != "" && ev.Host == "127.0.0.1":
 			limited++
 		}
 	}

@@ -22,7 +22,7 @@ import (
 	"github.com/toolgate/toolgate/internal/e2etest"
 	"github.com/toolgate/toolgate/internal/leakcheck"
 	"github.com/toolgate/toolgate/internal/mcpclient"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/apikey"
 )
 
 // TestMain fails the package when its tests leave goroutines running;
@@ -77,7 +77,7 @@ func createKeys(t *testing.T, path string) map[string]string {
 		return nil
 	}
 	ctx := context.Background()
-	store, err := policy.OpenKeyStore(ctx, filepath.Join(cfg.DataDir, "toolgate.db"))
+	store, err := apikey.OpenStore(ctx, filepath.Join(cfg.DataDir, "toolgate.db"))
 	if err != nil {
 		t.Fatalf("opening the key store: %v", err)
 	}

@@ -23,7 +23,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/toolgate/toolgate/internal/e2etest"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/audit"
 )
 
 // JSON-RPC codes of the retryable refusals (README, "Shutdown and
@@ -120,10 +120,10 @@ func checkRetryable(t *testing.T, what string, status int, h http.Header, body s
 }
 
 // callEvents returns the tool.call events of a tool in the audit log.
-func callEvents(t *testing.T, g *gateway, tool string) []*policy.Event {
-	var out []*policy.Event
+func callEvents(t *testing.T, g *gateway, tool string) []*audit.Event {
+	var out []*audit.Event
 	for _, ev := range g.auditEvents(t) {
-		if ev.Type == policy.EventToolCall && ev.Tool == tool {
+		if ev.Type == audit.EventToolCall && ev.Tool == tool {
 			out = append(out, ev)
 		}
 	}
@@ -356,9 +356,9 @@ func TestGracefulShutdownCodeMode(t *testing.T) {
 			if exit, err := g.proc.Wait(20 * time.Second); err != nil || exit != 0 {
 				t.Fatalf("toolgate exit = %d, %v; want 0", exit, err)
 			}
-			var execs []*policy.Event
+			var execs []*audit.Event
 			for _, ev := range g.auditEvents(t) {
-				if ev.Type == policy.EventCodeExecution {
+				if ev.Type == audit.EventCodeExecution {
 					execs = append(execs, ev)
 				}
 			}

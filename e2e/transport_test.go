@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/audit"
 )
 
 // rawInitialize sends an initialize request with a forged Host and
@@ -94,7 +94,7 @@ func TestDNSRebinding(t *testing.T) {
 	evs := g.auditEvents(t)
 	n := 0
 	for _, ev := range evs {
-		if ev.Type == policy.EventOriginDenied {
+		if ev.Type == audit.EventOriginDenied {
 			n++
 		}
 	}

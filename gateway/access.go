@@ -21,6 +21,8 @@ import (
 
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/apikey"
+	"github.com/toolgate/toolgate/policy/audit"
 )
 
 // JSON-RPC error codes of refusals made at the HTTP layer and on the tool
@@ -83,11 +85,11 @@ func compileAccess(cfg *config.Config) (*access, error) {
 }
 
 // configKeys lists the keys a configuration names by hash.
-func configKeys(cfg *config.Config) []policy.ConfigKey {
-	var keys []policy.ConfigKey
+func configKeys(cfg *config.Config) []apikey.ConfigKey {
+	var keys []apikey.ConfigKey
 	for name, p := range cfg.Projects {
 		for _, k := range p.APIKeys {
-			keys = append(keys, policy.ConfigKey{Name: k.Name, Project: name, SHA256: strings.ToLower(k.SHA256)})
+			keys = append(keys, apikey.ConfigKey{Name: k.Name, Project: name, SHA256: strings.ToLower(k.SHA256)})
 		}
 	}
 	return keys
@@ -190,7 +192,7 @@ func (g *Gateway) guard(p *project) http.Handler {
 		if !a.ips.Allows(ip) || !a.projectIPs[p.name].Allows(ip) {
 			g.log.Warn("address refused", "project", p.name, "ip", ip)
 			g.metrics.ipDenied.WithLabelValues(p.name).Inc()
-			_ = g.emit(&policy.Event{Type: policy.EventIPDenied, Project: p.name, ClientIP: ip.String()})
+			_ = g.emit(&audit.Event{Type: audit.EventIPDenied, Project: p.name, ClientIP: ip.String()})
 			rpcError(w, http.StatusForbidden, codeForbidden, "forbidden: requests from "+ip.String()+" are not allowed", nil)
 			return
 		}
@@ -206,8 +208,8 @@ func (g *Gateway) guard(p *project) http.Handler {
 			if err != nil {
 				g.log.Info("authentication failed", "project", p.name, "ip", ip, "reason", err.Error())
 				g.metrics.authFailures.WithLabelValues(p.name, authReason(err)).Inc()
-				ev := &policy.Event{Type: policy.EventAuthFailure, Project: p.name, ClientIP: ip.String(), Reason: authReason(err)}
-				var ae *policy.AuthError
+				ev := &audit.Event{Type: audit.EventAuthFailure, Project: p.name, ClientIP: ip.String(), Reason: authReason(err)}
+				var ae *apikey.AuthError
 				if errors.As(err, &ae) {
 					ev.KeyID = ae.KeyID
 				}
@@ -294,7 +296,7 @@ func (g *Gateway) guard(p *project) http.Handler {
 					if err := g.takeTokens(pr, msg.Params.Name); err != nil {
 						var ce *CallError
 						if errors.As(err, &ce) {
-							_ = g.emit(&policy.Event{Type: policy.EventRateLimitHit, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP,
+							_ = g.emit(&audit.Event{Type: audit.EventRateLimitHit, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP,
 								Tool: msg.Params.Name, Decision: "deny", Outcome: CodeRateLimited, Error: ce.Message})
 							w.Header().Set("Retry-After", strconv.FormatInt(int64(math.Ceil(ce.RetryAfter.Seconds())), 10))
 							rpcError(w, http.StatusTooManyRequests, codeRateLimited, ce.Message, map[string]any{"retryAfterMs": retryMs(ce.RetryAfter)})
@@ -613,7 +615,7 @@ func rpcError(w http.ResponseWriter, status, code int, msg string, data any) {
 
 // authReason is a short label for why a key was refused.
 func authReason(err error) string {
-	var ae *policy.AuthError
+	var ae *apikey.AuthError
 	if errors.As(err, &ae) {
 		return ae.Reason()
 	}

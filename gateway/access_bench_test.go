@@ -11,7 +11,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/toolgate/toolgate/internal/config"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/apikey"
 )
 
 // guardFixture is a gateway with one project, one key and generous rate
@@ -26,16 +26,16 @@ func guardFixture(tb testing.TB) (http.Handler, string) {
 // guardFixtureProject is guardFixture with its project.
 func guardFixtureProject(tb testing.TB) (http.Handler, string, *project) {
 	tb.Helper()
-	key, _, _, err := policy.GenerateKey()
+	key, _, _, err := apikey.Generate()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	cfg := config.Demo("http://127.0.0.1:1/mcp", policy.HashKey(key))
+	cfg := config.Demo("http://127.0.0.1:1/mcp", apikey.Hash(key))
 	cfg.Projects[config.DefaultProject].MCPServers = nil
 	cfg.CodeMode.Enabled = false
 	cfg.AllowedHosts = []string{"example.com"} // httptest.NewRequest's Host
 	cfg.Projects[config.DefaultProject].RateLimit = config.RateLimit{RequestsPerMinute: 6e7, Burst: 1e6, PerKeyRequestsPerMinute: 6e7, PerKeyBurst: 1e6}
-	auth, err := policy.NewAuthenticator(context.Background(), nil, nil, nil)
+	auth, err := apikey.NewAuthenticator(context.Background(), nil, nil, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}

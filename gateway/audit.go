@@ -12,13 +12,14 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/toolgate/toolgate/internal/config"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/apikey"
+	"github.com/toolgate/toolgate/policy/audit"
 )
 
 // emit records one event: it is appended to the audit log (when there is
 // one) and shown to the alert rules. The error says the log could not be
 // written.
-func (g *Gateway) emit(ev *policy.Event) error {
+func (g *Gateway) emit(ev *audit.Event) error {
 	var err error
 	if g.audit != nil {
 		start := time.Now()
@@ -35,7 +36,7 @@ func (g *Gateway) emit(ev *policy.Event) error {
 }
 
 // alertFields are the fields of an event an alert may show.
-func alertFields(ev *policy.Event) map[string]any {
+func alertFields(ev *audit.Event) map[string]any {
 	f := make(map[string]any, 6)
 	for _, kv := range [...]struct{ k, v string }{
 		{"keyId", ev.KeyID}, {"clientIp", ev.ClientIP}, {"server", ev.Server},
@@ -61,9 +62,9 @@ func (g *Gateway) auditHealthy() error {
 }
 
 // callEvent is the audit event of one call on the tool path.
-func callEvent(project string, r *route, call *ToolCall, res *mcp.CallToolResult, err error, out string, d time.Duration) *policy.Event {
-	ev := &policy.Event{
-		Type:        policy.EventToolCall,
+func callEvent(project string, r *route, call *ToolCall, res *mcp.CallToolResult, err error, out string, d time.Duration) *audit.Event {
+	ev := &audit.Event{
+		Type:        audit.EventToolCall,
 		Project:     project,
 		KeyID:       call.Principal.KeyID,
 		ClientIP:    call.Principal.ClientIP,
@@ -71,16 +72,16 @@ func callEvent(project string, r *route, call *ToolCall, res *mcp.CallToolResult
 		Tool:        call.Name,
 		Decision:    "allow",
 		Outcome:     out,
-		LatencyMs:   policy.Millis(d),
+		LatencyMs:   audit.Millis(d),
 	}
 	if r != nil {
 		ev.Server = r.up.cfg.Name
 	}
 	switch out {
 	case CodeNotFound:
-		ev.Type, ev.Decision, ev.Reason = policy.EventToolDenied, "deny", "unknown or filtered tool"
+		ev.Type, ev.Decision, ev.Reason = audit.EventToolDenied, "deny", "unknown or filtered tool"
 	case CodeRateLimited:
-		ev.Type, ev.Decision = policy.EventRateLimitHit, "deny"
+		ev.Type, ev.Decision = audit.EventRateLimitHit, "deny"
 	}
 	ev.SetArguments(call.Arguments)
 	if res != nil {
@@ -90,18 +91,20 @@ func callEvent(project string, r *route, call *ToolCall, res *mcp.CallToolResult
 			ev.ResultBytes = jsonSize(res)
 		}
 		if res.IsError {
-			ev.Error = truncateText(resultText(res), 500)
+			ev.Error = resultText(res)
 		}
 	}
+	// Texts go in whole: the audit log cuts each field to its cap and
+	// keeps the full text's length and SHA-256.
 	var ce *CallError
 	var rpcErr *jsonrpc.Error
 	switch {
 	case errors.As(err, &ce):
 		ev.Error = ce.Message
 	case errors.As(err, &rpcErr):
-		ev.Error = truncateText(rpcErr.Message, 500)
+		ev.Error = rpcErr.Message
 	case err != nil:
-		ev.Error = truncateText(err.Error(), 500)
+		ev.Error = err.Error()
 	}
 	return ev
 }
@@ -134,19 +137,12 @@ func resultText(res *mcp.CallToolResult) string {
 	return ""
 }
 
-func truncateText(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
-}
-
 // upstreamEvent implements upstreamHooks: upstream.error when an upstream
 // fails, upstream.restart when it is reconnected.
 func (p *project) upstreamEvent(u *upstream, typ string, err error) {
-	ev := &policy.Event{Type: typ, Project: p.name, Server: u.cfg.Name}
+	ev := &audit.Event{Type: typ, Project: p.name, Server: u.cfg.Name}
 	if err != nil {
-		ev.Error = truncateText(err.Error(), 500)
+		ev.Error = err.Error()
 	}
 	_ = p.gw.emit(ev)
 }
@@ -182,8 +178,61 @@ func checkReloadable(old, cur *config.Config) error {
 	return nil
 }
 
-// RecordKeyChange records a key created, rotated or revoked (by the CLI,
-// seen by the authenticator).
-func (g *Gateway) RecordKeyChange(change string, k *policy.Key) {
-	_ = g.emit(&policy.Event{Type: change, Project: k.Project, KeyID: k.ID, KeyName: k.Name, NewKeyID: k.RotatedTo})
+// RecordKeyChange appends a key change that the key store kept (a key
+// created, rotated or revoked, by the command line or by this process,
+// with or without a gateway running) to the audit log, dated when it was
+// made. The error says it could not be written; the store then keeps it
+// for the next try.
+//
+// A change the log already holds is not written again: a crash between
+// writing a change and telling the store leaves it in both, so the first
+// call of a process looks for the key changes written since (a little
+// before) its time, reading the log's newest lines only; the changes it
+// writes are remembered.
+func (g *Gateway) RecordKeyChange(c apikey.Change) error {
+	g.keyMu.Lock()
+	defer g.keyMu.Unlock()
+	if g.audit != nil && g.keysInLog == nil {
+		found, err := audit.RecordedKeyChanges(g.audit.Path(), c.Time.Add(-keyChangeSkew))
+		if err != nil {
+			return fmt.Errorf("look for key changes already in the audit log: %w", err)
+		}
+		g.keysInLog = found
+	}
+	k := c.Type + " " + c.KeyID
+	if g.keysInLog[k] {
+		return nil
+	}
+	if err := g.emit(c.Event()); err != nil {
+		return err
+	}
+	if g.keysInLog != nil {
+		g.keysInLog[k] = true
+	}
+	return nil
+}
+
+// keyChangeSkew is how much earlier than a key change lines may be dated
+// that were written after it (clock steps, writers racing for the log).
+const keyChangeSkew = time.Minute
+
+// auditRetentionProblem says, for /readyz, that the audit log keeps files
+// past audit.maxFiles; "" when it does not.
+func (g *Gateway) auditRetentionProblem() string {
+	if g.audit == nil {
+		return ""
+	}
+	st := g.audit.Retention()
+	if st.Over == 0 {
+		return ""
+	}
+	return fmt.Sprintf("audit log: %d rotated %s kept past audit.maxFiles (%d) because younger than audit.retainAtLeast (%s); the oldest was last written at %s: make room on the disk, or raise audit.maxSizeMB or audit.maxFiles",
+		st.Over, plural(st.Over, "file", "files"), st.MaxFiles, st.RetainAtLeast, st.Oldest.Format(time.RFC3339))
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }

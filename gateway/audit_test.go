@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"encoding/json"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -9,7 +10,8 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/toolgate/toolgate/internal/config"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/apikey"
+	"github.com/toolgate/toolgate/policy/audit"
 )
 
 // TestJSONSize checks that the size recorded as an event's resultBytes is
@@ -45,7 +47,7 @@ func TestJSONSize(t *testing.T) {
 }
 
 func TestAlertFields(t *testing.T) {
-	ev := &policy.Event{Type: policy.EventToolCall, Project: "p", KeyID: "k1", Tool: "up__echo", Error: "boom"}
+	ev := &audit.Event{Type: audit.EventToolCall, Project: "p", KeyID: "k1", Tool: "up__echo", Error: "boom"}
 	want := map[string]any{"keyId": "k1", "tool": "up__echo", "error": "boom"}
 	if got := alertFields(ev); !cmp.Equal(got, want) {
 		t.Errorf("alertFields = %v, want %v", got, want)
@@ -64,5 +66,46 @@ func BenchmarkCallEvent(b *testing.B) {
 		if ev.ResultBytes == 0 || len(alertFields(ev)) == 0 {
 			b.Fatal("no result size or alert fields")
 		}
+	}
+}
+
+// TestRecordKeyChangeOnce proves a key change already in the log (written
+// before a crash kept the store from forgetting it) is not written again,
+// while the others are, each with the time of the change.
+func TestRecordKeyChangeOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	auditLog, err := audit.Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer auditLog.Close()
+	at := time.Now().Add(-time.Hour).UTC()
+	done := apikey.Change{Seq: 1, Time: at, Type: audit.EventKeyCreated, KeyID: "k1", Project: "p", KeyName: "ci"}
+	if err := auditLog.Write(done.Event()); err != nil { // the previous process wrote it
+		t.Fatal(err)
+	}
+	if err := auditLog.Write(&audit.Event{Type: audit.EventToolCall, Tool: "later"}); err != nil {
+		t.Fatal(err)
+	}
+	g := New(&config.Config{}, &Options{Audit: auditLog})
+	defer g.Close()
+	next := apikey.Change{Seq: 2, Time: at.Add(time.Minute), Type: audit.EventKeyRevoked, KeyID: "k1", Project: "p", KeyName: "ci"}
+	for _, c := range []apikey.Change{done, next, next} {
+		if err := g.RecordKeyChange(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	if _, err := audit.Read(path, func(ev *audit.Event) error {
+		if ev.KeyID != "" {
+			got = append(got, ev.Type+" "+ev.Time.Format(time.RFC3339Nano))
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"key.created " + at.Format(time.RFC3339Nano), "key.revoked " + next.Time.Format(time.RFC3339Nano)}
+	if !cmp.Equal(got, want) {
+		t.Errorf("key events = %v, want %v", got, want)
 	}
 }

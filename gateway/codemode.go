@@ -8,16 +8,20 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strings"
+	"sync"
 	"time"
+
+	"golang.org/x/sync/semaphore"
 
 	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/toolgate/toolgate/bindings"
 	"github.com/toolgate/toolgate/internal/config"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/audit"
 	"github.com/toolgate/toolgate/sandbox"
 )
 
@@ -129,15 +133,21 @@ func (p *project) syncCodeMode(cm config.CodeMode, ct *codeTools) {
 }
 
 func (p *project) handleSearchTools(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+	call, start := p.metaCall(req), time.Now()
+	res, err := p.searchTools(call)
+	return p.finishMetaCall(call, start, res, err)
+}
+
+func (p *project) searchTools(call *ToolCall) (*mcp.CallToolResult, error) {
 	var in struct {
 		Query string `json:"query"`
 	}
-	if len(req.Params.Arguments) > 0 {
-		if err := json.Unmarshal(req.Params.Arguments, &in); err != nil {
+	if len(call.Arguments) > 0 {
+		if err := json.Unmarshal(call.Arguments, &in); err != nil {
 			return errorResult("search_tools takes {query?: string}: " + err.Error()), nil
 		}
 	}
-	if _, err := p.chargeCodeTool(req); err != nil {
+	if err := p.chargeMetaCall(call); err != nil {
 		return nil, err
 	}
 	p.mu.Lock()
@@ -155,42 +165,27 @@ func errorResult(msg string) *mcp.CallToolResult {
 }
 
 func (p *project) handleExecuteCode(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+	call, start := p.metaCall(req), time.Now()
+	call.ExecutionID = newExecutionID()
+	res, err := p.executeCodeCall(ctx, call)
+	return p.finishMetaCall(call, start, res, err)
+}
+
+func (p *project) executeCodeCall(ctx context.Context, call *ToolCall) (*mcp.CallToolResult, error) {
 	var in struct {
 		Code *string `json:"code"`
 	}
-	if err := json.Unmarshal(req.Params.Arguments, &in); err != nil || in.Code == nil {
+	if err := json.Unmarshal(call.Arguments, &in); err != nil || in.Code == nil {
 		return errorResult(`execute_code takes {"code": string}: the JavaScript to run`), nil
 	}
-	pr, err := p.chargeCodeTool(req)
-	if err != nil {
+	if err := p.chargeMetaCall(call); err != nil {
 		return nil, err
 	}
-	res, err := p.gw.executeCode(ctx, p, pr, *in.Code, req.Session)
+	res, err := p.gw.executeCode(ctx, p, call.Principal, *in.Code, call.Session, call.ExecutionID)
 	if err != nil {
-		var ce *CallError
-		if errors.As(err, &ce) {
-			if ce.Code == CodeOverloaded {
-				return nil, retryableError(codeOverloaded, ce) // every execution slot stayed busy
-			}
-			return errorResult(ce.Message), nil
-		}
 		return nil, err
 	}
 	return executionResult(res), nil
-}
-
-// chargeCodeTool takes the rate-limit tokens of a call of execute_code or
-// search_tools, unless the HTTP layer took them already: like every other
-// tools/call, each one counts against the project's and the key's buckets
-// (and a toolLimits entry under its name). An execution's inner calls count
-// on top, one each.
-func (p *project) chargeCodeTool(req *mcp.CallToolRequest) (Principal, error) {
-	pr, prepaid := principalFrom(req.Extra, p.name)
-	name := req.Params.Name
-	if prepaid == name {
-		return pr, nil
-	}
-	return pr, p.charge(pr, name, "")
 }
 
 // charge takes the rate-limit tokens of one request of pr: the project's
@@ -203,8 +198,10 @@ func (p *project) charge(pr Principal, tool, reason string) error {
 	if !errors.As(err, &ce) {
 		return err
 	}
-	_ = p.gw.emit(&policy.Event{Type: policy.EventRateLimitHit, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP,
-		Tool: tool, Reason: reason, Decision: "deny", Outcome: CodeRateLimited, Error: ce.Message})
+	if err := p.gw.emit(&audit.Event{Type: audit.EventRateLimitHit, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP,
+		Tool: tool, Reason: reason, Decision: "deny", Outcome: CodeRateLimited, Error: ce.Message}); err != nil {
+		return errNotRecorded(err)
+	}
 	return retryableError(codeRateLimited, ce)
 }
 
@@ -261,11 +258,12 @@ func (g *Gateway) ExecuteCode(ctx context.Context, project string, pr Principal,
 		return nil, fmt.Errorf("unknown project %q", project)
 	}
 	pr.Project = project
-	return g.executeCode(ctx, p, pr, code, nil)
+	return g.executeCode(ctx, p, pr, code, nil, newExecutionID())
 }
 
-func (g *Gateway) executeCode(ctx context.Context, p *project, pr Principal, code string, ss *mcp.ServerSession) (*sandbox.Result, error) {
-	cm := g.Config().CodeMode
+func (g *Gateway) executeCode(ctx context.Context, p *project, pr Principal, code string, ss *mcp.ServerSession, execID string) (*sandbox.Result, error) {
+	cfg := g.Config()
+	cm := cfg.CodeMode
 	if !cm.Enabled || g.engine == nil {
 		return nil, &CallError{Code: CodeNotFound, Message: "code mode is not enabled"}
 	}
@@ -274,7 +272,6 @@ func (g *Gateway) executeCode(ctx context.Context, p *project, pr Principal, cod
 		return nil, err
 	}
 	defer release()
-	execID := newExecutionID()
 	p.mu.Lock()
 	ct := p.code
 	p.mu.Unlock()
@@ -302,7 +299,7 @@ func (g *Gateway) executeCode(ctx context.Context, p *project, pr Principal, cod
 				return g.takeFetchTokens(p, pr, execID, method, host)
 			},
 			OnRequest: func(method, host string, status int, n int64) {
-				_ = g.emit(&policy.Event{Type: policy.EventCodeFetch, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP, ExecutionID: execID, Method: method, Host: host, Status: status, Bytes: n})
+				_ = g.emit(&audit.Event{Type: audit.EventCodeFetch, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP, ExecutionID: execID, Method: method, Host: host, Status: status, Bytes: n})
 			},
 		}
 	}
@@ -310,17 +307,19 @@ func (g *Gateway) executeCode(ctx context.Context, p *project, pr Principal, cod
 		Timeout: cm.Timeout.D(), MemoryLimitMB: cm.MemoryLimitMB, MaxStackKB: cm.MaxStackKB,
 		MaxToolCalls: cm.MaxToolCalls, MaxConcurrentToolCalls: cm.MaxConcurrentToolCalls,
 		MaxCodeBytes: cm.MaxCodeBytes, MaxOutputBytes: cm.MaxOutputBytes,
+		// A script's call carries no more than a client's request may.
+		MaxArgumentBytes: int(min(cfg.Limits.MaxRequestBodyBytes, math.MaxInt32)),
 	}
 	res, err := g.engine.Run(ctx, req, lim)
 	if err != nil {
 		g.log.Error("code execution failed inside the gateway", "execution", execID, "error", err)
 		return nil, fmt.Errorf("code execution %s failed inside the gateway", execID)
 	}
-	ev := &policy.Event{Type: policy.EventCodeExecution, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP, ExecutionID: execID,
+	ev := &audit.Event{Type: audit.EventCodeExecution, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP, ExecutionID: execID,
 		DurationMs: res.DurationMs, ToolCalls: len(res.ToolCalls), Outcome: "ok"}
 	limit := ""
 	if res.Error != nil {
-		ev.Outcome, ev.Error = "error", truncateText(res.Error.Name+": "+res.Error.Message, 500)
+		ev.Outcome, ev.Error = "error", res.Error.Name+": "+res.Error.Message
 		if res.Error.Limit != "" {
 			limit = res.Error.Limit
 			ev.LimitsHit = []string{limit}
@@ -372,8 +371,12 @@ func (g *Gateway) takeFetchTokens(p *project, pr Principal, execID, method, host
 	if !errors.As(err, &ce) {
 		return err
 	}
-	_ = g.emit(&policy.Event{Type: policy.EventRateLimitHit, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP, ExecutionID: execID,
-		Tool: FetchRateName, Decision: "deny", Outcome: CodeRateLimited, Error: ce.Message, Method: method, Host: host})
+	if err := g.emit(&audit.Event{Type: audit.EventRateLimitHit, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP, ExecutionID: execID,
+		Tool: FetchRateName, Decision: "deny", Outcome: CodeRateLimited, Error: ce.Message, Method: method, Host: host}); err != nil {
+		// Like a refused tool call: a refusal that cannot be recorded fails.
+		ne := errNotRecorded(err)
+		return &sandbox.CallError{Code: ne.Code, Message: ne.Message}
+	}
 	return &sandbox.CallError{Code: ce.Code, Message: ce.Message, RetryAfterMs: retryMs(ce.RetryAfter)}
 }
 
@@ -384,22 +387,77 @@ func (e *CallError) ErrorCode() string { return e.Code }
 // briefly when all are busy.
 func (p *project) acquireExecution(ctx context.Context, limit int) (func(), error) {
 	p.execMu.Lock()
-	if p.execSlots == nil || cap(p.execSlots) != limit {
-		p.execSlots = make(chan struct{}, limit)
+	if p.execSlots == nil {
+		p.execSlots = newExecSlots(limit)
+	} else {
+		p.execSlots.resize(limit)
 	}
 	slots := p.execSlots
 	p.execMu.Unlock()
-	wait := time.NewTimer(executionQueueWait)
-	defer wait.Stop()
-	select {
-	case slots <- struct{}{}:
-		return func() { <-slots }, nil
-	case <-wait.C:
+	wctx, cancel := context.WithTimeout(ctx, executionQueueWait)
+	defer cancel()
+	if err := slots.sem.Acquire(wctx, 1); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
 		return nil, &CallError{Code: CodeOverloaded, RetryAfter: overloadRetryAfter,
 			Message: fmt.Sprintf("%d executions are already running in this project (codeMode.maxConcurrentExecutions); retry after %d ms", limit, retryMs(overloadRetryAfter))}
-	case <-ctx.Done():
-		return nil, ctx.Err()
 	}
+	return slots.release, nil
+}
+
+// execSlots bounds a project's concurrent Code Mode executions on a
+// semaphore.Weighted of fixed capacity whose units beyond the bound are
+// held by execSlots itself. A reload may change the bound while executions
+// run: a larger one frees slots at once, a smaller one is reached as
+// running executions end (their slots are withheld instead of freed), so
+// the executions running never exceed the bound in force for long.
+type execSlots struct {
+	sem   *semaphore.Weighted
+	mu    sync.Mutex
+	limit int64
+	owed  int64 // slots to withhold from executions that end, after a shrink
+}
+
+const slotCapacity = math.MaxInt32
+
+func newExecSlots(limit int) *execSlots {
+	s := &execSlots{sem: semaphore.NewWeighted(slotCapacity), limit: int64(limit)}
+	s.sem.TryAcquire(slotCapacity - int64(limit))
+	return s
+}
+
+// resize sets the bound.
+func (s *execSlots) resize(limit int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := int64(limit) - s.limit
+	s.limit = int64(limit)
+	if d > 0 {
+		pay := min(d, s.owed)
+		s.owed -= pay
+		if d -= pay; d > 0 {
+			s.sem.Release(d)
+		}
+		return
+	}
+	for ; d < 0; d++ {
+		if !s.sem.TryAcquire(1) {
+			s.owed += -d
+			return
+		}
+	}
+}
+
+// release gives back one execution's slot.
+func (s *execSlots) release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.owed > 0 {
+		s.owed--
+		return
+	}
+	s.sem.Release(1)
 }
 
 // executionQueueWait is how long an execution waits for a free slot.

@@ -17,7 +17,7 @@ import (
 
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/internal/demo"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/audit"
 	"github.com/toolgate/toolgate/sandbox"
 )
 
@@ -52,12 +52,12 @@ func codeModeFixture(t *testing.T, extra string) (*Gateway, string) {
 	}
 	t.Cleanup(func() { engine.Close() })
 	auditPath := filepath.Join(dir, "audit.jsonl")
-	audit, err := policy.OpenAuditLog(auditPath, &policy.AuditOptions{})
+	auditLog, err := audit.Open(auditPath, &audit.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { audit.Close() })
-	g := startGateway(t, cfg, &Options{Sandbox: engine, Audit: audit})
+	t.Cleanup(func() { auditLog.Close() })
+	g := startGateway(t, cfg, &Options{Sandbox: engine, Audit: auditLog})
 	return g, auditPath
 }
 
@@ -155,9 +155,9 @@ return out;`,
 			if d := cmp.Diff(tc.want, string(res.Result)); d != "" {
 				t.Fatalf("result (-want +got):\n%s", d)
 			}
-			var hits []*policy.Event
-			if _, err := policy.ReadAudit(auditPath, func(ev *policy.Event) error {
-				if ev.Type == policy.EventRateLimitHit && ev.Tool == FetchRateName {
+			var hits []*audit.Event
+			if _, err := audit.Read(auditPath, func(ev *audit.Event) error {
+				if ev.Type == audit.EventRateLimitHit && ev.Tool == FetchRateName {
 					hits = append(hits, ev)
 				}
 				return nil
@@ -229,8 +229,8 @@ func TestCodeToolsAreRateLimited(t *testing.T) {
 				t.Fatalf("%s after the refusal: %v %+v", otherName, err, res)
 			}
 			hits := 0
-			if _, err := policy.ReadAudit(auditPath, func(ev *policy.Event) error {
-				if ev.Type == policy.EventRateLimitHit && ev.Tool == tool {
+			if _, err := audit.Read(auditPath, func(ev *audit.Event) error {
+				if ev.Type == audit.EventRateLimitHit && ev.Tool == tool {
 					hits++
 				}
 				return nil
@@ -241,6 +241,36 @@ func TestCodeToolsAreRateLimited(t *testing.T) {
 				t.Fatalf("%d ratelimit.hit events for %s, want 1", hits, tool)
 			}
 		})
+	}
+}
+
+// TestExecSlotsResize: a reload that changes codeMode.maxConcurrentExecutions
+// counts the executions still running.
+func TestExecSlotsResize(t *testing.T) {
+	s := newExecSlots(2)
+	take := func() bool { return s.sem.TryAcquire(1) }
+	if !take() || !take() || take() {
+		t.Fatal("two slots of two: want exactly two")
+	}
+	s.resize(1) // two still run
+	s.release()
+	if take() {
+		t.Fatal("after shrinking to 1 with 2 running, an end freed a slot")
+	}
+	s.release()
+	if !take() || take() {
+		t.Fatal("with none running, want exactly one slot")
+	}
+	s.resize(3) // one runs
+	if !take() || !take() || take() {
+		t.Fatal("after growing to 3 with one running, want two more slots at once")
+	}
+	s.resize(1) // three run: two are owed
+	s.resize(2) // one owed
+	s.release()
+	s.release()
+	if !take() || take() {
+		t.Fatal("at 2 with one running, want one slot")
 	}
 }
 
@@ -284,8 +314,8 @@ func TestCodeModeKeepsUpstreamToolsForScripts(t *testing.T) {
 		t.Fatalf("a script's call: %+v, %v", res, err)
 	}
 	denied := 0
-	if _, err := policy.ReadAudit(auditPath, func(ev *policy.Event) error {
-		if ev.Type == policy.EventToolDenied && ev.Tool == "demo__echo" {
+	if _, err := audit.Read(auditPath, func(ev *audit.Event) error {
+		if ev.Type == audit.EventToolDenied && ev.Tool == "demo__echo" {
 			denied++
 		}
 		return nil

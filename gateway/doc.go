@@ -5,6 +5,6 @@
 // the relay of notifications and server-to-client requests, and the HTTP
 // routes (/mcp, /v1/mcp/{project}, /healthz, /readyz).
 //
-// It does not know how filters, keys or limits are implemented (package
-// policy) nor anything about running JavaScript.
+// It does not know how filters, keys or limits are implemented (packages
+// policy and policy/apikey) nor anything about running JavaScript.
 package gateway

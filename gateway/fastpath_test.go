@@ -16,7 +16,8 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/toolgate/toolgate/internal/config"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/apikey"
+	"github.com/toolgate/toolgate/policy/audit"
 )
 
 // httpFixture is a gateway in process, with two keys, in front of an
@@ -60,11 +61,11 @@ func newHTTPFixture(t *testing.T, tweak ...func(*config.Config)) *httpFixture {
 
 	var hashes [2]string
 	for i := range f.keys {
-		key, _, _, err := policy.GenerateKey()
+		key, _, _, err := apikey.Generate()
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.keys[i], hashes[i] = key, policy.HashKey(key)
+		f.keys[i], hashes[i] = key, apikey.Hash(key)
 	}
 	cfg := config.Demo(upSrv.URL, hashes[0])
 	cfg.DataDir = t.TempDir()
@@ -74,17 +75,17 @@ func newHTTPFixture(t *testing.T, tweak ...func(*config.Config)) *httpFixture {
 	for _, fn := range tweak {
 		fn(cfg)
 	}
-	auth, err := policy.NewAuthenticator(context.Background(), nil, nil, nil)
+	auth, err := apikey.NewAuthenticator(context.Background(), nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.audit = filepath.Join(cfg.DataDir, "audit.jsonl")
-	audit, err := policy.OpenAuditLog(f.audit, &policy.AuditOptions{})
+	auditLog, err := audit.Open(f.audit, &audit.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { audit.Close() })
-	g := startGateway(t, cfg, &Options{Auth: auth, Audit: audit})
+	t.Cleanup(func() { auditLog.Close() })
+	g := startGateway(t, cfg, &Options{Auth: auth, Audit: auditLog})
 	srv := httptest.NewServer(g.Handler())
 	t.Cleanup(srv.Close)
 	f.g, f.url = g, srv.URL+"/mcp"
@@ -264,16 +265,16 @@ func TestDeniedCallAudited(t *testing.T) {
 	if code != http.StatusOK || !strings.Contains(msg, `"error"`) {
 		t.Fatalf("status %d: %s", code, msg)
 	}
-	var denied []*policy.Event
-	if _, err := policy.ReadAudit(f.audit, func(ev *policy.Event) error {
-		if ev.Type == policy.EventToolDenied {
+	var denied []*audit.Event
+	if _, err := audit.Read(f.audit, func(ev *audit.Event) error {
+		if ev.Type == audit.EventToolDenied {
 			denied = append(denied, ev)
 		}
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	want := &policy.Event{}
+	want := &audit.Event{}
 	want.SetArguments(json.RawMessage(args))
 	if len(denied) != 1 || denied[0].Tool != "demo__nosuch" || denied[0].ArgsSHA256 != want.ArgsSHA256 || denied[0].ArgsBytes != want.ArgsBytes {
 		t.Fatalf("tool.denied events: %+v", denied)

@@ -18,8 +18,12 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/toolgate/toolgate/internal/clip"
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/alert"
+	"github.com/toolgate/toolgate/policy/apikey"
+	"github.com/toolgate/toolgate/policy/audit"
 	"github.com/toolgate/toolgate/sandbox"
 )
 
@@ -93,14 +97,14 @@ type Options struct {
 	// Auth checks API keys; it is required unless the configuration turns
 	// authentication off. The gateway gives it the keys the configuration
 	// lists by hash.
-	Auth *policy.Authenticator
+	Auth *apikey.Authenticator
 	// Limiter holds the rate-limit buckets (default: in memory).
 	Limiter policy.Limiter
 	// Audit receives every event; when it cannot be written, tool calls are
 	// refused. Nil means no audit log.
-	Audit *policy.AuditLog
+	Audit *audit.Log
 	// Alerter watches events for the alert rules. Nil means no alerts.
-	Alerter *policy.Alerter
+	Alerter *alert.Alerter
 	// Sandbox runs Code Mode scripts; it is required when the
 	// configuration enables code mode.
 	Sandbox *sandbox.Engine
@@ -109,20 +113,23 @@ type Options struct {
 // Gateway serves the projects of one configuration.
 type Gateway struct {
 	log     *slog.Logger
-	auth    *policy.Authenticator
+	auth    *apikey.Authenticator
 	limiter policy.Limiter
 	// ownLimiter is the default limiter New made, which Close stops.
 	ownLimiter *policy.MemoryLimiter
 	acc        atomic.Pointer[access]
 	metrics    *metrics
-	audit      *policy.AuditLog
+	audit      *audit.Log
 	engine     *sandbox.Engine
-	alerter    *policy.Alerter
+	alerter    *alert.Alerter
 	pins       *pinStore     // nil without a dataDir
 	stop       chan struct{} // closed by Close: ends background loops
 	life       lifecycle     // calls in flight, event streams, draining
 
 	reloadMu sync.Mutex // one Start/Reload/Close at a time
+
+	keyMu     sync.Mutex      // one RecordKeyChange at a time
+	keysInLog map[string]bool // key changes in the log: found by the first RecordKeyChange, or written since
 
 	mu       sync.RWMutex
 	cfg      *config.Config
@@ -193,7 +200,7 @@ func (g *Gateway) Reload(ctx context.Context, cfg *config.Config) error {
 	if err == nil {
 		err = g.apply(ctx, cfg, false)
 	}
-	ev := &policy.Event{Type: policy.EventConfigReload, Changed: changedKeys(old, cfg), Outcome: "applied"}
+	ev := &audit.Event{Type: audit.EventConfigReload, Changed: changedKeys(old, cfg), Outcome: "applied"}
 	if err != nil {
 		ev.Outcome, ev.Reason = "refused", err.Error()
 	}
@@ -204,7 +211,7 @@ func (g *Gateway) Reload(ctx context.Context, cfg *config.Config) error {
 // ReloadRefused records a reload that failed before the gateway saw a
 // configuration (the file did not load).
 func (g *Gateway) ReloadRefused(err error) {
-	_ = g.emit(&policy.Event{Type: policy.EventConfigReload, Outcome: "refused", Reason: err.Error()})
+	_ = g.emit(&audit.Event{Type: audit.EventConfigReload, Outcome: "refused", Reason: err.Error()})
 }
 
 // apply prepares every project of cfg, checks the result, and either
@@ -378,9 +385,10 @@ func (g *Gateway) callTool(ctx context.Context, p *project, call *ToolCall) (*mc
 			call.result, call.resultJSON = res, b
 		}
 	}
-	if aerr := g.record(p, r, call, res, err, time.Since(start)); aerr != nil && err == nil {
-		// Fail closed: a call that cannot be recorded is not answered.
-		return nil, &CallError{Code: CodeUnavailable, Message: "the call could not be recorded in the audit log: " + aerr.Error()}
+	if aerr := g.record(p, r, call, res, err, time.Since(start)); aerr != nil {
+		// Fail closed: a call that cannot be recorded, answered or
+		// refused, is not answered.
+		return nil, errNotRecorded(aerr)
 	}
 	return res, err
 }
@@ -393,6 +401,12 @@ func (p *project) visibleTool(call *ToolCall) *route {
 		return p.lookupTool(call.Name)
 	}
 	return p.lookupCallable(call.Name)
+}
+
+// errNotRecorded is the answer to a call whose audit event could not be
+// written.
+func errNotRecorded(err error) *CallError {
+	return &CallError{Code: CodeUnavailable, Message: "the call could not be recorded in the audit log: " + err.Error()}
 }
 
 // outcome names how a call ended, for metrics and the audit log.
@@ -431,7 +445,7 @@ func (g *Gateway) record(p *project, r *route, call *ToolCall, res *mcp.CallTool
 // name).
 func (g *Gateway) callRoute(ctx context.Context, p *project, r *route, call *ToolCall) (*mcp.CallToolResult, error) {
 	if r == nil {
-		return nil, &CallError{Code: CodeNotFound, Message: fmt.Sprintf("unknown tool %q", call.Name)}
+		return nil, &CallError{Code: CodeNotFound, Message: fmt.Sprintf("unknown tool %q", clip.Text(call.Name, sandbox.MaxToolNameBytes))}
 	}
 	if call.prepaid != call.Name {
 		if err := g.takeTokens(call.Principal, call.Name); err != nil {
@@ -525,10 +539,17 @@ func (g *Gateway) Status() (ready bool, projects map[string]ProjectStatus) {
 	ps := maps.Clone(g.projects)
 	g.mu.RUnlock()
 	ready = g.auditHealthy() == nil
+	retention := g.auditRetentionProblem()
 	projects = map[string]ProjectStatus{}
 	for name, p := range ps {
 		st := p.status()
 		ready = ready && st.Ready
+		if retention != "" {
+			// Said, not made a reason to be unready: the disk filling up
+			// is the operator's to fix, and being unready would let a
+			// burst of events take the gateway out of service.
+			st.Problems = append(st.Problems, retention)
+		}
 		projects[name] = st
 	}
 	return ready, projects

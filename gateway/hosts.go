@@ -8,7 +8,7 @@ import (
 
 	"github.com/toolgate/toolgate/internal/clip"
 	"github.com/toolgate/toolgate/internal/config"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/audit"
 )
 
 // DNS rebinding: a web page the user opens at http://evil.example:8080
@@ -196,7 +196,7 @@ func (g *Gateway) checkHostOrigin(w http.ResponseWriter, r *http.Request, h *hos
 	}
 	g.log.Warn("host or origin refused", "project", project, "header", header, "value", shown, "ip", client)
 	g.metrics.originDenied.WithLabelValues(project, strings.ToLower(header)).Inc()
-	_ = g.emit(&policy.Event{Type: policy.EventOriginDenied, Project: project, ClientIP: client, Reason: header + " " + quote(shown)})
+	_ = g.emit(&audit.Event{Type: audit.EventOriginDenied, Project: project, ClientIP: client, Reason: header + " " + quote(shown)})
 	rpcError(w, http.StatusForbidden, codeForbidden,
 		"forbidden: the "+header+" header "+quote(shown)+" is not served here (an operator can allow it with "+key+")", nil)
 	return false

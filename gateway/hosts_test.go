@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/toolgate/toolgate/internal/config"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/audit"
 )
 
 // TestHostRules decides, for requests with forged and genuine Host and
@@ -135,9 +135,9 @@ func TestHostRefusalAnswer(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("/healthz with a foreign Host: %d", resp.StatusCode)
 	}
-	var events []*policy.Event
-	if _, err := policy.ReadAudit(f.audit, func(ev *policy.Event) error {
-		if ev.Type == policy.EventOriginDenied {
+	var events []*audit.Event
+	if _, err := audit.Read(f.audit, func(ev *audit.Event) error {
+		if ev.Type == audit.EventOriginDenied {
 			events = append(events, ev)
 		}
 		return nil

@@ -10,7 +10,7 @@ import (
 
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/internal/leakcheck"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/apikey"
 )
 
 // TestMain fails the package's tests when they leave goroutines running.
@@ -27,7 +27,7 @@ func TestCloseStopsGoroutines(t *testing.T) {
 	cfg.Projects[config.DefaultProject].MCPServers = nil
 	cfg.CodeMode.Enabled = false
 	cfg.DataDir = "" // no pin store in the working directory
-	auth, err := policy.NewAuthenticator(context.Background(), nil, nil, nil)
+	auth, err := apikey.NewAuthenticator(context.Background(), nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

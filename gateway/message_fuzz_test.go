@@ -16,7 +16,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/toolgate/toolgate/internal/config"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/apikey"
 )
 
 type echoArgs struct {
@@ -48,18 +48,18 @@ func newMessageFixtureWith(tb testing.TB, change func(*config.Config)) *messageF
 	upSrv := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return up }, nil))
 	tb.Cleanup(upSrv.Close)
 
-	key, _, _, err := policy.GenerateKey()
+	key, _, _, err := apikey.Generate()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	cfg := config.Demo(upSrv.URL, policy.HashKey(key))
+	cfg := config.Demo(upSrv.URL, apikey.Hash(key))
 	cfg.CodeMode.Enabled = false
 	cfg.DataDir = ""                           // no pin store in the working directory
 	cfg.AllowedHosts = []string{"example.com"} // httptest.NewRequest's Host
 	if change != nil {
 		change(cfg)
 	}
-	auth, err := policy.NewAuthenticator(context.Background(), nil, nil, nil)
+	auth, err := apikey.NewAuthenticator(context.Background(), nil, nil, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -13,7 +13,7 @@ import (
 
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/internal/mcpclient"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/audit"
 )
 
 // connectKey opens an MCP session with the fixture's gateway as key.
@@ -77,8 +77,8 @@ func TestMeteredRequests(t *testing.T) {
 	}
 
 	reasons := map[string]int{}
-	if _, err := policy.ReadAudit(f.audit, func(ev *policy.Event) error {
-		if ev.Type == policy.EventRateLimitHit {
+	if _, err := audit.Read(f.audit, func(ev *audit.Event) error {
+		if ev.Type == audit.EventRateLimitHit {
 			reasons[ev.Reason]++
 		}
 		return nil

@@ -35,7 +35,7 @@ func newMetrics(g *Gateway) *metrics {
 		registry: prometheus.NewRegistry(),
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "toolgate_tool_calls_total",
-			Help: "Tool calls by project, server, tool and outcome (ok, tool_error, or the code of a refusal).",
+			Help: "Tool calls by project, server, tool and outcome (ok, tool_error, or the code of a refusal); execute_code and search_tools have no server.",
 		}, []string{"project", "server", "tool", "outcome"}),
 		callSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "toolgate_tool_call_duration_seconds",
@@ -91,7 +91,16 @@ func newMetrics(g *Gateway) *metrics {
 		Name: "toolgate_tool_calls_in_flight",
 		Help: "tools/call requests from clients being handled (capped by limits.maxInFlightCalls).",
 	}, func() float64 { return float64(g.life.inFlight()) })
-	m.registry.MustRegister(m.calls, m.callSeconds, m.authFailures, m.rateLimited, m.ipDenied, m.originDenied, m.accessCalls, m.refused, inFlight, m.auditSeconds,
+	auditKept := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "toolgate_audit_files_over_limit",
+		Help: "Rotated audit log files kept past audit.maxFiles because they are younger than audit.retainAtLeast.",
+	}, func() float64 {
+		if g.audit == nil {
+			return 0
+		}
+		return float64(g.audit.Retention().Over)
+	})
+	m.registry.MustRegister(m.calls, m.callSeconds, m.authFailures, m.rateLimited, m.ipDenied, m.originDenied, m.accessCalls, m.refused, inFlight, m.auditSeconds, auditKept,
 		&upstreamCollector{g: g},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

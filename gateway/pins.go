@@ -17,7 +17,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/audit"
 )
 
 // PinsFile is the name of the file in dataDir that remembers the hash of
@@ -242,7 +242,7 @@ func (g *Gateway) checkPins(project string, reg registry) []string {
 		}
 		if res == pinChanged {
 			g.log.Warn("tool definition changed", "project", project, "server", r.up.cfg.Name, "tool", r.upstream, "quarantined", quarantine)
-			ev := &policy.Event{Type: policy.EventToolsChanged, Project: project, Server: r.up.cfg.Name, Tool: name, OldHash: old, NewHash: hash, Decision: "allow"}
+			ev := &audit.Event{Type: audit.EventToolsChanged, Project: project, Server: r.up.cfg.Name, Tool: name, OldHash: old, NewHash: hash, Decision: "allow"}
 			if quarantine {
 				ev.Decision = "quarantine"
 			}

@@ -98,7 +98,7 @@ type project struct {
 	code      *codeTools        // the tools as Code Mode shows them
 	codeDesc  string            // execute_code's description ("" while code mode is off)
 	execMu    sync.Mutex
-	execSlots chan struct{} // codeMode.maxConcurrentExecutions
+	execSlots *execSlots // codeMode.maxConcurrentExecutions
 	// sessions are the open HTTP sessions of the project's MCP server by
 	// id (front.go), and keySessions their number by key that opened them
 	// (limits.maxSessionsPerKey).

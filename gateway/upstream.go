@@ -9,10 +9,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/toolgate/toolgate/internal/config"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/audit"
 )
 
 // Upstream states, as reported by /readyz.
@@ -27,9 +28,12 @@ const (
 // Supervision timings. Variables so that tests of this package can shorten
 // them; operators tune the call and startup deadlines in the config.
 var (
-	backoffMin     = 500 * time.Millisecond
-	backoffMax     = 30 * time.Second
-	backoffReset   = time.Minute // a session that lasted this long resets the backoff
+	backoffMin   = 500 * time.Millisecond
+	backoffMax   = 30 * time.Second
+	backoffReset = time.Minute // a session that lasted this long resets the backoff
+	// backoffJitter spreads reconnections by ±20%, so that upstreams that
+	// failed together (a network blip) do not reconnect in step.
+	backoffJitter  = 0.2
 	pingInterval   = 15 * time.Second
 	pingTimeout    = 10 * time.Second
 	refreshTimeout = 30 * time.Second
@@ -155,7 +159,13 @@ func (u *upstream) waitFirstAttempt(ctx context.Context) {
 func (u *upstream) run(ctx context.Context) {
 	defer close(u.done)
 	defer u.attemptO.Do(func() { close(u.attempt) })
-	backoff := backoffMin
+	retry := &backoff.ExponentialBackOff{
+		InitialInterval:     backoffMin,
+		RandomizationFactor: backoffJitter,
+		Multiplier:          2,
+		MaxInterval:         backoffMax,
+	}
+	retry.Reset()
 	for {
 		began := time.Now()
 		err := u.serve(ctx)
@@ -164,26 +174,25 @@ func (u *upstream) run(ctx context.Context) {
 			return
 		}
 		u.log.Warn("upstream unhealthy", "error", err)
-		u.hooks.upstreamEvent(u, policy.EventUpstreamError, err)
+		u.hooks.upstreamEvent(u, audit.EventUpstreamError, err)
 		u.setState(StateUnhealthy, err.Error(), nil, catalog{})
 		u.attemptO.Do(func() { close(u.attempt) })
 		u.hooks.changed(u)
 		if time.Since(began) > backoffReset {
-			backoff = backoffMin
+			retry.Reset()
 		}
 		select {
-		case <-time.After(backoff):
+		case <-time.After(retry.NextBackOff()):
 		case <-ctx.Done():
 			u.setState(StateStopped, "", nil, catalog{})
 			return
 		}
-		backoff = min(backoff*2, backoffMax)
 		u.mu.Lock()
 		u.restarts++
 		n := u.restarts
 		u.mu.Unlock()
 		u.log.Info("restarting upstream", "attempt", n)
-		u.hooks.upstreamEvent(u, policy.EventUpstreamRestart, nil)
+		u.hooks.upstreamEvent(u, audit.EventUpstreamRestart, nil)
 	}
 }
 

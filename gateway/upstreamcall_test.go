@@ -20,7 +20,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/toolgate/toolgate/internal/config"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/apikey"
 )
 
 // callerFixture is a gateway in process in front of an SDK server over
@@ -74,10 +74,10 @@ func newCallerFixture(t *testing.T, opts *mcp.StreamableHTTPOptions) *callerFixt
 	}))
 	t.Cleanup(upSrv.Close)
 
-	cfg := config.Demo(upSrv.URL, policy.HashKey("tg_unused"))
+	cfg := config.Demo(upSrv.URL, apikey.Hash("tg_unused"))
 	cfg.DataDir = t.TempDir()
 	cfg.CodeMode.Enabled = false
-	auth, err := policy.NewAuthenticator(context.Background(), nil, nil, nil)
+	auth, err := apikey.NewAuthenticator(context.Background(), nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -90,10 +90,9 @@ func TestAdversarial(t *testing.T) {
 			// before any script ran.
 			wantResult(t, res, `{"a": 1}`)
 		}},
-		{"bridge tampering", `
-			try { __toolgate_bridge.pump = null } catch (e) {}
-			try { delete globalThis.__toolgate_bridge } catch (e) {}
-			try { Object.defineProperty(globalThis, '__toolgate_bridge', {value: 1}) } catch (e) {}
+		{"a global named like the bridge", `
+			globalThis.__toolgate_bridge = {pump() { throw new Error('called') }};
+			globalThis.__toolgate_call = () => { throw new Error('called') };
 			return await callTool('echo', {ok: true})`, Limits{}, func(t *testing.T, res *Result) {
 			wantResult(t, res, `{"ok":true}`)
 		}},

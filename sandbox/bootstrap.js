@@ -2,7 +2,10 @@
 // any other code. It captures the intrinsics it relies on, so nothing a
 // script overwrites later (JSON, Promise, Object, Array.prototype ...) can
 // change how results, logs and host requests cross the bridge, and installs
-// the non-writable global __toolgate_bridge that the Go side drives.
+// the globals a script sees (console, timers, performance). The functions
+// the Go side drives (drain, pump, again, seal, start) are this script's
+// value and nothing else: no global, property or closure a script can reach
+// holds them.
 //
 // Wire format. Host -> guest: one call pump(id, ok, payload) per settled
 // request, with id and ok as integers, so nothing is parsed for a tool
@@ -26,8 +29,8 @@
 //   T                    console output truncated
 //   v<value JSON>        the script returned this value
 //   e<error JSON>        the script failed: {name,message,stack,code}
-// This script's value is [drain, pump, again], which the host keeps;
-// scripts cannot reach them.
+// This script's value is [drain, pump, again, seal, start], which the host
+// keeps and calls directly; scripts cannot reach them.
 //
 // The host evaluates this once per engine and copies the resulting memory
 // into every interpreter, so seal() also gives each execution its own
@@ -302,11 +305,16 @@
     }
   }
 
-  function start(fn) {
-    let p;
+  // start watches the agent's function, which the host called itself (so
+  // that no bootstrap frame is below the agent's code): ok is 1 with the
+  // promise it returned, 0 with what it threw.
+  function start(ok, v) {
+    if (!ok) {
+      fail(v);
+      return;
+    }
     try {
-      p = fn();
-      apply(promiseThen, p, [finish, fail]);
+      apply(promiseThen, v, [finish, fail]);
     } catch (e) {
       fail(e);
     }
@@ -324,12 +332,14 @@
     throw new TypeErrorC('code generation from strings is disabled in the sandbox');
   }
 
-  // seal runs after the prelude: it hides the host primitive, removes what a
-  // script must not reach and disables code generation from strings.
-  function seal(opts) {
-    logCap = opts.logCap;
-    const seed = opts.seed;
-    r0 = seed[0] | 0; r1 = seed[1] | 0; r2 = seed[2] | 0; r3 = seed[3] | 0;
+  // seal runs after the prelude, before the agent's code: it takes the
+  // execution's settings (the console cap in UTF-16 units, whether fetch
+  // exists, the four words of the Math.random seed), hides the host
+  // primitive, removes what a script must not reach and disables code
+  // generation from strings. The host calls it once, with integers.
+  function seal(cap, withFetch, s0, s1, s2, s3) {
+    logCap = cap;
+    r0 = s0 | 0; r1 = s1 | 0; r2 = s2 | 0; r3 = s3 | 0;
     if ((r0 | r1 | r2 | r3) === 0) r0 = 1;
     if (perfNow) perfBase = apply(perfNow, perf, []);
     origin = floor(dateNow());
@@ -346,8 +356,12 @@
     }
     blocked.prototype = fnProto;
     defineProperty(G, 'Function', { value: blocked, writable: false, enumerable: false, configurable: false });
+    // Error.prepareStackTrace would hand a script CallSite objects, whose
+    // getFunction() returns the functions on the stack: the bootstrap's
+    // own among them. Fixed to undefined, stacks stay strings.
+    defineProperty(ErrorC, 'prepareStackTrace', { value: undefined, writable: false, enumerable: false, configurable: false });
     defineProperty(G, 'eval', { value: blocked, writable: false, enumerable: false, configurable: false });
-    if (opts.fetch) {
+    if (withFetch) {
       defineProperty(G, 'fetch', { value: fetch, writable: true, enumerable: false, configurable: true });
     }
   }
@@ -363,9 +377,5 @@
   });
   defineProperty(Math, 'random', { value: random, writable: true, enumerable: false, configurable: true });
   G.__toolgate_call = toolCall;
-  defineProperty(G, '__toolgate_bridge', {
-    value: freeze({ start, pump, seal }),
-    writable: false, enumerable: false, configurable: false,
-  });
-  return [drain, pump, again];
+  return [drain, pump, again, seal, start];
 })(os);

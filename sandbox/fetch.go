@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/toolgate/toolgate/internal/clip"
 )
 
 // FetchPolicy enables the global fetch for one execution and bounds it.
@@ -87,6 +89,9 @@ type fetchResponse struct {
 // errBlocked marks a request refused by the policy.
 var errBlocked = errors.New("blocked by the sandbox fetch policy")
 
+// maxURLInMessage is how much of a URL an error message repeats.
+const maxURLInMessage = 256
+
 func (x *execution) doFetch(op hostOp) hostDone {
 	p := x.req.Fetch
 	fr := op.fetch
@@ -107,7 +112,7 @@ func (x *execution) doFetch(op hostOp) hostDone {
 			if !errors.As(err, &ce) {
 				ce = &CallError{Code: "denied", Message: err.Error()}
 			}
-			return hostDone{set: rejectWith(op.id, &CallError{Code: ce.Code, Message: "fetch " + fr.URL + ": " + ce.Message, RetryAfterMs: ce.RetryAfterMs})}
+			return hostDone{set: rejectWith(op.id, &CallError{Code: ce.Code, Message: "fetch " + clip.Text(fr.URL, maxURLInMessage) + ": " + ce.Message, RetryAfterMs: ce.RetryAfterMs})}
 		}
 	}
 	var resp *fetchResponse
@@ -136,7 +141,7 @@ func (x *execution) doFetch(op hostOp) hostDone {
 		case x.ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded):
 			code = "timeout"
 		}
-		return hostDone{set: reject(op.id, code, "fetch "+fr.URL+": "+err.Error())}
+		return hostDone{set: reject(op.id, code, "fetch "+clip.Text(fr.URL, maxURLInMessage)+": "+clip.Text(err.Error(), 4*maxURLInMessage))}
 	}
 	b, _ := json.Marshal(resp)
 	return hostDone{set: settlement{id: op.id, ok: true, payload: string(b)}}

@@ -35,10 +35,14 @@ var bootstrapJS string
 //     returns non-zero the running script gets an uncatchable
 //     "InternalError: interrupted". The build's function table already holds
 //     the CLI's SIGINT handler, `return (os_pending_signals >> SIGINT) & 1`,
-//     so the sandbox installs that one and, to stop a script, sets the SIGINT
-//     bit of os_pending_signals with an atomic write into linear memory. No
-//     wazero per-loop check (CloseOnContextDone) is needed, so compute runs at
-//     full speed.
+//     so the sandbox installs that one and, to stop a script between two
+//     bytecode steps, sets the SIGINT bit of os_pending_signals with an
+//     atomic write into linear memory. That is the graceful stop: the
+//     interpreter unwinds and the console output since the last report can
+//     still be read. It does not reach native built-ins (a join or indexOf
+//     over an array-like of huge length, BigInt arithmetic, a JSON.parse of
+//     hash-colliding keys), so the module is also instrumented (see
+//     loadVM): the hard stop.
 //   - the stack limit. JS_SetMaxStackSize is a no-op on WASI (stack_limit
 //     stays 0, so deep recursion runs the 64 KiB shadow stack into the data
 //     segment), but the check itself is compiled in: writing stack_limit
@@ -57,7 +61,6 @@ const (
 	offInterruptHandler = 152    // JSRuntime.interrupt_handler
 	offInterruptOpaque  = 156    // JSRuntime.interrupt_opaque
 	sigintHandlerIndex  = 484    // function table index of the SIGINT interrupt handler
-	sigintHandlerFunc   = 1126   // its function index, where the sandbox hooks in
 	pendingSignalsAddr  = 99864  // os_pending_signals
 	sigintBit           = 1 << 2 // 1 << SIGINT
 	shadowStackTop      = 165408 // initial __stack_pointer
@@ -129,6 +132,7 @@ const (
 	evalFlags      = 1 << 3 // JS_EVAL_TYPE_GLOBAL | JS_EVAL_FLAG_STRICT, as qjs evaluates
 	scratchSize    = 64 << 10
 	snapshotPage   = 4 << 10
+	maxArgs        = 6 // arguments of the widest bootstrap call (seal)
 )
 
 func jsTag(v uint64) int32 { return int32(v >> 32) }
@@ -149,17 +153,39 @@ var (
 )
 
 // loadVM compiles qjs.wasm (or loads it from the compilation cache in
-// cacheDir) once per process, with the interrupt hook compiled in.
+// cacheDir) once per process, instrumented so that the guest calls
+// checkInterrupt at least every checkInterval loop iterations or entries
+// of recursive functions, native built-ins included (wasm.Instrument).
 func loadVM(cacheDir string) (*vm, error) {
 	vmMu.Lock()
 	defer vmMu.Unlock()
 	if sharedVM != nil {
 		return sharedVM, nil
 	}
+	v, err := newVM(cacheDir, true)
+	if err != nil {
+		return nil, err
+	}
+	sharedVM = v
+	return v, nil
+}
+
+// newVM compiles qjs.wasm into a runtime of its own; without instrument
+// (for benchmarks only) nothing can stop a guest that does not yield.
+func newVM(cacheDir string, instrument bool) (*vm, error) {
 	if len(qjsWasm) == 0 {
 		return nil, errors.New("qjs.wasm is not linked in")
 	}
-	ctx := wasm.WithCallHook(context.Background(), sigintHandlerFunc, checkInterrupt)
+	module := qjsWasm
+	ctx := context.Background()
+	if instrument {
+		inst, err := wasm.Instrument(qjsWasm, &wasm.InstrumentOptions{Interval: checkInterval})
+		if err != nil {
+			return nil, fmt.Errorf("instrumenting the interpreter: %w", err)
+		}
+		module = inst.Module
+		ctx = wasm.WithCallHook(ctx, inst.CheckFunc, checkInterrupt)
+	}
 	cache, err := wazero.NewCompilationCacheWithDir(cacheDir)
 	if err != nil {
 		return nil, fmt.Errorf("opening compilation cache: %w", err)
@@ -178,13 +204,12 @@ func loadVM(cacheDir string) (*vm, error) {
 		rt.Close(ctx)
 		return nil, fmt.Errorf("instantiating host module: %w", err)
 	}
-	compiled, err := rt.CompileModule(ctx, qjsWasm)
+	compiled, err := rt.CompileModule(ctx, module)
 	if err != nil {
 		rt.Close(ctx)
 		return nil, fmt.Errorf("compiling interpreter: %w", err)
 	}
-	sharedVM = &vm{rt: rt, compiled: compiled}
-	return sharedVM, nil
+	return &vm{rt: rt, compiled: compiled}, nil
 }
 
 // template is an engine's bootstrapped interpreter, kept as a snapshot of
@@ -194,8 +219,9 @@ type template struct {
 	stackTop    uint32
 	pump, drain uint64 // the bootstrap's functions (JSValues)
 	again       uint64
+	seal, start uint64
 	opts        uint32 // QJSEvalOptions scratch struct
-	argv        uint32 // JSValue[3] scratch
+	argv        uint32 // JSValue[maxArgs] scratch
 	scratch     uint32 // malloc'd string buffer of scratchCap bytes
 	scratchCap  uint32
 	names       map[string]uint32 // NUL-terminated fileNames
@@ -223,7 +249,11 @@ type guest struct {
 	scratchCap uint32
 
 	stop     atomic.Bool  // set to end the running script
+	stopAt   atomic.Int64 // unix nanoseconds of the first stop request; 0 for none
 	deadline atomic.Int64 // unix nanoseconds; 0 for none
+	// stopChecks counts the interrupt checks since the stop (guest
+	// goroutine only).
+	stopChecks int
 
 	mu     sync.Mutex
 	closed bool
@@ -231,24 +261,57 @@ type guest struct {
 
 type guestKey struct{}
 
-// checkInterrupt runs on the guest's goroutine every time QuickJS polls its
-// interrupt handler (every 10,000 bytecode or regexp steps): it raises the
-// interrupt once the execution is cancelled or past its deadline. Doing the
-// check here, rather than only from a timer goroutine, matters: compiled
-// wasm cannot be preempted, and on a busy machine the timer goroutine may
-// not get a processor while a garbage collection waits for this one.
+// checkInterval is how many loop iterations or recursive calls the guest
+// runs between two calls of checkInterrupt. A stopped script first gets
+// the graceful stop (see checkInterrupt); it is trapped once hardStopGrace
+// has passed and it has run hardStopChecks more intervals without
+// stopping: counting the guest's own progress as well as the clock keeps a
+// guest that the machine did not schedule from being trapped the moment it
+// runs again, when the graceful stop was a few steps away.
+// benchmarks/README.md shows what the checks cost.
+const (
+	checkInterval  = 10000
+	hardStopGrace  = 20 * time.Millisecond
+	hardStopChecks = 8
+)
+
+// errHardStop is the panic that traps a guest that did not stop in time.
+var errHardStop = &trapError{msg: "wasm error: stopped in native code at the deadline"}
+
+// checkInterrupt runs on the guest's goroutine every checkInterval steps of
+// the instrumented interpreter, wherever it is. Once the execution is
+// cancelled or past its deadline it raises QuickJS's interrupt, the
+// graceful stop: the interpreter throws at its next bytecode step and the
+// console output since the last report can still be read. If the guest
+// still runs after the grace (inside a native built-in), it panics: wazero
+// unwinds the guest and the call returns a trap. The instance is never
+// used again, so stopping it in the middle of native code is safe.
+//
+// Doing the check here, rather than only from a timer goroutine, matters:
+// compiled wasm cannot be preempted, so this is also the Go scheduler's and
+// garbage collector's safe point, and on a busy machine a timer goroutine
+// may not get a processor while a collection waits for this one.
 func checkInterrupt(ctx context.Context) {
 	g, ok := ctx.Value(guestKey{}).(*guest)
 	if !ok {
 		return
 	}
-	if g.stop.Load() {
-		g.interrupt()
+	now := time.Now().UnixNano()
+	if !g.stop.Load() {
+		if d := g.deadline.Load(); d == 0 || now <= d {
+			return
+		}
+		g.stop.Store(true)
+	}
+	g.interrupt()
+	g.stopChecks++
+	at := g.stopAt.Load()
+	if at == 0 {
+		g.stopAt.CompareAndSwap(0, now)
 		return
 	}
-	if d := g.deadline.Load(); d != 0 && time.Now().UnixNano() > d {
-		g.stop.Store(true)
-		g.interrupt()
+	if now-at > int64(hardStopGrace) && g.stopChecks > hardStopChecks {
+		panic(errHardStop)
 	}
 }
 
@@ -371,7 +434,7 @@ func newTemplate(opts guestOptions) (tpl *template, err error) {
 		tpl.names[name] = p
 	}
 	tpl.opts = g.malloc(24)
-	tpl.argv = g.malloc(24)
+	tpl.argv = g.malloc(8 * maxArgs)
 	tpl.scratch = g.malloc(scratchSize)
 	tpl.scratchCap = scratchSize
 	g.scratch, g.scratchCap = tpl.scratch, tpl.scratchCap
@@ -401,9 +464,13 @@ func newTemplate(opts guestOptions) (tpl *template, err error) {
 	tpl.drain = g.call(fnGetPropertyUint32, uint64(tpl.jsctx), v, 0)
 	tpl.pump = g.call(fnGetPropertyUint32, uint64(tpl.jsctx), v, 1)
 	tpl.again = g.call(fnGetPropertyUint32, uint64(tpl.jsctx), v, 2)
+	tpl.seal = g.call(fnGetPropertyUint32, uint64(tpl.jsctx), v, 3)
+	tpl.start = g.call(fnGetPropertyUint32, uint64(tpl.jsctx), v, 4)
 	g.freeValue(v)
-	if jsTag(tpl.drain) != jsTagObject || jsTag(tpl.pump) != jsTagObject || jsTag(tpl.again) != jsTagObject {
-		return nil, errors.New("unexpected QuickJS layout: bootstrap functions missing")
+	for _, fn := range []uint64{tpl.drain, tpl.pump, tpl.again, tpl.seal, tpl.start} {
+		if jsTag(fn) != jsTagObject {
+			return nil, errors.New("unexpected QuickJS layout: bootstrap functions missing")
+		}
 	}
 	// Prove the value encoding: the drain function returns a string (the
 	// engine's self-test then proves pump's arguments).
@@ -497,6 +564,9 @@ func (g *guest) call(f int, args ...uint64) uint64 {
 	st := g.stack[:]
 	copy(st, args)
 	if err := fn.CallWithStack(g.ctx, st); err != nil {
+		if errors.Is(err, errHardStop) {
+			panic(errHardStop)
+		}
 		panic(&trapError{msg: err.Error()})
 	}
 	return st[0]
@@ -654,11 +724,14 @@ func (g *guest) interrupt() {
 func (g *guest) clearInterrupt(d time.Time) {
 	g.deadline.Store(d.UnixNano())
 	g.stop.Store(false)
+	g.stopAt.Store(0)
+	g.stopChecks = 0
 	g.mem.Store32(pendingSignalsAddr, 0)
 }
 
 // stopNow ends the running script at its next interrupt check.
 func (g *guest) stopNow() {
+	g.stopAt.CompareAndSwap(0, time.Now().UnixNano())
 	g.stop.Store(true)
 	g.interrupt()
 }
@@ -686,24 +759,70 @@ func (g *guest) stringResult(v uint64) (string, error) {
 	return s, nil
 }
 
-// step evaluates src (the interpreter then runs every pending job) and
-// returns the bootstrap's drain() report.
-func (g *guest) step(file, src string) (s string, err error) {
+// startScript evaluates src, whose value must be the agent's function,
+// calls that function, hands what it returned (or threw) to the
+// bootstrap's start(), lets the interpreter run every job that made ready
+// and returns the drain() report. The host makes the call itself so that
+// no bootstrap function is on the stack below the agent's code.
+func (g *guest) startScript(file, src string) (s string, err error) {
 	defer recoverTrap(&err)
-	v := g.evalRaw(file, src)
+	fn := g.evalRaw(file, src)
+	if jsTag(fn) == jsTagException {
+		return "", g.exception()
+	}
+	p := g.call(fnCall, uint64(g.jsctx), fn, jsUndefined, 0, 0)
+	g.freeValue(fn)
+	ok := uint64(1)
+	if jsTag(p) == jsTagException {
+		ok, p = 0, g.call(fnGetException, uint64(g.jsctx))
+	}
+	v := g.callInts(g.tpl.start, ok, p)
+	g.freeValue(p)
 	if jsTag(v) == jsTagException {
+		return "", g.exception()
+	}
+	g.freeValue(v)
+	if v = g.runJobs(); jsTag(v) == jsTagException {
 		return "", g.exception()
 	}
 	g.freeValue(v)
 	return g.drainReport()
 }
 
+// seal calls the bootstrap's seal(logCap, fetch, seed...) (see
+// bootstrap.js): the execution's own settings, before the agent's code.
+func (g *guest) seal(logCap int32, fetch bool, seed [4]uint32) (err error) {
+	defer recoverTrap(&err)
+	f := uint64(0)
+	if fetch {
+		f = 1
+	}
+	// JS_TAG_INT is 0: an int32 JSValue is the number itself.
+	v := g.callInts(g.tpl.seal, uint64(uint32(logCap)), f,
+		uint64(seed[0]), uint64(seed[1]), uint64(seed[2]), uint64(seed[3]))
+	if jsTag(v) == jsTagException {
+		return g.exception()
+	}
+	g.freeValue(v)
+	return nil
+}
+
+// callInts calls fn with args (JSValues, at most maxArgs) and this
+// undefined, and returns its result.
+func (g *guest) callInts(fn uint64, args ...uint64) uint64 {
+	m := g.mod.Memory()
+	for i, a := range args {
+		if !m.WriteUint64Le(g.tpl.argv+uint32(8*i), a) {
+			panic(&trapError{msg: "wasm error: out of bounds memory access"})
+		}
+	}
+	return g.call(fnCall, uint64(g.jsctx), fn, jsUndefined, uint64(len(args)), uint64(g.tpl.argv))
+}
+
 // pump hands each settlement to the bootstrap's pump(id, ok, payload),
 // runs every job that made ready and returns the drain() report.
 func (g *guest) pump(items []settlement) (s string, err error) {
 	defer recoverTrap(&err)
-	m := g.mod.Memory()
-	argv := g.tpl.argv
 	for _, it := range items {
 		payload := jsUndefined
 		if it.payload != "" {
@@ -716,11 +835,7 @@ func (g *guest) pump(items []settlement) (s string, err error) {
 		if it.ok {
 			ok = 1
 		}
-		// JS_TAG_INT is 0: an int32 JSValue is the number itself.
-		if !m.WriteUint64Le(argv, uint64(uint32(it.id))) || !m.WriteUint64Le(argv+8, ok) || !m.WriteUint64Le(argv+16, payload) {
-			panic(&trapError{msg: "wasm error: out of bounds memory access"})
-		}
-		v := g.call(fnCall, uint64(g.jsctx), g.tpl.pump, jsUndefined, 3, uint64(argv))
+		v := g.callInts(g.tpl.pump, uint64(uint32(it.id)), ok, payload)
 		g.freeValue(payload)
 		if jsTag(v) == jsTagException {
 			return "", g.exception()
@@ -826,7 +941,7 @@ func pumpSelfTest(opts guestOptions) error {
 	}
 	defer g.close()
 	g.deadline.Store(time.Now().Add(5 * time.Second).UnixNano())
-	out, err := g.step("selftest.js", `__toolgate_bridge.start(async () => {
+	out, err := g.startScript("selftest.js", `(async () => {
   await new Promise((r) => setTimeout(r, 1));
   return [await __toolgate_call("t", "{}"), "\u00e9\ud83d\ude00"];
 })`)

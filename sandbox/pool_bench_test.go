@@ -51,3 +51,50 @@ func BenchmarkPoolAcquire(b *testing.B) {
 	// acquisitions alone.
 	b.ReportMetric(float64(took.Nanoseconds())/float64(b.N), "acquire-ns/op")
 }
+
+// BenchmarkInterpreterGuard runs two workloads in the engine's interpreter
+// with the deadline checks compiled in (instrumented) and in the same
+// interpreter, driven the same way, without them (plain): what the guard
+// costs compute. fib is bytecode (the interpreter's dispatch loop and
+// calls); json is native code (the JSON and string built-ins' loops), as
+// the bridge of a binding call runs.
+func BenchmarkInterpreterGuard(b *testing.B) {
+	workloads := []struct{ name, code, want string }{
+		{"fib", "function fib(n) { return n < 2 ? n : fib(n - 1) + fib(n - 2) }; fib(25)", "75025"},
+		{"json", "let n = 0; for (let i = 0; i < 20000; i++) n += JSON.parse(JSON.stringify({i, s: 'x'.repeat(20), a: [1, 2, 3]})).a.length; n", "60000"},
+	}
+	plain := testEngine.opts
+	v, err := newVM(b.TempDir(), false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	plain.vm = v
+	if plain.tpl, err = newTemplate(plain); err != nil {
+		b.Fatal(err)
+	}
+	for _, w := range workloads {
+		for _, mode := range []string{"instrumented", "plain"} {
+			opts := testEngine.opts
+			if mode == "plain" {
+				opts = plain
+			}
+			b.Run(w.name+"/"+mode, func(b *testing.B) {
+				var took time.Duration
+				for b.Loop() {
+					g, err := newGuest(opts)
+					if err != nil {
+						b.Fatal(err)
+					}
+					start := time.Now()
+					s, err := g.eval("probe.js", w.code)
+					took += time.Since(start)
+					g.close()
+					if err != nil || s != w.want {
+						b.Fatalf("%s = %q, %v", w.name, s, err)
+					}
+				}
+				b.ReportMetric(float64(took.Microseconds())/1000/float64(b.N), "ms/run")
+			})
+		}
+	}
+}

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"container/list"
 	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sync/singleflight"
 
 	"github.com/toolgate/toolgate/wasm"
 )
@@ -114,6 +117,9 @@ type preludeCache struct {
 	bytes   int
 	order   list.List // of *preludeEntry, most recently used first
 	entries map[string]*list.Element
+
+	flight      singleflight.Group // evaluations of texts not in the cache, by text
+	evaluations atomic.Int64       // how many times a prelude text was evaluated
 }
 
 type preludeEntry struct {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -221,5 +222,29 @@ func TestLongPreludeImage(t *testing.T) {
 	}
 	if got := cachedImages(e); got != 1 {
 		t.Fatalf("%d cached prelude images, want 1", got)
+	}
+}
+
+// TestConcurrentMissesEvaluateOnce: executions that miss the prelude cache
+// together wait for one evaluation of the text.
+func TestConcurrentMissesEvaluateOnce(t *testing.T) {
+	e, err := NewEngine(context.Background(), &EngineOptions{CacheDir: testEngine.opts.cacheDir, PoolSize: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	prelude := testPrelude + "\nlet spin = 0; for (let i = 0; i < 2e6; i++) spin += i;\nglobalThis.ready = spin > 0;"
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			res, err := e.Run(context.Background(), &Request{Code: "return ready", Prelude: prelude}, Limits{})
+			if err != nil || res.Error != nil || string(res.Result) != "true" {
+				t.Errorf("run: %v %+v %s", err, res.Error, res.Result)
+			}
+		})
+	}
+	wg.Wait()
+	if n := e.preludes.evaluations.Load(); n != 1 {
+		t.Fatalf("the prelude was evaluated %d times by 8 concurrent executions, want 1", n)
 	}
 }

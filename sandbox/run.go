@@ -18,6 +18,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/toolgate/toolgate/internal/clip"
 )
 
 // Run executes req in a fresh interpreter under lim (zero fields take their
@@ -64,17 +66,19 @@ func (e *Engine) Run(ctx context.Context, req *Request, lim Limits) (*Result, er
 	xctx, cancel := context.WithDeadline(ctx, start.Add(lim.Timeout))
 	defer cancel()
 	x := &execution{
-		g:       g,
-		cache:   e.preludes,
-		req:     req,
-		lim:     lim,
-		res:     res,
-		ctx:     xctx,
-		results: make(chan hostDone, lim.MaxConcurrentToolCalls),
-		timers:  map[int64]time.Time{},
-		start:   start,
+		g:        g,
+		cache:    e.preludes,
+		req:      req,
+		lim:      lim,
+		res:      res,
+		ctx:      xctx,
+		results:  make(chan hostDone, lim.MaxConcurrentToolCalls),
+		timers:   map[int64]time.Time{},
+		start:    start,
+		deadline: start.Add(lim.Timeout),
+		refused:  -1,
 	}
-	g.deadline.Store(start.Add(lim.Timeout).UnixNano())
+	g.deadline.Store(x.deadline.UnixNano())
 	stop := context.AfterFunc(xctx, g.stopNow)
 	x.run()
 	stop()
@@ -83,6 +87,7 @@ func (e *Engine) Run(ctx context.Context, req *Request, lim Limits) (*Result, er
 	// (the gateway's audit events) is written before Run reports the end.
 	cancel()
 	x.hosts.Wait()
+	x.fitOutput()
 	if p := int64(g.mem.Peak()); p > 0 {
 		res.PeakMemoryBytes = p
 	}
@@ -99,8 +104,13 @@ type execution struct {
 	ctx     context.Context
 	results chan hostDone
 	start   time.Time // when Run began
+	// deadline is when the execution times out: no result is reported
+	// after it.
+	deadline time.Time
 
 	inflight  int
+	held      int            // bytes of arguments of queued and running host calls
+	refused   int            // index in res.ToolCalls of the record of calls refused past maxToolCalls; -1 for none
 	hosts     sync.WaitGroup // goroutines of host calls (perform)
 	queue     []hostOp
 	ready     []settlement // to deliver on the next pump
@@ -118,6 +128,7 @@ type hostOp struct {
 	name  string
 	args  string
 	fetch *fetchRequest
+	held  int // argument bytes counted in execution.held (a fetch's; a call's are len(args))
 }
 
 // settlement is one pump(id, ok, payload) for the bootstrap: payload is the
@@ -132,6 +143,7 @@ type settlement struct {
 type hostDone struct {
 	set    settlement
 	record *ToolCallRecord
+	held   int // argument bytes the call held
 }
 
 // outcome is how the script ended, as the bootstrap reports it.
@@ -161,16 +173,19 @@ func (x *execution) run() {
 		return
 	}
 	x.res.StartMs = msSince(x.start)
-	var seed [16]byte
-	_, _ = rand.Read(seed[:])
-	prefix := "__toolgate_bridge.seal({logCap:" + strconv.Itoa(x.lim.MaxOutputBytes) +
-		",fetch:" + strconv.FormatBool(x.req.Fetch != nil) +
-		",seed:[" + strconv.FormatUint(uint64(binary.LittleEndian.Uint32(seed[0:])), 10) +
-		"," + strconv.FormatUint(uint64(binary.LittleEndian.Uint32(seed[4:])), 10) +
-		"," + strconv.FormatUint(uint64(binary.LittleEndian.Uint32(seed[8:])), 10) +
-		"," + strconv.FormatUint(uint64(binary.LittleEndian.Uint32(seed[12:])), 10) + "]});__toolgate_bridge.start(async function () {"
+	var seed [4]uint32
+	var raw [16]byte
+	_, _ = rand.Read(raw[:])
+	for i := range seed {
+		seed[i] = binary.LittleEndian.Uint32(raw[4*i:])
+	}
+	if err := g.seal(int32(min(x.lim.MaxOutputBytes, math.MaxInt32)), x.req.Fetch != nil, seed); err != nil {
+		x.failEval(err, "")
+		return
+	}
+	const prefix = "(async function () {"
 	x.prefixLen = len(prefix)
-	out, err := g.step("agent.js", prefix+x.req.Code+"\n})")
+	out, err := g.startScript("agent.js", prefix+x.req.Code+"\n})")
 	for {
 		if err != nil {
 			x.failEval(err, "")
@@ -206,7 +221,40 @@ func (x *execution) run() {
 // false, with the failure recorded, when the prelude failed.
 func (x *execution) prelude() bool {
 	g, text := x.g, x.req.Prelude
-	if img := x.cache.get(text); img != nil && g.applyImage(img) {
+	img := x.cache.get(text)
+	ran := false
+	if img == nil {
+		// Executions that miss the cache together wait for the first one's
+		// image instead of each evaluating the same text.
+		var evalErr error
+		ch := x.cache.flight.DoChan(text, func() (any, error) {
+			ran = true
+			x.cache.evaluations.Add(1)
+			if _, evalErr = g.eval("prelude.js", text); evalErr != nil {
+				return (*preludeImage)(nil), nil
+			}
+			img := g.captureImage()
+			if img != nil {
+				x.cache.put(text, img)
+			}
+			return img, nil
+		})
+		select {
+		case r := <-ch:
+			img = r.Val.(*preludeImage)
+		case <-x.ctx.Done():
+			x.res.Error = x.ctxError()
+			return false
+		}
+		if ran {
+			if evalErr != nil {
+				x.failEval(evalErr, "prelude: ")
+				return false
+			}
+			return true
+		}
+	}
+	if img != nil && g.applyImage(img) {
 		// The image holds the stack limit of the execution that made it.
 		if err := g.setStackLimit(x.lim.MaxStackKB); err != nil {
 			x.internal(err)
@@ -305,7 +353,12 @@ func (x *execution) absorb(out string) (*outcome, error) {
 
 var logLevels = map[byte]string{'l': "log", 'i': "info", 'd': "debug", 'w': "warn", 'e': "error"}
 
-// request takes one tool call or fetch the script made.
+// request takes one tool call or fetch the script made. Whatever the host
+// keeps of it is bounded: a name longer than MaxToolNameBytes is recorded
+// clipped (the Caller, the gateway's tool path, refuses and audits it),
+// arguments over MaxArgumentBytes are refused, the arguments of calls
+// queued and running together stay within the memory limit, and the calls
+// past maxToolCalls share one record.
 func (x *execution) request(kind byte, id int64, name, args string) {
 	if kind == 'c' {
 		x.calls++
@@ -313,7 +366,15 @@ func (x *execution) request(kind byte, id int64, name, args string) {
 			x.limitHit = LimitToolCalls
 			x.ready = append(x.ready, reject(id, "limit",
 				fmt.Sprintf("maxToolCalls exceeded: at most %d tool calls per execution", x.lim.MaxToolCalls)))
-			x.res.ToolCalls = append(x.res.ToolCalls, ToolCallRecord{Tool: name})
+			if x.refused < 0 {
+				x.refused = len(x.res.ToolCalls)
+				x.res.ToolCalls = append(x.res.ToolCalls, ToolCallRecord{Tool: RefusedCallsTool})
+			}
+			x.res.ToolCalls[x.refused].Count++
+			return
+		}
+		if ok := x.admitArgs(id, len(args), "tool arguments"); !ok {
+			x.res.ToolCalls = append(x.res.ToolCalls, ToolCallRecord{Tool: clip.Text(name, MaxToolNameBytes)})
 			return
 		}
 		x.queue = append(x.queue, hostOp{kind: kind, id: id, name: name, args: args})
@@ -323,11 +384,6 @@ func (x *execution) request(kind byte, id int64, name, args string) {
 		x.ready = append(x.ready, reject(id, "denied", "fetch is not enabled"))
 		return
 	}
-	var fr fetchRequest
-	if err := json.Unmarshal([]byte(args), &fr); err != nil {
-		x.ready = append(x.ready, reject(id, "invalid_arguments", "fetch request: "+err.Error()))
-		return
-	}
 	x.fetches++
 	if max := x.req.Fetch.maxRequests(); x.fetches > max {
 		x.limitHit = LimitFetchRequests
@@ -335,7 +391,35 @@ func (x *execution) request(kind byte, id int64, name, args string) {
 			fmt.Sprintf("fetch.maxRequests exceeded: at most %d requests per execution", max)))
 		return
 	}
-	x.queue = append(x.queue, hostOp{kind: kind, id: id, fetch: &fr})
+	if ok := x.admitArgs(id, len(args), "the fetch request"); !ok {
+		return
+	}
+	var fr fetchRequest
+	if err := json.Unmarshal([]byte(args), &fr); err != nil {
+		x.held -= len(args)
+		x.ready = append(x.ready, reject(id, "invalid_arguments", "fetch request: "+err.Error()))
+		return
+	}
+	x.queue = append(x.queue, hostOp{kind: kind, id: id, fetch: &fr, held: len(args)})
+}
+
+// admitArgs checks n bytes of arguments against MaxArgumentBytes and the
+// bytes already held, and counts them held; a refusal settles request id.
+func (x *execution) admitArgs(id int64, n int, what string) bool {
+	if n > x.lim.MaxArgumentBytes {
+		x.limitHit = LimitArgumentBytes
+		x.ready = append(x.ready, reject(id, "limit",
+			fmt.Sprintf("%s take %d bytes, over the limit of %d bytes per call", what, n, x.lim.MaxArgumentBytes)))
+		return false
+	}
+	if room := x.lim.MemoryLimitMB << 20; x.held+n > room {
+		x.limitHit = LimitMemory
+		x.ready = append(x.ready, reject(id, "limit",
+			fmt.Sprintf("the calls already waiting hold %d bytes of arguments; %d more would pass the memory limit of %d MB", x.held, n, x.lim.MemoryLimitMB)))
+		return false
+	}
+	x.held += n
+	return true
 }
 
 // reportComplete reports whether out is a whole report: every record
@@ -518,6 +602,7 @@ func (x *execution) wait() ([]settlement, error) {
 
 func (x *execution) collect(d hostDone) {
 	x.inflight--
+	x.held -= d.held
 	x.ready = append(x.ready, d.set)
 	if d.record != nil {
 		x.res.ToolCalls = append(x.res.ToolCalls, *d.record)
@@ -561,6 +646,7 @@ func (x *execution) perform(op hostOp) {
 		d = x.callTool(op)
 	case 'f':
 		d = x.doFetch(op)
+		d.held = op.held
 	}
 	select {
 	case x.results <- d:
@@ -570,16 +656,16 @@ func (x *execution) perform(op hostOp) {
 
 func (x *execution) callTool(op hostOp) hostDone {
 	start := time.Now()
-	rec := &ToolCallRecord{Tool: op.name}
+	rec := &ToolCallRecord{Tool: clip.Text(op.name, MaxToolNameBytes)}
 	done := func(set settlement) hostDone {
 		rec.Ms = msSince(start)
-		return hostDone{set: set, record: rec}
+		return hostDone{set: set, record: rec, held: len(op.args)}
 	}
 	if !json.Valid([]byte(op.args)) {
 		return done(reject(op.id, "invalid_arguments", "tool arguments are not valid JSON"))
 	}
 	if x.req.Caller == nil {
-		return done(reject(op.id, "not_found", "tool "+op.name+" not found"))
+		return done(reject(op.id, "not_found", fmt.Sprintf("tool %q not found", clip.Text(op.name, MaxToolNameBytes))))
 	}
 	out, err := safeCall(x.ctx, x.req.Caller, op.name, []byte(op.args))
 	if err != nil {
@@ -631,22 +717,36 @@ func rejectWith(id int64, ce *CallError) settlement {
 	return settlement{id: id, payload: string(b)}
 }
 
+// logLineCost is what a console line costs the output budget besides its
+// text: the JSON of its level and field names.
+const logLineCost = 32
+
 // addLog appends one console line within the output budget.
 func (x *execution) addLog(level, msg string) {
 	if x.res.Truncated && x.logBytes >= x.lim.MaxOutputBytes {
 		return
 	}
-	room := x.lim.MaxOutputBytes - x.logBytes
-	if len(msg) > room {
-		msg = truncateUTF8(msg, max(room, 0))
+	room := x.lim.MaxOutputBytes - x.logBytes - logLineCost
+	if n := clip.JSONLen(msg); n > room {
+		msg = clip.JSONPrefix(msg, max(room, 2))
 		x.res.Truncated = true
+		x.logBytes = x.lim.MaxOutputBytes
+		if msg == "" {
+			return
+		}
+	} else {
+		x.logBytes += n + logLineCost
 	}
-	x.logBytes += len(msg)
 	x.res.Logs = append(x.res.Logs, LogLine{Level: level, Message: msg})
 }
 
-// complete records the script's outcome.
+// complete records the script's outcome. A value that arrives after the
+// deadline is not reported: the execution timed out.
 func (x *execution) complete(s *outcome) {
+	if time.Now().After(x.deadline) {
+		x.res.Error = x.ctxError()
+		return
+	}
 	if !s.ok {
 		x.res.Error = x.scriptError(s.err)
 		return
@@ -666,24 +766,68 @@ func (x *execution) complete(s *outcome) {
 		return
 	}
 	x.res.Result = v
-	x.fitLogs(len(v))
 }
 
-// fitLogs trims the logs so that result plus logs stay within the budget.
-func (x *execution) fitLogs(resultBytes int) {
-	room := x.lim.MaxOutputBytes - resultBytes
-	if x.logBytes <= room {
-		return
+// Caps of an error's texts in the output, whatever MaxOutputBytes allows.
+const (
+	maxErrorNameBytes    = 128
+	maxErrorMessageBytes = 16 << 10
+	maxErrorStackBytes   = 16 << 10
+)
+
+// fitOutput bounds what the execution hands back to MaxOutputBytes of JSON
+// text, whatever the script did: the result (already within the limit),
+// then the error's texts, then the tool-call records (at most half the
+// budget; the rest are counted in one last record), then the console lines.
+func (x *execution) fitOutput() {
+	budget := x.lim.MaxOutputBytes
+	res := x.res
+	used := len(res.Result)
+	room := func() int { return max(budget-used, 0) }
+	if e := res.Error; e != nil {
+		e.Name = clip.JSONPrefix(e.Name, maxErrorNameBytes)
+		e.Code = clip.JSONPrefix(e.Code, maxErrorNameBytes)
+		e.Limit = clip.JSONPrefix(e.Limit, maxErrorNameBytes)
+		used += clip.JSONLen(e.Name) + clip.JSONLen(e.Code) + clip.JSONLen(e.Limit)
+		e.Message = clip.JSONPrefix(e.Message, min(maxErrorMessageBytes, room()/2))
+		used += clip.JSONLen(e.Message)
+		e.Stack = clip.JSONPrefix(e.Stack, min(maxErrorStackBytes, room()/2))
+		used += clip.JSONLen(e.Stack)
 	}
-	x.res.Truncated = true
-	used := 0
-	for i, l := range x.res.Logs {
-		if used+len(l.Message) > room {
-			x.res.Logs[i].Message = truncateUTF8(l.Message, room-used)
-			x.res.Logs = x.res.Logs[:i+1]
+	const recordCost = 48 // the JSON of a record besides its tool name
+	recBudget := room() / 2
+	recUsed := 0
+	for i, r := range res.ToolCalls {
+		n := clip.JSONLen(r.Tool) + recordCost
+		if recUsed+n+recordCost+24 > recBudget {
+			rest := 0
+			for _, r := range res.ToolCalls[i:] {
+				rest += max(r.Count, 1)
+			}
+			res.ToolCalls = append(res.ToolCalls[:i:i], ToolCallRecord{Tool: fmt.Sprintf("(%d more)", rest), Count: rest})
+			res.Truncated = true
+			recUsed += recordCost + 24
 			break
 		}
-		used += len(l.Message)
+		recUsed += n
+	}
+	used += recUsed
+	logRoom := room()
+	n := 0
+	for i, l := range res.Logs {
+		c := clip.JSONLen(l.Message) + logLineCost
+		if n+c > logRoom {
+			res.Truncated = true
+			msg := clip.JSONPrefix(l.Message, logRoom-n-logLineCost)
+			if msg == "" {
+				res.Logs = res.Logs[:i]
+			} else {
+				res.Logs[i].Message = msg
+				res.Logs = res.Logs[:i+1]
+			}
+			break
+		}
+		n += c
 	}
 }
 
@@ -723,6 +867,9 @@ func (x *execution) failEval(err error, prefix string) {
 		se := &ScriptError{Name: "InternalError", Message: trap.Error()}
 		switch {
 		case x.ctx.Err() != nil || x.g.stop.Load():
+			if trap == errHardStop {
+				x.recoverLogs()
+			}
 			se = x.ctxError()
 		case x.g.mem.Refusals() > 0:
 			se.Message += " after running out of memory"
@@ -750,7 +897,11 @@ func (x *execution) failEval(err error, prefix string) {
 }
 
 // recoverLogs collects console output written since the last pump of a
-// script that was interrupted, giving the interpreter a short, guarded slot.
+// script that was interrupted, giving the interpreter a short, guarded
+// slot. After a hard stop (a trap inside native code) the interpreter's
+// state may be half-updated: whatever it reports then is still only what
+// the script could have logged, and a second fault or overrun in this slot
+// only loses the lines.
 func (x *execution) recoverLogs() {
 	x.g.clearInterrupt(time.Now().Add(50 * time.Millisecond))
 	out, err := x.g.pump(nil)
@@ -872,16 +1023,6 @@ func skipSpaceAndComments(s string, i int) int {
 		}
 	}
 	return i
-}
-
-func truncateUTF8(s string, n int) string {
-	if n >= len(s) {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
 }
 
 func msSince(t time.Time) float64 {

@@ -31,6 +31,20 @@
 //	const call = __toolgate_call;
 //	globalThis.callTool = (name, args) => call(name, JSON.stringify(args ?? {}));
 //
+// # Limits that hold against any script
+//
+// The interpreter is compiled with a check of the deadline in every loop
+// and every recursive call (wasm.Instrument), so the timeout stops a
+// script inside QuickJS's native built-ins as well as in its bytecode:
+// first gracefully (the interpreter throws an uncatchable error at its next
+// bytecode step), and, if it is inside native code, by trapping the
+// instance a few milliseconds later. Whatever the host keeps or hands back
+// for an execution is bounded by its Limits: tool names (MaxToolNameBytes),
+// arguments (MaxArgumentBytes, and the memory limit for all the calls
+// waiting at once), tool-call records, console lines and error texts
+// (MaxOutputBytes). The bootstrap's own functions, which settle promises,
+// fire timers and seed Math.random, are held by the host only.
+//
 // # What a script sees
 //
 // console.log/info/warn/error/debug (captured), setTimeout/clearTimeout
@@ -80,32 +94,45 @@ type Limits struct {
 	MaxToolCalls           int           // per execution; default 100
 	MaxConcurrentToolCalls int           // in flight at once, extra calls queue; default 8
 	MaxCodeBytes           int           // size of Request.Code; default 256 KiB
-	MaxOutputBytes         int           // result plus logs; default 1 MiB
+	// MaxOutputBytes bounds what an execution hands back: its result, its
+	// console lines, its error's texts and its tool-call records, measured
+	// as JSON text; default 1 MiB.
+	MaxOutputBytes int
+	// MaxArgumentBytes bounds the JSON arguments of one tool call and the
+	// body of one fetch request, as a gateway bounds a client's request
+	// body; default 4 MiB.
+	MaxArgumentBytes int
 }
 
 // Limit names, as reported in ScriptError.Limit.
 const (
-	LimitTimeout        = "timeout"
-	LimitMemory         = "memoryLimitMB"
-	LimitStack          = "maxStackKB"
-	LimitToolCalls      = "maxToolCalls"
-	LimitCodeBytes      = "maxCodeBytes"
-	LimitOutputBytes    = "maxOutputBytes"
-	LimitFetchRequests  = "fetch.maxRequests"
-	defaultTimeout      = 10 * time.Second
-	defaultMemoryMB     = 64
-	defaultToolCalls    = 100
-	defaultConcurrency  = 8
-	defaultCodeBytes    = 256 << 10
-	defaultOutputBytes  = 1 << 20
-	defaultMaxMemoryMB  = 1024
-	defaultPoolSize     = 4
-	defaultFetchBytes   = 1 << 20
-	defaultFetchCount   = 20
-	defaultStackKB      = maxStackBytes >> 10
-	maxRedirects        = 5
-	interruptGraceCheck = 2 * time.Second
+	LimitTimeout       = "timeout"
+	LimitMemory        = "memoryLimitMB"
+	LimitStack         = "maxStackKB"
+	LimitToolCalls     = "maxToolCalls"
+	LimitCodeBytes     = "maxCodeBytes"
+	LimitOutputBytes   = "maxOutputBytes"
+	LimitFetchRequests = "fetch.maxRequests"
+	LimitArgumentBytes = "maxArgumentBytes"
+	defaultTimeout     = 10 * time.Second
+	defaultMemoryMB    = 64
+	defaultToolCalls   = 100
+	defaultConcurrency = 8
+	defaultCodeBytes   = 256 << 10
+	defaultOutputBytes = 1 << 20
+	defaultArgBytes    = 4 << 20
+	defaultMaxMemoryMB = 1024
+	defaultPoolSize    = 4
+	defaultFetchBytes  = 1 << 20
+	defaultFetchCount  = 20
+	defaultStackKB     = maxStackBytes >> 10
+	maxRedirects       = 5
 )
+
+// MaxToolNameBytes is the longest tool name: MCP names are 1-128
+// characters. A longer name appears in records and messages clipped, with
+// its length (the gateway's tool path refuses it as not_found).
+const MaxToolNameBytes = 128
 
 // WithDefaults returns l with every zero field set to its default.
 func (l Limits) WithDefaults() Limits {
@@ -129,6 +156,9 @@ func (l Limits) WithDefaults() Limits {
 	}
 	if l.MaxOutputBytes <= 0 {
 		l.MaxOutputBytes = defaultOutputBytes
+	}
+	if l.MaxArgumentBytes <= 0 {
+		l.MaxArgumentBytes = defaultArgBytes
 	}
 	return l
 }
@@ -178,12 +208,20 @@ type LogLine struct {
 	Message string `json:"message"`
 }
 
-// ToolCallRecord is one finished tool call.
+// ToolCallRecord is one finished tool call, or the calls refused past
+// maxToolCalls, all in one record.
 type ToolCallRecord struct {
-	Tool string  `json:"tool"`
+	Tool string  `json:"tool"` // clipped to MaxToolNameBytes, with the full length, when longer
 	OK   bool    `json:"ok"`
 	Ms   float64 `json:"ms"`
+	// Count is set on the one record of the calls refused past
+	// maxToolCalls (Tool is RefusedCallsTool): how many there were.
+	Count int `json:"count,omitempty"`
 }
+
+// RefusedCallsTool is the Tool of the record that counts the calls refused
+// past maxToolCalls.
+const RefusedCallsTool = "(over maxToolCalls)"
 
 // ScriptError describes why a script failed.
 type ScriptError struct {

@@ -2,24 +2,28 @@
 # The test command for toolgate (what `make test` and CI run):
 #   1. installs the pinned npm packages of e2e/npm (real MCP servers and
 #      clients for end-to-end tests) when node_modules is missing or was
-#      installed from another package-lock.json,
+#      installed from another package-lock.json; the tests themselves never
+#      install anything,
 #   2. go vet, and go build and go vet for macOS and Windows (GOOS=darwin,
 #      GOOS=windows): the binary builds for the three,
-#   3. go test -count=1 -timeout 20m,
+#   3. go test -count=1: every package, the end-to-end tests, the seed
+#      corpus of every fuzz target and a 20-second seeded chaos smoke of the
+#      soak test (soak/),
 #   4. go test -race for the packages with concurrency (RACE_PKGS: the
 #      sandbox engine and pool, the rate limiter, audit writer and alerter
 #      in policy, the upstream supervisor and HTTP layer in gateway, the
-#      serve lifecycle in internal/cli),
-#   5. every fuzz target for FUZZTIME each (scripts/fuzz.sh; default 10s).
+#      serve lifecycle in internal/cli).
+# The full soak, fuzzing and the benchmarks run in `make test-long`
+# (scripts/test-long.sh).
 #
 # Usage: scripts/test.sh [packages...] [go test flags...]
 # Arguments that look like package patterns (starting with "." or
 # "github.com/toolgate/") select the packages for vet and test instead of
 # ./...; every other argument is passed to go test only, e.g.
 #   scripts/test.sh ./internal/e2etest/... -run=TestServerEverything -v
-# Steps 4 and 5 cover the selected packages, and only run when no go test
-# flags are given (a run narrowed with -run is a developer's quick check).
-# RACE=0 skips step 4, FUZZTIME=0 skips step 5.
+# Step 4 covers the selected packages, and only runs when no go test flags
+# are given (a run narrowed with -run is a developer's quick check).
+# RACE=0 skips step 4.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -58,26 +62,26 @@ if [ "${#pkgs[@]}" -eq 0 ]; then
 fi
 
 go vet "${pkgs[@]}"
-# The binary is built for Linux, macOS and Windows. policy's tests are
-# left out of the Windows vet: one of them kills its own process with
-# syscall.Kill, which Windows lacks (policy itself is built).
+# The binary is built for Linux, macOS and Windows. policy/audit's tests
+# are left out of the Windows vet: one of them kills its own process with
+# syscall.Kill, which Windows lacks (the package itself is built).
 GOOS=darwin go build "${pkgs[@]}"
 GOOS=darwin go vet "${pkgs[@]}"
 GOOS=windows go build "${pkgs[@]}"
-win_vet="$(GOOS=windows go list "${pkgs[@]}" | grep -v '^github.com/toolgate/toolgate/policy$' || true)"
+win_vet="$(GOOS=windows go list "${pkgs[@]}" | grep -v '^github.com/toolgate/toolgate/policy/audit$' || true)"
 if [ -n "$win_vet" ]; then
 	# shellcheck disable=SC2086 # one word per package
 	GOOS=windows go vet $win_vet
 fi
-go test -count=1 -timeout 20m ${flags[@]+"${flags[@]}"} "${pkgs[@]}"
+go test -count=1 -timeout 15m ${flags[@]+"${flags[@]}"} "${pkgs[@]}"
 
 if [ "${#flags[@]}" -gt 0 ]; then
 	exit 0
 fi
 
-# The packages with concurrency of their own. The race detector makes
-# their tests 2-5 times slower: about 25 s in all on an idle 2-core
-# machine, the sandbox's wazero guests included, so all of their tests run.
+# The packages with concurrency of their own, all of their tests (the
+# race detector slows them down a few times; docs/development.md has the
+# figures).
 race_pkgs="${RACE_PKGS:-./policy/... ./gateway/... ./sandbox/... ./internal/cli/...}"
 if [ "${RACE:-1}" != "0" ]; then
 	# shellcheck disable=SC2086 # RACE_PKGS is a list of patterns
@@ -88,5 +92,3 @@ if [ "${RACE:-1}" != "0" ]; then
 		go test -race -count=1 -timeout 20m $selected
 	fi
 fi
-
-bash "$repo/scripts/fuzz.sh" "${pkgs[@]}"

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/audit"
 )
 
 // auditReport is what the audit log holds compared with what the clients
@@ -63,18 +63,18 @@ func checkAudit(path string, tl *tally) (auditReport, error) {
 	byID := map[string][]auditEvent{}
 	denied := map[string]int{}
 	execs := map[string]int{}
-	_, err := policy.ReadAudit(path, func(ev *policy.Event) error {
+	_, err := audit.Read(path, func(ev *audit.Event) error {
 		rep.events++
 		switch ev.Type {
-		case policy.EventToolCall:
+		case audit.EventToolCall:
 			rep.toolCalls++
 			for _, id := range argIDs(ev.Arguments) {
 				byID[id] = append(byID[id], auditEvent{tool: ev.Tool, keyID: ev.KeyID, ok: ev.Outcome == "ok"})
 			}
-		case policy.EventToolDenied:
+		case audit.EventToolDenied:
 			rep.denied++
 			denied[ev.KeyID+"|"+ev.Tool]++
-		case policy.EventCodeExecution:
+		case audit.EventCodeExecution:
 			rep.executions++
 			limit := ""
 			if len(ev.LimitsHit) > 0 {

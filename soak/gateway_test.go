@@ -22,7 +22,7 @@ import (
 	"time"
 
 	"github.com/toolgate/toolgate/internal/e2etest"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/apikey"
 )
 
 // Timeouts of the soak configuration. The chaos upstreams get a short call
@@ -187,7 +187,7 @@ func (h *harness) startGateway() {
 func (h *harness) createKeys(n int, name string) (keys, ids []string) {
 	h.t.Helper()
 	ctx := context.Background()
-	store, err := policy.OpenKeyStore(ctx, filepath.Join(h.dir, "toolgate.db"))
+	store, err := apikey.OpenStore(ctx, filepath.Join(h.dir, "toolgate.db"))
 	if err != nil {
 		h.t.Fatalf("opening the key store: %v", err)
 	}

@@ -2,13 +2,14 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // Execution is what one run of a script reported. Fields a source cannot
@@ -148,22 +149,22 @@ func RunExec(ctx context.Context, opts ExecOptions) (*ExecReport, error) {
 		return nil, &ScriptFailure{Name: first.ErrorName, Message: first.ErrorMessage, Line: first.ErrorLine}
 	}
 	perWorker := (max(opts.Warmup-1, 0) + workers - 1) / workers
-	var wg sync.WaitGroup
-	warmErr := make([]error, workers)
-	for i, w := range ws {
-		wg.Go(func() {
+	// The first failure of the warm-up stops the other workers.
+	warm, warmCtx := errgroup.WithContext(ctx)
+	for _, w := range ws {
+		warm.Go(func() error {
 			for range perWorker {
-				if _, err := w.exec(ctx); err != nil {
-					warmErr[i] = err
-					return
+				if _, err := w.exec(warmCtx); err != nil {
+					return err
 				}
 			}
+			return nil
 		})
 	}
-	wg.Wait()
-	if err := errors.Join(warmErr...); err != nil {
+	if err := warm.Wait(); err != nil {
 		return nil, fmt.Errorf("warming up: %w", err)
 	}
+	var wg sync.WaitGroup
 
 	results := make([]Execution, opts.N)
 	wall := make([]time.Duration, opts.N)

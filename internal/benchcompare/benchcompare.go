@@ -41,7 +41,7 @@ import (
 	"github.com/toolgate/toolgate/gateway"
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/internal/mcpclient"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/audit"
 	"github.com/toolgate/toolgate/sandbox"
 )
 
@@ -354,17 +354,17 @@ func serveInProcess(ctx context.Context, cfg *config.Config) (endpoint, key stri
 			stop()
 		}
 	}()
-	audit, err := policy.OpenAuditLog(cfg.Audit.Path, nil)
+	auditLog, err := audit.Open(cfg.Audit.Path, nil)
 	if err != nil {
 		return "", "", nil, fmt.Errorf("opening the audit log: %w", err)
 	}
-	cleanups = append(cleanups, func() { audit.Close() })
+	cleanups = append(cleanups, func() { auditLog.Close() })
 	engine, err := sandbox.NewEngine(ctx, &sandbox.EngineOptions{Logger: log})
 	if err != nil {
 		return "", "", nil, fmt.Errorf("starting the code mode sandbox: %w", err)
 	}
 	cleanups = append(cleanups, func() { engine.Close() })
-	gw := gateway.New(cfg, &gateway.Options{Logger: log, Audit: audit, Sandbox: engine})
+	gw := gateway.New(cfg, &gateway.Options{Logger: log, Audit: auditLog, Sandbox: engine})
 	cleanups = append(cleanups, gw.Close)
 	if err := gw.Start(ctx); err != nil {
 		return "", "", nil, err

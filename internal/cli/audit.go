@@ -17,6 +17,7 @@ import (
 
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/audit"
 )
 
 // auditFile is the name of the audit log in the data folder when there is
@@ -55,7 +56,7 @@ func newAudit(g *globals) *cobra.Command {
 default toolgate-data/audit.jsonl), oldest first, across rotated files:
 a table, or with --json the events as JSON lines. Filters combine.
 
-Event types: ` + strings.Join(policy.AuditEventTypes, ", ") + `.
+Event types: ` + strings.Join(audit.EventTypes, ", ") + `.
 
 Each line of the log carries the SHA-256 of the line before it;
 "toolgate audit verify" checks that chain.`,
@@ -106,8 +107,8 @@ func parseAuditQuery(f *auditFlags, now time.Time) (*auditQuery, error) {
 		var globs []string
 		for _, t := range f.types {
 			t = strings.TrimSpace(t)
-			if !strings.ContainsAny(t, `*?[{\`) && !policy.IsAuditEventType(t) {
-				return nil, usageError{fmt.Errorf("--type: unknown event type %q (want one of %s)", t, strings.Join(policy.AuditEventTypes, ", "))}
+			if !strings.ContainsAny(t, `*?[{\`) && !audit.IsEventType(t) {
+				return nil, usageError{fmt.Errorf("--type: unknown event type %q (want one of %s)", t, strings.Join(audit.EventTypes, ", "))}
 			}
 			globs = append(globs, t)
 		}
@@ -127,7 +128,7 @@ func parseAuditQuery(f *auditFlags, now time.Time) (*auditQuery, error) {
 	return q, nil
 }
 
-func (q *auditQuery) match(e *policy.Event) bool {
+func (q *auditQuery) match(e *audit.Event) bool {
 	switch {
 	case !q.since.IsZero() && e.Time.Before(q.since):
 		return false
@@ -161,7 +162,7 @@ func runAudit(g *globals, f *auditFlags) error {
 		fmt.Fprintln(tw, "TIME\tTYPE\tPROJECT\tKEY\tTOOL/SERVER\tOUTCOME\tDETAIL")
 	}
 	shown := 0
-	rep, err := policy.ReadAudit(path, func(e *policy.Event) error {
+	rep, err := audit.Read(path, func(e *audit.Event) error {
 		if !q.match(e) {
 			return nil
 		}
@@ -196,7 +197,7 @@ func runAudit(g *globals, f *auditFlags) error {
 }
 
 // auditTarget is the TOOL/SERVER column.
-func auditTarget(e *policy.Event) string {
+func auditTarget(e *audit.Event) string {
 	switch {
 	case e.Server != "" && e.Tool != "":
 		return e.Server + "/" + e.Tool
@@ -209,7 +210,7 @@ func auditTarget(e *policy.Event) string {
 }
 
 // auditOutcome is the OUTCOME column.
-func auditOutcome(e *policy.Event) string {
+func auditOutcome(e *audit.Event) string {
 	switch {
 	case e.Outcome != "":
 		return e.Outcome
@@ -217,14 +218,14 @@ func auditOutcome(e *policy.Event) string {
 		return e.Decision
 	case e.Status != 0:
 		return strconv.Itoa(e.Status)
-	case e.Type == policy.EventConfigReload && e.Reason != "":
+	case e.Type == audit.EventConfigReload && e.Reason != "":
 		return "refused"
 	}
 	return ""
 }
 
 // auditDetail is the DETAIL column: what else matters about the event.
-func auditDetail(e *policy.Event) string {
+func auditDetail(e *audit.Event) string {
 	var parts []string
 	add := func(format string, args ...any) { parts = append(parts, fmt.Sprintf(format, args...)) }
 	if e.LatencyMs != 0 {
@@ -233,7 +234,7 @@ func auditDetail(e *policy.Event) string {
 	if e.DurationMs != 0 {
 		add("%gms", e.DurationMs)
 	}
-	if e.Type == policy.EventCodeExecution {
+	if e.Type == audit.EventCodeExecution {
 		add("%d tool calls", e.ToolCalls)
 	}
 	if len(e.LimitsHit) > 0 {
@@ -260,7 +261,7 @@ func auditDetail(e *policy.Event) string {
 	if e.Error != "" {
 		add("error: %s", e.Error)
 	}
-	if e.ClientIP != "" && (e.Type == policy.EventAuthFailure || e.Type == policy.EventIPDenied) {
+	if e.ClientIP != "" && (e.Type == audit.EventAuthFailure || e.Type == audit.EventIPDenied) {
 		add("from %s", e.ClientIP)
 	}
 	if e.ExecutionID != "" {
@@ -331,7 +332,7 @@ func runAuditVerify(g *globals, f *auditVerifyFlags) error {
 	if err != nil {
 		return err
 	}
-	rep, err := policy.VerifyAudit(path)
+	rep, err := audit.Verify(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("no audit log at %s", path)
@@ -340,13 +341,13 @@ func runAuditVerify(g *globals, f *auditVerifyFlags) error {
 	}
 	if f.json {
 		out := struct {
-			OK     bool               `json:"ok"`
-			Files  []string           `json:"files"`
-			Lines  int                `json:"lines"`
-			Torn   []string           `json:"torn,omitempty"`
-			Start  string             `json:"start"`
-			Head   string             `json:"head"`
-			Broken *policy.BrokenLink `json:"broken,omitempty"`
+			OK     bool              `json:"ok"`
+			Files  []string          `json:"files"`
+			Lines  int               `json:"lines"`
+			Torn   []string          `json:"torn,omitempty"`
+			Start  string            `json:"start"`
+			Head   string            `json:"head"`
+			Broken *audit.BrokenLink `json:"broken,omitempty"`
 		}{rep.OK(), rep.Files, rep.Lines, rep.Torn, rep.Start, rep.Head, rep.Broken}
 		if err := writeJSON(g.stdout, out); err != nil {
 			return err
@@ -360,7 +361,7 @@ func runAuditVerify(g *globals, f *auditVerifyFlags) error {
 	return nil
 }
 
-func writeVerifyReport(g *globals, rep *policy.VerifyReport) {
+func writeVerifyReport(g *globals, rep *audit.VerifyReport) {
 	w := g.stdout
 	for _, t := range rep.Torn {
 		fmt.Fprintf(w, "Skipped a torn last line at %s (a crash while it was written).\n", t)
@@ -381,7 +382,7 @@ func writeVerifyReport(g *globals, rep *policy.VerifyReport) {
 	fmt.Fprintf(w, "OK: %d lines in %d %s, hash chain intact.\n", rep.Lines, len(rep.Files), files)
 	if rep.Lines > 0 {
 		fmt.Fprintf(w, "Head: %s\n", rep.Head)
-		if rep.Start != policy.AuditGenesis {
+		if rep.Start != audit.Genesis {
 			fmt.Fprintf(w, "The first line follows one that is no longer here (older files rotated away): its prev is %s.\n", auditCell(rep.Start, 80))
 		}
 	}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/audit"
 )
 
 // auditConfig writes a configuration whose dataDir is "data" beside it,
@@ -28,9 +28,9 @@ func auditConfig(t *testing.T) (cfgPath, logPath string) {
 }
 
 // writeAudit writes events to the log at path.
-func writeAudit(t *testing.T, path string, events ...*policy.Event) {
+func writeAudit(t *testing.T, path string, events ...*audit.Event) {
 	t.Helper()
-	a, err := policy.OpenAuditLog(path, nil)
+	a, err := audit.Open(path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,18 +46,18 @@ func writeAudit(t *testing.T, path string, events ...*policy.Event) {
 
 // sampleEvents are events of an hour's traffic, the first two of them
 // two hours old.
-func sampleEvents(now time.Time) []*policy.Event {
+func sampleEvents(now time.Time) []*audit.Event {
 	old := now.Add(-2 * time.Hour)
-	return []*policy.Event{
-		{Time: old, Type: policy.EventKeyCreated, Project: "team", KeyID: "k1", KeyName: "ci"},
-		{Time: old, Type: policy.EventToolCall, Project: "team", KeyID: "k1", Server: "fs", Tool: "read_file",
+	return []*audit.Event{
+		{Time: old, Type: audit.EventKeyCreated, Project: "team", KeyID: "k1", KeyName: "ci"},
+		{Time: old, Type: audit.EventToolCall, Project: "team", KeyID: "k1", Server: "fs", Tool: "read_file",
 			Decision: "allow", Outcome: "ok", LatencyMs: 1.25},
-		{Time: now, Type: policy.EventToolDenied, Project: "default", KeyID: "k2", Server: "fs", Tool: "delete_file",
+		{Time: now, Type: audit.EventToolDenied, Project: "default", KeyID: "k2", Server: "fs", Tool: "delete_file",
 			Decision: "deny", Reason: "filtered"},
-		{Time: now, Type: policy.EventToolCall, Project: "default", KeyID: "k2", Server: "github", Tool: "read_issue",
+		{Time: now, Type: audit.EventToolCall, Project: "default", KeyID: "k2", Server: "github", Tool: "read_issue",
 			Decision: "allow", Outcome: "error", Error: "upstream \x1b[31mred\x1b[0m\nsecond line"},
-		{Time: now, Type: policy.EventKeyRotated, Project: "team", KeyID: "k1", NewKeyID: "k3", KeyName: "ci"},
-		{Time: now, Type: policy.EventAuthFailure, ClientIP: "10.0.0.7", Reason: "unknown key"},
+		{Time: now, Type: audit.EventKeyRotated, Project: "team", KeyID: "k1", NewKeyID: "k3", KeyName: "ci"},
+		{Time: now, Type: audit.EventAuthFailure, ClientIP: "10.0.0.7", Reason: "unknown key"},
 	}
 }
 
@@ -72,7 +72,7 @@ func auditJSON(t *testing.T, args ...string) []string {
 	var got []string
 	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {
-		var e policy.Event
+		var e audit.Event
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
 			t.Fatalf("line %q: %v", sc.Text(), err)
 		}
@@ -171,7 +171,7 @@ func TestAuditVerifyCommand(t *testing.T) {
 		t.Fatalf("verify: exit %d\n%s%s", code, out, errOut)
 	}
 	code, out, _ = run(t, "", "-c", cfg, "audit", "verify", "--json")
-	if v := decode[map[string]any](t, out); code != 0 || v["ok"] != true || v["lines"] != 6.0 || v["start"] != policy.AuditGenesis {
+	if v := decode[map[string]any](t, out); code != 0 || v["ok"] != true || v["lines"] != 6.0 || v["start"] != audit.Genesis {
 		t.Errorf("verify --json: exit %d: %s", code, out)
 	}
 

@@ -29,7 +29,7 @@ import (
 	"github.com/toolgate/toolgate/internal/benchcompare"
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/internal/mcpclient"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/apikey"
 	"github.com/toolgate/toolgate/sandbox"
 )
 
@@ -643,11 +643,11 @@ func connectServer(ctx context.Context, s *config.Server) (*mcp.ClientSession, e
 // what stops it all.
 func serveGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, key string) (endpoint, k string, stop func(), err error) {
 	if cfg.AuthRequired() && key == "" {
-		if key, _, _, err = policy.GenerateKey(); err != nil {
+		if key, _, _, err = apikey.Generate(); err != nil {
 			return "", "", nil, err
 		}
 		for _, p := range cfg.Projects {
-			p.APIKeys = append(p.APIKeys, config.APIKey{Name: "toolgate-bench", SHA256: policy.HashKey(key)})
+			p.APIKeys = append(p.APIKeys, config.APIKey{Name: "toolgate-bench", SHA256: apikey.Hash(key)})
 		}
 	}
 	if !cfg.AuthRequired() {

@@ -9,26 +9,22 @@ import (
 	"io"
 	"io/fs"
 	"maps"
-	"math"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/viper"
-	"github.com/tailscale/hujson"
 
 	"github.com/toolgate/toolgate/internal/config"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/apikey"
 )
 
-// `toolgate check` grades a configuration against the security checklist
-// of DESIGN.md. Each item of the checklist is a function that returns
+// `toolgate check` grades a configuration against the security checklist.
+// Each item of the checklist is a function that returns
 // findings (pass, warn or fail, each with a reason and a fix); the report
 // lists them grouped by item, in the checklist's order, sorted within an
 // item. Nothing in the report depends on the time of day or on map order,
@@ -50,9 +46,15 @@ environment variables, one credential per server, HTTPS-only endpoints,
 the audit log, rate limits, the age of API keys and Code Mode limits.
 
 Every item is reported as pass, warn or fail with the reason and the fix.
-The exit code is 1 when any item fails (or the configuration does not
-load), 0 otherwise. Literal secrets are never printed, only masked.`,
-		Args: noArgs,
+A file that does not load is graded too: each of its problems (a syntax
+error, an invalid value, an unknown key, an environment variable that is
+not set) is a failed check with its key path, next to every check that
+could still run. With --json, the output is always one JSON document.
+The exit code is 1 when any check fails, 2 for a mistake in the command
+line, 0 otherwise. Literal secrets are never printed, only masked.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			return f.usage(g, noArgs(cmd, args))
+		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runCheck(ctxOf(cmd), g, f)
 		},
@@ -65,17 +67,36 @@ load), 0 otherwise. Literal secrets are never printed, only masked.`,
 // printed, the exit code is 1.
 var errCheckFailed = errors.New("the configuration fails the security checklist")
 
+// usage returns err, a mistake in the command line, as a usage error; with
+// --json it also prints it as the one JSON document, {"error": "..."}.
+func (f *checkFlags) usage(g *globals, err error) error {
+	if err == nil {
+		return nil
+	}
+	if f.json {
+		enc := json.NewEncoder(g.stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(map[string]string{"error": err.Error()})
+	}
+	var ue usageError
+	if errors.As(err, &ue) {
+		return err
+	}
+	return usageError{err}
+}
+
 func runCheck(ctx context.Context, g *globals, f *checkFlags) error {
 	path, err := config.Find(g.config)
-	if err != nil {
-		return err
-	}
-	if path == "" {
-		return usageError{errors.New("no configuration file to check: pass -c FILE, or run check in a folder with toolgate.json (.yaml, .yml or .toml)")}
-	}
-	in, err := loadCheckInput(path, time.Now())
-	if err != nil {
-		return err
+	var in *checkInput
+	switch {
+	case err != nil:
+		// A file named with -c (or TOOLGATE_CONFIG) that cannot be
+		// read: graded as a file that does not load.
+		in = &checkInput{loadErr: err, namedByEnv: g.config == "", now: time.Now()}
+	case path == "":
+		return f.usage(g, errors.New("no configuration file to check: pass -c FILE or set TOOLGATE_CONFIG, or put toolgate.json (.yaml, .yml or .toml) in this folder, in ~/.config/toolgate or in /etc/toolgate"))
+	default:
+		in = loadCheckInput(path, time.Now())
 	}
 	rep := gradeConfig(ctx, in)
 	if f.json {
@@ -129,6 +150,15 @@ type checkSummary struct {
 type checkReport struct {
 	Items   []checkResult `json:"items"`
 	Summary checkSummary  `json:"summary"`
+	// FromEnv lists the settings TOOLGATE_ variables gave in place of
+	// the file's (the findings grade them as they apply); never a value.
+	FromEnv []checkEnv `json:"fromEnvironment,omitempty"`
+}
+
+// checkEnv is a setting taken from the environment.
+type checkEnv struct {
+	Var  string `json:"var"`
+	Path string `json:"path"`
 }
 
 // checkFinding is what a checklist item returns.
@@ -169,76 +199,71 @@ var checklist = []checkItem{
 
 // checkInput is what the checks read: the loaded configuration (values
 // interpolated, defaults applied), the file as written (values not
-// interpolated) and the clock key ages are measured by.
+// interpolated) and the clock key ages are measured by. A file that does
+// not load has problems, or a loadErr and no configuration at all.
 type checkInput struct {
-	cfg *config.Config
-	// raw is the file decoded into generic maps, without interpolation.
-	raw map[string]any
+	// problems are what keeps the file from loading, each with its key
+	// path; cfg is then what could be read of it.
+	problems []config.Problem
+	// loadErr says why there is no configuration (cfg is nil): the file
+	// cannot be read or does not parse. namedByEnv is whether
+	// TOOLGATE_CONFIG named the file.
+	loadErr    error
+	namedByEnv bool
+	cfg        *config.Config
+	// file is the document as written, which names the key paths.
+	file config.Node
 	// hasProjects is whether the file uses `projects` (key paths differ).
 	hasProjects bool
 	now         time.Time
 }
 
-// loadCheckInput loads the configuration at path for checking, and reads
-// the file a second time as written: the loaded values are interpolated,
-// and a literal secret must be told apart from one taken from ${VAR}.
-func loadCheckInput(path string, now time.Time) (*checkInput, error) {
-	cfg, err := config.Load(path)
+// loadCheckInput reads the configuration at path for checking, problems
+// and all. A file that cannot be read or parsed is an input with a
+// loadErr, not an error.
+func loadCheckInput(path string, now time.Time) *checkInput {
+	in, err := config.Inspect(path)
 	if err != nil {
-		return nil, err
+		return &checkInput{loadErr: err, now: now}
 	}
-	format, err := config.FormatOf(path)
-	if err != nil {
-		return nil, err
+	return &checkInput{
+		problems:    in.Problems,
+		cfg:         in.Config,
+		file:        in.File,
+		hasProjects: in.File.Get("projects").Exists(),
+		now:         now,
 	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
-	}
-	raw, err := decodeRawConfig(data, format)
-	if err != nil {
-		return nil, fmt.Errorf("load config %s: %w", path, err)
-	}
-	return newCheckInput(cfg, raw, now), nil
 }
 
-func newCheckInput(cfg *config.Config, raw map[string]any, now time.Time) *checkInput {
-	p, _ := rawGet(raw, "projects")
-	return &checkInput{cfg: cfg, raw: raw, hasProjects: p != nil, now: now}
-}
-
-// rawCodecs decode YAML, TOML and standardised JSON the way package config
-// does (viper's codecs: go.yaml.in/yaml/v3, go-toml/v2, encoding/json),
-// keeping the case of keys.
-var rawCodecs = viper.NewCodecRegistry()
-
-// decodeRawConfig decodes a configuration file into generic maps without
-// interpreting it.
-func decodeRawConfig(data []byte, format string) (map[string]any, error) {
-	if format == config.FormatJSON {
-		std, err := hujson.Standardize(slices.Clone(data))
-		if err != nil {
-			return nil, fmt.Errorf("decode json: %w", err)
-		}
-		data = std
-	}
-	dec, err := rawCodecs.Decoder(format)
-	if err != nil {
-		return nil, fmt.Errorf("decode %s: %w", format, err)
-	}
-	m := map[string]any{}
-	if err := dec.Decode(data, m); err != nil {
-		return nil, fmt.Errorf("decode %s: %w", format, err)
-	}
-	return m, nil
-}
+// loadItem grades whether the file loads. It is reported only when it
+// does not: then first, one failed check per problem.
+var loadItem = checkItem{"config", "Configuration loads", checkLoads}
 
 // gradeConfig runs the checklist. Each check returns its findings in a
-// fixed order (the listener first, then servers sorted by key path).
+// fixed order (the listener first, then servers sorted by key path). A
+// file that does not load gets a failed check per problem first; the
+// checklist then runs on what could be read, leaving out findings about
+// values that are themselves a problem. Without a configuration at all
+// nothing else can run.
 func gradeConfig(ctx context.Context, in *checkInput) checkReport {
 	rep := checkReport{Items: []checkResult{}}
-	for _, item := range checklist {
+	if in.cfg != nil {
+		for _, o := range in.cfg.FromEnv {
+			rep.FromEnv = append(rep.FromEnv, checkEnv{Var: o.Var, Path: o.Path})
+		}
+	}
+	items := checklist
+	switch {
+	case in.cfg == nil:
+		items = []checkItem{loadItem}
+	case len(in.problems) > 0:
+		items = append([]checkItem{loadItem}, checklist...)
+	}
+	for _, item := range items {
 		for _, f := range item.run(ctx, in) {
+			if item.id != loadItem.id && in.isProblem(f.path) {
+				continue
+			}
 			rep.Items = append(rep.Items, checkResult{
 				ID: item.id, Title: item.title, Status: f.status,
 				Reason: f.reason, Fix: f.fix, Path: f.path,
@@ -260,6 +285,12 @@ func gradeConfig(ctx context.Context, in *checkInput) checkReport {
 // item, marked with its worst status, then a summary line.
 func writeCheckReport(w io.Writer, file string, rep checkReport) {
 	fmt.Fprintf(w, "Security checklist for %s\n", file)
+	if len(rep.FromEnv) > 0 {
+		fmt.Fprintf(w, "\nSettings from the environment, in place of the file's:\n")
+		for _, e := range rep.FromEnv {
+			fmt.Fprintf(w, "  %s: %s\n", e.Path, e.Var)
+		}
+	}
 	for i := 0; i < len(rep.Items); {
 		j := i
 		worst := statusPass
@@ -295,46 +326,25 @@ func checkPlural(n int, one, many string) string {
 
 // --- key paths -------------------------------------------------------------
 
-// keyPath is the key path of key k under parent, spelled as package
-// config spells it in its messages: keys that are not plain words are
-// quoted (headers["X.Y"]).
-func keyPath(parent, k string) string {
-	plain := k != ""
-	for _, r := range k {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
-			plain = false
-			break
-		}
+// project is project p in the file: the whole file when it has no
+// `projects`.
+func (in *checkInput) project(p string) config.Node {
+	if in.hasProjects {
+		return in.file.Get("projects").Get(p)
 	}
-	switch {
-	case !plain:
-		return fmt.Sprintf("%s[%q]", parent, k)
-	case parent == "":
-		return k
-	default:
-		return parent + "." + k
-	}
+	return in.file
 }
-
-func indexPath(parent string, i int) string { return fmt.Sprintf("%s[%d]", parent, i) }
 
 // projectPath is the key path of key k of project p.
 func (in *checkInput) projectPath(p, k string) string {
-	if in.hasProjects {
-		return keyPath(keyPath("projects", p), k)
-	}
-	return k
-}
-
-// serverPath is the key path of server s of project p.
-func (in *checkInput) serverPath(p, s string) string {
-	return keyPath(in.projectPath(p, "mcpServers"), s)
+	return in.project(p).Get(k).Path()
 }
 
 // placedServer is a server of the loaded configuration with its project
-// and key path.
+// and its place in the file.
 type placedServer struct {
 	project, path string
+	node          config.Node
 	s             *config.Server
 }
 
@@ -344,43 +354,12 @@ func (in *checkInput) servers() []placedServer {
 	for _, pn := range slices.Sorted(maps.Keys(in.cfg.Projects)) {
 		p := in.cfg.Projects[pn]
 		for _, sn := range slices.Sorted(maps.Keys(p.MCPServers)) {
-			out = append(out, placedServer{pn, in.serverPath(pn, sn), p.MCPServers[sn]})
+			n := in.project(pn).Get("mcpServers").Get(sn)
+			out = append(out, placedServer{pn, n.Path(), n, p.MCPServers[sn]})
 		}
 	}
 	slices.SortFunc(out, func(a, b placedServer) int { return strings.Compare(a.path, b.path) })
 	return out
-}
-
-// rawGet returns m[k], matching k exactly first and then regardless of
-// case, as package config matches keys.
-func rawGet(m map[string]any, k string) (any, bool) {
-	if v, ok := m[k]; ok {
-		return v, true
-	}
-	for _, name := range slices.Sorted(maps.Keys(m)) {
-		if strings.EqualFold(name, k) {
-			return m[name], true
-		}
-	}
-	return nil, false
-}
-
-// rawMap returns v as a map with string keys (YAML may decode mappings as
-// map[any]any).
-func rawMap(v any) map[string]any {
-	switch m := v.(type) {
-	case map[string]any:
-		return m
-	case map[any]any:
-		out := make(map[string]any, len(m))
-		for k, e := range m {
-			if s, ok := k.(string); ok {
-				out[s] = e
-			}
-		}
-		return out
-	}
-	return nil
 }
 
 // rawField is one string value of the file, as written, that package
@@ -402,79 +381,100 @@ type rawField struct {
 // server in the file (sorted by server), then alerts.webhook, as written.
 func (in *checkInput) rawCredentialFields() []rawField {
 	var out []rawField
-	for _, srv := range in.rawServers() {
-		if v, _ := rawGet(srv.m, "url"); v != nil {
-			if s, ok := v.(string); ok {
-				out = append(out, rawField{path: keyPath(srv.path, "url"), kind: "url", server: srv.path, value: s})
-			}
+	for _, srv := range in.fileServers() {
+		if s, ok := srv.Get("url").Text(); ok {
+			out = append(out, rawField{path: srv.Get("url").Path(), kind: "url", server: srv.Path(), value: s})
 		}
 		for _, field := range []struct{ key, kind string }{{"headers", "header"}, {"env", "env"}} {
-			v, _ := rawGet(srv.m, field.key)
-			m := rawMap(v)
-			for _, k := range slices.Sorted(maps.Keys(m)) {
-				if s, ok := m[k].(string); ok {
-					out = append(out, rawField{path: keyPath(keyPath(srv.path, field.key), k), kind: field.kind, name: k, server: srv.path, value: s})
+			for _, e := range srv.Get(field.key).Entries() {
+				if s, ok := e.Text(); ok {
+					out = append(out, rawField{path: e.Path(), kind: field.kind, name: e.Key(), server: srv.Path(), value: s})
 				}
 			}
 		}
-		if v, _ := rawGet(srv.m, "args"); v != nil {
-			list, _ := v.([]any)
-			for i, e := range list {
-				if s, ok := e.(string); ok {
-					name, value := argNameValue(s)
-					out = append(out, rawField{path: indexPath(keyPath(srv.path, "args"), i), kind: "arg", name: name, server: srv.path, value: value})
-				}
+		for _, e := range srv.Get("args").Elems() {
+			if s, ok := e.Text(); ok {
+				name, value := argNameValue(s)
+				out = append(out, rawField{path: e.Path(), kind: "arg", name: name, server: srv.Path(), value: value})
 			}
 		}
 	}
-	if a, _ := rawGet(in.raw, "alerts"); a != nil {
-		if wh, _ := rawGet(rawMap(a), "webhook"); wh != nil {
-			if s, ok := wh.(string); ok {
-				out = append(out, rawField{path: "alerts.webhook", kind: "webhook", value: s})
-			}
-		}
+	wh := in.file.Get("alerts").Get("webhook")
+	if s, ok := wh.Text(); ok {
+		out = append(out, rawField{path: wh.Path(), kind: "webhook", value: s})
 	}
 	return out
 }
 
-// argNameValue splits an argument --flag=value into the flag's name and
-// the value; other arguments have no name.
-func argNameValue(a string) (name, value string) {
-	if flag, v, ok := strings.Cut(a, "="); ok && strings.HasPrefix(flag, "-") {
-		return strings.TrimLeft(flag, "-"), v
-	}
-	return "", a
-}
-
-type rawServer struct {
-	path string
-	m    map[string]any
-}
-
-// rawServers lists the servers of the file as written, sorted by path.
-func (in *checkInput) rawServers() []rawServer {
-	var out []rawServer
-	add := func(parent string, v any) {
-		m := rawMap(v)
-		for _, name := range slices.Sorted(maps.Keys(m)) {
-			if sm := rawMap(m[name]); sm != nil {
-				out = append(out, rawServer{keyPath(parent, name), sm})
-			}
-		}
-	}
+// fileServers lists the servers of the file as written, sorted by path.
+func (in *checkInput) fileServers() []config.Node {
+	projects := []config.Node{in.file}
 	if in.hasProjects {
-		projects, _ := rawGet(in.raw, "projects")
-		pm := rawMap(projects)
-		for _, pn := range slices.Sorted(maps.Keys(pm)) {
-			servers, _ := rawGet(rawMap(pm[pn]), "mcpServers")
-			add(keyPath(keyPath("projects", pn), "mcpServers"), servers)
-		}
-	} else {
-		servers, _ := rawGet(in.raw, "mcpServers")
-		add("mcpServers", servers)
+		projects = in.file.Get("projects").Entries()
 	}
-	slices.SortFunc(out, func(a, b rawServer) int { return strings.Compare(a.path, b.path) })
+	var out []config.Node
+	for _, p := range projects {
+		out = append(out, p.Get("mcpServers").Entries()...)
+	}
+	slices.SortFunc(out, func(a, b config.Node) int { return strings.Compare(a.Path(), b.Path()) })
 	return out
+}
+
+// --- loading -----------------------------------------------------------------
+
+func checkLoads(_ context.Context, in *checkInput) []checkFinding {
+	if in.cfg == nil {
+		fix := "correct the file where the error says; serve refuses to start with it"
+		switch {
+		case errors.Is(in.loadErr, fs.ErrNotExist) && in.namedByEnv:
+			fix = fmt.Sprintf("set %s to the path of an existing configuration file, or unset it", config.EnvConfigFile)
+		case errors.Is(in.loadErr, fs.ErrNotExist):
+			fix = "pass -c the path of an existing configuration file"
+		}
+		return []checkFinding{findFail("", fmt.Sprintf("the file cannot be read as a configuration, so no other check could run: %v", in.loadErr), fix)}
+	}
+	var out []checkFinding
+	for _, p := range in.problems {
+		reason := p.Message
+		if p.Var != "" {
+			reason += " (the value of " + p.Var + ")"
+		}
+		out = append(out, findFail(p.Path, reason, problemFix(p)))
+	}
+	return out
+}
+
+// problemFix says how to fix a problem that keeps a file from loading.
+func problemFix(p config.Problem) string {
+	if p.Var != "" {
+		return fmt.Sprintf("correct %s in the environment of toolgate, or unset it to use the file's value", p.Var)
+	}
+	if name, ok := strings.CutPrefix(p.Message, "environment variable "); ok {
+		if name, ok := strings.CutSuffix(name, " is not set"); ok {
+			return fmt.Sprintf("set %s in the environment of toolgate (check reads the same environment as serve)", name)
+		}
+	}
+	if strings.HasPrefix(p.Message, "unknown key") {
+		return "correct the key's spelling, or remove it"
+	}
+	return "correct the value: serve refuses to start until every problem of the file is fixed"
+}
+
+// isProblem reports whether path, or a key path that holds it, is one of
+// the problems of the file: a check's finding there would only repeat it.
+func (in *checkInput) isProblem(path string) bool {
+	if path == "" {
+		return false
+	}
+	for _, p := range in.problems {
+		if p.Path == "" {
+			continue
+		}
+		if path == p.Path || strings.HasPrefix(path, p.Path+".") || strings.HasPrefix(path, p.Path+"[") {
+			return true
+		}
+	}
+	return false
 }
 
 // --- API key authentication ----------------------------------------------
@@ -635,223 +635,6 @@ func validEnvName(s string) bool {
 	return s != ""
 }
 
-// refSep stands for a `${VAR}` reference in literalText's result.
-const refSep = "\x00"
-
-// literalText is the part of s that the file states literally: every
-// `${NAME}` and `${env:NAME}` reference is replaced by refSep, `$${` (an
-// escaped literal) by "${", following package config's interpolation.
-func literalText(s string) string { return config.LiteralText(s, refSep) }
-
-// secretPrefix is a known prefix of a credential issued by a service.
-type secretPrefix struct {
-	prefix, kind string
-}
-
-// secretPrefixes are the token prefixes that mark a credential for sure.
-var secretPrefixes = []secretPrefix{
-	{"github_pat_", "GitHub fine-grained token"},
-	{"ghp_", "GitHub personal access token"},
-	{"gho_", "GitHub OAuth token"},
-	{"ghs_", "GitHub app token"},
-	{"glpat-", "GitLab personal access token"},
-	{"sk_live_", "Stripe live key"},
-	{"sk-", "API key (sk-)"},
-	{"xoxb-", "Slack bot token"},
-	{"xoxp-", "Slack user token"},
-	{"lin_", "Linear API key"},
-	{"secret_", "Notion integration secret"},
-	{"AKIA", "AWS access key id"},
-	{policy.KeyPrefix, "toolgate API key"},
-}
-
-// credentialNameRE matches header and environment variable names whose
-// value is a credential.
-var credentialNameRE = regexp.MustCompile(`(?i)(token|secret|passw|api[-_]?key|private[-_]?key|credential|^authorization$|^proxy-authorization$|^cookie$|^x-auth)`)
-
-// authSchemes are the words that may precede a credential in a header.
-var authSchemes = []string{"bearer", "basic", "token", "bot", "apikey"}
-
-// urlPasswordRE finds the password of a URL's user information.
-var urlPasswordRE = regexp.MustCompile(`[A-Za-z][A-Za-z0-9+.-]*://[^/?#@\s]*?:([^/?#@\s]+)@`)
-
-// secretHit is a credential found in a value.
-type secretHit struct {
-	kind  string
-	token string
-	// sure: a known prefix or a URL password; otherwise a guess (a long
-	// random-looking string, or any literal in a credential's field),
-	// and why says what it is based on.
-	sure bool
-	why  string
-}
-
-// findSecret looks for a credential in lit, the literal text of a value
-// (see literalText) of the header or variable called name ("" for url and
-// args). It returns the strongest checkFinding.
-func findSecret(name, lit string) (secretHit, bool) {
-	if m := urlPasswordRE.FindStringSubmatch(lit); m != nil && strings.Trim(m[1], refSep) != "" {
-		pw, err := url.PathUnescape(m[1])
-		if err != nil {
-			pw = m[1]
-		}
-		if !strings.Contains(pw, refSep) {
-			return secretHit{kind: "password in a URL", token: pw, sure: true}, true
-		}
-	}
-	var guess *secretHit
-	for _, tok := range secretTokens(lit) {
-		if kind, ok := prefixKind(tok); ok {
-			return secretHit{kind: kind, token: tok, sure: true}, true
-		}
-		if guess == nil && highEntropy(tok) {
-			guess = &secretHit{kind: "random-looking string", token: tok, why: "it looks like a generated secret"}
-		}
-	}
-	if guess != nil {
-		return *guess, true
-	}
-	if name != "" && credentialNameRE.MatchString(name) {
-		v := strings.TrimSpace(lit)
-		if f := strings.Fields(v); len(f) == 2 && slices.Contains(authSchemes, strings.ToLower(f[0])) {
-			v = f[1]
-		}
-		if len(v) >= 8 && !strings.Contains(v, refSep) && !strings.Contains(v, "://") && !looksLikePath(v) {
-			return secretHit{kind: "value", token: v, why: fmt.Sprintf("the name %s says it is a credential", name)}, true
-		}
-	}
-	return secretHit{}, false
-}
-
-// secretTokens splits text into the words a credential could be: at
-// spaces, references and punctuation that does not occur in tokens. A
-// path (or a URL) is split into its segments too, so that a long path is
-// not taken for a random string, while base64 text keeps its slashes.
-func secretTokens(text string) []string {
-	var out []string
-	words := strings.FieldsFunc(text, func(r rune) bool {
-		return r <= ' ' || strings.ContainsRune(`"'=,;&?#@()[]{}<>|:!*`+"`", r)
-	})
-	for _, w := range words {
-		if strings.Contains(w, "/") && (looksLikePath(w) || strings.Contains(w, ".") || strings.HasPrefix(w, "@")) {
-			for seg := range strings.SplitSeq(w, "/") {
-				if seg != "" {
-					out = append(out, seg)
-				}
-			}
-			continue
-		}
-		out = append(out, w)
-	}
-	return out
-}
-
-// looksLikePath reports text that starts like a file path or a URL path.
-func looksLikePath(s string) bool {
-	for _, p := range []string{"/", "./", "../", "~/"} {
-		if strings.HasPrefix(s, p) {
-			return true
-		}
-	}
-	return len(s) > 2 && s[1] == ':' && (s[2] == '\\' || s[2] == '/') // C:\ or C:/
-}
-
-// prefixKind reports a token that starts with a known credential prefix
-// and continues like a credential: at least 16 more letters, digits, _ or
-// -, letters and digits among them.
-func prefixKind(tok string) (string, bool) {
-	tok = strings.TrimLeft(tok, "-/")
-	for _, p := range secretPrefixes {
-		rest, ok := strings.CutPrefix(tok, p.prefix)
-		if !ok {
-			continue
-		}
-		if p.prefix == policy.KeyPrefix {
-			if _, _, err := policy.ParseKey(tok); err == nil {
-				return p.kind, true
-			}
-			continue
-		}
-		end := strings.IndexFunc(rest, func(r rune) bool {
-			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-')
-		})
-		if end >= 0 {
-			rest = rest[:end]
-		}
-		if len(rest) >= 16 && strings.ContainsFunc(rest, isDigit) && strings.ContainsFunc(rest, isLetter) {
-			return p.kind, true
-		}
-	}
-	return "", false
-}
-
-func isDigit(r rune) bool  { return r >= '0' && r <= '9' }
-func isLetter(r rune) bool { return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' }
-
-// Thresholds of a random-looking string.
-const (
-	minSecretLen     = 24
-	minSecretEntropy = 3.5 // bits per character
-)
-
-// highEntropy reports a string that looks random: long, with a Shannon
-// entropy above minSecretEntropy bits per character, and either mixing
-// upper case, lower case and digits (base62, base64) or made of at least
-// 32 hex digits, letters and digits among them. Words joined by dashes
-// ("platform-engineering-2024") have one case only.
-func highEntropy(s string) bool {
-	if len(s) < minSecretLen || shannonEntropy(s) <= minSecretEntropy {
-		return false
-	}
-	upper := strings.ContainsFunc(s, func(r rune) bool { return r >= 'A' && r <= 'Z' })
-	lower := strings.ContainsFunc(s, func(r rune) bool { return r >= 'a' && r <= 'z' })
-	digit := strings.ContainsFunc(s, isDigit)
-	if upper && lower && digit {
-		return true
-	}
-	hex := 0
-	for _, r := range s {
-		switch {
-		case r >= '0' && r <= '9', r >= 'a' && r <= 'f', r >= 'A' && r <= 'F':
-			hex++
-		case r == '-':
-		default:
-			return false
-		}
-	}
-	return hex >= 32 && digit && (upper || lower)
-}
-
-// shannonEntropy is the Shannon entropy of the bytes of s, in bits per
-// byte.
-func shannonEntropy(s string) float64 {
-	var counts [256]int
-	for i := 0; i < len(s); i++ {
-		counts[s[i]]++
-	}
-	var h float64
-	n := float64(len(s))
-	for _, c := range counts {
-		if c > 0 {
-			p := float64(c) / n
-			h -= p * math.Log2(p)
-		}
-	}
-	return h
-}
-
-// mask shows the first characters of a secret (at most 4, at most a third
-// of it) and "…".
-func maskSecret(s string) string {
-	n := min(4, len(s)/3)
-	for n > 0 && !isRuneStart(s, n) {
-		n--
-	}
-	return s[:n] + "…"
-}
-
-func isRuneStart(s string, i int) bool { return i >= len(s) || s[i] < 0x80 || s[i] >= 0xC0 }
-
 // --- one credential per server ---------------------------------------------
 
 func checkCredentialReuse(_ context.Context, in *checkInput) []checkFinding {
@@ -910,24 +693,24 @@ func serverCredentials(ps placedServer) []serverCredential {
 	}
 	s := ps.s
 	if s.URL != "" {
-		add(keyPath(ps.path, "url"), "", s.URL)
+		add(ps.node.Get("url").Path(), "", s.URL)
 		if u, err := url.Parse(s.URL); err == nil {
 			for _, k := range slices.Sorted(maps.Keys(u.Query())) {
 				for _, v := range u.Query()[k] {
-					add(keyPath(ps.path, "url"), k, v)
+					add(ps.node.Get("url").Path(), k, v)
 				}
 			}
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(s.Headers)) {
-		add(keyPath(keyPath(ps.path, "headers"), k), k, s.Headers[k])
+		add(ps.node.Get("headers").Get(k).Path(), k, s.Headers[k])
 	}
 	for _, k := range slices.Sorted(maps.Keys(s.Env)) {
-		add(keyPath(keyPath(ps.path, "env"), k), k, s.Env[k])
+		add(ps.node.Get("env").Get(k).Path(), k, s.Env[k])
 	}
 	for i, a := range s.Args {
 		name, value := argNameValue(a)
-		add(indexPath(keyPath(ps.path, "args"), i), name, value)
+		add(ps.node.Get("args").Index(i).Path(), name, value)
 	}
 	return out
 }
@@ -954,7 +737,7 @@ func checkHTTPS(_ context.Context, in *checkInput) []checkFinding {
 		if ps.s.URL == "" {
 			continue
 		}
-		out = append(out, gradeURL(keyPath(ps.path, "url"), ps.s.URL, ps.s.AllowInsecure, "the upstream", "allowInsecure"))
+		out = append(out, gradeURL(ps.node.Get("url").Path(), ps.s.URL, ps.s.AllowInsecure, "the upstream", "allowInsecure"))
 	}
 	if wh := cfg.Alerts.Webhook; wh != "" {
 		f := gradeURL("alerts.webhook", wh, false, "the alert webhook", "")
@@ -1104,7 +887,7 @@ func checkKeyAge(ctx context.Context, in *checkInput) []checkFinding {
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		return []checkFinding{findPass("", fmt.Sprintf("no keys yet (there is no key store at %s)", path))}
 	}
-	s, err := policy.OpenKeyStore(ctx, path)
+	s, err := apikey.OpenStore(ctx, path)
 	if err != nil {
 		return []checkFinding{findFail("", fmt.Sprintf("the key store cannot be read: %v", err), "check the file's permissions, or run the check as the user toolgate runs as")}
 	}
@@ -1116,7 +899,7 @@ func checkKeyAge(ctx context.Context, in *checkInput) []checkFinding {
 	var out []checkFinding
 	active := 0
 	for _, k := range keys {
-		if k.Status(in.now) != policy.StatusActive {
+		if k.Status(in.now) != apikey.StatusActive {
 			continue
 		}
 		active++
@@ -1203,12 +986,12 @@ func gradeCodeMode(s codeModeSettings) []checkFinding {
 		timeout = defaultCodeModeTimeout
 	}
 	if timeout > maxCodeModeTimeout {
-		out = append(out, findWarn(keyPath(s.Path, "timeout"),
+		out = append(out, findWarn(s.Path+".timeout",
 			fmt.Sprintf("a script may run for %s: one request holds a sandbox and spends tool budgets that long", timeout),
 			fmt.Sprintf("lower codeMode.timeout to %s or less", maxCodeModeTimeout)))
 	}
 	if s.AllowFetch && len(s.FetchAllowHosts) == 0 {
-		out = append(out, findFail(keyPath(s.Path, "allowFetch"),
+		out = append(out, findFail(s.Path+".allowFetch",
 			"scripts may fetch any public host: a way to send tool results anywhere",
 			"list the hosts scripts need in codeMode.fetchAllowHosts, or set allowFetch: false"))
 	}

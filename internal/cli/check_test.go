@@ -13,8 +13,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/toolgate/toolgate/internal/config"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/apikey"
 )
 
 // The -update flag rewrites testdata/check/*.golden. It is registered in
@@ -133,9 +132,16 @@ func TestCheckGolden(t *testing.T) {
 
 func TestCheckUsageAndLoadErrors(t *testing.T) {
 	dir := t.TempDir()
-	invalid := filepath.Join(dir, "invalid.json")
-	if err := os.WriteFile(invalid, []byte(`{"mcpServers": {"a": {"comand": "x"}}}`), 0o600); err != nil {
-		t.Fatal(err)
+	for name, doc := range map[string]string{
+		"invalid.json":     `{"mcpServers": {"a": {"comand": "x"}}}`,
+		"unparsable.json":  `{"mcpServers": {"a": {"command": "x"}},, }`,
+		"unset.yaml":       "mcpServers:\n  api:\n    url: ${TOOLGATE_TEST_UNSET_URL}\n    allowedTools: [search]\n",
+		"empty-tool.toml":  "allowedTools = [\"\"]\n",
+		"bad-format.jsonc": `{}`,
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(doc), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	t.Chdir(dir)
 	tests := []struct {
@@ -143,12 +149,19 @@ func TestCheckUsageAndLoadErrors(t *testing.T) {
 		args     []string
 		wantCode int
 		wantErr  string
+		wantOut  []string // in the report, each "path: reason" line or part of it
 	}{
-		{"no config file", []string{"check"}, 2, "no configuration file to check"},
-		{"extra argument", []string{"check", "x.json"}, 2, "takes no arguments"},
-		{"unknown flag", []string{"check", "--jsn"}, 2, "unknown flag"},
-		{"missing file", []string{"-c", "missing.json", "check"}, 1, "missing.json"},
-		{"invalid config", []string{"-c", "invalid.json", "check"}, 1, `unknown key (did you mean "command"?)`},
+		{"no config file", []string{"check"}, 2, "no configuration file to check", nil},
+		{"extra argument", []string{"check", "x.json"}, 2, "takes no arguments", nil},
+		{"unknown flag", []string{"check", "--jsn"}, 2, "unknown flag", nil},
+		{"missing file", []string{"-c", "missing.json", "check"}, 1, "1 item failed", []string{"✗ the file cannot be read", "missing.json", "fix: pass -c the path"}},
+		{"invalid config", []string{"-c", "invalid.json", "check"}, 1, "2 items failed", []string{
+			`✗ mcpServers.a.comand: unknown key (did you mean "command"?)`, "✗ mcpServers.a: needs command", "✓ API key authentication", "✓ Code Mode limits"}},
+		{"unparsable", []string{"-c", "unparsable.json", "check"}, 1, "1 item failed", []string{"✗ the file cannot be read as a configuration, so no other check could run: load config unparsable.json: decode json"}},
+		{"unset variable", []string{"-c", "unset.yaml", "check"}, 1, "1 item failed", []string{
+			"✗ mcpServers.api.url: environment variable TOOLGATE_TEST_UNSET_URL is not set", "fix: set TOOLGATE_TEST_UNSET_URL in the environment", "✓ mcpServers.api: only the tools its allow list matches"}},
+		{"invalid toml", []string{"-c", "empty-tool.toml", "check"}, 1, "1 item failed", []string{"✗ allowedTools[0]: empty tool name"}},
+		{"unknown format", []string{"-c", "bad-format.jsonc", "check"}, 1, "1 item failed", []string{`unknown format ".jsonc"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -156,8 +169,34 @@ func TestCheckUsageAndLoadErrors(t *testing.T) {
 			if code != tt.wantCode || !strings.Contains(errOut, tt.wantErr) {
 				t.Errorf("exit %d, stderr %q; want exit %d and %q", code, errOut, tt.wantCode, tt.wantErr)
 			}
-			if out != "" {
+			if len(tt.wantOut) == 0 && out != "" {
 				t.Errorf("stdout = %q, want nothing", out)
+			}
+			for _, w := range tt.wantOut {
+				if !strings.Contains(out, w) {
+					t.Errorf("report lacks %q:\n%s", w, out)
+				}
+			}
+
+			// With --json: one JSON document whatever the outcome, and
+			// the same exit code.
+			if tt.name == "unknown flag" {
+				return // the command line stops before --json is read
+			}
+			code, out, _ = run(t, "", append(tt.args, "--json")...)
+			if code != tt.wantCode {
+				t.Errorf("--json: exit %d, want %d", code, tt.wantCode)
+			}
+			dec := json.NewDecoder(strings.NewReader(out))
+			var doc map[string]any
+			if err := dec.Decode(&doc); err != nil {
+				t.Fatalf("--json printed no JSON document: %v\n%s", err, out)
+			}
+			if dec.More() {
+				t.Errorf("--json printed more than one document:\n%s", out)
+			}
+			if (doc["error"] != nil) != (tt.wantCode == 2) || (doc["items"] == nil) != (tt.wantCode == 2) {
+				t.Errorf("--json document = %v", doc)
 			}
 		})
 	}
@@ -170,11 +209,7 @@ func parseCheckInput(t *testing.T, doc string, now time.Time) *checkInput {
 	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	in, err := loadCheckInput(path, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return in
+	return loadCheckInput(path, now)
 }
 
 func statuses(fs []checkFinding) []string {
@@ -192,15 +227,12 @@ func TestCheckKeyAge(t *testing.T) {
 	if err := os.WriteFile(cfgPath, []byte(`{"dataDir": "data", "keyMaxAge": "2160h"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	in, err := loadCheckInput(cfgPath, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	in := loadCheckInput(cfgPath, time.Now())
 	if got := checkKeyAge(ctx, in); len(got) != 1 || got[0].status != statusPass || !strings.HasPrefix(got[0].reason, "no keys yet") {
 		t.Fatalf("without a store: %+v", got)
 	}
 
-	s, err := policy.OpenKeyStore(ctx, filepath.Join(dir, "data", "toolgate.db"))
+	s, err := apikey.OpenStore(ctx, filepath.Join(dir, "data", "toolgate.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,90 +342,6 @@ func TestCheckToolFiltering(t *testing.T) {
 	}
 }
 
-func TestFindSecret(t *testing.T) {
-	tests := []struct {
-		name, field, value string
-		wantKind           string // "" for no finding
-		wantSure           bool
-		wantToken          string
-	}{
-		{"reference", "Authorization", "Bearer ${TOKEN}", "", false, ""},
-		{"env reference", "GITHUB_TOKEN", "${env:GITHUB_TOKEN}", "", false, ""},
-		{"two references", "", "${USER}:${PASS}", "", false, ""},
-		{"escaped reference", "", "$${NOT_A_REF}", "", false, ""},
-		{"github token", "Authorization", "Bearer " + fakeGitHubToken, "GitHub personal access token", true, fakeGitHubToken},
-		{"github token in a URL", "", "https://x-access-token:" + fakeGitHubToken + "@github.com/o/r.git", "password in a URL", true, fakeGitHubToken},
-		{"github token as user", "", "https://" + fakeGitHubToken + "@github.com/o/r.git", "GitHub personal access token", true, fakeGitHubToken},
-		{"fine-grained github token", "", "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz", "GitHub fine-grained token", true, "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz"},
-		{"openai key in a flag", "", "--key=sk-proj-Ab12Cd34Ef56Gh78Ij90", "API key (sk-)", true, "sk-proj-Ab12Cd34Ef56Gh78Ij90"},
-		{"stripe", "STRIPE", "sk_live_51Habcdefghij0123456789", "Stripe live key", true, "sk_live_51Habcdefghij0123456789"},
-		{"slack", "SLACK_BOT", "xoxb-1234567890-abcdefghijkl", "Slack bot token", true, "xoxb-1234567890-abcdefghijkl"},
-		{"linear", "", "lin_api_0123456789abcdefABCDEF", "Linear API key", true, "lin_api_0123456789abcdefABCDEF"},
-		{"notion", "NOTION", "secret_0123456789abcdefABCDEFghij", "Notion integration secret", true, "secret_0123456789abcdefABCDEFghij"},
-		{"aws", "AWS_ACCESS_KEY_ID", "AKIAFAKE0123456789AB", "AWS access key id", true, "AKIAFAKE0123456789AB"},
-		{"gitlab", "", "glpat-abcdefgh01234567XYZ", "GitLab personal access token", true, "glpat-abcdefgh01234567XYZ"},
-		{"prefix of a word", "", "sk-learn", "", false, ""},
-		{"prefix without digits", "", "secret_manager_settings_file", "", false, ""},
-		{"random string", "", "q8Zr2Lm4Xp9Tn7Vb3Kc6Wd1Yf5Hg0Js", "random-looking string", false, "q8Zr2Lm4Xp9Tn7Vb3Kc6Wd1Yf5Hg0Js"},
-		{"random segment of a URL", "", "https://hooks.example.com/services/Xk9mP2qR7sT4vW1yZ3aB5cD8", "random-looking string", false, "Xk9mP2qR7sT4vW1yZ3aB5cD8"},
-		{"long path", "", "/srv/shared/documents-2024/q3-reports/final", "", false, ""},
-		{"package", "", "@modelcontextprotocol/server-filesystem@2025.7.1", "", false, ""},
-		{"plain URL", "", "https://api.githubcopilot.com/mcp/", "", false, ""},
-		{"long word", "", "--max-old-space-size=256", "", false, ""},
-		{"credential-named literal", "X-Api-Key", "changeme-please", "value", false, "changeme-please"},
-		{"credential-named with scheme", "Authorization", "Basic dXNlcjpwYXNz", "value", false, "dXNlcjpwYXNz"},
-		{"credential-named path", "TOKEN_FILE", "/run/secrets/token", "", false, ""},
-		{"credential-named URL", "TOKEN_URL", "https://auth.example.com/token", "", false, ""},
-		{"credential-named short", "API_KEY", "none", "", false, ""},
-		{"other header", "X-Team", "platform-engineering-2024", "", false, ""},
-		{"hex", "", "--hash 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b", "random-looking string", false, "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b"},
-		{"short hex", "", "commit 9f86d081884c7d659a2f", "", false, ""},
-		{"lower case words and digits", "", "my-service-name-2024-production", "", false, ""},
-		{"toolgate key", "", "tg_abcdefghijkl_" + strings.Repeat("a2", 25) + "qa", "toolgate API key", true, "tg_abcdefghijkl_" + strings.Repeat("a2", 25) + "qa"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			hit, ok := findSecret(tt.field, literalText(tt.value))
-			if tt.wantKind == "" {
-				if ok {
-					t.Fatalf("found %+v, want nothing", hit)
-				}
-				return
-			}
-			if !ok || hit.kind != tt.wantKind || hit.sure != tt.wantSure || hit.token != tt.wantToken {
-				t.Fatalf("found %+v (%v), want %q sure=%v token %q", hit, ok, tt.wantKind, tt.wantSure, tt.wantToken)
-			}
-		})
-	}
-}
-
-func TestLiteralText(t *testing.T) {
-	for in, want := range map[string]string{
-		"plain":                  "plain",
-		"Bearer ${TOKEN}":        "Bearer \x00",
-		"${env:A}-${B}":          "\x00-\x00",
-		"$${A} costs $5":         "${A} costs $5",
-		"https://${U}:p@h/${P}x": "https://\x00:p@h/\x00x",
-	} {
-		if got := literalText(in); got != want {
-			t.Errorf("literalText(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
-func TestMaskSecret(t *testing.T) {
-	for in, want := range map[string]string{
-		fakeGitHubToken: "ghp_…",
-		"hunter2":       "hu…",
-		"ab":            "…",
-		"ééééééééééé":   "éé…",
-	} {
-		if got := maskSecret(in); got != want {
-			t.Errorf("maskSecret(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func TestCheckAuditNotWritable(t *testing.T) {
 	if runtime.GOOS == "windows" || os.Geteuid() == 0 {
 		t.Skip("needs a user that file permissions apply to")
@@ -432,24 +380,88 @@ func TestGradeCodeMode(t *testing.T) {
 	}
 }
 
-func TestDecodeRawConfigFormats(t *testing.T) {
+// The values check scans for literal credentials are read from the file
+// as written, in every format, with the key paths of package config.
+func TestRawCredentialFieldsFormats(t *testing.T) {
 	docs := map[string]string{
-		config.FormatJSON: `{"mcpServers": {"Api": {"url": "${U}", "headers": {"X-Key": "v"},},},}`,
-		config.FormatYAML: "mcpServers:\n  Api:\n    url: ${U}\n    headers:\n      X-Key: v\n",
-		config.FormatTOML: "[mcpServers.Api]\nurl = \"${U}\"\n[mcpServers.Api.headers]\nX-Key = \"v\"\n",
+		"toolgate.json": `{"mcpServers": {"Api": {"URL": "${U}", "headers": {"X-Key": "v", "X.Y": "w"}, "args": ["--token=t", 5]},},}`,
+		"toolgate.yaml": "mcpServers:\n  Api:\n    URL: ${U}\n    headers:\n      X-Key: v\n      X.Y: w\n    args: [--token=t, 5]\n",
+		"toolgate.toml": "[mcpServers.Api]\nURL = \"${U}\"\nargs = [\"--token=t\", 5]\n[mcpServers.Api.headers]\nX-Key = \"v\"\n\"X.Y\" = \"w\"\n",
 	}
 	want := []rawField{
 		{path: "mcpServers.Api.url", kind: "url", server: "mcpServers.Api", value: "${U}"},
 		{path: "mcpServers.Api.headers.X-Key", kind: "header", name: "X-Key", server: "mcpServers.Api", value: "v"},
+		{path: `mcpServers.Api.headers["X.Y"]`, kind: "header", name: "X.Y", server: "mcpServers.Api", value: "w"},
+		{path: "mcpServers.Api.args[0]", kind: "arg", name: "token", server: "mcpServers.Api", value: "t"},
 	}
-	for format, doc := range docs {
-		raw, err := decodeRawConfig([]byte(doc), format)
-		if err != nil {
-			t.Fatalf("%s: %v", format, err)
+	for name, doc := range docs {
+		path := filepath.Join(t.TempDir(), name)
+		if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+			t.Fatal(err)
 		}
-		in := newCheckInput(&config.Config{}, raw, time.Time{})
+		in := loadCheckInput(path, time.Time{})
+		if in.cfg == nil {
+			t.Fatalf("%s: %v", name, in.loadErr)
+		}
 		if diff := cmp.Diff(want, in.rawCredentialFields(), cmp.AllowUnexported(rawField{})); diff != "" {
-			t.Errorf("%s (-want +got):\n%s", format, diff)
+			t.Errorf("%s (-want +got):\n%s", name, diff)
 		}
+	}
+}
+
+// Settings from TOOLGATE_ variables are graded as they apply, listed
+// apart (by variable, never by value), and a bad one is a failed check
+// that names its variable.
+func TestCheckFromEnvironment(t *testing.T) {
+	dir := t.TempDir()
+	doc := `{"listen": "127.0.0.1:8080", "codeMode": {"enabled": true, "timeout": "5s"},
+		"mcpServers": {"a": {"command": "x", "allowedTools": ["t"]}}}`
+	if err := os.WriteFile(filepath.Join(dir, "toolgate.json"), []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	t.Setenv("TOOLGATE_LISTEN", "0.0.0.0:9000")
+	t.Setenv("TOOLGATE_CODE_MODE_TIMEOUT", "soon")
+	t.Setenv("TOOLGATE_ALERTS_WEBHOOK", "https://hooks.example.com/T0ken5ecretXk9mP2qR7sT4vW")
+
+	code, out, _ := run(t, "", "check")
+	if code != 1 {
+		t.Errorf("exit %d, want 1", code)
+	}
+	for _, want := range []string{
+		"Settings from the environment, in place of the file's:\n  alerts.webhook: TOOLGATE_ALERTS_WEBHOOK\n  codeMode.timeout: TOOLGATE_CODE_MODE_TIMEOUT\n  listen: TOOLGATE_LISTEN\n",
+		`✗ codeMode.timeout: invalid duration "soon" (want e.g. "60s" or a number of milliseconds): time: invalid duration "soon" (the value of TOOLGATE_CODE_MODE_TIMEOUT)`,
+		"fix: correct TOOLGATE_CODE_MODE_TIMEOUT in the environment of toolgate, or unset it to use the file's value",
+		"✗ listen: listen 0.0.0.0:9000 is reachable from other machines without TLS",
+		"✓ no literal credential in url, headers, env or args",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "T0ken5ecret") {
+		t.Errorf("the report shows a value of the environment:\n%s", out)
+	}
+
+	_, out, _ = run(t, "", "check", "--json")
+	var rep checkReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("--json: %v\n%s", err, out)
+	}
+	want := []checkEnv{
+		{Var: "TOOLGATE_ALERTS_WEBHOOK", Path: "alerts.webhook"},
+		{Var: "TOOLGATE_CODE_MODE_TIMEOUT", Path: "codeMode.timeout"},
+		{Var: "TOOLGATE_LISTEN", Path: "listen"},
+	}
+	if diff := cmp.Diff(want, rep.FromEnv); diff != "" {
+		t.Errorf("fromEnvironment (-want +got):\n%s", diff)
+	}
+
+	// TOOLGATE_CONFIG names the file when -c does not.
+	t.Setenv("TOOLGATE_CONFIG", filepath.Join(dir, "missing.yaml"))
+	code, out, _ = run(t, "", "check")
+	if code != 1 || !strings.Contains(out, "TOOLGATE_CONFIG: config file: stat ") ||
+		!strings.Contains(out, "fix: set TOOLGATE_CONFIG to the path of an existing configuration file, or unset it") {
+		t.Errorf("exit %d, report:\n%s", code, out)
 	}
 }

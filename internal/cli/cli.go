@@ -65,7 +65,7 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	pf := root.PersistentFlags()
-	pf.StringVarP(&g.config, "config", "c", "", "configuration file (default: ./toolgate.json, .yaml, .yml or .toml when present)")
+	pf.StringVarP(&g.config, "config", "c", "", "configuration file (default: $TOOLGATE_CONFIG, else the first toolgate.json, .yaml, .yml or .toml in ., ~/.config/toolgate or /etc/toolgate)")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	root.AddCommand(newServe(g))

@@ -19,7 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/toolgate/toolgate/internal/config"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/apikey"
 )
 
 // keyStoreFile is the name of the key database in the data folder.
@@ -87,13 +87,13 @@ func (g *globals) keyEnv() (*keyEnv, error) {
 // open opens the key store. Unless create is set, a store that does not
 // exist yet is reported as (nil, nil), so that reading commands leave no
 // files behind.
-func (e *keyEnv) open(ctx context.Context, create bool) (*policy.KeyStore, error) {
+func (e *keyEnv) open(ctx context.Context, create bool) (*apikey.Store, error) {
 	if !create {
 		if _, err := os.Stat(e.path); errors.Is(err, fs.ErrNotExist) {
 			return nil, nil
 		}
 	}
-	return policy.OpenKeyStore(ctx, e.path)
+	return apikey.OpenStore(ctx, e.path)
 }
 
 // exactArgs is cobra.ExactArgs as a usage error that names the argument.
@@ -211,7 +211,7 @@ func runKeysList(ctx context.Context, g *globals, f *keysListFlags) error {
 	if err != nil {
 		return err
 	}
-	var keys []*policy.Key
+	var keys []*apikey.Key
 	if s != nil {
 		defer s.Close()
 		if keys, err = s.List(ctx, f.project); err != nil {
@@ -260,7 +260,7 @@ func runKeysRevoke(ctx context.Context, g *globals, id string) error {
 		return err
 	}
 	if s == nil {
-		return fmt.Errorf("key %q: %w (there is no key store at %s yet)", id, policy.ErrKeyNotFound, env.path)
+		return fmt.Errorf("key %q: %w (there is no key store at %s yet)", id, apikey.ErrNotFound, env.path)
 	}
 	defer s.Close()
 	k, err := s.Get(ctx, id)
@@ -275,7 +275,7 @@ func runKeysRevoke(ctx context.Context, g *globals, id string) error {
 		return err
 	}
 	fmt.Fprintf(g.stdout, "Revoked key %s (%q, project %q). A running gateway refuses it within %v.\n",
-		k.ID, k.Name, k.Project, policy.DefaultRefreshInterval)
+		k.ID, k.Name, k.Project, apikey.DefaultRefreshInterval)
 	return nil
 }
 
@@ -318,7 +318,7 @@ func runKeysRotate(ctx context.Context, g *globals, f *keysRotateFlags, id strin
 		return err
 	}
 	if s == nil {
-		return fmt.Errorf("key %q: %w (there is no key store at %s yet)", id, policy.ErrKeyNotFound, env.path)
+		return fmt.Errorf("key %q: %w (there is no key store at %s yet)", id, apikey.ErrNotFound, env.path)
 	}
 	defer s.Close()
 	plaintext, succ, err := s.Rotate(ctx, id, overlap)
@@ -383,11 +383,11 @@ a new random key and prints it with its hash; it is not stored anywhere.`,
 
 func runKeysHash(g *globals, f *keysHashFlags, args []string) error {
 	if f.generate {
-		plaintext, _, _, err := policy.GenerateKey()
+		plaintext, _, _, err := apikey.Generate()
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(g.stdout, "key:    %s\nsha256: %s\n", plaintext, policy.HashKey(plaintext))
+		fmt.Fprintf(g.stdout, "key:    %s\nsha256: %s\n", plaintext, apikey.Hash(plaintext))
 		return nil
 	}
 	var key string
@@ -403,7 +403,7 @@ func runKeysHash(g *globals, f *keysHashFlags, args []string) error {
 	if key == "" {
 		return usageError{errors.New("no key given (pass it on standard input)")}
 	}
-	fmt.Fprintln(g.stdout, policy.HashKey(key))
+	fmt.Fprintln(g.stdout, apikey.Hash(key))
 	return nil
 }
 
@@ -422,7 +422,7 @@ type keyJSON struct {
 	RotatedTo string     `json:"rotatedTo,omitempty"`
 }
 
-func toJSON(k *policy.Key, now time.Time) keyJSON {
+func toJSON(k *apikey.Key, now time.Time) keyJSON {
 	opt := func(t time.Time) *time.Time {
 		if t.IsZero() {
 			return nil

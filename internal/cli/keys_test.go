@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/toolgate/toolgate/internal/config"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/apikey"
 )
 
 // run runs the command line and returns its exit code and outputs.
@@ -78,7 +78,7 @@ func TestKeysLifecycle(t *testing.T) {
 		t.Fatalf("keys create: exit %d: %s", code, errOut)
 	}
 	created := decode[createdKey](t, out)
-	id, _, err := policy.ParseKey(created.Key)
+	id, _, err := apikey.Parse(created.Key)
 	if err != nil || id != created.ID {
 		t.Fatalf("created key %q (id %q): %v", created.Key, created.ID, err)
 	}
@@ -105,7 +105,7 @@ func TestKeysLifecycle(t *testing.T) {
 		t.Fatalf("keys rotate: exit %d: %s", code, errOut)
 	}
 	rotated := decode[createdKey](t, out)
-	newID, _, err := policy.ParseKey(rotated.Key)
+	newID, _, err := apikey.Parse(rotated.Key)
 	if err != nil || newID != rotated.ID || newID == id || rotated.Replaces != id {
 		t.Fatalf("rotated = %+v (%v)", rotated, err)
 	}
@@ -177,7 +177,7 @@ func TestKeysTextOutput(t *testing.T) {
 			break
 		}
 	}
-	id, _, err := policy.ParseKey(plaintext)
+	id, _, err := apikey.Parse(plaintext)
 	if err != nil {
 		t.Fatalf("no key in the output:\n%s", out)
 	}
@@ -284,7 +284,7 @@ func TestKeysWithoutConfigFile(t *testing.T) {
 }
 
 func TestKeysHash(t *testing.T) {
-	want := policy.HashKey("tg_secret")
+	want := apikey.Hash("tg_secret")
 	code, out, errOut := run(t, "tg_secret\n", "keys", "hash")
 	if code != 0 || strings.TrimSpace(out) != want {
 		t.Errorf("from stdin: exit %d, %q %q; want %s", code, out, errOut, want)
@@ -308,7 +308,7 @@ func TestKeysHash(t *testing.T) {
 			hash = strings.TrimSpace(v)
 		}
 	}
-	if _, _, err := policy.ParseKey(key); code != 0 || err != nil || hash != policy.HashKey(key) {
+	if _, _, err := apikey.Parse(key); code != 0 || err != nil || hash != apikey.Hash(key) {
 		t.Errorf("--generate: exit %d, output %q", code, out)
 	}
 }

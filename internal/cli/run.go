@@ -13,7 +13,7 @@ import (
 
 	"github.com/toolgate/toolgate/gateway"
 	"github.com/toolgate/toolgate/internal/config"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/apikey"
 )
 
 type runFlags struct {
@@ -81,12 +81,12 @@ func runScript(ctx context.Context, g *globals, f *runFlags, file string) error 
 
 	pr := gateway.Principal{Project: f.project, ClientIP: "local"}
 	if f.key != "" {
-		store, err := policy.OpenKeyStore(ctx, keyStorePath(cfg))
+		store, err := apikey.OpenStore(ctx, keyStorePath(cfg))
 		if err != nil {
 			return err
 		}
 		defer store.Close()
-		authn, err := policy.NewAuthenticator(ctx, store, nil, nil)
+		authn, err := apikey.NewAuthenticator(ctx, store, nil, nil)
 		if err != nil {
 			return err
 		}

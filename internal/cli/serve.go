@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"runtime/pprof"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -27,7 +28,9 @@ import (
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/internal/demo"
 	"github.com/toolgate/toolgate/internal/webhook"
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/alert"
+	"github.com/toolgate/toolgate/policy/apikey"
+	"github.com/toolgate/toolgate/policy/audit"
 	"github.com/toolgate/toolgate/sandbox"
 )
 
@@ -77,10 +80,10 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 		ctx = context.Background()
 	}
 	if os.Getenv("GOGC") == "" {
-		// The MCP SDK allocates a 32 KiB buffer per decoded message; with
-		// the default GOGC the gateway spent half its CPU in the garbage
-		// collector (benchmarks/README.md). Its live heap is small, so a
-		// larger GOGC costs little memory.
+		// A gateway allocates much per call and keeps little: a larger
+		// GOGC spends far less CPU in the collector under load for a
+		// modest idle heap, and memory still comes back after a burst
+		// (benchmarks/README.md, "Garbage collection"; RATIONALE.md).
 		debug.SetGCPercent(400)
 	}
 	if f.cpuProf != "" {
@@ -117,6 +120,13 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 	}
 	if err != nil {
 		return err
+	}
+	if len(cfg.FromEnv) > 0 {
+		vars := make([]string, len(cfg.FromEnv))
+		for i, o := range cfg.FromEnv {
+			vars[i] = o.Var
+		}
+		log.Info("settings taken from the environment", "vars", strings.Join(vars, " "))
 	}
 	if f.listen != "" {
 		cfg.Listen = f.listen
@@ -523,7 +533,7 @@ func displayPath(p string) string {
 // startDemo serves the built-in demo upstream on a loopback port of its own
 // and returns a configuration that fronts it.
 func startDemo(ctx context.Context, log *slog.Logger) (*config.Config, string, error) {
-	key, _, _, err := policy.GenerateKey()
+	key, _, _, err := apikey.Generate()
 	if err != nil {
 		return nil, "", err
 	}
@@ -536,12 +546,17 @@ func startDemo(ctx context.Context, log *slog.Logger) (*config.Config, string, e
 	go func() { _ = http.Serve(ln, h) }()
 	context.AfterFunc(ctx, func() { ln.Close() })
 	log.Info("no configuration file found: serving the built-in demo")
-	return config.Demo("http://"+ln.Addr().String()+"/mcp", policy.HashKey(key)), key, nil
+	cfg, err := config.LoadDemo("http://"+ln.Addr().String()+"/mcp", apikey.Hash(key))
+	if err != nil {
+		ln.Close()
+		return nil, "", err
+	}
+	return cfg, key, nil
 }
 
 func printDemoBanner(g *globals, base, key string) {
 	fmt.Fprintf(g.stderr, `
-toolgate is running the built-in demo (no toolgate.json, .yaml or .toml found).
+toolgate is running the built-in demo (no configuration file found).
 
   MCP endpoint:  %[1]s/mcp   (streamable HTTP)
   API key:       %[2]s
@@ -590,19 +605,14 @@ func metricsMux(gw *gateway.Gateway) http.Handler {
 	return mux
 }
 
-// keyEvent is a key change the authenticator saw, for the audit log.
-type keyEvent struct {
-	change string
-	key    *policy.Key
-}
-
 // auditOptions maps the configuration onto the audit log's options.
-func auditOptions(cfg *config.Config) *policy.AuditOptions {
-	o := &policy.AuditOptions{
+func auditOptions(cfg *config.Config) *audit.Options {
+	o := &audit.Options{
 		Fsync:         cfg.Audit.Fsync,
 		FsyncInterval: cfg.Audit.FsyncInterval.D(),
 		MaxSizeBytes:  int64(cfg.Audit.MaxSizeMB) << 20,
 		MaxFiles:      cfg.Audit.MaxFiles,
+		RetainAtLeast: cfg.Audit.RetainAtLeast.D(),
 		LogArguments:  cfg.Audit.LogArguments,
 	}
 	if cfg.Audit.Stdout {
@@ -628,44 +638,54 @@ func openGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, useK
 		}
 	}()
 
-	var authn *policy.Authenticator
-	keyEvents := make(chan keyEvent, 64)
-	cleanups = append(cleanups, func() { close(keyEvents) })
+	var authn *apikey.Authenticator
+	// recordKey is the gateway's RecordKeyChange, set before the
+	// authenticator first calls it.
+	var recordKey func(apikey.Change) error
+	startAuth := func() {}
 	if cfg.AuthRequired() {
-		var store *policy.KeyStore
+		var store *apikey.Store
 		if useKeyStore {
-			if store, err = policy.OpenKeyStore(ctx, keyStorePath(cfg)); err != nil {
+			if store, err = apikey.OpenStore(ctx, keyStorePath(cfg)); err != nil {
 				return nil, nil, fmt.Errorf("opening the key store: %w", err)
 			}
 			cleanups = append(cleanups, func() { store.Close() })
 		}
-		authn, err = policy.NewAuthenticator(ctx, store, nil, &policy.AuthOptions{
+		authn, err = apikey.NewAuthenticator(ctx, store, nil, &apikey.AuthOptions{
 			Logger:      log,
-			OnKeyChange: func(change string, k *policy.Key) { keyEvents <- keyEvent{change, k} },
+			OnKeyChange: func(c apikey.Change) error { return recordKey(c) },
 		})
 		if err != nil {
 			return nil, nil, err
 		}
 		actx, stopAuth := context.WithCancel(context.WithoutCancel(ctx))
 		done := make(chan struct{})
-		go func() { authn.Run(actx); close(done) }()
-		cleanups = append(cleanups, func() { stopAuth(); <-done }) // flushes key usage
+		started := false
+		startAuth = func() {
+			go func() { authn.Run(actx); close(done) }()
+			started = true
+		}
+		cleanups = append(cleanups, func() { // flushes key usage
+			stopAuth()
+			if started {
+				<-done
+			}
+		})
 	}
 
-	audit, err := policy.OpenAuditLog(cfg.Audit.Path, auditOptions(cfg))
+	rules := make([]alert.Rule, 0, len(cfg.Alerts.Rules))
+	for _, r := range cfg.Alerts.Rules {
+		rules = append(rules, alert.Rule{Event: r.Event, Threshold: r.Threshold, Window: r.Window.D()})
+	}
+	alerter := alert.New(cfg.Alerts.Webhook, alert.RulesFor(rules), &alert.Options{Logger: log, Post: webhook.Poster(&http.Client{})})
+	cleanups = append(cleanups, alerter.Close)
+	auditOpts := auditOptions(cfg)
+	auditOpts.OnRetention = func(st audit.RetentionStatus) { retentionAlert(log, alerter, st) }
+	auditLog, err := audit.Open(cfg.Audit.Path, auditOpts)
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening the audit log: %w", err)
 	}
-	cleanups = append(cleanups, func() { audit.Close() })
-	rules := make([]policy.AlertRule, 0, len(cfg.Alerts.Rules))
-	for _, r := range cfg.Alerts.Rules {
-		rules = append(rules, policy.AlertRule{Event: r.Event, Threshold: r.Threshold, Window: r.Window.D()})
-	}
-	if len(rules) == 0 {
-		rules = policy.DefaultAlertRules()
-	}
-	alerter := policy.NewAlerter(cfg.Alerts.Webhook, rules, &policy.AlerterOptions{Logger: log, Post: webhook.Poster(&http.Client{})})
-	cleanups = append(cleanups, alerter.Close)
+	cleanups = append(cleanups, func() { auditLog.Close() })
 
 	var engine *sandbox.Engine
 	if cfg.CodeMode.Enabled {
@@ -679,15 +699,32 @@ func openGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, useK
 		cleanups = append(cleanups, func() { engine.Close() })
 	}
 
-	gw = gateway.New(cfg, &gateway.Options{Logger: log, Auth: authn, Audit: audit, Alerter: alerter, Sandbox: engine})
-	go func() {
-		for ev := range keyEvents {
-			gw.RecordKeyChange(ev.change, ev.key)
-		}
-	}()
+	gw = gateway.New(cfg, &gateway.Options{Logger: log, Auth: authn, Audit: auditLog, Alerter: alerter, Sandbox: engine})
+	recordKey = gw.RecordKeyChange
 	cleanups = append(cleanups, gw.Close)
+	if authn != nil {
+		// The key changes made while no gateway ran go into the log
+		// before the gateway serves; Run appends later ones as it reloads
+		// the keys.
+		if err := authn.Refresh(ctx); err != nil {
+			log.Error("cannot record the key changes pending in the key store yet; they stay pending", "error", err)
+		}
+		startAuth()
+	}
 	if err := gw.Start(ctx); err != nil {
 		return nil, nil, err
 	}
 	return gw, cleanup, nil
+}
+
+// retentionAlert reports an audit log rotation that kept files past
+// audit.maxFiles: logged, and shown to the alert rules as an
+// audit.retention event (the log itself holds the event).
+func retentionAlert(log *slog.Logger, alerter *alert.Alerter, st audit.RetentionStatus) {
+	if st.Over == 0 {
+		return
+	}
+	log.Warn("audit log: rotated files kept past audit.maxFiles because they are younger than audit.retainAtLeast; the disk fills until they age or the limits change",
+		"kept", st.Over, "maxFiles", st.MaxFiles, "retainAtLeast", st.RetainAtLeast, "oldest", st.Oldest)
+	alerter.Observe(audit.EventAuditRetention, "", map[string]any{"files": st.Files, "over": st.Over, "maxFiles": st.MaxFiles})
 }

@@ -79,3 +79,15 @@ func JSONPrefix(s string, n int) string {
 	}
 	return s
 }
+
+// JSON returns s when JSONLen(s) is at most n; otherwise its longest prefix,
+// cut at a character boundary, followed by "…[N bytes]" (N the length of s),
+// whose JSONLen is at most n when n is at least 24. It bounds a string by
+// the room it takes in a JSON document, escapes included.
+func JSON(s string, n int) string {
+	if len(s) <= n-2 && JSONLen(s) <= n {
+		return s
+	}
+	tail := "…[" + strconv.Itoa(len(s)) + " bytes]"
+	return JSONPrefix(s, n-len(tail)) + tail
+}

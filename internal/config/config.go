@@ -1,8 +1,10 @@
-// Package config owns toolgate's configuration file: its types, loading
-// (JSON with comments and trailing commas, YAML or TOML, read through
-// viper's codecs), `${VAR}` interpolation from the environment, strict
-// decoding and validation. It knows nothing about MCP transports or the
-// gateway; other packages receive the decoded values.
+// Package config owns toolgate's configuration file: its types, where it
+// is found, loading (JSON with comments and trailing commas, YAML or TOML,
+// read through viper's codecs), `${VAR}` interpolation from the
+// environment, the TOOLGATE_ variables that override settings, strict
+// decoding and validation, and the file as written for tools that grade
+// it. It knows nothing about MCP transports or the gateway; other
+// packages receive the decoded values.
 package config
 
 import "time"
@@ -35,6 +37,9 @@ const (
 type Config struct {
 	// Path is the file this configuration was read from ("" for the demo).
 	Path string `mapstructure:"-"`
+	// FromEnv lists the settings that TOOLGATE_ environment variables
+	// gave in place of the file, sorted by key path.
+	FromEnv []EnvOverride `mapstructure:"-"`
 
 	// Listen is the address of the HTTP listener (host:port).
 	Listen string `mapstructure:"listen"`
@@ -198,6 +203,11 @@ type Audit struct {
 	MaxSizeMB int `mapstructure:"maxSizeMB"`
 	// MaxFiles is how many rotated files are kept (default 10).
 	MaxFiles int `mapstructure:"maxFiles"`
+	// RetainAtLeast is how long a rotated file is kept whatever MaxFiles
+	// says, counted from its last line (default 7 days): a burst of events
+	// cannot rotate recent evidence away. Files kept past MaxFiles raise
+	// an audit.retention alert and show in /readyz and /metrics.
+	RetainAtLeast Duration `mapstructure:"retainAtLeast"`
 }
 
 // Alerts are rules that post to a webhook when audit events of one type
@@ -212,7 +222,7 @@ var EventTypes = []string{
 	"auth.failure", "tool.call", "tool.denied", "ratelimit.hit", "ip.denied",
 	"code.execution", "code.fetch", "upstream.error", "upstream.restart",
 	"config.reload", "key.created", "key.rotated", "key.revoked", "tools.changed",
-	"origin.denied",
+	"audit.retention", "origin.denied",
 }
 
 // AlertRule fires when Threshold events of type Event happen within Window.

@@ -19,3 +19,20 @@ func Demo(url, keySHA256 string) *Config {
 	c.CodeMode.Enabled, c.CodeMode.DirectTools = true, true
 	return c
 }
+
+// LoadDemo is [Demo] with the TOOLGATE_ environment variables applied
+// and checked as [Load] applies them to a file (so that, for example,
+// TOOLGATE_LISTEN moves the demo's listener). The error is an [*Error]
+// whose problems name the variables.
+func LoadDemo(url, keySHA256 string) (*Config, error) {
+	raw := map[string]any{
+		"mcpServers": map[string]any{"demo": map[string]any{"url": url, "transport": TransportHTTP}},
+		"apiKeys":    []any{map[string]any{"name": "demo", "sha256": keySHA256}},
+		"codeMode":   map[string]any{"enabled": true, "directTools": true},
+	}
+	return orError(parseTree(raw, noVars, processEnv()))
+}
+
+// noVars is an environment without variables: the demo's own values
+// hold no references.
+func noVars(string) (string, bool) { return "", false }

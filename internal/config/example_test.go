@@ -50,3 +50,30 @@ func ExampleParse_problems() {
 	// mcpServers.github: needs command (a local server) or url (a remote one)
 	// mcpServers.github.comand: unknown key (did you mean "command"?)
 }
+
+func ExampleInspect() {
+	os.Setenv("TOOLGATE_CODE_MODE_TIMEOUT", "20s")
+	defer os.Unsetenv("TOOLGATE_CODE_MODE_TIMEOUT")
+
+	in, err := config.Inspect("testdata/example.yaml")
+	if err != nil {
+		log.Fatal(err)
+	}
+	// The variable TOOLGATE_EXAMPLE_TOKEN is not set: a problem, but the
+	// rest of the file is read.
+	for _, p := range in.Problems {
+		fmt.Println("problem:", p)
+	}
+	for _, o := range in.Config.FromEnv {
+		fmt.Println("from the environment:", o.Path, o.Var, in.Config.CodeMode.Timeout.D())
+	}
+	// The file as written keeps the reference, with its key path.
+	for _, h := range in.File.Get("mcpServers").Get("api").Get("headers").Entries() {
+		v, _ := h.Text()
+		fmt.Printf("%s = %q\n", h.Path(), v)
+	}
+	// Output:
+	// problem: mcpServers.api.headers.Authorization: environment variable TOOLGATE_EXAMPLE_TOKEN is not set
+	// from the environment: codeMode.timeout TOOLGATE_CODE_MODE_TIMEOUT 20s
+	// mcpServers.api.headers.Authorization = "Bearer ${TOOLGATE_EXAMPLE_TOKEN}"
+}

@@ -124,8 +124,12 @@ func (l *loader) expandMap(path string, m map[string]string) {
 }
 
 // expandField expands *v in place, remembering the written form for
-// messages and reporting problems at path.
+// messages and reporting problems at path. A value from the environment
+// is taken as it is.
 func (l *loader) expandField(path string, v *string) {
+	if _, env := l.fromEnv[path]; env {
+		return
+	}
 	out, problems := expand(*v, l.lookup)
 	for _, msg := range problems {
 		l.addf(path, "%s", msg)

@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/go-viper/mapstructure/v2"
@@ -25,40 +26,78 @@ const (
 	FormatTOML = "toml"
 )
 
-// searchNames are the files [Find] looks for, in order, when no file is
-// given explicitly.
+// searchNames are the files [Find] looks for in each folder, in order.
 var searchNames = []string{"toolgate.json", "toolgate.yaml", "toolgate.yml", "toolgate.toml"}
 
-// Find returns the configuration file to use. An explicit path is returned
-// as is when it names an existing regular file, and is an error otherwise.
-// With no explicit path Find looks in the working directory for
-// toolgate.json, toolgate.yaml, toolgate.yml and toolgate.toml, in this
-// order, and returns the first present (as a relative name). When none is
-// present it returns "" and a nil error: the caller then serves the
-// built-in demo.
+// systemConfigDir is the last folder [Find] looks in.
+const systemConfigDir = "/etc/toolgate"
+
+// Find returns the configuration file to use. An explicit path (-c) is
+// returned as is when it names an existing regular file, and is an error
+// otherwise; so is the file named by the variable TOOLGATE_CONFIG when
+// there is no explicit path. Otherwise Find looks for toolgate.json,
+// toolgate.yaml, toolgate.yml and toolgate.toml, in this order, in the
+// working directory (returning a relative name), then in
+// $XDG_CONFIG_HOME/toolgate (~/.config/toolgate when XDG_CONFIG_HOME is
+// not set), then in /etc/toolgate, and returns the first present. When
+// none is present it returns "" and a nil error: the caller then serves
+// the built-in demo. With an error, the path is the file that was named,
+// if one was.
 func Find(explicit string) (string, error) {
-	if explicit != "" {
-		fi, err := os.Stat(explicit)
+	return finder{lookup: os.LookupEnv, system: systemConfigDir}.find(explicit)
+}
+
+// finder is Find with an injectable environment and system folder.
+type finder struct {
+	lookup func(string) (string, bool)
+	system string
+}
+
+func (f finder) find(explicit string) (string, error) {
+	named, from := explicit, "config file"
+	if named == "" {
+		if v, ok := f.lookup(EnvConfigFile); ok && v != "" {
+			named, from = v, EnvConfigFile+": config file"
+		}
+	}
+	if named != "" {
+		fi, err := os.Stat(named)
 		if err != nil {
-			return "", fmt.Errorf("config file: %w", err)
+			return named, fmt.Errorf("%s: %w", from, err)
 		}
 		if fi.IsDir() {
-			return "", fmt.Errorf("config file %s: is a directory", explicit)
+			return named, fmt.Errorf("%s %s: is a directory", from, named)
 		}
-		return explicit, nil
+		return named, nil
 	}
-	for _, name := range searchNames {
-		fi, err := os.Stat(name)
-		switch {
-		case err == nil && !fi.IsDir():
-			return name, nil
-		case err == nil, errors.Is(err, fs.ErrNotExist):
-			continue
-		default:
-			return "", fmt.Errorf("look for config file: %w", err)
+	for _, dir := range f.dirs() {
+		for _, name := range searchNames {
+			p := filepath.Join(dir, name)
+			fi, err := os.Stat(p)
+			switch {
+			case err == nil && !fi.IsDir():
+				return p, nil
+			case err == nil, errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ENOTDIR):
+				continue
+			default:
+				return "", fmt.Errorf("look for config file: %w", err)
+			}
 		}
 	}
 	return "", nil
+}
+
+// dirs are the folders Find looks in, in order. XDG_CONFIG_HOME counts
+// only when it is an absolute path, as the XDG base directory
+// specification says.
+func (f finder) dirs() []string {
+	dirs := []string{"."}
+	if x, _ := f.lookup("XDG_CONFIG_HOME"); filepath.IsAbs(x) {
+		dirs = append(dirs, filepath.Join(x, "toolgate"))
+	} else if home, _ := f.lookup("HOME"); home != "" {
+		dirs = append(dirs, filepath.Join(home, ".config", "toolgate"))
+	}
+	return append(dirs, f.system)
 }
 
 // FormatOf returns the format of a configuration file named path, from
@@ -78,13 +117,47 @@ func FormatOf(path string) (string, error) {
 
 // Load reads, interpolates, decodes, normalises and validates the
 // configuration file at path; its format comes from the extension (see
-// [FormatOf]). Environment variables are read with [os.LookupEnv].
+// [FormatOf]). Environment variables are read with [os.LookupEnv], both
+// for `${VAR}` references and for the TOOLGATE_ variables that override
+// settings (see [EnvOverride]).
 //
 // When the file is well-formed but invalid, the error is an [*Error]
 // (reachable with [errors.As]) whose File is path and whose Problems list
 // every problem found, each with its key path. Other errors (unreadable
 // file, syntax error) are wrapped.
 func Load(path string) (*Config, error) {
+	in, err := Inspect(path)
+	if err != nil {
+		return nil, err
+	}
+	if len(in.Problems) > 0 {
+		e := newError(in.Problems)
+		e.File = path
+		return nil, e
+	}
+	return in.Config, nil
+}
+
+// Inspection is a configuration file as [Inspect] reads it.
+type Inspection struct {
+	// Config is the configuration as far as it could be read: values
+	// found bad are left out, a variable that is not set reads as empty,
+	// defaults are applied.
+	Config *Config
+	// Problems are every problem [Load] would report, sorted by key path.
+	Problems []Problem
+	// File is the document as written, for reading values that the
+	// configuration holds interpolated, such as literal credentials.
+	File Node
+}
+
+// Inspect reads the configuration file at path as [Load] does, but does
+// not stop at problems: it returns what could be read together with every
+// problem, and the file as written. It is for tools that grade a file,
+// such as `toolgate check`; a configuration with problems must not be
+// served. The error is for a file that cannot be read or is not a
+// document of its format: then there is no configuration.
+func Inspect(path string) (*Inspection, error) {
 	format, err := FormatOf(path)
 	if err != nil {
 		return nil, err
@@ -93,27 +166,38 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	c, err := parse(data, format, os.LookupEnv)
+	raw, err := decodeRaw(data, format)
 	if err != nil {
-		var ce *Error
-		if errors.As(err, &ce) {
-			ce.File = path
-			return nil, ce
-		}
 		return nil, fmt.Errorf("load config %s: %w", path, err)
 	}
+	c, problems := parseTree(raw, os.LookupEnv, processEnv())
 	c.Path = path
-	// Relative paths in a file are relative to the file's folder.
-	for _, p := range []*string{&c.DataDir, &c.TLS.CertFile, &c.TLS.KeyFile, &c.Audit.Path} {
-		if *p != "" && !filepath.IsAbs(*p) {
-			*p = filepath.Join(filepath.Dir(path), *p)
+	// Relative paths in a file are relative to the file's folder; those
+	// from the environment to the working directory. A relative audit
+	// path is inside dataDir.
+	env := map[string]bool{}
+	for _, o := range c.FromEnv {
+		env[o.Path] = true
+	}
+	for _, f := range []struct {
+		p   *string
+		key string
+	}{{&c.DataDir, "dataDir"}, {&c.TLS.CertFile, "tls.certFile"}, {&c.TLS.KeyFile, "tls.keyFile"}, {&c.Audit.Path, "dataDir"}} {
+		if *f.p != "" && !filepath.IsAbs(*f.p) && !env[f.key] {
+			*f.p = filepath.Join(filepath.Dir(path), *f.p)
 		}
 	}
-	return c, nil
+	if len(problems) > 0 {
+		problems = newError(problems).Problems
+	}
+	return &Inspection{Config: c, Problems: problems, File: rootNode(raw)}, nil
 }
 
 // Parse is [Load] from bytes: format is "json", "yaml" (or "yml") or
-// "toml". The returned Config has an empty Path.
+// "toml". The returned Config has an empty Path. `${VAR}` references are
+// read from the environment, but the TOOLGATE_ variables do not override
+// settings: they are for the file a deployment runs with, and Parse is
+// for documents a program writes.
 func Parse(data []byte, format string) (*Config, error) {
 	return parse(data, format, os.LookupEnv)
 }
@@ -124,17 +208,37 @@ func parse(data []byte, format string, lookup func(string) (string, bool)) (*Con
 	if err != nil {
 		return nil, err
 	}
-	l := &loader{lookup: lookup, bad: map[string]bool{}, origin: map[string]string{}}
+	return orError(parseTree(raw, lookup, nil))
+}
+
+// orError returns c, or an *Error with the problems when there are any.
+func orError(c *Config, problems []Problem) (*Config, error) {
+	if len(problems) > 0 {
+		return nil, newError(problems)
+	}
+	return c, nil
+}
+
+// parseTree puts the values of the variables env reads (when env is not
+// nil) in place of the file's in a decoded document, then decodes,
+// interpolates, defaults and validates it, returning the configuration as
+// far as it could be read with every problem found.
+func parseTree(raw map[string]any, lookup func(string) (string, bool), env envReader) (*Config, []Problem) {
+	l := &loader{lookup: lookup, bad: map[string]bool{}, origin: map[string]string{}, fromEnv: map[string]string{}}
+	if env != nil {
+		raw = l.applyEnv(raw, env)
+	}
 	c := l.decode(raw)
 	l.normalise(c, raw)
 	l.interpolate(c)
 	l.resolveTransports(c)
 	applyDefaults(c)
 	l.validate(c)
-	if len(l.problems) > 0 {
-		return nil, newError(l.problems)
+	c.FromEnv = l.overrides()
+	for i, p := range l.problems {
+		l.problems[i].Var = l.envVarOf(p.Path)
 	}
-	return c, nil
+	return c, l.problems
 }
 
 // codecs decodes YAML, TOML and (standardised) JSON into maps. Unlike
@@ -170,13 +274,15 @@ func decodeRaw(data []byte, format string) (map[string]any, error) {
 // loader carries the state of one parse: the problems found so far, the
 // key paths whose value is known bad (so that later checks do not report
 // consequences of an earlier problem twice), the values as written before
-// interpolation (so messages never show a secret), and where each project
-// and server sits in the file.
+// interpolation (so messages never show a secret), the settings the
+// environment gave, and where each project and server sits in the file.
 type loader struct {
 	lookup   func(string) (string, bool)
 	problems []Problem
 	bad      map[string]bool
 	origin   map[string]string
+	// fromEnv maps the key paths the environment set to their variables.
+	fromEnv  map[string]string
 	projects []placed[Project]
 	servers  []placed[Server]
 }
@@ -709,6 +815,7 @@ func applyDefaults(c *Config) {
 	setDefault(&c.Audit.FsyncInterval, Duration(100*time.Millisecond))
 	setDefault(&c.Audit.MaxSizeMB, 100)
 	setDefault(&c.Audit.MaxFiles, 10)
+	setDefault(&c.Audit.RetainAtLeast, Duration(7*24*time.Hour))
 	setDefault(&c.KeyMaxAge, Duration(90*24*time.Hour))
 	cm := &c.CodeMode
 	setDefault(&cm.Timeout, Duration(10*time.Second))

@@ -355,44 +355,102 @@ func TestParseTransport(t *testing.T) {
 }
 
 func TestFind(t *testing.T) {
+	// Files and variables name places under the test's own folder: cwd/
+	// is the working directory, home/ is $HOME, xdg/ is $XDG_CONFIG_HOME
+	// and etc/ stands for /etc/toolgate. ROOT/ in a variable or in want
+	// is that folder.
 	for _, tc := range []struct {
 		name     string
 		files    []string
+		env      map[string]string
 		explicit string
 		want     string
-		wantErr  bool
+		wantErr  string
 	}{
 		{name: "none", want: ""},
-		{name: "json", files: []string{"toolgate.json"}, want: "toolgate.json"},
-		{name: "yaml", files: []string{"toolgate.yaml"}, want: "toolgate.yaml"},
-		{name: "yml", files: []string{"toolgate.yml"}, want: "toolgate.yml"},
-		{name: "toml", files: []string{"toolgate.toml"}, want: "toolgate.toml"},
-		{name: "json first", files: []string{"toolgate.toml", "toolgate.yaml", "toolgate.json"}, want: "toolgate.json"},
-		{name: "yaml before yml", files: []string{"toolgate.yml", "toolgate.yaml"}, want: "toolgate.yaml"},
-		{name: "explicit", files: []string{"toolgate.json", "other.yaml"}, explicit: "other.yaml", want: "other.yaml"},
-		{name: "explicit missing", files: []string{"toolgate.json"}, explicit: "missing.yaml", wantErr: true},
-		{name: "explicit directory", files: []string{"dir/x"}, explicit: "dir", wantErr: true},
-		{name: "directory is skipped", files: []string{"toolgate.json/x", "toolgate.toml"}, want: "toolgate.toml"},
+		{name: "json", files: []string{"cwd/toolgate.json"}, want: "toolgate.json"},
+		{name: "yaml", files: []string{"cwd/toolgate.yaml"}, want: "toolgate.yaml"},
+		{name: "yml", files: []string{"cwd/toolgate.yml"}, want: "toolgate.yml"},
+		{name: "toml", files: []string{"cwd/toolgate.toml"}, want: "toolgate.toml"},
+		{name: "json first", files: []string{"cwd/toolgate.toml", "cwd/toolgate.yaml", "cwd/toolgate.json"}, want: "toolgate.json"},
+		{name: "yaml before yml", files: []string{"cwd/toolgate.yml", "cwd/toolgate.yaml"}, want: "toolgate.yaml"},
+		{name: "explicit", files: []string{"cwd/toolgate.json", "cwd/other.yaml"}, explicit: "other.yaml", want: "other.yaml"},
+		{name: "explicit missing", files: []string{"cwd/toolgate.json"}, explicit: "missing.yaml", want: "missing.yaml", wantErr: "config file: stat missing.yaml: no such file"},
+		{name: "explicit directory", files: []string{"cwd/dir/x"}, explicit: "dir", want: "dir", wantErr: "config file dir: is a directory"},
+		{name: "directory is skipped", files: []string{"cwd/toolgate.json/x", "cwd/toolgate.toml"}, want: "toolgate.toml"},
+
+		{name: "working directory first", env: map[string]string{"XDG_CONFIG_HOME": "ROOT/xdg"},
+			files: []string{"cwd/toolgate.toml", "xdg/toolgate/toolgate.json", "etc/toolgate.json"}, want: "toolgate.toml"},
+		{name: "XDG_CONFIG_HOME", env: map[string]string{"XDG_CONFIG_HOME": "ROOT/xdg", "HOME": "ROOT/home"},
+			files: []string{"xdg/toolgate/toolgate.yaml", "home/.config/toolgate/toolgate.json", "etc/toolgate.json"}, want: "ROOT/xdg/toolgate/toolgate.yaml"},
+		{name: "XDG_CONFIG_HOME set: ~/.config is not searched", env: map[string]string{"XDG_CONFIG_HOME": "ROOT/xdg", "HOME": "ROOT/home"},
+			files: []string{"home/.config/toolgate/toolgate.json", "etc/toolgate.json"}, want: "ROOT/etc/toolgate.json"},
+		{name: "~/.config", env: map[string]string{"HOME": "ROOT/home"},
+			files: []string{"home/.config/toolgate/toolgate.toml", "etc/toolgate.json"}, want: "ROOT/home/.config/toolgate/toolgate.toml"},
+		{name: "relative XDG_CONFIG_HOME is ignored", env: map[string]string{"XDG_CONFIG_HOME": "xdg", "HOME": "ROOT/home"},
+			files: []string{"cwd/xdg/toolgate/toolgate.json", "home/.config/toolgate/toolgate.json"}, want: "ROOT/home/.config/toolgate/toolgate.json"},
+		{name: "/etc/toolgate", env: map[string]string{"HOME": "ROOT/home"}, files: []string{"etc/toolgate.yml"}, want: "ROOT/etc/toolgate.yml"},
+		{name: "a file in the way of a folder", env: map[string]string{"HOME": "ROOT/home"},
+			files: []string{"home/.config/toolgate", "etc/toolgate.json"}, want: "ROOT/etc/toolgate.json"},
+
+		{name: "TOOLGATE_CONFIG", env: map[string]string{"TOOLGATE_CONFIG": "ROOT/other/x.yaml"},
+			files: []string{"cwd/toolgate.json", "other/x.yaml"}, want: "ROOT/other/x.yaml"},
+		{name: "TOOLGATE_CONFIG missing", env: map[string]string{"TOOLGATE_CONFIG": "ROOT/missing.json"},
+			files: []string{"cwd/toolgate.json"}, want: "ROOT/missing.json", wantErr: "TOOLGATE_CONFIG: config file: stat "},
+		{name: "explicit beats TOOLGATE_CONFIG", env: map[string]string{"TOOLGATE_CONFIG": "b.json"},
+			files: []string{"cwd/a.json", "cwd/b.json"}, explicit: "a.json", want: "a.json"},
+		{name: "empty TOOLGATE_CONFIG is not set", env: map[string]string{"TOOLGATE_CONFIG": ""},
+			files: []string{"cwd/toolgate.json"}, want: "toolgate.json"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			t.Chdir(dir)
-			for _, f := range tc.files {
-				if err := os.MkdirAll(filepath.Dir(f), 0o755); err != nil {
+			root := t.TempDir()
+			rooted := func(s string) string {
+				if rest, ok := strings.CutPrefix(s, "ROOT/"); ok {
+					return filepath.Join(root, filepath.FromSlash(rest))
+				}
+				return s
+			}
+			for _, f := range append([]string{"cwd/"}, tc.files...) {
+				p := filepath.Join(root, filepath.FromSlash(f))
+				if strings.HasSuffix(f, "/") {
+					if err := os.MkdirAll(p, 0o755); err != nil {
+						t.Fatal(err)
+					}
+					continue
+				}
+				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 					t.Fatal(err)
 				}
-				if err := os.WriteFile(f, []byte("{}"), 0o600); err != nil {
+				if err := os.WriteFile(p, []byte("{}"), 0o600); err != nil {
 					t.Fatal(err)
 				}
 			}
-			got, err := Find(tc.explicit)
-			if (err != nil) != tc.wantErr {
-				t.Fatalf("Find(%q) error = %v, want error %v", tc.explicit, err, tc.wantErr)
+			t.Chdir(filepath.Join(root, "cwd"))
+			vars := map[string]string{}
+			for k, v := range tc.env {
+				vars[k] = rooted(v)
 			}
-			if got != tc.want {
-				t.Errorf("Find(%q) = %q, want %q", tc.explicit, got, tc.want)
+			f := finder{lookup: env(vars), system: filepath.Join(root, "etc")}
+			got, err := f.find(tc.explicit)
+			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Fatalf("find(%q) error = %v, want %q", tc.explicit, err, tc.wantErr)
+			}
+			if want := rooted(tc.want); got != want {
+				t.Errorf("find(%q) = %q, want %q", tc.explicit, got, want)
 			}
 		})
+	}
+
+	// Find reads the variables of the process.
+	dir := t.TempDir()
+	path := filepath.Join(dir, "named.toml")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	t.Setenv(EnvConfigFile, path)
+	if got, err := Find(""); got != path || err != nil {
+		t.Errorf("Find with %s=%s: %q, %v", EnvConfigFile, path, got, err)
 	}
 }
 
@@ -454,7 +512,7 @@ func withDefaults(c *Config) *Config {
 		c.DataDir = DefaultDataDir
 	}
 	c.TLS.MinVersion = "1.2"
-	c.Audit = Audit{Path: filepath.Join(c.DataDir, "audit.jsonl"), Fsync: "batch", FsyncInterval: Duration(100 * time.Millisecond), MaxSizeMB: 100, MaxFiles: 10}
+	c.Audit = Audit{Path: filepath.Join(c.DataDir, "audit.jsonl"), Fsync: "batch", FsyncInterval: Duration(100 * time.Millisecond), MaxSizeMB: 100, MaxFiles: 10, RetainAtLeast: Duration(7 * 24 * time.Hour)}
 	c.KeyMaxAge = Duration(90 * 24 * time.Hour)
 	if c.ShutdownGracePeriod == 0 {
 		c.ShutdownGracePeriod = Duration(DefaultShutdownGracePeriod)

@@ -26,11 +26,18 @@ type Problem struct {
 	Path string
 	// Message says what is wrong, in lower case.
 	Message string
+	// Var is the environment variable the value came from, when it did
+	// not come from the file (see [EnvOverride]).
+	Var string
 }
 
-// String returns "path: message".
+// String returns "path: message", or "VAR (path): message" for a value
+// from the environment.
 func (p Problem) String() string {
-	if p.Path == "" {
+	switch {
+	case p.Var != "":
+		return p.Var + " (" + p.Path + "): " + p.Message
+	case p.Path == "":
 		return p.Message
 	}
 	return p.Path + ": " + p.Message
@@ -38,8 +45,8 @@ func (p Problem) String() string {
 
 // Error is an invalid configuration: every problem found, sorted by path.
 type Error struct {
-	// File is the configuration file, when known; Error prefixes every
-	// line with it.
+	// File is the configuration file, when known; Error prefixes with it
+	// every line about a value of the file.
 	File string
 	// Problems, sorted by Path then Message; never empty.
 	Problems []Problem
@@ -52,7 +59,7 @@ func (e *Error) Error() string {
 		if i > 0 {
 			b.WriteByte('\n')
 		}
-		if e.File != "" {
+		if e.File != "" && p.Var == "" {
 			b.WriteString(e.File)
 			b.WriteString(": ")
 		}
@@ -117,6 +124,7 @@ func (l *loader) validateAccess(c *Config) {
 		l.addf("audit.fsync", "unknown mode %q (want \"batch\" or \"always\")", truncate(f))
 	}
 	l.checkTimeout("audit.fsyncInterval", c.Audit.FsyncInterval)
+	l.checkTimeout("audit.retainAtLeast", c.Audit.RetainAtLeast)
 	if c.Alerts.Webhook != "" && !l.bad["alerts.webhook"] {
 		if _, err := parseHTTPURL(c.Alerts.Webhook); err != nil {
 			l.addf("alerts.webhook", "invalid url: %v", err)

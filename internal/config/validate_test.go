@@ -78,7 +78,7 @@ func TestParseProblems(t *testing.T) {
 			name: "audit and alert rules",
 			doc:  `{"audit": {"fsync": "never"}, "alerts": {"webhook": "ftp://x", "rules": [{"event": "tool.cal", "threshold": 0, "window": "0s"}]}}`,
 			want: []string{
-				`alerts.rules[0].event: unknown event type "tool.cal" (one of auth.failure, tool.call, tool.denied, ratelimit.hit, ip.denied, code.execution, code.fetch, upstream.error, upstream.restart, config.reload, key.created, key.rotated, key.revoked, tools.changed, origin.denied)`,
+				`alerts.rules[0].event: unknown event type "tool.cal" (one of auth.failure, tool.call, tool.denied, ratelimit.hit, ip.denied, code.execution, code.fetch, upstream.error, upstream.restart, config.reload, key.created, key.rotated, key.revoked, tools.changed, audit.retention, origin.denied)`,
 				`alerts.rules[0].threshold: must be at least 1`,
 				`alerts.rules[0].window: must be a positive duration`,
 				`alerts.webhook: invalid url: want an absolute http or https URL`,
@@ -168,6 +168,11 @@ func TestParseProblems(t *testing.T) {
 			name: "grace period too long",
 			doc:  `{"shutdownGracePeriod": "2h"}`,
 			want: []string{`shutdownGracePeriod: at most 1h (got 2h0m0s)`},
+		},
+		{
+			name: "negative retention",
+			doc:  `{"audit": {"retainAtLeast": "-24h"}}`,
+			want: []string{`audit.retainAtLeast: negative duration "-24h"`},
 		},
 		{
 			name: "negative in-flight cap",
@@ -447,7 +452,7 @@ func TestErrorFormat(t *testing.T) {
 		{Path: "a", Message: "one"},
 		{Path: "a", Message: "one"},
 	})
-	want := []Problem{{"", "whole file"}, {"a", "one"}, {"b", "two"}}
+	want := []Problem{{Path: "", Message: "whole file"}, {Path: "a", Message: "one"}, {Path: "b", Message: "two"}}
 	if !slices.Equal(e.Problems, want) {
 		t.Errorf("Problems = %v, want %v", e.Problems, want)
 	}
@@ -456,6 +461,12 @@ func TestErrorFormat(t *testing.T) {
 	}
 	e.File = "toolgate.yaml"
 	if got, want := e.Error(), "toolgate.yaml: whole file\ntoolgate.yaml: a: one\ntoolgate.yaml: b: two"; got != want {
+		t.Errorf("Error() = %q, want %q", got, want)
+	}
+	// A value from the environment is not in the file: its line names
+	// the variable instead.
+	e.Problems = append(e.Problems, Problem{Path: "listen", Message: "bad", Var: "TOOLGATE_LISTEN"})
+	if got, want := e.Error(), "toolgate.yaml: whole file\ntoolgate.yaml: a: one\ntoolgate.yaml: b: two\nTOOLGATE_LISTEN (listen): bad"; got != want {
 		t.Errorf("Error() = %q, want %q", got, want)
 	}
 }

@@ -13,8 +13,6 @@ package e2etest
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -97,11 +95,10 @@ func ModuleRoot(t testing.TB) string {
 
 // NPMDir returns the node_modules directory holding the pinned npm
 // packages: $TOOLGATE_NPM_DIR when set (scripts/test.sh sets it), otherwise
-// e2e/npm/node_modules in the module. When the directory is missing or
-// older than its package-lock.json, NPMDir runs `npm ci` once per process,
-// under a file lock so that test processes of several packages do not
-// install at the same time. An install failure fails the test with npm's
-// output; it never skips.
+// e2e/npm/node_modules in the module. Installing them is the test
+// command's job (scripts/test.sh runs npm ci when they are missing or
+// stale): a test never installs anything, and a missing or stale folder
+// fails it with what to run.
 func NPMDir(t testing.TB) string {
 	t.Helper()
 	dir, err := npmDir()
@@ -124,37 +121,9 @@ var npmDir = sync.OnceValues(func() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if npmFresh(dir) {
-		return dir, nil
-	}
-	pkgDir := filepath.Dir(dir)
-	if _, err := os.Stat(filepath.Join(pkgDir, "package-lock.json")); err != nil {
-		return "", fmt.Errorf("npm packages: %s is missing and there is no package-lock.json beside it to install from", dir)
-	}
-
-	// One install at a time on this machine for this folder.
-	sum := sha256.Sum256([]byte(pkgDir))
-	lockPath := filepath.Join(os.TempDir(), "toolgate-npm-"+hex.EncodeToString(sum[:8])+".lock")
-	lock, err := os.OpenFile(lockPath, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return "", fmt.Errorf("npm packages: opening install lock: %w", err)
-	}
-	defer lock.Close()
-	if err := lockFile(lock); err != nil {
-		return "", fmt.Errorf("npm packages: taking install lock: %w", err)
-	}
-	defer unlockFile(lock)
-	if npmFresh(dir) { // another process installed while we waited
-		return dir, nil
-	}
-	cmd := exec.Command("npm", "ci", "--no-audit", "--no-fund")
-	cmd.Dir = pkgDir
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("npm ci in %s failed: %v\n%s", pkgDir, err, out)
-	}
 	if !npmFresh(dir) {
-		return "", fmt.Errorf("npm ci in %s succeeded but %s is still missing or stale\n%s", pkgDir, dir, out)
+		return "", fmt.Errorf("npm packages: %s is missing or older than its package-lock.json; "+
+			"run the tests with scripts/test.sh (make test), which installs them, or run npm ci in %s", dir, filepath.Dir(dir))
 	}
 	return dir, nil
 })

@@ -10,11 +10,6 @@ import (
 	"syscall"
 )
 
-// lockFile takes an exclusive lock on f, waiting for it.
-func lockFile(f *os.File) error { return syscall.Flock(int(f.Fd()), syscall.LOCK_EX) }
-
-func unlockFile(f *os.File) { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN) }
-
 // groupAttr starts a process in a process group of its own.
 func groupAttr() *syscall.SysProcAttr { return &syscall.SysProcAttr{Setpgid: true} }
 

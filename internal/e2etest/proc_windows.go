@@ -12,15 +12,6 @@ import (
 // The end-to-end tests run on Unix; these keep the package building on
 // Windows, with the nearest equivalents.
 
-// lockFile takes an exclusive lock on f, waiting for it.
-func lockFile(f *os.File) error {
-	return windows.LockFileEx(windows.Handle(f.Fd()), windows.LOCKFILE_EXCLUSIVE_LOCK, 0, 1, 0, new(windows.Overlapped))
-}
-
-func unlockFile(f *os.File) {
-	_ = windows.UnlockFileEx(windows.Handle(f.Fd()), 0, 1, 0, new(windows.Overlapped))
-}
-
 // groupAttr starts a process in a process group of its own.
 func groupAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{CreationFlags: windows.CREATE_NEW_PROCESS_GROUP}

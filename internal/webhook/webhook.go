@@ -1,5 +1,5 @@
-// Package webhook delivers alerts over HTTP: it is the policy.AlertPoster
-// the gateway uses, kept out of package policy, which does no networking.
+// Package webhook delivers alerts over HTTP: it is the alert.Poster
+// the gateway uses, kept out of package policy/alert, which does no networking.
 package webhook
 
 import (
@@ -9,18 +9,18 @@ import (
 	"io"
 	"net/http"
 
-	"github.com/toolgate/toolgate/policy"
+	"github.com/toolgate/toolgate/policy/alert"
 )
 
-// Poster returns a policy.AlertPoster that POSTs the alert as JSON with
+// Poster returns an alert.Poster that POSTs the alert as JSON with
 // client. A 2xx answer is delivered; 429 and 5xx answers and network
 // errors are retried by the alerter; any other answer wraps
-// policy.ErrAlertRejected, which stops the retries.
-func Poster(client *http.Client) policy.AlertPoster {
+// alert.ErrRejected, which stops the retries.
+func Poster(client *http.Client) alert.Poster {
 	return func(ctx context.Context, url string, body []byte) error {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 		if err != nil {
-			return fmt.Errorf("%w: %v", policy.ErrAlertRejected, err)
+			return fmt.Errorf("%w: %v", alert.ErrRejected, err)
 		}
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("User-Agent", "toolgate")
@@ -36,7 +36,7 @@ func Poster(client *http.Client) policy.AlertPoster {
 		case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
 			return fmt.Errorf("webhook answered %s", resp.Status)
 		default:
-			return fmt.Errorf("%w: webhook answered %s", policy.ErrAlertRejected, resp.Status)
+			return fmt.Errorf("%w: webhook answered %s", alert.ErrRejected, resp.Status)
 		}
 	}
 }

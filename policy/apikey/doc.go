@@ -1,0 +1,13 @@
+// Package apikey owns toolgate's API keys: their format (tg_<id>_<secret>,
+// [Generate], [Parse]) and hashing ([Hash]), the SQLite store that keeps
+// them with their usage and schema migrations ([Store]), and the
+// [Authenticator] that checks a presented key against the store and the
+// keys listed in the configuration.
+//
+// It sits under policy/ beside the access rules it serves. Its store
+// records each key change for the audit trail in the transaction that
+// makes it ([Change]), so it imports package policy/audit for the event
+// types, and nothing else of toolgate. It must not know about MCP,
+// transports or sessions (a presented key reaches it as a string), nor
+// write the audit log: the gateway records the changes it hands over.
+package apikey
