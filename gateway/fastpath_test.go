@@ -179,6 +179,12 @@ func (f *httpFixture) session(t *testing.T, key string) string {
 func TestDirectCallsDeclineWhatTheSDKRefuses(t *testing.T) {
 	f := newHTTPFixture(t)
 	sid := f.session(t, f.keys[0])
+	before := f.accessCalls(t)
+	defer func() {
+		if n := f.accessCalls(t) - before; n != 0 {
+			t.Errorf("the access layer answered %v refused calls", n)
+		}
+	}()
 	call := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"demo__echo","arguments":{"text":"hi"}}}`
 	tests := []struct {
 		name   string
@@ -224,6 +230,7 @@ func TestDirectCallsDeclineWhatTheSDKRefuses(t *testing.T) {
 func TestDirectCallCancelled(t *testing.T) {
 	f := newHTTPFixture(t)
 	sid := f.session(t, f.keys[0])
+	before := f.accessCalls(t)
 	for _, id := range []string{`42`, `"slow-1"`} {
 		done := make(chan string, 1)
 		go func() {
@@ -252,6 +259,9 @@ func TestDirectCallCancelled(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatalf("id %s: the cancelled call did not end", id)
 		}
+	}
+	if n := f.accessCalls(t) - before; n != 2 {
+		t.Errorf("the access layer answered %v of the 2 calls", n)
 	}
 }
 
