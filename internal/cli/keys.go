@@ -234,7 +234,7 @@ func runKeysList(ctx context.Context, g *globals, f *keysListFlags) error {
 	fmt.Fprintln(tw, "ID\tPROJECT\tNAME\tCREATED\tEXPIRES\tLAST USED\tCALLS\tSTATUS")
 	for _, k := range keys {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", k.ID, k.Project, k.Name,
-			tableTime(k.Created, "-"), tableTime(k.Expires, "never"), tableTime(k.LastUsed, "never"), k.Calls, k.Status(now))
+			tableTime(k.Created, "-"), tableTime(k.Expires, "never"), tableTime(k.LastUsed, "never"), k.Calls, statusText(k, now))
 	}
 	return tw.Flush()
 }
@@ -407,8 +407,38 @@ func runKeysHash(g *globals, f *keysHashFlags, args []string) error {
 	return nil
 }
 
+// statusRotated is the status of a key that was rotated and still works
+// for the rest of its overlap: its successor is in rotatedTo.
+const statusRotated = "rotated"
+
+// keyStatus is the status `keys list` shows: the key store's (active,
+// expired, revoked), except that a key rotated to a successor and still
+// in its overlap is "rotated" rather than active.
+func keyStatus(k *policy.Key, now time.Time) string {
+	st := k.Status(now)
+	if st == policy.StatusActive && k.RotatedTo != "" {
+		return statusRotated
+	}
+	return st
+}
+
+// statusText is the STATUS cell of `keys list`: the status, and for a
+// rotated key the id of its successor.
+func statusText(k *policy.Key, now time.Time) string {
+	st := keyStatus(k, now)
+	switch {
+	case k.RotatedTo == "":
+		return st
+	case st == statusRotated:
+		return "rotated to " + k.RotatedTo
+	}
+	return st + ", rotated to " + k.RotatedTo
+}
+
 // keyJSON is a key as `keys list --json` prints it. Times are RFC 3339;
-// null means never (expires, lastUsed) or not (revoked).
+// null means never (expires, lastUsed) or not (revoked). Status is
+// "active", "rotated" (replaced by the key rotatedTo names, and still
+// working until expires), "expired" or "revoked".
 type keyJSON struct {
 	ID        string     `json:"id"`
 	Project   string     `json:"project"`
@@ -432,7 +462,7 @@ func toJSON(k *policy.Key, now time.Time) keyJSON {
 	return keyJSON{
 		ID: k.ID, Project: k.Project, Name: k.Name,
 		Created: opt(k.Created), Expires: opt(k.Expires), Revoked: opt(k.Revoked), LastUsed: opt(k.LastUsed),
-		Calls: k.Calls, Status: k.Status(now), RotatedTo: k.RotatedTo,
+		Calls: k.Calls, Status: keyStatus(k, now), RotatedTo: k.RotatedTo,
 	}
 }
 

@@ -114,7 +114,7 @@ func TestKeysLifecycle(t *testing.T) {
 	}
 	keys = listKeys(t, cfg)
 	old, succ := keys[id], keys[newID]
-	if len(keys) != 2 || old.Status != "active" || succ.Status != "active" {
+	if len(keys) != 2 || old.Status != "rotated" || succ.Status != "active" {
 		t.Fatalf("list after rotate: %+v", keys)
 	}
 	if old.Expires == nil || !old.Expires.Equal(rotated.OldExpires) || old.RotatedTo != newID {
@@ -122,6 +122,18 @@ func TestKeysLifecycle(t *testing.T) {
 	}
 	if succ.Project != "team" || succ.Name != "ci" || succ.Expires == nil || succ.Expires.Sub(*succ.Created) != 90*24*time.Hour {
 		t.Errorf("successor: %+v", succ)
+	}
+	// The table shows the rotated key as rotated, with its successor.
+	code, out, errOut = run(t, "", "-c", cfg, "keys", "list")
+	if code != 0 {
+		t.Fatalf("keys list: exit %d: %s", code, errOut)
+	}
+	for l := range strings.Lines(out) {
+		l = strings.TrimSpace(l)
+		if strings.HasPrefix(l, id+" ") && !strings.HasSuffix(l, "  rotated to "+newID) ||
+			strings.HasPrefix(l, newID+" ") && !strings.HasSuffix(l, "  active") {
+			t.Errorf("row after rotate: %q", l)
+		}
 	}
 
 	// revoke
@@ -150,7 +162,7 @@ func TestKeysLifecycle(t *testing.T) {
 	for _, l := range lines[1:] {
 		switch {
 		case strings.HasPrefix(l, id+" "):
-			if !strings.HasSuffix(l, " revoked") {
+			if !strings.HasSuffix(l, " revoked, rotated to "+newID) {
 				t.Errorf("row of the revoked key: %q", l)
 			}
 		case strings.HasPrefix(l, newID+" "):
