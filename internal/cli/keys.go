@@ -48,8 +48,14 @@ func newKeys(g *globals) *cobra.Command {
 Keys look like tg_<id>_<secret>. The id is public: logs and the audit
 name keys by it. The secret is shown once, when the key is created or
 rotated; only its SHA-256 is kept, in toolgate.db in the configuration's
-dataDir (default: toolgate-data). A running gateway notices changes made
-here within seconds.`,
+dataDir (default: toolgate-data beside the file). A running gateway
+notices changes made here within seconds.
+
+The keys commands read only dataDir from the configuration: they need
+none of the variables its servers name. Without a configuration file,
+create, rotate and revoke refuse (they would not know which folder the
+gateway reads) unless --data-dir names the folder; list then reads
+./toolgate-data.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {
 				return usageError{fmt.Errorf("unknown command %q for %q", args[0], cmd.CommandPath())}
@@ -58,30 +64,24 @@ here within seconds.`,
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
+	g.dataDirFlag(cmd)
 	cmd.AddCommand(newKeysCreate(g), newKeysList(g), newKeysRevoke(g), newKeysRotate(g), newKeysHash(g))
 	return cmd
 }
 
-// keyEnv is what the keys subcommands work with: the configuration (nil
-// when there is no file) and the key store's path.
+// keyEnv is what the keys subcommands work with: the data folder (and
+// the configuration, when there is one) and the key store's path.
 type keyEnv struct {
-	cfg  *config.Config
+	*stateEnv
 	path string
 }
 
-func (g *globals) keyEnv() (*keyEnv, error) {
-	file, err := config.Find(g.config)
+func (g *globals) keyEnv(cmd *cobra.Command, write bool) (*keyEnv, error) {
+	st, err := g.state(cmd, write)
 	if err != nil {
 		return nil, err
 	}
-	e := &keyEnv{}
-	if file != "" {
-		if e.cfg, err = config.Load(file); err != nil {
-			return nil, err
-		}
-	}
-	e.path = keyStorePath(e.cfg)
-	return e, nil
+	return &keyEnv{stateEnv: st, path: st.keyStore()}, nil
 }
 
 // open opens the key store. Unless create is set, a store that does not
@@ -133,7 +133,7 @@ func newKeysCreate(g *globals) *cobra.Command {
 		Short: "Create a key and print it (once)",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runKeysCreate(ctxOf(cmd), g, f)
+			return runKeysCreate(ctxOf(cmd), cmd, g, f)
 		},
 	}
 	fl := cmd.Flags()
@@ -144,7 +144,7 @@ func newKeysCreate(g *globals) *cobra.Command {
 	return cmd
 }
 
-func runKeysCreate(ctx context.Context, g *globals, f *keysCreateFlags) error {
+func runKeysCreate(ctx context.Context, cmd *cobra.Command, g *globals, f *keysCreateFlags) error {
 	if f.name == "" {
 		return usageError{errors.New("--name is required (a label such as \"ci\" or \"alice-laptop\")")}
 	}
@@ -152,7 +152,7 @@ func runKeysCreate(ctx context.Context, g *globals, f *keysCreateFlags) error {
 	if err != nil {
 		return err
 	}
-	env, err := g.keyEnv()
+	env, err := g.keyEnv(cmd, true)
 	if err != nil {
 		return err
 	}
@@ -193,7 +193,7 @@ func newKeysList(g *globals) *cobra.Command {
 		Short: "List keys with their status, last use and call count",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runKeysList(ctxOf(cmd), g, f)
+			return runKeysList(ctxOf(cmd), cmd, g, f)
 		},
 	}
 	fl := cmd.Flags()
@@ -202,8 +202,8 @@ func newKeysList(g *globals) *cobra.Command {
 	return cmd
 }
 
-func runKeysList(ctx context.Context, g *globals, f *keysListFlags) error {
-	env, err := g.keyEnv()
+func runKeysList(ctx context.Context, cmd *cobra.Command, g *globals, f *keysListFlags) error {
+	env, err := g.keyEnv(cmd, false)
 	if err != nil {
 		return err
 	}
@@ -227,7 +227,7 @@ func runKeysList(ctx context.Context, g *globals, f *keysListFlags) error {
 		return writeJSON(g.stdout, out)
 	}
 	if len(keys) == 0 {
-		fmt.Fprintf(g.stderr, "No API keys in %s. Create one with: toolgate keys create --name NAME\n", env.path)
+		fmt.Fprintf(g.stderr, "No API keys in %s%s. Create one with: toolgate keys create --name NAME\n", env.path, env.hint())
 		return nil
 	}
 	tw := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
@@ -245,13 +245,13 @@ func newKeysRevoke(g *globals) *cobra.Command {
 		Short: "Revoke a key at once",
 		Args:  exactArgs("key id"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runKeysRevoke(ctxOf(cmd), g, args[0])
+			return runKeysRevoke(ctxOf(cmd), cmd, g, args[0])
 		},
 	}
 }
 
-func runKeysRevoke(ctx context.Context, g *globals, id string) error {
-	env, err := g.keyEnv()
+func runKeysRevoke(ctx context.Context, cmd *cobra.Command, g *globals, id string) error {
+	env, err := g.keyEnv(cmd, true)
 	if err != nil {
 		return err
 	}
@@ -295,7 +295,7 @@ for --overlap (so that clients can switch) and then expires; "0" stops it
 at once.`,
 		Args: exactArgs("key id"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runKeysRotate(ctxOf(cmd), g, f, args[0])
+			return runKeysRotate(ctxOf(cmd), cmd, g, f, args[0])
 		},
 	}
 	fl := cmd.Flags()
@@ -304,12 +304,12 @@ at once.`,
 	return cmd
 }
 
-func runKeysRotate(ctx context.Context, g *globals, f *keysRotateFlags, id string) error {
+func runKeysRotate(ctx context.Context, cmd *cobra.Command, g *globals, f *keysRotateFlags, id string) error {
 	overlap, err := parseLifetime("--overlap", f.overlap, false)
 	if err != nil {
 		return err
 	}
-	env, err := g.keyEnv()
+	env, err := g.keyEnv(cmd, true)
 	if err != nil {
 		return err
 	}
