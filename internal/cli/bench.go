@@ -99,7 +99,7 @@ func benchConfig(ctx context.Context, g *globals, log *slog.Logger) (cfg *config
 	// The demo upstream stops when demoCtx ends.
 	demoCtx, stopDemo := context.WithCancel(ctx)
 	if path == "" {
-		cfg, key, err = startDemo(demoCtx, log)
+		cfg, key, err = startDemo(demoCtx, log, "")
 	} else {
 		cfg, err = config.Load(path)
 	}
