@@ -1,0 +1,65 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// A script calling a hidden or missing tool as tools.<server>.<tool>(...)
+// (or through the server's global) gets the same not_found Error as
+// callTool, from the gateway's tool path, whether the tool exists or not.
+func TestScriptMissingToolIsNotFound(t *testing.T) {
+	_, env := isolatedEnv(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "toolgate.json")
+	doc := fmt.Sprintf(`{"mcpServers": {"s": {"command": %s, "allowedTools": ["echo"]}}, "codeMode": {"enabled": true}}`, jsonString(testUpstream(t)))
+	if err := os.WriteFile(cfg, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	script := `
+const tries = {
+  hidden: () => tools.s.fail({ message: "x" }),
+  hiddenByCallTool: () => callTool("s__fail", { message: "x" }),
+  hiddenByGlobal: () => s.fail({ message: "x" }),
+  missing: () => tools.s.no_such_tool({}),
+  missingByCallTool: () => callTool("s__no_such_tool", {}),
+  unknownServer: () => tools.nosuch.thing({}),
+  unknownServerByCallTool: () => callTool("nosuch__thing", {}),
+};
+const out = {};
+for (const [k, f] of Object.entries(tries)) {
+  try { await f(); out[k] = "resolved"; }
+  catch (e) { out[k] = [e.name, e.code, e.message, e.tool]; }
+}
+out.visible = (await tools.s.echo({ text: "hi" })).text;
+return out;
+`
+	if err := os.WriteFile(filepath.Join(dir, "script.js"), []byte(script), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := toolgateJSON[struct {
+		Result map[string]any `json:"result"`
+		Error  json.RawMessage
+	}](t, dir, env, "-c", cfg, "run", "script.js", "--json")
+	notFound := func(name string) []any {
+		return []any{"Error", "not_found", fmt.Sprintf("unknown tool %q", name), name}
+	}
+	want := map[string]any{
+		"hidden":                  notFound("s__fail"),
+		"hiddenByCallTool":        notFound("s__fail"),
+		"hiddenByGlobal":          notFound("s__fail"),
+		"missing":                 notFound("s__no_such_tool"),
+		"missingByCallTool":       notFound("s__no_such_tool"),
+		"unknownServer":           notFound("nosuch__thing"),
+		"unknownServerByCallTool": notFound("nosuch__thing"),
+		"visible":                 "hi",
+	}
+	if d := cmp.Diff(want, out.Result); d != "" {
+		t.Errorf("script result (-want +got):\n%s\nerror: %s", d, out.Error)
+	}
+}
