@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -61,5 +63,26 @@ return out;
 	}
 	if d := cmp.Diff(want, out.Result); d != "" {
 		t.Errorf("script result (-want +got):\n%s\nerror: %s", d, out.Error)
+	}
+}
+
+// report.md of toolgate bench is Markdown: its results are a table, not
+// text in a code block.
+func TestBenchReportIsMarkdown(t *testing.T) {
+	_, env := isolatedEnv(t)
+	dir := t.TempDir()
+	if code, out, errOut := runToolgateSplit(t, dir, env, "bench", "exec", "-n", "3", "--warmup", "1", "--concurrency", "1", "--out", "report"); code != 0 {
+		t.Fatalf("bench exec: exit %d\n%s%s", code, out, errOut)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "report", "report.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := string(b)
+	lines := strings.Split(md, "\n")
+	i := slices.Index(lines, "| ms | p50 | p90 | p99 | max | mean |")
+	if strings.Contains(md, "```") || i < 0 || i+2 >= len(lines) || lines[i+1] != "| --- | ---: | ---: | ---: | ---: | ---: |" ||
+		!strings.HasPrefix(lines[i+2], "| wall (caller) | ") {
+		t.Errorf("report.md has no results table:\n%s", md)
 	}
 }
