@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -84,5 +85,49 @@ func TestBenchReportIsMarkdown(t *testing.T) {
 	if strings.Contains(md, "```") || i < 0 || i+2 >= len(lines) || lines[i+1] != "| --- | ---: | ---: | ---: | ---: | ---: |" ||
 		!strings.HasPrefix(lines[i+2], "| wall (caller) | ") {
 		t.Errorf("report.md has no results table:\n%s", md)
+	}
+}
+
+// bench compare from an installed binary, outside a source checkout and
+// with an empty cache: it installs the pinned npm servers into the cache
+// folder (saying so on stderr) and runs; the next run reuses them; and
+// --npm-dir takes an npm project folder as well as its node_modules.
+func TestBenchCompareOutsideCheckout(t *testing.T) {
+	home, env := isolatedEnv(t)
+	cache := filepath.Join(home, "cache")
+	env = append(env, "XDG_CACHE_HOME="+cache, "TOOLGATE_NPM_DIR=")
+	work := t.TempDir() // no e2e/npm above it
+	compare := func(args ...string) (stderr string) {
+		t.Helper()
+		code, out, errOut := runToolgateWithin(t, 10*time.Minute, work, env, append([]string{"bench", "compare", "--task", "memory-graph", "--json"}, args...)...)
+		if code != 0 {
+			t.Fatalf("bench compare %v: exit %d\n%s%s", args, code, out, errOut)
+		}
+		var rep struct {
+			Tasks []struct {
+				Name string `json:"name"`
+			} `json:"tasks"`
+			Settings map[string]string `json:"settings"`
+		}
+		if err := json.Unmarshal([]byte(out), &rep); err != nil || len(rep.Tasks) != 1 || rep.Tasks[0].Name != "memory-graph" {
+			t.Fatalf("bench compare %v: report %s (%v)", args, out, err)
+		}
+		if v := rep.Settings["server-memory"]; v != "2026.8.31" {
+			t.Errorf("server-memory %q, want the pinned 2026.8.31", v)
+		}
+		return errOut
+	}
+
+	errOut := compare()
+	installed, _ := filepath.Glob(filepath.Join(cache, "toolgate", "bench-compare-npm", "*", "node_modules", "@modelcontextprotocol", "server-memory"))
+	if !strings.Contains(errOut, "Installing the npm MCP servers") || len(installed) != 1 {
+		t.Fatalf("first run: installed %v; stderr:\n%s", installed, errOut)
+	}
+	if errOut := compare(); strings.Contains(errOut, "Installing") {
+		t.Errorf("the second run installed again:\n%s", errOut)
+	}
+	project := filepath.Dir(filepath.Dir(filepath.Dir(installed[0]))) // the npm project folder
+	for _, dir := range []string{project, filepath.Join(project, "node_modules")} {
+		compare("--npm-dir", dir)
 	}
 }
