@@ -76,6 +76,7 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(newTools(g))
 	root.AddCommand(newRun(g))
 	root.AddCommand(newBench(g))
+	root.AddCommand(newInit(g))
 	return root
 }
 

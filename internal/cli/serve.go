@@ -581,7 +581,9 @@ Code Mode is on: execute_code runs one JavaScript program that calls them
 (search_tools shows their TypeScript declarations), for example
   const r = await tools.demo.list_records({limit: 20}); return r.total;
 The same script runs from a file with: toolgate run script.js
-Write a toolgate.json with your own mcpServers to serve them instead.
+To serve your own MCP servers instead, write a toolgate.json: toolgate init
+writes a secured starter, or takes the servers of a desktop client's
+configuration with --from FILE.
 
 `, base, dk.key, kept)
 }
