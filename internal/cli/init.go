@@ -166,6 +166,9 @@ func runInit(ctx context.Context, g *globals, f *initFlags) error {
 		}
 	}
 	text := plan.render()
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return err
+	}
 	if err := checkInitConfig(out, text); err != nil {
 		return err
 	}

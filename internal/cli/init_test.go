@@ -63,6 +63,15 @@ func TestInitStarter(t *testing.T) {
 	if code, _, errOut := initIn(t, dir, "-c", "toolgate.yaml"); code != exitUsage || !strings.Contains(errOut, "JSON") {
 		t.Errorf("init -c toolgate.yaml: exit %d, %s", code, errOut)
 	}
+	// -c names the file, in a folder init creates; the data folder is
+	// beside it.
+	code, out, errOut = initIn(t, dir, "-c", filepath.Join("etc", "toolgate", "gw.json"))
+	if code != 0 || !strings.Contains(out, "toolgate -c "+filepath.Join("etc", "toolgate", "gw.json")+" check") {
+		t.Fatalf("init -c: exit %d\n%s%s", code, out, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "etc", "toolgate", "toolgate-data", "toolgate.db")); err != nil {
+		t.Errorf("no key store beside the file -c named: %v", err)
+	}
 }
 
 func TestInitFrom(t *testing.T) {
