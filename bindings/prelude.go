@@ -14,6 +14,17 @@ import "strings"
 //   - callTool(fullName, args), which takes any name: unknown and filtered
 //     names are refused by the tool path, not here.
 //
+// Any other name under tools.<server> (or a server global) is a function
+// too, so that a script calling a tool that does not exist or that it may
+// not see gets the tool path's answer (a "not_found" Error) rather than a
+// TypeError: tools.<server>.<name>(args) is then callTool(prefix+name,
+// args), where prefix is the server's namespace as its tools in the table
+// show it ("<server>__" when they show none), and tools.<name> of a server
+// without visible tools is a server object without tools that behaves the
+// same way. Reading such a name calls nothing; so do awaiting the objects
+// (their "then" is undefined), JSON.stringify ("toJSON"), symbol lookups
+// and the names of Object.prototype, which keep their usual meaning.
+//
 // Every binding calls the host primitive globalThis[hostFn] as
 // hostFn(fullName, argsJSON) and expects a promise of the value itself (the
 // host parses the JSON text [Invoke] returns; sandbox's primitive does so
@@ -170,10 +181,51 @@ const preludeHead = `// toolgate bindings: tools, callTool and one global per se
   var constant = function (obj, key, value) {
     define(obj, key, { value: value, writable: false, enumerable: true, configurable: false });
   };
-  var tools = {};
+
+  // Names that are no visible tool. A server object and tools inherit
+  // from a frozen Proxy that answers any other string name: under a
+  // server with a function that calls the tool path with the name
+  // callTool would take, so that a tool that does not exist or is hidden
+  // rejects with the tool path's own "not_found"; under tools with the
+  // (empty) server object of an unknown server. The names of
+  // Object.prototype as the prelude found it, "then" (so that awaiting
+  // one of these objects does not call anything) and "toJSON" (so that
+  // JSON.stringify does not) keep their usual meaning, as do symbols.
+  var ProxyCtor = Proxy, reflectGet = Reflect.get, create = Object.create;
+  var getOwnNames = Object.getOwnPropertyNames, objectProto = Object.prototype;
+  var usual = create(null);
+  var protoNames = getOwnNames(objectProto);
+  for (var u = 0; u < protoNames.length; u++) usual[protoNames[u]] = true;
+  usual.then = true;
+  usual.toJSON = true;
+  function answering(answer) {
+    var target = freeze(create(objectProto));
+    return new ProxyCtor(target, {
+      get: function (t, key, receiver) {
+        if (typeof key !== "string" || usual[key] === true) return reflectGet(t, key, receiver);
+        return answer(key);
+      }
+    });
+  }
+  function serverObject(prefix) {
+    return create(answering(function (name) { return binding(prefix + name, name); }));
+  }
+  var unknownServers = create(null);
+
+  var tools = create(answering(function (server) {
+    if (!hasOwn(unknownServers, server)) unknownServers[server] = freeze(serverObject(server + "__"));
+    return unknownServers[server];
+  }));
   for (var i = 0; i < table.length; i++) {
     var server = table[i][0], name = table[i][1], full = table[i][2];
-    if (!hasOwn(tools, server)) constant(tools, server, {});
+    if (!hasOwn(tools, server)) {
+      // The server's namespace, as its first tool shows it.
+      var prefix = server + "__";
+      if (full.length >= name.length && full.slice(full.length - name.length) === name) {
+        prefix = full.slice(0, full.length - name.length);
+      }
+      constant(tools, server, serverObject(prefix));
+    }
     if (!hasOwn(tools[server], name)) constant(tools[server], name, binding(full, name));
   }
   for (var k = 0; k < table.length; k++) freeze(tools[table[k][0]]);

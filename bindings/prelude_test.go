@@ -357,3 +357,107 @@ Object.defineProperty(globalThis.__toolgate_call, "errorsCarryCodes", { value: t
 		t.Fatalf("(-want +got):\n%s", d)
 	}
 }
+
+// TestPreludeMissingTools: a name that is no visible tool, under a known
+// server or an unknown one, is a function that calls the host with the
+// name callTool would take (so the tool path answers it, with its own
+// not_found); it calls nothing when read, awaited, stringified or
+// looked up by symbol, and cannot be redirected.
+func TestPreludeMissingTools(t *testing.T) {
+	tools := []Tool{
+		{Server: "demo", Name: "echo", FullName: "demo__echo"},
+		{Server: "fs", Name: "read_file", FullName: "files_read_file"}, // a prefix of its own
+		{Server: "odd", Name: "x", FullName: "unrelated"},              // no prefix to see
+	}
+	const harness = `"use strict";
+let calls = 0;
+globalThis.__toolgate_call = function (name, argsJSON) {
+  calls++;
+  if (name === "demo__echo" || name === "files_read_file") return Promise.resolve({ name });
+  return Promise.reject(JSON.stringify({ code: "not_found", message: "unknown tool " + JSON.stringify(name) }));
+};
+`
+	const checks = `
+(async () => {
+  const out = {};
+  const settle = async (p) => {
+    try { return { ok: await p }; }
+    catch (e) { return { error: [e instanceof Error, e.code, e.message, e.tool] }; }
+  };
+  out.visible = await settle(tools.demo.echo({}));
+  out.hidden = await settle(tools.demo.write_file({ path: "x" }));
+  out.hiddenByCallTool = await settle(callTool("demo__write_file", { path: "x" }));
+  out.hiddenByGlobal = await settle(demo.write_file({}));
+  out.ownPrefix = await settle(tools.fs.write_file({}));
+  out.noPrefix = await settle(tools.odd.y({}));
+  out.unknownServer = await settle(tools.nosuch.anything({}));
+  out.unknownByCallTool = await settle(callTool("nosuch__anything", {}));
+  out.callsSoFar = calls;
+
+  // Reading, awaiting and printing call nothing.
+  out.types = [typeof tools.demo.write_file, typeof tools.nosuch, typeof tools.nosuch.x, typeof tools.demo.then, typeof tools.then];
+  out.awaited = (await tools.demo) === tools.demo && (await tools) === tools && (await tools.nosuch) === tools.nosuch;
+  out.json = [JSON.stringify(tools.demo), JSON.stringify(tools.nosuch)];
+  out.text = String(tools.demo) + " " + String(tools.nosuch);
+  out.symbols = [tools.demo[Symbol.iterator], tools.demo[Symbol.toPrimitive], tools[Symbol.toStringTag]].map((v) => typeof v);
+  out.usual = [typeof tools.demo.hasOwnProperty, tools.demo.constructor === Object, tools.demo instanceof Object, tools.nosuch instanceof Object];
+  out.listed = [Object.keys(tools), Object.keys(tools.demo), Object.keys(tools.nosuch), "write_file" in tools.demo, "nosuch" in tools];
+  out.sameUnknown = tools.nosuch === tools.nosuch;
+  out.callsAfter = calls;
+
+  // Nobody redirects a missing name.
+  const attempts = {
+    defineOnPrototype: () => { Object.defineProperty(Object.getPrototypeOf(tools.demo), "write_file", { value: () => 1 }); },
+    setOnPrototype: () => { Object.getPrototypeOf(tools.demo).write_file = () => 1; },
+    replacePrototype: () => { Object.setPrototypeOf(tools.demo, {}); },
+    addToUnknown: () => { tools.nosuch.x = () => 1; },
+  };
+  out.tamper = {};
+  for (const [k, f] of Object.entries(attempts)) {
+    try { f(); out.tamper[k] = "allowed"; } catch (e) { out.tamper[k] = e.name; }
+  }
+  Object.prototype.write_file = () => "polluted";
+  out.afterPollution = await settle(tools.demo.write_file({}));
+  process.stdout.write(JSON.stringify(out));
+})().catch((e) => { console.error(e); process.exit(1); });
+`
+	path := filepath.Join(t.TempDir(), "missing.js")
+	if err := os.WriteFile(path, []byte(harness+Prelude(tools, "__toolgate_call")+checks), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal([]byte(runNode(t, path)), &got); err != nil {
+		t.Fatal(err)
+	}
+	notFound := func(name string) map[string]any {
+		return map[string]any{"error": []any{true, "not_found", `unknown tool "` + name + `"`, name}}
+	}
+	want := map[string]any{
+		"visible":           map[string]any{"ok": map[string]any{"name": "demo__echo"}},
+		"hidden":            notFound("demo__write_file"),
+		"hiddenByCallTool":  notFound("demo__write_file"),
+		"hiddenByGlobal":    notFound("demo__write_file"),
+		"ownPrefix":         notFound("files_write_file"),
+		"noPrefix":          notFound("odd__y"),
+		"unknownServer":     notFound("nosuch__anything"),
+		"unknownByCallTool": notFound("nosuch__anything"),
+		"callsSoFar":        8.0,
+		"types":             []any{"function", "object", "function", "undefined", "undefined"},
+		"awaited":           true,
+		"json":              []any{"{}", "{}"},
+		"text":              "[object Object] [object Object]",
+		"symbols":           []any{"undefined", "undefined", "undefined"},
+		"usual":             []any{"function", true, true, true},
+		"listed":            []any{[]any{"demo", "fs", "odd"}, []any{"echo"}, []any{}, false, false},
+		"sameUnknown":       true,
+		"callsAfter":        8.0,
+		"tamper": map[string]any{
+			"defineOnPrototype": "TypeError", "setOnPrototype": "TypeError",
+			"replacePrototype": "TypeError", "addToUnknown": "TypeError",
+		},
+		"afterPollution": notFound("demo__write_file"),
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("(-want +got):\n%s", d)
+	}
+}

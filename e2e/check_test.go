@@ -23,7 +23,14 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 // returns its exit code, standard output and standard error apart.
 func runToolgateSplit(t *testing.T, dir string, env []string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	return runToolgateWithin(t, 60*time.Second, dir, env, args...)
+}
+
+// runToolgateWithin is runToolgateSplit for a command that may take up to
+// timeout.
+func runToolgateWithin(t *testing.T, timeout time.Duration, dir string, env []string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, e2etest.BuildBinary(t, "./cmd/toolgate"), args...)
 	cmd.Dir = dir

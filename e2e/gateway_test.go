@@ -294,7 +294,8 @@ func TestServeStdio(t *testing.T) {
 // Point 7: no configuration file runs the demo.
 func TestDemoWithoutConfig(t *testing.T) {
 	bin := e2etest.BuildBinary(t, "./cmd/toolgate")
-	proc := e2etest.StartProcess(t, e2etest.ProcOptions{Path: bin, Args: []string{"serve", "--listen", "127.0.0.1:0"}, Dir: t.TempDir()})
+	_, env := isolatedEnv(t) // the demo keeps its key in the home folder
+	proc := e2etest.StartProcess(t, e2etest.ProcOptions{Path: bin, Args: []string{"serve", "--listen", "127.0.0.1:0"}, Dir: t.TempDir(), Env: env})
 	line := proc.WaitForLine(t, "toolgate listening on", 60*time.Second)
 	m := listeningLine.FindStringSubmatch(line)
 	if m == nil {

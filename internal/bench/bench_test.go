@@ -7,6 +7,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"io"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -315,5 +316,62 @@ func TestFormatNumber(t *testing.T) {
 		if got := formatNumber(v); got != want {
 			t.Errorf("formatNumber(%v) = %q, want %q", v, got, want)
 		}
+	}
+}
+
+// TestReportMarkdown: report.md holds real Markdown tables (a header, a
+// delimiter row, one row per result, cells escaped), not text in a code
+// block, and the same figures as the text form.
+func TestReportMarkdown(t *testing.T) {
+	f := func(v float64) *float64 { return &v }
+	m := Machine{Cores: 2, CPUModel: "Test | CPU", OS: "linux", Arch: "amd64", GoVersion: "go1.x", ToolgateVersion: "dev"}
+	s := Summary{P50: 1.5, P90: 2, P99: 3.25, Max: 4, Mean: 1.75}
+	ex := &ExecReport{Machine: m, Settings: map[string]string{"script": "a|b_c.js"}, Executions: 5, Succeeded: 5,
+		Wall: s, Duration: &s, StartShare: f(0.25), wall: []float64{1, 2}}
+	px := &ProxyReport{Machine: m, Settings: map[string]string{"tool": "demo__echo"}, Levels: []ProxyLevel{
+		{Concurrency: 4, Targets: map[string]ProxyResult{"direct": {Calls: 5, LatencyMs: s, CallsPerSec: 100}, "gateway": {Calls: 5, LatencyMs: s, CallsPerSec: 90}}},
+	}}
+	cr := &CompareReport{Machine: m, Settings: map[string]string{}, Report: &benchcompare.Report{Tasks: []benchcompare.TaskResult{
+		{Name: "t1", Description: "d1", Direct: benchcompare.Mode{RoundTrips: 5, ContextBytes: 1000}, CodeMode: benchcompare.Mode{RoundTrips: 1, ContextBytes: 100}}}}}
+	for _, tt := range []struct {
+		name  string
+		write func(dir string) error
+		rows  []string // lines the report must hold
+	}{
+		{"exec", func(dir string) error { return WriteExecDir(dir, ex) }, []string{
+			"| script | a\\|b\\_c.js |",
+			"| ms | p50 | p90 | p99 | max | mean |",
+			"| --- | ---: | ---: | ---: | ---: | ---: |",
+			"| wall (caller) | 1.50 | 2 | 3.25 | 4 | 1.75 |",
+			"| instance start | n/a | n/a | n/a | n/a | n/a |",
+			"- **start share:** 25.0% of execution time",
+		}},
+		{"proxy", func(dir string) error { return WriteProxyDir(dir, px) }, []string{
+			"| concurrency | target | p50 ms | p90 ms | p99 ms | max ms | calls/s | errors |",
+			"| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+			"| 4 | gateway | 1.50 | 2 | 3.25 | 4 | 90 | 0 |",
+		}},
+		{"compare", func(dir string) error { return WriteCompareDir(dir, cr) }, []string{
+			"| task | mode | round trips | context bytes | ~tokens | wall ms | bytes ratio |",
+			"| t1 | direct | 5 | 1000 | 0 | 0 |  |",
+			"|  | code mode | 1 | 100 | 0 | 0 | 10.0% |",
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := tt.write(dir); err != nil {
+				t.Fatal(err)
+			}
+			md := string(readFile(t, dir, ReportFile))
+			if strings.Contains(md, "```") {
+				t.Errorf("report.md still has a code block:\n%s", md)
+			}
+			lines := strings.Split(md, "\n")
+			for _, want := range append([]string{"Machine: 2 cores, Test \\| CPU, linux/amd64, go1.x, toolgate dev", "| setting | value |", "| --- | --- |"}, tt.rows...) {
+				if !slices.Contains(lines, want) {
+					t.Errorf("report.md lacks the line %q:\n%s", want, md)
+				}
+			}
+		})
 	}
 }

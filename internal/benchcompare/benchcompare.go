@@ -25,6 +25,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -47,10 +48,20 @@ import (
 
 // Options configure Run.
 type Options struct {
-	// NPMDir is the node_modules folder holding the npm servers; "" means
-	// $TOOLGATE_NPM_DIR, then e2e/npm/node_modules found from the working
-	// directory upward.
+	// NPMDir is where the npm servers are installed: an npm project
+	// folder or its node_modules. "" means $TOOLGATE_NPM_DIR (the same
+	// either way), then e2e/npm/node_modules found from the working
+	// directory upward (a source checkout), then the pinned servers
+	// installed with npm ci into NPMCacheDir, the first time.
 	NPMDir string
+	// NPMCacheDir is the folder the servers are installed in when they
+	// are found nowhere else; "" means toolgate/bench-compare-npm in the
+	// user's cache folder (os.UserCacheDir). Each version of the pinned
+	// lock file gets a subfolder of its own.
+	NPMCacheDir string
+	// InstallProgress receives what an installation prints (npm's own
+	// output and a line before and after); nil discards it.
+	InstallProgress io.Writer
 	// WorkDir is the scratch folder; "" means a temporary folder removed
 	// afterwards. Run replaces tree/ (the generated files) and memory.jsonl
 	// in it, and keeps the gateway's audit log in data/.
@@ -132,7 +143,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	npmDir, err := findNPMDir(opts.NPMDir)
+	npmDir, err := findNPMDir(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -142,7 +153,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	for _, entry := range []string{filesystemEntry, memoryEntry} {
 		if _, err := os.Stat(filepath.Join(npmDir, filepath.FromSlash(entry))); err != nil {
-			return nil, fmt.Errorf("npm server %s is missing from %s: %w", entry, npmDir, err)
+			return nil, fmt.Errorf("npm server %s is missing from %s (want the npm project folder holding the servers, or its node_modules): %w", entry, npmDir, err)
 		}
 	}
 
@@ -235,9 +246,9 @@ func selectTasks(names []string) ([]*task, error) {
 	return out, nil
 }
 
-// findNPMDir resolves Options.NPMDir.
-func findNPMDir(dir string) (string, error) {
-	from := "npmDir"
+// findNPMDir resolves Options.NPMDir to a node_modules folder.
+func findNPMDir(ctx context.Context, opts Options) (string, error) {
+	dir, from := opts.NPMDir, "npmDir"
 	if dir == "" {
 		dir, from = os.Getenv("TOOLGATE_NPM_DIR"), "$TOOLGATE_NPM_DIR"
 	}
@@ -247,14 +258,14 @@ func findNPMDir(dir string) (string, error) {
 			return "", fmt.Errorf("finding e2e/npm/node_modules: %w", err)
 		}
 		for d := wd; ; d = filepath.Dir(d) {
-			p := filepath.Join(d, "e2e", "npm", "node_modules")
-			if st, err := os.Stat(p); err == nil && st.IsDir() {
+			if p := filepath.Join(d, "e2e", "npm", "node_modules"); hasServers(p) {
 				return p, nil
 			}
 			if filepath.Dir(d) == d {
-				return "", fmt.Errorf("no e2e/npm/node_modules in %s or any folder above it: set TOOLGATE_NPM_DIR to the node_modules folder holding @modelcontextprotocol/server-filesystem and server-memory", wd)
+				break
 			}
 		}
+		return installServers(ctx, opts.NPMCacheDir, opts.InstallProgress)
 	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -262,12 +273,12 @@ func findNPMDir(dir string) (string, error) {
 	}
 	st, err := os.Stat(abs)
 	if err != nil {
-		return "", fmt.Errorf("%s: node_modules folder %s: %w", from, abs, err)
+		return "", fmt.Errorf("%s: npm folder %s: %w", from, abs, err)
 	}
 	if !st.IsDir() {
 		return "", fmt.Errorf("%s: %s is not a folder", from, abs)
 	}
-	return abs, nil
+	return nodeModules(abs), nil
 }
 
 // findNode returns the node executable the npm servers run on: the one on

@@ -390,3 +390,60 @@ func TestFixture(t *testing.T) {
 		t.Error("the generated tree is not deterministic")
 	}
 }
+
+// The servers bench compare installs are pinned to the versions the
+// end-to-end tests use: every package of the embedded lock file is in
+// e2e/npm/package-lock.json with the same version and integrity.
+func TestPinnedServersMatchTheTests(t *testing.T) {
+	type lock struct {
+		Packages map[string]struct {
+			Version   string `json:"version"`
+			Integrity string `json:"integrity"`
+		} `json:"packages"`
+	}
+	read := func(b []byte) lock {
+		var l lock
+		if err := json.Unmarshal(b, &l); err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	embedded, err := npmProject.ReadFile("npm/package-lock.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e2e, err := os.ReadFile(filepath.Join(e2etest.ModuleRoot(t), "e2e", "npm", "package-lock.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours, theirs := read(embedded), read(e2e)
+	for _, pkg := range []string{"node_modules/@modelcontextprotocol/server-filesystem", "node_modules/@modelcontextprotocol/server-memory"} {
+		if _, ok := ours.Packages[pkg]; !ok {
+			t.Errorf("the embedded lock file lacks %s", pkg)
+		}
+	}
+	for name, p := range ours.Packages {
+		if name == "" {
+			continue
+		}
+		if q, ok := theirs.Packages[name]; !ok || q.Version != p.Version || q.Integrity != p.Integrity {
+			t.Errorf("%s: %s in the embedded lock file, %s in e2e/npm (regenerate internal/benchcompare/npm/package-lock.json)", name, p.Version, q.Version)
+		}
+	}
+}
+
+// --npm-dir (and $TOOLGATE_NPM_DIR) take the npm project folder or its
+// node_modules; a folder without the servers is named in the error.
+func TestNPMDirEitherFolder(t *testing.T) {
+	nm := e2etest.NPMDir(t)
+	for _, dir := range []string{nm, filepath.Dir(nm)} {
+		got, err := findNPMDir(context.Background(), Options{NPMDir: dir})
+		if err != nil || got != nm {
+			t.Errorf("findNPMDir(%s) = %q, %v; want %s", dir, got, err, nm)
+		}
+	}
+	t.Setenv("TOOLGATE_NPM_DIR", filepath.Dir(nm))
+	if got, err := findNPMDir(context.Background(), Options{}); err != nil || got != nm {
+		t.Errorf("from $TOOLGATE_NPM_DIR: %q, %v", got, err)
+	}
+}

@@ -8,9 +8,9 @@ import (
 	"github.com/toolgate/toolgate/internal/benchcompare"
 )
 
-// Run needs Node.js and the npm servers (e2e/npm/node_modules, or
-// $TOOLGATE_NPM_DIR); its figures vary with the machine, so this example
-// is compiled but not run.
+// Run needs Node.js and the npm servers (e2e/npm/node_modules,
+// $TOOLGATE_NPM_DIR, or npm to install them into the cache folder); its
+// figures vary with the machine, so this example is compiled but not run.
 func ExampleRun() {
 	rep, err := benchcompare.Run(context.Background(), benchcompare.Options{
 		Tasks:    []string{"search-files", "aggregate-records"},

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/policy"
 	"github.com/toolgate/toolgate/policy/audit"
 )
@@ -25,20 +23,15 @@ import (
 const auditFile = "audit.jsonl"
 
 // auditPath is where the audit log is: the configuration's audit.path,
-// or toolgate-data/audit.jsonl when there is no configuration file.
-func (g *globals) auditPath() (string, error) {
-	file, err := config.Find(g.config)
+// DIR/audit.jsonl with --data-dir DIR, or toolgate-data/audit.jsonl when
+// there is no configuration file. hint is what to add to a message that
+// found nothing there.
+func (g *globals) auditPath(cmd *cobra.Command) (path, hint string, err error) {
+	st, err := g.state(cmd, false)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
-	if file == "" {
-		return filepath.Join(config.DefaultDataDir, auditFile), nil
-	}
-	cfg, err := config.Load(file)
-	if err != nil {
-		return "", err
-	}
-	return cfg.Audit.Path, nil
+	return st.auditLog(), st.hint(), nil
 }
 
 type auditFlags struct {
@@ -53,8 +46,11 @@ func newAudit(g *globals) *cobra.Command {
 		Use:   "audit [--since 1h] [--type tool.denied] [--key ID] [--tool GLOB] [--json]",
 		Short: "Query the audit log, or verify its hash chain",
 		Long: `Print the events of the audit log (the configuration's audit.path, by
-default toolgate-data/audit.jsonl), oldest first, across rotated files:
-a table, or with --json the events as JSON lines. Filters combine.
+default toolgate-data/audit.jsonl beside the file; with --data-dir DIR,
+DIR/audit.jsonl), oldest first, across rotated files: a table, or with
+--json the events as JSON lines. Filters combine. The configuration is
+read only for dataDir and audit: its servers' variables need not be set.
+Without a configuration file the log in ./toolgate-data is read.
 
 Event types: ` + strings.Join(audit.EventTypes, ", ") + `.
 
@@ -66,7 +62,7 @@ Each line of the log carries the SHA-256 of the line before it;
 			}
 			return nil
 		},
-		RunE: func(_ *cobra.Command, _ []string) error { return runAudit(g, f) },
+		RunE: func(cmd *cobra.Command, _ []string) error { return runAudit(cmd, g, f) },
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.since, "since", "", "only events since this long ago (90m, 12h, 7d) or this time (RFC 3339, 2026-03-01T10:00:00Z)")
@@ -75,6 +71,7 @@ Each line of the log carries the SHA-256 of the line before it;
 	fl.StringVar(&f.tool, "tool", "", "only events of tools matching this glob, on the tool's name or on server__tool")
 	fl.StringVar(&f.project, "project", "", "only events of this project")
 	fl.BoolVar(&f.json, "json", false, "print the events as JSON lines instead of a table")
+	g.dataDirFlag(cmd)
 	cmd.AddCommand(newAuditVerify(g))
 	return cmd
 }
@@ -144,12 +141,12 @@ func (q *auditQuery) match(e *audit.Event) bool {
 	return true
 }
 
-func runAudit(g *globals, f *auditFlags) error {
+func runAudit(cmd *cobra.Command, g *globals, f *auditFlags) error {
 	q, err := parseAuditQuery(f, time.Now())
 	if err != nil {
 		return err
 	}
-	path, err := g.auditPath()
+	path, hint, err := g.auditPath(cmd)
 	if err != nil {
 		return err
 	}
@@ -176,7 +173,7 @@ func runAudit(g *globals, f *auditFlags) error {
 		return err
 	})
 	if errors.Is(err, fs.ErrNotExist) {
-		fmt.Fprintf(g.stderr, "No audit log at %s.\n", path)
+		fmt.Fprintf(g.stderr, "No audit log at %s%s.\n", path, hint)
 		return nil
 	}
 	if tw != nil && shown > 0 {
@@ -321,21 +318,21 @@ where it breaks and exits with status 1.
 The chain cannot show lines removed from the end: note the head hash that
 verify prints, and check later that the line it names is still there.`,
 		Args: noArgs,
-		RunE: func(_ *cobra.Command, _ []string) error { return runAuditVerify(g, f) },
+		RunE: func(cmd *cobra.Command, _ []string) error { return runAuditVerify(cmd, g, f) },
 	}
 	cmd.Flags().BoolVar(&f.json, "json", false, "print the report as a JSON object")
 	return cmd
 }
 
-func runAuditVerify(g *globals, f *auditVerifyFlags) error {
-	path, err := g.auditPath()
+func runAuditVerify(cmd *cobra.Command, g *globals, f *auditVerifyFlags) error {
+	path, hint, err := g.auditPath(cmd)
 	if err != nil {
 		return err
 	}
 	rep, err := audit.Verify(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("no audit log at %s", path)
+			return fmt.Errorf("no audit log at %s%s", path, hint)
 		}
 		return err
 	}

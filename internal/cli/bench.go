@@ -99,7 +99,7 @@ func benchConfig(ctx context.Context, g *globals, log *slog.Logger) (cfg *config
 	// The demo upstream stops when demoCtx ends.
 	demoCtx, stopDemo := context.WithCancel(ctx)
 	if path == "" {
-		cfg, key, err = startDemo(demoCtx, log)
+		cfg, key, err = startDemo(demoCtx, log, "")
 	} else {
 		cfg, err = config.Load(path)
 	}
@@ -718,8 +718,13 @@ through a gateway on loopback with a key required. Reports round trips,
 bytes of tool output that would enter the model's context (and about a
 quarter as many tokens) and wall time for each way, and the ratio of bytes.
 
-The npm packages come from --npm-dir, else $TOOLGATE_NPM_DIR, else
-e2e/npm/node_modules found from the working folder upward.`,
+The npm servers come from --npm-dir (an npm project folder or its
+node_modules), else $TOOLGATE_NPM_DIR, else e2e/npm/node_modules found
+from the working folder upward (a source checkout). Without any of them,
+the first run installs the pinned versions with npm ci (Node.js and npm
+needed) into toolgate/bench-compare-npm in the user's cache folder
+($XDG_CACHE_HOME or ~/.cache on Linux, ~/Library/Caches on macOS),
+printing npm's progress on stderr; later runs reuse them.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runBenchCompare(ctxOf(cmd), cmd, g, f)
@@ -727,7 +732,7 @@ e2e/npm/node_modules found from the working folder upward.`,
 	}
 	fl := cmd.Flags()
 	fl.StringSliceVar(&f.tasks, "task", nil, "run only these tasks (default all)")
-	fl.StringVar(&f.npmDir, "npm-dir", "", "node_modules holding the npm MCP servers")
+	fl.StringVar(&f.npmDir, "npm-dir", "", "npm project folder, or its node_modules, holding the npm MCP servers (default: installed into the cache folder on first use)")
 	fl.StringVar(&f.workDir, "work-dir", "", "scratch folder (default a temporary one, removed afterwards)")
 	f.register(cmd)
 	return cmd
@@ -747,7 +752,7 @@ func runBenchCompare(ctx context.Context, cmd *cobra.Command, g *globals, f *ben
 	progress := progressFor(g)
 	runs := 0
 	rep, err := compareRun(ctx, benchcompare.Options{
-		NPMDir: f.npmDir, WorkDir: f.workDir, Tasks: f.tasks,
+		NPMDir: f.npmDir, WorkDir: f.workDir, Tasks: f.tasks, InstallProgress: g.stderr,
 		Progress: func(task, mode string) {
 			runs++
 			progress.Status(fmt.Sprintf("run %d: task %s, %s", runs, task, mode))

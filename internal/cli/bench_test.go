@@ -162,7 +162,7 @@ func TestBenchExecURL(t *testing.T) {
 	defer cancel()
 	g := &globals{logLevel: "warn", logFormat: "text", stderr: io.Discard}
 	log, _ := g.logger()
-	cfg, key, err := startDemo(ctx, log) // stopped by cancel
+	cfg, key, err := startDemo(ctx, log, "") // stopped by cancel
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -457,7 +457,7 @@ func BenchmarkExecuteCodeTrivial(b *testing.B) {
 	setServeGC()
 	g := &globals{logLevel: "warn", logFormat: "text", stderr: io.Discard}
 	log, _ := g.logger()
-	cfg, _, err := startDemo(ctx, log)
+	cfg, _, err := startDemo(ctx, log, "")
 	if err != nil {
 		b.Fatal(err)
 	}

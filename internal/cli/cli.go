@@ -45,6 +45,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 // globals are the flags every subcommand takes.
 type globals struct {
 	config    string
+	dataDir   string // --data-dir of the commands that work on stored state
 	logLevel  string
 	logFormat string
 	stdin     io.Reader
@@ -75,6 +76,7 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(newTools(g))
 	root.AddCommand(newRun(g))
 	root.AddCommand(newBench(g))
+	root.AddCommand(newInit(g))
 	return root
 }
 

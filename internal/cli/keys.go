@@ -48,8 +48,14 @@ func newKeys(g *globals) *cobra.Command {
 Keys look like tg_<id>_<secret>. The id is public: logs and the audit
 name keys by it. The secret is shown once, when the key is created or
 rotated; only its SHA-256 is kept, in toolgate.db in the configuration's
-dataDir (default: toolgate-data). A running gateway notices changes made
-here within seconds.`,
+dataDir (default: toolgate-data beside the file). A running gateway
+notices changes made here within seconds.
+
+The keys commands read only dataDir from the configuration: they need
+none of the variables its servers name. Without a configuration file,
+create, rotate and revoke refuse (they would not know which folder the
+gateway reads) unless --data-dir names the folder; list then reads
+./toolgate-data.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {
 				return usageError{fmt.Errorf("unknown command %q for %q", args[0], cmd.CommandPath())}
@@ -58,30 +64,24 @@ here within seconds.`,
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
+	g.dataDirFlag(cmd)
 	cmd.AddCommand(newKeysCreate(g), newKeysList(g), newKeysRevoke(g), newKeysRotate(g), newKeysHash(g))
 	return cmd
 }
 
-// keyEnv is what the keys subcommands work with: the configuration (nil
-// when there is no file) and the key store's path.
+// keyEnv is what the keys subcommands work with: the data folder (and
+// the configuration, when there is one) and the key store's path.
 type keyEnv struct {
-	cfg  *config.Config
+	*stateEnv
 	path string
 }
 
-func (g *globals) keyEnv() (*keyEnv, error) {
-	file, err := config.Find(g.config)
+func (g *globals) keyEnv(cmd *cobra.Command, write bool) (*keyEnv, error) {
+	st, err := g.state(cmd, write)
 	if err != nil {
 		return nil, err
 	}
-	e := &keyEnv{}
-	if file != "" {
-		if e.cfg, err = config.Load(file); err != nil {
-			return nil, err
-		}
-	}
-	e.path = keyStorePath(e.cfg)
-	return e, nil
+	return &keyEnv{stateEnv: st, path: st.keyStore()}, nil
 }
 
 // open opens the key store. Unless create is set, a store that does not
@@ -133,7 +133,7 @@ func newKeysCreate(g *globals) *cobra.Command {
 		Short: "Create a key and print it (once)",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runKeysCreate(ctxOf(cmd), g, f)
+			return runKeysCreate(ctxOf(cmd), cmd, g, f)
 		},
 	}
 	fl := cmd.Flags()
@@ -144,7 +144,7 @@ func newKeysCreate(g *globals) *cobra.Command {
 	return cmd
 }
 
-func runKeysCreate(ctx context.Context, g *globals, f *keysCreateFlags) error {
+func runKeysCreate(ctx context.Context, cmd *cobra.Command, g *globals, f *keysCreateFlags) error {
 	if f.name == "" {
 		return usageError{errors.New("--name is required (a label such as \"ci\" or \"alice-laptop\")")}
 	}
@@ -152,7 +152,7 @@ func runKeysCreate(ctx context.Context, g *globals, f *keysCreateFlags) error {
 	if err != nil {
 		return err
 	}
-	env, err := g.keyEnv()
+	env, err := g.keyEnv(cmd, true)
 	if err != nil {
 		return err
 	}
@@ -193,7 +193,7 @@ func newKeysList(g *globals) *cobra.Command {
 		Short: "List keys with their status, last use and call count",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runKeysList(ctxOf(cmd), g, f)
+			return runKeysList(ctxOf(cmd), cmd, g, f)
 		},
 	}
 	fl := cmd.Flags()
@@ -202,8 +202,8 @@ func newKeysList(g *globals) *cobra.Command {
 	return cmd
 }
 
-func runKeysList(ctx context.Context, g *globals, f *keysListFlags) error {
-	env, err := g.keyEnv()
+func runKeysList(ctx context.Context, cmd *cobra.Command, g *globals, f *keysListFlags) error {
+	env, err := g.keyEnv(cmd, false)
 	if err != nil {
 		return err
 	}
@@ -227,14 +227,14 @@ func runKeysList(ctx context.Context, g *globals, f *keysListFlags) error {
 		return writeJSON(g.stdout, out)
 	}
 	if len(keys) == 0 {
-		fmt.Fprintf(g.stderr, "No API keys in %s. Create one with: toolgate keys create --name NAME\n", env.path)
+		fmt.Fprintf(g.stderr, "No API keys in %s%s. Create one with: toolgate keys create --name NAME\n", env.path, env.hint())
 		return nil
 	}
 	tw := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tPROJECT\tNAME\tCREATED\tEXPIRES\tLAST USED\tCALLS\tSTATUS")
 	for _, k := range keys {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", k.ID, k.Project, k.Name,
-			tableTime(k.Created, "-"), tableTime(k.Expires, "never"), tableTime(k.LastUsed, "never"), k.Calls, k.Status(now))
+			tableTime(k.Created, "-"), tableTime(k.Expires, "never"), tableTime(k.LastUsed, "never"), k.Calls, statusText(k, now))
 	}
 	return tw.Flush()
 }
@@ -245,13 +245,13 @@ func newKeysRevoke(g *globals) *cobra.Command {
 		Short: "Revoke a key at once",
 		Args:  exactArgs("key id"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runKeysRevoke(ctxOf(cmd), g, args[0])
+			return runKeysRevoke(ctxOf(cmd), cmd, g, args[0])
 		},
 	}
 }
 
-func runKeysRevoke(ctx context.Context, g *globals, id string) error {
-	env, err := g.keyEnv()
+func runKeysRevoke(ctx context.Context, cmd *cobra.Command, g *globals, id string) error {
+	env, err := g.keyEnv(cmd, true)
 	if err != nil {
 		return err
 	}
@@ -295,7 +295,7 @@ for --overlap (so that clients can switch) and then expires; "0" stops it
 at once.`,
 		Args: exactArgs("key id"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runKeysRotate(ctxOf(cmd), g, f, args[0])
+			return runKeysRotate(ctxOf(cmd), cmd, g, f, args[0])
 		},
 	}
 	fl := cmd.Flags()
@@ -304,12 +304,12 @@ at once.`,
 	return cmd
 }
 
-func runKeysRotate(ctx context.Context, g *globals, f *keysRotateFlags, id string) error {
+func runKeysRotate(ctx context.Context, cmd *cobra.Command, g *globals, f *keysRotateFlags, id string) error {
 	overlap, err := parseLifetime("--overlap", f.overlap, false)
 	if err != nil {
 		return err
 	}
-	env, err := g.keyEnv()
+	env, err := g.keyEnv(cmd, true)
 	if err != nil {
 		return err
 	}
@@ -407,8 +407,38 @@ func runKeysHash(g *globals, f *keysHashFlags, args []string) error {
 	return nil
 }
 
+// statusRotated is the status of a key that was rotated and still works
+// for the rest of its overlap: its successor is in rotatedTo.
+const statusRotated = "rotated"
+
+// keyStatus is the status `keys list` shows: the key store's (active,
+// expired, revoked), except that a key rotated to a successor and still
+// in its overlap is "rotated" rather than active.
+func keyStatus(k *apikey.Key, now time.Time) string {
+	st := k.Status(now)
+	if st == apikey.StatusActive && k.RotatedTo != "" {
+		return statusRotated
+	}
+	return st
+}
+
+// statusText is the STATUS cell of `keys list`: the status, and for a
+// rotated key the id of its successor.
+func statusText(k *apikey.Key, now time.Time) string {
+	st := keyStatus(k, now)
+	switch {
+	case k.RotatedTo == "":
+		return st
+	case st == statusRotated:
+		return "rotated to " + k.RotatedTo
+	}
+	return st + ", rotated to " + k.RotatedTo
+}
+
 // keyJSON is a key as `keys list --json` prints it. Times are RFC 3339;
-// null means never (expires, lastUsed) or not (revoked).
+// null means never (expires, lastUsed) or not (revoked). Status is
+// "active", "rotated" (replaced by the key rotatedTo names, and still
+// working until expires), "expired" or "revoked".
 type keyJSON struct {
 	ID        string     `json:"id"`
 	Project   string     `json:"project"`
@@ -432,7 +462,7 @@ func toJSON(k *apikey.Key, now time.Time) keyJSON {
 	return keyJSON{
 		ID: k.ID, Project: k.Project, Name: k.Name,
 		Created: opt(k.Created), Expires: opt(k.Expires), Revoked: opt(k.Revoked), LastUsed: opt(k.LastUsed),
-		Calls: k.Calls, Status: k.Status(now), RotatedTo: k.RotatedTo,
+		Calls: k.Calls, Status: keyStatus(k, now), RotatedTo: k.RotatedTo,
 	}
 }
 

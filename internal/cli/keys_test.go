@@ -114,7 +114,7 @@ func TestKeysLifecycle(t *testing.T) {
 	}
 	keys = listKeys(t, cfg)
 	old, succ := keys[id], keys[newID]
-	if len(keys) != 2 || old.Status != "active" || succ.Status != "active" {
+	if len(keys) != 2 || old.Status != "rotated" || succ.Status != "active" {
 		t.Fatalf("list after rotate: %+v", keys)
 	}
 	if old.Expires == nil || !old.Expires.Equal(rotated.OldExpires) || old.RotatedTo != newID {
@@ -122,6 +122,18 @@ func TestKeysLifecycle(t *testing.T) {
 	}
 	if succ.Project != "team" || succ.Name != "ci" || succ.Expires == nil || succ.Expires.Sub(*succ.Created) != 90*24*time.Hour {
 		t.Errorf("successor: %+v", succ)
+	}
+	// The table shows the rotated key as rotated, with its successor.
+	code, out, errOut = run(t, "", "-c", cfg, "keys", "list")
+	if code != 0 {
+		t.Fatalf("keys list: exit %d: %s", code, errOut)
+	}
+	for l := range strings.Lines(out) {
+		l = strings.TrimSpace(l)
+		if strings.HasPrefix(l, id+" ") && !strings.HasSuffix(l, "  rotated to "+newID) ||
+			strings.HasPrefix(l, newID+" ") && !strings.HasSuffix(l, "  active") {
+			t.Errorf("row after rotate: %q", l)
+		}
 	}
 
 	// revoke
@@ -150,7 +162,7 @@ func TestKeysLifecycle(t *testing.T) {
 	for _, l := range lines[1:] {
 		switch {
 		case strings.HasPrefix(l, id+" "):
-			if !strings.HasSuffix(l, " revoked") {
+			if !strings.HasSuffix(l, " revoked, rotated to "+newID) {
 				t.Errorf("row of the revoked key: %q", l)
 			}
 		case strings.HasPrefix(l, newID+" "):
@@ -271,15 +283,92 @@ func TestKeysListEmpty(t *testing.T) {
 	}
 }
 
+// TestKeysWithoutConfigFile: without a configuration file the commands
+// that change keys refuse, naming where they looked, and create nothing;
+// --data-dir names the folder explicitly; list reads ./toolgate-data.
 func TestKeysWithoutConfigFile(t *testing.T) {
 	dir := t.TempDir()
 	t.Chdir(dir)
-	code, _, errOut := run(t, "", "keys", "create", "--name", "x")
-	if code != 0 {
-		t.Fatalf("exit %d: %s", code, errOut)
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	t.Setenv("XDG_CONFIG_HOME", "")
+	t.Setenv(config.EnvConfigFile, "")
+	for _, args := range [][]string{
+		{"keys", "create", "--name", "x"},
+		{"keys", "rotate", "abcdefghijkl"},
+		{"keys", "revoke", "abcdefghijkl"},
+		{"tools", "approve", "--all"},
+	} {
+		code, _, errOut := run(t, "", args...)
+		for _, want := range []string{"no configuration file names it", "TOOLGATE_CONFIG", "toolgate.json", dir, filepath.Join(home, ".config", "toolgate"), "/etc/toolgate", "--data-dir DIR"} {
+			if code != exitFailed || !strings.Contains(errOut, want) {
+				t.Errorf("%v: exit %d, stderr %q; want exit 1 and %q", args, code, errOut, want)
+			}
+		}
 	}
-	if _, err := os.Stat(filepath.Join(dir, config.DefaultDataDir, "toolgate.db")); err != nil {
-		t.Errorf("no store in ./%s: %v", config.DefaultDataDir, err)
+	if _, err := os.Stat(filepath.Join(dir, config.DefaultDataDir)); !os.IsNotExist(err) {
+		t.Errorf("a refused command created ./%s: %v", config.DefaultDataDir, err)
+	}
+	code, _, errOut := run(t, "", "keys", "list")
+	if code != 0 || !strings.Contains(errOut, "No API keys in "+filepath.Join(config.DefaultDataDir, "toolgate.db")) || !strings.Contains(errOut, "no configuration file found") {
+		t.Errorf("list: exit %d, stderr %q", code, errOut)
+	}
+
+	data := filepath.Join(t.TempDir(), "data")
+	code, out, errOut := run(t, "", "keys", "create", "--name", "x", "--data-dir", data, "--json")
+	if code != 0 {
+		t.Fatalf("create --data-dir: exit %d: %s", code, errOut)
+	}
+	created := decode[createdKey](t, out)
+	if _, err := os.Stat(filepath.Join(data, "toolgate.db")); err != nil {
+		t.Errorf("no store in --data-dir: %v", err)
+	}
+	code, out, errOut = run(t, "", "keys", "list", "--json", "--data-dir", data)
+	if code != 0 || len(decode[[]listedKey](t, out)) != 1 || decode[[]listedKey](t, out)[0].ID != created.ID {
+		t.Errorf("list --data-dir: exit %d, %s%s", code, out, errOut)
+	}
+	code, _, errOut = run(t, "", "-c", "toolgate.json", "keys", "list", "--data-dir", data)
+	if code != exitUsage || !strings.Contains(errOut, "-c and --data-dir") {
+		t.Errorf("-c with --data-dir: exit %d, %s", code, errOut)
+	}
+}
+
+// TestKeysNeedNoUpstreamVariables: the keys commands read dataDir, not
+// the variables the servers name.
+func TestKeysNeedNoUpstreamVariables(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "toolgate.json")
+	doc := `{
+		"dataDir": "data",
+		"tls": {"certFile": "${TG_UNSET_CERT}", "keyFile": "${TG_UNSET_KEY}"},
+		"alerts": {"webhook": "${TG_UNSET_WEBHOOK}"},
+		"mcpServers": {
+			"api": {"url": "${TG_UNSET_URL}", "headers": {"Authorization": "Bearer ${TG_UNSET_TOKEN}"}},
+			"fs": {"command": "${TG_UNSET_CMD}", "args": ["${TG_UNSET_ARG}"], "env": {"T": "${TG_UNSET_ENV}"}},
+		},
+	}`
+	if err := os.WriteFile(cfg, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := run(t, "", "-c", cfg, "keys", "create", "--name", "admin", "--json")
+	if code != 0 {
+		t.Fatalf("create: exit %d: %s", code, errOut)
+	}
+	id := decode[createdKey](t, out).ID
+	if _, err := os.Stat(filepath.Join(dir, "data", "toolgate.db")); err != nil {
+		t.Errorf("no store in dataDir: %v", err)
+	}
+	for _, args := range [][]string{{"keys", "list"}, {"keys", "rotate", id}, {"audit"}, {"tools", "pending"}} {
+		if code, _, errOut := run(t, "", append([]string{"-c", cfg}, args...)...); code != 0 || strings.Contains(errOut, "not set") {
+			t.Errorf("%v: exit %d: %s", args, code, errOut)
+		}
+	}
+	// What the commands use is still checked.
+	if err := os.WriteFile(cfg, []byte(`{"dataDir": 5, "mcpServers": {"a": {"url": "${TG_UNSET_URL}"}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errOut := run(t, "", "-c", cfg, "keys", "list"); code != exitFailed || !strings.Contains(errOut, "dataDir") || strings.Contains(errOut, "TG_UNSET_URL") {
+		t.Errorf("bad dataDir: exit %d: %s", code, errOut)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -33,7 +34,11 @@ configured upstream tools through the gateway's tool path (filters, rate
 limits, audit). Useful to test a script before an agent sends it.
 
 With --key the script runs as that key (its project and per-key limits);
-otherwise as the operator in --project.`,
+otherwise as the operator in --project. With no configuration file the
+script calls the built-in demo's tools (the ones toolgate serve shows
+without a configuration), for example:
+
+    const r = await tools.demo.list_records({limit: 20}); return r.total;`,
 		Args: exactArgs("a script file (or - for standard input)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runScript(ctxOf(cmd), g, f, args[0])
@@ -65,15 +70,30 @@ func runScript(ctx context.Context, g *globals, f *runFlags, file string) error 
 	if err != nil {
 		return err
 	}
+	var cfg *config.Config
 	if path == "" {
-		return usageError{errors.New("run needs a configuration file (-c) naming the tools to call")}
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
+		if f.key != "" {
+			return usageError{errors.New("--key needs a configuration file (-c): the built-in demo has no key store")}
+		}
+		// The demo's upstream stops with ctx; its data (audit log, tool
+		// pins) goes to a temporary folder.
+		dctx, stopDemo := context.WithCancel(ctx)
+		defer stopDemo()
+		if cfg, _, err = startDemo(dctx, log, ""); err != nil {
+			return err
+		}
+		dir, err := os.MkdirTemp("", "toolgate-run-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		cfg.DataDir, cfg.Audit.Path = dir, filepath.Join(dir, "audit.jsonl")
+		fmt.Fprintln(g.stderr, "No configuration file found: the script runs against the built-in demo's tools (demo__echo, demo__add, demo__list_records, ...).")
+	} else if cfg, err = config.Load(path); err != nil {
 		return err
 	}
 	cfg.CodeMode.Enabled = true // running a script is the point
-	gw, release, err := openGateway(ctx, cfg, log, true)
+	gw, release, err := openGateway(ctx, cfg, log, path != "")
 	if err != nil {
 		return err
 	}

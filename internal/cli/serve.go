@@ -102,10 +102,13 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 		return err
 	}
 	var cfg *config.Config
-	var demoKey string
+	var dk demoKey
 	demoMode := path == ""
 	if demoMode {
-		cfg, demoKey, err = startDemo(ctx, log)
+		log.Info("no configuration file found: serving the built-in demo")
+		if dk, err = loadDemoKey(); err == nil {
+			cfg, _, err = startDemo(ctx, log, dk.key)
+		}
 		if err == nil {
 			// The demo keeps its data (audit log, tool pins) in a folder
 			// of its own that it removes on exit.
@@ -236,7 +239,7 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 	log.Info("toolgate listening", "url", base+"/mcp", "config", displayPath(path))
 	fmt.Fprintf(g.stderr, "toolgate listening on %s/mcp\n", base)
 	if demoMode {
-		printDemoBanner(g, base, demoKey)
+		printDemoBanner(g, base, dk)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -531,11 +534,14 @@ func displayPath(p string) string {
 }
 
 // startDemo serves the built-in demo upstream on a loopback port of its own
-// and returns a configuration that fronts it.
-func startDemo(ctx context.Context, log *slog.Logger) (*config.Config, string, error) {
-	key, _, _, err := apikey.Generate()
-	if err != nil {
-		return nil, "", err
+// and returns a configuration that fronts it, accepting key (a new key
+// when key is "", which it returns).
+func startDemo(ctx context.Context, log *slog.Logger, key string) (*config.Config, string, error) {
+	if key == "" {
+		var err error
+		if key, _, _, err = apikey.Generate(); err != nil {
+			return nil, "", err
+		}
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -545,7 +551,7 @@ func startDemo(ctx context.Context, log *slog.Logger) (*config.Config, string, e
 	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, nil)
 	go func() { _ = http.Serve(ln, h) }()
 	context.AfterFunc(ctx, func() { ln.Close() })
-	log.Info("no configuration file found: serving the built-in demo")
+	log.Debug("demo upstream listening", "url", "http://"+ln.Addr().String()+"/mcp")
 	cfg, err := config.LoadDemo("http://"+ln.Addr().String()+"/mcp", apikey.Hash(key))
 	if err != nil {
 		ln.Close()
@@ -554,13 +560,18 @@ func startDemo(ctx context.Context, log *slog.Logger) (*config.Config, string, e
 	return cfg, key, nil
 }
 
-func printDemoBanner(g *globals, base, key string) {
+func printDemoBanner(g *globals, base string, dk demoKey) {
+	kept := fmt.Sprintf("Key file:      %s\n                 (the same key on every start; delete the file for a new one)", dk.path)
+	if dk.path == "" {
+		kept = "Key file:      none, the key is valid until this process exits:\n                 " + dk.why
+	}
 	fmt.Fprintf(g.stderr, `
 toolgate is running the built-in demo (no configuration file found).
 
   MCP endpoint:  %[1]s/mcp   (streamable HTTP)
   API key:       %[2]s
-                 (valid until this process exits; send it as "Authorization: Bearer <key>")
+                 (send it as "Authorization: Bearer <key>")
+  %[3]s
   Health:        %[1]s/healthz   Readiness: %[1]s/readyz
 
 Connect a client, for example:
@@ -571,9 +582,12 @@ The demo's tools are shown as demo__echo, demo__add, demo__list_records, ...
 Code Mode is on: execute_code runs one JavaScript program that calls them
 (search_tools shows their TypeScript declarations), for example
   const r = await tools.demo.list_records({limit: 20}); return r.total;
-Write a toolgate.json with your own mcpServers to serve them instead.
+The same script runs from a file with: toolgate run script.js
+To serve your own MCP servers instead, write a toolgate.json: toolgate init
+writes a secured starter, or takes the servers of a desktop client's
+configuration with --from FILE.
 
-`, base, key)
+`, base, dk.key, kept)
 }
 
 // checkListener enforces the rules for a listener other machines can

@@ -88,3 +88,34 @@ func TestAnsweringTransportWaitsForAnswers(t *testing.T) {
 		t.Errorf("call = %q", got)
 	}
 }
+
+// The demo's key is kept in the user's configuration folder and read back;
+// a file that holds no key is replaced; a folder that cannot hold it gives
+// a key for this run, with the reason.
+func TestDemoKeyKept(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("XDG_CONFIG_HOME", dir)
+	first, err := loadDemoKey()
+	if err != nil || !first.created || first.path != filepath.Join(dir, "toolgate", "demo", "key") {
+		t.Fatalf("first: %+v, %v", first, err)
+	}
+	again, err := loadDemoKey()
+	if err != nil || again.key != first.key || again.created {
+		t.Errorf("again: %+v, %v; want the key %s", again, err, first.key)
+	}
+	if err := os.WriteFile(first.path, []byte("not a key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if replaced, err := loadDemoKey(); err != nil || replaced.key == first.key || !replaced.created {
+		t.Errorf("over a file without a key: %+v, %v", replaced, err)
+	}
+
+	blocked := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(blocked, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("XDG_CONFIG_HOME", blocked) // a file where the folder would be
+	if k, err := loadDemoKey(); err != nil || k.key == "" || k.path != "" || !strings.Contains(k.why, "cannot be") {
+		t.Errorf("without a usable folder: %+v, %v", k, err)
+	}
+}

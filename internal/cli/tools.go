@@ -34,11 +34,11 @@ gateway notices within a few seconds).`,
 		Short: "List tools whose definitions changed and await approval",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			env, err := g.keyEnv()
+			env, err := g.state(cmd, false)
 			if err != nil {
 				return err
 			}
-			pins, err := gateway.ReadPins(pinsPath(env.cfg))
+			pins, err := gateway.ReadPins(env.pins())
 			if err != nil {
 				return err
 			}
@@ -63,11 +63,11 @@ gateway notices within a few seconds).`,
 			if all == (len(args) > 0) {
 				return usageError{fmt.Errorf("name the tools to approve (as listed by tools pending) or give --all")}
 			}
-			env, err := g.keyEnv()
+			env, err := g.state(cmd, true)
 			if err != nil {
 				return err
 			}
-			path := pinsPath(env.cfg)
+			path := env.pins()
 			pins, err := gateway.ReadPins(path)
 			if err != nil {
 				return err
@@ -90,5 +90,6 @@ gateway notices within a few seconds).`,
 	}
 	approve.Flags().BoolVar(&all, "all", false, "approve every pending definition")
 	cmd.AddCommand(approve)
+	g.dataDirFlag(cmd)
 	return cmd
 }

@@ -87,6 +87,50 @@ func (f finder) find(explicit string) (string, error) {
 	return "", nil
 }
 
+// Searched describes where [Find] looks when no file is named, for
+// messages: the variable TOOLGATE_CONFIG, then the file names it tries in
+// each folder, and the folders in order (the working directory as ".").
+type Searched struct {
+	// Var is TOOLGATE_CONFIG.
+	Var string
+	// Names are the file names tried in each folder.
+	Names []string
+	// Dirs are the folders, in the order they are searched.
+	Dirs []string
+}
+
+// SearchPlaces returns where [Find] looks for a configuration file, as
+// it would look now (the folders depend on XDG_CONFIG_HOME and HOME).
+func SearchPlaces() Searched {
+	f := finder{lookup: os.LookupEnv, system: systemConfigDir}
+	return Searched{Var: EnvConfigFile, Names: slices.Clone(searchNames), Dirs: f.dirs()}
+}
+
+// String lists the places in one sentence; the working directory is
+// shown with its absolute path.
+func (s Searched) String() string {
+	dirs := slices.Clone(s.Dirs)
+	for i, d := range dirs {
+		if d == "." {
+			if wd, err := os.Getwd(); err == nil {
+				dirs[i] = ". (" + wd + ")"
+			}
+		}
+	}
+	return fmt.Sprintf("$%s is not set, and none of %s is in %s", s.Var, joinList(s.Names, "or"), joinList(dirs, "or"))
+}
+
+// joinList joins items as "a, b or c".
+func joinList(items []string, last string) string {
+	switch len(items) {
+	case 0:
+		return ""
+	case 1:
+		return items[0]
+	}
+	return strings.Join(items[:len(items)-1], ", ") + " " + last + " " + items[len(items)-1]
+}
+
 // dirs are the folders Find looks in, in order. XDG_CONFIG_HOME counts
 // only when it is an absolute path, as the XDG base directory
 // specification says.
@@ -158,6 +202,40 @@ type Inspection struct {
 // served. The error is for a file that cannot be read or is not a
 // document of its format: then there is no configuration.
 func Inspect(path string) (*Inspection, error) {
+	return inspectWith(path, os.LookupEnv)
+}
+
+// LoadState reads the configuration file at path for the commands that
+// work on what toolgate keeps on disk (the key store, the audit log, the
+// tool pins) and start no upstream server. It reads the file as [Load]
+// does, TOOLGATE_ variables included, but it reads none of the variables
+// that `${VAR}` references name: they read as empty, so that a shell
+// without the upstreams' secrets can run these commands. Only the
+// problems of the settings such commands use (dataDir and audit) and of
+// the file as a whole are errors; the servers and the other
+// interpolated values (tls files, alerts.webhook) are neither read from
+// the environment nor checked, and are not to be used.
+func LoadState(path string) (*Config, error) {
+	in, err := inspectWith(path, func(string) (string, bool) { return "", true })
+	if err != nil {
+		return nil, err
+	}
+	var problems []Problem
+	for _, p := range in.Problems {
+		if p.Path == "" || p.Path == "dataDir" || p.Path == "audit" || strings.HasPrefix(p.Path, "audit.") {
+			problems = append(problems, p)
+		}
+	}
+	if len(problems) > 0 {
+		e := newError(problems)
+		e.File = path
+		return nil, e
+	}
+	return in.Config, nil
+}
+
+// inspectWith is Inspect with the environment `${VAR}` references read from.
+func inspectWith(path string, lookup func(string) (string, bool)) (*Inspection, error) {
 	format, err := FormatOf(path)
 	if err != nil {
 		return nil, err
@@ -170,7 +248,7 @@ func Inspect(path string) (*Inspection, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load config %s: %w", path, err)
 	}
-	c, problems := parseTree(raw, os.LookupEnv, processEnv())
+	c, problems := parseTree(raw, lookup, processEnv())
 	c.Path = path
 	// Relative paths in a file are relative to the file's folder; those
 	// from the environment to the working directory. A relative audit

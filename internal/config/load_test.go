@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -530,4 +531,75 @@ func withDefaults(c *Config) *Config {
 		MaxInFlightCalls:    DefaultMaxInFlightCalls,
 	}
 	return c
+}
+
+// TestLoadState: the state commands' loader reads no `${VAR}` and
+// reports only the problems of dataDir, audit and the file as a whole.
+func TestLoadState(t *testing.T) {
+	dir := t.TempDir()
+	write := func(doc string) string {
+		p := filepath.Join(dir, "toolgate.json")
+		if err := os.WriteFile(p, []byte(doc), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	t.Setenv("TG_STATE_SECRET", "s3cret")
+	p := write(`{
+		"dataDir": "data",
+		"audit": {"path": "a.jsonl"},
+		"tls": {"certFile": "${TG_STATE_UNSET}"},
+		"mcpServers": {
+			"api": {"url": "${TG_STATE_UNSET}", "headers": {"Authorization": "Bearer ${TG_STATE_SECRET}"}},
+			"fs": {"command": "${TG_STATE_UNSET}", "args": ["${oops"]},
+		},
+	}`)
+	c, err := LoadState(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(dir, "data"); c.DataDir != want || c.Audit.Path != filepath.Join(want, "a.jsonl") {
+		t.Errorf("dataDir %q, audit %q", c.DataDir, c.Audit.Path)
+	}
+	if h := c.Projects[DefaultProject].MCPServers["api"].Headers["Authorization"]; strings.Contains(h, "s3cret") {
+		t.Errorf("LoadState read a variable: %q", h)
+	}
+	if _, err := Load(p); err == nil {
+		t.Error("Load accepted the file; the test needs one that Load refuses")
+	}
+
+	t.Setenv("TOOLGATE_DATA_DIR", filepath.Join(dir, "from-env"))
+	if c, err := LoadState(p); err != nil || c.DataDir != filepath.Join(dir, "from-env") {
+		t.Errorf("TOOLGATE_DATA_DIR: %v, %v", c, err)
+	}
+	t.Setenv("TOOLGATE_DATA_DIR", "")
+
+	for doc, want := range map[string]string{
+		`{"dataDir": 5}`:                      "dataDir: expected a string",
+		`{"audit": {"fsync": "never"}}`:       `audit.fsync: unknown mode "never"`,
+		`{"dataDir": "d",`:                    "decode json",
+		`{"mcpServers": {"a": {"url": "x"}}}`: "",
+	} {
+		_, err := LoadState(write(doc))
+		if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
+			t.Errorf("LoadState(%s) = %v, want %q", doc, err, want)
+		}
+	}
+}
+
+func TestSearchPlaces(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	t.Setenv("XDG_CONFIG_HOME", "")
+	s := SearchPlaces()
+	if want := []string{".", filepath.Join(home, ".config", "toolgate"), "/etc/toolgate"}; !slices.Equal(s.Dirs, want) {
+		t.Errorf("dirs %q, want %q", s.Dirs, want)
+	}
+	wd, _ := os.Getwd()
+	text := s.String()
+	for _, want := range []string{"$TOOLGATE_CONFIG is not set", "toolgate.json, toolgate.yaml, toolgate.yml or toolgate.toml", ". (" + wd + ")", home, "/etc/toolgate"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("%q lacks %q", text, want)
+		}
+	}
 }
