@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/toolgate/toolgate/bindings"
+	"github.com/toolgate/toolgate/internal/bench"
 	"github.com/toolgate/toolgate/sandbox"
 )
 
@@ -172,11 +172,8 @@ func toolCallLoop(b *testing.B, req *sandbox.Request) {
 // cpuTime is the CPU time (user and system, all threads) this process has
 // used: on a shared machine a steadier figure than wall-clock time.
 func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	d, _ := bench.ProcessCPU()
+	return d
 }
 
 const fib = "function fib(n) { return n < 2 ? n : fib(n - 1) + fib(n - 2) }"

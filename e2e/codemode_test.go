@@ -356,3 +356,32 @@ return out;`, "SRV", srv.URL))
 		t.Errorf("audit: %d code.fetch events and %d ratelimit.hit for fetch, want 3 and 1", fetched, limited)
 	}
 }
+
+// TestCodeModeKeepsUpstreamToolsForScripts calls an upstream tool of a
+// Code Mode project without directTools every way a client can: over HTTP
+// as the access layer answers, over HTTP as only the SDK answers (more
+// than a progress token in _meta), and over serve --stdio. Each gets the
+// unknown-tool error; a script calls the tool.
+func TestCodeModeKeepsUpstreamToolsForScripts(t *testing.T) {
+	up := testUpstream(t)
+	cfg := fmt.Sprintf(`{"codeMode": {"enabled": true}, "mcpServers": {"s": {"command": %s, "allowedTools": ["echo"]}}}`, jsonString(up))
+	g := startGateway(t, cfg)
+	key := g.keys["default"]
+	sid := rawSession(t, g.URL(), bearer(key))
+	eventStream(t, g.URL(), key, sid)
+	hs := map[string]string{"Authorization": "Bearer " + key, "Mcp-Session-Id": sid, "Mcp-Protocol-Version": "2025-06-18"}
+	for _, meta := range []string{``, `,"_meta":{"x":1}`} {
+		code, _, body := post(t, nil, g.URL(), hs, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"s__echo","arguments":{"text":"hi"}`+meta+`}}`)
+		if code != 200 || !strings.Contains(body, `"code":-32602`) || !strings.Contains(body, `unknown tool \"s__echo\"`) {
+			t.Errorf("over HTTP (_meta %q): %d %s", meta, code, body)
+		}
+	}
+	stdio := connectStdio(t, e2etest.BuildBinary(t, "./cmd/toolgate"), "serve", "--stdio", "-c", writeConfig(t, cfg))
+	if _, err := stdio.CallTool(t.Context(), &mcp.CallToolParams{Name: "s__echo", Arguments: map[string]any{"text": "hi"}}); err == nil || !strings.Contains(err.Error(), `unknown tool "s__echo"`) {
+		t.Errorf("over stdio: %v", err)
+	}
+	cs := connect(t, g.URL(), nil)
+	if _, ex := execute(t, cs, `return (await tools.s.echo({text: "from a script"})).text`); string(ex.Result) != `"from a script"` {
+		t.Errorf("a script's call: %s", ex.Result)
+	}
+}

@@ -9,11 +9,13 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/auth"
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	sjson "github.com/segmentio/encoding/json"
 
@@ -41,6 +43,8 @@ type access struct {
 	proxies      *policy.ProxyTrust
 	ips          *policy.IPRules            // the gateway's
 	projectIPs   map[string]*policy.IPRules // each project's
+	hosts        *hostRules                 // the gateway's routes'
+	projectHosts map[string]*hostRules      // each project's endpoint
 	rates        map[string]config.RateLimit
 	toolRates    map[string]map[string]config.ToolLimit
 	maxBody      int64
@@ -52,6 +56,8 @@ func compileAccess(cfg *config.Config) (*access, error) {
 	a := &access{
 		authRequired: cfg.AuthRequired(),
 		projectIPs:   map[string]*policy.IPRules{},
+		hosts:        compileHostRules(cfg.Listen, cfg.AllowedHosts, cfg.AllowedOrigins),
+		projectHosts: map[string]*hostRules{},
 		rates:        map[string]config.RateLimit{},
 		toolRates:    map[string]map[string]config.ToolLimit{},
 		maxBody:      cfg.Limits.MaxRequestBodyBytes,
@@ -69,6 +75,9 @@ func compileAccess(cfg *config.Config) (*access, error) {
 		if a.projectIPs[name], err = policy.NewIPRules(p.AllowedIPs, p.DeniedIPs); err != nil {
 			return nil, fmt.Errorf("projects.%s allowedIPs/deniedIPs: %w", name, err)
 		}
+		a.projectHosts[name] = compileHostRules(cfg.Listen,
+			append(slices.Clone(cfg.AllowedHosts), p.AllowedHosts...),
+			append(slices.Clone(cfg.AllowedOrigins), p.AllowedOrigins...))
 		a.rates[name] = p.RateLimit
 		a.toolRates[name] = p.ToolLimits
 	}
@@ -153,9 +162,14 @@ func principalFrom(extra *mcp.RequestExtra, project string) (Principal, string) 
 	return pr, prepaid
 }
 
-// guard wraps a project's MCP handler with the access checks: client
-// address, API key, session cap and (for tools/call) rate limits, each
-// refusal a clear HTTP error with a JSON-RPC body.
+// guard wraps a project's MCP handler with the access checks, in this
+// order: Host and Origin (hosts.go), client address, a declared body over
+// the limit, API key, the transport's rules and the session
+// (front.go), then, for a POST, the body, the ids of calls in flight, the
+// session cap and, for tools/call, admission and rate limits. Each refusal
+// is an HTTP error with a JSON-RPC body. A tools/call the access layer can
+// answer as the SDK would is answered here (fastpath.go); everything else
+// goes to the SDK's handler.
 func (g *Gateway) guard(p *project) http.Handler {
 	bearer := auth.RequireBearerToken(func(ctx context.Context, _ string, r *http.Request) (*auth.TokenInfo, error) {
 		ti, _ := r.Context().Value(tokenInfoKey{}).(*auth.TokenInfo)
@@ -167,6 +181,9 @@ func (g *Gateway) guard(p *project) http.Handler {
 	inner := bearer(p.http)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a := g.accessPolicy()
+		if !g.checkHostOrigin(w, r, a.projectHosts[p.name], p.name) {
+			return
+		}
 		ip, err := a.proxies.ClientIP(r.RemoteAddr, r.Header.Values("X-Forwarded-For"))
 		if err != nil {
 			rpcError(w, http.StatusBadRequest, codeForbidden, "cannot tell the client address: "+err.Error(), nil)
@@ -177,6 +194,12 @@ func (g *Gateway) guard(p *project) http.Handler {
 			g.metrics.ipDenied.WithLabelValues(p.name).Inc()
 			_ = g.emit(&audit.Event{Type: audit.EventIPDenied, Project: p.name, ClientIP: ip.String()})
 			rpcError(w, http.StatusForbidden, codeForbidden, "forbidden: requests from "+ip.String()+" are not allowed", nil)
+			return
+		}
+		if r.ContentLength > a.maxBody {
+			// Refused before a byte of the body is read; net/http then
+			// closes the connection instead of reading the rest.
+			tooLarge(w, a.maxBody)
 			return
 		}
 		pr := Principal{Project: p.name, ClientIP: ip.String()}
@@ -198,10 +221,24 @@ func (g *Gateway) guard(p *project) http.Handler {
 			pr.KeyID = key.ID
 			g.auth.RecordUse(key.ID)
 		}
+		var sess *session // the session the request names, as checked
+		if transportChecksOn.Load() {
+			var refusal *transportRefusal
+			if sess, refusal = p.checkTransport(r, pr); refusal != nil {
+				refusal.write(w)
+				return
+			}
+		}
 		// One allocation for the request's identity and its error writer.
 		st := &guardRequest{ti: auth.TokenInfo{UserID: pr.KeyID, Extra: map[string]any{tokenPrincipal: pr}}}
 		ti := &st.ti
-		var body []byte // of a POST
+		var body []byte      // of a POST
+		var claim *callClaim // its calls' ids, while they are in flight
+		defer func() {
+			if claim != nil {
+				claim.release() // refused here, or answered by the access layer
+			}
+		}()
 
 		if r.Method == http.MethodPost {
 			var err error
@@ -209,7 +246,7 @@ func (g *Gateway) guard(p *project) http.Handler {
 			if err != nil {
 				var tooBig *http.MaxBytesError
 				if errors.As(err, &tooBig) {
-					rpcError(w, http.StatusRequestEntityTooLarge, codeTooLarge, fmt.Sprintf("request body larger than %d bytes (limits.maxRequestBodyBytes)", a.maxBody), nil)
+					tooLarge(w, a.maxBody)
 					return
 				}
 				rpcError(w, http.StatusBadRequest, codeTooLarge, "reading the request body: "+err.Error(), nil)
@@ -224,6 +261,14 @@ func (g *Gateway) guard(p *project) http.Handler {
 					return
 				}
 			}
+			if sess != nil && claimable(r, &msg) {
+				c, dup, ok := sess.claim(msg.callIDs())
+				if !ok {
+					writeDuplicate(w, dup)
+					return
+				}
+				claim = c
+			}
 			switch msg.Method {
 			case "initialize":
 				if g.life.isDraining() {
@@ -236,9 +281,8 @@ func (g *Gateway) guard(p *project) http.Handler {
 					rpcError(w, http.StatusTooManyRequests, codeRateLimited, fmt.Sprintf("key %s already has %d sessions open (limits.maxSessionsPerKey)", pr.KeyID, a.maxSessions), nil)
 					return
 				}
-				w = &sessionRecorder{ResponseWriter: w, p: p, key: pr.KeyID}
 			case "notifications/cancelled":
-				p.cancelDirectCall(r.Header.Get("Mcp-Session-Id"), body)
+				p.cancelDirectCall(r.Header.Get(sessionIDHeader), body)
 			case "tools/call":
 				// An early answer for a saturated or stopping gateway, before
 				// the SDK decodes the request; admitCalls decides for calls
@@ -248,7 +292,7 @@ func (g *Gateway) guard(p *project) http.Handler {
 					r.writeHTTP(w)
 					return
 				}
-				if p.lookupTool(msg.Params.Name) != nil || p.isCodeModeTool(msg.Params.Name) {
+				if p.lookupCallable(msg.Params.Name) != nil || p.isCodeModeTool(msg.Params.Name) {
 					if err := g.takeTokens(pr, msg.Params.Name); err != nil {
 						var ce *CallError
 						if errors.As(err, &ce) {
@@ -261,8 +305,8 @@ func (g *Gateway) guard(p *project) http.Handler {
 					}
 					ti.Extra[tokenPrepaid] = msg.Params.Name
 					// The common case, answered here (fastpath.go).
-					if c, ok := p.prepareDirectCall(r, pr, &msg); ok {
-						g.serveDirectCall(w, r, p, pr, c)
+					if c, ok := p.prepareDirectCall(r, sess, &msg); ok {
+						g.serveDirectCall(w, r, p, pr, c, claim)
 						return
 					}
 				}
@@ -271,7 +315,7 @@ func (g *Gateway) guard(p *project) http.Handler {
 		ctx := context.WithValue(r.Context(), tokenInfoKey{}, ti)
 		if r.Method == http.MethodGet {
 			// A session's event stream: a drain closes it.
-			sctx, release, refusal := g.life.stream(ctx, r.Header.Get("Mcp-Session-Id"))
+			sctx, release, refusal := g.life.stream(ctx, r.Header.Get(sessionIDHeader))
 			if refusal != nil {
 				g.refused(p.name, refusal)
 				refusal.writeHTTP(w)
@@ -287,20 +331,49 @@ func (g *Gateway) guard(p *project) http.Handler {
 		r.Header.Set("Authorization", "Bearer toolgate")
 		ew := &st.ew
 		ew.ResponseWriter = w
+		if claim != nil {
+			ti.Extra[tokenClaim] = claim
+			ew.claim = claim
+		}
+		if r.Method == http.MethodGet {
+			ew.events = sess
+		}
 		inner.ServeHTTP(ew, r)
+		ew.closed()
 		ew.finish(r.Method == http.MethodPost, body)
+		if claim != nil {
+			claim.postEnded()
+			claim = nil
+		}
+		if r.Method == http.MethodDelete && sess != nil && ew.code == http.StatusNoContent {
+			p.forgetSession(sess)
+		}
 	})
+}
+
+// tooLarge refuses a request body over limits.maxRequestBodyBytes.
+func tooLarge(w http.ResponseWriter, limit int64) {
+	rpcError(w, http.StatusRequestEntityTooLarge, codeTooLarge, fmt.Sprintf("request body larger than %d bytes (limits.maxRequestBodyBytes)", limit), nil)
 }
 
 // rpcErrorWriter turns the plain-text refusals of the SDK's HTTP handler
 // (a malformed message, an unknown session, a missing Accept header) into
 // JSON-RPC error bodies, so that a client reads every refusal the same way.
 // Everything else passes through untouched, streams included.
+//
+// With a claim (the ids of the POST's calls, front.go), it also releases
+// each call as its answer goes out, and all of them with a refusal.
 type rpcErrorWriter struct {
 	http.ResponseWriter
 	status int          // a refusal being held back; 0 while passing through
 	text   bytes.Buffer // its text
 	wrote  bool
+	code   int // the status the handler wrote
+	claim  *callClaim
+	stream bool // the answer is an event stream
+
+	events *session // of a GET: the session whose event stream this is
+	opened bool     // the SDK opened it (counted in events.streams)
 }
 
 func (w *rpcErrorWriter) WriteHeader(code int) {
@@ -308,6 +381,13 @@ func (w *rpcErrorWriter) WriteHeader(code int) {
 		return
 	}
 	w.wrote = true
+	w.code = code
+	if w.claim != nil {
+		if code >= 400 {
+			w.claim.release() // the POST is refused whole
+		}
+		w.stream = strings.HasPrefix(w.Header().Get("Content-Type"), "text/event-stream")
+	}
 	if code >= 400 && strings.HasPrefix(w.Header().Get("Content-Type"), "text/plain") {
 		w.status = code
 		return
@@ -325,7 +405,22 @@ func (w *rpcErrorWriter) Write(b []byte) (int, error) {
 		}
 		return len(b), nil
 	}
+	if w.stream {
+		w.claim.sawAnswers(b)
+	}
+	if w.events != nil && !w.opened && w.code == http.StatusOK {
+		// The SDK writes the stream's first bytes once it delivers to it.
+		w.opened = true
+		w.events.streams.Add(1)
+	}
 	return w.ResponseWriter.Write(b)
+}
+
+// closed notes the end of the request.
+func (w *rpcErrorWriter) closed() {
+	if w.opened {
+		w.events.streams.Add(-1)
+	}
 }
 
 func (w *rpcErrorWriter) Flush() {
@@ -380,6 +475,11 @@ type rpcMessage struct {
 	Version string
 	ID      json.RawMessage
 	Params  mcp.CallToolParamsRaw
+	// Calls are the ids (as sent) of the requests in the body that expect
+	// an answer (with Batch, those of a batch's requests); callIDs reads
+	// them.
+	Calls []json.RawMessage
+	Batch bool
 }
 
 // peekError is a body the access layer refuses before the MCP handler:
@@ -408,8 +508,8 @@ func sdkParse(b []byte, v any) (rest []byte, err error) {
 	return sjson.Parse(b, v, sjson.DontMatchCaseInsensitiveStructFields|sjson.ZeroCopy)
 }
 
-// peekMessage returns the method and tool name of the message in a POST
-// body, as the MCP handler will read them. A body that is not one JSON
+// peekMessage returns the method, tool name and call ids of the message in
+// a POST body, as the MCP handler will read them. A body that is not one JSON
 // value (the handler's decoder would act on the first value and ignore the
 // rest) is a parse error, and a batch that holds an initialize request an
 // invalid request (MCP does not allow it, and the session cap is checked
@@ -429,6 +529,9 @@ func peekMessage(body []byte) (rpcMessage, error) {
 			return m, err
 		}
 		m.Method = wireMethod(w.Method)
+		if len(w.ID) > 0 && m.Method != "" {
+			m.Calls = []json.RawMessage{w.ID}
+		}
 		if m.Method == "tools/call" && len(w.Params) > 0 && w.Params[0] == '{' {
 			if _, err := sdkParse(w.Params, &m.Params); err != nil {
 				// Not an object of that shape: the handler refuses it.
@@ -443,9 +546,14 @@ func peekMessage(body []byte) (rpcMessage, error) {
 		if err := parseOne(trimmed, &batch); err != nil {
 			return m, err
 		}
+		m.Batch = true
 		for _, w := range batch {
-			if wireMethod(w.Method) == "initialize" {
+			method := wireMethod(w.Method)
+			if method == "initialize" {
 				return m, &peekError{code: codeInvalidRequest, msg: "initialize must not be part of a JSON-RPC batch"}
+			}
+			if len(w.ID) > 0 && method != "" {
+				m.Calls = append(m.Calls, w.ID)
 			}
 		}
 		return m, nil
@@ -455,6 +563,18 @@ func peekMessage(body []byte) (rpcMessage, error) {
 		}
 		return m, nil
 	}
+}
+
+// callIDs returns the ids of m's calls as the SDK reads them (null and
+// other values are no call's).
+func (m *rpcMessage) callIDs() []jsonrpc.ID {
+	ids := make([]jsonrpc.ID, 0, len(m.Calls))
+	for _, raw := range m.Calls {
+		if id, ok := requestID(raw); ok {
+			ids = append(ids, id)
+		}
+	}
+	return ids
 }
 
 // wireMethod is the method a raw "method" value names; "" when it is not a
@@ -491,74 +611,6 @@ func rpcError(w http.ResponseWriter, status, code int, msg string, data any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
-}
-
-// sessionRecorder notes which key opened a session, from the session id
-// the MCP handler puts in the response header.
-type sessionRecorder struct {
-	http.ResponseWriter
-	p     *project
-	key   string
-	wrote bool // the status line went out
-}
-
-func (s *sessionRecorder) WriteHeader(code int) {
-	if s.wrote {
-		return
-	}
-	s.wrote = true
-	if id := s.Header().Get("Mcp-Session-Id"); id != "" && code < 300 {
-		s.p.addSession(id, s.key)
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *sessionRecorder) Write(b []byte) (int, error) {
-	if !s.wrote {
-		s.WriteHeader(http.StatusOK)
-	}
-	return s.ResponseWriter.Write(b)
-}
-
-func (s *sessionRecorder) Flush() {
-	if f, ok := s.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-func (s *sessionRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
-
-// addSession records that key opened session id.
-func (p *project) addSession(id, key string) {
-	if key == "" {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.sessionKeys == nil {
-		p.sessionKeys = map[string]string{}
-	}
-	p.sessionKeys[id] = key
-}
-
-// sessionsOf counts the open sessions of key, forgetting closed ones.
-func (p *project) sessionsOf(key string) int {
-	live := map[string]bool{}
-	for ss := range p.server.Sessions() {
-		live[ss.ID()] = true
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := 0
-	for id, k := range p.sessionKeys {
-		switch {
-		case !live[id]:
-			delete(p.sessionKeys, id)
-		case k == key:
-			n++
-		}
-	}
-	return n
 }
 
 // authReason is a short label for why a key was refused.

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -18,6 +19,13 @@ import (
 // only the access layer is measured.
 func guardFixture(tb testing.TB) (http.Handler, string) {
 	tb.Helper()
+	h, key, _ := guardFixtureProject(tb)
+	return h, key
+}
+
+// guardFixtureProject is guardFixture with its project.
+func guardFixtureProject(tb testing.TB) (http.Handler, string, *project) {
+	tb.Helper()
 	key, _, _, err := apikey.Generate()
 	if err != nil {
 		tb.Fatal(err)
@@ -25,6 +33,7 @@ func guardFixture(tb testing.TB) (http.Handler, string) {
 	cfg := config.Demo("http://127.0.0.1:1/mcp", apikey.Hash(key))
 	cfg.Projects[config.DefaultProject].MCPServers = nil
 	cfg.CodeMode.Enabled = false
+	cfg.AllowedHosts = []string{"example.com"} // httptest.NewRequest's Host
 	cfg.Projects[config.DefaultProject].RateLimit = config.RateLimit{RequestsPerMinute: 6e7, Burst: 1e6, PerKeyRequestsPerMinute: 6e7, PerKeyBurst: 1e6}
 	auth, err := apikey.NewAuthenticator(context.Background(), nil, nil, nil)
 	if err != nil {
@@ -40,12 +49,13 @@ func guardFixture(tb testing.TB) (http.Handler, string) {
 	p.reg.tools["demo__echo"] = &route{def: &mcp.Tool{Name: "demo__echo"}}
 	p.mu.Unlock()
 	p.http = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusAccepted) })
-	return g.guard(p), key
+	return g.guard(p), key, p
 }
 
 // BenchmarkGuard measures the access layer alone for one tools/call
-// request: client address, IP rules, key check, body read, rate limits
-// and the SDK's bearer middleware.
+// request: Host and Origin, client address, IP rules, key check, the
+// transport's header checks, body read, rate limits and the SDK's bearer
+// middleware.
 func BenchmarkGuard(b *testing.B) {
 	h, key := guardFixture(b)
 	body := `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"demo__echo","arguments":{"text":"hello"}}}`
@@ -54,6 +64,8 @@ func BenchmarkGuard(b *testing.B) {
 		r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(body))
 		r.RemoteAddr = "127.0.0.1:5555"
 		r.Header.Set("Authorization", "Bearer "+key)
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Accept", "application/json, text/event-stream")
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, r)
 		if w.Code != http.StatusAccepted {
@@ -78,6 +90,8 @@ func TestGuardRefusals(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(tc.body))
 			r.RemoteAddr = "127.0.0.1:5555"
+			r.Header.Set("Content-Type", "application/json")
+			r.Header.Set("Accept", "application/json, text/event-stream")
 			if tc.header != "" {
 				r.Header.Set("Authorization", tc.header)
 			}
@@ -85,6 +99,39 @@ func TestGuardRefusals(t *testing.T) {
 			h.ServeHTTP(w, r)
 			if w.Code != tc.want {
 				t.Errorf("status %d, want %d: %s", w.Code, tc.want, w.Body)
+			}
+		})
+	}
+}
+
+// BenchmarkGuardSessions measures the access layer for one tools/call of
+// an open session while 1, 100 and 10,000 sessions are open: finding the
+// session is a map lookup, so the cost per call does not grow with them.
+func BenchmarkGuardSessions(b *testing.B) {
+	for _, n := range []int{1, 100, 10000} {
+		b.Run(fmt.Sprintf("sessions=%d", n), func(b *testing.B) {
+			h, key, p := guardFixtureProject(b)
+			p.sessMu.Lock()
+			p.sessions = map[string]*session{}
+			for i := range n {
+				id := fmt.Sprintf("S%d", i)
+				p.sessions[id] = &session{id: id, calls: map[string]bool{}}
+			}
+			p.sessMu.Unlock()
+			body := `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"demo__echo","arguments":{"text":"hello"}}}`
+			b.ReportAllocs()
+			for b.Loop() {
+				r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(body))
+				r.RemoteAddr = "127.0.0.1:5555"
+				r.Header.Set("Authorization", "Bearer "+key)
+				r.Header.Set("Content-Type", "application/json")
+				r.Header.Set("Accept", "application/json, text/event-stream")
+				r.Header.Set("Mcp-Session-Id", "S0")
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, r)
+				if w.Code != http.StatusAccepted {
+					b.Fatalf("status %d: %s", w.Code, w.Body)
+				}
 			}
 		})
 	}

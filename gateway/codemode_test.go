@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -270,5 +271,58 @@ func TestExecSlotsResize(t *testing.T) {
 	s.release()
 	if !take() || take() {
 		t.Fatal("at 2 with one running, want one slot")
+	}
+}
+
+// TestCodeModeKeepsUpstreamToolsForScripts proves that with Code Mode on
+// and codeMode.directTools off an upstream tool is for scripts only, and
+// that every way a client can call it gives the same answer: a POST the
+// access layer would answer, one only the MCP SDK answers (its _meta holds
+// more than a progress token), and a session over another transport (as
+// serve --stdio). Each refusal is audited as tool.denied; a script calls
+// the tool as before.
+func TestCodeModeKeepsUpstreamToolsForScripts(t *testing.T) {
+	g, auditPath := codeModeFixture(t, "")
+	srv := httptest.NewServer(g.Handler())
+	t.Cleanup(srv.Close)
+	f := &httpFixture{g: g, url: srv.URL + "/mcp"}
+	sid := f.session(t, "")
+	const unknown = `{"code":-32602,"message":"unknown tool \"demo__echo\""}`
+	for _, tc := range []struct{ name, meta string }{
+		{"answered by the access layer if at all", ""},
+		{"answered by the SDK", `,"_meta":{"x":1}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, msg := f.post(t, "", sid, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"demo__echo","arguments":{"text":"hi"}`+tc.meta+`}}`)
+			var resp struct {
+				Error json.RawMessage `json:"error"`
+			}
+			if err := json.Unmarshal([]byte(msg), &resp); code != http.StatusOK || err != nil || string(resp.Error) != unknown {
+				t.Fatalf("status %d: %s", code, msg)
+			}
+		})
+	}
+	t.Run("another transport", func(t *testing.T) {
+		cs := connectInMemory(t, g.Server(config.DefaultProject))
+		_, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "demo__echo", Arguments: map[string]any{"text": "hi"}})
+		if err == nil || !strings.Contains(err.Error(), `unknown tool "demo__echo"`) {
+			t.Fatalf("call over another transport: %v", err)
+		}
+	})
+	res, err := g.ExecuteCode(context.Background(), config.DefaultProject, Principal{}, `return await tools.demo.echo({text: "from a script"})`)
+	if err != nil || res.Error != nil || string(res.Result) != `"from a script"` {
+		t.Fatalf("a script's call: %+v, %v", res, err)
+	}
+	denied := 0
+	if _, err := audit.Read(auditPath, func(ev *audit.Event) error {
+		if ev.Type == audit.EventToolDenied && ev.Tool == "demo__echo" {
+			denied++
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if denied != 3 {
+		t.Errorf("%d tool.denied events for demo__echo, want 3", denied)
 	}
 }

@@ -3,13 +3,11 @@ package gateway
 import (
 	"bufio"
 	"context"
-	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -52,9 +50,10 @@ type poolConn struct {
 }
 
 // newConnPool returns a pool for the server of u, or nil when u's scheme
-// is not http.
+// is not http or the platform cannot peek at an idle connection (see
+// connPeeks), which leaves the calls to http.Transport.
 func newConnPool(u *url.URL) *connPool {
-	if u.Scheme != "http" {
+	if u.Scheme != "http" || !connPeeks {
 		return nil
 	}
 	port := u.Port()
@@ -149,32 +148,6 @@ func (p *connPool) close() {
 	for _, pc := range idle {
 		pc.conn.Close()
 	}
-}
-
-// open reports whether the server has neither closed pc nor sent
-// anything on it since its last response, which http.Transport learns
-// from the read it keeps pending on an idle connection. It peeks at the
-// socket without waiting.
-func (pc *poolConn) open() bool {
-	if pc.br.Buffered() > 0 {
-		return false
-	}
-	sc, ok := pc.conn.(syscall.Conn)
-	if !ok {
-		return true
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	open := false
-	var b [1]byte
-	err = rc.Read(func(fd uintptr) bool {
-		_, _, rerr := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		open = errors.Is(rerr, syscall.EAGAIN) // no byte, no end of stream
-		return true
-	})
-	return err == nil && open
 }
 
 // pooledBody is a response body whose connection goes back to the pool

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
-	"strings"
 	"sync/atomic"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -24,7 +23,9 @@ import (
 // (Gateway.callTool, through the same admission as every call) on the
 // POST's own goroutine and writes the JSON-RPC response as the SDK would.
 // Everything else, and every case below that this code does not decide
-// exactly as the SDK does, goes to the SDK's handler unchanged.
+// exactly as the SDK does, goes to the SDK's handler unchanged. Both ways
+// sit behind the same transport checks (front.go), and the answer is
+// written as the SDK writes it: one event of an event stream.
 //
 // Nothing an upstream sends during the call is lost: the gateway relays
 // progress, log messages and the upstream's requests to the caller's session
@@ -54,14 +55,19 @@ type directCallKey struct {
 }
 
 // prepareDirectCall reports whether the access layer may answer msg, a
-// peeked tools/call, itself: one request with an id, the version tag and
-// parameters the SDK accepts, a visible tool, only a progress token in
-// _meta, headers the SDK takes for an existing session, and that session
-// live, initialized and opened by the same key (the SDK's own check).
-func (p *project) prepareDirectCall(r *http.Request, pr Principal, msg *rpcMessage) (*directCall, bool) {
-	sid := r.Header.Get("Mcp-Session-Id")
-	if sid == "" || !directCallsOn.Load() || msg.Version != "2.0" || msg.Params.Name == "" || !directHeadersOK(r) {
+// peeked tools/call of session s (checked by checkTransport; nil when the
+// request names none), itself: one request with an id, the version tag and
+// parameters the SDK accepts, a tool the client may call, only a progress
+// token in _meta, a protocol version the SDK's session serves for it, the
+// session initialized, and its event stream open (what the upstream sends
+// during the call is relayed there; without one, the SDK answers and the
+// messages go on the call's own stream, relay.go).
+func (p *project) prepareDirectCall(r *http.Request, s *session, msg *rpcMessage) (*directCall, bool) {
+	if s == nil || !directCallsOn.Load() || msg.Version != "2.0" || msg.Params.Name == "" || s.streams.Load() == 0 {
 		return nil, false
+	}
+	if v := r.Header.Get(protocolVersionHeader); v != "" && !slices.Contains(downstreamProtocolVersions, v) {
+		return nil, false // newer versions: the SDK's answer
 	}
 	id, ok := requestID(msg.ID)
 	if !ok {
@@ -72,20 +78,13 @@ func (p *project) prepareDirectCall(r *http.Request, pr Principal, msg *rpcMessa
 			return nil, false
 		}
 	}
-	if p.lookupTool(msg.Params.Name) == nil {
-		return nil, false // unknown, hidden, or a Code Mode tool
+	if p.lookupCallable(msg.Params.Name) == nil {
+		return nil, false // unknown, hidden, not callable directly, or a Code Mode tool
 	}
-	p.mu.Lock()
-	owner, recorded := p.sessionKeys[sid]
-	p.mu.Unlock()
-	if owner != pr.KeyID || (pr.KeyID != "" && !recorded) {
+	if s.ss.InitializeParams() == nil {
 		return nil, false
 	}
-	ss := p.liveSession(sid)
-	if ss == nil || ss.InitializeParams() == nil {
-		return nil, false
-	}
-	return &directCall{id: id, params: msg.Params, session: ss}, true
+	return &directCall{id: id, params: msg.Params, session: s.ss}, true
 }
 
 // requestID is the id of a request as the SDK reads it: a string, or a
@@ -112,34 +111,10 @@ func requestID(raw json.RawMessage) (jsonrpc.ID, bool) {
 	return id, err == nil && id.IsValid()
 }
 
-// directHeadersOK reports whether the SDK's handler would take a POST with
-// these headers: a JSON body, both media types accepted, and no protocol
-// version header or one the gateway negotiates.
-func directHeadersOK(r *http.Request) bool {
-	if ct, _, _ := strings.Cut(r.Header.Get("Content-Type"), ";"); strings.TrimSpace(ct) != "application/json" {
-		return false
-	}
-	accept := strings.Join(r.Header.Values("Accept"), ",")
-	if !strings.Contains(accept, "application/json") || !strings.Contains(accept, "text/event-stream") {
-		return false
-	}
-	v := r.Header.Get("Mcp-Protocol-Version")
-	return v == "" || slices.Contains(downstreamProtocolVersions, v)
-}
-
-// liveSession returns the open session with id, or nil.
-func (p *project) liveSession(id string) *mcp.ServerSession {
-	for ss := range p.server.Sessions() {
-		if ss.ID() == id {
-			return ss
-		}
-	}
-	return nil
-}
-
 // serveDirectCall answers c: the one tool path under the gateway's
-// admission, then the JSON-RPC response.
-func (g *Gateway) serveDirectCall(w http.ResponseWriter, r *http.Request, p *project, pr Principal, c *directCall) {
+// admission, then the JSON-RPC response. claim holds the call's id in its
+// session until then.
+func (g *Gateway) serveDirectCall(w http.ResponseWriter, r *http.Request, p *project, pr Principal, c *directCall, claim *callClaim) {
 	key := directCallKey{session: c.session.ID(), id: idText(c.id)}
 	// As in the SDK, a dropped connection does not cancel the call (the
 	// transport's rules: only notifications/cancelled does).
@@ -183,8 +158,11 @@ func (g *Gateway) serveDirectCall(w http.ResponseWriter, r *http.Request, p *pro
 		http.Error(w, "encoding the response: "+err.Error(), http.StatusInternalServerError)
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(b)
+	g.metrics.accessCalls.WithLabelValues(p.name).Inc()
+	if claim != nil {
+		claim.release() // as the SDK, before the answer goes out
+	}
+	writeSSEResponse(w, b)
 }
 
 // normalResult is res as the SDK's server sends it: content is a list,
@@ -205,9 +183,10 @@ func idText(id jsonrpc.ID) string {
 	return string(b)
 }
 
-// trackDirectCall registers the cancel func of a call in flight; a client
-// that reuses an id while its call runs has both cancelled by one
-// notification.
+// trackDirectCall registers the cancel func of a call in flight. (The
+// transport checks refuse a second call under an id in flight in the same
+// session, so a key holds one call; forgetting a call never drops
+// another's.)
 func (p *project) trackDirectCall(k directCallKey, cancel *context.CancelFunc) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

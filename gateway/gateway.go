@@ -354,8 +354,10 @@ func (g *Gateway) Server(projectName string) *mcp.Server {
 
 // CallTool is the one tool path: every call, from an MCP client or from a
 // Code Mode binding, goes through it. It finds the tool among those visible
-// to the caller's project (a filtered tool is not found), applies the
-// upstream's deadline and calls it. A tool that fails returns a result with
+// to the caller (a filtered tool is not found; a call without ExecutionID
+// is a client's and sees only the tools the project lists, so with Code
+// Mode on and codeMode.directTools off it finds no upstream tool), applies
+// the upstream's deadline and calls it. A tool that fails returns a result with
 // IsError; a refused call returns a *CallError.
 func (g *Gateway) CallTool(ctx context.Context, call *ToolCall) (*mcp.CallToolResult, error) {
 	p := g.project(call.Principal.Project)
@@ -367,7 +369,7 @@ func (g *Gateway) CallTool(ctx context.Context, call *ToolCall) (*mcp.CallToolRe
 
 func (g *Gateway) callTool(ctx context.Context, p *project, call *ToolCall) (*mcp.CallToolResult, error) {
 	start := time.Now()
-	r := p.lookupTool(call.Name)
+	r := p.visibleTool(call)
 	var res *mcp.CallToolResult
 	err := g.auditHealthy()
 	if err == nil {
@@ -389,6 +391,16 @@ func (g *Gateway) callTool(ctx context.Context, p *project, call *ToolCall) (*mc
 		return nil, errNotRecorded(aerr)
 	}
 	return res, err
+}
+
+// visibleTool is the route of the tool call names, as its caller sees
+// the project: a script (its calls carry the execution's id) every tool
+// the filters let through, a client the tools listed for it.
+func (p *project) visibleTool(call *ToolCall) *route {
+	if call.ExecutionID != "" {
+		return p.lookupTool(call.Name)
+	}
+	return p.lookupCallable(call.Name)
 }
 
 // errNotRecorded is the answer to a call whose audit event could not be
@@ -449,14 +461,14 @@ func (g *Gateway) callRoute(ctx context.Context, p *project, r *route, call *Too
 		params.Arguments = call.Arguments
 	}
 	if tok := call.Meta.GetMeta()["progressToken"]; tok != nil && call.Session != nil {
-		upTok, forget := p.newProgressToken(call.Session, tok)
+		upTok, forget := p.newProgressToken(call.Session, tok, ctx)
 		defer forget()
 		params.Meta = maps.Clone(call.Meta)
 		params.Meta["progressToken"] = upTok
 	}
 	cctx, cancel := context.WithTimeout(ctx, r.up.callTimeout)
 	defer cancel()
-	defer r.up.track(call.Session)()
+	defer r.up.track(call.Session, ctx)()
 	var res *mcp.CallToolResult
 	if conn.calls != nil {
 		var raw json.RawMessage

@@ -16,6 +16,10 @@ import (
 //	/readyz              200 when every enabled upstream is ready, else 503
 //	                     (503 with "draining": true once a shutdown began)
 //	/metrics             Prometheus text (behind the gateway's IP rules)
+//
+// Every route but /healthz first checks the Host and Origin headers
+// (hosts.go): the project's endpoints with the project's lists, the others
+// with the gateway's.
 func (g *Gateway) Handler() http.Handler {
 	started := time.Now()
 	mux := http.NewServeMux()
@@ -37,6 +41,9 @@ func (g *Gateway) Handler() http.Handler {
 		// The gateway's own IP rules guard metrics; for more, serve them on
 		// a listener of their own (metrics.listen).
 		a := g.accessPolicy()
+		if !g.checkHostOrigin(w, r, a.hosts, "") {
+			return
+		}
 		ip, err := a.proxies.ClientIP(r.RemoteAddr, r.Header.Values("X-Forwarded-For"))
 		if err != nil || !a.ips.Allows(ip) {
 			http.Error(w, "forbidden", http.StatusForbidden)
@@ -45,6 +52,9 @@ func (g *Gateway) Handler() http.Handler {
 		metrics.ServeHTTP(w, r)
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !g.checkHostOrigin(w, r, g.accessPolicy().hosts, "") {
+			return
+		}
 		ready, projects := g.Status()
 		body := map[string]any{"ready": ready, "projects": projects}
 		if g.Draining() {
@@ -64,6 +74,9 @@ func (g *Gateway) Handler() http.Handler {
 func (g *Gateway) serveProject(w http.ResponseWriter, r *http.Request, name string) {
 	p := g.project(name)
 	if p == nil {
+		if !g.checkHostOrigin(w, r, g.accessPolicy().hosts, "") {
+			return
+		}
 		writeJSON(w, http.StatusNotFound, map[string]any{
 			"jsonrpc": "2.0", "id": nil,
 			"error": map[string]any{"code": -32600, "message": "unknown project " + quote(name)},

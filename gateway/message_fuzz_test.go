@@ -54,7 +54,8 @@ func newMessageFixtureWith(tb testing.TB, change func(*config.Config)) *messageF
 	}
 	cfg := config.Demo(upSrv.URL, apikey.Hash(key))
 	cfg.CodeMode.Enabled = false
-	cfg.DataDir = "" // no pin store in the working directory
+	cfg.DataDir = ""                           // no pin store in the working directory
+	cfg.AllowedHosts = []string{"example.com"} // httptest.NewRequest's Host
 	if change != nil {
 		change(cfg)
 	}

@@ -21,6 +21,8 @@ type metrics struct {
 	authFailures *prometheus.CounterVec
 	rateLimited  *prometheus.CounterVec
 	ipDenied     *prometheus.CounterVec
+	originDenied *prometheus.CounterVec
+	accessCalls  *prometheus.CounterVec
 	refused      *prometheus.CounterVec
 	auditSeconds prometheus.Histogram
 	executions   *prometheus.CounterVec
@@ -51,6 +53,14 @@ func newMetrics(g *Gateway) *metrics {
 		ipDenied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "toolgate_ip_denied_total",
 			Help: "Requests refused by an IP rule.",
+		}, []string{"project"}),
+		originDenied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "toolgate_origin_denied_total",
+			Help: "Requests refused for their Host or Origin header (DNS-rebinding protection), by header (host, origin).",
+		}, []string{"project", "header"}),
+		accessCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "toolgate_access_layer_calls_total",
+			Help: "tools/call requests over HTTP that the access layer answered itself rather than through the MCP SDK's handler.",
 		}, []string{"project"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "toolgate_requests_refused_total",
@@ -90,7 +100,7 @@ func newMetrics(g *Gateway) *metrics {
 		}
 		return float64(g.audit.Retention().Over)
 	})
-	m.registry.MustRegister(m.calls, m.callSeconds, m.authFailures, m.rateLimited, m.ipDenied, m.refused, inFlight, m.auditSeconds, auditKept,
+	m.registry.MustRegister(m.calls, m.callSeconds, m.authFailures, m.rateLimited, m.ipDenied, m.originDenied, m.accessCalls, m.refused, inFlight, m.auditSeconds, auditKept,
 		&upstreamCollector{g: g},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

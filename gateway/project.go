@@ -99,9 +99,12 @@ type project struct {
 	codeDesc  string            // execute_code's description ("" while code mode is off)
 	execMu    sync.Mutex
 	execSlots *execSlots // codeMode.maxConcurrentExecutions
-	// sessionKeys maps MCP session ids to the key that opened them, for
-	// limits.maxSessionsPerKey.
-	sessionKeys map[string]string
+	// sessions are the open HTTP sessions of the project's MCP server by
+	// id (front.go), and keySessions their number by key that opened them
+	// (limits.maxSessionsPerKey).
+	sessMu      sync.Mutex
+	sessions    map[string]*session
+	keySessions map[string]int
 	// directCalls cancels the tools/calls the access layer is answering
 	// itself (fastpath.go), for notifications/cancelled.
 	directCalls map[directCallKey][]*context.CancelFunc
@@ -114,6 +117,7 @@ type project struct {
 type progressTarget struct {
 	ss    *mcp.ServerSession
 	token any
+	call  context.Context // of the call the token belongs to
 }
 
 func newProject(gw *Gateway, name string) *project {
@@ -136,13 +140,15 @@ func newProject(gw *Gateway, name string) *project {
 	})
 	p.http = mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return p.server }, &mcp.StreamableHTTPOptions{
 		Logger: p.log,
-		// Loopback protection refuses Host headers other than localhost;
-		// the listener's own rules decide who may connect.
+		// The access layer checks Host and Origin first, with the rules
+		// of the listener and the configuration (hosts.go); the SDK's
+		// check would refuse the names allowedHosts adds.
 		DisableLocalhostProtection: true,
 		// The access layer caps bodies first, at limits.maxRequestBodyBytes.
 		MaxRequestBodyBytes: math.MaxInt64,
 	})
-	p.server.AddReceivingMiddleware(gw.admitCalls, p.wholeLists, p.unknownTools)
+	p.server.AddReceivingMiddleware(p.trackSessions, gw.admitCalls, p.wholeLists, p.unknownTools)
+	p.server.AddSendingMiddleware(sendElicitParams)
 	p.guarded = gw.guard(p)
 	return p
 }
@@ -380,8 +386,8 @@ func (p *project) rebuildLocked() {
 	problems = append(problems, p.gw.checkPins(p.name, reg)...)
 	cm := p.gw.Config().CodeMode
 	code := newCodeTools(reg)
-	// With code mode on, the direct tools stay callable (by scripts) but
-	// are listed only with codeMode.directTools.
+	// With code mode on, the upstream tools are for scripts: clients see
+	// (and may call) them only with codeMode.directTools.
 	listed := reg.tools
 	if cm.Enabled && !cm.DirectTools {
 		listed = map[string]*route{}
@@ -445,11 +451,21 @@ func removed(old, cur map[string]*route) []string {
 	return gone
 }
 
-// lookupTool returns the route of a visible tool.
+// lookupTool returns the route of a visible tool: one a Code Mode script
+// may call.
 func (p *project) lookupTool(name string) *route {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.reg.tools[name]
+}
+
+// lookupCallable returns the route of a tool a client may call directly:
+// one that tools/list shows. With Code Mode on and codeMode.directTools
+// off, upstream tools are for scripts only, over every transport.
+func (p *project) lookupCallable(name string) *route {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.listed[name]
 }
 
 // resourceRoute returns the route serving uri: a listed resource, else the
@@ -609,7 +625,7 @@ func (p *project) upstreamCall(ctx context.Context, u *upstream, ss *mcp.ServerS
 	}
 	ctx, cancel := context.WithTimeout(ctx, u.callTimeout)
 	defer cancel()
-	defer u.track(ss)()
+	defer u.track(ss, ctx)()
 	if err := fn(ctx, cs); err != nil {
 		if ctx.Err() == context.DeadlineExceeded {
 			return fmt.Errorf("server %q did not answer within %v", u.cfg.Name, u.callTimeout)
@@ -627,13 +643,14 @@ func (p *project) upstreamCall(ctx context.Context, u *upstream, ss *mcp.ServerS
 var progressGrace = 10 * time.Second
 
 // newProgressToken maps a client's progress token to a fresh token for the
-// upstream call; the returned func forgets the mapping after progressGrace.
-func (p *project) newProgressToken(ss *mcp.ServerSession, token any) (string, func()) {
+// upstream call (of session ss, under ctx); the returned func forgets the
+// mapping after progressGrace.
+func (p *project) newProgressToken(ss *mcp.ServerSession, token any, ctx context.Context) (string, func()) {
 	p.progMu.Lock()
 	defer p.progMu.Unlock()
 	p.progSeq++
 	t := fmt.Sprintf("tg-%s-%d", p.name, p.progSeq)
-	p.progress[t] = progressTarget{ss: ss, token: token}
+	p.progress[t] = progressTarget{ss: ss, token: token, call: ctx}
 	return t, func() {
 		time.AfterFunc(progressGrace, func() {
 			p.progMu.Lock()
@@ -649,8 +666,9 @@ func (p *project) clientOptions(u *upstream) *mcp.ClientOptions {
 	return &mcp.ClientOptions{
 		Logger: p.log,
 		Capabilities: &mcp.ClientCapabilities{
-			RootsV2:     &mcp.RootCapabilities{},
-			Sampling:    &mcp.SamplingCapabilities{},
+			RootsV2:  &mcp.RootCapabilities{},
+			Sampling: &mcp.SamplingCapabilities{},
+			// Relayed by elicitMiddleware.
 			Elicitation: &mcp.ElicitationCapabilities{Form: &mcp.FormElicitationCapabilities{}},
 		},
 		CreateMessageWithToolsHandler: func(ctx context.Context, req *mcp.CreateMessageWithToolsRequest) (*mcp.CreateMessageWithToolsResult, error) {
@@ -658,14 +676,9 @@ func (p *project) clientOptions(u *upstream) *mcp.ClientOptions {
 			if err != nil {
 				return nil, err
 			}
-			return ss.CreateMessageWithTools(ctx, req.Params)
-		},
-		ElicitationHandler: func(ctx context.Context, req *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
-			ss, err := relayTarget(u, "elicitation")
-			if err != nil {
-				return nil, err
-			}
-			return ss.Elicit(ctx, req.Params)
+			return relayRequest(ctx, u, ss, func(ctx context.Context) (*mcp.CreateMessageWithToolsResult, error) {
+				return ss.CreateMessageWithTools(ctx, req.Params)
+			})
 		},
 		ToolListChangedHandler:     func(context.Context, *mcp.ToolListChangedRequest) { u.requestRefresh() },
 		PromptListChangedHandler:   func(context.Context, *mcp.PromptListChangedRequest) { u.requestRefresh() },
@@ -686,7 +699,7 @@ func (p *project) clientOptions(u *upstream) *mcp.ClientOptions {
 			}
 			params := *req.Params
 			params.ProgressToken = target.token
-			_ = target.ss.NotifyProgress(ctx, &params)
+			_ = relayNotice(ctx, target.call, func(ctx context.Context) error { return target.ss.NotifyProgress(ctx, &params) })
 		},
 	}
 }
@@ -704,7 +717,9 @@ func rootsMiddleware(u *upstream) mcp.Middleware {
 				ss.InitializeParams().Capabilities.RootsV2 == nil {
 				return &mcp.ListRootsResult{Roots: []*mcp.Root{}}, nil
 			}
-			return ss.ListRoots(ctx, nil)
+			return relayRequest(ctx, u, ss, func(ctx context.Context) (*mcp.ListRootsResult, error) {
+				return ss.ListRoots(ctx, nil)
+			})
 		}
 	}
 }
@@ -742,7 +757,7 @@ func (p *project) relayLog(ctx context.Context, u *upstream, params *mcp.Logging
 		}
 		seen[ss] = true
 		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_ = ss.Log(lctx, &msg)
+		_ = relayNotice(lctx, u.callContext(ss), func(ctx context.Context) error { return ss.Log(ctx, &msg) })
 		cancel()
 	}
 }
@@ -777,16 +792,17 @@ func transportName(s *config.Server) string {
 }
 
 // unknownTools answers a tools/call of a name the project does not show
-// (unknown or filtered) on the tool path, so that the refusal is counted
-// and recorded like any other; the error is the one the MCP SDK gives for a
-// tool it does not have.
+// (unknown, filtered, or an upstream tool that Code Mode keeps for
+// scripts) on the tool path, so that the refusal is counted and recorded
+// like any other; the error is the one the MCP SDK gives for a tool it
+// does not have.
 func (p *project) unknownTools(next mcp.MethodHandler) mcp.MethodHandler {
 	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
 		if method != "tools/call" {
 			return next(ctx, method, req)
 		}
 		ctr, ok := req.(*mcp.CallToolRequest)
-		if !ok || ctr.Params == nil || p.lookupTool(ctr.Params.Name) != nil || p.isCodeModeTool(ctr.Params.Name) {
+		if !ok || ctr.Params == nil || p.lookupCallable(ctr.Params.Name) != nil || p.isCodeModeTool(ctr.Params.Name) {
 			return next(ctx, method, req)
 		}
 		pr, _ := principalFrom(ctr.Extra, p.name)

@@ -10,47 +10,27 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/toolgate/toolgate/internal/clip"
 	"github.com/toolgate/toolgate/internal/config"
 )
-
-// inheritedEnv lists the variables of the gateway's own environment that a
-// stdio upstream inherits; everything else comes from the server's `env`.
-// A gateway's environment often holds secrets meant for other servers, so
-// upstreams do not get all of it.
-var inheritedEnv = []string{"HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "TMPDIR", "TZ"}
 
 // upstreamProtocolVersion is the protocol version toolgate offers upstream
 // servers. Newer versions (2026-07-28) replace server-to-client requests with
 // multi round-trip results, which the relay does not carry yet.
 const upstreamProtocolVersion = "2025-11-25"
 
-// processGroup is a started stdio upstream whose whole process group is
-// killed when the connection ends.
-type processGroup struct {
-	pid int
-}
-
-// kill sends SIGKILL to the whole process group (npx, node and whatever
-// else the server started). It is safe to call more than once.
-func (p *processGroup) kill() {
-	if p == nil || p.pid <= 0 {
-		return
-	}
-	_ = syscall.Kill(-p.pid, syscall.SIGKILL)
-}
-
 // connection is one live session with an upstream plus what must be torn
 // down with it.
 type connection struct {
 	session *mcp.ClientSession
-	group   *processGroup   // nil for remote servers
+	group   *processGroup   // nil for remote servers (process_*.go)
 	pool    *http.Transport // remote servers: the connection pool of this session
 	calls   *streamCaller   // streamable HTTP servers: calls tools without the SDK's client
 	broken  chan error      // a failure that ends the session, found outside the SDK
@@ -226,7 +206,7 @@ func connectStdio(ctx context.Context, client *mcp.Client, s *config.Server, opt
 	cmd := exec.Command(s.Command, s.Args...)
 	cmd.Dir = s.Cwd
 	cmd.Env = upstreamEnv(s.Env)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	inProcessGroup(cmd)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err
@@ -234,7 +214,7 @@ func connectStdio(ctx context.Context, client *mcp.Client, s *config.Server, opt
 	t := &mcp.CommandTransport{Command: cmd, TerminateDuration: 2 * time.Second}
 	conn := &connection{}
 	cs, err := client.Connect(ctx, &startHook{CommandTransport: t, cmd: cmd, onStart: func() {
-		conn.group = &processGroup{pid: cmd.Process.Pid}
+		conn.group = newProcessGroup(cmd, log)
 		go logLines(stderr, log)
 	}}, opts)
 	if err != nil {
@@ -282,17 +262,46 @@ func upstreamEnv(extra map[string]string) []string {
 	return env
 }
 
-// logLines copies an upstream's stderr to the log, one record a line.
+// stderrLineBytes bounds what the log keeps of one line an upstream writes
+// on stderr; the rest of a longer line is read and dropped.
+const stderrLineBytes = 4096
+
+// logLines copies an upstream's stderr to the log, one record a line, until
+// the pipe ends. It always reads on, whatever the upstream writes: a line
+// longer than stderrLineBytes is logged cut (clip.Text says how long it
+// was), since an upstream whose stderr nobody reads blocks on its next
+// write.
 func logLines(r io.Reader, log *slog.Logger) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 4096), 64*1024)
-	for sc.Scan() {
-		if line := strings.TrimSpace(sc.Text()); line != "" {
-			log.Debug("upstream stderr", "line", line)
+	br := bufio.NewReaderSize(r, stderrLineBytes)
+	var line []byte // what is kept of the line
+	n := 0          // its length, dropped bytes included
+	for {
+		chunk, err := br.ReadSlice('\n')
+		n += len(chunk)
+		if len(line) < stderrLineBytes {
+			line = append(line, chunk[:min(len(chunk), stderrLineBytes-len(line))]...)
 		}
-	}
-	if err := sc.Err(); err != nil && !errors.Is(err, os.ErrClosed) {
-		log.Debug("upstream stderr", "error", err)
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue // the line goes on
+		}
+		if err == nil {
+			n-- // the newline
+		}
+		text := strings.TrimSpace(string(line))
+		if n > len(line) {
+			// Cut as clip.Text cuts, saying how long the line was.
+			text = clip.Prefix(text, stderrLineBytes-32) + "…[" + strconv.Itoa(n) + " bytes]"
+		}
+		if text != "" {
+			log.Debug("upstream stderr", "line", text)
+		}
+		line, n = line[:0], 0
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrClosed) {
+				log.Debug("upstream stderr", "error", err)
+			}
+			return
+		}
 	}
 }
 

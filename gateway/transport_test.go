@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -142,4 +144,64 @@ func TestHeaderTransportCancels(t *testing.T) {
 			t.Errorf("the stream was cut %v after the cancellation, want about %v", waited, grace)
 		}
 	})
+}
+
+// TestStderrAlwaysDrained writes a stderr line far longer than the log
+// keeps, then more lines, as an upstream would: every write is read (the
+// upstream never blocks on its stderr), the long line is logged cut with
+// its length, and the next lines are logged whole.
+func TestStderrAlwaysDrained(t *testing.T) {
+	pr, pw := io.Pipe()
+	var buf syncBuffer
+	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		logLines(pr, log)
+	}()
+	wrote := make(chan error, 1)
+	go func() {
+		long := strings.Repeat("x", 200<<10)
+		_, err := io.WriteString(pw, long+"\nthe next line\n"+long+long+"\nand the last\n")
+		wrote <- err
+		pw.Close()
+	}()
+	select {
+	case err := <-wrote:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		pr.Close()
+		t.Fatal("the upstream is blocked on its stderr")
+	}
+	<-done
+	out := buf.String()
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 4 {
+		t.Fatalf("%d records:\n%.300s", len(lines), out)
+	}
+	for i, want := range []string{"…[204800 bytes]", "line=\"the next line\"", "…[409600 bytes]", "line=\"and the last\""} {
+		if !strings.Contains(lines[i], want) || len(lines[i]) > stderrLineBytes+200 {
+			t.Errorf("record %d (%d bytes) lacks %q: %.120s…", i, len(lines[i]), want, lines[i])
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -81,8 +81,8 @@ type upstream struct {
 	conn     *connection
 	cat      catalog
 	restarts int
-	inflight []*mcp.ServerSession // downstream sessions with a call in flight, oldest first
-	recent   []recentCaller       // sessions whose call ended less than relayGrace ago
+	inflight []inflightCall // downstream calls in flight, oldest first
+	recent   []recentCaller // sessions whose call ended less than relayGrace ago
 }
 
 // relayGrace is how long a session whose call on an upstream has ended
@@ -92,6 +92,14 @@ type upstream struct {
 // during a call is often handled just after the call returned; it belongs to
 // that caller, not to every client.
 var relayGrace = 10 * time.Second
+
+// inflightCall is a downstream call in flight on an upstream: its session
+// and its context, whose values say (to the MCP SDK) which request it
+// answers.
+type inflightCall struct {
+	ss  *mcp.ServerSession
+	ctx context.Context
+}
 
 type recentCaller struct {
 	ss    *mcp.ServerSession
@@ -191,7 +199,7 @@ func (u *upstream) run(ctx context.Context) {
 // serve runs one session from connect to its end and says why it ended.
 func (u *upstream) serve(ctx context.Context) error {
 	client := mcp.NewClient(&mcp.Implementation{Name: "toolgate", Version: Version}, u.hooks.clientOptions(u))
-	client.AddReceivingMiddleware(rootsMiddleware(u))
+	client.AddReceivingMiddleware(rootsMiddleware(u), elicitMiddleware(u))
 	cctx, cancel := context.WithTimeout(ctx, u.startupTimeout)
 	conn, err := connect(cctx, client, u.cfg, u.log)
 	if err != nil {
@@ -296,19 +304,20 @@ func (u *upstream) live() (*connection, error) {
 	return u.conn, nil
 }
 
-// track records that ss has a call in flight on u, for relaying the
-// requests the upstream makes during it; the returned func forgets it.
-func (u *upstream) track(ss *mcp.ServerSession) func() {
+// track records that a call of ss, running under ctx, is in flight on u,
+// for relaying the requests the upstream makes during it; the returned
+// func forgets it.
+func (u *upstream) track(ss *mcp.ServerSession, ctx context.Context) func() {
 	if ss == nil {
 		return func() {}
 	}
 	u.mu.Lock()
-	u.inflight = append(u.inflight, ss)
+	u.inflight = append(u.inflight, inflightCall{ss: ss, ctx: ctx})
 	u.mu.Unlock()
 	return func() {
 		u.mu.Lock()
 		defer u.mu.Unlock()
-		if i := slices.Index(u.inflight, ss); i >= 0 {
+		if i := slices.IndexFunc(u.inflight, func(f inflightCall) bool { return f.ss == ss && f.ctx == ctx }); i >= 0 {
 			u.inflight = slices.Delete(u.inflight, i, i+1)
 		}
 		now := time.Now()
@@ -322,7 +331,10 @@ func (u *upstream) track(ss *mcp.ServerSession) func() {
 func (u *upstream) logTargets() []*mcp.ServerSession {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	targets := slices.Clone(u.inflight)
+	targets := make([]*mcp.ServerSession, 0, len(u.inflight)+len(u.recent))
+	for _, c := range u.inflight {
+		targets = append(targets, c.ss)
+	}
 	now := time.Now()
 	for _, r := range u.recent {
 		if now.Before(r.until) {
@@ -341,13 +353,26 @@ func (u *upstream) logTargets() []*mcp.ServerSession {
 func (u *upstream) caller() (ss *mcp.ServerSession, ambiguous bool) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	for _, s := range u.inflight {
-		if ss != nil && s != ss {
+	for _, c := range u.inflight {
+		if ss != nil && c.ss != ss {
 			return nil, true
 		}
-		ss = s
+		ss = c.ss
 	}
 	return ss, false
+}
+
+// callContext returns the context of the oldest call of ss in flight on
+// u, or nil when there is none.
+func (u *upstream) callContext(ss *mcp.ServerSession) context.Context {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, c := range u.inflight {
+		if c.ss == ss {
+			return c.ctx
+		}
+	}
+	return nil
 }
 
 // listCatalog lists everything the server offers, following pagination.

@@ -7,5 +7,6 @@
 // every answered call, that memory and goroutines come back after the load
 // and that shutdown leaves no upstream process behind.
 //
-// The package has no code outside its tests; see soak_test.go.
+// The package has no code outside its tests; see soak_test.go. The tests
+// run on Unix: they signal process groups and read /proc.
 package soak

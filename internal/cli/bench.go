@@ -478,6 +478,9 @@ func runBenchProxy(ctx context.Context, cmd *cobra.Command, g *globals, f *bench
 	if srv == nil {
 		return usageError{fmt.Errorf("--tool: %q belongs to none of the servers of project %q (tools are named server__tool)", tool, f.project)}
 	}
+	// The benchmark calls the tool as a client: with Code Mode on, a
+	// client may do so only with codeMode.directTools.
+	cfg.CodeMode.DirectTools = true
 	endpoint, key, stop, err := serveGateway(ctx, cfg, log, demoKey)
 	if err != nil {
 		return err

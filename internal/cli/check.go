@@ -486,11 +486,41 @@ func checkAuth(_ context.Context, in *checkInput) []checkFinding {
 	}
 	fix := `remove "auth": {"required": false} and give every client a key of its own (toolgate keys create --name NAME)`
 	if listenIsLoopback(cfg.Listen) {
+		if key := anyOriginKey(in); key != "" {
+			return []checkFinding{findFail(key,
+				fmt.Sprintf(`authentication is off on loopback listen %s and %s holds "*": any web page the user opens can call every tool through the browser (DNS rebinding)`, cfg.Listen, key),
+				`remove "*" and list the names and origins of your clients, or require keys`)}
+		}
 		return []checkFinding{findWarn("auth.required",
-			fmt.Sprintf("authentication is off; listen %s is loopback, so only processes on this machine can call tools, but every one of them can call all of them", cfg.Listen), fix)}
+			fmt.Sprintf("authentication is off; listen %s is loopback, so every process on this machine can call every tool (web pages cannot: the Host and Origin checks refuse them)", cfg.Listen), fix)}
 	}
 	return []checkFinding{findFail("auth.required",
 		fmt.Sprintf("authentication is off and listen %s is reachable from other machines: anyone who reaches it can call every tool (serve refuses to start like this)", cfg.Listen), fix)}
+}
+
+// anyOriginKey names an allowedHosts or allowedOrigins list (top level
+// or of a project) that holds "*", which lets web pages reach the gateway;
+// "" when none does.
+func anyOriginKey(in *checkInput) string {
+	cfg := in.cfg
+	for _, l := range []struct {
+		key  string
+		list []string
+	}{{"allowedHosts", cfg.AllowedHosts}, {"allowedOrigins", cfg.AllowedOrigins}} {
+		if slices.Contains(l.list, config.AnyHost) {
+			return l.key
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(cfg.Projects)) {
+		p := cfg.Projects[name]
+		if slices.Contains(p.AllowedHosts, config.AnyHost) {
+			return in.projectPath(name, "allowedHosts")
+		}
+		if slices.Contains(p.AllowedOrigins, config.AnyHost) {
+			return in.projectPath(name, "allowedOrigins")
+		}
+	}
+	return ""
 }
 
 // listenIsLoopback reports whether a listen address (host:port) is on

@@ -289,6 +289,11 @@ func TestCheckAuthAndListener(t *testing.T) {
 		{"defaults", `{}`, []string{"pass "}, []string{"warn listen"}},
 		{"auth off on loopback", `{"auth": {"required": false}, "listen": "localhost:9000"}`, []string{"warn auth.required"}, []string{"warn listen"}},
 		{"auth off on all interfaces", `{"auth": {"required": false}, "listen": ":9000"}`, []string{"fail auth.required"}, []string{"fail listen"}},
+		{"auth off on loopback, any origin", `{"auth": {"required": false}, "allowedOrigins": ["*"]}`, []string{"fail allowedOrigins"}, []string{"warn listen"}},
+		{"auth off on loopback, any host", `{"auth": {"required": false}, "allowedHosts": ["mcp.example.com", "*"]}`, []string{"fail allowedHosts"}, []string{"warn listen"}},
+		{"auth off on loopback, a project's any origin", `{"auth": {"required": false}, "projects": {"p": {"allowedOrigins": ["*"]}}}`, []string{"fail projects.p.allowedOrigins"}, []string{"warn listen"}},
+		{"auth off on loopback, listed origins", `{"auth": {"required": false}, "allowedOrigins": ["http://localhost:5173"]}`, []string{"warn auth.required"}, []string{"warn listen"}},
+		{"any origin with keys", `{"allowedOrigins": ["*"]}`, []string{"pass "}, []string{"warn listen"}},
 		{"insecure http allowed", `{"listen": "[::]:9000", "allowInsecureHTTP": true}`, []string{"pass "}, []string{"warn allowInsecureHTTP"}},
 		{"tls", `{"listen": "10.1.2.3:443", "tls": {"certFile": "c.pem", "keyFile": "k.pem"}}`, []string{"pass "}, []string{"pass tls"}},
 		{"upstreams", `{"listen": "[::1]:9000", "mcpServers": {

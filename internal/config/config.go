@@ -74,6 +74,15 @@ type Config struct {
 	// TrustedProxies are the CIDRs whose X-Forwarded-For header is
 	// believed; by default none.
 	TrustedProxies []string `mapstructure:"trustedProxies"`
+	// AllowedHosts and AllowedOrigins widen the Host and Origin checks
+	// that keep web pages from reaching the gateway through DNS
+	// rebinding: Host names a reverse proxy forwards ("mcp.example.com",
+	// any port, or "mcp.example.com:8443", see [ParseHostPattern]), and
+	// the origins of browser clients ("https://app.example.com", see
+	// [NormalizeOrigin]). "*" accepts any value and turns that protection
+	// off. A project's own lists add to these for its endpoint.
+	AllowedHosts   []string `mapstructure:"allowedHosts"`
+	AllowedOrigins []string `mapstructure:"allowedOrigins"`
 	// Limits bound what one request or one key may take.
 	Limits Limits `mapstructure:"limits"`
 
@@ -213,7 +222,7 @@ var EventTypes = []string{
 	"auth.failure", "tool.call", "tool.denied", "ratelimit.hit", "ip.denied",
 	"code.execution", "code.fetch", "upstream.error", "upstream.restart",
 	"config.reload", "key.created", "key.rotated", "key.revoked", "tools.changed",
-	"audit.retention",
+	"audit.retention", "origin.denied",
 }
 
 // AlertRule fires when Threshold events of type Event happen within Window.
@@ -271,6 +280,10 @@ type Project struct {
 	// gateway's own.
 	AllowedIPs []string `mapstructure:"allowedIPs"`
 	DeniedIPs  []string `mapstructure:"deniedIPs"`
+	// AllowedHosts and AllowedOrigins add to the gateway's lists for this
+	// project's endpoint.
+	AllowedHosts   []string `mapstructure:"allowedHosts"`
+	AllowedOrigins []string `mapstructure:"allowedOrigins"`
 }
 
 // Transport kinds of an upstream server.

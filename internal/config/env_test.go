@@ -32,7 +32,9 @@ func TestEnvVarNames(t *testing.T) {
 	want := [][2]string{
 		{"alerts.webhook", "TOOLGATE_ALERTS_WEBHOOK"},
 		{"allowInsecureHTTP", "TOOLGATE_ALLOW_INSECURE_HTTP"},
+		{"allowedHosts", "TOOLGATE_ALLOWED_HOSTS"},
 		{"allowedIPs", "TOOLGATE_ALLOWED_IPS"},
+		{"allowedOrigins", "TOOLGATE_ALLOWED_ORIGINS"},
 		{"audit.fsync", "TOOLGATE_AUDIT_FSYNC"},
 		{"audit.fsyncInterval", "TOOLGATE_AUDIT_FSYNC_INTERVAL"},
 		{"audit.logArguments", "TOOLGATE_AUDIT_LOG_ARGUMENTS"},

@@ -171,6 +171,8 @@ func (l *loader) validateAccess(c *Config) {
 	l.checkCIDRs("allowedIPs", c.AllowedIPs)
 	l.checkCIDRs("deniedIPs", c.DeniedIPs)
 	l.checkCIDRs("trustedProxies", c.TrustedProxies)
+	l.checkHosts("allowedHosts", c.AllowedHosts)
+	l.checkOrigins("allowedOrigins", c.AllowedOrigins)
 	lim := c.Limits
 	for _, f := range []struct {
 		key string
@@ -190,6 +192,8 @@ func (l *loader) validateAccess(c *Config) {
 		p, proj := pp.path, pp.v
 		l.checkCIDRs(child(p, "allowedIPs"), proj.AllowedIPs)
 		l.checkCIDRs(child(p, "deniedIPs"), proj.DeniedIPs)
+		l.checkHosts(child(p, "allowedHosts"), proj.AllowedHosts)
+		l.checkOrigins(child(p, "allowedOrigins"), proj.AllowedOrigins)
 		for i, k := range proj.APIKeys {
 			kp := index(child(p, "apiKeys"), i)
 			if strings.TrimSpace(k.Name) == "" {
@@ -225,6 +229,32 @@ func (l *loader) checkCIDRs(path string, list []string) {
 			continue
 		}
 		l.addf(index(path, i), "%q is neither a CIDR (10.0.0.0/8, fd00::/8) nor an IP address", truncate(s))
+	}
+}
+
+// checkHosts reports entries of an allowedHosts list that are neither "*"
+// nor a host with an optional port.
+func (l *loader) checkHosts(path string, list []string) {
+	for i, s := range list {
+		if s == AnyHost {
+			continue
+		}
+		if _, _, err := ParseHostPattern(s); err != nil {
+			l.addf(index(path, i), "%q: %v", truncate(s), err)
+		}
+	}
+}
+
+// checkOrigins reports entries of an allowedOrigins list that are neither
+// "*" nor an http(s) origin.
+func (l *loader) checkOrigins(path string, list []string) {
+	for i, s := range list {
+		if s == AnyHost {
+			continue
+		}
+		if _, err := NormalizeOrigin(s); err != nil {
+			l.addf(index(path, i), "%q: %v", truncate(s), err)
+		}
 	}
 }
 

@@ -43,6 +43,23 @@ func TestParseProblems(t *testing.T) {
 			},
 		},
 		{
+			name: "host and origin lists name each bad entry",
+			doc: `{"allowedHosts": ["mcp.example.com", "*", "MCP.example.com:8443", "[::1]:8080", "fd00::1", "http://x", "a:0", "[::1", "bad host"],
+				"allowedOrigins": ["https://app.example.com", "*", "null", "ftp://x", "https://x/path", "http://h:99999"],
+				"projects": {"p": {"allowedHosts": ["ok.example"], "allowedOrigins": ["app.example.com"]}}}`,
+			want: []string{
+				`allowedHosts[5]: "http://x": want a host name or address with an optional port (no scheme or path)`,
+				`allowedHosts[6]: "a:0": invalid port "0"`,
+				`allowedHosts[7]: "[::1": missing ]`,
+				`allowedHosts[8]: "bad host": want a host name or address with an optional port (no scheme or path)`,
+				`allowedOrigins[2]: "null": the "null" origin (sandboxed frames, local files) cannot be allowed`,
+				`allowedOrigins[3]: "ftp://x": want an http or https origin (scheme://host[:port])`,
+				`allowedOrigins[4]: "https://x/path": want scheme://host[:port], nothing else`,
+				`allowedOrigins[5]: "http://h:99999": invalid port "99999"`,
+				`projects.p.allowedOrigins[0]: "app.example.com": want an http or https origin (scheme://host[:port])`,
+			},
+		},
+		{
 			name: "config keys need a name and a sha256",
 			doc:  `{"apiKeys": [{"name": "", "sha256": "abc"}]}`,
 			want: []string{`apiKeys[0].name: empty key name`, `apiKeys[0].sha256: want the 64 hex digits of the SHA-256 of the key (toolgate keys hash prints it)`},
@@ -61,7 +78,7 @@ func TestParseProblems(t *testing.T) {
 			name: "audit and alert rules",
 			doc:  `{"audit": {"fsync": "never"}, "alerts": {"webhook": "ftp://x", "rules": [{"event": "tool.cal", "threshold": 0, "window": "0s"}]}}`,
 			want: []string{
-				`alerts.rules[0].event: unknown event type "tool.cal" (one of auth.failure, tool.call, tool.denied, ratelimit.hit, ip.denied, code.execution, code.fetch, upstream.error, upstream.restart, config.reload, key.created, key.rotated, key.revoked, tools.changed, audit.retention)`,
+				`alerts.rules[0].event: unknown event type "tool.cal" (one of auth.failure, tool.call, tool.denied, ratelimit.hit, ip.denied, code.execution, code.fetch, upstream.error, upstream.restart, config.reload, key.created, key.rotated, key.revoked, tools.changed, audit.retention, origin.denied)`,
 				`alerts.rules[0].threshold: must be at least 1`,
 				`alerts.rules[0].window: must be a positive duration`,
 				`alerts.webhook: invalid url: want an absolute http or https URL`,

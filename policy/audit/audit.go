@@ -37,6 +37,7 @@ const (
 	EventKeyRevoked      = "key.revoked"      // an API key was revoked
 	EventToolsChanged    = "tools.changed"    // an upstream tool's definition changed
 	EventAuditRetention  = "audit.retention"  // rotation kept files past MaxFiles, being too young to delete
+	EventOriginDenied    = "origin.denied"    // a request refused for its Host or Origin header
 )
 
 // EventTypes lists every event type, in the configuration's order.
@@ -45,7 +46,7 @@ var EventTypes = []string{
 	EventAuthFailure, EventToolCall, EventToolDenied, EventRateLimitHit, EventIPDenied,
 	EventCodeExecution, EventCodeFetch, EventUpstreamError, EventUpstreamRestart,
 	EventConfigReload, EventKeyCreated, EventKeyRotated, EventKeyRevoked, EventToolsChanged,
-	EventAuditRetention,
+	EventAuditRetention, EventOriginDenied,
 }
 
 // IsEventType reports whether s is one of [EventTypes].
