@@ -237,6 +237,35 @@ func TestAuditUnwritableFailsClosed(t *testing.T) {
 	})
 }
 
+// A tools/call refused by a rate limit at the HTTP layer, whose refusal
+// cannot be audited, fails like a call that cannot be recorded: no 429.
+func TestAuditUnwritableRateLimitRefusal(t *testing.T) {
+	up := testUpstream(t)
+	dir := t.TempDir()
+	auditDir := filepath.Join(dir, "audit")
+	if err := os.Mkdir(auditDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	g := startGateway(t, fmt.Sprintf(`{"audit": {"path": %s}, "toolLimits": {"s__echo": {"requestsPerMinute": 1, "burst": 1}},
+		"mcpServers": {"s": {"command": %s, "allowedTools": ["echo"]}}}`,
+		jsonString(filepath.Join(auditDir, "audit.jsonl")), jsonString(up)))
+	cs := connect(t, g.URL(), nil)
+	callTool(t, cs, "s__echo", map[string]any{"text": "spends the one token"})
+	if err := os.RemoveAll(auditDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(auditDir, []byte("not a folder"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "s__echo", Arguments: map[string]any{"text": "rate limited"}})
+	// The SDK's client shows the status, not the body, of a refused POST.
+	if err == nil || !strings.Contains(err.Error(), "Service Unavailable") {
+		t.Fatalf("a rate-limit refusal with an unwritable audit log = %v, want 503 (not 429)", err)
+	}
+}
+
 // An alert rule posts to a webhook once per condition.
 func TestAlertWebhook(t *testing.T) {
 	var mu sync.Mutex

@@ -296,8 +296,13 @@ func (g *Gateway) guard(p *project) http.Handler {
 					if err := g.takeTokens(pr, msg.Params.Name); err != nil {
 						var ce *CallError
 						if errors.As(err, &ce) {
-							_ = g.emit(&audit.Event{Type: audit.EventRateLimitHit, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP,
-								Tool: msg.Params.Name, Decision: "deny", Outcome: CodeRateLimited, Error: ce.Message})
+							if aerr := g.emit(&audit.Event{Type: audit.EventRateLimitHit, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP,
+								Tool: msg.Params.Name, Decision: "deny", Outcome: CodeRateLimited, Error: ce.Message}); aerr != nil {
+								// A refusal that cannot be recorded fails like a call
+								// that cannot be: the gateway answers nothing else.
+								rpcError(w, http.StatusServiceUnavailable, jsonrpc.CodeInternalError, errNotRecorded(aerr).Message, nil)
+								return
+							}
 							w.Header().Set("Retry-After", strconv.FormatInt(int64(math.Ceil(ce.RetryAfter.Seconds())), 10))
 							rpcError(w, http.StatusTooManyRequests, codeRateLimited, ce.Message, map[string]any{"retryAfterMs": retryMs(ce.RetryAfter)})
 							return
