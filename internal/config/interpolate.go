@@ -102,6 +102,8 @@ func (l *loader) interpolate(c *Config) {
 	l.expandField("tls.certFile", &c.TLS.CertFile)
 	l.expandField("tls.keyFile", &c.TLS.KeyFile)
 	l.expandField("alerts.webhook", &c.Alerts.Webhook)
+	l.expandField("cluster.redis.url", &c.Cluster.Redis.URL)
+	l.expandField("cluster.postgres.url", &c.Cluster.Postgres.URL)
 	for _, ps := range l.servers {
 		p, s := ps.path, ps.v
 		l.expandField(child(p, "command"), &s.Command)

@@ -817,6 +817,9 @@ func applyDefaults(c *Config) {
 	setDefault(&c.Audit.MaxFiles, 10)
 	setDefault(&c.Audit.RetainAtLeast, Duration(7*24*time.Hour))
 	setDefault(&c.KeyMaxAge, Duration(90*24*time.Hour))
+	if c.Cluster.Redis.URL != "" {
+		setDefault(&c.Cluster.Redis.Timeout, Duration(DefaultRedisTimeout))
+	}
 	cm := &c.CodeMode
 	setDefault(&cm.Timeout, Duration(10*time.Second))
 	setDefault(&cm.MemoryLimitMB, 64)

@@ -69,6 +69,30 @@ func TestParseProblems(t *testing.T) {
 			},
 		},
 		{
+			name: "cluster engines",
+			doc:  `{"cluster": {"node": "a b", "redis": {"url": "http://secret@h:6379", "timeout": "-1s"}, "postgres": {"url": "postgres:///db"}}}`,
+			want: []string{
+				`cluster.node: invalid node name "a b" (want 1 to 64 letters, digits, '.', '_' or '-')`,
+				`cluster.postgres.url: missing host`,
+				`cluster.redis.timeout: negative duration "-1s"`,
+				`cluster.redis.url: want a redis:// or rediss:// URL`,
+			},
+		},
+		{
+			name: "cluster settings without their engine",
+			doc:  `{"cluster": {"node": "a", "redis": {"failOpen": true}, "postgres": {"url": "mysql://h/db"}}}`,
+			want: []string{
+				`cluster.postgres.url: want a postgres:// or postgresql:// URL`,
+				`cluster.redis: failOpen and timeout need cluster.redis.url`,
+			},
+		},
+		{
+			name: "cluster urls from the environment",
+			doc:  `{"cluster": {"redis": {"url": "${REDIS_URL}"}, "postgres": {"url": "${PG_URL}"}}}`,
+			env:  map[string]string{"REDIS_URL": "redis://:pw@127.0.0.1:6379/0"},
+			want: []string{`cluster.postgres.url: environment variable PG_URL is not set`},
+		},
+		{
 			name: "unknown key in a project",
 			doc:  `{"projects": {"team": {"mcpServers": {"a": {"command": "x", "args2": []}}}}}`,
 			want: []string{`projects.team.mcpServers.a.args2: unknown key (did you mean "args"?)`},
