@@ -258,7 +258,7 @@ var EventTypes = []string{
 	"auth.failure", "tool.call", "tool.denied", "ratelimit.hit", "ip.denied",
 	"code.execution", "code.fetch", "upstream.error", "upstream.restart",
 	"config.reload", "key.created", "key.rotated", "key.revoked", "tools.changed",
-	"audit.retention",
+	"audit.retention", "store.unavailable",
 }
 
 // AlertRule fires when Threshold events of type Event happen within Window.

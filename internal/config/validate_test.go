@@ -61,7 +61,7 @@ func TestParseProblems(t *testing.T) {
 			name: "audit and alert rules",
 			doc:  `{"audit": {"fsync": "never"}, "alerts": {"webhook": "ftp://x", "rules": [{"event": "tool.cal", "threshold": 0, "window": "0s"}]}}`,
 			want: []string{
-				`alerts.rules[0].event: unknown event type "tool.cal" (one of auth.failure, tool.call, tool.denied, ratelimit.hit, ip.denied, code.execution, code.fetch, upstream.error, upstream.restart, config.reload, key.created, key.rotated, key.revoked, tools.changed, audit.retention)`,
+				`alerts.rules[0].event: unknown event type "tool.cal" (one of auth.failure, tool.call, tool.denied, ratelimit.hit, ip.denied, code.execution, code.fetch, upstream.error, upstream.restart, config.reload, key.created, key.rotated, key.revoked, tools.changed, audit.retention, store.unavailable)`,
 				`alerts.rules[0].threshold: must be at least 1`,
 				`alerts.rules[0].window: must be a positive duration`,
 				`alerts.webhook: invalid url: want an absolute http or https URL`,
