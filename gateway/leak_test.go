@@ -1,9 +1,9 @@
 package gateway
 
 import (
-	"os"
 	"context"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 
