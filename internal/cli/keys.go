@@ -58,15 +58,17 @@ here within seconds.`,
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(newKeysCreate(g), newKeysList(g), newKeysRevoke(g), newKeysRotate(g), newKeysHash(g))
+	cmd.AddCommand(newKeysCreate(g), newKeysList(g), newKeysRevoke(g), newKeysRotate(g), newKeysHash(g), newKeysExport(g), newKeysImport(g))
 	return cmd
 }
 
 // keyEnv is what the keys subcommands work with: the configuration (nil
-// when there is no file) and the key store's path.
+// when there is no file) and the key store's path, or its PostgreSQL
+// database (cluster.postgres.url), where path then names it for messages.
 type keyEnv struct {
-	cfg  *config.Config
-	path string
+	cfg   *config.Config
+	path  string
+	pgURL string
 }
 
 func (g *globals) keyEnv() (*keyEnv, error) {
@@ -81,19 +83,34 @@ func (g *globals) keyEnv() (*keyEnv, error) {
 		}
 	}
 	e.path = keyStorePath(e.cfg)
+	if e.cfg != nil && e.cfg.Cluster.Postgres.URL != "" {
+		e.pgURL, e.path = e.cfg.Cluster.Postgres.URL, "PostgreSQL (cluster.postgres.url)"
+	}
 	return e, nil
 }
 
-// open opens the key store. Unless create is set, a store that does not
-// exist yet is reported as (nil, nil), so that reading commands leave no
-// files behind.
-func (e *keyEnv) open(ctx context.Context, create bool) (*apikey.Store, error) {
+// open opens the key store: the PostgreSQL database of the cluster
+// block, else the SQLite file in dataDir. Unless create is set, a file
+// that does not exist yet is reported as (nil, nil), so that reading
+// commands leave no files behind.
+func (e *keyEnv) open(ctx context.Context, create bool) (apikey.Backend, error) {
+	if e.pgURL != "" {
+		s, err := apikey.OpenPGStore(ctx, e.pgURL, nil)
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
 	if !create {
 		if _, err := os.Stat(e.path); errors.Is(err, fs.ErrNotExist) {
 			return nil, nil
 		}
 	}
-	return apikey.OpenStore(ctx, e.path)
+	s, err := apikey.OpenStore(ctx, e.path)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // exactArgs is cobra.ExactArgs as a usage error that names the argument.
