@@ -21,8 +21,8 @@ import (
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/internal/e2etest"
 	"github.com/toolgate/toolgate/internal/leakcheck"
-	"github.com/toolgate/toolgate/internal/servertest"
 	"github.com/toolgate/toolgate/internal/mcpclient"
+	"github.com/toolgate/toolgate/internal/servertest"
 	"github.com/toolgate/toolgate/policy/apikey"
 )
 
