@@ -22,13 +22,14 @@ import (
 	"github.com/toolgate/toolgate/internal/e2etest"
 	"github.com/toolgate/toolgate/internal/leakcheck"
 	"github.com/toolgate/toolgate/internal/mcpclient"
+	"github.com/toolgate/toolgate/internal/servertest"
 	"github.com/toolgate/toolgate/policy/apikey"
 )
 
 // TestMain fails the package when its tests leave goroutines running;
 // checkLeaks does the same after each test that uses the helpers below.
 func TestMain(m *testing.M) {
-	leakcheck.Main(m)
+	os.Exit(leakcheck.Verify(servertest.Main(m)))
 }
 
 // leakChecked holds the tests whose leak check is registered.

@@ -125,14 +125,21 @@ func burst(b int, perMinute float64) int {
 // 997 had it refused once more, "retry after 1 ms").
 func retryMs(d time.Duration) int64 { return max(1, int64((d+time.Millisecond-1)/time.Millisecond)) }
 
-// takeTokens charges one tool call to the principal's buckets.
-func (g *Gateway) takeTokens(pr Principal, tool string) error {
+// takeTokens charges one tool call to the principal's buckets. When the
+// limiter cannot decide (a shared store out of reach), the call is
+// refused as overloaded: retryable, like a saturated gateway.
+func (g *Gateway) takeTokens(ctx context.Context, pr Principal, tool string) error {
 	a := g.accessPolicy()
 	bs := a.buckets(pr, tool)
 	if len(bs) == 0 {
 		return nil
 	}
-	if ok, wait := g.limiter.Take(bs...); !ok {
+	ok, wait, err := g.limiter.Take(ctx, bs...)
+	if err != nil {
+		g.log.Warn("rate limits cannot be checked: call refused", "project", pr.Project, "key", pr.KeyID, "tool", tool, "error", err)
+		return limiterUnavailable(err)
+	}
+	if !ok {
 		g.log.Info("rate limit hit", "project", pr.Project, "key", pr.KeyID, "tool", tool, "retryAfter", wait)
 		g.metrics.rateLimited.WithLabelValues(pr.Project).Inc()
 		return &CallError{Code: CodeRateLimited, Message: fmt.Sprintf("rate limit exceeded; retry after %d ms", retryMs(wait)), RetryAfter: wait}
@@ -293,8 +300,12 @@ func (g *Gateway) guard(p *project) http.Handler {
 					return
 				}
 				if p.lookupCallable(msg.Params.Name) != nil || p.isCodeModeTool(msg.Params.Name) {
-					if err := g.takeTokens(pr, msg.Params.Name); err != nil {
+					if err := g.takeTokens(r.Context(), pr, msg.Params.Name); err != nil {
 						var ce *CallError
+						if errors.As(err, &ce) && ce.Code == CodeOverloaded {
+							refuseUnavailable(g, w, p.name, pr, msg.Params.Name, ce)
+							return
+						}
 						if errors.As(err, &ce) {
 							if aerr := g.emit(&audit.Event{Type: audit.EventRateLimitHit, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP,
 								Tool: msg.Params.Name, Decision: "deny", Outcome: CodeRateLimited, Error: ce.Message}); aerr != nil {

@@ -166,7 +166,7 @@ func changedKeys(old, cur *config.Config) []string {
 }
 
 // restartOnly are configuration keys a reload cannot change.
-var restartOnly = []string{"listen", "dataDir", "audit", "alerts", "metrics", "tls", "limits"}
+var restartOnly = []string{"listen", "dataDir", "audit", "alerts", "metrics", "tls", "limits", "cluster"}
 
 // checkReloadable refuses a reload that changes keys only a restart applies.
 func checkReloadable(old, cur *config.Config) error {

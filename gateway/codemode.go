@@ -134,11 +134,11 @@ func (p *project) syncCodeMode(cm config.CodeMode, ct *codeTools) {
 
 func (p *project) handleSearchTools(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 	call, start := p.metaCall(req), time.Now()
-	res, err := p.searchTools(call)
+	res, err := p.searchTools(ctx, call)
 	return p.finishMetaCall(call, start, res, err)
 }
 
-func (p *project) searchTools(call *ToolCall) (*mcp.CallToolResult, error) {
+func (p *project) searchTools(ctx context.Context, call *ToolCall) (*mcp.CallToolResult, error) {
 	var in struct {
 		Query string `json:"query"`
 	}
@@ -147,7 +147,7 @@ func (p *project) searchTools(call *ToolCall) (*mcp.CallToolResult, error) {
 			return errorResult("search_tools takes {query?: string}: " + err.Error()), nil
 		}
 	}
-	if err := p.chargeMetaCall(call); err != nil {
+	if err := p.chargeMetaCall(ctx, call); err != nil {
 		return nil, err
 	}
 	p.mu.Lock()
@@ -178,7 +178,7 @@ func (p *project) executeCodeCall(ctx context.Context, call *ToolCall) (*mcp.Cal
 	if err := json.Unmarshal(call.Arguments, &in); err != nil || in.Code == nil {
 		return errorResult(`execute_code takes {"code": string}: the JavaScript to run`), nil
 	}
-	if err := p.chargeMetaCall(call); err != nil {
+	if err := p.chargeMetaCall(ctx, call); err != nil {
 		return nil, err
 	}
 	res, err := p.gw.executeCode(ctx, p, call.Principal, *in.Code, call.Session, call.ExecutionID)
@@ -192,15 +192,18 @@ func (p *project) executeCodeCall(ctx context.Context, call *ToolCall) (*mcp.Cal
 // and the key's buckets, and toolLimits[tool] when tool names an entry. A
 // refusal is audited (ratelimit.hit, with reason) and returned as the
 // JSON-RPC error a client gets: -32029 with data.retryAfterMs.
-func (p *project) charge(pr Principal, tool, reason string) error {
-	err := p.gw.takeTokens(pr, tool)
+func (p *project) charge(ctx context.Context, pr Principal, tool, reason string) error {
+	err := p.gw.takeTokens(ctx, pr, tool)
 	var ce *CallError
 	if !errors.As(err, &ce) {
 		return err
 	}
 	if err := p.gw.emit(&audit.Event{Type: audit.EventRateLimitHit, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP,
-		Tool: tool, Reason: reason, Decision: "deny", Outcome: CodeRateLimited, Error: ce.Message}); err != nil {
+		Tool: tool, Reason: reason, Decision: "deny", Outcome: ce.Code, Error: ce.Message}); err != nil {
 		return errNotRecorded(err)
+	}
+	if ce.Code == CodeOverloaded {
+		return retryableError(codeOverloaded, ce)
 	}
 	return retryableError(codeRateLimited, ce)
 }
@@ -295,8 +298,8 @@ func (g *Gateway) executeCode(ctx context.Context, p *project, pr Principal, cod
 			AllowHosts:       cm.FetchAllowHosts,
 			MaxResponseBytes: cm.FetchMaxResponseBytes,
 			MaxRequests:      cm.FetchMaxRequests,
-			BeforeRequest: func(_ context.Context, method, host string) error {
-				return g.takeFetchTokens(p, pr, execID, method, host)
+			BeforeRequest: func(ctx context.Context, method, host string) error {
+				return g.takeFetchTokens(ctx, p, pr, execID, method, host)
 			},
 			OnRequest: func(method, host string, status int, n int64) {
 				_ = g.emit(&audit.Event{Type: audit.EventCodeFetch, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP, ExecutionID: execID, Method: method, Host: host, Status: status, Bytes: n})
@@ -365,14 +368,14 @@ func scriptError(err error) error {
 // buckets (see FetchRateName). A refusal is audited as ratelimit.hit, as a
 // refused tool call is, and rejects the fetch with code "rate_limited" and
 // retryAfterMs.
-func (g *Gateway) takeFetchTokens(p *project, pr Principal, execID, method, host string) error {
-	err := g.takeTokens(pr, FetchRateName)
+func (g *Gateway) takeFetchTokens(ctx context.Context, p *project, pr Principal, execID, method, host string) error {
+	err := g.takeTokens(ctx, pr, FetchRateName)
 	var ce *CallError
 	if !errors.As(err, &ce) {
 		return err
 	}
 	if err := g.emit(&audit.Event{Type: audit.EventRateLimitHit, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP, ExecutionID: execID,
-		Tool: FetchRateName, Decision: "deny", Outcome: CodeRateLimited, Error: ce.Message, Method: method, Host: host}); err != nil {
+		Tool: FetchRateName, Decision: "deny", Outcome: ce.Code, Error: ce.Message, Method: method, Host: host}); err != nil {
 		// Like a refused tool call: a refusal that cannot be recorded fails.
 		ne := errNotRecorded(err)
 		return &sandbox.CallError{Code: ne.Code, Message: ne.Message}

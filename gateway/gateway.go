@@ -108,6 +108,13 @@ type Options struct {
 	// Sandbox runs Code Mode scripts; it is required when the
 	// configuration enables code mode.
 	Sandbox *sandbox.Engine
+	// Pins keeps tool pins and approvals. Nil means the pins file in
+	// dataDir (none without a dataDir).
+	Pins PinStore
+	// StoreProblems report, for /readyz, what is wrong with the shared
+	// stores the gateway does not own (the key store, the audit
+	// shipper): each returns "" when all is well.
+	StoreProblems []func() string
 }
 
 // Gateway serves the projects of one configuration.
@@ -116,15 +123,16 @@ type Gateway struct {
 	auth    *apikey.Authenticator
 	limiter policy.Limiter
 	// ownLimiter is the default limiter New made, which Close stops.
-	ownLimiter *policy.MemoryLimiter
-	acc        atomic.Pointer[access]
-	metrics    *metrics
-	audit      *audit.Log
-	engine     *sandbox.Engine
-	alerter    *alert.Alerter
-	pins       *pinStore     // nil without a dataDir
-	stop       chan struct{} // closed by Close: ends background loops
-	life       lifecycle     // calls in flight, event streams, draining
+	ownLimiter    *policy.MemoryLimiter
+	acc           atomic.Pointer[access]
+	metrics       *metrics
+	audit         *audit.Log
+	engine        *sandbox.Engine
+	alerter       *alert.Alerter
+	pins          PinStore // nil without a dataDir or Options.Pins
+	storeProblems []func() string
+	stop          chan struct{} // closed by Close: ends background loops
+	life          lifecycle     // calls in flight, event streams, draining
 
 	reloadMu sync.Mutex // one Start/Reload/Close at a time
 
@@ -145,7 +153,7 @@ func New(cfg *config.Config, opts *Options) *Gateway {
 	if log == nil {
 		log = slog.Default()
 	}
-	g := &Gateway{log: log, cfg: cfg, projects: map[string]*project{}, auth: opts.Auth, limiter: opts.Limiter, audit: opts.Audit, alerter: opts.Alerter, engine: opts.Sandbox}
+	g := &Gateway{log: log, cfg: cfg, projects: map[string]*project{}, auth: opts.Auth, limiter: opts.Limiter, audit: opts.Audit, alerter: opts.Alerter, engine: opts.Sandbox, pins: opts.Pins, storeProblems: opts.StoreProblems}
 	if g.limiter == nil {
 		g.ownLimiter = policy.NewMemoryLimiter(nil)
 		g.limiter = g.ownLimiter
@@ -176,12 +184,14 @@ func (e *StartupError) Error() string {
 func (g *Gateway) Start(ctx context.Context) error {
 	g.reloadMu.Lock()
 	defer g.reloadMu.Unlock()
-	if g.cfg.DataDir != "" {
+	if g.pins == nil && g.cfg.DataDir != "" {
 		pins, err := openPinStore(filepath.Join(g.cfg.DataDir, PinsFile))
 		if err != nil {
 			return err
 		}
 		g.pins = pins
+	}
+	if g.pins != nil {
 		go g.watchPins(g.stop)
 	}
 	return g.apply(ctx, g.cfg, true)
@@ -436,7 +446,7 @@ func (g *Gateway) record(p *project, r *route, call *ToolCall, res *mcp.CallTool
 	if r != nil {
 		server, tool = r.up.cfg.Name, call.Name
 	}
-	reached := r != nil && out != CodeRateLimited && out != CodeUnavailable
+	reached := r != nil && out != CodeRateLimited && out != CodeUnavailable && out != CodeOverloaded
 	g.metrics.observeCall(p.name, server, tool, out, d, reached)
 	return g.emit(callEvent(p.name, r, call, res, err, out, d))
 }
@@ -448,7 +458,7 @@ func (g *Gateway) callRoute(ctx context.Context, p *project, r *route, call *Too
 		return nil, &CallError{Code: CodeNotFound, Message: fmt.Sprintf("unknown tool %q", clip.Text(call.Name, sandbox.MaxToolNameBytes))}
 	}
 	if call.prepaid != call.Name {
-		if err := g.takeTokens(call.Principal, call.Name); err != nil {
+		if err := g.takeTokens(ctx, call.Principal, call.Name); err != nil {
 			return nil, err
 		}
 	}
@@ -508,6 +518,8 @@ func toMCPResult(res *mcp.CallToolResult, err error) (*mcp.CallToolResult, error
 		case CodeRateLimited:
 			data, _ := json.Marshal(map[string]any{"retryAfterMs": retryMs(ce.RetryAfter)})
 			return nil, &jsonrpc.Error{Code: codeRateLimited, Message: ce.Message, Data: data}
+		case CodeOverloaded:
+			return nil, retryableError(codeOverloaded, ce) // the rate-limit store is out of reach
 		}
 		r := &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: ce.Message}}}
 		return r, nil
@@ -540,6 +552,7 @@ func (g *Gateway) Status() (ready bool, projects map[string]ProjectStatus) {
 	g.mu.RUnlock()
 	ready = g.auditHealthy() == nil
 	retention := g.auditRetentionProblem()
+	shared := g.sharedProblems()
 	projects = map[string]ProjectStatus{}
 	for name, p := range ps {
 		st := p.status()
@@ -550,6 +563,7 @@ func (g *Gateway) Status() (ready bool, projects map[string]ProjectStatus) {
 			// burst of events take the gateway out of service.
 			st.Problems = append(st.Problems, retention)
 		}
+		st.Problems = append(st.Problems, shared...)
 		projects[name] = st
 	}
 	return ready, projects

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 
@@ -10,12 +11,13 @@ import (
 
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/internal/leakcheck"
+	"github.com/toolgate/toolgate/internal/servertest"
 	"github.com/toolgate/toolgate/policy/apikey"
 )
 
 // TestMain fails the package's tests when they leave goroutines running.
 func TestMain(m *testing.M) {
-	leakcheck.Main(m)
+	os.Exit(leakcheck.Verify(servertest.Main(m)))
 }
 
 // TestCloseStopsGoroutines: a started and closed gateway leaves nothing

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"errors"
 	"time"
 
@@ -25,11 +26,11 @@ func (p *project) metaCall(req *mcp.CallToolRequest) *ToolCall {
 // took them already: like every other tools/call, each one counts against
 // the project's and the key's buckets (and a toolLimits entry under its
 // name). An execution's inner calls count on top, one each.
-func (p *project) chargeMetaCall(call *ToolCall) error {
+func (p *project) chargeMetaCall(ctx context.Context, call *ToolCall) error {
 	if call.prepaid == call.Name {
 		return nil
 	}
-	return p.gw.takeTokens(call.Principal, call.Name)
+	return p.gw.takeTokens(ctx, call.Principal, call.Name)
 }
 
 // finishMetaCall records the call (metrics, then the audit event, written

@@ -104,6 +104,7 @@ func newMetrics(g *Gateway) *metrics {
 		&upstreamCollector{g: g},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	g.registerSharedMetrics(m.registry)
 	return m
 }
 

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -129,6 +130,34 @@ func (p *Pins) Approve(keys []string, now time.Time) ([]string, error) {
 	return keys, nil
 }
 
+// PinStore keeps the pins: the hash of every upstream tool definition as
+// first seen (or last approved) and the changed definitions waiting for
+// approval. The pins file in dataDir is one ([OpenPinsFile]); a
+// PostgreSQL table shared by replicas is another ([OpenPostgresPins]).
+// Implementations are safe for concurrent use, also by several processes
+// at once (the command line and the gateways).
+type PinStore interface {
+	// Check compares a tool's definition hash with its pin (key is
+	// [PinKey]), pinning a tool seen for the first time and recording a
+	// changed one as pending; it returns the pinned hash.
+	Check(ctx context.Context, key, hash string, now time.Time) (PinResult, string, error)
+	// Refresh reports whether the pins changed elsewhere (an approval)
+	// since the last call.
+	Refresh(ctx context.Context) bool
+	// Load returns every pin and pending change.
+	Load(ctx context.Context) (*Pins, error)
+	// Approve accepts the pending definitions of keys (all of them when
+	// keys is empty) and returns the keys approved.
+	Approve(ctx context.Context, keys []string, now time.Time) ([]string, error)
+	// String names the store for logs.
+	String() string
+}
+
+var _ PinStore = (*pinStore)(nil)
+
+// OpenPinsFile opens the pins file at path (dataDir/[PinsFile]).
+func OpenPinsFile(path string) (PinStore, error) { return openPinStore(path) }
+
 // pinStore is the gateway's view of the pins file: it pins tools on first
 // sight, notices changed definitions, and sees approvals made by
 // `toolgate tools approve` in another process.
@@ -160,9 +189,34 @@ func (s *pinStore) reloadLocked() error {
 	return nil
 }
 
-// refresh rereads the file when it changed on disk and reports whether it
-// did.
-func (s *pinStore) refresh() bool {
+// String implements [PinStore].
+func (s *pinStore) String() string { return s.path }
+
+// Load implements [PinStore]: it reads the file.
+func (s *pinStore) Load(context.Context) (*Pins, error) { return ReadPins(s.path) }
+
+// Approve implements [PinStore]: it reads the file, approves, and
+// replaces the file.
+func (s *pinStore) Approve(_ context.Context, keys []string, now time.Time) ([]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	pins, err := ReadPins(s.path)
+	if err != nil {
+		return nil, err
+	}
+	approved, err := pins.Approve(keys, now)
+	if err != nil {
+		return nil, err
+	}
+	if err := WritePins(s.path, pins); err != nil {
+		return nil, err
+	}
+	return approved, s.reloadLocked()
+}
+
+// Refresh implements [PinStore]: it rereads the file when it changed on
+// disk and reports whether it did.
+func (s *pinStore) Refresh(context.Context) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st, err := os.Stat(s.path)
@@ -172,38 +226,38 @@ func (s *pinStore) refresh() bool {
 	return s.reloadLocked() == nil
 }
 
-// pinResult says how a tool's definition compares with its pin.
-type pinResult int
+// PinResult says how a tool's definition compares with its pin.
+type PinResult int
 
+// The results of [PinStore.Check].
 const (
-	pinSame    pinResult = iota
-	pinNew               // first sight: pinned now
-	pinChanged           // differs from the pin, newly noticed
-	pinPending           // differs from the pin, noticed before
+	PinSame    PinResult = iota
+	PinNew               // first sight: pinned now
+	PinChanged           // differs from the pin, newly noticed
+	PinPending           // differs from the pin, noticed before
 )
 
-// check compares a tool's definition hash with its pin, pinning tools seen
-// for the first time and recording changed ones as pending.
-func (s *pinStore) check(key, hash string, now time.Time) (pinResult, string, error) {
+// Check implements [PinStore].
+func (s *pinStore) Check(_ context.Context, key, hash string, now time.Time) (PinResult, string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	pin, ok := s.pins.Pins[key]
 	switch {
 	case !ok:
 		s.pins.Pins[key] = Pin{Hash: hash, FirstSeen: now}
-		return pinNew, "", s.saveLocked()
+		return PinNew, "", s.saveLocked()
 	case pin.Hash == hash:
 		if _, pending := s.pins.Pending[key]; pending {
 			delete(s.pins.Pending, key) // changed back
-			return pinSame, pin.Hash, s.saveLocked()
+			return PinSame, pin.Hash, s.saveLocked()
 		}
-		return pinSame, pin.Hash, nil
+		return PinSame, pin.Hash, nil
 	}
 	if c, ok := s.pins.Pending[key]; ok && c.Hash == hash {
-		return pinPending, pin.Hash, nil
+		return PinPending, pin.Hash, nil
 	}
 	s.pins.Pending[key] = Change{Hash: hash, Seen: now}
-	return pinChanged, pin.Hash, s.saveLocked()
+	return PinChanged, pin.Hash, s.saveLocked()
 }
 
 func (s *pinStore) saveLocked() error {
@@ -236,11 +290,11 @@ func (g *Gateway) checkPins(project string, reg registry) []string {
 		def.Name = r.upstream
 		key := PinKey(project, r.up.cfg.Name, r.upstream)
 		hash := DefinitionHash(&def)
-		res, old, err := g.pins.check(key, hash, now)
+		res, old, err := g.pins.Check(context.Background(), key, hash, now)
 		if err != nil {
-			g.log.Error("cannot record tool definition hashes", "file", g.pins.path, "error", err)
+			g.log.Error("cannot record tool definition hashes", "store", g.pins.String(), "error", err)
 		}
-		if res == pinChanged {
+		if res == PinChanged {
 			g.log.Warn("tool definition changed", "project", project, "server", r.up.cfg.Name, "tool", r.upstream, "quarantined", quarantine)
 			ev := &audit.Event{Type: audit.EventToolsChanged, Project: project, Server: r.up.cfg.Name, Tool: name, OldHash: old, NewHash: hash, Decision: "allow"}
 			if quarantine {
@@ -248,7 +302,7 @@ func (g *Gateway) checkPins(project string, reg registry) []string {
 			}
 			_ = g.emit(ev)
 		}
-		if quarantine && (res == pinChanged || res == pinPending) {
+		if quarantine && (res == PinChanged || res == PinPending) {
 			delete(reg.tools, name)
 			problems = append(problems, fmt.Sprintf("tool %s is quarantined: its definition changed; review it and run `toolgate tools approve %s`", name, key))
 		}
@@ -267,7 +321,7 @@ func (g *Gateway) watchPins(stop <-chan struct{}) {
 		case <-stop:
 			return
 		case <-t.C:
-			if !g.pins.refresh() {
+			if !g.pins.Refresh(context.Background()) {
 				continue
 			}
 			g.mu.RLock()

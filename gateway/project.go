@@ -603,7 +603,7 @@ func (p *project) changeSubscription(ctx context.Context, uri string, delta int,
 // apply to it as to a tool call. toolLimits do not: they name tools.
 func (p *project) meteredCall(ctx context.Context, method string, extra *mcp.RequestExtra, ss *mcp.ServerSession, u *upstream, fn func(context.Context, *mcp.ClientSession) error) error {
 	pr, _ := principalFrom(extra, p.name)
-	if err := p.charge(pr, "", method); err != nil {
+	if err := p.charge(ctx, pr, "", method); err != nil {
 		return err
 	}
 	session := ""

@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"context"
+	"errors"
 	"hash/maphash"
 	"math"
 	"sync"
@@ -46,15 +48,22 @@ type Bucket struct {
 
 // Limiter takes tokens from rate-limit buckets. Implementations are safe for
 // concurrent use. [MemoryLimiter] keeps buckets in this process; a shared
-// store (Redis, say) can implement the same interface for several gateways.
+// store (Redis, say) implements the same interface for several gateways.
 type Limiter interface {
 	// Take takes one token from every bucket, all or none: a refusal by
 	// one bucket consumes no token from any other. It returns true if the
 	// tokens were taken; otherwise false and how long until every bucket
 	// would have a token (at least a millisecond). Unlimited buckets are
 	// ignored, and Take with no limited bucket always succeeds.
-	Take(buckets ...Bucket) (ok bool, retryAfter time.Duration)
+	//
+	// An error means no decision could be made (a shared store is out of
+	// reach); it wraps [ErrLimiterUnavailable], and ok is false.
+	Take(ctx context.Context, buckets ...Bucket) (ok bool, retryAfter time.Duration, err error)
 }
+
+// ErrLimiterUnavailable is wrapped by the error of a [Limiter] that could
+// not decide: its store did not answer.
+var ErrLimiterUnavailable = errors.New("rate-limit store unavailable")
 
 var _ Limiter = (*MemoryLimiter)(nil)
 
@@ -169,12 +178,17 @@ func (l *MemoryLimiter) Close() {
 	})
 }
 
-// Take implements [Limiter]. Buckets are locked in key order, so concurrent
-// calls naming overlapping buckets cannot deadlock, and a call's decision
-// is made with all its buckets held, so it is all or none. A key listed
-// more than once is one bucket and gives one token; its first listing's
-// Rate applies.
-func (l *MemoryLimiter) Take(buckets ...Bucket) (bool, time.Duration) {
+// Take implements [Limiter]; it never fails, and ctx is not used.
+// Buckets are locked in key order, so concurrent calls naming overlapping
+// buckets cannot deadlock, and a call's decision is made with all its
+// buckets held, so it is all or none. A key listed more than once is one
+// bucket and gives one token; its first listing's Rate applies.
+func (l *MemoryLimiter) Take(_ context.Context, buckets ...Bucket) (bool, time.Duration, error) {
+	ok, wait := l.take(buckets)
+	return ok, wait, nil
+}
+
+func (l *MemoryLimiter) take(buckets []Bucket) (bool, time.Duration) {
 	// Indices of the limited buckets, sorted by key, without duplicate
 	// keys. Fixed arrays keep the usual handful of buckets off the heap.
 	var idxBuf [8]int

@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # The test command for toolgate (what `make test` and CI run):
+#   0. installs redis-server and PostgreSQL 15 from Debian's packages when
+#      missing (the tests of the shared stores start their own servers on
+#      loopback; internal/servertest),
 #   1. installs the pinned npm packages of e2e/npm (real MCP servers and
 #      clients for end-to-end tests) when node_modules is missing or was
 #      installed from another package-lock.json; the tests themselves never
@@ -35,6 +38,19 @@ for tool in go node npm; do
 		exit 1
 	fi
 done
+
+# The database servers of the shared-store tests. Nothing happens when
+# they are installed; otherwise apt-get installs them (CI runs as root).
+if ! command -v redis-server >/dev/null 2>&1 || [ ! -x /usr/lib/postgresql/15/bin/postgres ]; then
+	if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+		echo "scripts/test.sh: redis-server and postgresql (15) are needed: install the Debian packages redis-server and postgresql" >&2
+		exit 1
+	fi
+	echo "scripts/test.sh: installing redis-server and postgresql (apt-get)" >&2
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq >/dev/null
+	apt-get install -y -qq --no-install-recommends redis-server postgresql >/dev/null
+fi
 
 npm_dir="$repo/e2e/npm"
 # node_modules is (re)installed when it was installed from another lock

@@ -1,10 +1,13 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -27,17 +30,41 @@ const auditFile = "audit.jsonl"
 // there is no configuration file. hint is what to add to a message that
 // found nothing there.
 func (g *globals) auditPath(cmd *cobra.Command) (path, hint string, err error) {
+	path, hint, _, err = g.auditSource(cmd)
+	return path, hint, err
+}
+
+// auditSource is auditPath and, with a cluster block, the PostgreSQL
+// database that holds every replica's copy ("" without one).
+func (g *globals) auditSource(cmd *cobra.Command) (path, hint, pgURL string, err error) {
 	st, err := g.state(cmd, false)
 	if err != nil {
-		return "", "", err
+		return "", "", "", err
 	}
-	return st.auditLog(), st.hint(), nil
+	if st.cfg != nil {
+		pgURL = st.cfg.Cluster.Postgres.URL
+	}
+	return st.auditLog(), st.hint(), pgURL, nil
+}
+
+// sharedAudit reports whether the audit commands read the shared trail in
+// PostgreSQL: with a cluster block, unless --local. --node needs it.
+func sharedAudit(pgURL, node string, local bool) (bool, error) {
+	switch {
+	case local && node != "":
+		return false, usageError{errors.New("--node reads the shared audit trail; --local reads this replica's file")}
+	case node != "" && pgURL == "":
+		return false, usageError{errors.New("--node: the configuration has no cluster.postgres.url, so there is no shared audit trail")}
+	}
+	return pgURL != "" && !local, nil
 }
 
 type auditFlags struct {
 	since, key, tool, project string
 	types                     []string
 	json                      bool
+	node                      string
+	local                     bool
 }
 
 func newAudit(g *globals) *cobra.Command {
@@ -55,7 +82,11 @@ Without a configuration file the log in ./toolgate-data is read.
 Event types: ` + strings.Join(audit.EventTypes, ", ") + `.
 
 Each line of the log carries the SHA-256 of the line before it;
-"toolgate audit verify" checks that chain.`,
+"toolgate audit verify" checks that chain.
+
+With cluster.postgres.url, both read the shared audit trail of every
+replica in PostgreSQL (one chain per replica; --node NAME for one of
+them), and --local reads this replica's own file.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {
 				return usageError{fmt.Errorf("unknown command %q for %q", args[0], cmd.CommandPath())}
@@ -72,6 +103,8 @@ Each line of the log carries the SHA-256 of the line before it;
 	fl.StringVar(&f.project, "project", "", "only events of this project")
 	fl.BoolVar(&f.json, "json", false, "print the events as JSON lines instead of a table")
 	g.dataDirFlag(cmd)
+	fl.StringVar(&f.node, "node", "", "with cluster.postgres: only the events of this replica (its cluster.node)")
+	fl.BoolVar(&f.local, "local", false, "with cluster.postgres: read this replica's local log instead of the shared trail")
 	cmd.AddCommand(newAuditVerify(g))
 	return cmd
 }
@@ -146,7 +179,11 @@ func runAudit(cmd *cobra.Command, g *globals, f *auditFlags) error {
 	if err != nil {
 		return err
 	}
-	path, hint, err := g.auditPath(cmd)
+	path, hint, pgURL, err := g.auditSource(cmd)
+	if err != nil {
+		return err
+	}
+	shared, err := sharedAudit(pgURL, f.node, f.local)
 	if err != nil {
 		return err
 	}
@@ -159,7 +196,21 @@ func runAudit(cmd *cobra.Command, g *globals, f *auditFlags) error {
 		fmt.Fprintln(tw, "TIME\tTYPE\tPROJECT\tKEY\tTOOL/SERVER\tOUTCOME\tDETAIL")
 	}
 	shown := 0
-	rep, err := audit.Read(path, func(e *audit.Event) error {
+	read := func(fn func(*audit.Event) error) (audit.ReadReport, error) { return audit.Read(path, fn) }
+	if shared {
+		path = "the shared audit trail"
+		read = func(fn func(*audit.Event) error) (audit.ReadReport, error) {
+			ctx := context.Background()
+			sh, err := audit.OpenShared(ctx, pgURL)
+			if err != nil {
+				return audit.ReadReport{}, err
+			}
+			defer sh.Close()
+			n, err := sh.Read(ctx, f.node, q.since, func(_ string, e *audit.Event) error { return fn(e) })
+			return audit.ReadReport{Lines: n}, err
+		}
+	}
+	rep, err := read(func(e *audit.Event) error {
 		if !q.match(e) {
 			return nil
 		}
@@ -302,7 +353,9 @@ func auditCell(s string, limit int) string {
 }
 
 type auditVerifyFlags struct {
-	json bool
+	json  bool
+	node  string
+	local bool
 }
 
 func newAuditVerify(g *globals) *cobra.Command {
@@ -321,13 +374,20 @@ verify prints, and check later that the line it names is still there.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runAuditVerify(cmd, g, f) },
 	}
 	cmd.Flags().BoolVar(&f.json, "json", false, "print the report as a JSON object")
+	cmd.Flags().StringVar(&f.node, "node", "", "with cluster.postgres: check this replica's chain only")
+	cmd.Flags().BoolVar(&f.local, "local", false, "with cluster.postgres: check this replica's local log instead of the shared chains")
 	return cmd
 }
 
 func runAuditVerify(cmd *cobra.Command, g *globals, f *auditVerifyFlags) error {
-	path, hint, err := g.auditPath(cmd)
+	path, hint, pgURL, err := g.auditSource(cmd)
 	if err != nil {
 		return err
+	}
+	if shared, err := sharedAudit(pgURL, f.node, f.local); err != nil {
+		return err
+	} else if shared {
+		return runSharedVerify(g, f, pgURL)
 	}
 	rep, err := audit.Verify(path)
 	if err != nil {
@@ -383,4 +443,56 @@ func writeVerifyReport(g *globals, rep *audit.VerifyReport) {
 			fmt.Fprintf(w, "The first line follows one that is no longer here (older files rotated away): its prev is %s.\n", auditCell(rep.Start, 80))
 		}
 	}
+}
+
+// runSharedVerify checks every replica's chain in PostgreSQL (or the one
+// of --node) and fails when one is broken.
+func runSharedVerify(g *globals, f *auditVerifyFlags, pgURL string) error {
+	ctx := context.Background()
+	sh, err := audit.OpenShared(ctx, pgURL)
+	if err != nil {
+		return err
+	}
+	defer sh.Close()
+	reps, err := sh.Verify(ctx, f.node)
+	if err != nil {
+		return err
+	}
+	if f.node != "" && reps[f.node].Lines == 0 && reps[f.node].Head == "" {
+		return fmt.Errorf("no chain of node %q in the shared audit trail", f.node)
+	}
+	var broken []string
+	type nodeJSON struct {
+		Node   string            `json:"node"`
+		OK     bool              `json:"ok"`
+		Lines  int               `json:"lines"`
+		Start  string            `json:"start"`
+		Head   string            `json:"head"`
+		Broken *audit.BrokenLink `json:"broken,omitempty"`
+	}
+	var out []nodeJSON
+	for _, node := range slices.Sorted(maps.Keys(reps)) {
+		rep := reps[node]
+		if rep.Broken != nil {
+			broken = append(broken, fmt.Sprintf("node %s at line %d", node, rep.Broken.Line))
+		}
+		if f.json {
+			out = append(out, nodeJSON{node, rep.OK(), rep.Lines, rep.Start, rep.Head, rep.Broken})
+			continue
+		}
+		fmt.Fprintf(g.stdout, "node %s: ", node)
+		writeVerifyReport(g, rep)
+	}
+	if f.json {
+		if err := writeJSON(g.stdout, map[string]any{"ok": len(broken) == 0, "nodes": out}); err != nil {
+			return err
+		}
+	}
+	if len(reps) == 0 && !f.json {
+		fmt.Fprintln(g.stdout, "The shared audit trail holds no chain yet.")
+	}
+	if len(broken) > 0 {
+		return fmt.Errorf("shared audit trail: hash chain broken: %s", strings.Join(broken, ", "))
+	}
+	return nil
 }

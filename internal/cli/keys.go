@@ -65,15 +65,18 @@ gateway reads) unless --data-dir names the folder; list then reads
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	g.dataDirFlag(cmd)
-	cmd.AddCommand(newKeysCreate(g), newKeysList(g), newKeysRevoke(g), newKeysRotate(g), newKeysHash(g))
+	cmd.AddCommand(newKeysCreate(g), newKeysList(g), newKeysRevoke(g), newKeysRotate(g), newKeysHash(g), newKeysExport(g), newKeysImport(g))
 	return cmd
 }
 
 // keyEnv is what the keys subcommands work with: the data folder (and
-// the configuration, when there is one) and the key store's path.
+// the configuration, when there is one) and the key store's path, or its
+// PostgreSQL database (cluster.postgres.url), where path then names it
+// for messages.
 type keyEnv struct {
 	*stateEnv
-	path string
+	path  string
+	pgURL string
 }
 
 func (g *globals) keyEnv(cmd *cobra.Command, write bool) (*keyEnv, error) {
@@ -81,19 +84,35 @@ func (g *globals) keyEnv(cmd *cobra.Command, write bool) (*keyEnv, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &keyEnv{stateEnv: st, path: st.keyStore()}, nil
+	e := &keyEnv{stateEnv: st, path: st.keyStore()}
+	if st.cfg != nil && st.cfg.Cluster.Postgres.URL != "" {
+		e.pgURL, e.path = st.cfg.Cluster.Postgres.URL, "PostgreSQL (cluster.postgres.url)"
+	}
+	return e, nil
 }
 
-// open opens the key store. Unless create is set, a store that does not
-// exist yet is reported as (nil, nil), so that reading commands leave no
-// files behind.
-func (e *keyEnv) open(ctx context.Context, create bool) (*apikey.Store, error) {
+// open opens the key store: the PostgreSQL database of the cluster
+// block, else the SQLite file in dataDir. Unless create is set, a file
+// that does not exist yet is reported as (nil, nil), so that reading
+// commands leave no files behind.
+func (e *keyEnv) open(ctx context.Context, create bool) (apikey.Backend, error) {
+	if e.pgURL != "" {
+		s, err := apikey.OpenPGStore(ctx, e.pgURL, nil)
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
 	if !create {
 		if _, err := os.Stat(e.path); errors.Is(err, fs.ErrNotExist) {
 			return nil, nil
 		}
 	}
-	return apikey.OpenStore(ctx, e.path)
+	s, err := apikey.OpenStore(ctx, e.path)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // exactArgs is cobra.ExactArgs as a usage error that names the argument.

@@ -14,8 +14,10 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -31,6 +33,7 @@ import (
 	"github.com/toolgate/toolgate/policy/alert"
 	"github.com/toolgate/toolgate/policy/apikey"
 	"github.com/toolgate/toolgate/policy/audit"
+	"github.com/toolgate/toolgate/policy/redislimit"
 	"github.com/toolgate/toolgate/sandbox"
 )
 
@@ -657,13 +660,34 @@ func openGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, useK
 	// authenticator first calls it.
 	var recordKey func(apikey.Change) error
 	startAuth := func() {}
+	// gwRef is the gateway, for the callbacks of the shared stores, which
+	// are made before it.
+	var gwRef atomic.Pointer[gateway.Gateway]
+	storeChanged := func(store string) func(error) {
+		return func(err error) {
+			if gw := gwRef.Load(); gw != nil {
+				gw.StoreStateChanged(store, err)
+			}
+		}
+	}
+	shared := cfg.Cluster
 	if cfg.AuthRequired() {
-		var store *apikey.Store
-		if useKeyStore {
-			if store, err = apikey.OpenStore(ctx, keyStorePath(cfg)); err != nil {
+		var store apikey.Backend
+		switch {
+		case useKeyStore && shared.Postgres.URL != "":
+			pg, err := apikey.OpenPGStore(ctx, shared.Postgres.URL, &apikey.PGOptions{Logger: log})
+			if err != nil {
+				return nil, nil, fmt.Errorf("opening the key store (cluster.postgres.url): %w", err)
+			}
+			store = pg
+			cleanups = append(cleanups, func() { pg.Close() })
+		case useKeyStore:
+			file, err := apikey.OpenStore(ctx, keyStorePath(cfg))
+			if err != nil {
 				return nil, nil, fmt.Errorf("opening the key store: %w", err)
 			}
-			cleanups = append(cleanups, func() { store.Close() })
+			store = file
+			cleanups = append(cleanups, func() { file.Close() })
 		}
 		authn, err = apikey.NewAuthenticator(ctx, store, nil, &apikey.AuthOptions{
 			Logger:      log,
@@ -691,8 +715,38 @@ func openGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, useK
 	for _, r := range cfg.Alerts.Rules {
 		rules = append(rules, alert.Rule{Event: r.Event, Threshold: r.Threshold, Window: r.Window.D()})
 	}
-	alerter := alert.New(cfg.Alerts.Webhook, alert.RulesFor(rules), &alert.Options{Logger: log, Post: webhook.Poster(&http.Client{})})
+	alertRules := alert.RulesFor(rules)
+	if (shared.Redis.URL != "" || shared.Postgres.URL != "") && !slices.ContainsFunc(alertRules, func(r alert.Rule) bool { return r.Event == audit.EventStoreUnavailable }) {
+		// A shared store that stops answering is worth an alert at once.
+		alertRules = append(alertRules, alert.Rule{Event: audit.EventStoreUnavailable, Threshold: 1, Window: time.Hour})
+	}
+	alerter := alert.New(cfg.Alerts.Webhook, alertRules, &alert.Options{Logger: log, Post: webhook.Poster(&http.Client{})})
 	cleanups = append(cleanups, alerter.Close)
+	var storeProblems []func() string
+	if shared.Postgres.URL != "" {
+		// Registered before the audit log, so that it stops after the log
+		// closed, shipping the last lines.
+		node := shared.Node
+		if node == "" {
+			if node, err = os.Hostname(); err != nil {
+				return nil, nil, fmt.Errorf("cluster.node: no node name, and the host name is unknown: %w", err)
+			}
+		}
+		shipper, err := audit.NewShipper(ctx, shared.Postgres.URL, node, cfg.Audit.Path, &audit.ShipperOptions{Logger: log, OnStateChange: storeChanged("postgres")})
+		if err != nil {
+			return nil, nil, fmt.Errorf("opening the shared audit trail (cluster.postgres.url): %w", err)
+		}
+		sctx, stopShip := context.WithCancel(context.WithoutCancel(ctx))
+		shipped := make(chan struct{})
+		go func() { shipper.Run(sctx); close(shipped) }()
+		cleanups = append(cleanups, func() { stopShip(); <-shipped; shipper.Close() })
+		storeProblems = append(storeProblems, func() string {
+			if err := shipper.Healthy(); err != nil {
+				return err.Error()
+			}
+			return ""
+		})
+	}
 	auditOpts := auditOptions(cfg)
 	auditOpts.OnRetention = func(st audit.RetentionStatus) { retentionAlert(log, alerter, st) }
 	auditLog, err := audit.Open(cfg.Audit.Path, auditOpts)
@@ -713,7 +767,26 @@ func openGateway(ctx context.Context, cfg *config.Config, log *slog.Logger, useK
 		cleanups = append(cleanups, func() { engine.Close() })
 	}
 
-	gw = gateway.New(cfg, &gateway.Options{Logger: log, Auth: authn, Audit: auditLog, Alerter: alerter, Sandbox: engine})
+	gopts := &gateway.Options{Logger: log, Auth: authn, Audit: auditLog, Alerter: alerter, Sandbox: engine, StoreProblems: storeProblems}
+	if shared.Postgres.URL != "" {
+		pins, err := gateway.OpenPostgresPins(ctx, shared.Postgres.URL)
+		if err != nil {
+			return nil, nil, fmt.Errorf("opening the tool pins (cluster.postgres.url): %w", err)
+		}
+		cleanups = append(cleanups, pins.Close)
+		gopts.Pins = pins
+	}
+	if shared.Redis.URL != "" {
+		lim, err := redislimit.New(shared.Redis.URL, &redislimit.Options{Timeout: shared.Redis.Timeout.D(), FailOpen: shared.Redis.FailOpen,
+			Logger: log, OnStateChange: storeChanged("redis")})
+		if err != nil {
+			return nil, nil, fmt.Errorf("cluster.redis.url: %w", err)
+		}
+		cleanups = append(cleanups, func() { lim.Close() })
+		gopts.Limiter = lim
+	}
+	gw = gateway.New(cfg, gopts)
+	gwRef.Store(gw)
 	recordKey = gw.RecordKeyChange
 	cleanups = append(cleanups, gw.Close)
 	if authn != nil {

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"path/filepath"
@@ -17,6 +18,23 @@ import (
 // pinsPath is the tool-definition pins file of cfg (nil: no config file).
 func pinsPath(cfg *config.Config) string {
 	return filepath.Join(dataDir(cfg), gateway.PinsFile)
+}
+
+// openPins opens the pins of env: the PostgreSQL tables of the cluster
+// block, else the pins file in dataDir. close releases them.
+func openPins(ctx context.Context, env *stateEnv) (pins gateway.PinStore, close func(), err error) {
+	if env.cfg != nil && env.cfg.Cluster.Postgres.URL != "" {
+		pg, err := gateway.OpenPostgresPins(ctx, env.cfg.Cluster.Postgres.URL)
+		if err != nil {
+			return nil, nil, err
+		}
+		return pg, pg.Close, nil
+	}
+	f, err := gateway.OpenPinsFile(env.pins())
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, func() {}, nil
 }
 
 func newTools(g *globals) *cobra.Command {
@@ -38,7 +56,12 @@ gateway notices within a few seconds).`,
 			if err != nil {
 				return err
 			}
-			pins, err := gateway.ReadPins(env.pins())
+			store, done, err := openPins(cmd.Context(), env)
+			if err != nil {
+				return err
+			}
+			defer done()
+			pins, err := store.Load(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -67,16 +90,13 @@ gateway notices within a few seconds).`,
 			if err != nil {
 				return err
 			}
-			path := env.pins()
-			pins, err := gateway.ReadPins(path)
+			store, done, err := openPins(cmd.Context(), env)
 			if err != nil {
 				return err
 			}
-			approved, err := pins.Approve(args, time.Now().UTC())
+			defer done()
+			approved, err := store.Approve(cmd.Context(), args, time.Now().UTC())
 			if err != nil {
-				return err
-			}
-			if err := gateway.WritePins(path, pins); err != nil {
 				return err
 			}
 			for _, k := range approved {

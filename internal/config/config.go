@@ -29,6 +29,8 @@ const (
 	DefaultMaxInFlightCalls    = 256
 
 	DefaultShutdownGracePeriod = 10 * time.Second
+
+	DefaultRedisTimeout = 250 * time.Millisecond
 )
 
 // Config is a whole configuration file after loading: interpolated,
@@ -101,6 +103,9 @@ type Config struct {
 	// KeyMaxAge is the rotation schedule `toolgate check` grades keys
 	// against (default 90 days).
 	KeyMaxAge Duration `mapstructure:"keyMaxAge"`
+	// Cluster moves the state that replicas behind one load balancer must
+	// share to shared engines; without it everything stays embedded.
+	Cluster Cluster `mapstructure:"cluster"`
 
 	// Projects by name. After Load it always holds at least one project.
 	Projects map[string]*Project `mapstructure:"projects"`
@@ -210,6 +215,46 @@ type Audit struct {
 	RetainAtLeast Duration `mapstructure:"retainAtLeast"`
 }
 
+// Cluster switches stores to shared engines, so that several toolgate
+// processes (replicas) serve as one gateway. Each part is independent:
+// without redis.url the rate limits stay in memory; without
+// postgres.url the API keys stay in the SQLite file of dataDir, the tool
+// pins in dataDir and the audit log in its local file only.
+type Cluster struct {
+	// Node names this replica in the shared audit trail, where each
+	// replica keeps a chain of its own: every replica needs a name of its
+	// own that stays the same across restarts (1 to 64 letters, digits,
+	// '.', '_' or '-'). Default: the host name.
+	Node string `mapstructure:"node"`
+	// Redis keeps the rate-limit buckets.
+	Redis ClusterRedis `mapstructure:"redis"`
+	// Postgres keeps the API keys and their usage, the tool pins and
+	// approvals, and a copy of every replica's audit log.
+	Postgres ClusterPostgres `mapstructure:"postgres"`
+}
+
+// ClusterRedis is the Redis server that keeps the rate-limit buckets.
+type ClusterRedis struct {
+	// URL is redis://[user:password@]host:port[/db] (rediss:// for TLS).
+	// Give the password with ${VAR}.
+	URL string `mapstructure:"url"`
+	// FailOpen admits tool calls without charging them while Redis cannot
+	// be reached. By default they are refused with the retryable
+	// "overloaded" error (-32030, HTTP 503).
+	FailOpen bool `mapstructure:"failOpen"`
+	// Timeout bounds one rate-limit decision, connecting included
+	// (default 250ms); past it Redis counts as unreachable for the call.
+	Timeout Duration `mapstructure:"timeout"`
+}
+
+// ClusterPostgres is the PostgreSQL database shared by the replicas.
+type ClusterPostgres struct {
+	// URL is postgres://user:password@host:port/database[?sslmode=...].
+	// Give the password with ${VAR}. The tables are created (and
+	// migrated) at start.
+	URL string `mapstructure:"url"`
+}
+
 // Alerts are rules that post to a webhook when audit events of one type
 // reach a threshold within a window.
 type Alerts struct {
@@ -222,7 +267,7 @@ var EventTypes = []string{
 	"auth.failure", "tool.call", "tool.denied", "ratelimit.hit", "ip.denied",
 	"code.execution", "code.fetch", "upstream.error", "upstream.restart",
 	"config.reload", "key.created", "key.rotated", "key.revoked", "tools.changed",
-	"audit.retention", "origin.denied",
+	"audit.retention", "origin.denied", "store.unavailable",
 }
 
 // AlertRule fires when Threshold events of type Event happen within Window.

@@ -30,7 +30,7 @@ func LoadDemo(url, keySHA256 string) (*Config, error) {
 		"apiKeys":    []any{map[string]any{"name": "demo", "sha256": keySHA256}},
 		"codeMode":   map[string]any{"enabled": true, "directTools": true},
 	}
-	return orError(parseTree(raw, noVars, processEnv()))
+	return orError(parseTree(raw, noVars, processEnv(), nil))
 }
 
 // noVars is an environment without variables: the demo's own values

@@ -102,6 +102,8 @@ func (l *loader) interpolate(c *Config) {
 	l.expandField("tls.certFile", &c.TLS.CertFile)
 	l.expandField("tls.keyFile", &c.TLS.KeyFile)
 	l.expandField("alerts.webhook", &c.Alerts.Webhook)
+	l.expandField("cluster.redis.url", &c.Cluster.Redis.URL)
+	l.expandField("cluster.postgres.url", &c.Cluster.Postgres.URL)
 	for _, ps := range l.servers {
 		p, s := ps.path, ps.v
 		l.expandField(child(p, "command"), &s.Command)
@@ -130,7 +132,11 @@ func (l *loader) expandField(path string, v *string) {
 	if _, env := l.fromEnv[path]; env {
 		return
 	}
-	out, problems := expand(*v, l.lookup)
+	lookup := l.lookup
+	if l.clusterLookup != nil && strings.HasPrefix(path, "cluster.") {
+		lookup = l.clusterLookup
+	}
+	out, problems := expand(*v, lookup)
 	for _, msg := range problems {
 		l.addf(path, "%s", msg)
 	}

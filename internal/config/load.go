@@ -202,7 +202,7 @@ type Inspection struct {
 // served. The error is for a file that cannot be read or is not a
 // document of its format: then there is no configuration.
 func Inspect(path string) (*Inspection, error) {
-	return inspectWith(path, os.LookupEnv)
+	return inspectWith(path, os.LookupEnv, nil)
 }
 
 // LoadState reads the configuration file at path for the commands that
@@ -214,15 +214,19 @@ func Inspect(path string) (*Inspection, error) {
 // problems of the settings such commands use (dataDir and audit) and of
 // the file as a whole are errors; the servers and the other
 // interpolated values (tls files, alerts.webhook) are neither read from
-// the environment nor checked, and are not to be used.
+// the environment nor checked, and are not to be used. The exception is
+// the cluster block: the shared stores these commands open (keys, pins
+// and the audit trail in PostgreSQL) take their credentials from the
+// environment, and its problems are errors too.
 func LoadState(path string) (*Config, error) {
-	in, err := inspectWith(path, func(string) (string, bool) { return "", true })
+	in, err := inspectWith(path, func(string) (string, bool) { return "", true }, os.LookupEnv)
 	if err != nil {
 		return nil, err
 	}
 	var problems []Problem
 	for _, p := range in.Problems {
-		if p.Path == "" || p.Path == "dataDir" || p.Path == "audit" || strings.HasPrefix(p.Path, "audit.") {
+		if p.Path == "" || p.Path == "dataDir" || p.Path == "audit" || strings.HasPrefix(p.Path, "audit.") ||
+			p.Path == "cluster" || strings.HasPrefix(p.Path, "cluster.") {
 			problems = append(problems, p)
 		}
 	}
@@ -234,8 +238,10 @@ func LoadState(path string) (*Config, error) {
 	return in.Config, nil
 }
 
-// inspectWith is Inspect with the environment `${VAR}` references read from.
-func inspectWith(path string, lookup func(string) (string, bool)) (*Inspection, error) {
+// inspectWith is Inspect with the environment `${VAR}` references read
+// from; clusterLookup, when not nil, is that of the cluster block's
+// references instead.
+func inspectWith(path string, lookup, clusterLookup func(string) (string, bool)) (*Inspection, error) {
 	format, err := FormatOf(path)
 	if err != nil {
 		return nil, err
@@ -248,7 +254,7 @@ func inspectWith(path string, lookup func(string) (string, bool)) (*Inspection, 
 	if err != nil {
 		return nil, fmt.Errorf("load config %s: %w", path, err)
 	}
-	c, problems := parseTree(raw, lookup, processEnv())
+	c, problems := parseTree(raw, lookup, processEnv(), clusterLookup)
 	c.Path = path
 	// Relative paths in a file are relative to the file's folder; those
 	// from the environment to the working directory. A relative audit
@@ -286,7 +292,7 @@ func parse(data []byte, format string, lookup func(string) (string, bool)) (*Con
 	if err != nil {
 		return nil, err
 	}
-	return orError(parseTree(raw, lookup, nil))
+	return orError(parseTree(raw, lookup, nil, nil))
 }
 
 // orError returns c, or an *Error with the problems when there are any.
@@ -301,8 +307,8 @@ func orError(c *Config, problems []Problem) (*Config, error) {
 // nil) in place of the file's in a decoded document, then decodes,
 // interpolates, defaults and validates it, returning the configuration as
 // far as it could be read with every problem found.
-func parseTree(raw map[string]any, lookup func(string) (string, bool), env envReader) (*Config, []Problem) {
-	l := &loader{lookup: lookup, bad: map[string]bool{}, origin: map[string]string{}, fromEnv: map[string]string{}}
+func parseTree(raw map[string]any, lookup func(string) (string, bool), env envReader, clusterLookup func(string) (string, bool)) (*Config, []Problem) {
+	l := &loader{lookup: lookup, clusterLookup: clusterLookup, bad: map[string]bool{}, origin: map[string]string{}, fromEnv: map[string]string{}}
 	if env != nil {
 		raw = l.applyEnv(raw, env)
 	}
@@ -355,10 +361,12 @@ func decodeRaw(data []byte, format string) (map[string]any, error) {
 // interpolation (so messages never show a secret), the settings the
 // environment gave, and where each project and server sits in the file.
 type loader struct {
-	lookup   func(string) (string, bool)
-	problems []Problem
-	bad      map[string]bool
-	origin   map[string]string
+	lookup func(string) (string, bool)
+	// clusterLookup, when not nil, reads the cluster block's references.
+	clusterLookup func(string) (string, bool)
+	problems      []Problem
+	bad           map[string]bool
+	origin        map[string]string
 	// fromEnv maps the key paths the environment set to their variables.
 	fromEnv  map[string]string
 	projects []placed[Project]
@@ -895,6 +903,9 @@ func applyDefaults(c *Config) {
 	setDefault(&c.Audit.MaxFiles, 10)
 	setDefault(&c.Audit.RetainAtLeast, Duration(7*24*time.Hour))
 	setDefault(&c.KeyMaxAge, Duration(90*24*time.Hour))
+	if c.Cluster.Redis.URL != "" {
+		setDefault(&c.Cluster.Redis.Timeout, Duration(DefaultRedisTimeout))
+	}
 	cm := &c.CodeMode
 	setDefault(&cm.Timeout, Duration(10*time.Second))
 	setDefault(&cm.MemoryLimitMB, 64)

@@ -549,6 +549,7 @@ func TestLoadState(t *testing.T) {
 		"dataDir": "data",
 		"audit": {"path": "a.jsonl"},
 		"tls": {"certFile": "${TG_STATE_UNSET}"},
+		"cluster": {"postgres": {"url": "postgres://tg:${TG_STATE_SECRET}@127.0.0.1/tg"}},
 		"mcpServers": {
 			"api": {"url": "${TG_STATE_UNSET}", "headers": {"Authorization": "Bearer ${TG_STATE_SECRET}"}},
 			"fs": {"command": "${TG_STATE_UNSET}", "args": ["${oops"]},
@@ -563,6 +564,11 @@ func TestLoadState(t *testing.T) {
 	}
 	if h := c.Projects[DefaultProject].MCPServers["api"].Headers["Authorization"]; strings.Contains(h, "s3cret") {
 		t.Errorf("LoadState read a variable: %q", h)
+	}
+	// The shared stores the commands open take credentials from the
+	// environment.
+	if u := c.Cluster.Postgres.URL; u != "postgres://tg:s3cret@127.0.0.1/tg" {
+		t.Errorf("cluster.postgres.url = %q, want its variable read", u)
 	}
 	if _, err := Load(p); err == nil {
 		t.Error("Load accepted the file; the test needs one that Load refuses")

@@ -107,6 +107,55 @@ func (l *loader) validate(c *Config) {
 		l.validateServer(ps.path, ps.v)
 	}
 	l.validateAccess(c)
+	l.validateCluster(c)
+}
+
+// nodeRE is the rule for a replica's name.
+var nodeRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+
+// validateCluster checks the shared engines. Their URLs are never
+// quoted back: they may hold a password.
+func (l *loader) validateCluster(c *Config) {
+	cl := &c.Cluster
+	if cl.Redis.URL != "" && !l.bad["cluster.redis.url"] {
+		if err := checkServiceURL(cl.Redis.URL, "redis", "rediss"); err != nil {
+			l.addf("cluster.redis.url", "%v", err)
+		}
+	}
+	if cl.Redis.URL == "" && (cl.Redis.FailOpen || cl.Redis.Timeout != 0) {
+		l.addf("cluster.redis", "failOpen and timeout need cluster.redis.url")
+	}
+	l.checkTimeout("cluster.redis.timeout", cl.Redis.Timeout)
+	if cl.Redis.Timeout > Duration(time.Minute) {
+		l.addf("cluster.redis.timeout", "at most 1m (got %s)", cl.Redis.Timeout.D())
+	}
+	if cl.Postgres.URL != "" && !l.bad["cluster.postgres.url"] {
+		if err := checkServiceURL(cl.Postgres.URL, "postgres", "postgresql"); err != nil {
+			l.addf("cluster.postgres.url", "%v", err)
+		}
+	}
+	if cl.Node != "" && !nodeRE.MatchString(cl.Node) {
+		l.addf("cluster.node", "invalid node name %q (want 1 to 64 letters, digits, '.', '_' or '-')", truncate(cl.Node))
+	}
+	if cl.Node != "" && cl.Postgres.URL == "" {
+		l.addf("cluster.node", "names this replica in the shared audit trail: it needs cluster.postgres.url")
+	}
+}
+
+// checkServiceURL checks the URL of a database server: one of the schemes,
+// and a host. Its text is not repeated, since it may hold a password.
+func checkServiceURL(s string, schemes ...string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return errors.New("not a valid URL")
+	}
+	if !slices.Contains(schemes, u.Scheme) {
+		return fmt.Errorf("want a %s:// URL", strings.Join(schemes, ":// or "))
+	}
+	if u.Host == "" {
+		return errors.New("missing host")
+	}
+	return nil
 }
 
 var sha256RE = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)

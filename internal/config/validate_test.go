@@ -78,12 +78,36 @@ func TestParseProblems(t *testing.T) {
 			name: "audit and alert rules",
 			doc:  `{"audit": {"fsync": "never"}, "alerts": {"webhook": "ftp://x", "rules": [{"event": "tool.cal", "threshold": 0, "window": "0s"}]}}`,
 			want: []string{
-				`alerts.rules[0].event: unknown event type "tool.cal" (one of auth.failure, tool.call, tool.denied, ratelimit.hit, ip.denied, code.execution, code.fetch, upstream.error, upstream.restart, config.reload, key.created, key.rotated, key.revoked, tools.changed, audit.retention, origin.denied)`,
+				`alerts.rules[0].event: unknown event type "tool.cal" (one of auth.failure, tool.call, tool.denied, ratelimit.hit, ip.denied, code.execution, code.fetch, upstream.error, upstream.restart, config.reload, key.created, key.rotated, key.revoked, tools.changed, audit.retention, origin.denied, store.unavailable)`,
 				`alerts.rules[0].threshold: must be at least 1`,
 				`alerts.rules[0].window: must be a positive duration`,
 				`alerts.webhook: invalid url: want an absolute http or https URL`,
 				`audit.fsync: unknown mode "never" (want "batch" or "always")`,
 			},
+		},
+		{
+			name: "cluster engines",
+			doc:  `{"cluster": {"node": "a b", "redis": {"url": "http://secret@h:6379", "timeout": "-1s"}, "postgres": {"url": "postgres:///db"}}}`,
+			want: []string{
+				`cluster.node: invalid node name "a b" (want 1 to 64 letters, digits, '.', '_' or '-')`,
+				`cluster.postgres.url: missing host`,
+				`cluster.redis.timeout: negative duration "-1s"`,
+				`cluster.redis.url: want a redis:// or rediss:// URL`,
+			},
+		},
+		{
+			name: "cluster settings without their engine",
+			doc:  `{"cluster": {"node": "a", "redis": {"failOpen": true}, "postgres": {"url": "mysql://h/db"}}}`,
+			want: []string{
+				`cluster.postgres.url: want a postgres:// or postgresql:// URL`,
+				`cluster.redis: failOpen and timeout need cluster.redis.url`,
+			},
+		},
+		{
+			name: "cluster urls from the environment",
+			doc:  `{"cluster": {"redis": {"url": "${REDIS_URL}"}, "postgres": {"url": "${PG_URL}"}}}`,
+			env:  map[string]string{"REDIS_URL": "redis://:pw@127.0.0.1:6379/0"},
+			want: []string{`cluster.postgres.url: environment variable PG_URL is not set`},
 		},
 		{
 			name: "unknown key in a project",

@@ -44,8 +44,8 @@ var Rules = []Rule{
 }
 
 // storage are the packages that only keep state: the audit log and the
-// API key store.
-var storage = own("policy/audit", "policy/apikey")
+// API key store, and the rate limits kept in Redis.
+var storage = own("policy/audit", "policy/apikey", "policy/redislimit")
 
 // transports are the packages that speak to clients or upstream
 // servers: HTTP, MCP (the go-sdk), server-sent events, and the gateway

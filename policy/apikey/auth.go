@@ -125,7 +125,7 @@ const finalFlushTimeout = 5 * time.Second
 // keeps that copy in step with the store and writes usage back in
 // batches. It is safe for concurrent use.
 type Authenticator struct {
-	store        *Store
+	store        Backend
 	now          func() time.Time
 	refreshEvery time.Duration
 	flushEvery   time.Duration
@@ -170,9 +170,19 @@ var dummyHash = sha256.Sum256([]byte("toolgate: no key has this id"))
 // may be nil: configuration keys only) and configKeys, all loaded into
 // memory now. A configuration key with a malformed hash or no project is
 // an error.
-func NewAuthenticator(ctx context.Context, store *Store, configKeys []ConfigKey, opts *AuthOptions) (*Authenticator, error) {
+func NewAuthenticator(ctx context.Context, store Backend, configKeys []ConfigKey, opts *AuthOptions) (*Authenticator, error) {
 	if opts == nil {
 		opts = &AuthOptions{}
+	}
+	switch s := store.(type) {
+	case *Store:
+		if s == nil {
+			store = nil // a nil *Store is no store, as before Backend
+		}
+	case *PGStore:
+		if s == nil {
+			store = nil
+		}
 	}
 	a := &Authenticator{
 		store:        store,
@@ -272,18 +282,19 @@ func (a *Authenticator) Refresh(ctx context.Context) error {
 	if a.loaded && v == a.version {
 		return a.recordChanges(ctx)
 	}
-	stored, err := a.store.loadAll(ctx)
+	stored, err := a.store.Export(ctx)
 	if err != nil {
 		return err
 	}
 	keys := make(map[string]authEntry, len(stored))
-	for _, sk := range stored {
-		h, err := decodeHash(sk.hash)
+	for i := range stored {
+		sk := &stored[i]
+		h, err := decodeHash(sk.SecretSHA256)
 		if err != nil {
-			a.log.Error("key store holds a malformed hash; the key is ignored", "key", sk.key.ID, "error", err)
+			a.log.Error("key store holds a malformed hash; the key is ignored", "key", sk.ID, "error", err)
 			continue
 		}
-		keys[sk.key.ID] = authEntry{key: sk.key, hash: h}
+		keys[sk.ID] = authEntry{key: &sk.Key, hash: h}
 	}
 	a.mu.Lock()
 	a.storeKeys = keys
@@ -470,7 +481,8 @@ func (a *Authenticator) Flush(ctx context.Context) error {
 }
 
 // Run keeps the authenticator in step with its store until ctx is done:
-// it reloads the keys when the store changed (every RefreshInterval) and
+// it reloads the keys when the store changed (every RefreshInterval, and
+// at once when the store says so, as PostgreSQL does) and
 // writes recorded usage (every FlushInterval). On its way out it flushes
 // once more. Store errors are logged, and the keys in memory stay.
 func (a *Authenticator) Run(ctx context.Context) {
@@ -483,8 +495,15 @@ func (a *Authenticator) Run(ctx context.Context) {
 	flush := time.NewTicker(a.flushEvery)
 	defer flush.Stop()
 	var refreshFailing, flushFailing bool
+	var changed <-chan struct{}
+	if n, ok := a.store.(notifier); ok {
+		changed = n.Changed()
+	}
 	for {
 		select {
+		case <-changed:
+			err := a.Refresh(ctx)
+			refreshFailing = a.logState(ctx, err, refreshFailing, "cannot reload API keys or record their changes; the loaded keys stay in force and the changes stay pending")
 		case <-ctx.Done():
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalFlushTimeout)
 			defer cancel()

@@ -20,7 +20,7 @@ func newClock(t time.Time) *clock { c := &clock{}; c.set(t); return c }
 func (c *clock) set(t time.Time)  { c.t.Store(&t) }
 func (c *clock) now() time.Time   { return *c.t.Load() }
 
-func newAuth(t testing.TB, s *apikey.Store, cfg []apikey.ConfigKey, opts *apikey.AuthOptions) *apikey.Authenticator {
+func newAuth(t testing.TB, s apikey.Backend, cfg []apikey.ConfigKey, opts *apikey.AuthOptions) *apikey.Authenticator {
 	t.Helper()
 	a, err := apikey.NewAuthenticator(context.Background(), s, cfg, opts)
 	if err != nil {

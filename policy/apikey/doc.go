@@ -1,8 +1,9 @@
 // Package apikey owns toolgate's API keys: their format (tg_<id>_<secret>,
-// [Generate], [Parse]) and hashing ([Hash]), the SQLite store that keeps
-// them with their usage and schema migrations ([Store]), and the
-// [Authenticator] that checks a presented key against the store and the
-// keys listed in the configuration.
+// [Generate], [Parse]) and hashing ([Hash]), the stores that keep them
+// with their usage and schema migrations ([Backend]: [Store] in a SQLite
+// file, [PGStore] in PostgreSQL for gateways that run as several
+// replicas), and the [Authenticator] that checks a presented key against
+// the store and the keys listed in the configuration.
 //
 // It sits under policy/ beside the access rules it serves. Its store
 // records each key change for the audit trail in the transaction that

@@ -338,31 +338,82 @@ func (s *Store) List(ctx context.Context, project string) ([]*Key, error) {
 	return keys, nil
 }
 
-// storedKey is a key with the hash of its secret, for the authenticator.
-type storedKey struct {
-	key  *Key
-	hash string
-}
-
-// loadAll returns every key with the hash of its secret.
-func (s *Store) loadAll(ctx context.Context) ([]storedKey, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+keyColumns+`, secret_sha256 FROM keys`)
+// Export implements [Backend].
+func (s *Store) Export(ctx context.Context) ([]Record, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+keyColumns+`, secret_sha256, ttl FROM keys ORDER BY project, created, id`)
 	if err != nil {
-		return nil, fmt.Errorf("load keys: %w", err)
+		return nil, fmt.Errorf("export keys: %w", err)
 	}
 	defer rows.Close()
-	var keys []storedKey
+	var out []Record
 	for rows.Next() {
-		var sk storedKey
-		if sk.key, err = scanKey(rows, &sk.hash); err != nil {
-			return nil, fmt.Errorf("load keys: %w", err)
+		var r Record
+		var ttl int64
+		k, err := scanKey(rows, &r.SecretSHA256, &ttl)
+		if err != nil {
+			return nil, fmt.Errorf("export keys: %w", err)
 		}
-		keys = append(keys, sk)
+		r.Key, r.TTL = *k, time.Duration(ttl)
+		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("load keys: %w", err)
+		return nil, fmt.Errorf("export keys: %w", err)
 	}
-	return keys, nil
+	return out, nil
+}
+
+// Import implements [Backend].
+func (s *Store) Import(ctx context.Context, keys []Record) (int, error) {
+	if err := checkRecords(keys); err != nil {
+		return 0, err
+	}
+	added := 0
+	err := s.write(ctx, true, func(tx *sql.Tx) error {
+		added = 0
+		for _, r := range keys {
+			res, err := tx.ExecContext(ctx,
+				`INSERT INTO keys (id, project, name, secret_sha256, created, expires, revoked, last_used, calls, rotated_to, ttl)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+				r.ID, r.Project, r.Name, strings.ToLower(r.SecretSHA256), toNanos(r.Created), toNanos(r.Expires), toNanos(r.Revoked),
+				toNanos(r.LastUsed), r.Calls, r.RotatedTo, int64(r.TTL))
+			if err != nil {
+				return err
+			}
+			if n, err := res.RowsAffected(); err != nil {
+				return err
+			} else if n == 1 {
+				added++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("import keys: %w", err)
+	}
+	return added, nil
+}
+
+// checkRecords checks keys to import: ids, projects, names and hashes of
+// the shapes the store makes.
+func checkRecords(keys []Record) error {
+	for i, r := range keys {
+		switch {
+		case len(r.ID) != IDLen || badBase32(r.ID) >= 0:
+			return fmt.Errorf("import keys: record %d: invalid key id %q", i, r.ID)
+		case !projectRE.MatchString(r.Project):
+			return fmt.Errorf("import keys: key %s: invalid project name %q", r.ID, r.Project)
+		case checkKeyName(r.Name) != nil:
+			return fmt.Errorf("import keys: key %s: %w", r.ID, checkKeyName(r.Name))
+		case r.Created.IsZero():
+			return fmt.Errorf("import keys: key %s: no creation time", r.ID)
+		case r.TTL < 0 || r.Calls < 0:
+			return fmt.Errorf("import keys: key %s: negative lifetime or call count", r.ID)
+		}
+		if _, err := decodeHash(strings.ToLower(r.SecretSHA256)); err != nil {
+			return fmt.Errorf("import keys: key %s: secret hash: %w", r.ID, err)
+		}
+	}
+	return nil
 }
 
 // Get returns the key with the given id; an unknown id is an error that

@@ -22,22 +22,23 @@ import (
 // list of event types (which alert rules name); a test keeps the two in
 // step.
 const (
-	EventAuthFailure     = "auth.failure"     // a request with a missing, unknown, expired or revoked key
-	EventToolCall        = "tool.call"        // a tool call that passed policy, with its outcome
-	EventToolDenied      = "tool.denied"      // a tool call refused by policy (filtered, unknown)
-	EventRateLimitHit    = "ratelimit.hit"    // a call refused by a rate limit
-	EventIPDenied        = "ip.denied"        // a request refused by the IP rules
-	EventCodeExecution   = "code.execution"   // one Code Mode script, start to end
-	EventCodeFetch       = "code.fetch"       // one fetch made by a Code Mode script
-	EventUpstreamError   = "upstream.error"   // an upstream server failed
-	EventUpstreamRestart = "upstream.restart" // an upstream server was restarted
-	EventConfigReload    = "config.reload"    // a configuration reload, applied or refused
-	EventKeyCreated      = "key.created"      // an API key was created
-	EventKeyRotated      = "key.rotated"      // an API key was replaced by a new one
-	EventKeyRevoked      = "key.revoked"      // an API key was revoked
-	EventToolsChanged    = "tools.changed"    // an upstream tool's definition changed
-	EventAuditRetention  = "audit.retention"  // rotation kept files past MaxFiles, being too young to delete
-	EventOriginDenied    = "origin.denied"    // a request refused for its Host or Origin header
+	EventAuthFailure      = "auth.failure"      // a request with a missing, unknown, expired or revoked key
+	EventToolCall         = "tool.call"         // a tool call that passed policy, with its outcome
+	EventToolDenied       = "tool.denied"       // a tool call refused by policy (filtered, unknown)
+	EventRateLimitHit     = "ratelimit.hit"     // a call refused by a rate limit
+	EventIPDenied         = "ip.denied"         // a request refused by the IP rules
+	EventCodeExecution    = "code.execution"    // one Code Mode script, start to end
+	EventCodeFetch        = "code.fetch"        // one fetch made by a Code Mode script
+	EventUpstreamError    = "upstream.error"    // an upstream server failed
+	EventUpstreamRestart  = "upstream.restart"  // an upstream server was restarted
+	EventConfigReload     = "config.reload"     // a configuration reload, applied or refused
+	EventKeyCreated       = "key.created"       // an API key was created
+	EventKeyRotated       = "key.rotated"       // an API key was replaced by a new one
+	EventKeyRevoked       = "key.revoked"       // an API key was revoked
+	EventToolsChanged     = "tools.changed"     // an upstream tool's definition changed
+	EventAuditRetention   = "audit.retention"   // rotation kept files past MaxFiles, being too young to delete
+	EventOriginDenied     = "origin.denied"     // a request refused for its Host or Origin header
+	EventStoreUnavailable = "store.unavailable" // a shared store (Redis, PostgreSQL) stopped answering
 )
 
 // EventTypes lists every event type, in the configuration's order.
@@ -46,7 +47,7 @@ var EventTypes = []string{
 	EventAuthFailure, EventToolCall, EventToolDenied, EventRateLimitHit, EventIPDenied,
 	EventCodeExecution, EventCodeFetch, EventUpstreamError, EventUpstreamRestart,
 	EventConfigReload, EventKeyCreated, EventKeyRotated, EventKeyRevoked, EventToolsChanged,
-	EventAuditRetention, EventOriginDenied,
+	EventAuditRetention, EventOriginDenied, EventStoreUnavailable,
 }
 
 // IsEventType reports whether s is one of [EventTypes].
