@@ -101,7 +101,7 @@ func (r *Redis) Start() {
 	}
 	cmd := exec.Command(r.bin, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", r.dir, "--protected-mode", "no", "--loglevel", "warning")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = procAttr(nil, true)
 	out, err := os.Create(filepath.Join(r.dir, "redis.log"))
 	if err != nil {
 		r.t.Fatal(err)
@@ -218,7 +218,7 @@ func startPostgres(t testing.TB) error {
 	if err != nil {
 		return err
 	}
-	var cred *syscall.Credential
+	var runAs *account
 	if os.Geteuid() == 0 {
 		u, err := user.Lookup("postgres")
 		if err != nil {
@@ -231,11 +231,11 @@ func startPostgres(t testing.TB) error {
 			os.RemoveAll(dir)
 			return err
 		}
-		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+		runAs = &account{uid: uint32(uid), gid: uint32(gid)}
 	}
 	pg.dir = filepath.Join(dir, "data")
 	init := exec.Command(initdb, "-D", pg.dir, "-U", "toolgate", "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync")
-	init.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	init.SysProcAttr = procAttr(runAs, false)
 	init.Dir = dir
 	if out, err := init.CombinedOutput(); err != nil {
 		os.RemoveAll(dir)
@@ -245,7 +245,7 @@ func startPostgres(t testing.TB) error {
 	cmd := exec.Command(postgres, "-D", pg.dir, "-p", strconv.Itoa(pg.port), "-k", dir,
 		"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
 		"-c", "full_page_writes=off", "-c", "max_connections=300", "-c", "shared_buffers=32MB")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = procAttr(runAs, true)
 	cmd.Dir = dir
 	logf, err := os.Create(filepath.Join(dir, "postgres.log"))
 	if err != nil {
