@@ -98,6 +98,20 @@ func TestClusterThreeReplicas(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// A new key reaches the replicas by NOTIFY, within moments but not
+		// at once (the bound is 2 s): wait until each accepts it.
+		for i, b := range backends {
+			eventually(t, 2*time.Second, fmt.Sprintf("replica %d to accept a new key", i+1), func() bool {
+				req, _ := http.NewRequest(http.MethodGet, b.String()+"/mcp", nil)
+				req.Header.Set("Authorization", "Bearer "+plain)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					return false
+				}
+				resp.Body.Close()
+				return resp.StatusCode != http.StatusUnauthorized
+			})
+		}
 		var out []*mcp.ClientSession
 		for range 3 { // initialize goes round robin: one session per replica
 			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
