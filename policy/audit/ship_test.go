@@ -96,6 +96,9 @@ func TestShipper(t *testing.T) {
 	if rep := reps["node-a"]; rep == nil || !rep.OK() || rep.Lines != 60 || rep.Start != audit.Genesis {
 		t.Fatalf("verify = %+v", rep)
 	}
+	if reps, err := sh.Verify(ctx, "node-b"); err != nil || reps["node-b"] == nil || reps["node-b"].Lines != 0 || reps["node-b"].Head != "" {
+		t.Errorf("verify of a node without a chain: %+v, %v", reps["node-b"], err)
+	}
 	local, err := audit.Verify(path)
 	if err != nil || local.Head != reps["node-a"].Head {
 		t.Errorf("local head %s (%v), shared head %s", local.Head, err, reps["node-a"].Head)
