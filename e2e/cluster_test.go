@@ -495,3 +495,62 @@ func TestClusterThreeReplicas(t *testing.T) {
 		}
 	})
 }
+
+// An embedded installation's keys move into PostgreSQL with `keys
+// export` and `keys import`: a gateway on PostgreSQL then accepts the
+// old keys (and refuses the revoked one), and writes its events to the
+// shared audit trail.
+func TestKeysMovedToPostgres(t *testing.T) {
+	pgURL := servertest.Postgres(t)
+	up := testUpstream(t)
+	servers := fmt.Sprintf(`"mcpServers": {"s": {"command": %s, "allowedTools": ["echo"]}}`, jsonString(up))
+	embedded := writeConfig(t, `{`+servers+`}`)
+	shared := writeConfig(t, fmt.Sprintf(`{"cluster": {"node": "solo", "postgres": {"url": %q}}, %s}`, pgURL, servers))
+	cli := func(cfg, stdin string, args ...string) string {
+		t.Helper()
+		p := e2etest.StartProcess(t, e2etest.ProcOptions{Path: e2etest.BuildBinary(t, "./cmd/toolgate"),
+			Args: append(args, "-c", cfg), Dir: filepath.Dir(cfg), Stdin: strings.NewReader(stdin)})
+		if code, err := p.Wait(60 * time.Second); code != 0 || err != nil {
+			t.Fatalf("toolgate %v: exit %d, %v\n%s", args, code, err, p.Stderr())
+		}
+		return p.Stdout()
+	}
+	var live, gone cliKey
+	json.Unmarshal([]byte(cli(embedded, "", "keys", "create", "--name", "laptop", "--json")), &live)
+	json.Unmarshal([]byte(cli(embedded, "", "keys", "create", "--name", "old", "--json")), &gone)
+	cli(embedded, "", "keys", "revoke", gone.ID)
+
+	export := cli(embedded, "", "keys", "export")
+	if out := cli(shared, export, "keys", "import"); !strings.Contains(out, "Imported 2 keys") {
+		t.Fatalf("keys import: %q", out)
+	}
+	if out := cli(shared, export, "keys", "import"); !strings.Contains(out, "Imported 0 keys") {
+		t.Errorf("keys import, again: %q", out)
+	}
+	if before, after := cli(embedded, "", "keys", "list", "--json"), cli(shared, "", "keys", "list", "--json"); before != after {
+		t.Errorf("keys list in SQLite:\n%s\nin PostgreSQL:\n%s", before, after)
+	}
+
+	g := startGatewayFile(t, shared)
+	cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cs := e2etest.ConnectHTTP(t, cctx, g.URL(), map[string]string{"Authorization": "Bearer " + live.Key}, nil)
+	if got := text(callTool(t, cs, "s__echo", map[string]any{"text": "moved"})); !strings.Contains(got, "moved") {
+		t.Errorf("echo answered %q", got)
+	}
+	req, _ := http.NewRequest(http.MethodGet, g.URL(), nil)
+	req.Header.Set("Authorization", "Bearer "+gone.Key)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("the revoked key: %v, %v; want 401", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	eventually(t, 10*time.Second, "the call in the shared audit trail", func() bool {
+		for _, e := range auditEvents(t, shared, "--node", "solo", "--key", live.ID, "--type", "tool.call") {
+			if e.Tool == "s__echo" && e.Outcome == "ok" {
+				return true
+			}
+		}
+		return false
+	})
+}
