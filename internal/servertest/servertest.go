@@ -124,6 +124,16 @@ func (r *Redis) Start() {
 	}
 }
 
+// Pid is the process id of the running server, 0 when it is stopped.
+func (r *Redis) Pid() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd == nil {
+		return 0
+	}
+	return r.cmd.Process.Pid
+}
+
 // Stop kills the server (as a crash would) and waits for it to exit.
 func (r *Redis) Stop() {
 	r.mu.Lock()
