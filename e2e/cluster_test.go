@@ -335,6 +335,8 @@ func TestClusterThreeReplicas(t *testing.T) {
 		)
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
+		stopLoad := sync.OnceFunc(func() { close(stop); wg.Wait() })
+		defer stopLoad() // when the test fails before the load is over
 		for w := range 6 {
 			wg.Go(func() {
 				var cs *mcp.ClientSession
@@ -404,8 +406,7 @@ func TestClusterThreeReplicas(t *testing.T) {
 			return count() >= atKill+100 &&
 				len(auditEvents(t, victim.cfg, "--local", "--key", k.ID, "--since", restarted.UTC().Format(time.RFC3339Nano))) > 0
 		})
-		close(stop)
-		wg.Wait()
+		stopLoad()
 		t.Logf("%d calls answered, %d failed; the replica was killed after %d", len(answered), failed, atKill)
 
 		// Every answered call is in the shared trail, once.
