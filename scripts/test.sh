@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command for toolgate (what `make test` and CI run):
-#   0. installs redis-server and PostgreSQL 15 from Debian's packages when
+#   0. installs redis-server and PostgreSQL from Debian's packages when
 #      missing (the tests of the shared stores start their own servers on
 #      loopback; internal/servertest),
 #   1. installs the pinned npm packages of e2e/npm (real MCP servers and
@@ -44,9 +44,10 @@ done
 
 # The database servers of the shared-store tests. Nothing happens when
 # they are installed; otherwise apt-get installs them (CI runs as root).
-if ! command -v redis-server >/dev/null 2>&1 || [ ! -x /usr/lib/postgresql/15/bin/postgres ]; then
+# PostgreSQL is the distribution's version (/usr/lib/postgresql/NN/bin).
+if ! command -v redis-server >/dev/null 2>&1 || ! compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null; then
 	if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-		echo "scripts/test.sh: redis-server and postgresql (15) are needed: install the Debian packages redis-server and postgresql" >&2
+		echo "scripts/test.sh: redis-server and postgresql are needed: install the Debian packages redis-server and postgresql" >&2
 		exit 1
 	fi
 	echo "scripts/test.sh: installing redis-server and postgresql (apt-get)" >&2

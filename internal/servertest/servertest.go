@@ -2,7 +2,7 @@
 // shared stores need: a redis-server per test (so that a test may stop
 // and restart it) and one PostgreSQL server per test process, with a
 // database of its own for every test. Both are the real servers from the
-// Debian packages (redis-server, postgresql-15), started on loopback
+// Debian packages (redis-server, postgresql of any version), started on loopback
 // ports in temporary folders and stopped when the test (or, for
 // PostgreSQL, the test process: see [Main]) ends. When a binary is
 // missing the test fails saying what to install; scripts/test.sh installs
@@ -124,6 +124,16 @@ func (r *Redis) Start() {
 	}
 }
 
+// Pid is the process id of the running server, 0 when it is stopped.
+func (r *Redis) Pid() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd == nil {
+		return 0
+	}
+	return r.cmd.Process.Pid
+}
+
 // Stop kills the server (as a crash would) and waits for it to exit.
 func (r *Redis) Stop() {
 	r.mu.Lock()
@@ -157,8 +167,28 @@ func Ping(addr string) error {
 	return nil
 }
 
-// pgBin is where Debian's postgresql-15 keeps its programs.
-const pgBin = "/usr/lib/postgresql/15/bin"
+// pgRoot is where Debian's postgresql-NN packages keep their programs,
+// in NN/bin.
+const pgRoot = "/usr/lib/postgresql"
+
+// pgBin returns the bin folder of the newest PostgreSQL under root (the
+// Debian package postgresql depends on the distribution's version: 15 in
+// Debian 12, 17 in Debian 13), or "" when there is none.
+func pgBin(root string) string {
+	entries, _ := os.ReadDir(root)
+	best, dir := -1, ""
+	for _, e := range entries {
+		v, err := strconv.Atoi(e.Name())
+		if err != nil || v <= best {
+			continue
+		}
+		bin := filepath.Join(root, e.Name(), "bin")
+		if _, err := os.Stat(filepath.Join(bin, "postgres")); err == nil {
+			best, dir = v, bin
+		}
+	}
+	return dir
+}
 
 // pgServer is the PostgreSQL server of the test process.
 var pg struct {
@@ -212,8 +242,12 @@ func PostgresServer(t testing.TB) string {
 // startPostgres makes a cluster in a new temporary folder and starts its
 // server. Called with pg.mu held.
 func startPostgres(t testing.TB) error {
-	initdb := lookPath(t, filepath.Join(pgBin, "initdb"), "postgresql")
-	postgres := lookPath(t, filepath.Join(pgBin, "postgres"), "postgresql")
+	bin := pgBin(pgRoot)
+	if bin == "" {
+		bin = filepath.Join(pgRoot, "NN", "bin")
+	}
+	initdb := lookPath(t, filepath.Join(bin, "initdb"), "postgresql")
+	postgres := lookPath(t, filepath.Join(bin, "postgres"), "postgresql")
 	dir, err := os.MkdirTemp("", "toolgate-pg-")
 	if err != nil {
 		return err
