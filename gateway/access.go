@@ -19,6 +19,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	sjson "github.com/segmentio/encoding/json"
 
+	"github.com/toolgate/toolgate/callerr"
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/policy"
 	"github.com/toolgate/toolgate/policy/apikey"
@@ -142,7 +143,7 @@ func (g *Gateway) takeTokens(ctx context.Context, pr Principal, tool string) err
 	if !ok {
 		g.log.Info("rate limit hit", "project", pr.Project, "key", pr.KeyID, "tool", tool, "retryAfter", wait)
 		g.metrics.rateLimited.WithLabelValues(pr.Project).Inc()
-		return &CallError{Code: CodeRateLimited, Message: fmt.Sprintf("rate limit exceeded; retry after %d ms", retryMs(wait)), RetryAfter: wait}
+		return &callerr.Error{Code: callerr.RateLimited, Message: fmt.Sprintf("rate limit exceeded; retry after %d ms", retryMs(wait)), RetryAfter: wait}
 	}
 	return nil
 }
@@ -301,14 +302,14 @@ func (g *Gateway) guard(p *project) http.Handler {
 				}
 				if p.lookupCallable(msg.Params.Name) != nil || p.isCodeModeTool(msg.Params.Name) {
 					if err := g.takeTokens(r.Context(), pr, msg.Params.Name); err != nil {
-						var ce *CallError
-						if errors.As(err, &ce) && ce.Code == CodeOverloaded {
+						var ce *callerr.Error
+						if errors.As(err, &ce) && ce.Code == callerr.Overloaded {
 							refuseUnavailable(g, w, p.name, pr, msg.Params.Name, ce)
 							return
 						}
 						if errors.As(err, &ce) {
 							if aerr := g.emit(&audit.Event{Type: audit.EventRateLimitHit, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP,
-								Tool: msg.Params.Name, Decision: "deny", Outcome: CodeRateLimited, Error: ce.Message}); aerr != nil {
+								Tool: msg.Params.Name, Decision: "deny", Outcome: callerr.RateLimited, Error: ce.Message}); aerr != nil {
 								// A refusal that cannot be recorded fails like a call
 								// that cannot be: the gateway answers nothing else.
 								rpcError(w, http.StatusServiceUnavailable, jsonrpc.CodeInternalError, errNotRecorded(aerr).Message, nil)

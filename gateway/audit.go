@@ -11,6 +11,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/toolgate/toolgate/callerr"
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/policy/apikey"
 	"github.com/toolgate/toolgate/policy/audit"
@@ -56,7 +57,7 @@ func (g *Gateway) auditHealthy() error {
 		return nil
 	}
 	if err := g.audit.Healthy(); err != nil {
-		return &CallError{Code: CodeUnavailable, Message: "the audit log cannot be written, so tool calls are refused until it can: " + err.Error()}
+		return &callerr.Error{Code: callerr.Unavailable, Message: "the audit log cannot be written, so tool calls are refused until it can: " + err.Error()}
 	}
 	return nil
 }
@@ -78,9 +79,9 @@ func callEvent(project string, r *route, call *ToolCall, res *mcp.CallToolResult
 		ev.Server = r.up.cfg.Name
 	}
 	switch out {
-	case CodeNotFound:
+	case callerr.NotFound:
 		ev.Type, ev.Decision, ev.Reason = audit.EventToolDenied, "deny", "unknown or filtered tool"
-	case CodeRateLimited:
+	case callerr.RateLimited:
 		ev.Type, ev.Decision = audit.EventRateLimitHit, "deny"
 	}
 	ev.SetArguments(call.Arguments)
@@ -96,7 +97,7 @@ func callEvent(project string, r *route, call *ToolCall, res *mcp.CallToolResult
 	}
 	// Texts go in whole: the audit log cuts each field to its cap and
 	// keeps the full text's length and SHA-256.
-	var ce *CallError
+	var ce *callerr.Error
 	var rpcErr *jsonrpc.Error
 	switch {
 	case errors.As(err, &ce):

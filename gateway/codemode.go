@@ -20,6 +20,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/toolgate/toolgate/bindings"
+	"github.com/toolgate/toolgate/callerr"
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/policy/audit"
 	"github.com/toolgate/toolgate/sandbox"
@@ -194,7 +195,7 @@ func (p *project) executeCodeCall(ctx context.Context, call *ToolCall) (*mcp.Cal
 // JSON-RPC error a client gets: -32029 with data.retryAfterMs.
 func (p *project) charge(ctx context.Context, pr Principal, tool, reason string) error {
 	err := p.gw.takeTokens(ctx, pr, tool)
-	var ce *CallError
+	var ce *callerr.Error
 	if !errors.As(err, &ce) {
 		return err
 	}
@@ -202,7 +203,7 @@ func (p *project) charge(ctx context.Context, pr Principal, tool, reason string)
 		Tool: tool, Reason: reason, Decision: "deny", Outcome: ce.Code, Error: ce.Message}); err != nil {
 		return errNotRecorded(err)
 	}
-	if ce.Code == CodeOverloaded {
+	if ce.Code == callerr.Overloaded {
 		return retryableError(codeOverloaded, ce)
 	}
 	return retryableError(codeRateLimited, ce)
@@ -268,7 +269,7 @@ func (g *Gateway) executeCode(ctx context.Context, p *project, pr Principal, cod
 	cfg := g.Config()
 	cm := cfg.CodeMode
 	if !cm.Enabled || g.engine == nil {
-		return nil, &CallError{Code: CodeNotFound, Message: "code mode is not enabled"}
+		return nil, &callerr.Error{Code: callerr.NotFound, Message: "code mode is not enabled"}
 	}
 	release, err := p.acquireExecution(ctx, cm.MaxConcurrentExecutions)
 	if err != nil {
@@ -282,16 +283,7 @@ func (g *Gateway) executeCode(ctx context.Context, p *project, pr Principal, cod
 	req := &sandbox.Request{
 		Code:    code,
 		Prelude: ct.prelude,
-		Caller: func(ctx context.Context, name string, args []byte) ([]byte, error) {
-			v, err := bindings.Invoke(ctx, tc, name, args)
-			if err != nil {
-				if be := bindings.AsCallError(err); be != nil {
-					return nil, &sandbox.CallError{Code: be.Code, Message: be.Message, RetryAfterMs: be.RetryAfterMs}
-				}
-				return nil, err
-			}
-			return v, nil
-		},
+		Caller:  bindings.Bridge(tc),
 	}
 	if cm.AllowFetch {
 		req.Fetch = &sandbox.FetchPolicy{
@@ -331,7 +323,7 @@ func (g *Gateway) executeCode(ctx context.Context, p *project, pr Principal, cod
 	}
 	g.metrics.observeExecution(p.name, ev.Outcome, limit, res)
 	if err := g.emit(ev); err != nil {
-		return nil, &CallError{Code: CodeUnavailable, Message: "the execution could not be recorded in the audit log: " + err.Error()}
+		return nil, &callerr.Error{Code: callerr.Unavailable, Message: "the execution could not be recorded in the audit log: " + err.Error()}
 	}
 	return res, nil
 }
@@ -353,13 +345,14 @@ func (c *scriptCaller) CallTool(ctx context.Context, name string, args json.RawM
 	return res, scriptError(err)
 }
 
-// scriptError keeps the retry hint of a rate-limited call for the script:
-// the Error it sees carries retryAfterMs, as the direct path's JSON-RPC
-// error carries data.retryAfterMs.
+// scriptError is a refusal as the script sees it: a rate-limited call
+// keeps its retry hint (the Error carries retryAfterMs, as the direct
+// path's JSON-RPC error carries data.retryAfterMs); other refusals carry
+// none.
 func scriptError(err error) error {
-	var ce *CallError
-	if errors.As(err, &ce) && ce.Code == CodeRateLimited {
-		return &bindings.CallError{Code: ce.Code, Message: ce.Message, RetryAfterMs: retryMs(ce.RetryAfter)}
+	var ce *callerr.Error
+	if errors.As(err, &ce) && ce.Code != callerr.RateLimited && ce.RetryAfter != 0 {
+		return &callerr.Error{Code: ce.Code, Message: ce.Message}
 	}
 	return err
 }
@@ -370,21 +363,17 @@ func scriptError(err error) error {
 // retryAfterMs.
 func (g *Gateway) takeFetchTokens(ctx context.Context, p *project, pr Principal, execID, method, host string) error {
 	err := g.takeTokens(ctx, pr, FetchRateName)
-	var ce *CallError
+	var ce *callerr.Error
 	if !errors.As(err, &ce) {
 		return err
 	}
 	if err := g.emit(&audit.Event{Type: audit.EventRateLimitHit, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP, ExecutionID: execID,
 		Tool: FetchRateName, Decision: "deny", Outcome: ce.Code, Error: ce.Message, Method: method, Host: host}); err != nil {
 		// Like a refused tool call: a refusal that cannot be recorded fails.
-		ne := errNotRecorded(err)
-		return &sandbox.CallError{Code: ne.Code, Message: ne.Message}
+		return errNotRecorded(err)
 	}
-	return &sandbox.CallError{Code: ce.Code, Message: ce.Message, RetryAfterMs: retryMs(ce.RetryAfter)}
+	return ce
 }
-
-// ErrorCode lets bindings keep the code of a refusal.
-func (e *CallError) ErrorCode() string { return e.Code }
 
 // acquireExecution takes one of the project's execution slots, waiting
 // briefly when all are busy.
@@ -403,7 +392,7 @@ func (p *project) acquireExecution(ctx context.Context, limit int) (func(), erro
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, &CallError{Code: CodeOverloaded, RetryAfter: overloadRetryAfter,
+		return nil, &callerr.Error{Code: callerr.Overloaded, RetryAfter: overloadRetryAfter,
 			Message: fmt.Sprintf("%d executions are already running in this project (codeMode.maxConcurrentExecutions); retry after %d ms", limit, retryMs(overloadRetryAfter))}
 	}
 	return slots.release, nil

@@ -18,6 +18,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/toolgate/toolgate/callerr"
 	"github.com/toolgate/toolgate/internal/clip"
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/policy"
@@ -69,26 +70,6 @@ type ToolCall struct {
 	// upstream call kept it (keepJSON, streamable HTTP upstreams).
 	upstreamJSON json.RawMessage
 }
-
-// Error codes of a refused or failed call, as Code Mode reports them.
-const (
-	CodeNotFound    = "not_found"
-	CodeUnavailable = "unavailable"
-	CodeTimeout     = "timeout"
-	CodeRateLimited = "rate_limited"
-)
-
-// CallError is a call the gateway refused or could not complete. Its
-// message is meant for the caller; for a tool that is hidden by a filter it
-// is the same as for a tool that does not exist.
-type CallError struct {
-	Code    string
-	Message string
-	// RetryAfter says when a rate-limited call may succeed.
-	RetryAfter time.Duration
-}
-
-func (e *CallError) Error() string { return e.Message }
 
 // Options configure a Gateway. A nil *Options means defaults.
 type Options struct {
@@ -368,11 +349,11 @@ func (g *Gateway) Server(projectName string) *mcp.Server {
 // is a client's and sees only the tools the project lists, so with Code
 // Mode on and codeMode.directTools off it finds no upstream tool), applies
 // the upstream's deadline and calls it. A tool that fails returns a result with
-// IsError; a refused call returns a *CallError.
+// IsError; a refused call returns a *callerr.Error.
 func (g *Gateway) CallTool(ctx context.Context, call *ToolCall) (*mcp.CallToolResult, error) {
 	p := g.project(call.Principal.Project)
 	if p == nil {
-		return nil, &CallError{Code: CodeNotFound, Message: fmt.Sprintf("unknown project %q", call.Principal.Project)}
+		return nil, &callerr.Error{Code: callerr.NotFound, Message: fmt.Sprintf("unknown project %q", call.Principal.Project)}
 	}
 	return g.callTool(ctx, p, call)
 }
@@ -415,13 +396,13 @@ func (p *project) visibleTool(call *ToolCall) *route {
 
 // errNotRecorded is the answer to a call whose audit event could not be
 // written.
-func errNotRecorded(err error) *CallError {
-	return &CallError{Code: CodeUnavailable, Message: "the call could not be recorded in the audit log: " + err.Error()}
+func errNotRecorded(err error) *callerr.Error {
+	return &callerr.Error{Code: callerr.Unavailable, Message: "the call could not be recorded in the audit log: " + err.Error()}
 }
 
 // outcome names how a call ended, for metrics and the audit log.
 func outcome(res *mcp.CallToolResult, err error) string {
-	var ce *CallError
+	var ce *callerr.Error
 	var rpcErr *jsonrpc.Error
 	switch {
 	case errors.As(err, &ce):
@@ -446,7 +427,7 @@ func (g *Gateway) record(p *project, r *route, call *ToolCall, res *mcp.CallTool
 	if r != nil {
 		server, tool = r.up.cfg.Name, call.Name
 	}
-	reached := r != nil && out != CodeRateLimited && out != CodeUnavailable && out != CodeOverloaded
+	reached := r != nil && out != callerr.RateLimited && out != callerr.Unavailable && out != callerr.Overloaded
 	g.metrics.observeCall(p.name, server, tool, out, d, reached)
 	return g.emit(callEvent(p.name, r, call, res, err, out, d))
 }
@@ -455,7 +436,7 @@ func (g *Gateway) record(p *project, r *route, call *ToolCall, res *mcp.CallTool
 // name).
 func (g *Gateway) callRoute(ctx context.Context, p *project, r *route, call *ToolCall) (*mcp.CallToolResult, error) {
 	if r == nil {
-		return nil, &CallError{Code: CodeNotFound, Message: fmt.Sprintf("unknown tool %q", clip.Text(call.Name, sandbox.MaxToolNameBytes))}
+		return nil, &callerr.Error{Code: callerr.NotFound, Message: fmt.Sprintf("unknown tool %q", clip.Text(call.Name, sandbox.MaxToolNameBytes))}
 	}
 	if call.prepaid != call.Name {
 		if err := g.takeTokens(ctx, call.Principal, call.Name); err != nil {
@@ -464,7 +445,7 @@ func (g *Gateway) callRoute(ctx context.Context, p *project, r *route, call *Too
 	}
 	conn, err := r.up.live()
 	if err != nil {
-		return nil, &CallError{Code: CodeUnavailable, Message: err.Error()}
+		return nil, &callerr.Error{Code: callerr.Unavailable, Message: err.Error()}
 	}
 	params := &mcp.CallToolParams{Name: r.upstream, Meta: call.Meta}
 	if len(call.Arguments) > 0 && string(call.Arguments) != "null" {
@@ -494,13 +475,13 @@ func (g *Gateway) callRoute(ctx context.Context, p *project, r *route, call *Too
 			return nil, ctx.Err() // the caller cancelled; the upstream was told
 		}
 		if cctx.Err() == context.DeadlineExceeded {
-			return nil, &CallError{Code: CodeTimeout, Message: fmt.Sprintf("tool %q did not answer within %v", call.Name, r.up.callTimeout)}
+			return nil, &callerr.Error{Code: callerr.Timeout, Message: fmt.Sprintf("tool %q did not answer within %v", call.Name, r.up.callTimeout)}
 		}
 		var rpcErr *jsonrpc.Error
 		if errors.As(err, &rpcErr) {
 			return nil, rpcErr // the upstream's own protocol error, unchanged
 		}
-		return nil, &CallError{Code: CodeUnavailable, Message: fmt.Sprintf("server %q failed during the call: %v", r.up.cfg.Name, err)}
+		return nil, &callerr.Error{Code: callerr.Unavailable, Message: fmt.Sprintf("server %q failed during the call: %v", r.up.cfg.Name, err)}
 	}
 	return res, nil
 }
@@ -510,15 +491,15 @@ func (g *Gateway) callRoute(ctx context.Context, p *project, r *route, call *Too
 // for a tool it does not have; other refusals are tool errors the agent can
 // read.
 func toMCPResult(res *mcp.CallToolResult, err error) (*mcp.CallToolResult, error) {
-	var ce *CallError
+	var ce *callerr.Error
 	if errors.As(err, &ce) {
 		switch ce.Code {
-		case CodeNotFound:
+		case callerr.NotFound:
 			return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: ce.Message}
-		case CodeRateLimited:
+		case callerr.RateLimited:
 			data, _ := json.Marshal(map[string]any{"retryAfterMs": retryMs(ce.RetryAfter)})
 			return nil, &jsonrpc.Error{Code: codeRateLimited, Message: ce.Message, Data: data}
-		case CodeOverloaded:
+		case callerr.Overloaded:
 			return nil, retryableError(codeOverloaded, ce) // the rate-limit store is out of reach
 		}
 		r := &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: ce.Message}}}

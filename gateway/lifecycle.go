@@ -14,6 +14,8 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/toolgate/toolgate/callerr"
 )
 
 // JSON-RPC error codes of work refused because the gateway is saturated or
@@ -22,12 +24,6 @@ import (
 const (
 	codeOverloaded   = -32030
 	codeShuttingDown = -32031
-)
-
-// Codes of a CallError for the same refusals.
-const (
-	CodeOverloaded   = "overloaded"
-	CodeShuttingDown = "shutting_down"
 )
 
 // Retry hints of the refusals: a slot frees when any call ends, and a
@@ -80,23 +76,23 @@ type refusal struct {
 }
 
 func overloaded(limit int) *refusal {
-	return &refusal{code: codeOverloaded, callCode: CodeOverloaded, retryAfter: overloadRetryAfter,
+	return &refusal{code: codeOverloaded, callCode: callerr.Overloaded, retryAfter: overloadRetryAfter,
 		message: fmt.Sprintf("the gateway is handling %d tool calls, its limit (limits.maxInFlightCalls); retry after %d ms", limit, retryMs(overloadRetryAfter))}
 }
 
 func shuttingDown() *refusal {
-	return &refusal{code: codeShuttingDown, callCode: CodeShuttingDown, retryAfter: drainRetryAfter,
+	return &refusal{code: codeShuttingDown, callCode: callerr.ShuttingDown, retryAfter: drainRetryAfter,
 		message: fmt.Sprintf("the gateway is shutting down and takes no new work; retry after %d ms", retryMs(drainRetryAfter))}
 }
 
 // rpcError is the refusal as a JSON-RPC error for an MCP session.
 func (r *refusal) rpcError() *jsonrpc.Error {
-	return retryableError(r.code, &CallError{Code: r.callCode, Message: r.message, RetryAfter: r.retryAfter})
+	return retryableError(r.code, &callerr.Error{Code: r.callCode, Message: r.message, RetryAfter: r.retryAfter})
 }
 
-// retryableError is a refused CallError as a JSON-RPC error with its
+// retryableError is a refused call's error as a JSON-RPC error with its
 // retry hint.
-func retryableError(code int, ce *CallError) *jsonrpc.Error {
+func retryableError(code int, ce *callerr.Error) *jsonrpc.Error {
 	data, _ := json.Marshal(map[string]any{"retryAfterMs": retryMs(ce.RetryAfter)})
 	return &jsonrpc.Error{Code: int64(code), Message: ce.Message, Data: data}
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/toolgate/toolgate/callerr"
 	"github.com/toolgate/toolgate/internal/config"
 )
 
@@ -24,7 +25,7 @@ func TestLifecycleAdmission(t *testing.T) {
 	if r := l.check(2); r == nil || r.code != codeOverloaded {
 		t.Fatalf("check at the cap = %v, want overloaded", r)
 	}
-	if _, _, r := l.begin(context.Background(), 2, ""); r == nil || r.callCode != CodeOverloaded || r.retryAfter <= 0 {
+	if _, _, r := l.begin(context.Background(), 2, ""); r == nil || r.callCode != callerr.Overloaded || r.retryAfter <= 0 {
 		t.Fatalf("third call = %v, want overloaded with a retry hint", r)
 	}
 	_, done3, r := l.begin(context.Background(), 0, "")

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/toolgate/toolgate/callerr"
 )
 
 // A call of execute_code or search_tools is a tool call like any other
@@ -45,14 +47,14 @@ func (p *project) finishMetaCall(call *ToolCall, start time.Time, res *mcp.CallT
 	if aerr := p.gw.emit(callEvent(p.name, nil, call, res, err, out, d)); aerr != nil {
 		return errorResult(errNotRecorded(aerr).Message), nil
 	}
-	var ce *CallError
+	var ce *callerr.Error
 	if !errors.As(err, &ce) {
 		return res, err
 	}
 	switch ce.Code {
-	case CodeRateLimited:
+	case callerr.RateLimited:
 		return nil, retryableError(codeRateLimited, ce)
-	case CodeOverloaded:
+	case callerr.Overloaded:
 		return nil, retryableError(codeOverloaded, ce) // every execution slot stayed busy
 	}
 	return errorResult(ce.Message), nil
