@@ -4,15 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"reflect"
-	"slices"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/toolgate/toolgate/callerr"
-	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/policy/apikey"
 	"github.com/toolgate/toolgate/policy/audit"
 )
@@ -146,37 +143,6 @@ func (p *project) upstreamEvent(u *upstream, typ string, err error) {
 		ev.Error = err.Error()
 	}
 	_ = p.gw.emit(ev)
-}
-
-// changedKeys lists the top-level configuration keys whose values differ.
-func changedKeys(old, cur *config.Config) []string {
-	var keys []string
-	ov, cv := reflect.ValueOf(*old), reflect.ValueOf(*cur)
-	t := ov.Type()
-	for i := range t.NumField() {
-		tag := t.Field(i).Tag.Get("mapstructure")
-		if tag == "" || tag == "-" {
-			continue
-		}
-		if !reflect.DeepEqual(ov.Field(i).Interface(), cv.Field(i).Interface()) {
-			keys = append(keys, tag)
-		}
-	}
-	slices.Sort(keys)
-	return keys
-}
-
-// restartOnly are configuration keys a reload cannot change.
-var restartOnly = []string{"listen", "dataDir", "audit", "alerts", "metrics", "tls", "limits", "cluster"}
-
-// checkReloadable refuses a reload that changes keys only a restart applies.
-func checkReloadable(old, cur *config.Config) error {
-	for _, k := range changedKeys(old, cur) {
-		if slices.Contains(restartOnly, k) {
-			return fmt.Errorf("%s: changing it needs a restart", k)
-		}
-	}
-	return nil
 }
 
 // RecordKeyChange appends a key change that the key store kept (a key
