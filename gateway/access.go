@@ -285,12 +285,12 @@ func (g *Gateway) guard(p *project) http.Handler {
 					r.writeHTTP(w)
 					return
 				}
-				if pr.KeyID != "" && a.maxSessions > 0 && p.sessionsOf(pr.KeyID) >= a.maxSessions {
+				if pr.KeyID != "" && a.maxSessions > 0 && p.sessions.of(pr.KeyID) >= a.maxSessions {
 					rpcError(w, http.StatusTooManyRequests, codeRateLimited, fmt.Sprintf("key %s already has %d sessions open (limits.maxSessionsPerKey)", pr.KeyID, a.maxSessions), nil)
 					return
 				}
 			case "notifications/cancelled":
-				p.cancelDirectCall(r.Header.Get(sessionIDHeader), body)
+				p.direct.cancel(r.Header.Get(sessionIDHeader), body)
 			case "tools/call":
 				// An early answer for a saturated or stopping gateway, before
 				// the SDK decodes the request; admitCalls decides for calls
@@ -300,7 +300,7 @@ func (g *Gateway) guard(p *project) http.Handler {
 					r.writeHTTP(w)
 					return
 				}
-				if p.lookupCallable(msg.Params.Name) != nil || p.isCodeModeTool(msg.Params.Name) {
+				if p.reg.lookupCallable(msg.Params.Name) != nil || p.reg.isCodeModeTool(msg.Params.Name) {
 					if err := g.takeTokens(r.Context(), pr, msg.Params.Name); err != nil {
 						var ce *callerr.Error
 						if errors.As(err, &ce) && ce.Code == callerr.Overloaded {
@@ -363,7 +363,7 @@ func (g *Gateway) guard(p *project) http.Handler {
 			claim = nil
 		}
 		if r.Method == http.MethodDelete && sess != nil && ew.code == http.StatusNoContent {
-			p.forgetSession(sess)
+			p.sessions.forget(sess)
 		}
 	})
 }

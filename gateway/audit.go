@@ -135,16 +135,6 @@ func resultText(res *mcp.CallToolResult) string {
 	return ""
 }
 
-// upstreamEvent implements upstreamHooks: upstream.error when an upstream
-// fails, upstream.restart when it is reconnected.
-func (p *project) upstreamEvent(u *upstream, typ string, err error) {
-	ev := &audit.Event{Type: typ, Project: p.name, Server: u.cfg.Name}
-	if err != nil {
-		ev.Error = err.Error()
-	}
-	_ = p.gw.emit(ev)
-}
-
 // RecordKeyChange appends a key change that the key store kept (a key
 // created, rotated or revoked, by the command line or by this process,
 // with or without a gateway running) to the audit log, dated when it was

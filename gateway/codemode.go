@@ -49,10 +49,10 @@ type codeTools struct {
 	declarations string
 }
 
-func newCodeTools(reg registry) *codeTools {
+func newCodeTools(rs routes) *codeTools {
 	ct := &codeTools{}
-	for _, name := range slices.Sorted(maps.Keys(reg.tools)) {
-		r := reg.tools[name]
+	for _, name := range slices.Sorted(maps.Keys(rs.tools)) {
+		r := rs.tools[name]
 		def := r.def.(*mcp.Tool)
 		in, _ := json.Marshal(def.InputSchema)
 		var out json.RawMessage
@@ -107,30 +107,35 @@ var (
 	}
 )
 
-// syncCodeMode registers, updates or removes execute_code and search_tools.
-// The caller holds syncMu.
-func (p *project) syncCodeMode(cm config.CodeMode, ct *codeTools) {
-	if !cm.Enabled {
-		if p.codeDesc != "" {
-			p.server.RemoveTools(ExecuteCodeTool, SearchToolsTool)
-			p.codeDesc = ""
+// publishCodeMode registers, updates or removes execute_code and
+// search_tools. The caller holds syncMu.
+func (r *registry) publishCodeMode(cm config.CodeMode, ct *codeTools) {
+	r.mu.Lock()
+	cur := r.codeDesc
+	r.mu.Unlock()
+	desc := ""
+	if cm.Enabled {
+		desc = executeCodeDescription(cm, ct)
+	}
+	switch {
+	case desc == cur:
+		return
+	case desc == "":
+		r.server.RemoveTools(ExecuteCodeTool, SearchToolsTool)
+	default:
+		if cur == "" {
+			r.server.AddTool(&mcp.Tool{
+				Name:        SearchToolsTool,
+				Description: "TypeScript declarations of the tools " + ExecuteCodeTool + " can call, filtered by a query.",
+				InputSchema: searchToolsSchema,
+				Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true},
+			}, r.serve.searchTools)
 		}
-		return
+		r.server.AddTool(&mcp.Tool{Name: ExecuteCodeTool, Description: desc, InputSchema: executeCodeSchema}, r.serve.executeCode)
 	}
-	desc := executeCodeDescription(cm, ct)
-	if desc == p.codeDesc {
-		return
-	}
-	if p.codeDesc == "" {
-		p.server.AddTool(&mcp.Tool{
-			Name:        SearchToolsTool,
-			Description: "TypeScript declarations of the tools " + ExecuteCodeTool + " can call, filtered by a query.",
-			InputSchema: searchToolsSchema,
-			Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true},
-		}, p.handleSearchTools)
-	}
-	p.server.AddTool(&mcp.Tool{Name: ExecuteCodeTool, Description: desc, InputSchema: executeCodeSchema}, p.handleExecuteCode)
-	p.codeDesc = desc
+	r.mu.Lock()
+	r.codeDesc = desc
+	r.mu.Unlock()
 }
 
 func (p *project) handleSearchTools(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
@@ -151,9 +156,7 @@ func (p *project) searchTools(ctx context.Context, call *ToolCall) (*mcp.CallToo
 	if err := p.chargeMetaCall(ctx, call); err != nil {
 		return nil, err
 	}
-	p.mu.Lock()
-	ct := p.code
-	p.mu.Unlock()
+	ct := p.reg.codeTools()
 	found := bindings.Search(ct.tools, in.Query)
 	if len(found) == 0 {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprintf("No tool matches %q.", in.Query)}}}, nil
@@ -271,14 +274,12 @@ func (g *Gateway) executeCode(ctx context.Context, p *project, pr Principal, cod
 	if !cm.Enabled || g.engine == nil {
 		return nil, &callerr.Error{Code: callerr.NotFound, Message: "code mode is not enabled"}
 	}
-	release, err := p.acquireExecution(ctx, cm.MaxConcurrentExecutions)
+	release, err := p.execs.acquire(ctx, cm.MaxConcurrentExecutions)
 	if err != nil {
 		return nil, err
 	}
 	defer release()
-	p.mu.Lock()
-	ct := p.code
-	p.mu.Unlock()
+	ct := p.reg.codeTools()
 	tc := &scriptCaller{g: g, p: p, pr: pr, execID: execID, session: ss}
 	req := &sandbox.Request{
 		Code:    code,
@@ -375,17 +376,25 @@ func (g *Gateway) takeFetchTokens(ctx context.Context, p *project, pr Principal,
 	return ce
 }
 
-// acquireExecution takes one of the project's execution slots, waiting
-// briefly when all are busy.
-func (p *project) acquireExecution(ctx context.Context, limit int) (func(), error) {
-	p.execMu.Lock()
-	if p.execSlots == nil {
-		p.execSlots = newExecSlots(limit)
+// executions are a project's running Code Mode executions, bounded by
+// codeMode.maxConcurrentExecutions. The zero value is ready to use.
+type executions struct {
+	mu    sync.Mutex
+	slots *execSlots // made by the first execution
+}
+
+// acquire takes one of the execution slots, under the bound limit in
+// force, waiting briefly when all are busy; it returns the func that gives
+// the slot back.
+func (e *executions) acquire(ctx context.Context, limit int) (func(), error) {
+	e.mu.Lock()
+	if e.slots == nil {
+		e.slots = newExecSlots(limit)
 	} else {
-		p.execSlots.resize(limit)
+		e.slots.resize(limit)
 	}
-	slots := p.execSlots
-	p.execMu.Unlock()
+	slots := e.slots
+	e.mu.Unlock()
 	wctx, cancel := context.WithTimeout(ctx, executionQueueWait)
 	defer cancel()
 	if err := slots.sem.Acquire(wctx, 1); err != nil {
@@ -398,12 +407,12 @@ func (p *project) acquireExecution(ctx context.Context, limit int) (func(), erro
 	return slots.release, nil
 }
 
-// execSlots bounds a project's concurrent Code Mode executions on a
-// semaphore.Weighted of fixed capacity whose units beyond the bound are
-// held by execSlots itself. A reload may change the bound while executions
-// run: a larger one frees slots at once, a smaller one is reached as
-// running executions end (their slots are withheld instead of freed), so
-// the executions running never exceed the bound in force for long.
+// execSlots bounds concurrent executions on a semaphore.Weighted of fixed
+// capacity whose units beyond the bound are held by execSlots itself. A
+// reload may change the bound while executions run: a larger one frees
+// slots at once, a smaller one is reached as running executions end
+// (their slots are withheld instead of freed), so the executions running
+// never exceed the bound in force for long.
 type execSlots struct {
 	sem   *semaphore.Weighted
 	mu    sync.Mutex

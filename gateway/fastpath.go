@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -32,7 +33,7 @@ import (
 // under contexts of their own, which the SDK sends on the session's
 // standalone stream whichever way the call came in. A client's
 // notifications/cancelled for a call answered here cancels it
-// (cancelDirectCall), as the SDK would.
+// (directCalls.cancel), as the SDK would.
 
 // directCallsOn switches the access layer's own answers on; tests switch
 // them off to compare them with the SDK's.
@@ -78,7 +79,7 @@ func (p *project) prepareDirectCall(r *http.Request, s *session, msg *rpcMessage
 			return nil, false
 		}
 	}
-	if p.lookupCallable(msg.Params.Name) == nil {
+	if p.reg.lookupCallable(msg.Params.Name) == nil {
 		return nil, false // unknown, hidden, not callable directly, or a Code Mode tool
 	}
 	if s.ss.InitializeParams() == nil {
@@ -121,8 +122,8 @@ func (g *Gateway) serveDirectCall(w http.ResponseWriter, r *http.Request, p *pro
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	defer cancel()
 	entry := &cancel
-	p.trackDirectCall(key, entry)
-	defer p.forgetDirectCall(key, entry)
+	p.direct.track(key, entry)
+	defer p.direct.forget(key, entry)
 
 	call := &ToolCall{
 		Principal: pr,
@@ -183,36 +184,43 @@ func idText(id jsonrpc.ID) string {
 	return string(b)
 }
 
-// trackDirectCall registers the cancel func of a call in flight. (The
-// transport checks refuse a second call under an id in flight in the same
-// session, so a key holds one call; forgetting a call never drops
-// another's.)
-func (p *project) trackDirectCall(k directCallKey, cancel *context.CancelFunc) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.directCalls == nil {
-		p.directCalls = map[directCallKey][]*context.CancelFunc{}
-	}
-	p.directCalls[k] = append(p.directCalls[k], cancel)
+// directCalls are the cancel funcs of the calls the access layer is
+// answering itself, for notifications/cancelled. (The transport checks
+// refuse a second call under an id in flight in the same session, so a
+// key holds one call; forgetting a call never drops another's.)
+type directCalls struct {
+	mu    sync.Mutex
+	calls map[directCallKey][]*context.CancelFunc
 }
 
-func (p *project) forgetDirectCall(k directCallKey, cancel *context.CancelFunc) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	rest := slices.DeleteFunc(p.directCalls[k], func(c *context.CancelFunc) bool { return c == cancel })
+// track registers the cancel func of a call in flight.
+func (d *directCalls) track(k directCallKey, cancel *context.CancelFunc) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.calls == nil {
+		d.calls = map[directCallKey][]*context.CancelFunc{}
+	}
+	d.calls[k] = append(d.calls[k], cancel)
+}
+
+// forget drops the cancel func of a call that ended.
+func (d *directCalls) forget(k directCallKey, cancel *context.CancelFunc) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	rest := slices.DeleteFunc(d.calls[k], func(c *context.CancelFunc) bool { return c == cancel })
 	if len(rest) == 0 {
-		delete(p.directCalls, k)
+		delete(d.calls, k)
 	} else {
-		p.directCalls[k] = rest
+		d.calls[k] = rest
 	}
 }
 
-// cancelDirectCall acts on a client's notifications/cancelled in body:
-// when it names a call of session sid that the access layer is answering,
-// that call is cancelled (and the upstream told, as for any cancelled
-// call). The notification then goes on to the SDK, which ignores ids it
-// does not know.
-func (p *project) cancelDirectCall(sid string, body []byte) {
+// cancel acts on a client's notifications/cancelled in body: when it names
+// a call of session sid that the access layer is answering, that call is
+// cancelled (and the upstream told, as for any cancelled call). The
+// notification then goes on to the SDK, which ignores ids it does not
+// know.
+func (d *directCalls) cancel(sid string, body []byte) {
 	if sid == "" {
 		return
 	}
@@ -228,9 +236,9 @@ func (p *project) cancelDirectCall(sid string, body []byte) {
 	if !ok {
 		return
 	}
-	p.mu.Lock()
-	calls := slices.Clone(p.directCalls[directCallKey{session: sid, id: idText(id)}])
-	p.mu.Unlock()
+	d.mu.Lock()
+	calls := slices.Clone(d.calls[directCallKey{session: sid, id: idText(id)}])
+	d.mu.Unlock()
 	for _, cancel := range calls {
 		(*cancel)()
 	}

@@ -269,9 +269,9 @@ func (g *Gateway) callTool(ctx context.Context, p *project, call *ToolCall) (*mc
 // the filters let through, a client the tools listed for it.
 func (p *project) visibleTool(call *ToolCall) *route {
 	if call.ExecutionID != "" {
-		return p.lookupTool(call.Name)
+		return p.reg.lookupTool(call.Name)
 	}
-	return p.lookupCallable(call.Name)
+	return p.reg.lookupCallable(call.Name)
 }
 
 // errNotRecorded is the answer to a call whose audit event could not be
@@ -332,7 +332,7 @@ func (g *Gateway) callRoute(ctx context.Context, p *project, r *route, call *Too
 		params.Arguments = call.Arguments
 	}
 	if tok := call.Meta.GetMeta()["progressToken"]; tok != nil && call.Session != nil {
-		upTok, forget := p.newProgressToken(call.Session, tok, ctx)
+		upTok, forget := p.relay.progressToken(call.Session, tok, ctx)
 		defer forget()
 		params.Meta = maps.Clone(call.Meta)
 		params.Meta["progressToken"] = upTok

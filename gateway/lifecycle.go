@@ -358,10 +358,7 @@ func (g *Gateway) Abort() {
 	ps := slices.Collect(maps.Values(g.projects))
 	g.mu.RUnlock()
 	for _, p := range ps {
-		p.mu.Lock()
-		ups := slices.Collect(maps.Values(p.setup.upstreams))
-		p.mu.Unlock()
-		for _, u := range ups {
+		for _, u := range p.reg.upstreams() {
 			u.mu.Lock()
 			c := u.conn
 			u.mu.Unlock()

@@ -83,7 +83,7 @@ func (g *Gateway) apply(ctx context.Context, cfg *config.Config, first bool) err
 		if p == nil {
 			p = newProject(g, name)
 		}
-		s, started, err := p.prepare(cfg.Projects[name])
+		s, started, err := p.reg.prepare(cfg.Projects[name], p)
 		all = append(all, prepared{p, s, started})
 		if err != nil {
 			rollback()
@@ -115,7 +115,7 @@ func (g *Gateway) apply(ctx context.Context, cfg *config.Config, first bool) err
 	}
 	g.acc.Store(acc)
 	for _, pr := range all {
-		pr.p.commit(pr.s)
+		pr.p.reg.commit(pr.s)
 	}
 	g.mu.Lock()
 	g.cfg = cfg
