@@ -59,14 +59,39 @@ func (g *Gateway) auditHealthy() error {
 	return nil
 }
 
-// callEvent is the audit event of one call on the tool path.
-func callEvent(project string, r *route, call *ToolCall, res *mcp.CallToolResult, err error, out string, d time.Duration) *audit.Event {
+// record is the audit step of the tool path: the metrics and the audit
+// event of one call, written before the call is answered (how). wire is
+// the result as the caller sends it, when the tool path encoded it.
+func (g *Gateway) record(pc *pathCall, how answer, res *mcp.CallToolResult, wire []byte, err error) error {
+	var ce *callerr.Error
+	if how == answerHTTP && errors.As(err, &ce) {
+		// A request refused before the MCP SDK read it: its ratelimit.hit.
+		return g.emit(rateLimitEvent(pc.p.name, pc.call.Principal, pc.call.Name, ce))
+	}
+	d := time.Since(pc.start)
+	out := outcome(res, err)
+	server, tool, reached := "", "", false
+	switch {
+	case pc.target.route != nil:
+		server, tool = pc.target.route.up.cfg.Name, pc.call.Name
+		reached = out != callerr.RateLimited && out != callerr.Unavailable && out != callerr.Overloaded
+	case pc.target.meta != "":
+		tool = pc.call.Name
+	}
+	g.metrics.observeCall(pc.p.name, server, tool, out, d, reached)
+	return g.emit(callEvent(pc.p.name, pc.target.route, pc.call, pc.execID, res, wire, err, out, d))
+}
+
+// callEvent is the audit event of one call on the tool path: r is the
+// route of its upstream tool (nil for none), execID the execution it
+// belongs to, wire the result as sent when the tool path encoded it.
+func callEvent(project string, r *route, call *ToolCall, execID string, res *mcp.CallToolResult, wire []byte, err error, out string, d time.Duration) *audit.Event {
 	ev := &audit.Event{
 		Type:        audit.EventToolCall,
 		Project:     project,
 		KeyID:       call.Principal.KeyID,
 		ClientIP:    call.Principal.ClientIP,
-		ExecutionID: call.ExecutionID,
+		ExecutionID: execID,
 		Tool:        call.Name,
 		Decision:    "allow",
 		Outcome:     out,
@@ -83,8 +108,8 @@ func callEvent(project string, r *route, call *ToolCall, res *mcp.CallToolResult
 	}
 	ev.SetArguments(call.Arguments)
 	if res != nil {
-		if res == call.result {
-			ev.ResultBytes = int64(len(call.resultJSON))
+		if wire != nil {
+			ev.ResultBytes = int64(len(wire))
 		} else {
 			ev.ResultBytes = jsonSize(res)
 		}
@@ -105,6 +130,15 @@ func callEvent(project string, r *route, call *ToolCall, res *mcp.CallToolResult
 		ev.Error = err.Error()
 	}
 	return ev
+}
+
+// rateLimitEvent is the ratelimit.hit event of a request that rate limits
+// refused with ce and that is not recorded as a tool call: a request
+// other than tools/call, a tools/call refused at the HTTP layer, a
+// script's fetch.
+func rateLimitEvent(project string, pr Principal, tool string, ce *callerr.Error) *audit.Event {
+	return &audit.Event{Type: audit.EventRateLimitHit, Project: project, KeyID: pr.KeyID, ClientIP: pr.ClientIP,
+		Tool: tool, Decision: "deny", Outcome: ce.Code, Error: ce.Message}
 }
 
 // byteCounter is an io.Writer that only counts.

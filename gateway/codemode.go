@@ -129,87 +129,56 @@ func (r *registry) publishCodeMode(cm config.CodeMode, ct *codeTools) {
 				Description: "TypeScript declarations of the tools " + ExecuteCodeTool + " can call, filtered by a query.",
 				InputSchema: searchToolsSchema,
 				Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true},
-			}, r.serve.searchTools)
+			}, r.serve.tool)
 		}
-		r.server.AddTool(&mcp.Tool{Name: ExecuteCodeTool, Description: desc, InputSchema: executeCodeSchema}, r.serve.executeCode)
+		r.server.AddTool(&mcp.Tool{Name: ExecuteCodeTool, Description: desc, InputSchema: executeCodeSchema}, r.serve.tool)
 	}
 	r.mu.Lock()
 	r.codeDesc = desc
 	r.mu.Unlock()
 }
 
-func (p *project) handleSearchTools(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-	call, start := p.metaCall(req), time.Now()
-	res, err := p.searchTools(ctx, call)
-	return p.finishMetaCall(call, start, res, err)
-}
+// A call of execute_code or search_tools is a tool call like any other
+// for everything but the upstream: it goes through the tool path's steps
+// (toolpath.go), charged to the caller's rate limits, recorded in the
+// audit log as a tool.call event (ratelimit.hit or tool.denied when
+// refused) before it is answered, and counted in toolgate_tool_calls_total
+// without a server. The event of execute_code carries the executionId that
+// links it with the code.execution event and with the calls its script
+// made, each of which is charged and recorded on its own.
 
-func (p *project) searchTools(ctx context.Context, call *ToolCall) (*mcp.CallToolResult, error) {
+// searchTools is the call step of search_tools: the declarations of the
+// tools matching the query.
+func (p *project) searchTools(call *ToolCall) *mcp.CallToolResult {
 	var in struct {
 		Query string `json:"query"`
 	}
 	if len(call.Arguments) > 0 {
 		if err := json.Unmarshal(call.Arguments, &in); err != nil {
-			return errorResult("search_tools takes {query?: string}: " + err.Error()), nil
+			return errorResult("search_tools takes {query?: string}: " + err.Error())
 		}
 	}
-	if err := p.chargeMetaCall(ctx, call); err != nil {
-		return nil, err
-	}
-	ct := p.reg.codeTools()
-	found := bindings.Search(ct.tools, in.Query)
+	found := bindings.Search(p.reg.codeTools().tools, in.Query)
 	if len(found) == 0 {
-		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprintf("No tool matches %q.", in.Query)}}}, nil
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprintf("No tool matches %q.", in.Query)}}}
 	}
-	return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: bindings.Declarations(found)}}}, nil
+	return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: bindings.Declarations(found)}}}
 }
 
-func errorResult(msg string) *mcp.CallToolResult {
-	return &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: msg}}}
-}
-
-func (p *project) handleExecuteCode(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-	call, start := p.metaCall(req), time.Now()
-	call.ExecutionID = newExecutionID()
-	res, err := p.executeCodeCall(ctx, call)
-	return p.finishMetaCall(call, start, res, err)
-}
-
-func (p *project) executeCodeCall(ctx context.Context, call *ToolCall) (*mcp.CallToolResult, error) {
+// executeCodeCall is the call step of execute_code: the script runs as the
+// call's principal, as execution execID.
+func (p *project) executeCodeCall(ctx context.Context, call *ToolCall, execID string) (*mcp.CallToolResult, error) {
 	var in struct {
 		Code *string `json:"code"`
 	}
 	if err := json.Unmarshal(call.Arguments, &in); err != nil || in.Code == nil {
 		return errorResult(`execute_code takes {"code": string}: the JavaScript to run`), nil
 	}
-	if err := p.chargeMetaCall(ctx, call); err != nil {
-		return nil, err
-	}
-	res, err := p.gw.executeCode(ctx, p, call.Principal, *in.Code, call.Session, call.ExecutionID)
+	res, err := p.gw.executeCode(ctx, p, call.Principal, *in.Code, call.Session, execID)
 	if err != nil {
 		return nil, err
 	}
 	return executionResult(res), nil
-}
-
-// charge takes the rate-limit tokens of one request of pr: the project's
-// and the key's buckets, and toolLimits[tool] when tool names an entry. A
-// refusal is audited (ratelimit.hit, with reason) and returned as the
-// JSON-RPC error a client gets: -32029 with data.retryAfterMs.
-func (p *project) charge(ctx context.Context, pr Principal, tool, reason string) error {
-	err := p.gw.takeTokens(ctx, pr, tool)
-	var ce *callerr.Error
-	if !errors.As(err, &ce) {
-		return err
-	}
-	if err := p.gw.emit(&audit.Event{Type: audit.EventRateLimitHit, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP,
-		Tool: tool, Reason: reason, Decision: "deny", Outcome: ce.Code, Error: ce.Message}); err != nil {
-		return errNotRecorded(err)
-	}
-	if ce.Code == callerr.Overloaded {
-		return retryableError(codeOverloaded, ce)
-	}
-	return retryableError(codeRateLimited, ce)
 }
 
 // ExecutionOutput is the structuredContent of execute_code.
@@ -280,7 +249,7 @@ func (g *Gateway) executeCode(ctx context.Context, p *project, pr Principal, cod
 	}
 	defer release()
 	ct := p.reg.codeTools()
-	tc := &scriptCaller{g: g, p: p, pr: pr, execID: execID, session: ss}
+	tc := &scriptCaller{p: p, pr: pr, execID: execID, session: ss}
 	req := &sandbox.Request{
 		Code:    code,
 		Prelude: ct.prelude,
@@ -332,7 +301,6 @@ func (g *Gateway) executeCode(ctx context.Context, p *project, pr Principal, cod
 // scriptCaller is the tool path as a script's bindings see it: every call
 // runs as the script's caller and is linked to the execution.
 type scriptCaller struct {
-	g       *Gateway
 	p       *project
 	pr      Principal
 	execID  string
@@ -342,7 +310,7 @@ type scriptCaller struct {
 var _ bindings.ToolCaller = (*scriptCaller)(nil)
 
 func (c *scriptCaller) CallTool(ctx context.Context, name string, args json.RawMessage) (*mcp.CallToolResult, error) {
-	res, err := c.g.callTool(ctx, c.p, &ToolCall{Principal: c.pr, Name: name, Arguments: args, ExecutionID: c.execID, Session: c.session})
+	res, _, err := c.p.callTool(ctx, &ToolCall{Principal: c.pr, Name: name, Arguments: args, ExecutionID: c.execID, Session: c.session}, answerDecoded)
 	return res, scriptError(err)
 }
 
@@ -363,13 +331,13 @@ func scriptError(err error) error {
 // refused tool call is, and rejects the fetch with code "rate_limited" and
 // retryAfterMs.
 func (g *Gateway) takeFetchTokens(ctx context.Context, p *project, pr Principal, execID, method, host string) error {
-	err := g.takeTokens(ctx, pr, FetchRateName)
-	var ce *callerr.Error
-	if !errors.As(err, &ce) {
-		return err
+	ce := g.takeTokens(ctx, pr, FetchRateName)
+	if ce == nil {
+		return nil
 	}
-	if err := g.emit(&audit.Event{Type: audit.EventRateLimitHit, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP, ExecutionID: execID,
-		Tool: FetchRateName, Decision: "deny", Outcome: ce.Code, Error: ce.Message, Method: method, Host: host}); err != nil {
+	ev := rateLimitEvent(p.name, pr, FetchRateName, ce)
+	ev.ExecutionID, ev.Method, ev.Host = execID, method, host
+	if err := g.emit(ev); err != nil {
 		// Like a refused tool call: a refusal that cannot be recorded fails.
 		return errNotRecorded(err)
 	}

@@ -415,10 +415,6 @@ func claimable(r *http.Request, msg *rpcMessage) bool {
 	return v < versionNoBatch
 }
 
-// tokenClaim is where a POST's callClaim travels to the MCP middleware, in
-// the request's TokenInfo.
-const tokenClaim = "toolgate.claim"
-
 // trackSessions is the MCP middleware that records each session once it
 // is initialized, and tells a POST's callClaim when the SDK's handlers of
 // its requests start and end.
@@ -427,18 +423,15 @@ func (p *project) trackSessions(next mcp.MethodHandler) mcp.MethodHandler {
 		if strings.HasPrefix(method, "notifications/") {
 			return next(ctx, method, req)
 		}
-		extra := req.GetExtra()
-		if extra != nil && extra.TokenInfo != nil {
-			if c, ok := extra.TokenInfo.Extra[tokenClaim].(*callClaim); ok {
-				c.handlerStarted()
-				defer c.handlerEnded()
-			}
+		gr := requestOf(req.GetExtra())
+		if gr != nil && gr.claim != nil {
+			gr.claim.handlerStarted()
+			defer gr.claim.handlerEnded()
 		}
 		res, err := next(ctx, method, req)
 		if method == "initialize" && err == nil {
 			if ss, ok := req.GetSession().(*mcp.ServerSession); ok && ss != nil {
-				pr, _ := principalFrom(extra, p.name)
-				p.sessions.add(ss, pr.KeyID)
+				p.sessions.add(ss, gr.principal(p.name).KeyID)
 			}
 		}
 		return res, err

@@ -6,25 +6,14 @@ import (
 	"sync"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/toolgate/toolgate/callerr"
 )
 
-// The handlers of a project's MCP server for what its upstreams serve:
-// tools/call (on the tool path), prompts/get, resources/read,
-// completion/complete and resource subscriptions. The lists are the MCP
-// server's own, kept by the registry.
-
-func (p *project) handleTool(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-	pr, prepaid := principalFrom(req.Extra, p.name)
-	res, err := p.gw.callTool(ctx, p, &ToolCall{
-		Principal: pr,
-		Name:      req.Params.Name,
-		Arguments: req.Params.Arguments,
-		Meta:      req.Params.Meta,
-		Session:   req.Session,
-		prepaid:   prepaid,
-	})
-	return toMCPResult(res, err)
-}
+// The handlers of a project's MCP server for what its upstreams serve
+// besides tools (tools/call is the tool path's, toolpath.go): prompts/get,
+// resources/read, completion/complete and resource subscriptions. The
+// lists are the MCP server's own, kept by the registry.
 
 func (p *project) handlePrompt(ctx context.Context, req *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
 	r := p.reg.prompt(req.Params.Name)
@@ -126,23 +115,45 @@ func (p *project) changeSubscription(ctx context.Context, uri string, delta int,
 	})
 }
 
+// charge takes the rate-limit tokens of one request of pr: the project's
+// and the key's buckets, and toolLimits[tool] when tool names an entry. A
+// refusal is audited (ratelimit.hit, with reason) and returned as the
+// JSON-RPC error a client gets: -32029 with data.retryAfterMs.
+func (p *project) charge(ctx context.Context, pr Principal, tool, reason string) error {
+	ce := p.gw.takeTokens(ctx, pr, tool)
+	if ce == nil {
+		return nil
+	}
+	ev := rateLimitEvent(p.name, pr, tool, ce)
+	ev.Reason = reason
+	if err := p.gw.emit(ev); err != nil {
+		return errNotRecorded(err)
+	}
+	if ce.Code == callerr.Overloaded {
+		return retryableError(codeOverloaded, ce)
+	}
+	return retryableError(codeRateLimited, ce)
+}
+
 // meteredCall is upstreamCall for a client's request other than tools/call
 // that reaches an upstream (prompts/get, resources/read,
 // completion/complete): the project's and the key's rate limits and the
 // gateway's admission (limits.maxInFlightCalls, and a shutdown's drain)
 // apply to it as to a tool call. toolLimits do not: they name tools.
 func (p *project) meteredCall(ctx context.Context, method string, extra *mcp.RequestExtra, ss *mcp.ServerSession, u *upstream, fn func(context.Context, *mcp.ClientSession) error) error {
-	pr, _ := principalFrom(extra, p.name)
-	if err := p.charge(ctx, pr, "", method); err != nil {
+	if err := p.charge(ctx, requestOf(extra).principal(p.name), "", method); err != nil {
 		return err
 	}
-	session := ""
-	if ss != nil {
-		session = ss.ID()
+	s, r := p.gw.admit(p.name, sessionID(ss))
+	if r != nil {
+		return r.rpcError()
 	}
-	_, err := p.gw.admitted(ctx, p.name, session, func(ctx context.Context) (mcp.Result, error) {
-		return nil, upstreamCall(ctx, u, ss, fn)
-	})
+	defer s.done()
+	ctx = s.bind(ctx)
+	err := upstreamCall(ctx, u, ss, fn)
+	if cut := shutdownCut(ctx); cut != nil {
+		return cut
+	}
 	return err
 }
 
@@ -163,23 +174,4 @@ func upstreamCall(ctx context.Context, u *upstream, ss *mcp.ServerSession, fn fu
 		return err
 	}
 	return nil
-}
-
-// unknownTools answers a tools/call of a name the project does not show
-// (unknown, filtered, or an upstream tool that Code Mode keeps for
-// scripts) on the tool path, so that the refusal is counted and recorded
-// like any other; the error is the one the MCP SDK gives for a tool it
-// does not have.
-func (p *project) unknownTools(next mcp.MethodHandler) mcp.MethodHandler {
-	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
-		if method != "tools/call" {
-			return next(ctx, method, req)
-		}
-		ctr, ok := req.(*mcp.CallToolRequest)
-		if !ok || ctr.Params == nil || p.reg.lookupCallable(ctr.Params.Name) != nil || p.reg.isCodeModeTool(ctr.Params.Name) {
-			return next(ctx, method, req)
-		}
-		pr, _ := principalFrom(ctr.Extra, p.name)
-		return toMCPResult(p.gw.callTool(ctx, p, &ToolCall{Principal: pr, Name: ctr.Params.Name, Arguments: ctr.Params.Arguments, Session: ctr.Session}))
-	}
 }

@@ -104,7 +104,7 @@ func TestRefusalsFailClosed(t *testing.T) {
 	t.Run("script", func(t *testing.T) {
 		g, auditPath := codeModeFixture(t, "")
 		breakAudit(t, auditPath)
-		tc := &scriptCaller{g: g, p: g.project(config.DefaultProject), pr: Principal{Project: config.DefaultProject}, execID: "x1"}
+		tc := &scriptCaller{p: g.project(config.DefaultProject), pr: Principal{Project: config.DefaultProject}, execID: "x1"}
 		_, err := bindings.Invoke(ctx, tc, "demo__hidden", []byte(`{}`))
 		if be := bindings.AsCallError(err); be == nil || be.Code != callerr.Unavailable {
 			t.Fatalf("a script's refusal that cannot be audited = %v, want code unavailable", err)

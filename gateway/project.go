@@ -64,11 +64,9 @@ func newProject(gw *Gateway, name string) *project {
 		SupportedProtocolVersions: downstreamProtocolVersions,
 	})
 	p.reg = registry{project: name, gw: gw, log: p.log, server: p.server, serve: registryHandlers{
-		tool:        p.handleTool,
-		searchTools: p.handleSearchTools,
-		executeCode: p.handleExecuteCode,
-		prompt:      p.handlePrompt,
-		resource:    p.handleResource,
+		tool:     p.handleTool,
+		prompt:   p.handlePrompt,
+		resource: p.handleResource,
 	}}
 	p.relay = relay{project: name, server: p.server, log: p.log}
 	p.http = mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return p.server }, &mcp.StreamableHTTPOptions{
@@ -80,7 +78,7 @@ func newProject(gw *Gateway, name string) *project {
 		// The access layer caps bodies first, at limits.maxRequestBodyBytes.
 		MaxRequestBodyBytes: math.MaxInt64,
 	})
-	p.server.AddReceivingMiddleware(p.trackSessions, gw.admitCalls, p.reg.wholeLists, p.unknownTools)
+	p.server.AddReceivingMiddleware(p.trackSessions, p.reg.wholeLists, p.unknownTools)
 	p.server.AddSendingMiddleware(sendElicitParams)
 	p.guarded = gw.guard(p)
 	return p

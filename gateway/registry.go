@@ -94,11 +94,9 @@ type registry struct {
 // registryHandlers are the handlers the registry gives the MCP server for
 // what it publishes.
 type registryHandlers struct {
-	tool        mcp.ToolHandler // the upstreams' tools
-	searchTools mcp.ToolHandler
-	executeCode mcp.ToolHandler
-	prompt      mcp.PromptHandler
-	resource    mcp.ResourceHandler // resources and resource templates
+	tool     mcp.ToolHandler // every tool: the upstreams', execute_code and search_tools
+	prompt   mcp.PromptHandler
+	resource mcp.ResourceHandler // resources and resource templates
 }
 
 // prepare builds the setup for cfg, reusing the upstreams of the running
@@ -414,29 +412,22 @@ func (r *registry) wholeLists(next mcp.MethodHandler) mcp.MethodHandler {
 	}
 }
 
-// lookupTool returns the route of a visible tool: one a Code Mode script
-// may call.
-func (r *registry) lookupTool(name string) *route {
+// visible is the visibility step of the tool path: what the tool name
+// reaches, as its caller sees the project. A script (byScript) sees every
+// tool the filters let through, and no Code Mode tool. A client sees the
+// tools tools/list shows it, and execute_code and search_tools while code
+// mode is on: with code mode on and codeMode.directTools off, upstream
+// tools are for scripts only, over every transport.
+func (r *registry) visible(name string, byScript bool) target {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.routes.tools[name]
-}
-
-// lookupCallable returns the route of a tool a client may call directly:
-// one that tools/list shows. With Code Mode on and codeMode.directTools
-// off, upstream tools are for scripts only, over every transport.
-func (r *registry) lookupCallable(name string) *route {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.listed[name]
-}
-
-// isCodeModeTool reports whether name is execute_code or search_tools while
-// code mode is on.
-func (r *registry) isCodeModeTool(name string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.codeDesc != "" && (name == ExecuteCodeTool || name == SearchToolsTool)
+	switch {
+	case byScript:
+		return target{route: r.routes.tools[name]}
+	case r.codeDesc != "" && (name == ExecuteCodeTool || name == SearchToolsTool):
+		return target{meta: name}
+	}
+	return target{route: r.listed[name]}
 }
 
 // codeTools returns the tools as Code Mode shows them.
