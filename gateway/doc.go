@@ -13,11 +13,11 @@
 //
 // Where things are:
 //
-//   - gateway.go, reload.go: the Gateway, its start, reloads (and the rules
-//     of what a reload may change) and close;
-//   - project.go: one project, composed of its registry (registry.go), its
-//     relay (relay.go), its MCP handlers (handlers.go) and what tracks its
-//     sessions and calls;
+//   - gateway.go, reload.go, http.go: the Gateway, its start, reloads (and
+//     the rules of what a reload may change), close, and its HTTP routes;
+//   - project.go: one project, composed of its registry (registry.go, with
+//     names.go), its relay (relay.go), its MCP handlers (handlers.go) and
+//     what tracks its sessions and calls;
 //   - toolpath.go: the one tool path and the order of its steps; each step
 //     lives with what it reads: admission in lifecycle.go, visibility in
 //     registry.go, rate limits in limits.go, the record in audit.go, Code
