@@ -94,7 +94,7 @@ type registry struct {
 // registryHandlers are the handlers the registry gives the MCP server for
 // what it publishes.
 type registryHandlers struct {
-	tool     mcp.ToolHandler // every tool: the upstreams', execute_code and search_tools
+	tool     mcp.ToolHandler // every tool: the upstreams', execute_code and search_tools (toolCalls answers first)
 	prompt   mcp.PromptHandler
 	resource mcp.ResourceHandler // resources and resource templates
 }

@@ -298,8 +298,28 @@ func (p *project) callRoute(ctx context.Context, r *route, call *ToolCall) (*mcp
 	return res, raw, nil
 }
 
-// handleTool is the tools/call handler of the project's MCP server, for
-// every tool it shows (and, through unknownTools, every name it does not):
+// toolCalls is the MCP middleware that answers every tools/call on the
+// tool path (handleTool), over every transport: the MCP server's table of
+// tools serves tools/list only. A name the project does not show (unknown,
+// filtered, or an upstream tool that Code Mode keeps for scripts) is
+// refused on the path like any other, so the refusal is counted and
+// recorded, with the error the MCP SDK gives for a tool it does not have.
+func (p *project) toolCalls(next mcp.MethodHandler) mcp.MethodHandler {
+	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+		ctr, ok := req.(*mcp.CallToolRequest)
+		if method != "tools/call" || !ok || ctr.Params == nil {
+			return next(ctx, method, req)
+		}
+		res, err := p.handleTool(ctx, ctr)
+		if err != nil {
+			return nil, err
+		}
+		return res, nil
+	}
+}
+
+// handleTool answers a tools/call of the project's MCP server (the
+// handler of every tool it registers, which toolCalls answers first):
 // the call goes on the tool path, from the access layer's verdict when it
 // opened the call (access.go), and is answered as the SDK answers.
 func (p *project) handleTool(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
@@ -326,25 +346,10 @@ func (p *project) handleTool(ctx context.Context, req *mcp.CallToolRequest) (*mc
 		}
 		res, _, err = again.finish(ctx, answerDecoded)
 	}
-	return toMCPResult(res, err)
-}
-
-// unknownTools sends a tools/call of a name the project's MCP server does
-// not have (unknown, filtered, or an upstream tool that Code Mode keeps for
-// scripts) to handleTool, so that the refusal is counted and recorded like
-// any other; the error is the one the MCP SDK gives for a tool it does not
-// have.
-func (p *project) unknownTools(next mcp.MethodHandler) mcp.MethodHandler {
-	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
-		if method != "tools/call" {
-			return next(ctx, method, req)
-		}
-		ctr, ok := req.(*mcp.CallToolRequest)
-		if !ok || ctr.Params == nil || p.reg.visible(ctr.Params.Name, false).found() {
-			return next(ctx, method, req)
-		}
-		return p.handleTool(ctx, ctr)
+	if res, err = toMCPResult(res, err); err != nil || res == nil {
+		return nil, err
 	}
+	return normalResult(res), nil // as the SDK sends a tool's result
 }
 
 // sessionID is the id of ss, "" for none.
