@@ -7,7 +7,10 @@
 // packages receive the decoded values.
 package config
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // DefaultProject is the name of the project a file without `projects`
 // describes. It is served at both /mcp and /v1/mcp/default.
@@ -106,6 +109,15 @@ type Config struct {
 	// Cluster moves the state that replicas behind one load balancer must
 	// share to shared engines; without it everything stays embedded.
 	Cluster Cluster `mapstructure:"cluster"`
+	// SessionKey is the secret that makes the MCP sessions of clients on
+	// protocol versions before 2026-07-28 valid on every replica that
+	// has it: each session's ID is sealed with it, and any replica opens
+	// it. At least 32 bytes; during a rotation, the new key and the old
+	// one separated by a comma (the first seals, both open). It comes
+	// from the environment only: write `${VAR}` in the file, or set
+	// TOOLGATE_SESSION_KEY. Without it each replica seals with a key of
+	// its own, made at start: sessions then live in one process.
+	SessionKey string `mapstructure:"sessionKey"`
 
 	// Projects by name. After Load it always holds at least one project.
 	Projects map[string]*Project `mapstructure:"projects"`
@@ -125,6 +137,20 @@ type Auth struct {
 	// listener.
 	Required *bool `mapstructure:"required"`
 }
+
+// SessionKeys returns the secrets of SessionKey, the sealing one first.
+func (c *Config) SessionKeys() []string {
+	var out []string
+	for part := range strings.SplitSeq(c.SessionKey, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			out = append(out, part)
+		}
+	}
+	return out
+}
+
+// SessionKeyMinLen is the least length of one SessionKey secret.
+const SessionKeyMinLen = 32
 
 // AuthRequired reports whether clients must present a key.
 func (c *Config) AuthRequired() bool { return c.Auth.Required == nil || *c.Auth.Required }

@@ -79,6 +79,7 @@ func TestEnvVarNames(t *testing.T) {
 		{"listen", "TOOLGATE_LISTEN"},
 		{"metrics.listen", "TOOLGATE_METRICS_LISTEN"},
 		{"quarantineChangedTools", "TOOLGATE_QUARANTINE_CHANGED_TOOLS"},
+		{"sessionKey", "TOOLGATE_SESSION_KEY"},
 		{"shutdownGracePeriod", "TOOLGATE_SHUTDOWN_GRACE_PERIOD"},
 		{"startupTimeout", "TOOLGATE_STARTUP_TIMEOUT"},
 		{"tls.certFile", "TOOLGATE_TLS_CERT_FILE"},
@@ -356,5 +357,48 @@ func TestLoadDemo(t *testing.T) {
 	t.Setenv("TOOLGATE_LISTEN", "nowhere")
 	if _, err := LoadDemo(url, sum); err == nil || !strings.HasPrefix(err.Error(), "TOOLGATE_LISTEN (listen): ") {
 		t.Errorf("LoadDemo with a bad listen: %v", err)
+	}
+}
+
+// TestSessionKey checks that sessionKey is taken from the environment only
+// (a reference in the file, or TOOLGATE_SESSION_KEY), that each of its keys
+// is long enough, and that no message quotes it.
+func TestSessionKey(t *testing.T) {
+	long := strings.Repeat("k", SessionKeyMinLen)
+	for _, tc := range []struct {
+		name    string
+		doc     string
+		vars    map[string]string
+		want    []string // the keys; nil when the file is refused
+		problem string
+	}{
+		{name: "none", doc: `{}`},
+		{name: "a reference", doc: `{"sessionKey": "${SK}"}`, vars: map[string]string{"SK": long}, want: []string{long}},
+		{name: "two references for a rotation", doc: `{"sessionKey": "${NEW}, ${OLD}"}`, vars: map[string]string{"NEW": long + "n", "OLD": long + "o"}, want: []string{long + "n", long + "o"}},
+		{name: "the variable", doc: `{}`, vars: map[string]string{"TOOLGATE_SESSION_KEY": long + "," + long + "2"}, want: []string{long, long + "2"}},
+		{name: "the variable over a literal", doc: `{"sessionKey": "in-the-file"}`, vars: map[string]string{"TOOLGATE_SESSION_KEY": long}, want: []string{long}},
+		{name: "a literal", doc: `{"sessionKey": "` + long + `"}`, problem: "sessionKey: a secret does not belong in the file"},
+		{name: "a literal beside a reference", doc: `{"sessionKey": "${SK}x"}`, vars: map[string]string{"SK": long}, problem: "sessionKey: a secret does not belong in the file"},
+		{name: "too short", doc: `{"sessionKey": "${SK}"}`, vars: map[string]string{"SK": "short-secret"}, problem: "sessionKey: key 1 is 12 bytes long: at least 32 are needed"},
+		{name: "second too short", vars: map[string]string{"TOOLGATE_SESSION_KEY": long + ",tiny"}, doc: `{}`, problem: "TOOLGATE_SESSION_KEY (sessionKey): key 2 is 4 bytes long"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := loadEnv(t, tc.doc, tc.vars)
+			if tc.problem != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.problem) {
+					t.Fatalf("Load error = %v, want %q", err, tc.problem)
+				}
+				if strings.Contains(err.Error(), long) || strings.Contains(err.Error(), "short-secret") {
+					t.Errorf("the error quotes the key: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			if diff := cmp.Diff(tc.want, c.SessionKeys()); diff != "" {
+				t.Errorf("keys (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

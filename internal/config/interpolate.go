@@ -104,6 +104,7 @@ func (l *loader) interpolate(c *Config) {
 	l.expandField("alerts.webhook", &c.Alerts.Webhook)
 	l.expandField("cluster.redis.url", &c.Cluster.Redis.URL)
 	l.expandField("cluster.postgres.url", &c.Cluster.Postgres.URL)
+	l.expandField("sessionKey", &c.SessionKey)
 	for _, ps := range l.servers {
 		p, s := ps.path, ps.v
 		l.expandField(child(p, "command"), &s.Command)

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/gobwas/glob"
 )
@@ -108,6 +109,36 @@ func (l *loader) validate(c *Config) {
 	}
 	l.validateAccess(c)
 	l.validateCluster(c)
+	l.validateSessionKey(c)
+}
+
+// validateSessionKey checks that sessionKey comes from the environment
+// (the file names it with one ${VAR}) and that each of its keys is long
+// enough. Its text is never quoted back.
+func (l *loader) validateSessionKey(c *Config) {
+	const path = "sessionKey"
+	if c.SessionKey == "" || l.bad[path] {
+		return
+	}
+	if _, env := l.fromEnv[path]; !env {
+		// Only references, and the commas that separate the keys of a
+		// rotation.
+		literal := strings.Map(func(r rune) rune {
+			if r == ',' || unicode.IsSpace(r) {
+				return -1
+			}
+			return r
+		}, LiteralText(l.shown(path, c.SessionKey), ""))
+		if literal != "" {
+			l.addf(path, "a secret does not belong in the file: write ${VAR} and set VAR, or set TOOLGATE_SESSION_KEY")
+			return
+		}
+	}
+	for i, k := range c.SessionKeys() {
+		if len(k) < SessionKeyMinLen {
+			l.addf(path, "key %d is %d bytes long: at least %d are needed (openssl rand -base64 48 makes one)", i+1, len(k), SessionKeyMinLen)
+		}
+	}
 }
 
 // nodeRE is the rule for a replica's name.
