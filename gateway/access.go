@@ -188,12 +188,19 @@ func (g *Gateway) guard(p *project) http.Handler {
 			pr.KeyID = key.ID
 			g.auth.RecordUse(key.ID)
 		}
-		var sess *session // the session the request names, as checked
+		// A request of a version without sessions goes to the SDK's
+		// stateless handler (or is answered here), whatever session it
+		// names.
+		stateless := statelessVersion(r.Header.Get(protocolVersionHeader))
+		var sess *session // the session the request names, as checked, held
 		if transportChecksOn.Load() {
 			var refusal *transportRefusal
-			if sess, refusal = p.checkTransport(r, pr); refusal != nil {
+			if sess, refusal = p.checkTransport(r, pr, stateless); refusal != nil {
 				refusal.write(w)
 				return
+			}
+			if sess != nil {
+				defer sess.release()
 			}
 		}
 		// One allocation for what the access layer keeps of the request.
@@ -202,6 +209,7 @@ func (g *Gateway) guard(p *project) http.Handler {
 		ti := &st.ti
 		var body []byte      // of a POST
 		var claim *callClaim // its calls' ids, while they are in flight
+		listening := false   // the POST is a subscriptions/listen
 		defer func() {
 			if claim != nil {
 				claim.release() // refused here, or answered by the access layer
@@ -229,6 +237,22 @@ func (g *Gateway) guard(p *project) http.Handler {
 					return
 				}
 			}
+			if msg.MetaVersion != "" && !stateless {
+				// A request of protocol 2026-07-28 without its header:
+				// refused as that protocol refuses it.
+				stateless, sess = true, nil
+			}
+			if transportChecksOn.Load() {
+				if stateless {
+					if ref := checkStateless(r, body); ref != nil {
+						ref.write(w)
+						return
+					}
+				} else if ref := checkBatch(r, body, &msg); ref != nil {
+					ref.write(w)
+					return
+				}
+			}
 			if sess != nil && claimable(r, &msg) {
 				c, dup, ok := sess.claim(msg.callIDs())
 				if !ok {
@@ -249,8 +273,11 @@ func (g *Gateway) guard(p *project) http.Handler {
 					rpcError(w, http.StatusTooManyRequests, codeRateLimited, fmt.Sprintf("key %s already has %d sessions open (limits.maxSessionsPerKey)", pr.KeyID, a.maxSessions), nil)
 					return
 				}
+				st.initialize = msg.InitParams
 			case "notifications/cancelled":
 				p.direct.cancel(r.Header.Get(sessionIDHeader), body)
+			case "subscriptions/listen":
+				listening = true
 			case "tools/call":
 				// The steps of the tool path that decide whether the call
 				// runs (admission, visibility, rate limits) run here,
@@ -265,7 +292,11 @@ func (g *Gateway) guard(p *project) http.Handler {
 					call.Session = sess.ss
 				}
 				pc := &st.path
-				if ref := pc.open(r.Context(), p, call, r.Header.Get(sessionIDHeader)); ref != nil {
+				sid := ""
+				if !stateless {
+					sid = r.Header.Get(sessionIDHeader)
+				}
+				if ref := pc.open(r.Context(), p, call, sid); ref != nil {
 					ref.writeHTTP(w)
 					return
 				}
@@ -275,16 +306,22 @@ func (g *Gateway) guard(p *project) http.Handler {
 					return
 				}
 				st.opener = pc
-				if c, ok := p.prepareDirectCall(r, sess, &msg, pc); ok {
+				if c, ok := p.prepareDirectCall(r, sess, stateless, &msg, pc); ok {
 					g.serveDirectCall(w, r, pc, c, claim)
 					return
 				}
 			}
 		}
+		st.sess, st.stateless = sess, stateless
 		ctx := context.WithValue(r.Context(), tokenInfoKey{}, ti)
-		if r.Method == http.MethodGet {
-			// A session's event stream: a drain closes it.
-			sctx, release, refusal := g.life.stream(ctx, r.Header.Get(sessionIDHeader))
+		if r.Method == http.MethodGet || stateless && listening {
+			// A session's event stream, or the stream of a
+			// subscriptions/listen: a drain closes it.
+			sid := ""
+			if !stateless {
+				sid = r.Header.Get(sessionIDHeader)
+			}
+			sctx, release, refusal := g.life.stream(ctx, sid)
 			if refusal != nil {
 				g.refused(p.name, refusal)
 				refusal.writeHTTP(w)
@@ -313,9 +350,6 @@ func (g *Gateway) guard(p *project) http.Handler {
 		if claim != nil {
 			claim.postEnded()
 			claim = nil
-		}
-		if r.Method == http.MethodDelete && sess != nil && ew.code == http.StatusNoContent {
-			p.sessions.forget(sess)
 		}
 	})
 }
@@ -418,6 +452,17 @@ func (w *rpcErrorWriter) finish(post bool, body []byte) {
 
 type tokenInfoKey struct{}
 
+// httpRequestOf returns what the access layer recorded about r, nil for a
+// request it did not see.
+func httpRequestOf(r *http.Request) *guardRequest {
+	ti, _ := r.Context().Value(tokenInfoKey{}).(*auth.TokenInfo)
+	if ti == nil {
+		return nil
+	}
+	gr, _ := ti.Extra[tokenRequest].(*guardRequest)
+	return gr
+}
+
 // guardRequest is what the access layer keeps of one request, in one
 // allocation; the MCP middleware and handlers find it in the request's
 // TokenInfo (requestOf).
@@ -425,6 +470,12 @@ type guardRequest struct {
 	ti auth.TokenInfo
 	ew rpcErrorWriter
 	pr Principal
+	// sess is the session the request names, as checked (front.go);
+	// stateless says the request is of a version without sessions.
+	sess      *session
+	stateless bool
+	// initialize holds the params of an initialize request.
+	initialize json.RawMessage
 	// claim holds the ids of the POST's calls while they are in flight
 	// (front.go).
 	claim *callClaim

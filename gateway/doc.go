@@ -24,8 +24,13 @@
 //     Mode's tools in codemode.go;
 //   - access.go, front.go, hosts.go, fastpath.go, message.go: the HTTP
 //     layer in front of the MCP SDK: Host and Origin, addresses, keys, the
-//     transport's rules and sessions, and the tool calls the access layer
+//     transport's rules (of every protocol version, 2026-07-28's
+//     header checks included), and the tool calls the access layer
 //     answers itself;
+//   - sessions.go, sessionid.go: the MCP sessions of clients on versions
+//     before 2026-07-28, served with the SDK's transport and sealed into
+//     their IDs so that any replica sharing the session key rebuilds
+//     them; clients on 2026-07-28 go to the SDK's stateless handler;
 //   - upstream.go, transport.go, upstreamcall.go, connpool.go: the
 //     sessions with upstream servers and how calls reach them;
 //   - lifecycle.go: calls and event streams in flight, and a shutdown's

@@ -25,6 +25,7 @@ import (
 // slow reports its start on started and its cancellation on cancelled.
 type httpFixture struct {
 	g         *Gateway
+	cfg       *config.Config
 	url       string // the gateway's MCP endpoint
 	audit     string // the audit log's path
 	keys      [2]string
@@ -88,8 +89,25 @@ func newHTTPFixture(t *testing.T, tweak ...func(*config.Config)) *httpFixture {
 	g := startGateway(t, cfg, &Options{Auth: auth, Audit: auditLog})
 	srv := httptest.NewServer(g.Handler())
 	t.Cleanup(srv.Close)
-	f.g, f.url = g, srv.URL+"/mcp"
+	f.g, f.cfg, f.url = g, cfg, srv.URL+"/mcp"
 	return f
+}
+
+// replica starts another gateway in front of f's upstream, with f's keys
+// and configuration but sessionKey; it shares no state with f.
+func (f *httpFixture) replica(t *testing.T, sessionKey string) *httpFixture {
+	t.Helper()
+	cfg := *f.cfg
+	cfg.SessionKey = sessionKey
+	cfg.DataDir = t.TempDir()
+	auth, err := apikey.NewAuthenticator(context.Background(), nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := startGateway(t, &cfg, &Options{Auth: auth})
+	srv := httptest.NewServer(g.Handler())
+	t.Cleanup(srv.Close)
+	return &httpFixture{g: g, cfg: &cfg, url: srv.URL + "/mcp", keys: f.keys, started: f.started, cancelled: f.cancelled}
 }
 
 // addAnswerTools gives up three tools, one for each kind of answer: echo

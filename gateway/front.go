@@ -18,15 +18,23 @@ import (
 )
 
 // A request to a project's MCP endpoint is answered one of two ways: by
-// the access layer itself (a tools/call, fastpath.go) or by the MCP SDK's
-// streamable HTTP handler. So that the two can never disagree, every check
-// of the transport that decides whether a request is served at all runs
-// once, here, in front of both: the protocol version header, the method,
-// Content-Type, Accept, the session the request names (and the key that
-// opened it), Last-Event-ID, and the ids of calls already in flight in that
-// session. Each refusal is the one the SDK's handler gives (status, text,
-// headers), so a request answered here or there reads the same; the SDK's
-// own copies of these checks are never reached.
+// the access layer itself (a tools/call, fastpath.go) or by the MCP SDK
+// (its stateless handler for protocol 2026-07-28, the transport of the
+// request's session for older versions, sessions.go). So that the two can
+// never disagree, every check of the transport that decides whether a
+// request is served at all runs once, here, in front of both: the
+// protocol version header, the method, Content-Type, Accept, the session
+// the request names (and the key that opened it), Last-Event-ID, JSON-RPC
+// batches of the versions that have none, the ids of calls already in
+// flight in that session, and, for 2026-07-28, the agreement of the
+// Mcp-Protocol-Version, Mcp-Method and Mcp-Name headers with the body.
+// Each refusal is the one the SDK's handler gives (status, text, headers),
+// so a request answered here or there reads the same; the SDK's own
+// copies of these checks are never reached.
+//
+// One check is left to the SDK: the Mcp-Param-* headers of a tool whose
+// input schema names some (x-mcp-header); the access layer does not
+// answer calls of such tools itself.
 
 // transportChecksOn switches these checks on; tests switch them off (and
 // with them the access layer's own answers) to compare their refusals with
@@ -40,9 +48,10 @@ const (
 	protocolVersionHeader = "Mcp-Protocol-Version"
 	sessionIDHeader       = "Mcp-Session-Id"
 	lastEventIDHeader     = "Last-Event-ID"
-	// versionStateless is the first protocol version without sessions;
-	// the SDK's handler lets its requests through its version check and
-	// refuses them later (the gateway serves older versions).
+	methodHeader          = "Mcp-Method"
+	nameHeader            = "Mcp-Name"
+	// versionStateless is the first protocol version without sessions:
+	// every request carries the version, in its header and in its _meta.
 	versionStateless = "2026-07-28"
 	// versionNoBatch is the first version without JSON-RPC batches.
 	versionNoBatch = "2025-06-18"
@@ -50,11 +59,22 @@ const (
 	versionAssumed = "2025-03-26"
 )
 
+// JSON-RPC error codes of protocol 2026-07-28.
+const (
+	codeHeaderMismatch      = -32020
+	codeMissingCapabilities = -32021
+	codeUnsupportedVersion  = -32022
+)
+
 // servedVersions are the protocol versions a project's MCP server
 // negotiates, in the SDK's order (newest first), as its refusal lists them.
 var servedVersions = slices.DeleteFunc(mcp.SupportedProtocolVersions(), func(v string) bool {
 	return !slices.Contains(downstreamProtocolVersions, v)
 })
+
+// statelessVersion reports whether v, a request's protocol version
+// header, is one of the versions without sessions.
+func statelessVersion(v string) bool { return v >= versionStateless }
 
 // transportRefusal is a request the transport refuses, as the SDK's handler
 // words it (http.Error's plain text, turned into a JSON-RPC error like
@@ -74,11 +94,24 @@ func (t *transportRefusal) write(w http.ResponseWriter) {
 }
 
 // checkTransport applies the transport's rules to r's method and headers,
-// in the order the SDK's handler applies them, and returns the session r
-// names (nil for none).
-func (p *project) checkTransport(r *http.Request, pr Principal) (*session, *transportRefusal) {
-	if v := r.Header.Get(protocolVersionHeader); v != "" && !slices.Contains(servedVersions, v) && v < versionStateless {
+// in the order the SDK's handlers apply them, and returns the session r
+// names (nil for none), held for the request (session.release). A request
+// of a version without sessions (stateless) is a POST and names none.
+func (p *project) checkTransport(r *http.Request, pr Principal, stateless bool) (*session, *transportRefusal) {
+	if v := r.Header.Get(protocolVersionHeader); v != "" && !slices.Contains(servedVersions, v) && !statelessVersion(v) {
 		return nil, &transportRefusal{status: http.StatusBadRequest, text: "Bad Request: Unsupported protocol version (supported versions: " + strings.Join(servedVersions, ",") + ")"}
+	}
+	if stateless {
+		if r.Method != http.MethodPost {
+			return nil, &transportRefusal{status: http.StatusMethodNotAllowed, text: "Method Not Allowed", allow: "POST"}
+		}
+		if baseMediaType(r.Header.Get("Content-Type")) != "application/json" {
+			return nil, &transportRefusal{status: http.StatusUnsupportedMediaType, text: "Content-Type must be 'application/json'"}
+		}
+		if jsonOK, streamOK := accepts(r.Header.Values("Accept")); !jsonOK || !streamOK {
+			return nil, &transportRefusal{status: http.StatusBadRequest, text: "Accept must contain both 'application/json' and 'text/event-stream'"}
+		}
+		return nil, nil
 	}
 	sid := r.Header.Get(sessionIDHeader)
 	switch r.Method {
@@ -92,11 +125,12 @@ func (p *project) checkTransport(r *http.Request, pr Principal) (*session, *tran
 		if sid == "" {
 			return nil, nil // a new session
 		}
-		s, ref := p.sessions.lookup(sid, pr)
+		s, ref := p.session(sid, pr)
 		if ref != nil {
 			return nil, ref
 		}
 		if len(r.Header.Values(lastEventIDHeader)) > 0 {
+			s.release()
 			return nil, &transportRefusal{status: http.StatusBadRequest, text: "can't send Last-Event-ID for POST request"}
 		}
 		return s, nil
@@ -107,11 +141,12 @@ func (p *project) checkTransport(r *http.Request, pr Principal) (*session, *tran
 		if sid == "" {
 			return nil, &transportRefusal{status: http.StatusBadRequest, text: "Bad Request: GET requires an Mcp-Session-Id header"}
 		}
-		s, ref := p.sessions.lookup(sid, pr)
+		s, ref := p.session(sid, pr)
 		if ref != nil {
 			return nil, ref
 		}
 		if len(r.Header.Values(lastEventIDHeader)) > 0 {
+			s.release()
 			if eid := r.Header.Get(lastEventIDHeader); !validEventID(eid) {
 				return nil, &transportRefusal{status: http.StatusBadRequest, text: fmt.Sprintf("malformed Last-Event-ID %q", eid)}
 			}
@@ -124,10 +159,202 @@ func (p *project) checkTransport(r *http.Request, pr Principal) (*session, *tran
 		if sid == "" {
 			return nil, &transportRefusal{status: http.StatusBadRequest, text: "Bad Request: DELETE requires an Mcp-Session-Id header"}
 		}
-		return p.sessions.lookup(sid, pr)
+		return p.session(sid, pr)
 	default:
 		return nil, &transportRefusal{status: http.StatusMethodNotAllowed, text: "Method Not Allowed", allow: "GET, POST, DELETE"}
 	}
+}
+
+// checkBatch refuses a JSON-RPC batch (msg, of body) under a protocol
+// version that has none, as the SDK's transport does once it has read the
+// batch's messages (one it cannot read it refuses otherwise).
+func checkBatch(r *http.Request, body []byte, msg *rpcMessage) *transportRefusal {
+	if !msg.Batch {
+		return nil
+	}
+	v := r.Header.Get(protocolVersionHeader)
+	if v == "" {
+		v = versionAssumed
+	}
+	if v < versionNoBatch {
+		return nil
+	}
+	var raws []json.RawMessage
+	if _, err := sdkParse(bytes.TrimSpace(body), &raws); err != nil || len(raws) == 0 {
+		return nil
+	}
+	for _, raw := range raws {
+		if _, err := jsonrpc.DecodeMessage(raw); err != nil {
+			return nil
+		}
+	}
+	return &transportRefusal{status: http.StatusBadRequest, text: fmt.Sprintf("JSON-RPC batching is not supported in %s and later (request version: %s)", versionNoBatch, v)}
+}
+
+// messageRefusal is a POST refused with a JSON-RPC error that answers its
+// message (the form the SDK gives the refusals of protocol 2026-07-28).
+type messageRefusal struct {
+	status int
+	id     jsonrpc.ID
+	err    *jsonrpc.Error
+}
+
+func (m *messageRefusal) write(w http.ResponseWriter) {
+	b, _ := jsonrpc.EncodeMessage(&jsonrpc.Response{ID: m.id, Error: m.err})
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(m.status)
+	_, _ = w.Write(b)
+}
+
+// Flags of the methods a server receives, as the SDK checks a request's
+// method before anything else of a POST.
+const (
+	methodNotification   = 1 << iota // a notification: no id
+	methodParamsOptional             // params may be missing
+)
+
+// serverMethods are the methods the project's MCP server receives.
+var serverMethods = map[string]int{
+	"completion/complete":              0,
+	"server/discover":                  methodParamsOptional,
+	"initialize":                       0,
+	"ping":                             methodParamsOptional,
+	"prompts/list":                     methodParamsOptional,
+	"prompts/get":                      0,
+	"tools/list":                       methodParamsOptional,
+	"tools/call":                       0,
+	"resources/list":                   methodParamsOptional,
+	"resources/templates/list":         methodParamsOptional,
+	"resources/read":                   0,
+	"logging/setLevel":                 0,
+	"resources/subscribe":              0,
+	"subscriptions/listen":             0,
+	"resources/unsubscribe":            0,
+	"notifications/cancelled":          methodNotification | methodParamsOptional,
+	"notifications/initialized":        methodNotification | methodParamsOptional,
+	"notifications/roots/list_changed": methodNotification | methodParamsOptional,
+	"notifications/progress":           methodNotification,
+}
+
+// Per-request _meta keys of protocol 2026-07-28 (the SDK's MetaKey*).
+const (
+	metaProtocolVersion    = mcp.MetaKeyProtocolVersion
+	metaClientCapabilities = mcp.MetaKeyClientCapabilities
+	metaClientInfo         = mcp.MetaKeyClientInfo
+)
+
+// checkStateless applies the rules of protocol 2026-07-28 to the message
+// of a POST (body), in the order the SDK's transport applies them: a
+// request whose _meta carries a protocol version, and every request sent
+// with a 2026-07-28 header, must carry that version in both, and, with
+// that header, Mcp-Method must name the body's method, and Mcp-Name the
+// tool, prompt or resource a tools/call, prompts/get or resources/read
+// names (400, HeaderMismatch). A body the SDK refuses for another reason
+// first (not one JSON-RPC message of a method it knows) is left to it.
+func checkStateless(r *http.Request, body []byte) *messageRefusal {
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return nil
+	}
+	m, err := jsonrpc.DecodeMessage(trimmed)
+	if err != nil {
+		return nil
+	}
+	req, ok := m.(*jsonrpc.Request)
+	if !ok {
+		return nil
+	}
+	flags, known := serverMethods[req.Method]
+	if !known || (flags&methodNotification != 0) == req.IsCall() || (flags&methodParamsOptional == 0 && len(req.Params) == 0) {
+		return nil
+	}
+	header := r.Header.Get(protocolVersionHeader)
+	if metaVersion := requestMetaVersion(req.Params); (req.IsCall() && statelessVersion(header)) || metaVersion != "" {
+		switch {
+		case header == "":
+			return headerMismatch(req.ID, fmt.Sprintf("%s header is required for requests carrying %q", protocolVersionHeader, metaProtocolVersion))
+		case metaVersion == "":
+			return &messageRefusal{status: http.StatusBadRequest, id: req.ID, err: &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("missing or invalid _meta field %q", metaProtocolVersion)}}
+		case header != metaVersion:
+			return headerMismatch(req.ID, fmt.Sprintf("%s header %q does not match request %s %q", protocolVersionHeader, header, metaProtocolVersion, metaVersion))
+		}
+	}
+	if !statelessVersion(header) {
+		return nil
+	}
+	method := r.Header.Get(methodHeader)
+	if method == "" {
+		return headerMismatch(req.ID, "missing required Mcp-Method header")
+	}
+	if method != req.Method {
+		return headerMismatch(req.ID, fmt.Sprintf("header mismatch: Mcp-Method header value '%s' does not match body value '%s'", method, req.Method))
+	}
+	switch req.Method {
+	case "tools/call", "resources/read", "prompts/get":
+		name := r.Header.Get(nameHeader)
+		if name == "" {
+			return headerMismatch(req.ID, fmt.Sprintf("missing required Mcp-Name header for method %q", req.Method))
+		}
+		inBody, ok := requestName(req.Method, req.Params)
+		if !ok {
+			return headerMismatch(req.ID, fmt.Sprintf("failed to extract name from parameters for method %q", req.Method))
+		}
+		if name != inBody {
+			return headerMismatch(req.ID, fmt.Sprintf("header mismatch: Mcp-Name header value '%s' does not match body value '%s'", name, inBody))
+		}
+	}
+	return nil
+}
+
+func headerMismatch(id jsonrpc.ID, msg string) *messageRefusal {
+	return &messageRefusal{status: http.StatusBadRequest, id: id, err: &jsonrpc.Error{Code: codeHeaderMismatch, Message: msg}}
+}
+
+// requestMetaVersion is the protocol version a request's params carry in
+// their _meta, as the SDK reads it: "" when there is none or it is not a
+// string.
+func requestMetaVersion(params json.RawMessage) string {
+	if len(params) == 0 || params[0] != '{' {
+		return ""
+	}
+	var p struct {
+		Meta map[string]json.RawMessage `json:"_meta"`
+	}
+	if _, err := sdkParse(params, &p); err != nil {
+		return ""
+	}
+	raw := p.Meta[metaProtocolVersion]
+	if len(raw) == 0 || raw[0] != '"' {
+		return ""
+	}
+	var v string
+	if _, err := sdkParse(raw, &v); err != nil {
+		return ""
+	}
+	return v
+}
+
+// requestName is what a tools/call, prompts/get or resources/read names
+// (the tool, the prompt, the resource's URI), as the SDK reads it for the
+// Mcp-Name header.
+func requestName(method string, params json.RawMessage) (string, bool) {
+	var err error
+	var name string
+	switch method {
+	case "tools/call":
+		var p mcp.CallToolParams
+		_, err = sdkParse(params, &p)
+		name = p.Name
+	case "prompts/get":
+		var p mcp.GetPromptParams
+		_, err = sdkParse(params, &p)
+		name = p.Name
+	case "resources/read":
+		var p mcp.ReadResourceParams
+		_, err = sdkParse(params, &p)
+		name = p.URI
+	}
+	return name, err == nil
 }
 
 // accepts reads Accept headers as the SDK does: media types without their
@@ -172,94 +399,6 @@ func validEventID(id string) bool {
 	}
 	n, err := strconv.Atoi(parts[1])
 	return err == nil && n >= 0
-}
-
-// session is what the access layer knows of an open MCP session of a
-// project: the SDK's session, the key that opened it, and the ids of the
-// calls in flight in it, however they are answered.
-type session struct {
-	id  string
-	ss  *mcp.ServerSession
-	key string // "" when keys are not required
-
-	mu    sync.Mutex
-	calls map[string]bool // request ids (as JSON) of calls in flight
-
-	// streams counts the session's event streams (GET) the SDK has
-	// opened: messages relayed on the session's behalf go there.
-	streams atomic.Int32
-}
-
-// sessions are the open HTTP sessions of a project's MCP server by id,
-// and their number by the key that opened them
-// (limits.maxSessionsPerKey).
-type sessions struct {
-	mu     sync.Mutex
-	byID   map[string]*session
-	perKey map[string]int
-}
-
-// lookup returns the open session sid, or the SDK's refusal: 404 for a
-// session it does not hold, 403 for one another key opened.
-func (ss *sessions) lookup(sid string, pr Principal) (*session, *transportRefusal) {
-	ss.mu.Lock()
-	s := ss.byID[sid]
-	ss.mu.Unlock()
-	if s == nil {
-		return nil, &transportRefusal{status: http.StatusNotFound, text: "session not found"}
-	}
-	if s.key != "" && s.key != pr.KeyID {
-		return nil, &transportRefusal{status: http.StatusForbidden, text: "session user mismatch"}
-	}
-	return s, nil
-}
-
-// add records an initialized session of the SDK, opened with key, until
-// it closes.
-func (ss *sessions) add(sdk *mcp.ServerSession, key string) {
-	id := sdk.ID()
-	if id == "" {
-		return // not an HTTP session (stdio)
-	}
-	ss.mu.Lock()
-	if ss.byID[id] != nil {
-		ss.mu.Unlock()
-		return
-	}
-	s := &session{id: id, ss: sdk, key: key, calls: map[string]bool{}}
-	if ss.byID == nil {
-		ss.byID = map[string]*session{}
-		ss.perKey = map[string]int{}
-	}
-	ss.byID[id] = s
-	ss.perKey[key]++
-	ss.mu.Unlock()
-	go func() {
-		_ = sdk.Wait()
-		ss.forget(s)
-	}()
-}
-
-// forget drops s once it is closed (at once for a DELETE, which closes it
-// before it answers, so that the next request of that id is refused here
-// as by the SDK).
-func (ss *sessions) forget(s *session) {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	if ss.byID[s.id] != s {
-		return
-	}
-	delete(ss.byID, s.id)
-	if ss.perKey[s.key]--; ss.perKey[s.key] <= 0 {
-		delete(ss.perKey, s.key)
-	}
-}
-
-// of counts the open sessions of key.
-func (ss *sessions) of(key string) int {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	return ss.perKey[key]
 }
 
 // callClaim holds the request ids of one POST's calls in their session
@@ -415,9 +554,8 @@ func claimable(r *http.Request, msg *rpcMessage) bool {
 	return v < versionNoBatch
 }
 
-// trackSessions is the MCP middleware that records each session once it
-// is initialized, and tells a POST's callClaim when the SDK's handlers of
-// its requests start and end.
+// trackSessions is the MCP middleware that tells a POST's callClaim when
+// the SDK's handlers of its requests start and end.
 func (p *project) trackSessions(next mcp.MethodHandler) mcp.MethodHandler {
 	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
 		if strings.HasPrefix(method, "notifications/") {
@@ -428,13 +566,7 @@ func (p *project) trackSessions(next mcp.MethodHandler) mcp.MethodHandler {
 			gr.claim.handlerStarted()
 			defer gr.claim.handlerEnded()
 		}
-		res, err := next(ctx, method, req)
-		if method == "initialize" && err == nil {
-			if ss, ok := req.GetSession().(*mcp.ServerSession); ok && ss != nil {
-				p.sessions.add(ss, gr.principal(p.name).KeyID)
-			}
-		}
-		return res, err
+		return next(ctx, method, req)
 	}
 }
 

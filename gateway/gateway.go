@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"maps"
 	"path/filepath"
@@ -63,6 +64,10 @@ type Gateway struct {
 	storeProblems []func() string
 	stop          chan struct{} // closed by Close: ends background loops
 	life          lifecycle     // calls in flight, event streams, draining
+	// seal seals and opens the IDs of sessions (sessionid.go); own is
+	// the key of this process, used without a sessionKey.
+	seal atomic.Pointer[sessionSealer]
+	own  *sessionSealer
 
 	reloadMu sync.Mutex // one Start/Reload/Close at a time
 
@@ -90,7 +95,30 @@ func New(cfg *config.Config, opts *Options) *Gateway {
 	}
 	g.metrics = newMetrics(g)
 	g.stop = make(chan struct{})
+	g.own = randomSessionSealer()
+	g.seal.Store(g.own)
 	return g
+}
+
+// sealer returns what seals and opens session IDs.
+func (g *Gateway) sealer() *sessionSealer { return g.seal.Load() }
+
+// sealerFor returns the sealer of cfg's sessionKey: the running one when
+// the key did not change, the process's own without a key.
+func (g *Gateway) sealerFor(cfg *config.Config) (*sessionSealer, error) {
+	keys := cfg.SessionKeys()
+	if len(keys) == 0 {
+		return g.own, nil
+	}
+	if cur := g.sealer(); cur != nil && cur.setting == cfg.SessionKey {
+		return cur, nil
+	}
+	s, err := newSessionSealer(keys)
+	if err != nil {
+		return nil, fmt.Errorf("sessionKey: %w", err)
+	}
+	s.setting = cfg.SessionKey
+	return s, nil
 }
 
 // accessPolicy returns the access rules in force.
@@ -124,7 +152,11 @@ func (g *Gateway) Start(ctx context.Context) error {
 	if g.pins != nil {
 		go g.watchPins(g.stop)
 	}
-	return g.apply(ctx, g.cfg, true)
+	if err := g.apply(ctx, g.cfg, true); err != nil {
+		return err
+	}
+	go g.sweepSessions(g.stop)
+	return nil
 }
 
 // Close stops every upstream (killing stdio process groups) and closes

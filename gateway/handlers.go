@@ -22,7 +22,7 @@ func (p *project) handlePrompt(ctx context.Context, req *mcp.GetPromptRequest) (
 	}
 	var res *mcp.GetPromptResult
 	err := p.meteredCall(ctx, "prompts/get", req.Extra, req.Session, r.up, func(ctx context.Context, cs *mcp.ClientSession) (err error) {
-		res, err = cs.GetPrompt(ctx, &mcp.GetPromptParams{Meta: req.Params.Meta, Name: r.upstream, Arguments: req.Params.Arguments})
+		res, err = cs.GetPrompt(ctx, &mcp.GetPromptParams{Meta: upstreamMeta(req.Params.Meta), Name: r.upstream, Arguments: req.Params.Arguments})
 		return err
 	})
 	return res, err
@@ -35,7 +35,7 @@ func (p *project) handleResource(ctx context.Context, req *mcp.ReadResourceReque
 	}
 	var res *mcp.ReadResourceResult
 	err := p.meteredCall(ctx, "resources/read", req.Extra, req.Session, r.up, func(ctx context.Context, cs *mcp.ClientSession) (err error) {
-		res, err = cs.ReadResource(ctx, &mcp.ReadResourceParams{Meta: req.Params.Meta, URI: req.Params.URI})
+		res, err = cs.ReadResource(ctx, &mcp.ReadResourceParams{Meta: upstreamMeta(req.Params.Meta), URI: req.Params.URI})
 		return err
 	})
 	return res, err
@@ -59,6 +59,7 @@ func (p *project) complete(ctx context.Context, req *mcp.CompleteRequest) (*mcp.
 	}
 	params := *req.Params
 	params.Ref = &upRef
+	params.Meta = upstreamMeta(params.Meta)
 	var res *mcp.CompleteResult
 	err := p.meteredCall(ctx, "completion/complete", req.Extra, req.Session, r.up, func(ctx context.Context, cs *mcp.ClientSession) (err error) {
 		res, err = cs.Complete(ctx, &params)
@@ -106,6 +107,11 @@ func (p *project) changeSubscription(ctx context.Context, uri string, delta int,
 	before, after := p.subs.change(uri, delta)
 	if (before == 0) == (after == 0) {
 		return nil
+	}
+	if after == 0 {
+		// The last client left, perhaps by ending its request (a
+		// subscriptions/listen): the upstream is told all the same.
+		ctx = context.WithoutCancel(ctx)
 	}
 	return upstreamCall(ctx, r.up, ss, func(ctx context.Context, cs *mcp.ClientSession) error {
 		if after > 0 {

@@ -28,6 +28,11 @@ type rpcMessage struct {
 	// them.
 	Calls []json.RawMessage
 	Batch bool
+	// MetaVersion is the protocol version a single request carries in its
+	// _meta (protocol 2026-07-28 and later), "" for none.
+	MetaVersion string
+	// InitParams are the params of an initialize request, as sent.
+	InitParams json.RawMessage
 }
 
 // peekError is a body the access layer refuses before the MCP handler:
@@ -80,13 +85,20 @@ func peekMessage(body []byte) (rpcMessage, error) {
 		if len(w.ID) > 0 && m.Method != "" {
 			m.Calls = []json.RawMessage{w.ID}
 		}
-		if m.Method == "tools/call" && len(w.Params) > 0 && w.Params[0] == '{' {
+		switch {
+		case m.Method == "tools/call" && len(w.Params) > 0 && w.Params[0] == '{':
 			if _, err := sdkParse(w.Params, &m.Params); err != nil {
 				// Not an object of that shape: the handler refuses it.
 				m.Params = mcp.CallToolParamsRaw{}
+				m.MetaVersion = requestMetaVersion(w.Params)
 			} else {
 				m.Version, m.ID = w.Version, w.ID
+				m.MetaVersion, _ = m.Params.Meta[metaProtocolVersion].(string)
 			}
+		case m.Method == "initialize":
+			m.InitParams = w.Params
+		case m.Method != "":
+			m.MetaVersion = requestMetaVersion(w.Params)
 		}
 		return m, nil
 	case '[':

@@ -28,6 +28,10 @@ type metrics struct {
 	executions   *prometheus.CounterVec
 	execSeconds  *prometheus.HistogramVec
 	execMemory   prometheus.Histogram
+
+	// sessionsRebuilt counts the sessions a replica rebuilt from their
+	// sealed ID.
+	sessionsRebuilt *prometheus.CounterVec
 }
 
 func newMetrics(g *Gateway) *metrics {
@@ -87,6 +91,11 @@ func newMetrics(g *Gateway) *metrics {
 		Buckets: prometheus.ExponentialBuckets(256<<10, 2, 12),
 	})
 	m.registry.MustRegister(m.executions, m.execSeconds, m.execMemory)
+	m.sessionsRebuilt = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "toolgate_sessions_rebuilt_total",
+		Help: "MCP sessions (protocol versions before 2026-07-28) this replica rebuilt from their sealed ID: opened elsewhere, or closed here while idle.",
+	}, []string{"project"})
+	m.registry.MustRegister(m.sessionsRebuilt)
 	inFlight := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "toolgate_tool_calls_in_flight",
 		Help: "tools/call requests from clients being handled (capped by limits.maxInFlightCalls).",

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"encoding/json"
 	"log/slog"
 	"math"
 	"net/http"
@@ -12,10 +13,9 @@ import (
 )
 
 // downstreamProtocolVersions are the protocol versions toolgate speaks with
-// its clients. 2026-07-28 moves server-to-client requests into multi
-// round-trip results, which the relay does not carry yet; every client that
-// speaks it also speaks 2025-11-25.
-var downstreamProtocolVersions = []string{"2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"}
+// its clients. Upstreams keep theirs (transport.go); the MCP SDK's server
+// and client translate between the two.
+var downstreamProtocolVersions = []string{"2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"}
 
 // project is one tenant: an MCP server shown to clients, backed by its
 // upstreams. It composes parts that each own their state and lock:
@@ -37,9 +37,16 @@ type project struct {
 	gw   *Gateway
 	log  *slog.Logger
 
-	server  *mcp.Server
-	http    http.Handler // the MCP handler
-	guarded http.Handler // http behind the access checks
+	server    *mcp.Server
+	http      http.Handler // the MCP handler (serveMCP)
+	stateless http.Handler // the SDK's handler of protocol 2026-07-28
+	guarded   http.Handler // http behind the access checks
+	// ref is the SDK's stateful handler, for tests (referenceHandler).
+	refOnce sync.Once
+	ref     http.Handler
+	// serverInfo is the project's server as JSON, which the results of
+	// protocol 2026-07-28 carry in their _meta.
+	serverInfo json.RawMessage
 
 	reg      registry
 	relay    relay
@@ -53,7 +60,9 @@ var _ upstreamHooks = (*project)(nil)
 
 func newProject(gw *Gateway, name string) *project {
 	p := &project{name: name, gw: gw, log: gw.log.With("project", name)}
-	p.server = mcp.NewServer(&mcp.Implementation{Name: "toolgate", Title: "toolgate (" + name + ")", Version: Version}, &mcp.ServerOptions{
+	impl := &mcp.Implementation{Name: "toolgate", Title: "toolgate (" + name + ")", Version: Version}
+	p.serverInfo, _ = json.Marshal(impl)
+	p.server = mcp.NewServer(impl, &mcp.ServerOptions{
 		Logger:                    p.log,
 		HasTools:                  true,
 		HasResources:              true,
@@ -69,14 +78,20 @@ func newProject(gw *Gateway, name string) *project {
 		resource: p.handleResource,
 	}}
 	p.relay = relay{project: name, server: p.server, log: p.log}
-	p.http = mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return p.server }, &mcp.StreamableHTTPOptions{
-		Logger: p.log,
+	p.http = http.HandlerFunc(p.serveMCP)
+	p.stateless = mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return p.server }, &mcp.StreamableHTTPOptions{
+		Logger:    p.log,
+		Stateless: true,
 		// The access layer checks Host and Origin first, with the rules
 		// of the listener and the configuration (hosts.go); the SDK's
 		// check would refuse the names allowedHosts adds.
 		DisableLocalhostProtection: true,
 		// The access layer caps bodies first, at limits.maxRequestBodyBytes.
 		MaxRequestBodyBytes: math.MaxInt64,
+		// A request of 2026-07-28 lives as long as its POST: nothing else
+		// can cancel it (a notifications/cancelled may reach another
+		// replica), so a client that goes away cancels its call.
+		PropagateRequestCancellation: true,
 	})
 	p.server.AddReceivingMiddleware(p.trackSessions, p.reg.wholeLists, p.toolCalls)
 	p.server.AddSendingMiddleware(sendElicitParams)

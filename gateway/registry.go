@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -45,6 +46,9 @@ type route struct {
 	def      any    // *mcp.Tool, *mcp.Prompt, *mcp.Resource or *mcp.ResourceTemplate as shown
 	key      string // JSON of def, to notice changed definitions
 	tmpl     *uritemplate.Template
+	// paramHeaders is set for a tool whose input schema binds arguments
+	// to Mcp-Param-* headers (x-mcp-header), which the SDK checks.
+	paramHeaders bool
 }
 
 // routes are what a project shows its clients, computed from the ready
@@ -297,7 +301,9 @@ func compute(s setup) (rs routes, problems, warnings []string) {
 
 func newRoute(u *upstream, rules serverRules, upstreamName string, def any) *route {
 	b, _ := json.Marshal(def)
-	return &route{up: u, rules: rules, upstream: upstreamName, def: def, key: string(b)}
+	_, isTool := def.(*mcp.Tool)
+	return &route{up: u, rules: rules, upstream: upstreamName, def: def, key: string(b),
+		paramHeaders: isTool && bytes.Contains(b, []byte(`"x-mcp-header"`))}
 }
 
 // checkInputSchema applies the rule the MCP SDK enforces when a tool is

@@ -127,8 +127,10 @@ func rootsMiddleware(u *upstream) mcp.Middleware {
 			if method != "roots/list" {
 				return next(ctx, method, req)
 			}
-			ss, _ := u.caller() // no roots when no single caller is known
-			if ss == nil || ss.InitializeParams() == nil || ss.InitializeParams().Capabilities == nil ||
+			// No roots when no single caller is known, or the caller has
+			// none to give (a client on 2026-07-28 takes no requests).
+			ss, _ := u.caller()
+			if ss == nil || sessionless(ss) || ss.InitializeParams() == nil || ss.InitializeParams().Capabilities == nil ||
 				ss.InitializeParams().Capabilities.RootsV2 == nil {
 				return &mcp.ListRootsResult{Roots: []*mcp.Root{}}, nil
 			}
@@ -140,16 +142,34 @@ func rootsMiddleware(u *upstream) mcp.Middleware {
 }
 
 // relayTarget is the client that gets a server-to-client request of u: the
-// one client with calls in flight on u.
+// one client with calls in flight on u. A client on protocol 2026-07-28
+// takes no requests from a server: the revision carries them in the
+// result of the call (input_required), and the retry that answers them is
+// a new request, which any replica may receive, while the upstream waits
+// for its answer on the one replica whose session it made the request on.
+// So the request is refused, and the upstream reads why.
 func relayTarget(u *upstream, what string) (*mcp.ServerSession, error) {
 	ss, ambiguous := u.caller()
 	if ambiguous {
 		return nil, fmt.Errorf("toolgate: %s request from server %q while calls of several clients are in flight; it cannot be attributed to one of them, so it is refused", what, u.cfg.Name)
 	}
+	if (ss == nil && u.sessionlessCalls()) || sessionless(ss) {
+		return nil, fmt.Errorf("toolgate: %s request from server %q during a call of a client on MCP %s, which takes no requests from servers during a call; it is refused", what, u.cfg.Name, versionStateless)
+	}
 	if ss == nil {
 		return nil, fmt.Errorf("toolgate: %s request from server %q outside any client call; nothing to relay it to", what, u.cfg.Name)
 	}
 	return ss, nil
+}
+
+// sessionless reports whether ss serves a request of a client without a
+// session (protocol 2026-07-28 and later).
+func sessionless(ss *mcp.ServerSession) bool {
+	if ss == nil {
+		return false
+	}
+	ip := ss.InitializeParams()
+	return ip != nil && statelessVersion(ip.ProtocolVersion)
 }
 
 // relayLog sends an upstream's log message to the clients with a call in
@@ -163,6 +183,9 @@ func (r *relay) relayLog(ctx context.Context, u *upstream, params *mcp.LoggingMe
 	}
 	targets := u.logTargets()
 	if len(targets) == 0 {
+		if u.sessionlessCalls() {
+			return // the message of a call of a client without a session
+		}
 		targets = slices.Collect(r.server.Sessions())
 	}
 	seen := map[*mcp.ServerSession]bool{}

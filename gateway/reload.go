@@ -61,6 +61,10 @@ func (g *Gateway) apply(ctx context.Context, cfg *config.Config, first bool) err
 	if acc.authRequired && g.auth == nil {
 		return errors.New("auth.required: authentication is on but the gateway has no key store")
 	}
+	sealer, err := g.sealerFor(cfg)
+	if err != nil {
+		return err
+	}
 	g.mu.RLock()
 	existing := maps.Clone(g.projects)
 	g.mu.RUnlock()
@@ -114,6 +118,7 @@ func (g *Gateway) apply(ctx context.Context, cfg *config.Config, first bool) err
 		}
 	}
 	g.acc.Store(acc)
+	g.seal.Store(sealer)
 	for _, pr := range all {
 		pr.p.reg.commit(pr.s)
 	}

@@ -262,19 +262,23 @@ func (p *project) callRoute(ctx context.Context, r *route, call *ToolCall) (*mcp
 	if err != nil {
 		return nil, nil, &callerr.Error{Code: callerr.Unavailable, Message: err.Error()}
 	}
-	params := &mcp.CallToolParams{Name: r.upstream, Meta: call.Meta}
+	params := &mcp.CallToolParams{Name: r.upstream, Meta: upstreamMeta(call.Meta)}
 	if len(call.Arguments) > 0 && string(call.Arguments) != "null" {
 		params.Arguments = call.Arguments
 	}
 	if tok := call.Meta.GetMeta()["progressToken"]; tok != nil && call.Session != nil {
 		upTok, forget := p.relay.progressToken(call.Session, tok, ctx)
 		defer forget()
-		params.Meta = maps.Clone(call.Meta)
+		params.Meta = maps.Clone(params.Meta)
 		params.Meta["progressToken"] = upTok
 	}
 	cctx, cancel := context.WithTimeout(ctx, r.up.callTimeout)
 	defer cancel()
-	defer r.up.track(call.Session, ctx)()
+	if call.Session == nil && call.Meta[metaProtocolVersion] != nil {
+		defer r.up.trackSessionless()() // a client of 2026-07-28 the access layer answers
+	} else {
+		defer r.up.track(call.Session, ctx)()
+	}
 	var res *mcp.CallToolResult
 	var raw json.RawMessage
 	if conn.calls != nil {
@@ -349,7 +353,60 @@ func (p *project) handleTool(ctx context.Context, req *mcp.CallToolRequest) (*mc
 	if res, err = toMCPResult(res, err); err != nil || res == nil {
 		return nil, err
 	}
-	return normalResult(res), nil // as the SDK sends a tool's result
+	res = normalResult(res) // as the SDK sends a tool's result
+	if statelessVersion(req.ProtocolVersion()) {
+		res = completeResult(res)
+	}
+	return res, nil
+}
+
+// completeTemplate is a result whose resultType is "complete".
+var completeTemplate = func() (r mcp.CallToolResult) {
+	if err := r.UnmarshalJSON([]byte(`{"content":[],"resultType":"complete"}`)); err != nil {
+		panic(err)
+	}
+	return r
+}()
+
+// completeResult is res marked as a complete result (resultType
+// "complete"), as the SDK marks the results of its own tool handlers for
+// a client of protocol 2026-07-28. The SDK lets only its decoder set that
+// field: the mark is copied from a decoded result.
+func completeResult(res *mcp.CallToolResult) *mcp.CallToolResult {
+	out := completeTemplate
+	out.Meta, out.Content, out.StructuredContent, out.IsError = res.Meta, res.Content, res.StructuredContent, res.IsError
+	out.InputRequests, out.RequestState = res.InputRequests, res.RequestState
+	return &out
+}
+
+// requestMetaKeys are the keys of a request's _meta that carry what
+// initialize carried before protocol 2026-07-28: they describe the client
+// to the gateway, which speaks the upstream's own version with it.
+var requestMetaKeys = []string{metaProtocolVersion, metaClientCapabilities, metaClientInfo, mcp.MetaKeyLogLevel}
+
+// upstreamMeta is a client's _meta as an upstream gets it: without the
+// per-request keys of protocol 2026-07-28 (an upstream on an older version
+// reads a protocol version there as a request of 2026-07-28, which its
+// session does not serve).
+func upstreamMeta(m mcp.Meta) mcp.Meta {
+	found := false
+	for _, k := range requestMetaKeys {
+		if _, ok := m[k]; ok {
+			found = true
+			break
+		}
+	}
+	if !found {
+		return m
+	}
+	out := maps.Clone(m)
+	for _, k := range requestMetaKeys {
+		delete(out, k)
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
 }
 
 // sessionID is the id of ss, "" for none.

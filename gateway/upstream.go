@@ -83,6 +83,9 @@ type upstream struct {
 	restarts int
 	inflight []inflightCall // downstream calls in flight, oldest first
 	recent   []recentCaller // sessions whose call ended less than relayGrace ago
+	// sessionless counts the calls in flight of clients without a session
+	// (protocol 2026-07-28, answered by the access layer).
+	sessionless int
 }
 
 // relayGrace is how long a session whose call on an upstream has ended
@@ -344,6 +347,27 @@ func (u *upstream) logTargets() []*mcp.ServerSession {
 	return targets
 }
 
+// trackSessionless records that a call of a client without a session is
+// in flight on u; the returned func forgets it.
+func (u *upstream) trackSessionless() func() {
+	u.mu.Lock()
+	u.sessionless++
+	u.mu.Unlock()
+	return func() {
+		u.mu.Lock()
+		u.sessionless--
+		u.mu.Unlock()
+	}
+}
+
+// sessionlessCalls reports whether calls of clients without a session are
+// in flight on u.
+func (u *upstream) sessionlessCalls() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.sessionless > 0
+}
+
 // caller returns the one downstream session with calls in flight on u.
 // When calls of several sessions are in flight, an upstream's request
 // (sampling, elicitation, roots) cannot be attributed to one of them over
@@ -358,6 +382,9 @@ func (u *upstream) caller() (ss *mcp.ServerSession, ambiguous bool) {
 			return nil, true
 		}
 		ss = c.ss
+	}
+	if ss != nil && u.sessionless > 0 {
+		return nil, true // a client without a session is one more
 	}
 	return ss, false
 }
