@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -241,10 +242,17 @@ mcpServers:
 
 func connectStdio(t *testing.T, path string, args ...string) *mcp.ClientSession {
 	t.Helper()
+	return connectStdioVersion(t, "", path, args...)
+}
+
+// connectStdioVersion is connectStdio with a client that asks for protocol
+// version (its default, 2026-07-28, for "").
+func connectStdioVersion(t *testing.T, version, path string, args ...string) *mcp.ClientSession {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c := mcp.NewClient(&mcp.Implementation{Name: "direct", Version: "1"}, nil)
-	cs, err := c.Connect(ctx, &mcp.CommandTransport{Command: exec.Command(path, args...)}, nil)
+	cs, err := c.Connect(ctx, &mcp.CommandTransport{Command: exec.Command(path, args...)}, &mcp.ClientSessionOptions{ProtocolVersion: version})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,13 +289,34 @@ func TestProjectAllowedToolsAndRouting(t *testing.T) {
 	}
 }
 
-// Point 2: `serve --stdio` for clients that spawn their servers.
+// Point 2: `serve --stdio` for clients that spawn their servers, on
+// protocol 2026-07-28 (the go-sdk client's first choice: no initialize,
+// the version and capabilities in every request) and on 2025-11-25.
 func TestServeStdio(t *testing.T) {
 	up := testUpstream(t)
 	cfg := writeConfig(t, fmt.Sprintf(`{"mcpServers": {"s": {"command": %s}}}`, jsonString(up)))
-	cs := connectStdio(t, e2etest.BuildBinary(t, "./cmd/toolgate"), "serve", "--stdio", "-c", cfg)
-	if got := text(callTool(t, cs, "s__echo", map[string]any{"text": "over stdio"})); got != "over stdio" {
-		t.Errorf("echo = %q", got)
+	bin := e2etest.BuildBinary(t, "./cmd/toolgate")
+	for _, version := range []string{"2026-07-28", "2025-11-25"} {
+		t.Run(version, func(t *testing.T) {
+			cs := connectStdioVersion(t, version, bin, "serve", "--stdio", "-c", cfg)
+			if got := cs.InitializeResult().ProtocolVersion; got != version {
+				t.Fatalf("negotiated %s, want %s", got, version)
+			}
+			if got := text(callTool(t, cs, "s__echo", map[string]any{"text": "over stdio"})); got != "over stdio" {
+				t.Errorf("echo = %q", got)
+			}
+			if names := toolNames(t, cs); !slices.Contains(names, "s__echo") {
+				t.Errorf("tools = %v", names)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if res, err := cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: "test://item/7"}); err != nil || len(res.Contents) != 1 || res.Contents[0].Text != "item 7" {
+				t.Errorf("resources/read = %+v, %v", res, err)
+			}
+			if res, err := cs.GetPrompt(ctx, &mcp.GetPromptParams{Name: "s__greet", Arguments: map[string]string{"name": "Ada"}}); err != nil || len(res.Messages) != 1 {
+				t.Errorf("prompts/get = %+v, %v", res, err)
+			}
+		})
 	}
 }
 
