@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"crypto/rand"
 	"fmt"
 	"net/http"
@@ -8,6 +9,9 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/toolgate/toolgate/internal/e2etest"
 )
@@ -50,9 +54,12 @@ func stderrOf(readyz map[string]any, server string) string {
 // A stdio upstream that fails shows the last lines of its stderr in the
 // WARN line of its failure and in /readyz, at the default log level: an
 // npx server with a mistyped package name shows npm's E404, not only the
-// EOF of the handshake.
+// EOF of the handshake; one that crashes after it served shows what it
+// wrote last.
 func TestStdioFailureShowsStderr(t *testing.T) {
-	servers := fmt.Sprintf(`"broken": {"command": %s, "args": ["-fail-start"]}`, jsonString(testUpstream(t)))
+	up := jsonString(testUpstream(t))
+	servers := fmt.Sprintf(`"broken": {"command": %[1]s, "args": ["-fail-start"]},
+		"crashes": {"command": %[1]s, "args": ["-crash-after", "1"], "allowedTools": ["echo"]}`, up)
 	npx, npxErr := exec.LookPath("npx")
 	pkg := "@modelcontextprotocol/server-doesnotexist-" + rand.Text()[:10]
 	if npxErr == nil {
@@ -72,6 +79,18 @@ func TestStdioFailureShowsStderr(t *testing.T) {
 	if len(warn) == 0 || !strings.Contains(warn[0], failLine) {
 		t.Errorf("WARN lines of broken = %q, want the first to hold %q", warn, failLine)
 	}
+
+	cs := connect(t, g.URL(), nil)
+	for range 2 {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		_, _ = cs.CallTool(ctx, &mcp.CallToolParams{Name: "crashes__echo", Arguments: map[string]any{"text": "hi"}})
+		cancel()
+	}
+	const crashLine = "testupstream: exiting after 1 tool calls (-crash-after)"
+	eventually(t, 30*time.Second, "the crash's WARN line", func() bool {
+		warn := g.logLines("level=WARN", `msg="upstream unhealthy"`, "server=crashes")
+		return len(warn) > 0 && strings.Contains(warn[0], crashLine)
+	})
 
 	if npxErr != nil {
 		t.Log("npx not found: the npm case is not run")
