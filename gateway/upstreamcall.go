@@ -152,7 +152,7 @@ func (c *streamCaller) callTool(ctx context.Context, params *mcp.CallToolParams)
 		return nil, nil, msg.Error
 	}
 	var res mcp.CallToolResult
-	if err := res.UnmarshalJSON(msg.Result); err != nil {
+	if err := decodeToolResult(msg.Result, &res); err != nil {
 		return nil, nil, fmt.Errorf("decoding the result: %w", err)
 	}
 	return &res, msg.Result, nil
@@ -197,7 +197,7 @@ func (c *streamCaller) response(ctx context.Context, resp *http.Response, id jso
 		if len(data) > maxEventSize {
 			return nil, false, c.broken(fmt.Errorf("the response is larger than %d bytes", maxEventSize))
 		}
-		msg, err := jsonrpc.DecodeMessage(data)
+		msg, err := decodeMessage(data)
 		if err != nil {
 			return nil, false, c.broken(fmt.Errorf("decoding the response: %w", err))
 		}
@@ -230,7 +230,7 @@ func (c *streamCaller) stream(ctx context.Context, body io.Reader, id jsonrpc.ID
 		if ev.Data == "" || (ev.Type != "" && ev.Type != "message") {
 			continue
 		}
-		msg, err := jsonrpc.DecodeMessage([]byte(ev.Data))
+		msg, err := decodeMessage([]byte(ev.Data))
 		if err != nil {
 			return nil, c.broken(fmt.Errorf("decoding an event: %w", err))
 		}
@@ -269,7 +269,7 @@ func finish(body io.ReadCloser, end context.CancelFunc) {
 // has ended the session).
 func (c *streamCaller) refused(resp *http.Response) error {
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if msg, _ := jsonrpc.DecodeMessage(data); msg != nil {
+	if msg, _ := decodeMessage(data); msg != nil {
 		if r, ok := msg.(*jsonrpc.Response); ok && r.Error != nil {
 			return r.Error
 		}

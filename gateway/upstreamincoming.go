@@ -79,7 +79,7 @@ func method[T any, P interface {
 	m.request = func(cs *mcp.ClientSession, raw json.RawMessage) (mcp.Request, error) {
 		var p P
 		if len(raw) > 0 {
-			if _, err := sjson.Parse(raw, &p, sjson.DontMatchCaseInsensitiveStructFields); err != nil {
+			if _, err := sjson.Parse(raw, &p, sdkFlags); err != nil {
 				return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("invalid params: unmarshaling %q into a %T: %v", raw, p, err)}
 			}
 		}
@@ -187,7 +187,7 @@ func (c *streamCaller) endRequest(id jsonrpc.ID) {
 // notifications/cancelled name, if it is one being answered here.
 func (c *streamCaller) cancelRequest(params json.RawMessage) {
 	var p mcp.CancelledParams
-	if _, err := sjson.Parse(params, &p, sjson.DontMatchCaseInsensitiveStructFields); err != nil {
+	if _, err := sjson.Parse(params, &p, sdkFlags); err != nil {
 		return
 	}
 	id, err := jsonrpc.MakeID(p.RequestID)
