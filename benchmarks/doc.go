@@ -14,5 +14,5 @@
 //
 // The package has no code of its own outside its tests and knows nothing
 // about how the gateway works: it starts programs and calls tools. See
-// README.md for how to run the benchmarks and for measured figures.
+// README.md (in this folder) for how to run the benchmarks and for measured figures.
 package benchmarks

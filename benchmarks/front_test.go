@@ -45,7 +45,7 @@ func BenchmarkFrontEverything(b *testing.B) {
 			p := pr.start(b)
 			tg := &target{
 				url: p.url, header: p.header, tool: pr.tool, args: args, want: "Echo: " + echoText, owner: b,
-				cpu: map[string]*e2etest.Proc{"proxy-cpu-us/op": p.proc},
+				cpu: map[string]process{"proxy-cpu-us/op": p.proc},
 			}
 			for _, c := range []int{1, 8} {
 				b.Run("c="+itoa(c), func(b *testing.B) { benchCalls(b, tg, c) })

@@ -27,6 +27,7 @@ import (
 	"github.com/toolgate/toolgate/internal/bench"
 	"github.com/toolgate/toolgate/internal/e2etest"
 	"github.com/toolgate/toolgate/internal/mcpclient"
+	"github.com/toolgate/toolgate/internal/servertest"
 )
 
 // protocolVersion is the MCP protocol version every benchmark client asks
@@ -52,7 +53,13 @@ type peer struct {
 	url    string
 	header map[string]string // sent with every HTTP request (the API key)
 	proc   *e2etest.Proc
+	// redis is the Redis server of a gateway's rate limits, with
+	// TOOLGATE_BENCH_LIMITER=redis; else nil.
+	redis *servertest.Redis
 }
+
+// process is a process whose CPU time a benchmark reads.
+type process interface{ Pid() int }
 
 // target is an MCP endpoint under benchmark and the call made on it.
 type target struct {
@@ -64,7 +71,7 @@ type target struct {
 
 	// cpu names processes whose CPU time per call is reported, by the
 	// unit of the metric ("proxy-cpu-us/op").
-	cpu map[string]*e2etest.Proc
+	cpu map[string]process
 
 	// owner is the benchmark whose end closes the sessions.
 	owner    testing.TB
@@ -223,7 +230,7 @@ const clockTick = 10 * time.Millisecond
 // measures what a proxy costs independently of what else the machine
 // runs, which wall-clock figures do not; its resolution is 10 ms, so it
 // needs runs of a few thousand calls.
-func processCPU(b testing.TB, p *e2etest.Proc) time.Duration {
+func processCPU(b testing.TB, p process) time.Duration {
 	b.Helper()
 	return statCPU(b, fmt.Sprintf("/proc/%d/stat", p.Pid()))
 }
@@ -327,7 +334,8 @@ func startToolgate(b testing.TB, cfg string) *peer {
 	}
 	key := "bench-" + hex.EncodeToString(secret[:])
 	sum := sha256.Sum256([]byte(key))
-	doc := fmt.Sprintf(`{"apiKeys": [{"name": "bench", "sha256": %q}], %s}`, hex.EncodeToString(sum[:]), cfg)
+	limits, redis := benchLimiter(b)
+	doc := fmt.Sprintf(`{"apiKeys": [{"name": "bench", "sha256": %q}], %s%s}`, hex.EncodeToString(sum[:]), limits, cfg)
 	path := filepath.Join(b.TempDir(), "toolgate.json")
 	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
 		b.Fatal(err)
@@ -344,7 +352,37 @@ func startToolgate(b testing.TB, cfg string) *peer {
 		b.Fatalf("cannot find the address in %q", line)
 	}
 	waitReady(b, p, m[1]+"/readyz")
-	return &peer{url: m[1] + "/mcp", header: mcpclient.Bearer(key), proc: p}
+	return &peer{url: m[1] + "/mcp", header: mcpclient.Bearer(key), proc: p, redis: redis}
+}
+
+// limiterEnv chooses the rate limiter of the gateways under benchmark:
+// unset for none (no rate limit configured: the figures in README.md
+// before the Redis limiter), "memory" for rate limits high enough never
+// to refuse, per project and per key, kept by the in-memory limiter, and
+// "redis" for the same limits kept in a redis-server that the benchmark
+// starts (cluster.redis).
+const limiterEnv = "TOOLGATE_BENCH_LIMITER"
+
+// benchLimiter returns the configuration members (each followed by a
+// comma) that TOOLGATE_BENCH_LIMITER asks for, and the Redis server it
+// started.
+func benchLimiter(b testing.TB) (string, *servertest.Redis) {
+	b.Helper()
+	// A million calls a second, with a burst of 100,000: two buckets
+	// consulted on every call, none ever empty.
+	const limits = `"rateLimit": {"requestsPerMinute": 6e7, "burst": 100000, "perKeyRequestsPerMinute": 6e7, "perKeyBurst": 100000}, `
+	switch v := os.Getenv(limiterEnv); v {
+	case "":
+		return "", nil
+	case "memory":
+		return limits, nil
+	case "redis":
+		r := servertest.StartRedis(b)
+		return limits + fmt.Sprintf(`"cluster": {"redis": {"url": %q}}, `, r.URL()), r
+	default:
+		b.Fatalf("%s=%s: want memory, redis or nothing", limiterEnv, v)
+		return "", nil
+	}
 }
 
 // toolgateBinaryEnv names a prebuilt toolgate binary to benchmark instead

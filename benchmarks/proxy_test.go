@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"os"
 	"testing"
-
-	"github.com/toolgate/toolgate/internal/e2etest"
 )
 
 // echoText is the argument of every echo call: a small payload, so the
@@ -25,7 +23,9 @@ const echoText = "hello from the toolgate benchmark"
 //
 // Besides latency and throughput it reports the CPU time the upstream
 // (upstream-cpu-us/op), the gateway (proxy-cpu-us/op) and the benchmark's
-// own clients (client-cpu-us/op) spend per call.
+// own clients (client-cpu-us/op) spend per call, and with
+// TOOLGATE_BENCH_LIMITER=redis the Redis server of the rate limits
+// (redis-cpu-us/op).
 //
 // Targets (README.md): gateway p50 at most 2.0x direct p50, and at c=16
 // gateway calls/s at least 0.5x direct calls/s.
@@ -39,14 +39,17 @@ func BenchmarkProxyEcho(b *testing.B) {
 		{"direct", func(b *testing.B) *target {
 			return &target{
 				url: up.url, tool: "echo", args: args, want: echoText, owner: b,
-				cpu: map[string]*e2etest.Proc{"upstream-cpu-us/op": up.proc},
+				cpu: map[string]process{"upstream-cpu-us/op": up.proc},
 			}
 		}},
 		{"gateway", func(b *testing.B) *target {
 			gw := startToolgate(b, fmt.Sprintf(`"mcpServers": {"up": {"url": %s, "transport": "http"}}`, jsonString(up.url)))
+			cpu := map[string]process{"upstream-cpu-us/op": up.proc, "proxy-cpu-us/op": gw.proc}
+			if gw.redis != nil {
+				cpu["redis-cpu-us/op"] = gw.redis
+			}
 			return &target{
-				url: gw.url, header: gw.header, tool: "up__echo", args: args, want: echoText, owner: b,
-				cpu: map[string]*e2etest.Proc{"upstream-cpu-us/op": up.proc, "proxy-cpu-us/op": gw.proc},
+				url: gw.url, header: gw.header, tool: "up__echo", args: args, want: echoText, owner: b, cpu: cpu,
 			}
 		}},
 	}

@@ -3,11 +3,23 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 )
+
+// timingSlack is how long past a deadline an answer may come: 250 ms when
+// TOOLGATE_TIMING=strict (scripts/test.sh runs the timing tests in a step
+// of their own), else a second, since beside other packages' tests the
+// wall clock also measures their load.
+var timingSlack = func() time.Duration {
+	if os.Getenv("TOOLGATE_TIMING") == "strict" {
+		return 250 * time.Millisecond
+	}
+	return time.Second
+}()
 
 // The scripts that once ran for seconds to minutes past their timeout
 // inside QuickJS's native built-ins.
@@ -43,7 +55,7 @@ func TestCodeModeNativeTimeout(t *testing.T) {
 			if !res.IsError || ex.Error == nil || ex.Error.Limit != "timeout" {
 				t.Fatalf("got %v %+v after %v, want the timeout error", res.IsError, ex.Error, took)
 			}
-			if took > 1250*time.Millisecond {
+			if took > time.Second+timingSlack {
 				t.Fatalf("answered after %v for a 1 s timeout", took)
 			}
 		})
@@ -60,7 +72,7 @@ func TestCodeModeNativeTimeout(t *testing.T) {
 		if res.IsError || string(ex.Result) != "2" {
 			t.Fatalf("benign script = %s", text(res))
 		}
-		if took := time.Since(start); took > 1250*time.Millisecond {
+		if took := time.Since(start); took > time.Second+timingSlack {
 			t.Fatalf("the benign script answered %v after the runaways started (their deadline: 1 s)", took)
 		}
 		for _, h := range hostile {

@@ -26,7 +26,7 @@ import (
 	"github.com/toolgate/toolgate/policy/audit"
 )
 
-// JSON-RPC codes of the retryable refusals (README, "Shutdown and
+// JSON-RPC codes of the retryable refusals (docs/operations.md, "Shutdown and
 // backpressure").
 const (
 	codeOverloaded   = -32030

@@ -341,7 +341,7 @@ func BenchmarkFilterAllows(b *testing.B) {
 }
 
 func ExampleFilter() {
-	// A filesystem server configured as the README shows one.
+	// A filesystem server configured as README.md shows one.
 	f, err := policy.NewFilter(policy.FilterSpec{
 		AllowGlob: []string{"read_*", "list_*"},
 		DenyGlob:  []string{"*delete*", "*write*", "*remove*"},

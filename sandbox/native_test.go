@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -13,10 +14,21 @@ import (
 // may wait for the timeout error on a loaded 2-core machine, and how much
 // CPU the process may spend on it after the deadline.
 const (
-	overshootBound = 250 * time.Millisecond
-	afterCPUBound  = 100 * time.Millisecond
-	nativeTimeout  = 200 * time.Millisecond
+	afterCPUBound = 100 * time.Millisecond
+	nativeTimeout = 200 * time.Millisecond
 )
+
+// overshootBound is 250 ms when TOOLGATE_TIMING=strict: scripts/test.sh
+// runs the timing tests in a step of their own, with nothing else on the
+// machine. Beside other packages' tests (go test ./... runs packages in
+// parallel) the wall clock also measures their load, and the bound is a
+// second: still far below what a script that escaped the checks takes.
+var overshootBound = func() time.Duration {
+	if os.Getenv("TOOLGATE_TIMING") == "strict" {
+		return 250 * time.Millisecond
+	}
+	return time.Second
+}()
 
 // collidingKeys is JavaScript that builds `keys`: 2^bits distinct strings
 // with one QuickJS atom hash (h = h*263 + c): each is made of blocks that

@@ -176,7 +176,7 @@ func (c *client) rotated(oldID, key, id string, at time.Time) {
 }
 
 // keyPropagation is how long a client waits before using a rotated key:
-// the gateway sees keys made by the CLI within about 2 s (README, "API
+// the gateway sees keys made by the CLI within about 2 s (docs/security.md, "API
 // keys"), and the old key keeps working for the overlap meanwhile.
 const keyPropagation = 3 * time.Second
 

@@ -82,7 +82,7 @@ func loadSettings(t *testing.T) settings {
 
 // TestSoak drives a real gateway with many clients while faults are
 // injected, and checks that it keeps its promises. See the package doc and
-// README ("Soak and chaos test").
+// docs/development.md ("Soak and chaos test").
 func TestSoak(t *testing.T) {
 	set := loadSettings(t)
 	mode := "smoke (set SOAK_DURATION for the full soak)"

@@ -1,5 +1,5 @@
 // Command toolgate is an MCP gateway: one endpoint over many upstream MCP
-// servers, filtered and guarded. See README.md.
+// servers, filtered and guarded. See README.md and docs/.
 package main
 
 import (

@@ -521,7 +521,7 @@ func (p *initPlan) render() []byte {
 		b.WriteString("// toolgate configuration, written by `toolgate init` as a starter.\n")
 	}
 	b.WriteString(`// JSON with comments. Grade it with "toolgate check", serve it with
-// "toolgate serve"; the README's Configuration section lists every key.
+// "toolgate serve"; docs/configuration.md lists every key.
 {
   // Where clients connect. Loopback only: to serve other machines, set
   // tls.certFile and tls.keyFile, then listen on their interface.

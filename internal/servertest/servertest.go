@@ -2,7 +2,7 @@
 // shared stores need: a redis-server per test (so that a test may stop
 // and restart it) and one PostgreSQL server per test process, with a
 // database of its own for every test. Both are the real servers from the
-// Debian packages (redis-server, postgresql-15), started on loopback
+// Debian packages (redis-server, postgresql of any version), started on loopback
 // ports in temporary folders and stopped when the test (or, for
 // PostgreSQL, the test process: see [Main]) ends. When a binary is
 // missing the test fails saying what to install; scripts/test.sh installs
@@ -101,7 +101,7 @@ func (r *Redis) Start() {
 	}
 	cmd := exec.Command(r.bin, "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", r.dir, "--protected-mode", "no", "--loglevel", "warning")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = procAttr(nil, true)
 	out, err := os.Create(filepath.Join(r.dir, "redis.log"))
 	if err != nil {
 		r.t.Fatal(err)
@@ -122,6 +122,16 @@ func (r *Redis) Start() {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// Pid is the process id of the running server, 0 when it is stopped.
+func (r *Redis) Pid() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd == nil {
+		return 0
+	}
+	return r.cmd.Process.Pid
 }
 
 // Stop kills the server (as a crash would) and waits for it to exit.
@@ -157,8 +167,28 @@ func Ping(addr string) error {
 	return nil
 }
 
-// pgBin is where Debian's postgresql-15 keeps its programs.
-const pgBin = "/usr/lib/postgresql/15/bin"
+// pgRoot is where Debian's postgresql-NN packages keep their programs,
+// in NN/bin.
+const pgRoot = "/usr/lib/postgresql"
+
+// pgBin returns the bin folder of the newest PostgreSQL under root (the
+// Debian package postgresql depends on the distribution's version: 15 in
+// Debian 12, 17 in Debian 13), or "" when there is none.
+func pgBin(root string) string {
+	entries, _ := os.ReadDir(root)
+	best, dir := -1, ""
+	for _, e := range entries {
+		v, err := strconv.Atoi(e.Name())
+		if err != nil || v <= best {
+			continue
+		}
+		bin := filepath.Join(root, e.Name(), "bin")
+		if _, err := os.Stat(filepath.Join(bin, "postgres")); err == nil {
+			best, dir = v, bin
+		}
+	}
+	return dir
+}
 
 // pgServer is the PostgreSQL server of the test process.
 var pg struct {
@@ -212,13 +242,17 @@ func PostgresServer(t testing.TB) string {
 // startPostgres makes a cluster in a new temporary folder and starts its
 // server. Called with pg.mu held.
 func startPostgres(t testing.TB) error {
-	initdb := lookPath(t, filepath.Join(pgBin, "initdb"), "postgresql")
-	postgres := lookPath(t, filepath.Join(pgBin, "postgres"), "postgresql")
+	bin := pgBin(pgRoot)
+	if bin == "" {
+		bin = filepath.Join(pgRoot, "NN", "bin")
+	}
+	initdb := lookPath(t, filepath.Join(bin, "initdb"), "postgresql")
+	postgres := lookPath(t, filepath.Join(bin, "postgres"), "postgresql")
 	dir, err := os.MkdirTemp("", "toolgate-pg-")
 	if err != nil {
 		return err
 	}
-	var cred *syscall.Credential
+	var runAs *account
 	if os.Geteuid() == 0 {
 		u, err := user.Lookup("postgres")
 		if err != nil {
@@ -231,11 +265,11 @@ func startPostgres(t testing.TB) error {
 			os.RemoveAll(dir)
 			return err
 		}
-		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+		runAs = &account{uid: uint32(uid), gid: uint32(gid)}
 	}
 	pg.dir = filepath.Join(dir, "data")
 	init := exec.Command(initdb, "-D", pg.dir, "-U", "toolgate", "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync")
-	init.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	init.SysProcAttr = procAttr(runAs, false)
 	init.Dir = dir
 	if out, err := init.CombinedOutput(); err != nil {
 		os.RemoveAll(dir)
@@ -245,7 +279,7 @@ func startPostgres(t testing.TB) error {
 	cmd := exec.Command(postgres, "-D", pg.dir, "-p", strconv.Itoa(pg.port), "-k", dir,
 		"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
 		"-c", "full_page_writes=off", "-c", "max_connections=300", "-c", "shared_buffers=32MB")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = procAttr(runAs, true)
 	cmd.Dir = dir
 	logf, err := os.Create(filepath.Join(dir, "postgres.log"))
 	if err != nil {

@@ -3,6 +3,7 @@ package servertest_test
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -42,5 +43,25 @@ func TestPostgresDatabasesAreSeparate(t *testing.T) {
 			t.Errorf("%s: %v", url, err)
 		}
 		conn.Close(ctx)
+	}
+}
+
+func TestPGBinNewestVersion(t *testing.T) {
+	root := t.TempDir()
+	for _, dir := range []string{"13/bin", "15/bin", "17/bin", "9.6/bin", "tools"} {
+		if err := os.MkdirAll(filepath.Join(root, dir), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, bin := range []string{"13/bin/postgres", "15/bin/postgres", "9.6/bin/postgres"} { // 17 is half installed
+		if err := os.WriteFile(filepath.Join(root, bin), nil, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, want := servertest.PGBin(root), filepath.Join(root, "15", "bin"); got != want {
+		t.Errorf("PGBin = %q, want %q", got, want)
+	}
+	if got := servertest.PGBin(filepath.Join(root, "none")); got != "" {
+		t.Errorf("PGBin of a missing folder = %q", got)
 	}
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/toolgate/toolgate/internal/pgschema"
@@ -87,7 +89,8 @@ func (s *Shared) Read(ctx context.Context, node string, since time.Time, fn func
 // not ""), line by line in sequence order, as [Verify] checks a local
 // log: a broken link names the node (File) and the line's sequence
 // number (Line). A gap in the sequence numbers is a broken link too. The
-// report's Head is the database's head of the chain.
+// report's Head is the database's head of the chain; a node without a
+// chain gets a report of no lines and an empty Head.
 func (s *Shared) Verify(ctx context.Context, node string) (map[string]*VerifyReport, error) {
 	nodes := []string{node}
 	if node == "" {
@@ -156,7 +159,11 @@ func (s *Shared) verifyNode(ctx context.Context, node string) (*VerifyReport, er
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("verify shared audit trail: %w", err)
 	}
-	if err := s.pool.QueryRow(ctx, `SELECT head FROM audit_nodes WHERE node = $1`, node).Scan(&rep.Head); err != nil {
+	err = s.pool.QueryRow(ctx, `SELECT head FROM audit_nodes WHERE node = $1`, node).Scan(&rep.Head)
+	if errors.Is(err, pgx.ErrNoRows) && rep.Lines == 0 && rep.Broken == nil {
+		return rep, nil // no chain of this name: an empty report, Head ""
+	}
+	if err != nil {
 		return nil, fmt.Errorf("verify shared audit trail: node %s: %w", node, err)
 	}
 	if rep.Broken == nil && rep.Head != prev {

@@ -71,7 +71,10 @@ const batchLines = 500
 // an outage of the database (or of the process, kill -9 included) loses
 // and repeats no line. Lines written while PostgreSQL is out of reach are
 // shipped once it answers, as long as the local log still holds them
-// (rotation keeps audit.maxFiles files).
+// (rotation keeps audit.maxFiles files). A local log that no longer holds
+// the head goes on at its first line the chain does not hold (see
+// resume): no line is shipped twice, and the chain shows a break where
+// the local log parts from it.
 type Shipper struct {
 	pool     *pgxpool.Pool
 	node     string
@@ -227,7 +230,8 @@ func (s *Shipper) ShipOnce(ctx context.Context) error {
 }
 
 // place finds, in the local log, the line after the head of the node's
-// chain in the database.
+// chain in the database. When the local log no longer holds the head,
+// resume finds where to go on.
 func (s *Shipper) place(ctx context.Context) error {
 	var seq int64
 	var head string
@@ -245,45 +249,38 @@ func (s *Shipper) place(ctx context.Context) error {
 	}
 	names = append(slices.Clone(names), s.path) // oldest first
 	var first *os.File
-	for _, name := range names {
-		f, err := os.Open(name)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
+	if head == "" {
+		if first, err = openExisting(names); err != nil {
 			return err
 		}
-		if first == nil && head == "" {
-			first = f
-			break
-		}
-		if head == "" {
+	} else {
+		for _, name := range names {
+			f, err := os.Open(name)
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			found, err := seekPast(f, head)
+			if err != nil {
+				f.Close()
+				return err
+			}
+			if found {
+				first = f
+				break
+			}
 			f.Close()
-			continue
-		}
-		found, err := seekPast(f, head)
-		if err != nil {
-			f.Close()
-			return err
-		}
-		if found {
-			first = f
-			break
 		}
 		if first == nil {
-			first = f // the oldest: where to start when head is not found
-		} else {
-			f.Close()
+			if first, err = s.resume(ctx, names); err != nil {
+				return err
+			}
 		}
 	}
 	if first == nil {
 		return nil // no local log yet
-	}
-	if head != "" {
-		if off, _ := first.Seek(0, io.SeekCurrent); off == 0 {
-			s.log.Error("the last line shipped is no longer in the local audit log (rotated away or removed); shipping from the oldest line kept: the shared chain will show the gap",
-				"node", s.node, "head", head)
-		}
 	}
 	fi, err := first.Stat()
 	if err != nil {
@@ -293,6 +290,131 @@ func (s *Shipper) place(ctx context.Context) error {
 	s.f, s.fi, s.seq, s.head, s.placed = first, fi, seq, head, true
 	s.r = bufio.NewReaderSize(first, 64<<10)
 	return nil
+}
+
+// resume places the shipper when the local log no longer holds the head
+// of the node's chain: on the first line of the local log that the chain
+// does not hold. That is the oldest line kept when the lines up to the
+// head were rotated away; the lines rotated away before they were
+// shipped are lost to the chain, which shows a break there (unless the
+// oldest line kept is the one after the head). When the local log lost
+// lines it had shipped (a crash of the machine lost writes not yet on
+// disk, or the log was restored from a copy), its lines up to the loss
+// are in the chain already and are skipped, not shipped again; its new
+// lines follow, and the chain shows the fork where they start. It
+// returns nil when there is no local log.
+func (s *Shipper) resume(ctx context.Context, names []string) (*os.File, error) {
+	skipped := 0
+	var cur *os.File // the newest file read: where shipping goes on
+	for _, name := range names {
+		f, err := os.Open(name)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if cur != nil {
+			cur.Close()
+		}
+		cur = f
+		off, n, found, err := s.skipShipped(ctx, f)
+		skipped += n
+		if err == nil {
+			_, err = f.Seek(off, io.SeekStart)
+		}
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		if found {
+			break
+		}
+	}
+	if skipped > 0 {
+		s.log.Warn("the local audit log lost lines it had shipped (a crash of the machine, or a restored copy); the lines the shared chain holds already are not shipped again",
+			"node", s.node, "skipped", skipped)
+	}
+	return cur, nil
+}
+
+// skipShipped reads f from its start up to the first complete line that
+// the node's chain does not hold (found) and returns its offset and the
+// number of lines before it, all in the chain; without such a line, the
+// offset is the end of f's complete lines. Lines are looked up by time,
+// which the chain indexes, then compared byte for byte; a line without a
+// time counts as not in the chain.
+func (s *Shipper) skipShipped(ctx context.Context, f *os.File) (off int64, skipped int, found bool, err error) {
+	br := bufio.NewReaderSize(f, 64<<10)
+	var buf []byte
+	type local struct {
+		line []byte
+		time time.Time
+	}
+	for {
+		var batch []local
+		var lo, hi time.Time
+		for len(batch) < batchLines {
+			line, complete, err := readLine(br, &buf)
+			if errors.Is(err, io.EOF) || (err == nil && !complete) {
+				break
+			}
+			if err != nil {
+				return 0, skipped, false, err
+			}
+			var fields lineFields
+			_ = decodeLine(line, &fields)
+			t := fields.Time
+			if !t.IsZero() && (lo.IsZero() || t.Before(lo)) {
+				lo = t
+			}
+			if t.After(hi) {
+				hi = t
+			}
+			batch = append(batch, local{slices.Clone(line), t})
+		}
+		if len(batch) == 0 {
+			return off, skipped, false, nil
+		}
+		held, err := s.heldLines(ctx, lo, hi)
+		if err != nil {
+			return 0, skipped, false, err
+		}
+		for _, l := range batch {
+			if l.time.IsZero() || !held[sha256.Sum256(l.line)] {
+				return off, skipped, true, nil
+			}
+			off += int64(len(l.line)) + 1
+			skipped++
+		}
+	}
+}
+
+// heldLines returns the SHA-256 of every line of the node's chain whose
+// time is between lo and hi (none when lo is zero).
+func (s *Shipper) heldLines(ctx context.Context, lo, hi time.Time) (map[[sha256.Size]byte]bool, error) {
+	held := map[[sha256.Size]byte]bool{}
+	if lo.IsZero() {
+		return held, nil
+	}
+	// The database keeps microseconds: a margin covers the rounding.
+	rows, err := s.pool.Query(ctx, `SELECT line FROM audit_events WHERE node = $1 AND time BETWEEN $2 AND $3`,
+		s.node, lo.Add(-time.Millisecond), hi.Add(time.Millisecond))
+	if err != nil {
+		return nil, fmt.Errorf("look up shipped audit lines: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			return nil, fmt.Errorf("look up shipped audit lines: %w", err)
+		}
+		held[sha256.Sum256([]byte(line))] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("look up shipped audit lines: %w", err)
+	}
+	return held, nil
 }
 
 // seekPast reads f up to and including the line whose SHA-256 is head,
@@ -413,6 +535,7 @@ type lineFields struct {
 	Project string    `json:"project"`
 	KeyID   string    `json:"keyId"`
 	Tool    string    `json:"tool"`
+	Prev    string    `json:"prev"`
 }
 
 // ship adds lines to the node's chain in one transaction, after checking
@@ -421,7 +544,9 @@ type lineFields struct {
 func (s *Shipper) ship(ctx context.Context, lines [][]byte) error {
 	var seq int64
 	var head string
+	var breakAt int64 // the first line that does not follow the one before it, or 0
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		breakAt = 0
 		if _, err := tx.Exec(ctx, `INSERT INTO audit_nodes (node, seq, head) VALUES ($1, 0, '') ON CONFLICT (node) DO NOTHING`, s.node); err != nil {
 			return err
 		}
@@ -438,6 +563,9 @@ func (s *Shipper) ship(ctx context.Context, lines [][]byte) error {
 			if err := decodeLine(line, &f); err != nil || f.Time.IsZero() {
 				f.Time, f.Type = time.Now(), "unreadable" // kept as is: Verify reports it
 			}
+			if seq > 0 && f.Prev != head && breakAt == 0 {
+				breakAt = seq + 1
+			}
 			seq++
 			rows = append(rows, []any{s.node, seq, f.Time, f.Type, f.Project, f.KeyID, f.Tool, string(line)})
 			sum := sha256.Sum256(line)
@@ -452,6 +580,10 @@ func (s *Shipper) ship(ctx context.Context, lines [][]byte) error {
 	})
 	if err != nil {
 		return fmt.Errorf("ship audit lines: %w", err)
+	}
+	if breakAt != 0 {
+		s.log.Error("an audit line shipped does not follow the line before it in the shared chain (lines rotated out of the local log before they were shipped, or lost from it after): audit verify reports the break",
+			"node", s.node, "line", breakAt)
 	}
 	s.seq, s.head = seq, head
 	s.mu.Lock()

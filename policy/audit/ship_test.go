@@ -3,7 +3,10 @@ package audit_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -96,6 +99,9 @@ func TestShipper(t *testing.T) {
 	if rep := reps["node-a"]; rep == nil || !rep.OK() || rep.Lines != 60 || rep.Start != audit.Genesis {
 		t.Fatalf("verify = %+v", rep)
 	}
+	if reps, err := sh.Verify(ctx, "node-b"); err != nil || reps["node-b"] == nil || reps["node-b"].Lines != 0 || reps["node-b"].Head != "" {
+		t.Errorf("verify of a node without a chain: %+v, %v", reps["node-b"], err)
+	}
 	local, err := audit.Verify(path)
 	if err != nil || local.Head != reps["node-a"].Head {
 		t.Errorf("local head %s (%v), shared head %s", local.Head, err, reps["node-a"].Head)
@@ -138,5 +144,139 @@ func TestShipperRun(t *testing.T) {
 	<-done
 	if s.Healthy() != nil || s.Shipped() != 10 {
 		t.Errorf("Healthy() = %v, Shipped() = %d", s.Healthy(), s.Shipped())
+	}
+}
+
+// writeTools writes one tool.call event per tool to the log at path.
+func writeTools(t *testing.T, path string, tools ...string) {
+	t.Helper()
+	log, err := audit.Open(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	for _, tool := range tools {
+		if err := log.Write(&audit.Event{Type: audit.EventToolCall, Tool: tool}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func names(prefix string, from, to int) []string {
+	var out []string
+	for i := from; i < to; i++ {
+		out = append(out, fmt.Sprint(prefix, i))
+	}
+	return out
+}
+
+// TestShipperLocalLogBehind: the local log lost lines the shared chain
+// holds (a machine crash lost writes not yet on disk that the shipper
+// had read, or the log was restored from a backup). A restarted shipper
+// does not find the chain's head in the local log: it skips the lines
+// the chain already holds instead of shipping them again, ships the new
+// ones, and the chain shows the fork where they start.
+func TestShipperLocalLogBehind(t *testing.T) {
+	ctx := context.Background()
+	url := servertest.Postgres(t)
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	writeTools(t, path, names("t", 0, 10)...)
+	if err := newShipper(t, url, "n", path).ShipOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitAfter(string(b), "\n")
+	if err := os.WriteFile(path, []byte(strings.Join(lines[:6], "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Restarted: the shipper finds every local line in the chain.
+	s := newShipper(t, url, "n", path)
+	if err := s.ShipOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sh := openShared(t, url)
+	if got := sharedTools(t, sh, "n"); !slices.Equal(got, names("t", 0, 10)) || s.Shipped() != 0 {
+		t.Fatalf("shared chain holds %v after shipping nothing new (%d shipped)", got, s.Shipped())
+	}
+	writeTools(t, path, names("n", 0, 3)...) // the local chain goes on from t5
+	if err := s.ShipOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := append(names("t", 0, 10), names("n", 0, 3)...)
+	if got := sharedTools(t, sh, "n"); !slices.Equal(got, want) {
+		t.Fatalf("shared chain holds %v, want %v", got, want)
+	}
+	reps, err := sh.Verify(ctx, "n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := reps["n"].Broken; b == nil || b.Line != 11 || !strings.Contains(b.Reason, "prev is not") {
+		t.Errorf("verify: %+v, want the fork at line 11", b)
+	}
+	// Shipping goes on from there as usual, after a restart too.
+	writeTools(t, path, "n3")
+	if err := newShipper(t, url, "n", path).ShipOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := sharedTools(t, sh, "n"); !slices.Equal(got, append(want, "n3")) {
+		t.Errorf("shared chain holds %v", got)
+	}
+}
+
+// TestShipperHeadRotatedAway: lines written while the shipper could not
+// ship were rotated away with the head of the chain. The restarted
+// shipper ships what the local log kept, once, and the chain shows the
+// gap. When the oldest line kept is the one after the head, there is no
+// gap at all.
+func TestShipperHeadRotatedAway(t *testing.T) {
+	ctx := context.Background()
+	for _, tt := range []struct {
+		name string
+		lost int // lines written after the head that rotation removes
+	}{
+		{"gap", 20},
+		{"no gap", 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			url := servertest.Postgres(t)
+			path := filepath.Join(t.TempDir(), "audit.jsonl")
+			writeTools(t, path, names("t", 0, 3)...)
+			if err := newShipper(t, url, "n", path).ShipOnce(ctx); err != nil {
+				t.Fatal(err)
+			}
+			// Rotations, as the log makes them, with one rotated file
+			// kept: the one that holds the head goes.
+			rotate := func() {
+				os.Remove(path + ".1")
+				if err := os.Rename(path, path+".1"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rotate()
+			if tt.lost > 0 {
+				writeTools(t, path, names("l", 0, tt.lost)...)
+				rotate()
+			}
+			writeTools(t, path, names("k", 0, 4)...)
+			os.Remove(path + ".1")
+
+			if err := newShipper(t, url, "n", path).ShipOnce(ctx); err != nil {
+				t.Fatal(err)
+			}
+			sh := openShared(t, url)
+			if got, want := sharedTools(t, sh, "n"), append(names("t", 0, 3), names("k", 0, 4)...); !slices.Equal(got, want) {
+				t.Fatalf("shared chain holds %v, want %v", got, want)
+			}
+			reps, err := sh.Verify(ctx, "n")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b := reps["n"].Broken; (b != nil) != (tt.lost > 0) || b != nil && b.Line != 4 {
+				t.Errorf("verify: %+v", b)
+			}
+		})
 	}
 }

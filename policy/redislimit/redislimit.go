@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -58,6 +59,23 @@ const DefaultTimeout = 250 * time.Millisecond
 // probeInterval is how often a limiter whose Redis is out of reach
 // checks whether it answers again, when no call does.
 const probeInterval = time.Second
+
+// clientLog passes the messages of the go-redis client, which would go
+// to the process's standard error, to the logger of the newest limiter at
+// debug level: while Redis is down the client writes one per call that
+// fails to connect, and the limiter already reports the outage once.
+var clientLog struct {
+	once   sync.Once
+	logger atomic.Pointer[slog.Logger]
+}
+
+type clientLogger struct{}
+
+func (clientLogger) Printf(ctx context.Context, format string, v ...any) {
+	if l := clientLog.logger.Load(); l != nil {
+		l.DebugContext(ctx, "redis client: "+fmt.Sprintf(format, v...))
+	}
+}
 
 // Limiter is a [policy.Limiter] whose buckets live in Redis. It is safe
 // for concurrent use. Close it when done.
@@ -110,6 +128,8 @@ func New(url string, opts *Options) (*Limiter, error) {
 	// within Timeout.
 	ro.MaxRetries, ro.MinRetryBackoff, ro.MaxRetryBackoff = 1, time.Millisecond, 5*time.Millisecond
 	ro.DisableIdentity = true // no CLIENT SETINFO: older servers refuse it
+	clientLog.logger.Store(o.Logger)
+	clientLog.once.Do(func() { redis.SetLogger(clientLogger{}) })
 	l := &Limiter{
 		rdb:      redis.NewClient(ro),
 		timeout:  o.Timeout,

@@ -1,10 +1,15 @@
 package redislimit_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -131,4 +136,44 @@ func TestNewBadURL(t *testing.T) {
 	if _, err := redislimit.New("http://h:1", nil); err == nil {
 		t.Fatal("no error for an http URL")
 	}
+}
+
+// While Redis is down, the limiter logs the outage once, and the Redis
+// client's own message of every failed connection goes to the limiter's
+// logger at debug level, not to the process's standard error.
+func TestUnreachableLogsOnce(t *testing.T) {
+	var buf bytes.Buffer
+	var mu sync.Mutex
+	logger := slog.New(slog.NewTextHandler(lockedWriter{&mu, &buf}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	l, err := redislimit.New(fmt.Sprintf("redis://127.0.0.1:%d/0", servertest.FreePort(t)), &redislimit.Options{Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	b := policy.Bucket{Key: "k", Rate: policy.Rate{PerMinute: 60, Burst: 100}}
+	for range 3 {
+		if ok, _, err := l.Take(context.Background(), b); ok || err == nil {
+			t.Fatalf("Take = %v, %v with nothing listening", ok, err)
+		}
+	}
+	mu.Lock()
+	out := buf.String()
+	mu.Unlock()
+	if n := strings.Count(out, "level=ERROR"); n != 1 {
+		t.Errorf("%d errors logged for one outage:\n%s", n, out)
+	}
+	if !strings.Contains(out, `level=DEBUG msg="redis client: redis: connection pool: failed to dial`) {
+		t.Errorf("the client's messages are not in the limiter's log:\n%s", out)
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.w.Write(p)
 }

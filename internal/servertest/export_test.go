@@ -1,0 +1,4 @@
+package servertest
+
+// PGBin is pgBin, for the tests.
+var PGBin = pgBin
