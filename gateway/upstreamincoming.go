@@ -137,7 +137,7 @@ func (c *streamCaller) incoming(call context.Context, msg jsonrpc.Message) {
 	}
 	rctx, ok := c.startRequest(req.ID)
 	if !ok {
-		c.answer(req.ID, nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: fmt.Sprintf("invalid request: request ID %v already in use", req.ID.Raw())})
+		go c.answer(req.ID, nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: fmt.Sprintf("invalid request: request ID %v already in use", req.ID.Raw())})
 		return
 	}
 	go func() {
