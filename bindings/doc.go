@@ -11,7 +11,8 @@
 //   - [Invoke] runs one such call on a [ToolCaller] and maps the MCP result
 //     to the value the script receives (structuredContent, else the text
 //     parsed as JSON when it is JSON, else the content array), or to a
-//     [CallError] with a code.
+//     [callerr.Error] with a code; [Bridge] hands [Invoke] to a sandbox as
+//     the host side of the script's calls.
 //
 // The package must not know how the tool path is implemented: it receives
 // a plain [Tool] list and a [ToolCaller], never the gateway, the policy

@@ -12,6 +12,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/toolgate/toolgate/callerr"
 )
 
 // addSchemaSeeds adds every schema of testdata/*.tools.json to f's corpus.
@@ -128,7 +130,7 @@ func FuzzDeclarations(f *testing.F) {
 
 // FuzzInvoke feeds Invoke arbitrary arguments from a script and arbitrary
 // results from a tool: no panic, and it returns either JSON text (valid
-// UTF-8, as the host hands it to JavaScript) or a *CallError with a code.
+// UTF-8, as the host hands it to JavaScript) or a *callerr.Error with a code.
 func FuzzInvoke(f *testing.F) {
 	f.Add([]byte(`{"a":1}`), "hello", []byte(nil), false)
 	f.Add([]byte(``), `{"x":[1,2]}`, []byte(`{"s":1}`), false)
@@ -148,9 +150,9 @@ func FuzzInvoke(f *testing.F) {
 		})
 		v, err := Invoke(context.Background(), caller, "t", args)
 		if err != nil {
-			var ce *CallError
+			var ce *callerr.Error
 			if !errors.As(err, &ce) || ce.Code == "" {
-				t.Fatalf("error %v (%T) is not a coded *CallError", err, err)
+				t.Fatalf("error %v (%T) is not a coded *callerr.Error", err, err)
 			}
 			return
 		}

@@ -10,100 +10,67 @@ import (
 	"unicode/utf8"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/toolgate/toolgate/callerr"
 )
 
 // ToolCaller is the gateway's one tool path as the bridge sees it: it calls
 // the tool with the gateway-visible name (a [Tool]'s FullName) and the
 // arguments as a JSON object, on behalf of the script's caller.
 //
-// Errors that carry a code keep it in scripts: a [*CallError], or any error
-// in the chain with an ErrorCode() string method (see [AsCallError]). Their
-// text reaches the script, and through it the agent, so it must be meant
-// for users.
+// Errors that carry a code keep it in scripts: a [*callerr.Error], or any
+// error in the chain with an ErrorCode() string method (see
+// [AsCallError]). Their text reaches the script, and through it the agent,
+// so it must be meant for users.
 type ToolCaller interface {
 	CallTool(ctx context.Context, name string, args json.RawMessage) (*mcp.CallToolResult, error)
 }
 
-// Codes of a [CallError]. Codes from a [ToolCaller]'s errors pass through
-// unchanged, so a script may see others.
-const (
-	// CodeToolError: the tool ran and reported an error (isError); the
-	// message is its text.
-	CodeToolError = "tool_error"
-	// CodeNotFound: no such tool, or one the caller may not see; the two
-	// must be indistinguishable.
-	CodeNotFound = "not_found"
-	// CodeDenied: a refusal whose reason the caller may know (an IP or key
-	// rule).
-	CodeDenied = "denied"
-	// CodeRateLimited: a rate limit refused the call; RetryAfterMs says
-	// when to try again, when known.
-	CodeRateLimited = "rate_limited"
-	// CodeTimeout: the call ran out of time.
-	CodeTimeout = "timeout"
-	// CodeCanceled: the call was canceled (the script ended or the gateway
-	// is stopping).
-	CodeCanceled = "canceled"
-	// CodeUnavailable: the upstream server cannot be reached.
-	CodeUnavailable = "unavailable"
-	// CodeInvalidArguments: the arguments are not a JSON object.
-	CodeInvalidArguments = "invalid_arguments"
-	// CodeInternal: anything else.
-	CodeInternal = "internal"
-)
-
-// CallError is how a binding call fails. In a script it is the Error a
-// binding rejects with: Message is its message, Code its .code and
-// RetryAfterMs, when not zero, its .retryAfterMs. Its JSON form
-// ({"code","message","retryAfterMs"}) is what the host primitive rejects
-// with (see [Prelude]).
-type CallError struct {
-	Code         string `json:"code"`
-	Message      string `json:"message"`
-	RetryAfterMs int64  `json:"retryAfterMs,omitempty"`
-}
-
-// Error returns the message.
-func (e *CallError) Error() string { return e.Message }
-
-// ErrorCode returns the code.
-func (e *CallError) ErrorCode() string { return e.Code }
-
-// AsCallError returns the CallError a script sees for err, by the rules of
-// [Invoke]: a *CallError in the chain is kept with the message of err, a
-// code from an ErrorCode() string method in the chain is kept, context
+// AsCallError returns the error a script sees for err, by the rules of
+// [Invoke]: a *callerr.Error in the chain is kept with the message of err,
+// a code from an ErrorCode() string method in the chain is kept, context
 // deadlines and cancellations become "timeout" and "canceled", and
 // anything else becomes "internal" with the error's text. A RetryAfter()
-// time.Duration method in the chain fills RetryAfterMs when it is not set.
-// It returns nil for a nil err.
-func AsCallError(err error) *CallError {
+// time.Duration method in the chain gives the retry hint when the error
+// has none. It returns nil for a nil err.
+func AsCallError(err error) *callerr.Error {
 	if err == nil {
 		return nil
 	}
-	ce := &CallError{Code: CodeInternal, Message: err.Error()}
-	var known *CallError
+	ce := &callerr.Error{Code: callerr.Internal, Message: err.Error()}
+	var known *callerr.Error
 	var coded interface{ ErrorCode() string }
 	switch {
 	case errors.As(err, &known):
-		ce.Code, ce.RetryAfterMs = known.Code, known.RetryAfterMs
+		ce.Code, ce.RetryAfter = known.Code, known.RetryAfter
 	case errors.As(err, &coded):
 		ce.Code = coded.ErrorCode()
 	case errors.Is(err, context.DeadlineExceeded):
-		ce.Code = CodeTimeout
+		ce.Code = callerr.Timeout
 	case errors.Is(err, context.Canceled):
-		ce.Code = CodeCanceled
+		ce.Code = callerr.Canceled
 	}
 	if ce.Code == "" {
-		ce.Code = CodeInternal
+		ce.Code = callerr.Internal
 	}
 	var retry interface{ RetryAfter() time.Duration }
-	if ce.RetryAfterMs == 0 && errors.As(err, &retry) {
-		ce.RetryAfterMs = retry.RetryAfter().Milliseconds()
+	if ce.RetryAfter == 0 && errors.As(err, &retry) {
+		ce.RetryAfter = retry.RetryAfter()
 	}
-	if ce.RetryAfterMs < 0 {
-		ce.RetryAfterMs = 0
+	if ce.RetryAfter < 0 {
+		ce.RetryAfter = 0
 	}
 	return ce
+}
+
+// Bridge returns the host side of a script's tool calls for a sandbox
+// (the shape of sandbox.Caller): each call runs through [Invoke] on
+// caller, so a script's call goes from the sandbox to the tool path with
+// nothing in between.
+func Bridge(caller ToolCaller) func(ctx context.Context, name string, argsJSON []byte) ([]byte, error) {
+	return func(ctx context.Context, name string, argsJSON []byte) ([]byte, error) {
+		return Invoke(ctx, caller, name, argsJSON)
+	}
 }
 
 // Invoke runs one binding call: it calls the tool name (a FullName) with
@@ -117,7 +84,7 @@ func AsCallError(err error) *CallError {
 //   - otherwise the content array as MCP encodes it (images, audio,
 //     resources; [] for no content).
 //
-// Every error is a [*CallError]: arguments that are not a JSON object fail
+// Every error is a [*callerr.Error]: arguments that are not a JSON object fail
 // with "invalid_arguments" before caller runs; a result with isError fails
 // with "tool_error" and the tool's text; an error from caller is mapped by
 // [AsCallError].
@@ -126,24 +93,24 @@ func Invoke(ctx context.Context, caller ToolCaller, name string, argsJSON []byte
 	if len(args) == 0 || string(args) == "null" {
 		args = []byte("{}")
 	} else if args[0] != '{' || !json.Valid(args) {
-		return nil, &CallError{Code: CodeInvalidArguments, Message: "arguments must be a JSON object"}
+		return nil, &callerr.Error{Code: callerr.InvalidArguments, Message: "arguments must be a JSON object"}
 	}
 	res, err := caller.CallTool(ctx, name, json.RawMessage(args))
 	if err != nil {
 		return nil, AsCallError(err)
 	}
 	if res == nil {
-		return nil, &CallError{Code: CodeInternal, Message: "the tool path returned no result"}
+		return nil, &callerr.Error{Code: callerr.Internal, Message: "the tool path returned no result"}
 	}
 	if res.IsError {
 		msg, _ := textOf(res.Content)
 		if msg == "" {
 			msg = "the tool reported an error without a message"
 		}
-		return nil, &CallError{Code: CodeToolError, Message: msg}
+		return nil, &callerr.Error{Code: callerr.ToolError, Message: msg}
 	}
 	if v, ok, err := structured(res.StructuredContent); err != nil {
-		return nil, &CallError{Code: CodeInternal, Message: "encoding structuredContent: " + err.Error()}
+		return nil, &callerr.Error{Code: callerr.Internal, Message: "encoding structuredContent: " + err.Error()}
 	} else if ok {
 		return v, nil
 	}
@@ -156,7 +123,7 @@ func Invoke(ctx context.Context, caller ToolCaller, name string, argsJSON []byte
 	}
 	v, err := json.Marshal(content)
 	if err != nil {
-		return nil, &CallError{Code: CodeInternal, Message: "encoding content: " + err.Error()}
+		return nil, &callerr.Error{Code: callerr.Internal, Message: "encoding content: " + err.Error()}
 	}
 	return v, nil
 }

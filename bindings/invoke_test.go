@@ -10,6 +10,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/toolgate/toolgate/callerr"
 )
 
 // callerFunc adapts a function to ToolCaller.
@@ -40,8 +42,8 @@ func TestInvoke(t *testing.T) {
 		name    string
 		result  *mcp.CallToolResult
 		err     error
-		want    string     // value JSON
-		wantErr *CallError // or this
+		want    string         // value JSON
+		wantErr *callerr.Error // or this
 	}{
 		{
 			name:   "structuredContent",
@@ -126,61 +128,61 @@ func TestInvoke(t *testing.T) {
 		{
 			name:    "isError",
 			result:  &mcp.CallToolResult{IsError: true, Content: []mcp.Content{text("file not found"), text("(ENOENT)")}},
-			wantErr: &CallError{Code: CodeToolError, Message: "file not found\n(ENOENT)"},
+			wantErr: &callerr.Error{Code: callerr.ToolError, Message: "file not found\n(ENOENT)"},
 		},
 		{
 			name:    "isError beats structuredContent",
 			result:  &mcp.CallToolResult{IsError: true, StructuredContent: map[string]any{"a": 1}, Content: []mcp.Content{text("bad")}},
-			wantErr: &CallError{Code: CodeToolError, Message: "bad"},
+			wantErr: &callerr.Error{Code: callerr.ToolError, Message: "bad"},
 		},
 		{
 			name:    "isError without text",
 			result:  &mcp.CallToolResult{IsError: true, Content: []mcp.Content{image}},
-			wantErr: &CallError{Code: CodeToolError, Message: "the tool reported an error without a message"},
+			wantErr: &callerr.Error{Code: callerr.ToolError, Message: "the tool reported an error without a message"},
 		},
 		{
 			name:    "CallError from the caller",
-			err:     &CallError{Code: CodeNotFound, Message: `unknown tool "x"`},
-			wantErr: &CallError{Code: CodeNotFound, Message: `unknown tool "x"`},
+			err:     &callerr.Error{Code: callerr.NotFound, Message: `unknown tool "x"`},
+			wantErr: &callerr.Error{Code: callerr.NotFound, Message: `unknown tool "x"`},
 		},
 		{
 			name:    "wrapped CallError",
-			err:     fmt.Errorf("calling upstream: %w", &CallError{Code: CodeUnavailable, Message: "server down", RetryAfterMs: 50}),
-			wantErr: &CallError{Code: CodeUnavailable, Message: "calling upstream: server down", RetryAfterMs: 50},
+			err:     fmt.Errorf("calling upstream: %w", &callerr.Error{Code: callerr.Unavailable, Message: "server down", RetryAfter: 50 * time.Millisecond}),
+			wantErr: &callerr.Error{Code: callerr.Unavailable, Message: "calling upstream: server down", RetryAfter: 50 * time.Millisecond},
 		},
 		{
 			name:    "coded error with retry hint",
-			err:     fmt.Errorf("policy: %w", &codedError{code: CodeRateLimited, retry: 1500 * time.Millisecond}),
-			wantErr: &CallError{Code: CodeRateLimited, Message: "policy: refused: rate_limited", RetryAfterMs: 1500},
+			err:     fmt.Errorf("policy: %w", &codedError{code: callerr.RateLimited, retry: 1500 * time.Millisecond}),
+			wantErr: &callerr.Error{Code: callerr.RateLimited, Message: "policy: refused: rate_limited", RetryAfter: 1500 * time.Millisecond},
 		},
 		{
 			name:    "coded error with empty code",
 			err:     &codedError{},
-			wantErr: &CallError{Code: CodeInternal, Message: "refused: "},
+			wantErr: &callerr.Error{Code: callerr.Internal, Message: "refused: "},
 		},
 		{
 			name:    "denied",
-			err:     &codedError{code: CodeDenied},
-			wantErr: &CallError{Code: CodeDenied, Message: "refused: denied"},
+			err:     &codedError{code: callerr.Denied},
+			wantErr: &callerr.Error{Code: callerr.Denied, Message: "refused: denied"},
 		},
 		{
 			name:    "deadline",
 			err:     fmt.Errorf("calling tool: %w", context.DeadlineExceeded),
-			wantErr: &CallError{Code: CodeTimeout, Message: "calling tool: context deadline exceeded"},
+			wantErr: &callerr.Error{Code: callerr.Timeout, Message: "calling tool: context deadline exceeded"},
 		},
 		{
 			name:    "canceled",
 			err:     context.Canceled,
-			wantErr: &CallError{Code: CodeCanceled, Message: "context canceled"},
+			wantErr: &callerr.Error{Code: callerr.Canceled, Message: "context canceled"},
 		},
 		{
 			name:    "other error",
 			err:     errors.New("boom"),
-			wantErr: &CallError{Code: CodeInternal, Message: "boom"},
+			wantErr: &callerr.Error{Code: callerr.Internal, Message: "boom"},
 		},
 		{
 			name:    "no result and no error",
-			wantErr: &CallError{Code: CodeInternal, Message: "the tool path returned no result"},
+			wantErr: &callerr.Error{Code: callerr.Internal, Message: "the tool path returned no result"},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -192,7 +194,7 @@ func TestInvoke(t *testing.T) {
 			})
 			got, err := Invoke(context.Background(), caller, "srv__tool", []byte(`{"x":1}`))
 			if tc.wantErr != nil {
-				var ce *CallError
+				var ce *callerr.Error
 				if !errors.As(err, &ce) {
 					t.Fatalf("err = %v (%T), want %+v", err, err, tc.wantErr)
 				}
@@ -241,8 +243,8 @@ func TestInvokeArguments(t *testing.T) {
 			})
 			_, err := Invoke(context.Background(), caller, "t", []byte(tc.args))
 			if tc.wantErr {
-				var ce *CallError
-				if !errors.As(err, &ce) || ce.Code != CodeInvalidArguments {
+				var ce *callerr.Error
+				if !errors.As(err, &ce) || ce.Code != callerr.InvalidArguments {
 					t.Errorf("err = %v, want invalid_arguments", err)
 				}
 				if called {
@@ -270,14 +272,14 @@ func TestInvokePassesContext(t *testing.T) {
 }
 
 func TestCallErrorJSON(t *testing.T) {
-	b, err := json.Marshal(AsCallError(&codedError{code: CodeRateLimited, retry: time.Second}))
+	b, err := json.Marshal(AsCallError(&codedError{code: callerr.RateLimited, retry: time.Second}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if want := `{"code":"rate_limited","message":"refused: rate_limited","retryAfterMs":1000}`; string(b) != want {
 		t.Errorf("JSON = %s, want %s", b, want)
 	}
-	b, _ = json.Marshal(&CallError{Code: CodeNotFound, Message: "gone"})
+	b, _ = json.Marshal(&callerr.Error{Code: callerr.NotFound, Message: "gone"})
 	if want := `{"code":"not_found","message":"gone"}`; string(b) != want {
 		t.Errorf("JSON = %s, want %s", b, want)
 	}
@@ -339,13 +341,13 @@ func TestInvokeOverMCP(t *testing.T) {
 		{tool: "json_text", want: `[{"name":"a.txt"}]`},
 		{tool: "plain_text", args: `{"k":"v"}`, want: `"args were {\"k\":\"v\"}"`},
 		{tool: "image", want: `[{"type":"image","mimeType":"image/png","data":"AQID"}]`},
-		{tool: "fails", wantCode: CodeToolError},
-		{tool: "missing", wantCode: CodeInternal}, // a protocol error without a code of ours
+		{tool: "fails", wantCode: callerr.ToolError},
+		{tool: "missing", wantCode: callerr.Internal}, // a protocol error without a code of ours
 	} {
 		t.Run(tc.tool, func(t *testing.T) {
 			got, err := Invoke(ctx, caller, tc.tool, []byte(tc.args))
 			if tc.wantCode != "" {
-				var ce *CallError
+				var ce *callerr.Error
 				if !errors.As(err, &ce) || ce.Code != tc.wantCode {
 					t.Fatalf("err = %v, want code %s", err, tc.wantCode)
 				}

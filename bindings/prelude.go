@@ -34,7 +34,7 @@ import "strings"
 // "invalid_arguments". A rejection of the host primitive becomes an Error
 // with .code, .tool and, when given, .retryAfterMs; the reason may be an
 // Error (kept, with .code "internal" added when missing), an object or the
-// JSON text of one ({"code","message","retryAfterMs"}, as a [CallError]
+// JSON text of one ({"code","message","retryAfterMs"}, as a [callerr.Error]
 // marshals), or any other string (the message, code "internal").
 //
 // When hostFn has an own property errorsCarryCodes set to true, the host

@@ -12,13 +12,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
-	sjson "github.com/segmentio/encoding/json"
 
+	"github.com/toolgate/toolgate/callerr"
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/policy"
 	"github.com/toolgate/toolgate/policy/apikey"
@@ -95,78 +94,39 @@ func configKeys(cfg *config.Config) []apikey.ConfigKey {
 	return keys
 }
 
-// buckets are the token buckets one tool call of principal takes.
-func (a *access) buckets(pr Principal, tool string) []policy.Bucket {
-	rl := a.rates[pr.Project]
-	bs := make([]policy.Bucket, 0, 3)
-	if rl.RequestsPerMinute > 0 {
-		bs = append(bs, policy.Bucket{Key: "p\x00" + pr.Project, Rate: policy.Rate{PerMinute: rl.RequestsPerMinute, Burst: burst(rl.Burst, rl.RequestsPerMinute)}})
-	}
-	if rl.PerKeyRequestsPerMinute > 0 && pr.KeyID != "" {
-		bs = append(bs, policy.Bucket{Key: "k\x00" + pr.Project + "\x00" + pr.KeyID, Rate: policy.Rate{PerMinute: rl.PerKeyRequestsPerMinute, Burst: burst(rl.PerKeyBurst, rl.PerKeyRequestsPerMinute)}})
-	}
-	if tl, ok := a.toolRates[pr.Project][tool]; ok && tl.RequestsPerMinute > 0 {
-		bs = append(bs, policy.Bucket{Key: "t\x00" + pr.Project + "\x00" + tool, Rate: policy.Rate{PerMinute: tl.RequestsPerMinute, Burst: burst(tl.Burst, tl.RequestsPerMinute)}})
-	}
-	return bs
-}
+// tokenRequest is where a request's guardRequest travels in the MCP
+// SDK's TokenInfo, which the SDK hands to the handlers of each message of
+// the request (and whose UserID binds a session to the key that opened
+// it).
+const tokenRequest = "toolgate.request"
 
-// burst defaults a bucket's size to one second's worth of its rate, at
-// least 1.
-func burst(b int, perMinute float64) int {
-	if b > 0 {
-		return b
-	}
-	return max(1, int(math.Ceil(perMinute/60)))
-}
-
-// retryMs is a retry hint in whole milliseconds, rounded up: a client that
-// waits exactly that long finds the tokens there (truncating 997.6 ms to
-// 997 had it refused once more, "retry after 1 ms").
-func retryMs(d time.Duration) int64 { return max(1, int64((d+time.Millisecond-1)/time.Millisecond)) }
-
-// takeTokens charges one tool call to the principal's buckets. When the
-// limiter cannot decide (a shared store out of reach), the call is
-// refused as overloaded: retryable, like a saturated gateway.
-func (g *Gateway) takeTokens(ctx context.Context, pr Principal, tool string) error {
-	a := g.accessPolicy()
-	bs := a.buckets(pr, tool)
-	if len(bs) == 0 {
+// requestOf returns what the access layer recorded about the HTTP request
+// an MCP message came in; nil for a message of another transport.
+func requestOf(extra *mcp.RequestExtra) *guardRequest {
+	if extra == nil || extra.TokenInfo == nil {
 		return nil
 	}
-	ok, wait, err := g.limiter.Take(ctx, bs...)
-	if err != nil {
-		g.log.Warn("rate limits cannot be checked: call refused", "project", pr.Project, "key", pr.KeyID, "tool", tool, "error", err)
-		return limiterUnavailable(err)
-	}
-	if !ok {
-		g.log.Info("rate limit hit", "project", pr.Project, "key", pr.KeyID, "tool", tool, "retryAfter", wait)
-		g.metrics.rateLimited.WithLabelValues(pr.Project).Inc()
-		return &CallError{Code: CodeRateLimited, Message: fmt.Sprintf("rate limit exceeded; retry after %d ms", retryMs(wait)), RetryAfter: wait}
-	}
-	return nil
+	gr, _ := extra.TokenInfo.Extra[tokenRequest].(*guardRequest)
+	return gr
 }
 
-// tokenExtraKey is where the principal travels in the MCP SDK's TokenInfo,
-// which the SDK hands to every request of a session (and uses to bind the
-// session to the key that opened it).
-const (
-	tokenPrincipal = "toolgate.principal"
-	tokenPrepaid   = "toolgate.prepaid" // tool name whose tokens the HTTP layer took
-)
+// principal is the principal of the request in project: the one the
+// access layer checked, or, for a message of another transport, the
+// project's.
+func (gr *guardRequest) principal(project string) Principal {
+	if gr == nil {
+		return Principal{Project: project}
+	}
+	return gr.pr
+}
 
-// principalFrom returns the principal and the prepaid tool of an MCP
-// request, as the access middleware recorded them.
-func principalFrom(extra *mcp.RequestExtra, project string) (Principal, string) {
-	if extra == nil || extra.TokenInfo == nil {
-		return Principal{Project: project}, ""
+// opened returns the tools/call of tool name that the access layer opened
+// on the tool path for this request, if any.
+func (gr *guardRequest) opened(name string) *pathCall {
+	if gr == nil || gr.opener == nil || gr.opener.call.Name != name {
+		return nil
 	}
-	pr, _ := extra.TokenInfo.Extra[tokenPrincipal].(Principal)
-	if pr.Project == "" {
-		pr.Project = project
-	}
-	prepaid, _ := extra.TokenInfo.Extra[tokenPrepaid].(string)
-	return pr, prepaid
+	return gr.opener
 }
 
 // guard wraps a project's MCP handler with the access checks, in this
@@ -236,8 +196,9 @@ func (g *Gateway) guard(p *project) http.Handler {
 				return
 			}
 		}
-		// One allocation for the request's identity and its error writer.
-		st := &guardRequest{ti: auth.TokenInfo{UserID: pr.KeyID, Extra: map[string]any{tokenPrincipal: pr}}}
+		// One allocation for what the access layer keeps of the request.
+		st := &guardRequest{pr: pr}
+		st.ti = auth.TokenInfo{UserID: pr.KeyID, Extra: map[string]any{tokenRequest: st}}
 		ti := &st.ti
 		var body []byte      // of a POST
 		var claim *callClaim // its calls' ids, while they are in flight
@@ -284,47 +245,39 @@ func (g *Gateway) guard(p *project) http.Handler {
 					r.writeHTTP(w)
 					return
 				}
-				if pr.KeyID != "" && a.maxSessions > 0 && p.sessionsOf(pr.KeyID) >= a.maxSessions {
+				if pr.KeyID != "" && a.maxSessions > 0 && p.sessions.of(pr.KeyID) >= a.maxSessions {
 					rpcError(w, http.StatusTooManyRequests, codeRateLimited, fmt.Sprintf("key %s already has %d sessions open (limits.maxSessionsPerKey)", pr.KeyID, a.maxSessions), nil)
 					return
 				}
 			case "notifications/cancelled":
-				p.cancelDirectCall(r.Header.Get(sessionIDHeader), body)
+				p.direct.cancel(r.Header.Get(sessionIDHeader), body)
 			case "tools/call":
-				// An early answer for a saturated or stopping gateway, before
-				// the SDK decodes the request; admitCalls decides for calls
-				// that pass.
-				if r := g.life.check(a.maxInFlight); r != nil {
-					g.refused(p.name, r)
-					r.writeHTTP(w)
+				// The steps of the tool path that decide whether the call
+				// runs (admission, visibility, rate limits) run here,
+				// before the SDK decodes the request, so that a refusal
+				// is answered as HTTP; the call goes on, admitted and
+				// charged, to whichever answers it: the access layer
+				// itself, in the common case (fastpath.go), or the SDK's
+				// handler (handleTool).
+				call := &st.call
+				*call = ToolCall{Principal: pr, Name: msg.Params.Name, Arguments: msg.Params.Arguments, Meta: msg.Params.Meta}
+				if sess != nil {
+					call.Session = sess.ss
+				}
+				pc := &st.path
+				if ref := pc.open(r.Context(), p, call, r.Header.Get(sessionIDHeader)); ref != nil {
+					ref.writeHTTP(w)
 					return
 				}
-				if p.lookupCallable(msg.Params.Name) != nil || p.isCodeModeTool(msg.Params.Name) {
-					if err := g.takeTokens(r.Context(), pr, msg.Params.Name); err != nil {
-						var ce *CallError
-						if errors.As(err, &ce) && ce.Code == CodeOverloaded {
-							refuseUnavailable(g, w, p.name, pr, msg.Params.Name, ce)
-							return
-						}
-						if errors.As(err, &ce) {
-							if aerr := g.emit(&audit.Event{Type: audit.EventRateLimitHit, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP,
-								Tool: msg.Params.Name, Decision: "deny", Outcome: CodeRateLimited, Error: ce.Message}); aerr != nil {
-								// A refusal that cannot be recorded fails like a call
-								// that cannot be: the gateway answers nothing else.
-								rpcError(w, http.StatusServiceUnavailable, jsonrpc.CodeInternalError, errNotRecorded(aerr).Message, nil)
-								return
-							}
-							w.Header().Set("Retry-After", strconv.FormatInt(int64(math.Ceil(ce.RetryAfter.Seconds())), 10))
-							rpcError(w, http.StatusTooManyRequests, codeRateLimited, ce.Message, map[string]any{"retryAfterMs": retryMs(ce.RetryAfter)})
-							return
-						}
-					}
-					ti.Extra[tokenPrepaid] = msg.Params.Name
-					// The common case, answered here (fastpath.go).
-					if c, ok := p.prepareDirectCall(r, sess, &msg); ok {
-						g.serveDirectCall(w, r, p, pr, c, claim)
-						return
-					}
+				defer pc.release() // unless something took the call
+				if pc.refused != nil {
+					g.refuseCall(w, pc)
+					return
+				}
+				st.opener = pc
+				if c, ok := p.prepareDirectCall(r, sess, &msg, pc); ok {
+					g.serveDirectCall(w, r, pc, c, claim)
+					return
 				}
 			}
 		}
@@ -348,7 +301,7 @@ func (g *Gateway) guard(p *project) http.Handler {
 		ew := &st.ew
 		ew.ResponseWriter = w
 		if claim != nil {
-			ti.Extra[tokenClaim] = claim
+			st.claim = claim
 			ew.claim = claim
 		}
 		if r.Method == http.MethodGet {
@@ -362,7 +315,7 @@ func (g *Gateway) guard(p *project) http.Handler {
 			claim = nil
 		}
 		if r.Method == http.MethodDelete && sess != nil && ew.code == http.StatusNoContent {
-			p.forgetSession(sess)
+			p.sessions.forget(sess)
 		}
 	})
 }
@@ -465,10 +418,44 @@ func (w *rpcErrorWriter) finish(post bool, body []byte) {
 
 type tokenInfoKey struct{}
 
-// guardRequest is what guard keeps per request.
+// guardRequest is what the access layer keeps of one request, in one
+// allocation; the MCP middleware and handlers find it in the request's
+// TokenInfo (requestOf).
 type guardRequest struct {
 	ti auth.TokenInfo
 	ew rpcErrorWriter
+	pr Principal
+	// claim holds the ids of the POST's calls while they are in flight
+	// (front.go).
+	claim *callClaim
+	// opener is the tools/call the access layer opened on the tool path
+	// for the POST; call and path are its storage.
+	opener *pathCall
+	call   ToolCall
+	path   pathCall
+}
+
+// refuseCall answers at the HTTP layer a tools/call that the rate limits
+// refused before the MCP SDK read it: 429 with Retry-After, or 503 when
+// the limits cannot be checked (a shared store out of reach). The refusal
+// is recorded as a ratelimit.hit of the request; one that cannot be
+// recorded fails like a call that cannot be: the gateway answers nothing
+// else.
+func (g *Gateway) refuseCall(w http.ResponseWriter, pc *pathCall) {
+	ce, project := pc.refused, pc.p.name
+	aerr := g.record(pc, answerHTTP, nil, nil, ce)
+	if ce.Code == callerr.Overloaded {
+		r := &refusal{code: codeOverloaded, callCode: callerr.Overloaded, message: ce.Message, retryAfter: ce.RetryAfter}
+		g.refused(project, r)
+		r.writeHTTP(w)
+		return
+	}
+	if aerr != nil {
+		rpcError(w, http.StatusServiceUnavailable, jsonrpc.CodeInternalError, errNotRecorded(aerr).Message, nil)
+		return
+	}
+	w.Header().Set("Retry-After", strconv.FormatInt(int64(math.Ceil(ce.RetryAfter.Seconds())), 10))
+	rpcError(w, http.StatusTooManyRequests, codeRateLimited, ce.Message, map[string]any{"retryAfterMs": retryMs(ce.RetryAfter)})
 }
 
 // presentedKey is the key in `Authorization: Bearer` or `X-API-Key`.
@@ -481,141 +468,6 @@ func presentedKey(r *http.Request) string {
 		return ""
 	}
 	return strings.TrimSpace(r.Header.Get("X-API-Key"))
-}
-
-// rpcMessage is the part of a JSON-RPC request the access layer reads.
-// For a tools/call it holds the parameters, and the version tag and id the
-// access layer needs to answer the call itself (fastpath.go).
-type rpcMessage struct {
-	Method  string
-	Version string
-	ID      json.RawMessage
-	Params  mcp.CallToolParamsRaw
-	// Calls are the ids (as sent) of the requests in the body that expect
-	// an answer (with Batch, those of a batch's requests); callIDs reads
-	// them.
-	Calls []json.RawMessage
-	Batch bool
-}
-
-// peekError is a body the access layer refuses before the MCP handler:
-// the handler must never act on a message the access layer read
-// differently.
-type peekError struct {
-	code int
-	msg  string
-}
-
-func (e *peekError) Error() string { return e.msg }
-
-// rpcWire is the top level of a JSON-RPC message as the MCP SDK decodes it.
-type rpcWire struct {
-	Version string          `json:"jsonrpc"`
-	ID      json.RawMessage `json:"id"`
-	Method  json.RawMessage `json:"method"`
-	Params  json.RawMessage `json:"params"`
-}
-
-// sdkParse decodes as the MCP SDK does (its internal/json): with
-// github.com/segmentio/encoding/json and exact key matching, so that a key
-// in another case ("Method") or a repeated key means the same to both. The
-// raw fields point into the body instead of copying it.
-func sdkParse(b []byte, v any) (rest []byte, err error) {
-	return sjson.Parse(b, v, sjson.DontMatchCaseInsensitiveStructFields|sjson.ZeroCopy)
-}
-
-// peekMessage returns the method, tool name and call ids of the message in
-// a POST body, as the MCP handler will read them. A body that is not one JSON
-// value (the handler's decoder would act on the first value and ignore the
-// rest) is a parse error, and a batch that holds an initialize request an
-// invalid request (MCP does not allow it, and the session cap is checked
-// on a single initialize); both are *peekError. Anything else (an empty
-// body, a message of the wrong shape, another batch) is left to the MCP
-// handler, with an empty method when the body is no single request.
-func peekMessage(body []byte) (rpcMessage, error) {
-	var m rpcMessage
-	trimmed := bytes.TrimSpace(body)
-	if len(trimmed) == 0 {
-		return m, nil
-	}
-	switch trimmed[0] {
-	case '{':
-		var w rpcWire
-		if err := parseOne(trimmed, &w); err != nil {
-			return m, err
-		}
-		m.Method = wireMethod(w.Method)
-		if len(w.ID) > 0 && m.Method != "" {
-			m.Calls = []json.RawMessage{w.ID}
-		}
-		if m.Method == "tools/call" && len(w.Params) > 0 && w.Params[0] == '{' {
-			if _, err := sdkParse(w.Params, &m.Params); err != nil {
-				// Not an object of that shape: the handler refuses it.
-				m.Params = mcp.CallToolParamsRaw{}
-			} else {
-				m.Version, m.ID = w.Version, w.ID
-			}
-		}
-		return m, nil
-	case '[':
-		var batch []rpcWire
-		if err := parseOne(trimmed, &batch); err != nil {
-			return m, err
-		}
-		m.Batch = true
-		for _, w := range batch {
-			method := wireMethod(w.Method)
-			if method == "initialize" {
-				return m, &peekError{code: codeInvalidRequest, msg: "initialize must not be part of a JSON-RPC batch"}
-			}
-			if len(w.ID) > 0 && method != "" {
-				m.Calls = append(m.Calls, w.ID)
-			}
-		}
-		return m, nil
-	default:
-		if !json.Valid(trimmed) {
-			return m, &peekError{code: codeParseError, msg: "the request body is not JSON"}
-		}
-		return m, nil
-	}
-}
-
-// callIDs returns the ids of m's calls as the SDK reads them (null and
-// other values are no call's).
-func (m *rpcMessage) callIDs() []jsonrpc.ID {
-	ids := make([]jsonrpc.ID, 0, len(m.Calls))
-	for _, raw := range m.Calls {
-		if id, ok := requestID(raw); ok {
-			ids = append(ids, id)
-		}
-	}
-	return ids
-}
-
-// wireMethod is the method a raw "method" value names; "" when it is not a
-// string (the handler refuses such a message).
-func wireMethod(raw json.RawMessage) string {
-	var method string
-	if len(raw) > 0 && raw[0] == '"' {
-		_, _ = sdkParse(raw, &method)
-	}
-	return method
-}
-
-// parseOne decodes the one JSON value b must hold into v.
-func parseOne(b []byte, v any) error {
-	rest, err := sdkParse(b, v)
-	if err != nil {
-		if _, ok := err.(*sjson.UnmarshalTypeError); ok {
-			return nil // a value of the wrong shape: the handler refuses it
-		}
-		return &peekError{code: codeParseError, msg: "the request body is not JSON: " + err.Error()}
-	}
-	if len(bytes.TrimSpace(rest)) > 0 {
-		return &peekError{code: codeParseError, msg: "the request body holds more than one JSON value"}
-	}
-	return nil
 }
 
 func rpcError(w http.ResponseWriter, status, code int, msg string, data any) {

@@ -45,9 +45,9 @@ func guardFixtureProject(tb testing.TB) (http.Handler, string, *project) {
 	}
 	tb.Cleanup(g.Close)
 	p := g.project(config.DefaultProject)
-	p.mu.Lock()
-	p.reg.tools["demo__echo"] = &route{def: &mcp.Tool{Name: "demo__echo"}}
-	p.mu.Unlock()
+	p.reg.mu.Lock()
+	p.reg.routes.tools["demo__echo"] = &route{def: &mcp.Tool{Name: "demo__echo"}}
+	p.reg.mu.Unlock()
 	p.http = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusAccepted) })
 	return g.guard(p), key, p
 }
@@ -111,13 +111,13 @@ func BenchmarkGuardSessions(b *testing.B) {
 	for _, n := range []int{1, 100, 10000} {
 		b.Run(fmt.Sprintf("sessions=%d", n), func(b *testing.B) {
 			h, key, p := guardFixtureProject(b)
-			p.sessMu.Lock()
-			p.sessions = map[string]*session{}
+			p.sessions.mu.Lock()
+			p.sessions.byID = map[string]*session{}
 			for i := range n {
 				id := fmt.Sprintf("S%d", i)
-				p.sessions[id] = &session{id: id, calls: map[string]bool{}}
+				p.sessions.byID[id] = &session{id: id, calls: map[string]bool{}}
 			}
-			p.sessMu.Unlock()
+			p.sessions.mu.Unlock()
 			body := `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"demo__echo","arguments":{"text":"hello"}}}`
 			b.ReportAllocs()
 			for b.Loop() {

@@ -4,14 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"reflect"
-	"slices"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/toolgate/toolgate/internal/config"
+	"github.com/toolgate/toolgate/callerr"
 	"github.com/toolgate/toolgate/policy/apikey"
 	"github.com/toolgate/toolgate/policy/audit"
 )
@@ -56,19 +54,44 @@ func (g *Gateway) auditHealthy() error {
 		return nil
 	}
 	if err := g.audit.Healthy(); err != nil {
-		return &CallError{Code: CodeUnavailable, Message: "the audit log cannot be written, so tool calls are refused until it can: " + err.Error()}
+		return &callerr.Error{Code: callerr.Unavailable, Message: "the audit log cannot be written, so tool calls are refused until it can: " + err.Error()}
 	}
 	return nil
 }
 
-// callEvent is the audit event of one call on the tool path.
-func callEvent(project string, r *route, call *ToolCall, res *mcp.CallToolResult, err error, out string, d time.Duration) *audit.Event {
+// record is the audit step of the tool path: the metrics and the audit
+// event of one call, written before the call is answered (how). wire is
+// the result as the caller sends it, when the tool path encoded it.
+func (g *Gateway) record(pc *pathCall, how answer, res *mcp.CallToolResult, wire []byte, err error) error {
+	var ce *callerr.Error
+	if how == answerHTTP && errors.As(err, &ce) {
+		// A request refused before the MCP SDK read it: its ratelimit.hit.
+		return g.emit(rateLimitEvent(pc.p.name, pc.call.Principal, pc.call.Name, ce))
+	}
+	d := time.Since(pc.start)
+	out := outcome(res, err)
+	server, tool, reached := "", "", false
+	switch {
+	case pc.target.route != nil:
+		server, tool = pc.target.route.up.cfg.Name, pc.call.Name
+		reached = out != callerr.RateLimited && out != callerr.Unavailable && out != callerr.Overloaded
+	case pc.target.meta != "":
+		tool = pc.call.Name
+	}
+	g.metrics.observeCall(pc.p.name, server, tool, out, d, reached)
+	return g.emit(callEvent(pc.p.name, pc.target.route, pc.call, pc.execID, res, wire, err, out, d))
+}
+
+// callEvent is the audit event of one call on the tool path: r is the
+// route of its upstream tool (nil for none), execID the execution it
+// belongs to, wire the result as sent when the tool path encoded it.
+func callEvent(project string, r *route, call *ToolCall, execID string, res *mcp.CallToolResult, wire []byte, err error, out string, d time.Duration) *audit.Event {
 	ev := &audit.Event{
 		Type:        audit.EventToolCall,
 		Project:     project,
 		KeyID:       call.Principal.KeyID,
 		ClientIP:    call.Principal.ClientIP,
-		ExecutionID: call.ExecutionID,
+		ExecutionID: execID,
 		Tool:        call.Name,
 		Decision:    "allow",
 		Outcome:     out,
@@ -78,15 +101,15 @@ func callEvent(project string, r *route, call *ToolCall, res *mcp.CallToolResult
 		ev.Server = r.up.cfg.Name
 	}
 	switch out {
-	case CodeNotFound:
+	case callerr.NotFound:
 		ev.Type, ev.Decision, ev.Reason = audit.EventToolDenied, "deny", "unknown or filtered tool"
-	case CodeRateLimited:
+	case callerr.RateLimited:
 		ev.Type, ev.Decision = audit.EventRateLimitHit, "deny"
 	}
 	ev.SetArguments(call.Arguments)
 	if res != nil {
-		if res == call.result {
-			ev.ResultBytes = int64(len(call.resultJSON))
+		if wire != nil {
+			ev.ResultBytes = int64(len(wire))
 		} else {
 			ev.ResultBytes = jsonSize(res)
 		}
@@ -96,7 +119,7 @@ func callEvent(project string, r *route, call *ToolCall, res *mcp.CallToolResult
 	}
 	// Texts go in whole: the audit log cuts each field to its cap and
 	// keeps the full text's length and SHA-256.
-	var ce *CallError
+	var ce *callerr.Error
 	var rpcErr *jsonrpc.Error
 	switch {
 	case errors.As(err, &ce):
@@ -107,6 +130,15 @@ func callEvent(project string, r *route, call *ToolCall, res *mcp.CallToolResult
 		ev.Error = err.Error()
 	}
 	return ev
+}
+
+// rateLimitEvent is the ratelimit.hit event of a request that rate limits
+// refused with ce and that is not recorded as a tool call: a request
+// other than tools/call, a tools/call refused at the HTTP layer, a
+// script's fetch.
+func rateLimitEvent(project string, pr Principal, tool string, ce *callerr.Error) *audit.Event {
+	return &audit.Event{Type: audit.EventRateLimitHit, Project: project, KeyID: pr.KeyID, ClientIP: pr.ClientIP,
+		Tool: tool, Decision: "deny", Outcome: ce.Code, Error: ce.Message}
 }
 
 // byteCounter is an io.Writer that only counts.
@@ -135,47 +167,6 @@ func resultText(res *mcp.CallToolResult) string {
 		}
 	}
 	return ""
-}
-
-// upstreamEvent implements upstreamHooks: upstream.error when an upstream
-// fails, upstream.restart when it is reconnected.
-func (p *project) upstreamEvent(u *upstream, typ string, err error) {
-	ev := &audit.Event{Type: typ, Project: p.name, Server: u.cfg.Name}
-	if err != nil {
-		ev.Error = err.Error()
-	}
-	_ = p.gw.emit(ev)
-}
-
-// changedKeys lists the top-level configuration keys whose values differ.
-func changedKeys(old, cur *config.Config) []string {
-	var keys []string
-	ov, cv := reflect.ValueOf(*old), reflect.ValueOf(*cur)
-	t := ov.Type()
-	for i := range t.NumField() {
-		tag := t.Field(i).Tag.Get("mapstructure")
-		if tag == "" || tag == "-" {
-			continue
-		}
-		if !reflect.DeepEqual(ov.Field(i).Interface(), cv.Field(i).Interface()) {
-			keys = append(keys, tag)
-		}
-	}
-	slices.Sort(keys)
-	return keys
-}
-
-// restartOnly are configuration keys a reload cannot change.
-var restartOnly = []string{"listen", "dataDir", "audit", "alerts", "metrics", "tls", "limits", "cluster"}
-
-// checkReloadable refuses a reload that changes keys only a restart applies.
-func checkReloadable(old, cur *config.Config) error {
-	for _, k := range changedKeys(old, cur) {
-		if slices.Contains(restartOnly, k) {
-			return fmt.Errorf("%s: changing it needs a restart", k)
-		}
-	}
-	return nil
 }
 
 // RecordKeyChange appends a key change that the key store kept (a key

@@ -62,7 +62,7 @@ func BenchmarkCallEvent(b *testing.B) {
 	res := &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "hello from the toolgate benchmark"}}}
 	b.ReportAllocs()
 	for b.Loop() {
-		ev := callEvent("default", r, call, res, nil, "ok", time.Millisecond)
+		ev := callEvent("default", r, call, "", res, nil, nil, "ok", time.Millisecond)
 		if ev.ResultBytes == 0 || len(alertFields(ev)) == 0 {
 			b.Fatal("no result size or alert fields")
 		}

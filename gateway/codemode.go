@@ -20,6 +20,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/toolgate/toolgate/bindings"
+	"github.com/toolgate/toolgate/callerr"
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/policy/audit"
 	"github.com/toolgate/toolgate/sandbox"
@@ -48,10 +49,10 @@ type codeTools struct {
 	declarations string
 }
 
-func newCodeTools(reg registry) *codeTools {
+func newCodeTools(rs routes) *codeTools {
 	ct := &codeTools{}
-	for _, name := range slices.Sorted(maps.Keys(reg.tools)) {
-		r := reg.tools[name]
+	for _, name := range slices.Sorted(maps.Keys(rs.tools)) {
+		r := rs.tools[name]
 		def := r.def.(*mcp.Tool)
 		in, _ := json.Marshal(def.InputSchema)
 		var out json.RawMessage
@@ -106,106 +107,78 @@ var (
 	}
 )
 
-// syncCodeMode registers, updates or removes execute_code and search_tools.
-// The caller holds syncMu.
-func (p *project) syncCodeMode(cm config.CodeMode, ct *codeTools) {
-	if !cm.Enabled {
-		if p.codeDesc != "" {
-			p.server.RemoveTools(ExecuteCodeTool, SearchToolsTool)
-			p.codeDesc = ""
+// publishCodeMode registers, updates or removes execute_code and
+// search_tools. The caller holds syncMu.
+func (r *registry) publishCodeMode(cm config.CodeMode, ct *codeTools) {
+	r.mu.Lock()
+	cur := r.codeDesc
+	r.mu.Unlock()
+	desc := ""
+	if cm.Enabled {
+		desc = executeCodeDescription(cm, ct)
+	}
+	switch {
+	case desc == cur:
+		return
+	case desc == "":
+		r.server.RemoveTools(ExecuteCodeTool, SearchToolsTool)
+	default:
+		if cur == "" {
+			r.server.AddTool(&mcp.Tool{
+				Name:        SearchToolsTool,
+				Description: "TypeScript declarations of the tools " + ExecuteCodeTool + " can call, filtered by a query.",
+				InputSchema: searchToolsSchema,
+				Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true},
+			}, r.serve.tool)
 		}
-		return
+		r.server.AddTool(&mcp.Tool{Name: ExecuteCodeTool, Description: desc, InputSchema: executeCodeSchema}, r.serve.tool)
 	}
-	desc := executeCodeDescription(cm, ct)
-	if desc == p.codeDesc {
-		return
-	}
-	if p.codeDesc == "" {
-		p.server.AddTool(&mcp.Tool{
-			Name:        SearchToolsTool,
-			Description: "TypeScript declarations of the tools " + ExecuteCodeTool + " can call, filtered by a query.",
-			InputSchema: searchToolsSchema,
-			Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true},
-		}, p.handleSearchTools)
-	}
-	p.server.AddTool(&mcp.Tool{Name: ExecuteCodeTool, Description: desc, InputSchema: executeCodeSchema}, p.handleExecuteCode)
-	p.codeDesc = desc
+	r.mu.Lock()
+	r.codeDesc = desc
+	r.mu.Unlock()
 }
 
-func (p *project) handleSearchTools(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-	call, start := p.metaCall(req), time.Now()
-	res, err := p.searchTools(ctx, call)
-	return p.finishMetaCall(call, start, res, err)
-}
+// A call of execute_code or search_tools is a tool call like any other
+// for everything but the upstream: it goes through the tool path's steps
+// (toolpath.go), charged to the caller's rate limits, recorded in the
+// audit log as a tool.call event (ratelimit.hit or tool.denied when
+// refused) before it is answered, and counted in toolgate_tool_calls_total
+// without a server. The event of execute_code carries the executionId that
+// links it with the code.execution event and with the calls its script
+// made, each of which is charged and recorded on its own.
 
-func (p *project) searchTools(ctx context.Context, call *ToolCall) (*mcp.CallToolResult, error) {
+// searchTools is the call step of search_tools: the declarations of the
+// tools matching the query.
+func (p *project) searchTools(call *ToolCall) *mcp.CallToolResult {
 	var in struct {
 		Query string `json:"query"`
 	}
 	if len(call.Arguments) > 0 {
 		if err := json.Unmarshal(call.Arguments, &in); err != nil {
-			return errorResult("search_tools takes {query?: string}: " + err.Error()), nil
+			return errorResult("search_tools takes {query?: string}: " + err.Error())
 		}
 	}
-	if err := p.chargeMetaCall(ctx, call); err != nil {
-		return nil, err
-	}
-	p.mu.Lock()
-	ct := p.code
-	p.mu.Unlock()
-	found := bindings.Search(ct.tools, in.Query)
+	found := bindings.Search(p.reg.codeTools().tools, in.Query)
 	if len(found) == 0 {
-		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprintf("No tool matches %q.", in.Query)}}}, nil
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprintf("No tool matches %q.", in.Query)}}}
 	}
-	return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: bindings.Declarations(found)}}}, nil
+	return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: bindings.Declarations(found)}}}
 }
 
-func errorResult(msg string) *mcp.CallToolResult {
-	return &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: msg}}}
-}
-
-func (p *project) handleExecuteCode(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-	call, start := p.metaCall(req), time.Now()
-	call.ExecutionID = newExecutionID()
-	res, err := p.executeCodeCall(ctx, call)
-	return p.finishMetaCall(call, start, res, err)
-}
-
-func (p *project) executeCodeCall(ctx context.Context, call *ToolCall) (*mcp.CallToolResult, error) {
+// executeCodeCall is the call step of execute_code: the script runs as the
+// call's principal, as execution execID.
+func (p *project) executeCodeCall(ctx context.Context, call *ToolCall, execID string) (*mcp.CallToolResult, error) {
 	var in struct {
 		Code *string `json:"code"`
 	}
 	if err := json.Unmarshal(call.Arguments, &in); err != nil || in.Code == nil {
 		return errorResult(`execute_code takes {"code": string}: the JavaScript to run`), nil
 	}
-	if err := p.chargeMetaCall(ctx, call); err != nil {
-		return nil, err
-	}
-	res, err := p.gw.executeCode(ctx, p, call.Principal, *in.Code, call.Session, call.ExecutionID)
+	res, err := p.gw.executeCode(ctx, p, call.Principal, *in.Code, call.Session, execID)
 	if err != nil {
 		return nil, err
 	}
 	return executionResult(res), nil
-}
-
-// charge takes the rate-limit tokens of one request of pr: the project's
-// and the key's buckets, and toolLimits[tool] when tool names an entry. A
-// refusal is audited (ratelimit.hit, with reason) and returned as the
-// JSON-RPC error a client gets: -32029 with data.retryAfterMs.
-func (p *project) charge(ctx context.Context, pr Principal, tool, reason string) error {
-	err := p.gw.takeTokens(ctx, pr, tool)
-	var ce *CallError
-	if !errors.As(err, &ce) {
-		return err
-	}
-	if err := p.gw.emit(&audit.Event{Type: audit.EventRateLimitHit, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP,
-		Tool: tool, Reason: reason, Decision: "deny", Outcome: ce.Code, Error: ce.Message}); err != nil {
-		return errNotRecorded(err)
-	}
-	if ce.Code == CodeOverloaded {
-		return retryableError(codeOverloaded, ce)
-	}
-	return retryableError(codeRateLimited, ce)
 }
 
 // ExecutionOutput is the structuredContent of execute_code.
@@ -268,30 +241,19 @@ func (g *Gateway) executeCode(ctx context.Context, p *project, pr Principal, cod
 	cfg := g.Config()
 	cm := cfg.CodeMode
 	if !cm.Enabled || g.engine == nil {
-		return nil, &CallError{Code: CodeNotFound, Message: "code mode is not enabled"}
+		return nil, &callerr.Error{Code: callerr.NotFound, Message: "code mode is not enabled"}
 	}
-	release, err := p.acquireExecution(ctx, cm.MaxConcurrentExecutions)
+	release, err := p.execs.acquire(ctx, cm.MaxConcurrentExecutions)
 	if err != nil {
 		return nil, err
 	}
 	defer release()
-	p.mu.Lock()
-	ct := p.code
-	p.mu.Unlock()
-	tc := &scriptCaller{g: g, p: p, pr: pr, execID: execID, session: ss}
+	ct := p.reg.codeTools()
+	tc := &scriptCaller{p: p, pr: pr, execID: execID, session: ss}
 	req := &sandbox.Request{
 		Code:    code,
 		Prelude: ct.prelude,
-		Caller: func(ctx context.Context, name string, args []byte) ([]byte, error) {
-			v, err := bindings.Invoke(ctx, tc, name, args)
-			if err != nil {
-				if be := bindings.AsCallError(err); be != nil {
-					return nil, &sandbox.CallError{Code: be.Code, Message: be.Message, RetryAfterMs: be.RetryAfterMs}
-				}
-				return nil, err
-			}
-			return v, nil
-		},
+		Caller:  bindings.Bridge(tc),
 	}
 	if cm.AllowFetch {
 		req.Fetch = &sandbox.FetchPolicy{
@@ -331,7 +293,7 @@ func (g *Gateway) executeCode(ctx context.Context, p *project, pr Principal, cod
 	}
 	g.metrics.observeExecution(p.name, ev.Outcome, limit, res)
 	if err := g.emit(ev); err != nil {
-		return nil, &CallError{Code: CodeUnavailable, Message: "the execution could not be recorded in the audit log: " + err.Error()}
+		return nil, &callerr.Error{Code: callerr.Unavailable, Message: "the execution could not be recorded in the audit log: " + err.Error()}
 	}
 	return res, nil
 }
@@ -339,7 +301,6 @@ func (g *Gateway) executeCode(ctx context.Context, p *project, pr Principal, cod
 // scriptCaller is the tool path as a script's bindings see it: every call
 // runs as the script's caller and is linked to the execution.
 type scriptCaller struct {
-	g       *Gateway
 	p       *project
 	pr      Principal
 	execID  string
@@ -349,17 +310,18 @@ type scriptCaller struct {
 var _ bindings.ToolCaller = (*scriptCaller)(nil)
 
 func (c *scriptCaller) CallTool(ctx context.Context, name string, args json.RawMessage) (*mcp.CallToolResult, error) {
-	res, err := c.g.callTool(ctx, c.p, &ToolCall{Principal: c.pr, Name: name, Arguments: args, ExecutionID: c.execID, Session: c.session})
+	res, _, err := c.p.callTool(ctx, &ToolCall{Principal: c.pr, Name: name, Arguments: args, ExecutionID: c.execID, Session: c.session}, answerDecoded)
 	return res, scriptError(err)
 }
 
-// scriptError keeps the retry hint of a rate-limited call for the script:
-// the Error it sees carries retryAfterMs, as the direct path's JSON-RPC
-// error carries data.retryAfterMs.
+// scriptError is a refusal as the script sees it: a rate-limited call
+// keeps its retry hint (the Error carries retryAfterMs, as the direct
+// path's JSON-RPC error carries data.retryAfterMs); other refusals carry
+// none.
 func scriptError(err error) error {
-	var ce *CallError
-	if errors.As(err, &ce) && ce.Code == CodeRateLimited {
-		return &bindings.CallError{Code: ce.Code, Message: ce.Message, RetryAfterMs: retryMs(ce.RetryAfter)}
+	var ce *callerr.Error
+	if errors.As(err, &ce) && ce.Code != callerr.RateLimited && ce.RetryAfter != 0 {
+		return &callerr.Error{Code: ce.Code, Message: ce.Message}
 	}
 	return err
 }
@@ -369,52 +331,56 @@ func scriptError(err error) error {
 // refused tool call is, and rejects the fetch with code "rate_limited" and
 // retryAfterMs.
 func (g *Gateway) takeFetchTokens(ctx context.Context, p *project, pr Principal, execID, method, host string) error {
-	err := g.takeTokens(ctx, pr, FetchRateName)
-	var ce *CallError
-	if !errors.As(err, &ce) {
-		return err
+	ce := g.takeTokens(ctx, pr, FetchRateName)
+	if ce == nil {
+		return nil
 	}
-	if err := g.emit(&audit.Event{Type: audit.EventRateLimitHit, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP, ExecutionID: execID,
-		Tool: FetchRateName, Decision: "deny", Outcome: ce.Code, Error: ce.Message, Method: method, Host: host}); err != nil {
+	ev := rateLimitEvent(p.name, pr, FetchRateName, ce)
+	ev.ExecutionID, ev.Method, ev.Host = execID, method, host
+	if err := g.emit(ev); err != nil {
 		// Like a refused tool call: a refusal that cannot be recorded fails.
-		ne := errNotRecorded(err)
-		return &sandbox.CallError{Code: ne.Code, Message: ne.Message}
+		return errNotRecorded(err)
 	}
-	return &sandbox.CallError{Code: ce.Code, Message: ce.Message, RetryAfterMs: retryMs(ce.RetryAfter)}
+	return ce
 }
 
-// ErrorCode lets bindings keep the code of a refusal.
-func (e *CallError) ErrorCode() string { return e.Code }
+// executions are a project's running Code Mode executions, bounded by
+// codeMode.maxConcurrentExecutions. The zero value is ready to use.
+type executions struct {
+	mu    sync.Mutex
+	slots *execSlots // made by the first execution
+}
 
-// acquireExecution takes one of the project's execution slots, waiting
-// briefly when all are busy.
-func (p *project) acquireExecution(ctx context.Context, limit int) (func(), error) {
-	p.execMu.Lock()
-	if p.execSlots == nil {
-		p.execSlots = newExecSlots(limit)
+// acquire takes one of the execution slots, under the bound limit in
+// force, waiting briefly when all are busy; it returns the func that gives
+// the slot back.
+func (e *executions) acquire(ctx context.Context, limit int) (func(), error) {
+	e.mu.Lock()
+	if e.slots == nil {
+		e.slots = newExecSlots(limit)
 	} else {
-		p.execSlots.resize(limit)
+		e.slots.resize(limit)
 	}
-	slots := p.execSlots
-	p.execMu.Unlock()
+	slots := e.slots
+	e.mu.Unlock()
 	wctx, cancel := context.WithTimeout(ctx, executionQueueWait)
 	defer cancel()
 	if err := slots.sem.Acquire(wctx, 1); err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, &CallError{Code: CodeOverloaded, RetryAfter: overloadRetryAfter,
+		return nil, &callerr.Error{Code: callerr.Overloaded, RetryAfter: overloadRetryAfter,
 			Message: fmt.Sprintf("%d executions are already running in this project (codeMode.maxConcurrentExecutions); retry after %d ms", limit, retryMs(overloadRetryAfter))}
 	}
 	return slots.release, nil
 }
 
-// execSlots bounds a project's concurrent Code Mode executions on a
-// semaphore.Weighted of fixed capacity whose units beyond the bound are
-// held by execSlots itself. A reload may change the bound while executions
-// run: a larger one frees slots at once, a smaller one is reached as
-// running executions end (their slots are withheld instead of freed), so
-// the executions running never exceed the bound in force for long.
+// execSlots bounds concurrent executions on a semaphore.Weighted of fixed
+// capacity whose units beyond the bound are held by execSlots itself. A
+// reload may change the bound while executions run: a larger one frees
+// slots at once, a smaller one is reached as running executions end
+// (their slots are withheld instead of freed), so the executions running
+// never exceed the bound in force for long.
 type execSlots struct {
 	sem   *semaphore.Weighted
 	mu    sync.Mutex

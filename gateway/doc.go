@@ -6,5 +6,30 @@
 // routes (/mcp, /v1/mcp/{project}, /healthz, /readyz).
 //
 // It does not know how filters, keys or limits are implemented (packages
-// policy and policy/apikey) nor anything about running JavaScript.
+// policy and policy/apikey) nor anything about running JavaScript (package
+// sandbox runs scripts, package bindings bridges their calls back to the
+// tool path). A refused call is a callerr.Error, the vocabulary the three
+// share.
+//
+// Where things are:
+//
+//   - gateway.go, reload.go, http.go: the Gateway, its start, reloads (and
+//     the rules of what a reload may change), close, and its HTTP routes;
+//   - project.go: one project, composed of its registry (registry.go, with
+//     names.go), its relay (relay.go), its MCP handlers (handlers.go) and
+//     what tracks its sessions and calls;
+//   - toolpath.go: the one tool path and the order of its steps; each step
+//     lives with what it reads: admission in lifecycle.go, visibility in
+//     registry.go, rate limits in limits.go, the record in audit.go, Code
+//     Mode's tools in codemode.go;
+//   - access.go, front.go, hosts.go, fastpath.go, message.go: the HTTP
+//     layer in front of the MCP SDK: Host and Origin, addresses, keys, the
+//     transport's rules and sessions, and the tool calls the access layer
+//     answers itself;
+//   - upstream.go, transport.go, upstreamcall.go, connpool.go: the
+//     sessions with upstream servers and how calls reach them;
+//   - lifecycle.go: calls and event streams in flight, and a shutdown's
+//     drain;
+//   - audit.go, metrics.go, shared.go, pins.go: what is recorded, counted
+//     and kept about calls, tools and the shared stores.
 package gateway

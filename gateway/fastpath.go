@@ -6,7 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"slices"
-	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -20,8 +20,9 @@ import (
 // and together they cost as much CPU as the upstream call itself. So the
 // access layer answers the common case, a POST that holds one tools/call of
 // a session the project's server holds, itself: it runs the one tool path
-// (Gateway.callTool, through the same admission as every call) on the
-// POST's own goroutine and writes the JSON-RPC response as the SDK would.
+// (opened by the access layer as for every POST holding one tools/call,
+// toolpath.go) on the POST's own goroutine and writes the JSON-RPC
+// response as the SDK would.
 // Everything else, and every case below that this code does not decide
 // exactly as the SDK does, goes to the SDK's handler unchanged. Both ways
 // sit behind the same transport checks (front.go), and the answer is
@@ -32,7 +33,7 @@ import (
 // under contexts of their own, which the SDK sends on the session's
 // standalone stream whichever way the call came in. A client's
 // notifications/cancelled for a call answered here cancels it
-// (cancelDirectCall), as the SDK would.
+// (directCalls.cancel), as the SDK would.
 
 // directCallsOn switches the access layer's own answers on; tests switch
 // them off to compare them with the SDK's.
@@ -56,13 +57,13 @@ type directCallKey struct {
 
 // prepareDirectCall reports whether the access layer may answer msg, a
 // peeked tools/call of session s (checked by checkTransport; nil when the
-// request names none), itself: one request with an id, the version tag and
+// request names none) that pc opened on the tool path, itself: one request with an id, the version tag and
 // parameters the SDK accepts, a tool the client may call, only a progress
 // token in _meta, a protocol version the SDK's session serves for it, the
 // session initialized, and its event stream open (what the upstream sends
 // during the call is relayed there; without one, the SDK answers and the
 // messages go on the call's own stream, relay.go).
-func (p *project) prepareDirectCall(r *http.Request, s *session, msg *rpcMessage) (*directCall, bool) {
+func (p *project) prepareDirectCall(r *http.Request, s *session, msg *rpcMessage, pc *pathCall) (*directCall, bool) {
 	if s == nil || !directCallsOn.Load() || msg.Version != "2.0" || msg.Params.Name == "" || s.streams.Load() == 0 {
 		return nil, false
 	}
@@ -78,7 +79,7 @@ func (p *project) prepareDirectCall(r *http.Request, s *session, msg *rpcMessage
 			return nil, false
 		}
 	}
-	if p.lookupCallable(msg.Params.Name) == nil {
+	if pc.target.route == nil {
 		return nil, false // unknown, hidden, not callable directly, or a Code Mode tool
 	}
 	if s.ss.InitializeParams() == nil {
@@ -87,68 +88,37 @@ func (p *project) prepareDirectCall(r *http.Request, s *session, msg *rpcMessage
 	return &directCall{id: id, params: msg.Params, session: s.ss}, true
 }
 
-// requestID is the id of a request as the SDK reads it: a string, or a
-// number taken as an integer. ok is false for none, null and other types.
-func requestID(raw json.RawMessage) (jsonrpc.ID, bool) {
-	if len(raw) == 0 {
-		return jsonrpc.ID{}, false
-	}
-	var v any
-	if raw[0] == '"' {
-		var s string
-		if _, err := sdkParse(raw, &s); err != nil {
-			return jsonrpc.ID{}, false
-		}
-		v = s
-	} else {
-		f, err := strconv.ParseFloat(string(raw), 64)
-		if err != nil {
-			return jsonrpc.ID{}, false
-		}
-		v = f
-	}
-	id, err := jsonrpc.MakeID(v)
-	return id, err == nil && id.IsValid()
-}
-
-// serveDirectCall answers c: the one tool path under the gateway's
-// admission, then the JSON-RPC response. claim holds the call's id in its
+// serveDirectCall answers c, opened on the tool path as pc: the rest of
+// the path, then the JSON-RPC response. claim holds the call's id in its
 // session until then.
-func (g *Gateway) serveDirectCall(w http.ResponseWriter, r *http.Request, p *project, pr Principal, c *directCall, claim *callClaim) {
+func (g *Gateway) serveDirectCall(w http.ResponseWriter, r *http.Request, pc *pathCall, c *directCall, claim *callClaim) {
+	p := pc.p
 	key := directCallKey{session: c.session.ID(), id: idText(c.id)}
 	// As in the SDK, a dropped connection does not cancel the call (the
 	// transport's rules: only notifications/cancelled does).
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	defer cancel()
 	entry := &cancel
-	p.trackDirectCall(key, entry)
-	defer p.forgetDirectCall(key, entry)
+	p.direct.track(key, entry)
+	defer p.direct.forget(key, entry)
 
-	call := &ToolCall{
-		Principal: pr,
-		Name:      c.params.Name,
-		Arguments: c.params.Arguments,
-		Meta:      c.params.Meta,
-		Session:   c.session,
-		prepaid:   c.params.Name,
-		keepJSON:  true,
-	}
-	res, err := g.admitted(ctx, p.name, key.session, func(ctx context.Context) (mcp.Result, error) {
-		return toMCPResult(g.callTool(ctx, p, call))
-	})
+	pc.take()
+	res, wire, err := pc.finish(ctx, answerEncoded)
 	resp := &jsonrpc.Response{ID: c.id}
 	switch {
-	case err != nil:
-		resp.Error = err
-	case call.resultJSON != nil && res == mcp.Result(call.result):
-		resp.Result = call.resultJSON
+	case err == nil && wire != nil:
+		resp.Result = wire
 	default:
-		ctr, _ := res.(*mcp.CallToolResult)
-		if ctr == nil {
+		res, err = toMCPResult(res, err)
+		if err != nil {
+			resp.Error = err
+			break
+		}
+		if res == nil {
 			resp.Error = &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "the tool path returned no result"}
 			break
 		}
-		resp.Result, err = json.Marshal(normalResult(ctr))
+		resp.Result, err = json.Marshal(normalResult(res))
 		if err != nil {
 			resp.Result, resp.Error = nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "encoding the result: " + err.Error()}
 		}
@@ -165,54 +135,43 @@ func (g *Gateway) serveDirectCall(w http.ResponseWriter, r *http.Request, p *pro
 	writeSSEResponse(w, b)
 }
 
-// normalResult is res as the SDK's server sends it: content is a list,
-// never null.
-func normalResult(res *mcp.CallToolResult) *mcp.CallToolResult {
-	if res.Content != nil {
-		return res
+// directCalls are the cancel funcs of the calls the access layer is
+// answering itself, for notifications/cancelled. (The transport checks
+// refuse a second call under an id in flight in the same session, so a
+// key holds one call; forgetting a call never drops another's.)
+type directCalls struct {
+	mu    sync.Mutex
+	calls map[directCallKey][]*context.CancelFunc
+}
+
+// track registers the cancel func of a call in flight.
+func (d *directCalls) track(k directCallKey, cancel *context.CancelFunc) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.calls == nil {
+		d.calls = map[directCallKey][]*context.CancelFunc{}
 	}
-	r := *res
-	r.Content = []mcp.Content{}
-	return &r
+	d.calls[k] = append(d.calls[k], cancel)
 }
 
-// idText is a request id as JSON, the form notifications/cancelled names it
-// in.
-func idText(id jsonrpc.ID) string {
-	b, _ := json.Marshal(id.Raw())
-	return string(b)
-}
-
-// trackDirectCall registers the cancel func of a call in flight. (The
-// transport checks refuse a second call under an id in flight in the same
-// session, so a key holds one call; forgetting a call never drops
-// another's.)
-func (p *project) trackDirectCall(k directCallKey, cancel *context.CancelFunc) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.directCalls == nil {
-		p.directCalls = map[directCallKey][]*context.CancelFunc{}
-	}
-	p.directCalls[k] = append(p.directCalls[k], cancel)
-}
-
-func (p *project) forgetDirectCall(k directCallKey, cancel *context.CancelFunc) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	rest := slices.DeleteFunc(p.directCalls[k], func(c *context.CancelFunc) bool { return c == cancel })
+// forget drops the cancel func of a call that ended.
+func (d *directCalls) forget(k directCallKey, cancel *context.CancelFunc) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	rest := slices.DeleteFunc(d.calls[k], func(c *context.CancelFunc) bool { return c == cancel })
 	if len(rest) == 0 {
-		delete(p.directCalls, k)
+		delete(d.calls, k)
 	} else {
-		p.directCalls[k] = rest
+		d.calls[k] = rest
 	}
 }
 
-// cancelDirectCall acts on a client's notifications/cancelled in body:
-// when it names a call of session sid that the access layer is answering,
-// that call is cancelled (and the upstream told, as for any cancelled
-// call). The notification then goes on to the SDK, which ignores ids it
-// does not know.
-func (p *project) cancelDirectCall(sid string, body []byte) {
+// cancel acts on a client's notifications/cancelled in body: when it names
+// a call of session sid that the access layer is answering, that call is
+// cancelled (and the upstream told, as for any cancelled call). The
+// notification then goes on to the SDK, which ignores ids it does not
+// know.
+func (d *directCalls) cancel(sid string, body []byte) {
 	if sid == "" {
 		return
 	}
@@ -228,9 +187,9 @@ func (p *project) cancelDirectCall(sid string, body []byte) {
 	if !ok {
 		return
 	}
-	p.mu.Lock()
-	calls := slices.Clone(p.directCalls[directCallKey{session: sid, id: idText(id)}])
-	p.mu.Unlock()
+	d.mu.Lock()
+	calls := slices.Clone(d.calls[directCallKey{session: sid, id: idText(id)}])
+	d.mu.Unlock()
 	for _, cancel := range calls {
 		(*cancel)()
 	}

@@ -92,7 +92,7 @@ func (p *project) checkTransport(r *http.Request, pr Principal) (*session, *tran
 		if sid == "" {
 			return nil, nil // a new session
 		}
-		s, ref := p.lookupSession(sid, pr)
+		s, ref := p.sessions.lookup(sid, pr)
 		if ref != nil {
 			return nil, ref
 		}
@@ -107,7 +107,7 @@ func (p *project) checkTransport(r *http.Request, pr Principal) (*session, *tran
 		if sid == "" {
 			return nil, &transportRefusal{status: http.StatusBadRequest, text: "Bad Request: GET requires an Mcp-Session-Id header"}
 		}
-		s, ref := p.lookupSession(sid, pr)
+		s, ref := p.sessions.lookup(sid, pr)
 		if ref != nil {
 			return nil, ref
 		}
@@ -124,7 +124,7 @@ func (p *project) checkTransport(r *http.Request, pr Principal) (*session, *tran
 		if sid == "" {
 			return nil, &transportRefusal{status: http.StatusBadRequest, text: "Bad Request: DELETE requires an Mcp-Session-Id header"}
 		}
-		return p.lookupSession(sid, pr)
+		return p.sessions.lookup(sid, pr)
 	default:
 		return nil, &transportRefusal{status: http.StatusMethodNotAllowed, text: "Method Not Allowed", allow: "GET, POST, DELETE"}
 	}
@@ -190,12 +190,21 @@ type session struct {
 	streams atomic.Int32
 }
 
-// lookupSession returns the open session sid, or the SDK's refusal: 404
-// for a session it does not hold, 403 for one another key opened.
-func (p *project) lookupSession(sid string, pr Principal) (*session, *transportRefusal) {
-	p.sessMu.Lock()
-	s := p.sessions[sid]
-	p.sessMu.Unlock()
+// sessions are the open HTTP sessions of a project's MCP server by id,
+// and their number by the key that opened them
+// (limits.maxSessionsPerKey).
+type sessions struct {
+	mu     sync.Mutex
+	byID   map[string]*session
+	perKey map[string]int
+}
+
+// lookup returns the open session sid, or the SDK's refusal: 404 for a
+// session it does not hold, 403 for one another key opened.
+func (ss *sessions) lookup(sid string, pr Principal) (*session, *transportRefusal) {
+	ss.mu.Lock()
+	s := ss.byID[sid]
+	ss.mu.Unlock()
 	if s == nil {
 		return nil, &transportRefusal{status: http.StatusNotFound, text: "session not found"}
 	}
@@ -205,52 +214,52 @@ func (p *project) lookupSession(sid string, pr Principal) (*session, *transportR
 	return s, nil
 }
 
-// addSession records an initialized session of the SDK, opened with key,
-// until it closes.
-func (p *project) addSession(ss *mcp.ServerSession, key string) {
-	id := ss.ID()
+// add records an initialized session of the SDK, opened with key, until
+// it closes.
+func (ss *sessions) add(sdk *mcp.ServerSession, key string) {
+	id := sdk.ID()
 	if id == "" {
 		return // not an HTTP session (stdio)
 	}
-	p.sessMu.Lock()
-	if p.sessions[id] != nil {
-		p.sessMu.Unlock()
+	ss.mu.Lock()
+	if ss.byID[id] != nil {
+		ss.mu.Unlock()
 		return
 	}
-	s := &session{id: id, ss: ss, key: key, calls: map[string]bool{}}
-	if p.sessions == nil {
-		p.sessions = map[string]*session{}
-		p.keySessions = map[string]int{}
+	s := &session{id: id, ss: sdk, key: key, calls: map[string]bool{}}
+	if ss.byID == nil {
+		ss.byID = map[string]*session{}
+		ss.perKey = map[string]int{}
 	}
-	p.sessions[id] = s
-	p.keySessions[key]++
-	p.sessMu.Unlock()
+	ss.byID[id] = s
+	ss.perKey[key]++
+	ss.mu.Unlock()
 	go func() {
-		_ = ss.Wait()
-		p.forgetSession(s)
+		_ = sdk.Wait()
+		ss.forget(s)
 	}()
 }
 
-// forgetSession drops s once it is closed (at once for a DELETE, which
-// closes it before it answers, so that the next request of that id is
-// refused here as by the SDK).
-func (p *project) forgetSession(s *session) {
-	p.sessMu.Lock()
-	defer p.sessMu.Unlock()
-	if p.sessions[s.id] != s {
+// forget drops s once it is closed (at once for a DELETE, which closes it
+// before it answers, so that the next request of that id is refused here
+// as by the SDK).
+func (ss *sessions) forget(s *session) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.byID[s.id] != s {
 		return
 	}
-	delete(p.sessions, s.id)
-	if p.keySessions[s.key]--; p.keySessions[s.key] <= 0 {
-		delete(p.keySessions, s.key)
+	delete(ss.byID, s.id)
+	if ss.perKey[s.key]--; ss.perKey[s.key] <= 0 {
+		delete(ss.perKey, s.key)
 	}
 }
 
-// sessionsOf counts the open sessions of key.
-func (p *project) sessionsOf(key string) int {
-	p.sessMu.Lock()
-	defer p.sessMu.Unlock()
-	return p.keySessions[key]
+// of counts the open sessions of key.
+func (ss *sessions) of(key string) int {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.perKey[key]
 }
 
 // callClaim holds the request ids of one POST's calls in their session
@@ -406,10 +415,6 @@ func claimable(r *http.Request, msg *rpcMessage) bool {
 	return v < versionNoBatch
 }
 
-// tokenClaim is where a POST's callClaim travels to the MCP middleware, in
-// the request's TokenInfo.
-const tokenClaim = "toolgate.claim"
-
 // trackSessions is the MCP middleware that records each session once it
 // is initialized, and tells a POST's callClaim when the SDK's handlers of
 // its requests start and end.
@@ -418,18 +423,15 @@ func (p *project) trackSessions(next mcp.MethodHandler) mcp.MethodHandler {
 		if strings.HasPrefix(method, "notifications/") {
 			return next(ctx, method, req)
 		}
-		extra := req.GetExtra()
-		if extra != nil && extra.TokenInfo != nil {
-			if c, ok := extra.TokenInfo.Extra[tokenClaim].(*callClaim); ok {
-				c.handlerStarted()
-				defer c.handlerEnded()
-			}
+		gr := requestOf(req.GetExtra())
+		if gr != nil && gr.claim != nil {
+			gr.claim.handlerStarted()
+			defer gr.claim.handlerEnded()
 		}
 		res, err := next(ctx, method, req)
 		if method == "initialize" && err == nil {
 			if ss, ok := req.GetSession().(*mcp.ServerSession); ok && ss != nil {
-				pr, _ := principalFrom(extra, p.name)
-				p.addSession(ss, pr.KeyID)
+				p.sessions.add(ss, gr.principal(p.name).KeyID)
 			}
 		}
 		return res, err

@@ -13,7 +13,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
-	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/toolgate/toolgate/callerr"
 )
 
 // JSON-RPC error codes of work refused because the gateway is saturated or
@@ -22,12 +23,6 @@ import (
 const (
 	codeOverloaded   = -32030
 	codeShuttingDown = -32031
-)
-
-// Codes of a CallError for the same refusals.
-const (
-	CodeOverloaded   = "overloaded"
-	CodeShuttingDown = "shutting_down"
 )
 
 // Retry hints of the refusals: a slot frees when any call ends, and a
@@ -62,8 +57,9 @@ type lifecycle struct {
 }
 
 type callEntry struct {
-	cancel  context.CancelCauseFunc
 	session string
+	cancel  context.CancelCauseFunc // once bound (slot.bind)
+	cut     bool                    // cancelAll came before bind
 }
 
 type streamEntry struct {
@@ -80,23 +76,23 @@ type refusal struct {
 }
 
 func overloaded(limit int) *refusal {
-	return &refusal{code: codeOverloaded, callCode: CodeOverloaded, retryAfter: overloadRetryAfter,
+	return &refusal{code: codeOverloaded, callCode: callerr.Overloaded, retryAfter: overloadRetryAfter,
 		message: fmt.Sprintf("the gateway is handling %d tool calls, its limit (limits.maxInFlightCalls); retry after %d ms", limit, retryMs(overloadRetryAfter))}
 }
 
 func shuttingDown() *refusal {
-	return &refusal{code: codeShuttingDown, callCode: CodeShuttingDown, retryAfter: drainRetryAfter,
+	return &refusal{code: codeShuttingDown, callCode: callerr.ShuttingDown, retryAfter: drainRetryAfter,
 		message: fmt.Sprintf("the gateway is shutting down and takes no new work; retry after %d ms", retryMs(drainRetryAfter))}
 }
 
 // rpcError is the refusal as a JSON-RPC error for an MCP session.
 func (r *refusal) rpcError() *jsonrpc.Error {
-	return retryableError(r.code, &CallError{Code: r.callCode, Message: r.message, RetryAfter: r.retryAfter})
+	return retryableError(r.code, &callerr.Error{Code: r.callCode, Message: r.message, RetryAfter: r.retryAfter})
 }
 
-// retryableError is a refused CallError as a JSON-RPC error with its
+// retryableError is a refused call's error as a JSON-RPC error with its
 // retry hint.
-func retryableError(code int, ce *CallError) *jsonrpc.Error {
+func retryableError(code int, ce *callerr.Error) *jsonrpc.Error {
 	data, _ := json.Marshal(map[string]any{"retryAfterMs": retryMs(ce.RetryAfter)})
 	return &jsonrpc.Error{Code: int64(code), Message: ce.Message, Data: data}
 }
@@ -109,15 +105,6 @@ func (r *refusal) writeHTTP(w http.ResponseWriter) {
 	rpcError(w, http.StatusServiceUnavailable, r.code, r.message, map[string]any{"retryAfterMs": retryMs(r.retryAfter)})
 }
 
-// check says whether a new call would be refused now, without taking a
-// slot: the HTTP layer's early answer, before the request reaches the MCP
-// SDK. begin decides.
-func (l *lifecycle) check(limit int) *refusal {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.refuseLocked(limit)
-}
-
 func (l *lifecycle) refuseLocked(limit int) *refusal {
 	if l.draining {
 		return shuttingDown()
@@ -128,44 +115,82 @@ func (l *lifecycle) refuseLocked(limit int) *refusal {
 	return nil
 }
 
-// begin admits one call of session (its id; "" for none): it takes a slot
-// and returns the call's context, which a shutdown cancels once its grace
-// period is over, and the func that gives the slot back.
-func (l *lifecycle) begin(ctx context.Context, limit int, session string) (context.Context, func(), *refusal) {
+// slot is one call's admission: its place among the calls in flight. The
+// zero slot is none (a call that runs in another's: a script's).
+type slot struct {
+	l  *lifecycle
+	id uint64
+}
+
+// take admits one call of session (its id; "" for none) if the gateway
+// takes new work and has fewer than limit calls in flight (0: no limit).
+func (l *lifecycle) take(limit int, session string) (slot, *refusal) {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	if r := l.refuseLocked(limit); r != nil {
-		l.mu.Unlock()
-		return nil, nil, r
+		return slot{}, r
 	}
-	ctx, cancel := context.WithCancelCause(ctx)
 	if l.calls == nil {
 		l.calls = map[uint64]callEntry{}
 		l.sessionCalls = map[string]int{}
 	}
 	l.seq++
-	id := l.seq
-	l.calls[id] = callEntry{cancel, session}
+	l.calls[l.seq] = callEntry{session: session}
 	l.sessionCalls[session]++
-	l.mu.Unlock()
-	return ctx, func() {
+	return slot{l, l.seq}, nil
+}
+
+// held reports whether s is a slot.
+func (s slot) held() bool { return s.l != nil }
+
+// bind returns the context the call runs under: ctx, cancelled with cause
+// errShutdown when a shutdown's grace period is over.
+func (s slot) bind(ctx context.Context) context.Context {
+	if s.l == nil {
+		return ctx
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	s.l.mu.Lock()
+	e, ok := s.l.calls[s.id]
+	e.cancel = cancel
+	if ok {
+		s.l.calls[s.id] = e
+	}
+	s.l.mu.Unlock()
+	switch {
+	case !ok: // given back already: nothing to run
 		cancel(nil)
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		if _, ok := l.calls[id]; !ok {
-			return
-		}
-		delete(l.calls, id)
-		if l.sessionCalls[session]--; l.sessionCalls[session] <= 0 {
-			delete(l.sessionCalls, session)
+	case e.cut:
+		cancel(errShutdown)
+	}
+	return ctx
+}
+
+// done gives the slot back; a second call does nothing.
+func (s slot) done() {
+	if s.l == nil {
+		return
+	}
+	l := s.l
+	l.mu.Lock()
+	e, ok := l.calls[s.id]
+	if ok {
+		delete(l.calls, s.id)
+		if l.sessionCalls[e.session]--; l.sessionCalls[e.session] <= 0 {
+			delete(l.sessionCalls, e.session)
 			if l.draining {
-				l.closeStreamsLocked(session)
+				l.closeStreamsLocked(e.session)
 			}
 		}
 		if len(l.calls) == 0 && l.idle != nil {
 			close(l.idle)
 			l.idle = nil
 		}
-	}, nil
+	}
+	l.mu.Unlock()
+	if ok && e.cancel != nil {
+		e.cancel(nil)
+	}
 }
 
 // stream registers an event stream (a session's GET) so that a drain can
@@ -230,12 +255,21 @@ func (l *lifecycle) drain(reconnectAfter time.Duration) <-chan struct{} {
 // how many there were.
 func (l *lifecycle) cancelAll() int {
 	l.mu.Lock()
-	calls := slices.Collect(maps.Values(l.calls))
-	l.mu.Unlock()
-	for _, c := range calls {
-		c.cancel(errShutdown)
+	n := len(l.calls)
+	var cancels []context.CancelCauseFunc
+	for id, c := range l.calls {
+		if c.cancel == nil {
+			c.cut = true // cancelled as it binds
+			l.calls[id] = c
+			continue
+		}
+		cancels = append(cancels, c.cancel)
 	}
-	return len(calls)
+	l.mu.Unlock()
+	for _, cancel := range cancels {
+		cancel(errShutdown)
+	}
+	return n
 }
 
 func (l *lifecycle) isDraining() bool {
@@ -250,53 +284,28 @@ func (l *lifecycle) inFlight() int {
 	return len(l.calls)
 }
 
-// admitCalls is the MCP middleware that admits each tools/call (direct
-// tools and Code Mode alike, over HTTP or stdio): past
-// limits.maxInFlightCalls, or once a shutdown began, the call is refused
-// with a retryable JSON-RPC error; an admitted call runs under a context
-// that a shutdown cancels when its grace period ends.
-func (g *Gateway) admitCalls(next mcp.MethodHandler) mcp.MethodHandler {
-	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
-		if method != "tools/call" {
-			return next(ctx, method, req)
-		}
-		session := ""
-		if ss, ok := req.GetSession().(*mcp.ServerSession); ok && ss != nil {
-			session = ss.ID()
-		}
-		return g.admitted(ctx, projectOf(req), session, func(ctx context.Context) (mcp.Result, error) {
-			return next(ctx, method, req)
-		})
-	}
-}
-
-// admitted runs call, one tools/call of session (its id; "" for none), if
-// the gateway admits it now, under a context that a shutdown cancels once
-// its grace period is over.
-func (g *Gateway) admitted(ctx context.Context, project, session string, call func(context.Context) (mcp.Result, error)) (mcp.Result, error) {
-	ctx, done, r := g.life.begin(ctx, g.accessPolicy().maxInFlight, session)
+// admit is the admission step of the tool path, and of the other requests
+// that reach an upstream (handlers.go): past limits.maxInFlightCalls, or
+// once a shutdown began, the work is refused with a retryable error (and
+// counted); admitted work holds a slot until it ends, and runs under a
+// context that a shutdown cancels when its grace period ends (slot.bind,
+// shutdownCut).
+func (g *Gateway) admit(project, session string) (slot, *refusal) {
+	s, r := g.life.take(g.accessPolicy().maxInFlight, session)
 	if r != nil {
 		g.refused(project, r)
-		return nil, r.rpcError()
 	}
-	defer done()
-	res, err := call(ctx)
-	if context.Cause(ctx) == errShutdown {
-		// The call was cancelled (and recorded as such) because the
-		// grace period ended; say so rather than "context canceled".
-		return nil, &jsonrpc.Error{Code: codeShuttingDown, Message: "cancelled: " + errShutdown.Error()}
-	}
-	return res, err
+	return s, r
 }
 
-// projectOf names the project of a request for metrics.
-func projectOf(req mcp.Request) string {
-	if ctr, ok := req.(*mcp.CallToolRequest); ok && ctr.Extra != nil && ctr.Extra.TokenInfo != nil {
-		if pr, ok := ctr.Extra.TokenInfo.Extra[tokenPrincipal].(Principal); ok {
-			return pr.Project
-		}
+// shutdownCut is the answer to admitted work whose context (bound to its
+// slot) a shutdown cancelled because the grace period ended, rather than
+// "context canceled"; nil for other work.
+func shutdownCut(ctx context.Context) error {
+	if context.Cause(ctx) == errShutdown {
+		return &jsonrpc.Error{Code: codeShuttingDown, Message: "cancelled: " + errShutdown.Error()}
 	}
-	return ""
+	return nil
 }
 
 // refused counts and logs a refusal.
@@ -362,10 +371,7 @@ func (g *Gateway) Abort() {
 	ps := slices.Collect(maps.Values(g.projects))
 	g.mu.RUnlock()
 	for _, p := range ps {
-		p.mu.Lock()
-		ups := slices.Collect(maps.Values(p.setup.upstreams))
-		p.mu.Unlock()
-		for _, u := range ups {
+		for _, u := range p.reg.upstreams() {
 			u.mu.Lock()
 			c := u.conn
 			u.mu.Unlock()

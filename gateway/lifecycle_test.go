@@ -8,34 +8,44 @@ import (
 	"testing"
 	"time"
 
+	"github.com/toolgate/toolgate/callerr"
 	"github.com/toolgate/toolgate/internal/config"
 )
 
+// begin admits a call as the tool path does: a slot, and the context the
+// call runs under.
+func begin(l *lifecycle, ctx context.Context, limit int, session string) (context.Context, func(), *refusal) {
+	s, r := l.take(limit, session)
+	if r != nil {
+		return nil, nil, r
+	}
+	return s.bind(ctx), s.done, nil
+}
+
 func TestLifecycleAdmission(t *testing.T) {
 	var l lifecycle
-	_, done1, r := l.begin(context.Background(), 2, "")
+	_, done1, r := begin(&l, context.Background(), 2, "")
 	if r != nil {
 		t.Fatalf("first call refused: %v", r.message)
 	}
-	_, done2, r := l.begin(context.Background(), 2, "")
+	_, done2, r := begin(&l, context.Background(), 2, "")
 	if r != nil {
 		t.Fatalf("second call refused: %v", r.message)
 	}
-	if r := l.check(2); r == nil || r.code != codeOverloaded {
-		t.Fatalf("check at the cap = %v, want overloaded", r)
-	}
-	if _, _, r := l.begin(context.Background(), 2, ""); r == nil || r.callCode != CodeOverloaded || r.retryAfter <= 0 {
+	if _, _, r := begin(&l, context.Background(), 2, ""); r == nil || r.callCode != callerr.Overloaded || r.retryAfter <= 0 {
 		t.Fatalf("third call = %v, want overloaded with a retry hint", r)
 	}
-	_, done3, r := l.begin(context.Background(), 0, "")
+	_, done3, r := begin(&l, context.Background(), 0, "")
 	if r != nil {
 		t.Fatalf("a cap of 0 means none, got %v", r.message)
 	}
 	done3()
 	done1()
 	done1() // twice is harmless
-	if r := l.check(2); r != nil {
+	if _, done, r := begin(&l, context.Background(), 2, ""); r != nil {
 		t.Fatalf("after one call ended: %v", r.message)
+	} else {
+		done()
 	}
 	if n := l.inFlight(); n != 1 {
 		t.Fatalf("in flight = %d, want 1", n)
@@ -47,7 +57,7 @@ func TestLifecycleAdmission(t *testing.T) {
 		t.Fatal("idle with a call in flight")
 	default:
 	}
-	if _, _, r := l.begin(context.Background(), 0, ""); r == nil || r.code != codeShuttingDown {
+	if _, _, r := begin(&l, context.Background(), 0, ""); r == nil || r.code != codeShuttingDown {
 		t.Fatalf("call while draining = %v, want shutting down", r)
 	}
 	if _, _, r := l.stream(context.Background(), ""); r == nil || r.code != codeShuttingDown {
@@ -73,7 +83,7 @@ func TestLifecycleDrainClosesStreamsAndCancelsCalls(t *testing.T) {
 		t.Fatal(r.message)
 	}
 	defer release()
-	cctx, done, r := l.begin(context.Background(), 0, "b")
+	cctx, done, r := begin(&l, context.Background(), 0, "b")
 	if r != nil {
 		t.Fatal(r.message)
 	}
@@ -94,6 +104,29 @@ func TestLifecycleDrainClosesStreamsAndCancelsCalls(t *testing.T) {
 	<-idle
 }
 
+// A call admitted before a shutdown's grace period ended but not yet
+// running (the access layer admits a call before the MCP SDK hands it to
+// its handler) runs cancelled.
+func TestLifecycleCancelBeforeBind(t *testing.T) {
+	var l lifecycle
+	s, r := l.take(0, "")
+	if r != nil {
+		t.Fatal(r.message)
+	}
+	l.drain(time.Minute)
+	if n := l.cancelAll(); n != 1 {
+		t.Errorf("cancelAll = %d, want 1", n)
+	}
+	ctx := s.bind(context.Background())
+	if !errors.Is(context.Cause(ctx), errShutdown) {
+		t.Errorf("cause = %v, want errShutdown", context.Cause(ctx))
+	}
+	s.done()
+	if n := l.inFlight(); n != 0 {
+		t.Errorf("in flight = %d, want 0", n)
+	}
+}
+
 // The event stream of a session with a call in flight stays open through
 // the drain until that call ends: the call's progress and relayed requests
 // travel on it. The streams of idle sessions close at once.
@@ -103,8 +136,8 @@ func TestLifecycleStreamsOfBusySessions(t *testing.T) {
 	defer releaseBusy()
 	idle, releaseIdle, _ := l.stream(context.Background(), "idle")
 	defer releaseIdle()
-	_, done, _ := l.begin(context.Background(), 0, "busy")
-	_, doneOther, _ := l.begin(context.Background(), 0, "busy")
+	_, done, _ := begin(&l, context.Background(), 0, "busy")
+	_, doneOther, _ := begin(&l, context.Background(), 0, "busy")
 	l.drain(time.Minute)
 	if idle.Err() == nil {
 		t.Error("the stream of an idle session is open after drain")
@@ -129,7 +162,7 @@ func TestGatewayShutdown(t *testing.T) {
 	t.Run("calls finish", func(t *testing.T) {
 		g := New(&config.Config{}, quiet)
 		t.Cleanup(g.Close)
-		_, done, _ := g.life.begin(context.Background(), 0, "")
+		_, done, _ := begin(&g.life, context.Background(), 0, "")
 		time.AfterFunc(50*time.Millisecond, done)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
@@ -143,7 +176,7 @@ func TestGatewayShutdown(t *testing.T) {
 	t.Run("calls cancelled at the deadline", func(t *testing.T) {
 		g := New(&config.Config{}, quiet)
 		t.Cleanup(g.Close)
-		cctx, done, _ := g.life.begin(context.Background(), 0, "")
+		cctx, done, _ := begin(&g.life, context.Background(), 0, "")
 		go func() { <-cctx.Done(); done() }()
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
@@ -157,19 +190,21 @@ func TestGatewayShutdown(t *testing.T) {
 	})
 }
 
-// BenchmarkAdmitCall measures what admitCalls adds to every tools/call:
-// taking a slot with its cancellable context, and giving it back.
+// BenchmarkAdmitCall measures what admission adds to every tools/call:
+// taking a slot, binding the call's cancellable context to it, and giving
+// it back.
 func BenchmarkAdmitCall(b *testing.B) {
 	var l lifecycle
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			_, done, r := l.begin(ctx, 256, "s")
+			s, r := l.take(256, "s")
 			if r != nil {
 				b.Fatal(r.message)
 			}
-			done()
+			_ = s.bind(ctx)
+			s.done()
 		}
 	})
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/toolgate/toolgate/bindings"
+	"github.com/toolgate/toolgate/callerr"
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/policy/audit"
 )
@@ -96,16 +97,16 @@ func TestRefusalsFailClosed(t *testing.T) {
 		g, auditPath := codeModeFixture(t, "")
 		breakAudit(t, auditPath)
 		_, err := g.CallTool(ctx, &ToolCall{Principal: Principal{Project: config.DefaultProject}, Name: "demo__hidden", Arguments: json.RawMessage(`{}`)})
-		if ce, ok := err.(*CallError); !ok || ce.Code != CodeUnavailable {
+		if ce, ok := err.(*callerr.Error); !ok || ce.Code != callerr.Unavailable {
 			t.Fatalf("a refusal that cannot be audited = %v, want an unavailable error", err)
 		}
 	})
 	t.Run("script", func(t *testing.T) {
 		g, auditPath := codeModeFixture(t, "")
 		breakAudit(t, auditPath)
-		tc := &scriptCaller{g: g, p: g.project(config.DefaultProject), pr: Principal{Project: config.DefaultProject}, execID: "x1"}
+		tc := &scriptCaller{p: g.project(config.DefaultProject), pr: Principal{Project: config.DefaultProject}, execID: "x1"}
 		_, err := bindings.Invoke(ctx, tc, "demo__hidden", []byte(`{}`))
-		if be := bindings.AsCallError(err); be == nil || be.Code != CodeUnavailable {
+		if be := bindings.AsCallError(err); be == nil || be.Code != callerr.Unavailable {
 			t.Fatalf("a script's refusal that cannot be audited = %v, want code unavailable", err)
 		}
 	})

@@ -278,14 +278,14 @@ var pinInterval = 2 * time.Second
 // A changed definition raises tools.changed once; with
 // quarantineChangedTools the tool is taken out of reg until approved, and
 // a problem line says so.
-func (g *Gateway) checkPins(project string, reg registry) []string {
+func (g *Gateway) checkPins(project string, rs routes) []string {
 	if g.pins == nil {
 		return nil
 	}
 	quarantine := g.Config().QuarantineChangedTools
 	now := time.Now().UTC()
 	var problems []string
-	for name, r := range reg.tools {
+	for name, r := range rs.tools {
 		def := *r.def.(*mcp.Tool)
 		def.Name = r.upstream
 		key := PinKey(project, r.up.cfg.Name, r.upstream)
@@ -303,7 +303,7 @@ func (g *Gateway) checkPins(project string, reg registry) []string {
 			_ = g.emit(ev)
 		}
 		if quarantine && (res == PinChanged || res == PinPending) {
-			delete(reg.tools, name)
+			delete(rs.tools, name)
 			problems = append(problems, fmt.Sprintf("tool %s is quarantined: its definition changed; review it and run `toolgate tools approve %s`", name, key))
 		}
 	}
@@ -328,9 +328,7 @@ func (g *Gateway) watchPins(stop <-chan struct{}) {
 			ps := slices.Collect(maps.Values(g.projects))
 			g.mu.RUnlock()
 			for _, p := range ps {
-				p.syncMu.Lock()
-				p.rebuildLocked()
-				p.syncMu.Unlock()
+				p.reg.rebuild()
 			}
 		}
 	}

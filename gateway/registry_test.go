@@ -184,11 +184,11 @@ func TestResourceAndPromptFilters(t *testing.T) {
 		t.Errorf("prompts (-want +got):\n%s", diff)
 	}
 	// A concrete URI that a template matches is still filtered.
-	p := &project{reg: reg}
-	if r := p.resourceRoute("file:///secret-plans"); r != nil {
+	r := &registry{routes: reg}
+	if rt := r.resourceRoute("file:///secret-plans"); rt != nil {
 		t.Error("a denied URI is reachable through a template")
 	}
-	if r := p.resourceRoute("file:///notes"); r == nil {
+	if rt := r.resourceRoute("file:///notes"); rt == nil {
 		t.Error("an allowed URI is not reachable through its template")
 	}
 }

@@ -273,9 +273,9 @@ func TestRelayedRequestWaitsForTheEventStream(t *testing.T) {
 	}
 	closeGet()
 	p := g.project(config.DefaultProject)
-	p.sessMu.Lock()
-	s := p.sessions[sid]
-	p.sessMu.Unlock()
+	p.sessions.mu.Lock()
+	s := p.sessions.byID[sid]
+	p.sessions.mu.Unlock()
 	for deadline := time.Now().Add(10 * time.Second); s.streams.Load() != 0; {
 		if time.Now().After(deadline) {
 			t.Fatal("the event stream did not close")

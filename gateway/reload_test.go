@@ -23,7 +23,7 @@ func TestToolListNeverHalfApplied(t *testing.T) {
 	a := fakeSetupWith(t, nil, tools, &config.Server{Name: "s", AllowedToolsGlob: []string{"a", "b"}})
 	b := fakeSetupWith(t, nil, tools, &config.Server{Name: "s", AllowedToolsGlob: []string{"c", "d"}})
 	b.upstreams["s"] = a.upstreams["s"] // one upstream: only the filter changes
-	p.commit(a)
+	p.reg.commit(a)
 
 	ctx := context.Background()
 	cs := connectInMemory(t, p.server)
@@ -37,7 +37,7 @@ func TestToolListNeverHalfApplied(t *testing.T) {
 				return
 			default:
 			}
-			p.commit([]setup{a, b}[i%2])
+			p.reg.commit([]setup{a, b}[i%2])
 		}
 	})
 	wantA, wantB := []string{"s__a", "s__b"}, []string{"s__c", "s__d"}

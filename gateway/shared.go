@@ -1,9 +1,6 @@
 package gateway
 
 import (
-	"fmt"
-	"net/http"
-
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/toolgate/toolgate/policy/audit"
@@ -21,24 +18,6 @@ type sharedLimiter interface {
 	Healthy() error
 	// Failures counts the decisions the store did not answer.
 	Failures() int64
-}
-
-// limiterUnavailable is the refusal of a call whose rate limits could not
-// be checked: retryable, like a saturated gateway.
-func limiterUnavailable(err error) *CallError {
-	return &CallError{Code: CodeOverloaded, RetryAfter: overloadRetryAfter,
-		Message: fmt.Sprintf("rate limits cannot be checked now (the shared rate-limit store does not answer); retry after %d ms", retryMs(overloadRetryAfter))}
-}
-
-// refuseUnavailable answers, at the HTTP layer, a tools/call refused by
-// limiterUnavailable: 503 with Retry-After and -32030, audited as a
-// ratelimit.hit with outcome "overloaded".
-func refuseUnavailable(g *Gateway, w http.ResponseWriter, project string, pr Principal, tool string, ce *CallError) {
-	_ = g.emit(&audit.Event{Type: audit.EventRateLimitHit, Project: project, KeyID: pr.KeyID, ClientIP: pr.ClientIP,
-		Tool: tool, Decision: "deny", Outcome: CodeOverloaded, Error: ce.Message})
-	r := &refusal{code: codeOverloaded, callCode: CodeOverloaded, message: ce.Message, retryAfter: ce.RetryAfter}
-	g.refused(project, r)
-	r.writeHTTP(w)
 }
 
 // StoreStateChanged records that a shared store (named by store: "redis",

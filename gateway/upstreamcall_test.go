@@ -19,6 +19,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/toolgate/toolgate/callerr"
 	"github.com/toolgate/toolgate/internal/config"
 	"github.com/toolgate/toolgate/policy/apikey"
 )
@@ -271,8 +272,8 @@ func TestStreamCallerFailures(t *testing.T) {
 					t.Fatalf("err = %v, want JSON-RPC error %d", err, tc.rpcCode)
 				}
 			} else {
-				var ce *CallError
-				if !errors.As(err, &ce) || ce.Code != CodeUnavailable || !strings.Contains(ce.Message, tc.want) {
+				var ce *callerr.Error
+				if !errors.As(err, &ce) || ce.Code != callerr.Unavailable || !strings.Contains(ce.Message, tc.want) {
 					t.Fatalf("result %+v, err %v; want an unavailable error with %q", res, err, tc.want)
 				}
 			}

@@ -9,6 +9,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/toolgate/toolgate/bindings"
+	"github.com/toolgate/toolgate/callerr"
 )
 
 // toolCallerFunc adapts a function to bindings.ToolCaller.
@@ -40,7 +41,7 @@ func FuzzBindings(f *testing.F) {
 		full := server + "__" + name
 		tc := toolCallerFunc(func(context.Context, string, json.RawMessage) (*mcp.CallToolResult, error) {
 			if errCode != "" || errMsg != "" {
-				return nil, &bindings.CallError{Code: errCode, Message: errMsg}
+				return nil, &callerr.Error{Code: errCode, Message: errMsg}
 			}
 			res := &mcp.CallToolResult{IsError: isError, Content: []mcp.Content{&mcp.TextContent{Text: text}}}
 			if structured != nil {
@@ -48,16 +49,7 @@ func FuzzBindings(f *testing.F) {
 			}
 			return res, nil
 		})
-		caller := func(ctx context.Context, name string, args []byte) ([]byte, error) {
-			v, err := bindings.Invoke(ctx, tc, name, args)
-			if err != nil {
-				if be := bindings.AsCallError(err); be != nil {
-					return nil, &CallError{Code: be.Code, Message: be.Message}
-				}
-				return nil, err
-			}
-			return v, nil
-		}
+		caller := bindings.Bridge(tc)
 		quote := func(s string) string { b, _ := json.Marshal(s); return string(b) }
 		script := `
 const before = Object.getOwnPropertyNames(Object.prototype).join();
@@ -107,7 +99,7 @@ return out;`
 			if !*got.IsError || code == "" {
 				t.Fatalf("%s rejected with %+v: not an Error with a code", how, got)
 			}
-			if how == "callTool" && isError && errCode == "" && errMsg == "" && code != bindings.CodeToolError {
+			if how == "callTool" && isError && errCode == "" && errMsg == "" && code != callerr.ToolError {
 				t.Fatalf("a result with isError rejected with code %q", code)
 			}
 		}

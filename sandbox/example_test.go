@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/toolgate/toolgate/callerr"
 	"github.com/toolgate/toolgate/sandbox"
 )
 
@@ -29,7 +30,7 @@ func ExampleEngine_Run() {
 		if name == "add" {
 			return []byte(`{"sum": 5}`), nil
 		}
-		return nil, &sandbox.CallError{Code: "not_found", Message: "no tool " + name}
+		return nil, &callerr.Error{Code: callerr.NotFound, Message: "no tool " + name}
 	}
 	res, err := engine.Run(ctx, &sandbox.Request{
 		Code: `

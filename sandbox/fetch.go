@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/toolgate/toolgate/callerr"
 	"github.com/toolgate/toolgate/internal/clip"
 )
 
@@ -40,7 +41,7 @@ type FetchPolicy struct {
 	// BeforeRequest, when set, is called once per request (redirects
 	// excluded) whose URL passed the scheme and AllowHosts rules, before
 	// anything is dialled: the place for rate limits. An error refuses the
-	// request: a *CallError rejects the fetch with its code, message and
+	// request: a *callerr.Error rejects the fetch with its code, message and
 	// retryAfterMs; any other error rejects it with code "denied". A request
 	// it refuses is not reported to OnRequest: BeforeRequest records its own
 	// refusals. It may be called concurrently.
@@ -108,11 +109,11 @@ func (x *execution) doFetch(op hostOp) hostDone {
 	}
 	if err == nil && p.BeforeRequest != nil {
 		if err := p.before(x.ctx, fr.Method, host); err != nil {
-			var ce *CallError
+			var ce *callerr.Error
 			if !errors.As(err, &ce) {
-				ce = &CallError{Code: "denied", Message: err.Error()}
+				ce = &callerr.Error{Code: callerr.Denied, Message: err.Error()}
 			}
-			return hostDone{set: rejectWith(op.id, &CallError{Code: ce.Code, Message: "fetch " + clip.Text(fr.URL, maxURLInMessage) + ": " + ce.Message, RetryAfterMs: ce.RetryAfterMs})}
+			return hostDone{set: rejectWith(op.id, &callerr.Error{Code: ce.Code, Message: "fetch " + clip.Text(fr.URL, maxURLInMessage) + ": " + ce.Message, RetryAfter: ce.RetryAfter})}
 		}
 	}
 	var resp *fetchResponse
@@ -131,15 +132,15 @@ func (x *execution) doFetch(op hostOp) hostDone {
 		}()
 	}
 	if err != nil {
-		code := "fetch_error"
+		code := callerr.FetchError
 		var le *limitError
 		switch {
 		case errors.Is(err, errBlocked):
-			code = "denied"
+			code = callerr.Denied
 		case errors.As(err, &le):
-			code = "limit"
+			code = callerr.Limit
 		case x.ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded):
-			code = "timeout"
+			code = callerr.Timeout
 		}
 		return hostDone{set: reject(op.id, code, "fetch "+clip.Text(fr.URL, maxURLInMessage)+": "+clip.Text(err.Error(), 4*maxURLInMessage))}
 	}

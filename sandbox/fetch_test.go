@@ -11,8 +11,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/toolgate/toolgate/callerr"
 )
 
 func TestFetch(t *testing.T) {
@@ -116,7 +119,7 @@ func TestFetchBeforeRequest(t *testing.T) {
 				case len(checked) <= allowed:
 					return nil
 				case len(checked) == allowed+1:
-					return &CallError{Code: "rate_limited", Message: "rate limit exceeded; retry after 250 ms", RetryAfterMs: 250}
+					return &callerr.Error{Code: callerr.RateLimited, Message: "rate limit exceeded; retry after 250 ms", RetryAfter: 250 * time.Millisecond}
 				default:
 					return errors.New("no more")
 				}

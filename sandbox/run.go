@@ -19,6 +19,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/toolgate/toolgate/callerr"
 	"github.com/toolgate/toolgate/internal/clip"
 )
 
@@ -364,7 +365,7 @@ func (x *execution) request(kind byte, id int64, name, args string) {
 		x.calls++
 		if x.calls > x.lim.MaxToolCalls {
 			x.limitHit = LimitToolCalls
-			x.ready = append(x.ready, reject(id, "limit",
+			x.ready = append(x.ready, reject(id, callerr.Limit,
 				fmt.Sprintf("maxToolCalls exceeded: at most %d tool calls per execution", x.lim.MaxToolCalls)))
 			if x.refused < 0 {
 				x.refused = len(x.res.ToolCalls)
@@ -381,13 +382,13 @@ func (x *execution) request(kind byte, id int64, name, args string) {
 		return
 	}
 	if x.req.Fetch == nil {
-		x.ready = append(x.ready, reject(id, "denied", "fetch is not enabled"))
+		x.ready = append(x.ready, reject(id, callerr.Denied, "fetch is not enabled"))
 		return
 	}
 	x.fetches++
 	if max := x.req.Fetch.maxRequests(); x.fetches > max {
 		x.limitHit = LimitFetchRequests
-		x.ready = append(x.ready, reject(id, "limit",
+		x.ready = append(x.ready, reject(id, callerr.Limit,
 			fmt.Sprintf("fetch.maxRequests exceeded: at most %d requests per execution", max)))
 		return
 	}
@@ -397,7 +398,7 @@ func (x *execution) request(kind byte, id int64, name, args string) {
 	var fr fetchRequest
 	if err := json.Unmarshal([]byte(args), &fr); err != nil {
 		x.held -= len(args)
-		x.ready = append(x.ready, reject(id, "invalid_arguments", "fetch request: "+err.Error()))
+		x.ready = append(x.ready, reject(id, callerr.InvalidArguments, "fetch request: "+err.Error()))
 		return
 	}
 	x.queue = append(x.queue, hostOp{kind: kind, id: id, fetch: &fr, held: len(args)})
@@ -408,13 +409,13 @@ func (x *execution) request(kind byte, id int64, name, args string) {
 func (x *execution) admitArgs(id int64, n int, what string) bool {
 	if n > x.lim.MaxArgumentBytes {
 		x.limitHit = LimitArgumentBytes
-		x.ready = append(x.ready, reject(id, "limit",
+		x.ready = append(x.ready, reject(id, callerr.Limit,
 			fmt.Sprintf("%s take %d bytes, over the limit of %d bytes per call", what, n, x.lim.MaxArgumentBytes)))
 		return false
 	}
 	if room := x.lim.MemoryLimitMB << 20; x.held+n > room {
 		x.limitHit = LimitMemory
-		x.ready = append(x.ready, reject(id, "limit",
+		x.ready = append(x.ready, reject(id, callerr.Limit,
 			fmt.Sprintf("the calls already waiting hold %d bytes of arguments; %d more would pass the memory limit of %d MB", x.held, n, x.lim.MemoryLimitMB)))
 		return false
 	}
@@ -662,21 +663,21 @@ func (x *execution) callTool(op hostOp) hostDone {
 		return hostDone{set: set, record: rec, held: len(op.args)}
 	}
 	if !json.Valid([]byte(op.args)) {
-		return done(reject(op.id, "invalid_arguments", "tool arguments are not valid JSON"))
+		return done(reject(op.id, callerr.InvalidArguments, "tool arguments are not valid JSON"))
 	}
 	if x.req.Caller == nil {
-		return done(reject(op.id, "not_found", fmt.Sprintf("tool %q not found", clip.Text(op.name, MaxToolNameBytes))))
+		return done(reject(op.id, callerr.NotFound, fmt.Sprintf("tool %q not found", clip.Text(op.name, MaxToolNameBytes))))
 	}
 	out, err := safeCall(x.ctx, x.req.Caller, op.name, []byte(op.args))
 	if err != nil {
-		var ce *CallError
+		var ce *callerr.Error
 		switch {
 		case errors.As(err, &ce):
 			return done(rejectWith(op.id, ce))
 		case x.ctx.Err() != nil:
-			return done(reject(op.id, "timeout", "the execution ended before the tool answered"))
+			return done(reject(op.id, callerr.Timeout, "the execution ended before the tool answered"))
 		default:
-			return done(reject(op.id, "tool_error", err.Error()))
+			return done(reject(op.id, callerr.ToolError, err.Error()))
 		}
 	}
 	out = bytes.TrimSpace(out)
@@ -684,7 +685,7 @@ func (x *execution) callTool(op hostOp) hostDone {
 		out = []byte("null")
 	}
 	if !json.Valid(out) {
-		return done(reject(op.id, "tool_error", "the tool returned invalid JSON"))
+		return done(reject(op.id, callerr.ToolError, "the tool returned invalid JSON"))
 	}
 	if !utf8.Valid(out) { // only inside strings, where U+FFFD keeps the JSON valid
 		out = bytes.ToValidUTF8(out, []byte("\uFFFD"))
@@ -703,17 +704,13 @@ func safeCall(ctx context.Context, c Caller, name string, args []byte) (out []by
 }
 
 func reject(id int64, code, message string) settlement {
-	return rejectWith(id, &CallError{Code: code, Message: message})
+	return rejectWith(id, &callerr.Error{Code: code, Message: message})
 }
 
-// rejectWith is the settlement that rejects request id with ce.
-func rejectWith(id int64, ce *CallError) settlement {
-	v := struct {
-		Code         string `json:"code"`
-		Message      string `json:"message"`
-		RetryAfterMs int64  `json:"retryAfterMs,omitempty"`
-	}{ce.Code, ce.Message, max(ce.RetryAfterMs, 0)}
-	b, _ := json.Marshal(v)
+// rejectWith is the settlement that rejects request id with ce, in the
+// error's JSON form.
+func rejectWith(id int64, ce *callerr.Error) settlement {
+	b, _ := json.Marshal(ce)
 	return settlement{id: id, payload: string(b)}
 }
 

@@ -20,7 +20,7 @@
 // not valid JSON the call rejects) and resolves with the tool's result: the
 // JSON text the Caller returned, parsed by the interpreter's own JSON.parse
 // (captured before any other code ran, so a script cannot replace it). It
-// rejects with an Error whose .code is the CallError code ("not_found",
+// rejects with an Error whose .code is the callerr.Error code ("not_found",
 // "rate_limited", "timeout", "tool_error", "limit", ...), whose .tool is
 // name and, when the host gave one, with a numeric .retryAfterMs; its
 // property errorsCarryCodes (true) says so, for the bindings package. The
@@ -69,22 +69,11 @@ import (
 )
 
 // Caller is the host side of one tool call made by a script: name and JSON
-// arguments in, JSON value out. Returning a *CallError rejects the script's
-// promise with an Error carrying .code; any other error rejects it with code
+// arguments in, JSON value out. Returning a *callerr.Error rejects the
+// script's promise with an Error carrying its code (and, when the error
+// has a retry hint, .retryAfterMs); any other error rejects it with code
 // "tool_error". ctx is cancelled when the script ends or times out.
 type Caller func(ctx context.Context, name string, argsJSON []byte) (resultJSON []byte, err error)
-
-// CallError is a tool call or fetch failure the script can see and branch
-// on: the promise rejects with an Error whose message is Message, whose
-// .code is Code and, when RetryAfterMs is positive, whose .retryAfterMs is
-// RetryAfterMs (a number), so that a script can wait and try again.
-type CallError struct {
-	Code         string // e.g. "not_found", "rate_limited", "timeout", "denied", "tool_error"
-	Message      string
-	RetryAfterMs int64 // when a retry may succeed, for "rate_limited"; 0 when unknown
-}
-
-func (e *CallError) Error() string { return e.Code + ": " + e.Message }
 
 // Limits bound one execution. A zero field takes its default.
 type Limits struct {

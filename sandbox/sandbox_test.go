@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/toolgate/toolgate/callerr"
 )
 
 // testPrelude is a minimal set of bindings, as the bindings package would
@@ -27,13 +29,13 @@ func echoCaller(_ context.Context, name string, args []byte) ([]byte, error) {
 	case "echo":
 		return args, nil
 	case "fail":
-		return nil, &CallError{Code: "rate_limited", Message: "slow down"}
+		return nil, &callerr.Error{Code: callerr.RateLimited, Message: "slow down"}
 	case "limited":
-		return nil, &CallError{Code: "rate_limited", Message: "rate limit exceeded; retry after 1500 ms", RetryAfterMs: 1500}
+		return nil, &callerr.Error{Code: callerr.RateLimited, Message: "rate limit exceeded; retry after 1500 ms", RetryAfter: 1500 * time.Millisecond}
 	case "plain_error":
 		return nil, errors.New("upstream exploded")
 	}
-	return nil, &CallError{Code: "not_found", Message: "tool " + name + " not found"}
+	return nil, &callerr.Error{Code: callerr.NotFound, Message: "tool " + name + " not found"}
 }
 
 func run(t testing.TB, code string, lim Limits) *Result {
@@ -146,9 +148,9 @@ func TestScriptErrors(t *testing.T) {
 		{"syntax error", "const a = 1;\nlet x = ;",
 			ScriptError{Name: "SyntaxError", Message: "unexpected token in expression: ';'", Line: 2}},
 		{"thrown string", "throw 'boom'", ScriptError{Name: "Error", Message: "uncaught boom"}},
-		{"tool error code", "await callTool('fail')", ScriptError{Name: "Error", Message: "slow down", Code: "rate_limited"}},
-		{"unknown tool", "await callTool('nope')", ScriptError{Name: "Error", Message: "tool nope not found", Code: "not_found"}},
-		{"plain host error", "await callTool('plain_error')", ScriptError{Name: "Error", Message: "upstream exploded", Code: "tool_error"}},
+		{"tool error code", "await callTool('fail')", ScriptError{Name: "Error", Message: "slow down", Code: callerr.RateLimited}},
+		{"unknown tool", "await callTool('nope')", ScriptError{Name: "Error", Message: "tool nope not found", Code: callerr.NotFound}},
+		{"plain host error", "await callTool('plain_error')", ScriptError{Name: "Error", Message: "upstream exploded", Code: callerr.ToolError}},
 		{"not serialisable", "return 10n", ScriptError{Name: "TypeError", Message: "the returned value is not JSON-serialisable: BigInt are forbidden in JSON.stringify"}},
 	}
 	for _, tc := range tests {
@@ -267,7 +269,7 @@ func TestRetryHint(t *testing.T) {
 		var calls atomic.Int32
 		caller := func(_ context.Context, _ string, args []byte) ([]byte, error) {
 			if calls.Add(1) == 1 {
-				return nil, &CallError{Code: "rate_limited", Message: "rate limit exceeded; retry after 20 ms", RetryAfterMs: 20}
+				return nil, &callerr.Error{Code: callerr.RateLimited, Message: "rate limit exceeded; retry after 20 ms", RetryAfter: 20 * time.Millisecond}
 			}
 			return args, nil
 		}

@@ -17,6 +17,11 @@ var Rules = []Rule{
 		Why:  "bindings turns tool lists into declarations and stubs; how a call is checked or a script run is not its business",
 	},
 	{
+		From: own("callerr"),
+		Deny: slices.Concat(own("..."), transports),
+		Why:  "the error vocabulary of a call is shared by the tool path, the bindings and the sandbox, so it imports none of them (nor anything else of toolgate, nor a transport)",
+	},
+	{
 		From: own("wasm/..."),
 		Deny: own("sandbox/..."),
 		Why:  "the wazero layer knows nothing of JavaScript or of the scripts run on it",
