@@ -155,10 +155,11 @@ func connect(ctx context.Context, client *mcp.Client, s *config.Server, log *slo
 			cs, err := client.Connect(ctx, &sseTransport{mcp.SSEClientTransport{Endpoint: s.URL, HTTPClient: hc}}, opts)
 			return &connection{session: cs, pool: pool}, err
 		}
+		handle := clientHandler(client)
 		cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: s.URL, HTTPClient: hc, MaxRetries: -1}, opts)
 		if err == nil {
 			c := &connection{session: cs, pool: pool, broken: make(chan error, 1)}
-			c.calls = newStreamCaller(s.URL, pool, s.Headers, cs, c.fail)
+			c.calls = newStreamCaller(s.URL, pool, s.Headers, cs, handle, c.fail)
 			return c, nil
 		}
 		if s.Transport == config.TransportHTTP || ctx.Err() != nil {
