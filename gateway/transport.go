@@ -119,7 +119,7 @@ func setHeaders(h http.Header, headers map[string]string) {
 // call returns meanwhile and its context is cancelled (callRoute's
 // deadline); cancelling a request whose body is still being read makes
 // net/http close the connection, so the next call had to dial a new one
-// (a few percent of the gateway's CPU per call, at concurrency 1). With
+// (measurably more CPU per call: benchmarks/README.md). With
 // the grace, the end of the stream, which follows the response within
 // microseconds, is read and the connection goes back to the pool. A
 // stream that does not end (a call cancelled while the upstream hangs) is

@@ -24,8 +24,8 @@ import (
 // SDK opened. The SDK's client would hand the call through five goroutines
 // (the transport's writer and reader, the response stream's reader, the
 // session's reader, the waiting caller); on a small machine each hand-off
-// wakes a thread. Doing without them took about 15% off the gateway's CPU
-// per call at concurrency 1 (benchmarks/README.md).
+// wakes a thread. What doing without them saves is measured in
+// benchmarks/README.md.
 //
 // Everything other than the call's own response that arrives on its
 // stream (progress, log messages, the upstream's sampling, elicitation
