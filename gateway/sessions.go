@@ -326,7 +326,7 @@ func (p *project) serveMCP(w http.ResponseWriter, r *http.Request) {
 func (p *project) referenceHandler() http.Handler {
 	p.refOnce.Do(func() {
 		p.ref = mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return p.server }, &mcp.StreamableHTTPOptions{
-			Logger:                     p.log,
+			Logger:                     sdkLogger(p.log),
 			DisableLocalhostProtection: true,
 			MaxRequestBodyBytes:        math.MaxInt64,
 		})
