@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -53,7 +54,7 @@ func newRoundRobin(backends []*url.URL) *roundRobin {
 	for _, b := range backends {
 		p := httputil.NewSingleHostReverseProxy(b)
 		p.FlushInterval = -1
-		p.ErrorLog = log.New(os.Stderr, "TMPPROXY ", 0) // a replica killed on purpose is no news
+		p.ErrorLog = log.New(io.Discard, "", 0) // a replica stopped on purpose is no news
 		f.proxies = append(f.proxies, p)
 	}
 	return f
@@ -62,6 +63,18 @@ func newRoundRobin(backends []*url.URL) *roundRobin {
 func (f *roundRobin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	seq := int(f.next.Add(1) - 1)
 	i := seq % len(f.proxies)
+	// The front reads a request's body before passing it on, as load
+	// balancers do by default. Passed on as it arrives, a body that the
+	// replica answers before the front has seen its end breaks the
+	// answer: the front's server closes the body when the answer's
+	// headers go out (HTTP/1.1 is not full duplex in net/http), and the
+	// proxy's transport then drops the connection to the replica.
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		http.Error(w, "reading the body: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
 	sw := &statusWriter{ResponseWriter: w}
 	f.proxies[i].ServeHTTP(sw, r)
 	f.mu.Lock()
@@ -148,7 +161,6 @@ func TestReplicasAnswerAnyRequest(t *testing.T) {
 		}
 		u, _ := url.Parse(m[1])
 		backends = append(backends, u)
-		t.Cleanup(func() { os.WriteFile(fmt.Sprintf("/tmp/replica%d.log", i), []byte(proc.Stderr()), 0o644) }) // TMPDEBUG
 		bases = append(bases, m[1])
 	}
 	rr := newRoundRobin(backends)
@@ -236,16 +248,7 @@ func TestReplicasAnswerAnyRequest(t *testing.T) {
 
 	t.Run("TypeScript SDK client on 2025-11-25", func(t *testing.T) {
 		start := rr.count()
-		f1 := httptest.NewServer(newRoundRobin(backends[:1])) // TMPDEBUG
-		defer f1.Close()
-		for _, u := range []string{bases[0] + "/mcp", f1.URL + "/mcp", bases[0] + "/mcp", f1.URL + "/mcp"} {
-			mini := exec.Command(e2etest.Node(t), "/tmp/tsmini.mjs", u)
-			mini.Env = append(os.Environ(), "TOOLGATE_KEY="+key)
-			b, _ := mini.CombinedOutput()
-			t.Logf("TMPMINI %s %s", u, b[max(0, len(b)-40):])
-		}
-		out := runTSReplicas(t, f1.URL+"/mcp", key, replicaRounds)
-		for _, r := range rr.since(start) { if r.method != "POST" || r.status != 200 { t.Logf("TMPDEBUG %+v", r) } }
+		out := runTSReplicas(t, endpoint, key, replicaRounds)
 		if out.ProtocolVersion != "2025-11-25" || out.SessionID == "" {
 			t.Fatalf("protocol %q, session %q", out.ProtocolVersion, out.SessionID)
 		}

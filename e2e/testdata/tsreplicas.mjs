@@ -19,7 +19,8 @@ const rounds = Number(process.argv[3] ?? 200);
 const out = { errors: [], counts: {} };
 
 const client = new Client({ name: "toolgate-e2e-ts-replicas", version: "1.0.0" }, { capabilities: {} });
-client.onerror = (err) => out.errors.push("client: " + String(err?.message ?? err));
+let phase = "before delete";
+client.onerror = (err) => out.errors.push(`client (${phase}): ` + String(err?.message ?? err));
 
 const textOf = (res) =>
   (res.content ?? [])
@@ -89,7 +90,9 @@ async function main() {
       expect("execute_code", res.structuredContent?.result, `script ${i}`);
     });
   }
+  phase = "during delete";
   await step("delete", () => transport.terminateSession());
+  phase = "after delete";
   await client.close();
 }
 
