@@ -62,6 +62,7 @@ func TestCheckGolden(t *testing.T) {
 			env:      map[string]string{"NOTES_TOKEN": "n0tes-Sh4red-Acr0ss-Pr0jects", "TEAM_NOTES_TOKEN": "n0tes-Sh4red-Acr0ss-Pr0jects"},
 			wantCode: 1,
 		},
+		{name: "oauth", config: "oauth.yaml"},
 		{
 			name:     "secrets",
 			config:   "secrets.toml",
