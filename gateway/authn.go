@@ -459,6 +459,31 @@ func (g *Gateway) handleMetadata(mux *http.ServeMux) {
 		name := r.PathValue("project")
 		g.serveMetadata(w, r, name, "/v1/mcp/"+name)
 	})
+	g.notAuthorizationServer(mux)
+}
+
+// notAuthorizationServer answers, at the addresses where an OAuth client
+// looks for an authorization server on the gateway's own origin (RFC
+// 8414 metadata, OpenID discovery, and the default /authorize, /token and
+// /register a client falls back to when the resource metadata names no
+// authorization server), that toolgate issues no tokens. A client that
+// starts a flow for a project of API keys then stops with that sentence,
+// and not with a bare 404.
+func (g *Gateway) notAuthorizationServer(mux *http.ServeMux) {
+	h := func(w http.ResponseWriter, r *http.Request) {
+		if !g.checkHostOrigin(w, r, g.accessPolicy().hosts, "") {
+			return
+		}
+		writeJSON(w, http.StatusNotFound, map[string]string{
+			"error": "invalid_request",
+			"error_description": "toolgate is not an OAuth authorization server and issues no tokens: " +
+				"its MCP endpoints take an API key (sent as Authorization: Bearer tg_..., made with toolgate keys create), " +
+				"or the access tokens of the authorization server their protected resource metadata names",
+		})
+	}
+	for _, p := range []string{"/.well-known/oauth-authorization-server", "/.well-known/oauth-authorization-server/", "/.well-known/openid-configuration", "/authorize", "/token", "/register"} {
+		mux.HandleFunc(p, h)
+	}
 }
 
 // serveMetadata answers a request for the metadata of project name,

@@ -395,6 +395,20 @@ func TestProtectedResourceMetadata(t *testing.T) {
 			t.Errorf("GET %s: no CORS header for browser clients", tc.path)
 		}
 	}
+	// A client that looks for an authorization server on the gateway
+	// learns that there is none, and why.
+	for _, path := range []string{"/.well-known/oauth-authorization-server", "/.well-known/oauth-authorization-server/mcp", "/.well-known/openid-configuration", "/register", "/authorize", "/token"} {
+		resp, err := http.Post(f.base+path, "application/json", strings.NewReader("{}"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body map[string]string
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if resp.StatusCode != 404 || !strings.Contains(body["error_description"], "not an OAuth authorization server") {
+			t.Errorf("POST %s: %d %v, want 404 saying the gateway issues no tokens", path, resp.StatusCode, body)
+		}
+	}
 	if code, _, _ := get(metadataPath + "/v1/mcp/nope"); code != 404 {
 		t.Errorf("metadata of an unknown project: %d, want 404", code)
 	}
