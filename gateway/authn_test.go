@@ -512,6 +512,25 @@ func TestTokenGrants(t *testing.T) {
 	if err != nil || strings.Contains(text(search), "fail(") {
 		t.Errorf("search_tools shows a reader a tool it may not call: %v %v", text(search), err)
 	}
+	// The execution and the calls its script made are the subject's.
+	var execs, scriptCalls int
+	for _, ev := range readAuditEvents(t, f.audit) {
+		switch {
+		case ev.Type == audit.EventCodeExecution:
+			execs++
+			if ev.Subject != "alice" {
+				t.Errorf("code.execution: subject %q, want alice", ev.Subject)
+			}
+		case ev.ExecutionID != "" && ev.Tool != ExecuteCodeTool:
+			scriptCalls++
+			if ev.Subject != "alice" {
+				t.Errorf("%s of a script: subject %q, want alice", ev.Type, ev.Subject)
+			}
+		}
+	}
+	if execs != 1 || scriptCalls != 3 {
+		t.Errorf("audit: %d code.execution and %d events of the script's calls, want 1 and 3", execs, scriptCalls)
+	}
 }
 
 func text(res *mcp.CallToolResult) string {
@@ -591,6 +610,22 @@ func TestTokenPrincipal(t *testing.T) {
 	}
 	if calls != 4 || limited != 1 {
 		t.Errorf("audit: %d tool.call and %d ratelimit.hit, want 4 and 1", calls, limited)
+	}
+
+	// Metrics count the credentials by kind, and the fetches of the
+	// issuer's keys, never by subject.
+	rec := httptest.NewRecorder()
+	f.g.Metrics().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	for _, want := range []string{
+		`toolgate_authenticated_requests_total{credential="oauth",project="team"}`,
+		`toolgate_oauth_key_fetches_total{outcome="ok",project="team"} 1`,
+	} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if strings.Contains(rec.Body.String(), "bob") {
+		t.Errorf("metrics name a subject")
 	}
 
 	// The upstream never saw a token (nor any Authorization header: it
