@@ -116,3 +116,48 @@ func FuzzCredentialHeaders(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkGuardToken measures the access layer for one tools/call
+// request carrying an access token (RS256, verified at each request),
+// next to BenchmarkGuard's API key.
+func BenchmarkGuardToken(b *testing.B) {
+	p := oauthtest.Start(b, &oauthtest.Options{Clients: []oauthtest.Client{{ID: "bench", Secret: "s", Audience: []string{"https://bench.example/mcp"}}}})
+	cfg := config.Demo("http://127.0.0.1:1/mcp", strings.Repeat("0", 64))
+	proj := cfg.Projects[config.DefaultProject]
+	proj.MCPServers = nil
+	proj.RateLimit = config.RateLimit{RequestsPerMinute: 6e7, Burst: 1e6, PerKeyRequestsPerMinute: 6e7, PerKeyBurst: 1e6}
+	proj.Auth.OAuth = &config.OAuth{Issuer: p.URL, Audience: "https://bench.example/mcp", Algorithms: config.DefaultOAuthAlgorithms,
+		Leeway: config.Duration(config.DefaultOAuthLeeway), KeysMaxAge: config.Duration(config.DefaultOAuthKeysMaxAge), KeysRefetchInterval: config.Duration(config.DefaultOAuthKeysRefetchInterval)}
+	cfg.CodeMode.Enabled = false
+	cfg.AllowedHosts = []string{"example.com"}
+	auth, err := apikey.NewAuthenticator(context.Background(), nil, nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	g := New(cfg, &Options{Auth: auth, OAuthClient: p.HTTPClient(), Logger: slog.New(slog.DiscardHandler)})
+	if err := g.Start(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(g.Close)
+	pr := g.project(config.DefaultProject)
+	pr.reg.mu.Lock()
+	pr.reg.routes.tools["demo__echo"] = &route{}
+	pr.reg.mu.Unlock()
+	pr.http = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusAccepted) })
+	h := g.guard(pr)
+	tok := p.Token(b, "bench")
+	body := `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"demo__echo","arguments":{"text":"hello"}}}`
+	b.ReportAllocs()
+	for b.Loop() {
+		r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(body))
+		r.RemoteAddr = "127.0.0.1:5555"
+		r.Header.Set("Authorization", "Bearer "+tok)
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Accept", "application/json, text/event-stream")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != http.StatusAccepted {
+			b.Fatalf("status %d: %s", w.Code, w.Body)
+		}
+	}
+}
