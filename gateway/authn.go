@@ -149,6 +149,21 @@ func (g *Gateway) compileAuth(ctx context.Context, cfg *config.Config, running *
 // a reload.
 const warmUpTimeout = 5 * time.Second
 
+// oauthProblems say, for /readyz, what is wrong with the keys of the
+// project's OAuth issuer; none when all is well.
+func (g *Gateway) oauthProblems(project string) []string {
+	a := g.accessPolicy()
+	if a == nil {
+		return nil
+	}
+	if pa := a.auth[project]; pa != nil && pa.oauth != nil {
+		if p := pa.oauth.verifier.Problem(); p != "" {
+			return []string{"auth.oauth: " + p}
+		}
+	}
+	return nil
+}
+
 // credential is what a request presents in its headers.
 type credential struct {
 	kind   credentialKind
@@ -249,7 +264,6 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, a *access
 		return true
 	}
 	if ref.status == http.StatusServiceUnavailable {
-		g.log.Warn("access token not checked: the issuer's keys cannot be fetched", "project", p.name, "ip", pr.ClientIP, "error", ref.msg)
 		g.metrics.authFailures.WithLabelValues(p.name, ref.reason).Inc()
 		w.Header().Set("Retry-After", "5")
 		rpcError(w, http.StatusServiceUnavailable, codeOverloaded, ref.msg, nil)
@@ -333,7 +347,8 @@ func (g *Gateway) checkToken(ctx context.Context, raw string, po *projectOAuth, 
 		if errors.As(err, &te) {
 			return &authRefusal{status: http.StatusUnauthorized, reason: te.Reason, errCode: "invalid_token", msg: te.Error(), subject: te.Subject}
 		}
-		return &authRefusal{status: http.StatusServiceUnavailable, reason: "issuer_unavailable", msg: "access tokens cannot be checked now: " + err.Error()}
+		g.log.Warn("access token not checked", "project", pr.Project, "error", err)
+		return &authRefusal{status: http.StatusServiceUnavailable, reason: "issuer_unavailable", msg: "access tokens cannot be checked now: the authorization server's keys cannot be fetched; retry later"}
 	}
 	var missing []string
 	for _, s := range po.required {

@@ -151,8 +151,14 @@ func newOAuthFixture(t *testing.T, o fixtureOptions) *oauthFixture {
 // header authz (none when empty) and returns the response.
 func (f *oauthFixture) call(t *testing.T, project, authz string) *http.Response {
 	t.Helper()
+	return f.callPath(t, "/v1/mcp/"+project, authz)
+}
+
+// callPath is call of the endpoint at path.
+func (f *oauthFixture) callPath(t *testing.T, path, authz string) *http.Response {
+	t.Helper()
 	body := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`
-	req, err := http.NewRequest(http.MethodPost, f.base+"/v1/mcp/"+project, strings.NewReader(body))
+	req, err := http.NewRequest(http.MethodPost, f.base+path, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -667,5 +673,46 @@ func TestOAuthReload(t *testing.T) {
 	reload(strings.Replace(f.doc, `"audience": "`+teamAudience+`"`, `"audience": "https://gateway.example/moved"`, 1))
 	if code := f.call(t, "team", "Bearer "+tok).StatusCode; code != 401 {
 		t.Errorf("token for the old audience after the reload: %d, want 401", code)
+	}
+}
+
+// TestIssuerUnreachable: while the issuer's keys cannot be fetched and
+// none were before, a token cannot be checked: 503, not a refusal of the
+// token, and /readyz says why.
+func TestIssuerUnreachable(t *testing.T) {
+	down := httptest.NewTLSServer(http.NotFoundHandler())
+	issuer := down.URL
+	down.Close()
+	key, _, _, err := apikey.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse([]byte(`{"auth": {"oauth": {"issuer": `+quoteJSON(issuer)+`, "audience": "a"}},
+		"apiKeys": [{"name": "k", "sha256": "`+apikey.Hash(key)+`"}]}`), config.FormatJSON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth, err := apikey.NewAuthenticator(context.Background(), nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := startGateway(t, cfg, &Options{Auth: auth})
+	srv := httptest.NewServer(g.Handler())
+	t.Cleanup(srv.Close)
+
+	payload, _ := json.Marshal(map[string]any{"iss": issuer, "aud": "a", "sub": "s", "exp": time.Now().Add(time.Hour).Unix()})
+	tok := signWith(t, jose.RS256, oauthtest.NewKey(t), "k1", payload)
+	f := &oauthFixture{base: srv.URL}
+	resp := f.callPath(t, "/mcp", "Bearer "+tok)
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), "cannot be checked now") {
+		t.Errorf("token while the issuer is down: %d %q %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+	if resp := f.callPath(t, "/mcp", "Bearer "+key); resp.StatusCode != 200 {
+		t.Errorf("API key while the issuer is down: %d", resp.StatusCode)
+	}
+	_, projects := g.Status()
+	if ps := projects[config.DefaultProject].Problems; len(ps) != 1 || !strings.Contains(ps[0], "auth.oauth: the keys of "+issuer+" cannot be fetched") {
+		t.Errorf("readyz problems = %q", ps)
 	}
 }

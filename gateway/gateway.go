@@ -215,6 +215,7 @@ func (g *Gateway) Status() (ready bool, projects map[string]ProjectStatus) {
 			st.Problems = append(st.Problems, retention)
 		}
 		st.Problems = append(st.Problems, shared...)
+		st.Problems = append(st.Problems, g.oauthProblems(name)...) // authn.go
 		projects[name] = st
 	}
 	return ready, projects

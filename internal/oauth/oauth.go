@@ -431,6 +431,20 @@ func (v *Verifier) Refresh(ctx context.Context) error {
 	return err
 }
 
+// Problem says what went wrong with the last fetch of the issuer's keys,
+// when it failed; "" when it did not, or nothing was fetched yet.
+func (v *Verifier) Problem() string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	switch {
+	case v.lastErr == nil:
+		return ""
+	case v.set == nil:
+		return fmt.Sprintf("the keys of %s cannot be fetched, so its tokens are refused as unverifiable: %v", v.issuer, v.lastErr)
+	}
+	return fmt.Sprintf("the keys of %s cannot be fetched again; those fetched at %s stay in use: %v", v.issuer, v.set.at.UTC().Format(time.RFC3339), v.lastErr)
+}
+
 // current returns the key set to verify with: the cached one while it is
 // younger than KeysMaxAge, else a fresh one.
 func (v *Verifier) current(ctx context.Context) (*keySet, error) {
@@ -464,9 +478,15 @@ func (v *Verifier) refresh(ctx context.Context, seen *keySet, kidMiss bool) (*ke
 		return s, nil
 	}
 	// The fetch serves every caller waiting: it is not cut short when the
-	// request that started it goes away.
+	// request that started it goes away, only by a deadline the caller
+	// set (a start-up's) and by DefaultFetchTimeout.
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), DefaultFetchTimeout)
 	defer cancel()
+	if d, ok := ctx.Deadline(); ok {
+		var cancelD context.CancelFunc
+		fctx, cancelD = context.WithDeadline(fctx, d)
+		defer cancelD()
+	}
 	fresh, err := v.fetch(fctx)
 	if v.onFetch != nil {
 		v.onFetch(err)

@@ -332,6 +332,9 @@ func TestIssuerUnavailable(t *testing.T) {
 	if err := v.Refresh(context.Background()); !errors.Is(err, oauth.ErrUnavailable) {
 		t.Errorf("Refresh of a down issuer: %v, want ErrUnavailable", err)
 	}
+	if p := v.Problem(); !strings.Contains(p, "refused as unverifiable") {
+		t.Errorf("Problem() = %q", p)
+	}
 
 	c := &clock{}
 	fetches := 0
@@ -346,6 +349,9 @@ func TestIssuerUnavailable(t *testing.T) {
 	}
 	if fetches != 2 {
 		t.Errorf("fetches = %d, want 2 (the first, and the failed one after KeysMaxAge)", fetches)
+	}
+	if p := v.Problem(); !strings.Contains(p, "stay in use") {
+		t.Errorf("Problem() = %q", p)
 	}
 	// The failed fetch is not retried at every token.
 	if _, err := v.Verify(context.Background(), tok); err != nil {
