@@ -9,7 +9,7 @@ SOAK_DURATION ?= 10m
 SOAK_CLIENTS ?= 50
 SOAK_TIMEOUT ?= 45m
 
-.PHONY: run test test-long bench build fuzz soak
+.PHONY: run test test-long bench build install fuzz soak
 
 # Start the gateway (with no config: the built-in demo). Extra flags: make run ARGS="-c toolgate.json"
 run:
@@ -30,8 +30,15 @@ test-long:
 bench:
 	go test -run='^$$' -bench=. -benchmem -count=6 ./... | tee bench.txt
 
+# The version and commit `toolgate version` reports, from git (scripts/ldflags.sh).
+GO_LDFLAGS = $(shell bash scripts/ldflags.sh)
+
 build:
-	go build -o bin/toolgate ./cmd/toolgate
+	go build -ldflags "$(GO_LDFLAGS)" -o bin/toolgate ./cmd/toolgate
+
+# Install the binary into $(go env GOBIN), else $(go env GOPATH)/bin.
+install:
+	go install -ldflags "$(GO_LDFLAGS)" ./cmd/toolgate
 
 # Run every Fuzz target in FUZZPKGS for FUZZTIME each, or only those whose
 # name matches FUZZ (make fuzz FUZZTIME=10m FUZZPKGS=./gateway/... FUZZ=FuzzMessage).

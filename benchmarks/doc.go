@@ -4,7 +4,7 @@
 // Code Mode sandbox costs.
 //
 // The proxy benchmarks run real processes over real loopback HTTP: an echo
-// upstream built with the released go-sdk (benchmarks/echoupstream, a module
+// upstream built with a released go-sdk (benchmarks/echoupstream, a module
 // of its own; TOOLGATE_BENCH_UPSTREAM=tree takes the Go test upstream,
 // internal/testupstream, instead), a `toolgate serve` built from this
 // module, and the pinned npm packages (server-everything, supergateway,

@@ -285,8 +285,7 @@ func fromMs(v float64) time.Duration { return time.Duration(math.Round(v * float
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // startTestUpstream runs the Go test upstream (internal/testupstream, built
-// from this module and so with its patched go-sdk) over streamable HTTP on
-// loopback.
+// from this module) over streamable HTTP on loopback.
 func startTestUpstream(b testing.TB) *peer {
 	b.Helper()
 	bin := e2etest.BuildBinary(b, "./internal/testupstream")
@@ -298,8 +297,8 @@ func startTestUpstream(b testing.TB) *peer {
 }
 
 // startReleasedUpstream runs the echo server of benchmarks/echoupstream, a
-// module of its own built with the released go-sdk as real upstreams are,
-// over streamable HTTP on loopback.
+// module of its own built with the go-sdk release its go.mod names, over
+// streamable HTTP on loopback.
 func startReleasedUpstream(b testing.TB) *peer {
 	b.Helper()
 	bin := e2etest.BuildModuleBinary(b, "./benchmarks/echoupstream")

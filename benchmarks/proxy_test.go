@@ -15,10 +15,10 @@ const echoText = "hello from the toolgate benchmark"
 // upstream process (gateway). Both hops are streamable HTTP on loopback. At
 // c=N, N workers with one session each share b.N calls.
 //
-// The upstream is benchmarks/echoupstream, a server built with the released
-// go-sdk as real upstreams are. TOOLGATE_BENCH_UPSTREAM=tree selects the Go
-// test upstream (internal/testupstream) instead, built from this module and
-// so with its patched go-sdk; the figures in README.md measured before
+// The upstream is benchmarks/echoupstream, a one-tool server built with a
+// released go-sdk as real upstreams are. TOOLGATE_BENCH_UPSTREAM=tree
+// selects the Go test upstream (internal/testupstream) instead, built from
+// this module; the figures in README.md measured before
 // benchmarks/echoupstream existed used that one.
 //
 // Besides latency and throughput it reports the CPU time the upstream

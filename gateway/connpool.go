@@ -16,11 +16,10 @@ import (
 // writes the request and reads the response itself, in net/http's own
 // wire format (Request.Write, ReadResponse). http.Transport keeps two
 // goroutines per connection that hand every request and response over to
-// the caller; on a small machine each hand-off wakes a thread. Doing
-// without them took another 13% off the gateway's CPU per call at
-// concurrency 1, 345 to 300 µs (benchmarks/README.md). HTTPS upstreams keep http.Transport, with its
-// TLS sessions and HTTP/2: a remote server's round trip dwarfs the
-// hand-offs.
+// the caller; on a small machine each hand-off wakes a thread (what doing
+// without them saves is measured in benchmarks/README.md). HTTPS
+// upstreams keep http.Transport, with its TLS sessions and HTTP/2: a
+// remote server's round trip dwarfs the hand-offs.
 //
 // A response's body must be closed; a connection goes back to the pool
 // when its body was read to the end, and is closed otherwise. A request

@@ -17,7 +17,8 @@ import (
 // of goroutines: the POST's handler hands the message to the session's
 // reader, which starts a handler goroutine, whose result travels back over
 // a stream to the POST's handler. On two cores each hand-off wakes a thread,
-// and together they cost as much CPU as the upstream call itself. So the
+// and together they cost about as much CPU as the upstream call itself
+// (benchmarks/README.md). So the
 // access layer answers the common case, a POST that holds one tools/call of
 // a session the project's server holds, itself: it runs the one tool path
 // (opened by the access layer as for every POST holding one tools/call,

@@ -119,7 +119,7 @@ func setHeaders(h http.Header, headers map[string]string) {
 // call returns meanwhile and its context is cancelled (callRoute's
 // deadline); cancelling a request whose body is still being read makes
 // net/http close the connection, so the next call had to dial a new one
-// (a few percent of the gateway's CPU per call, at concurrency 1). With
+// (measurably more CPU per call: benchmarks/README.md). With
 // the grace, the end of the stream, which follows the response within
 // microseconds, is read and the connection goes back to the pool. A
 // stream that does not end (a call cancelled while the upstream hangs) is
@@ -155,10 +155,11 @@ func connect(ctx context.Context, client *mcp.Client, s *config.Server, log *slo
 			cs, err := client.Connect(ctx, &sseTransport{mcp.SSEClientTransport{Endpoint: s.URL, HTTPClient: hc}}, opts)
 			return &connection{session: cs, pool: pool}, err
 		}
+		handle := clientHandler(client)
 		cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: s.URL, HTTPClient: hc, MaxRetries: -1}, opts)
 		if err == nil {
 			c := &connection{session: cs, pool: pool, broken: make(chan error, 1)}
-			c.calls = newStreamCaller(s.URL, pool, s.Headers, cs, c.fail)
+			c.calls = newStreamCaller(s.URL, pool, s.Headers, cs, handle, c.fail)
 			return c, nil
 		}
 		if s.Transport == config.TransportHTTP || ctx.Err() != nil {

@@ -24,28 +24,33 @@ import (
 // SDK opened. The SDK's client would hand the call through five goroutines
 // (the transport's writer and reader, the response stream's reader, the
 // session's reader, the waiting caller); on a small machine each hand-off
-// wakes a thread. Doing without them took about 15% off the gateway's CPU
-// per call at concurrency 1 (benchmarks/README.md).
+// wakes a thread. What doing without them saves is measured in
+// benchmarks/README.md.
 //
 // Everything other than the call's own response that arrives on its
 // stream (progress, log messages, the upstream's sampling, elicitation
-// and roots requests) goes to the SDK's session, which handles it as it
-// handles its own streams. Failures that make the SDK end a session end
-// this one too (see broken).
+// and roots requests) is handled by the handlers the SDK's session would
+// call for it (upstreamincoming.go). Failures that make the SDK end a
+// session end this one too (see broken).
 type streamCaller struct {
-	url     *url.URL
-	rt      http.RoundTripper // a connPool, or the session's http.Transport (HTTPS, proxies)
-	header  http.Header       // of every POST; never modified
-	session *mcp.ClientSession
-	fail    func(error) // ends the session, for the failures that end the SDK's
-	seq     atomic.Uint64
+	url      *url.URL
+	rt       http.RoundTripper // a connPool, or the session's http.Transport (HTTPS, proxies)
+	header   http.Header       // of every POST; never modified
+	session  *mcp.ClientSession
+	handle   mcp.MethodHandler // the session's client's handlers (clientHandler)
+	fail     func(error)       // ends the session, for the failures that end the SDK's
+	seq      atomic.Uint64
+	ctx      context.Context // ends when the caller is closed
+	stop     context.CancelFunc
+	requests upstreamRequests
 }
 
-// newStreamCaller returns a caller for session, or nil when the session's
-// protocol version is newer than the ones whose HTTP headers and results
-// it knows (2026-07-28 added per-request headers and multi round-trip
-// results, which only the SDK's own client handles).
-func newStreamCaller(endpoint string, transport *http.Transport, headers map[string]string, session *mcp.ClientSession, fail func(error)) *streamCaller {
+// newStreamCaller returns a caller for session, whose client handles
+// what its server sends with handle, or nil when the session's protocol
+// version is newer than the ones whose HTTP headers and results it knows
+// (2026-07-28 added per-request headers and multi round-trip results,
+// which only the SDK's own client handles).
+func newStreamCaller(endpoint string, transport *http.Transport, headers map[string]string, session *mcp.ClientSession, handle mcp.MethodHandler, fail func(error)) *streamCaller {
 	init := session.InitializeResult()
 	u, err := url.Parse(endpoint)
 	if init == nil || init.ProtocolVersion > upstreamProtocolVersion || err != nil {
@@ -72,11 +77,14 @@ func newStreamCaller(endpoint string, transport *http.Transport, headers map[str
 		h.Set("Mcp-Session-Id", sid)
 	}
 	setHeaders(h, headers)
-	return &streamCaller{url: u, rt: rt, header: h, session: session, fail: fail}
+	ctx, stop := context.WithCancel(context.Background())
+	return &streamCaller{url: u, rt: rt, header: h, session: session, handle: handle, fail: fail, ctx: ctx, stop: stop}
 }
 
-// close closes the connections of the caller's own pool.
+// close cancels the upstream's requests being answered and closes the
+// connections of the caller's own pool.
 func (c *streamCaller) close() {
+	c.stop()
 	if cp, ok := c.rt.(*connPool); ok {
 		cp.close()
 	}
@@ -144,7 +152,7 @@ func (c *streamCaller) callTool(ctx context.Context, params *mcp.CallToolParams)
 		return nil, nil, msg.Error
 	}
 	var res mcp.CallToolResult
-	if err := res.UnmarshalJSON(msg.Result); err != nil {
+	if err := decodeToolResult(msg.Result, &res); err != nil {
 		return nil, nil, fmt.Errorf("decoding the result: %w", err)
 	}
 	return &res, msg.Result, nil
@@ -173,7 +181,7 @@ func (c *streamCaller) post(ctx context.Context, body []byte) (*http.Response, e
 }
 
 // response reads resp, the answer to the call with id, until that call's
-// response, and hands every other message to the session. It checks the
+// response, and handles every other message (incoming). It checks the
 // answer as the SDK's client does. rest is whether the body holds more of
 // the stream, which the caller reads to its end or closes.
 func (c *streamCaller) response(ctx context.Context, resp *http.Response, id jsonrpc.ID) (msg *jsonrpc.Response, rest bool, err error) {
@@ -189,14 +197,14 @@ func (c *streamCaller) response(ctx context.Context, resp *http.Response, id jso
 		if len(data) > maxEventSize {
 			return nil, false, c.broken(fmt.Errorf("the response is larger than %d bytes", maxEventSize))
 		}
-		msg, err := jsonrpc.DecodeMessage(data)
+		msg, err := decodeMessage(data)
 		if err != nil {
 			return nil, false, c.broken(fmt.Errorf("decoding the response: %w", err))
 		}
 		if r, ok := msg.(*jsonrpc.Response); ok && r.ID == id {
 			return r, false, nil
 		}
-		c.deliver(ctx, msg)
+		c.incoming(ctx, msg)
 		return nil, false, errNoResponse
 	case "text/event-stream":
 		msg, err := c.stream(ctx, resp.Body, id)
@@ -222,14 +230,14 @@ func (c *streamCaller) stream(ctx context.Context, body io.Reader, id jsonrpc.ID
 		if ev.Data == "" || (ev.Type != "" && ev.Type != "message") {
 			continue
 		}
-		msg, err := jsonrpc.DecodeMessage([]byte(ev.Data))
+		msg, err := decodeMessage([]byte(ev.Data))
 		if err != nil {
 			return nil, c.broken(fmt.Errorf("decoding an event: %w", err))
 		}
 		if r, ok := msg.(*jsonrpc.Response); ok && r.ID == id {
 			return r, nil
 		}
-		c.deliver(ctx, msg)
+		c.incoming(ctx, msg)
 	}
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
@@ -254,12 +262,6 @@ func finish(body io.ReadCloser, end context.CancelFunc) {
 	end()
 }
 
-// deliver hands msg to the session. Should the session have ended, the
-// message has no one left to handle it.
-func (c *streamCaller) deliver(ctx context.Context, msg jsonrpc.Message) {
-	_ = c.session.DeliverIncoming(ctx, msg)
-}
-
 // refused returns the error for an answer with a status other than 2xx:
 // the JSON-RPC error in its body, if any, else the status. As in the SDK's
 // client, an answer that is neither that nor temporary (502, 503, 504,
@@ -267,7 +269,7 @@ func (c *streamCaller) deliver(ctx context.Context, msg jsonrpc.Message) {
 // has ended the session).
 func (c *streamCaller) refused(resp *http.Response) error {
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if msg, _ := jsonrpc.DecodeMessage(data); msg != nil {
+	if msg, _ := decodeMessage(data); msg != nil {
 		if r, ok := msg.(*jsonrpc.Response); ok && r.Error != nil {
 			return r.Error
 		}

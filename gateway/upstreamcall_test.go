@@ -31,14 +31,15 @@ type callerFixture struct {
 	g     *Gateway
 	fault atomic.Pointer[func(w http.ResponseWriter)]
 
-	mu    sync.Mutex
-	ids   []string        // the JSON-RPC IDs of the tools/call POSTs
-	peers map[string]bool // their client addresses
+	mu      sync.Mutex
+	ids     []string          // the JSON-RPC IDs of the tools/call POSTs
+	peers   map[string]bool   // their client addresses
+	answers map[string]string // the gateway's answers to scripted requests, by ID
 }
 
 func newCallerFixture(t *testing.T, opts *mcp.StreamableHTTPOptions) *callerFixture {
 	t.Helper()
-	f := &callerFixture{peers: map[string]bool{}}
+	f := &callerFixture{peers: map[string]bool{}, answers: map[string]string{}}
 	up := mcp.NewServer(&mcp.Implementation{Name: "up", Version: "1"}, nil)
 	addAnswerTools(up)
 	// roots asks the gateway for its roots during the call: a request
@@ -51,6 +52,28 @@ func newCallerFixture(t *testing.T, opts *mcp.StreamableHTTPOptions) *callerFixt
 		}
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprintf("%d roots", len(res.Roots))}}}, nil, nil
 	})
+	// ask, elicit and ping send the gateway the other requests a server
+	// may make during a call; the gateway relays sampling and elicitation
+	// to the client whose call is in flight, and the fixture's calls
+	// have none, so the answer is the relay's refusal.
+	answer := func(err error) (*mcp.CallToolResult, any, error) {
+		text := "ok"
+		if err != nil {
+			text = err.Error()
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: text}}}, nil, nil
+	}
+	mcp.AddTool(up, &mcp.Tool{Name: "ask"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+		_, err := req.Session.CreateMessage(ctx, &mcp.CreateMessageParams{MaxTokens: 10, Messages: []*mcp.SamplingMessage{{Role: "user", Content: &mcp.TextContent{Text: "hi"}}}})
+		return answer(err)
+	})
+	mcp.AddTool(up, &mcp.Tool{Name: "elicit"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+		_, err := req.Session.Elicit(ctx, &mcp.ElicitParams{Message: "name?", RequestedSchema: map[string]any{"type": "object"}})
+		return answer(err)
+	})
+	mcp.AddTool(up, &mcp.Tool{Name: "ping"}, func(ctx context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, any, error) {
+		return answer(req.Session.Ping(ctx, nil))
+	})
 	sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return up }, opts)
 	upSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost {
@@ -59,6 +82,13 @@ func newCallerFixture(t *testing.T, opts *mcp.StreamableHTTPOptions) *callerFixt
 			var msg struct {
 				ID     any    `json:"id"`
 				Method string `json:"method"`
+			}
+			if json.Unmarshal(body, &msg) == nil && msg.Method == "" && strings.HasPrefix(fmt.Sprint(msg.ID), "scripted-") {
+				f.mu.Lock()
+				f.answers[fmt.Sprint(msg.ID)] = string(body)
+				f.mu.Unlock()
+				w.WriteHeader(http.StatusAccepted)
+				return
 			}
 			if json.Unmarshal(body, &msg) == nil && msg.Method == "tools/call" {
 				f.mu.Lock()

@@ -1,4 +1,7 @@
 package gateway
 
-// Version is the toolgate version reported to MCP peers and in /healthz.
-var Version = "0.1.0-dev"
+import "github.com/toolgate/toolgate/internal/buildinfo"
+
+// Version is the toolgate version reported to MCP peers and in /healthz:
+// the binary's, as `toolgate version` prints it.
+var Version = buildinfo.Read().Version

@@ -1,12 +1,11 @@
 // Command echoupstream is the upstream MCP server of BenchmarkProxyEcho: one
 // tool, echo, over streamable HTTP.
 //
-// It is a Go module of its own so that it is built with the released go-sdk,
-// as the servers users put behind toolgate are. The toolgate module replaces
-// go-sdk with a patched copy (third_party/go-sdk) that allocates far less per
-// message; an upstream built inside it, such as internal/testupstream, is
-// faster than real ones and would flatter the direct calls the gateway is
-// compared with.
+// It is the plain server users put behind toolgate: one tool, built with a
+// released go-sdk and nothing else, in a Go module of its own so that the
+// go-sdk it measures against is the release its go.mod names, whatever
+// toolgate requires. (internal/testupstream, with its many tools and
+// failure modes, is the other upstream the benchmark can call.)
 //
 //	go build -o DIR/echoupstream .         # in this folder
 //	DIR/echoupstream -listen 127.0.0.1:0   # prints "LISTENING http://127.0.0.1:PORT/mcp"

@@ -77,6 +77,7 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(newRun(g))
 	root.AddCommand(newBench(g))
 	root.AddCommand(newInit(g))
+	root.AddCommand(newVersion(g))
 	return root
 }
 

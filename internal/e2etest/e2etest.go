@@ -180,10 +180,10 @@ var (
 type buildKey struct{ dir, pkg, module, version string }
 
 // BuildReleasedBinary builds the main package pkg of module at version, as
-// released (from the module proxy or cache, not this repository's copy),
-// once per test process and returns the path of the executable. The build
-// happens in a temporary module that requires only that one, so that
-// toolgate's replace directives play no part.
+// released (from the module proxy or cache), once per test process and
+// returns the path of the executable. The build happens in a temporary
+// module that requires only that one, so that toolgate's requirements play
+// no part.
 func BuildReleasedBinary(t testing.TB, module, version, pkg string) string {
 	t.Helper()
 	return buildOnce(t, buildKey{pkg: pkg, module: module, version: version})
@@ -201,8 +201,7 @@ func BuildBinary(t testing.TB, pkg string) string {
 // dir, a folder relative to the toolgate module root holding a go.mod of its
 // own (such as "./benchmarks/echoupstream"), once per test process and
 // returns the path of the executable. The build uses that module's go.mod
-// and go.sum, not toolgate's, so it is free of toolgate's replace
-// directives.
+// and go.sum, not toolgate's.
 func BuildModuleBinary(t testing.TB, dir string) string {
 	t.Helper()
 	return buildOnce(t, buildKey{dir: dir, pkg: "."})
