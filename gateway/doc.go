@@ -30,8 +30,11 @@
 //     metadata, and the tools a token's scopes and groups grant;
 //   - upstream.go, transport.go, upstreamcall.go, connpool.go: the
 //     sessions with upstream servers and how calls reach them;
+//     failreason.go: what a failed upstream said about it (its stderr, its
+//     HTTP answer), bounded and redacted;
 //   - lifecycle.go: calls and event streams in flight, and a shutdown's
 //     drain;
 //   - audit.go, metrics.go, shared.go, pins.go: what is recorded, counted
-//     and kept about calls, tools and the shared stores.
+//     and kept about calls, tools and the shared stores; sdklog.go: the
+//     levels at which the MCP SDK's own log records are written.
 package gateway

@@ -193,6 +193,9 @@ type UpstreamStatus struct {
 	Tools     int    `json:"tools"`
 	Restarts  int    `json:"restarts"`
 	Error     string `json:"error,omitempty"`
+	// Stderr holds the last lines a failed stdio upstream wrote on
+	// stderr, which often say why it failed.
+	Stderr []string `json:"stderr,omitempty"`
 }
 
 // Status reports every project and upstream; ready is true when every

@@ -1,13 +1,16 @@
 package gateway
 
 import (
+	"context"
 	"log/slog"
 	"math"
 	"net/http"
+	"strings"
 	"sync"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/toolgate/toolgate/internal/clip"
 	"github.com/toolgate/toolgate/policy/audit"
 )
 
@@ -54,7 +57,8 @@ var _ upstreamHooks = (*project)(nil)
 func newProject(gw *Gateway, name string) *project {
 	p := &project{name: name, gw: gw, log: gw.log.With("project", name)}
 	p.server = mcp.NewServer(&mcp.Implementation{Name: "toolgate", Title: "toolgate (" + name + ")", Version: Version}, &mcp.ServerOptions{
-		Logger:                    p.log,
+		Logger:                    sdkLogger(p.log),
+		InitializedHandler:        p.sessionOpened,
 		HasTools:                  true,
 		HasResources:              true,
 		HasPrompts:                true,
@@ -70,7 +74,7 @@ func newProject(gw *Gateway, name string) *project {
 	}}
 	p.relay = relay{project: name, server: p.server, log: p.log}
 	p.http = mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return p.server }, &mcp.StreamableHTTPOptions{
-		Logger: p.log,
+		Logger: sdkLogger(p.log),
 		// The access layer checks Host and Origin first, with the rules
 		// of the listener and the configuration (hosts.go); the SDK's
 		// check would refuse the names allowedHosts adds.
@@ -82,6 +86,24 @@ func newProject(gw *Gateway, name string) *project {
 	p.server.AddSendingMiddleware(sendElicitParams)
 	p.guarded = gw.guard(p)
 	return p
+}
+
+// sessionOpened logs a client's session when it is initialized: the one
+// line at INFO a session gets (the MCP SDK's own are DEBUG, sdklog.go).
+// The client names itself, so its name is cut short.
+func (p *project) sessionOpened(_ context.Context, req *mcp.InitializedRequest) {
+	ss := req.Session
+	var args []any
+	if id := ss.ID(); id != "" {
+		args = append(args, "session", id)
+	}
+	if ip := ss.InitializeParams(); ip != nil {
+		if ip.ClientInfo != nil {
+			args = append(args, "client", clip.Text(strings.TrimSpace(ip.ClientInfo.Name+" "+ip.ClientInfo.Version), 128))
+		}
+		args = append(args, "protocol", clip.Text(ip.ProtocolVersion, 32))
+	}
+	p.log.Info("client session opened", args...)
 }
 
 // stop stops every upstream of the project and closes client sessions.

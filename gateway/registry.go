@@ -529,7 +529,7 @@ func (r *registry) status() ProjectStatus {
 	st.Ready = true
 	for name, u := range ups {
 		u.mu.Lock()
-		us := UpstreamStatus{State: u.state, Error: u.lastErr, Restarts: u.restarts, Transport: transportName(u.cfg)}
+		us := UpstreamStatus{State: u.state, Error: u.lastErr, Stderr: u.stderr, Restarts: u.restarts, Transport: transportName(u.cfg)}
 		if u.state == StateReady {
 			us.Tools = len(u.cat.tools)
 		}

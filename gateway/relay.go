@@ -79,7 +79,7 @@ func (r *relay) progressToken(ss *mcp.ServerSession, token any, ctx context.Cont
 // notifications and requests to the project's clients.
 func (r *relay) clientOptions(u *upstream) *mcp.ClientOptions {
 	return &mcp.ClientOptions{
-		Logger: r.log,
+		Logger: sdkLogger(r.log),
 		Capabilities: &mcp.ClientCapabilities{
 			RootsV2:  &mcp.RootCapabilities{},
 			Sampling: &mcp.SamplingCapabilities{},

@@ -10,14 +10,12 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/toolgate/toolgate/internal/clip"
 	"github.com/toolgate/toolgate/internal/config"
 )
 
@@ -31,6 +29,8 @@ const upstreamProtocolVersion = "2025-11-25"
 type connection struct {
 	session *mcp.ClientSession
 	group   *processGroup   // nil for remote servers (process_*.go)
+	stderr  *stderrTail     // stdio servers: the last lines of stderr
+	errPipe *os.File        // stdio servers: the read end of stderr
 	pool    *http.Transport // remote servers: the connection pool of this session
 	calls   *streamCaller   // streamable HTTP servers: calls tools without the SDK's client
 	broken  chan error      // a failure that ends the session, found outside the SDK
@@ -59,6 +59,22 @@ func (c *connection) close() {
 		c.pool.CloseIdleConnections()
 	}
 	c.group.kill()
+	if c.stderr != nil {
+		// Read stderr to its end, which the kill brings, so that its last
+		// lines are kept; then close it, in case a process that left the
+		// group still holds it.
+		c.stderr.wait(stderrDrain)
+		_ = c.errPipe.Close()
+	}
+}
+
+// explain returns err, the reason the session ended, with what the
+// upstream said about it. Call it after close.
+func (c *connection) explain(err error) error {
+	if c == nil {
+		return err
+	}
+	return c.stderr.explain(err)
 }
 
 // headerTransport adds a server's configured headers to every request and
@@ -67,6 +83,7 @@ type headerTransport struct {
 	base    http.RoundTripper
 	headers map[string]string
 	grace   time.Duration // drainGrace when zero
+	refusal *httpRefusal  // records the first error answer of the handshake; nil for none
 }
 
 func (t *headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -100,6 +117,7 @@ func (t *headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		stopLater()
 		cancel(nil)
 	}}
+	t.refusal.record(r, resp)
 	return resp, nil
 }
 
@@ -149,33 +167,42 @@ func connect(ctx context.Context, client *mcp.Client, s *config.Server, log *slo
 	case config.TransportStdio:
 		return connectStdio(ctx, client, s, opts, log)
 	case config.TransportHTTP, config.TransportSSE, "":
-		pool := upstreamTransport()
-		hc := &http.Client{Transport: &headerTransport{base: pool, headers: s.Headers}}
-		if s.Transport == config.TransportSSE {
-			cs, err := client.Connect(ctx, &sseTransport{mcp.SSEClientTransport{Endpoint: s.URL, HTTPClient: hc}}, opts)
-			return &connection{session: cs, pool: pool}, err
-		}
-		handle := clientHandler(client)
-		cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: s.URL, HTTPClient: hc, MaxRetries: -1}, opts)
-		if err == nil {
-			c := &connection{session: cs, pool: pool, broken: make(chan error, 1)}
-			c.calls = newStreamCaller(s.URL, pool, s.Headers, cs, handle, c.fail)
-			return c, nil
-		}
-		if s.Transport == config.TransportHTTP || ctx.Err() != nil {
-			return nil, err
-		}
-		// Transport not given: an old-style server answers streamable
-		// HTTP's POST with an error, so try SSE before giving up.
-		cs, sseErr := client.Connect(ctx, &sseTransport{mcp.SSEClientTransport{Endpoint: s.URL, HTTPClient: hc}}, opts)
-		if sseErr != nil {
-			return nil, fmt.Errorf("streamable HTTP: %w; SSE: %v", err, sseErr)
-		}
-		log.Info("upstream speaks the SSE transport", "url", s.URL)
-		return &connection{session: cs, pool: pool}, nil
+		said := &httpRefusal{redact: redactor(s)}
+		c, err := connectHTTP(ctx, client, s, opts, said, log)
+		said.stop()
+		return c, said.explain(err)
 	default:
 		return nil, fmt.Errorf("unknown transport %q", s.Transport)
 	}
+}
+
+// connectHTTP reaches a remote upstream; said records the first error
+// answer of the handshake.
+func connectHTTP(ctx context.Context, client *mcp.Client, s *config.Server, opts *mcp.ClientSessionOptions, said *httpRefusal, log *slog.Logger) (*connection, error) {
+	pool := upstreamTransport()
+	hc := &http.Client{Transport: &headerTransport{base: pool, headers: s.Headers, refusal: said}}
+	if s.Transport == config.TransportSSE {
+		cs, err := client.Connect(ctx, &sseTransport{mcp.SSEClientTransport{Endpoint: s.URL, HTTPClient: hc}}, opts)
+		return &connection{session: cs, pool: pool}, err
+	}
+	handle := clientHandler(client)
+	cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: s.URL, HTTPClient: hc, MaxRetries: -1}, opts)
+	if err == nil {
+		c := &connection{session: cs, pool: pool, broken: make(chan error, 1)}
+		c.calls = newStreamCaller(s.URL, pool, s.Headers, cs, handle, c.fail)
+		return c, nil
+	}
+	if s.Transport == config.TransportHTTP || ctx.Err() != nil {
+		return nil, err
+	}
+	// Transport not given: an old-style server answers streamable
+	// HTTP's POST with an error, so try SSE before giving up.
+	cs, sseErr := client.Connect(ctx, &sseTransport{mcp.SSEClientTransport{Endpoint: s.URL, HTTPClient: hc}}, opts)
+	if sseErr != nil {
+		return nil, fmt.Errorf("streamable HTTP: %w; SSE: %v", err, sseErr)
+	}
+	log.Info("upstream speaks the SSE transport", "url", s.URL)
+	return &connection{session: cs, pool: pool}, nil
 }
 
 // sseTransport is the SSE client transport with a stream that outlives the
@@ -208,22 +235,33 @@ func connectStdio(ctx context.Context, client *mcp.Client, s *config.Server, opt
 	cmd.Dir = s.Cwd
 	cmd.Env = upstreamEnv(s.Env)
 	inProcessGroup(cmd)
-	stderr, err := cmd.StderrPipe()
+	// A pipe of toolgate's own rather than cmd.StderrPipe, which Wait
+	// closes (the MCP SDK waits for the process when the session ends):
+	// what the process wrote just before it exited, often the reason
+	// why, is read to the end.
+	errPipe, errWrite, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
+	cmd.Stderr = errWrite
 	t := &mcp.CommandTransport{Command: cmd, TerminateDuration: 2 * time.Second}
-	conn := &connection{}
+	conn := &connection{stderr: newStderrTail(redactor(s)), errPipe: errPipe}
 	cs, err := client.Connect(ctx, &startHook{CommandTransport: t, cmd: cmd, onStart: func() {
 		conn.group = newProcessGroup(cmd, log)
-		go logLines(stderr, log)
+		_ = errWrite.Close() // the process has its own
+		go logLines(errPipe, log, conn.stderr)
 	}}, opts)
 	if err != nil {
-		conn.group.kill()
+		if conn.group == nil { // not started
+			_ = errWrite.Close()
+			_ = errPipe.Close()
+			return nil, err
+		}
+		conn.close()
 		if cmd.Process != nil {
 			_ = cmd.Wait()
 		}
-		return nil, err
+		return nil, conn.explain(err)
 	}
 	conn.session = cs
 	return conn, nil
@@ -267,12 +305,14 @@ func upstreamEnv(extra map[string]string) []string {
 // on stderr; the rest of a longer line is read and dropped.
 const stderrLineBytes = 4096
 
-// logLines copies an upstream's stderr to the log, one record a line, until
-// the pipe ends. It always reads on, whatever the upstream writes: a line
-// longer than stderrLineBytes is logged cut (clip.Text says how long it
-// was), since an upstream whose stderr nobody reads blocks on its next
-// write.
-func logLines(r io.Reader, log *slog.Logger) {
+// logLines copies an upstream's stderr to the log, one record a line, and
+// keeps its last lines in tail, both without the server's configured
+// secrets, until the pipe ends. It always reads on, whatever the upstream
+// writes: a line longer than stderrLineBytes is logged cut (clip.Text says
+// how long it was), since an upstream whose stderr nobody reads blocks on
+// its next write.
+func logLines(r io.Reader, log *slog.Logger, tail *stderrTail) {
+	defer tail.ended()
 	br := bufio.NewReaderSize(r, stderrLineBytes)
 	var line []byte // what is kept of the line
 	n := 0          // its length, dropped bytes included
@@ -288,13 +328,14 @@ func logLines(r io.Reader, log *slog.Logger) {
 		if err == nil {
 			n-- // the newline
 		}
-		text := strings.TrimSpace(string(line))
-		if n > len(line) {
-			// Cut as clip.Text cuts, saying how long the line was.
-			text = clip.Prefix(text, stderrLineBytes-32) + "…[" + strconv.Itoa(n) + " bytes]"
-		}
-		if text != "" {
-			log.Debug("upstream stderr", "line", text)
+		if text := strings.TrimSpace(string(line)); text != "" {
+			text = tail.redacted(text)
+			size := len(text)
+			if n > len(line) {
+				size = n // the line was cut: say how long it was
+			}
+			log.Debug("upstream stderr", "line", clipLine(text, size, stderrLineBytes))
+			tail.add(text, size)
 		}
 		line, n = line[:0], 0
 		if err != nil {

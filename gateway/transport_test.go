@@ -149,15 +149,17 @@ func TestHeaderTransportCancels(t *testing.T) {
 // TestStderrAlwaysDrained writes a stderr line far longer than the log
 // keeps, then more lines, as an upstream would: every write is read (the
 // upstream never blocks on its stderr), the long line is logged cut with
-// its length, and the next lines are logged whole.
+// its length, and the next lines are logged whole; the tail kept for a
+// failure has them all, cut shorter.
 func TestStderrAlwaysDrained(t *testing.T) {
 	pr, pw := io.Pipe()
 	var buf syncBuffer
 	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	tail := newStderrTail(nil)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		logLines(pr, log)
+		logLines(pr, log, tail)
 	}()
 	wrote := make(chan error, 1)
 	go func() {
@@ -184,6 +186,18 @@ func TestStderrAlwaysDrained(t *testing.T) {
 	for i, want := range []string{"…[204800 bytes]", "line=\"the next line\"", "…[409600 bytes]", "line=\"and the last\""} {
 		if !strings.Contains(lines[i], want) || len(lines[i]) > stderrLineBytes+200 {
 			t.Errorf("record %d (%d bytes) lacks %q: %.120s…", i, len(lines[i]), want, lines[i])
+		}
+	}
+	if !tail.wait(0) {
+		t.Error("the tail does not know that stderr ended")
+	}
+	kept := tail.last()
+	if len(kept) != 4 {
+		t.Fatalf("the tail kept %d lines, want 4", len(kept))
+	}
+	for i, want := range []string{"…[204800 bytes]", "the next line", "…[409600 bytes]", "and the last"} {
+		if !strings.HasSuffix(kept[i], want) || len(kept[i]) > stderrTailLineBytes {
+			t.Errorf("tail line %d (%d bytes) = %.60q…, want it to end with %q", i, len(kept[i]), kept[i], want)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -78,6 +79,7 @@ type upstream struct {
 	mu       sync.Mutex
 	state    string
 	lastErr  string
+	stderr   []string // the last lines of stderr that came with lastErr
 	conn     *connection
 	cat      catalog
 	restarts int
@@ -170,12 +172,16 @@ func (u *upstream) run(ctx context.Context) {
 		began := time.Now()
 		err := u.serve(ctx)
 		if ctx.Err() != nil {
-			u.setState(StateStopped, "", nil, catalog{})
+			u.setState(StateStopped, nil, nil, catalog{})
 			return
 		}
-		u.log.Warn("upstream unhealthy", "error", err)
+		if stderr := stderrOf(err); len(stderr) > 0 {
+			u.log.Warn("upstream unhealthy", "error", err, "stderr", strings.Join(stderr, "\n"))
+		} else {
+			u.log.Warn("upstream unhealthy", "error", err)
+		}
 		u.hooks.upstreamEvent(u, audit.EventUpstreamError, err)
-		u.setState(StateUnhealthy, err.Error(), nil, catalog{})
+		u.setState(StateUnhealthy, err, nil, catalog{})
 		u.attemptO.Do(func() { close(u.attempt) })
 		u.hooks.changed(u)
 		if time.Since(began) > backoffReset {
@@ -184,7 +190,7 @@ func (u *upstream) run(ctx context.Context) {
 		select {
 		case <-time.After(retry.NextBackOff()):
 		case <-ctx.Done():
-			u.setState(StateStopped, "", nil, catalog{})
+			u.setState(StateStopped, nil, nil, catalog{})
 			return
 		}
 		u.mu.Lock()
@@ -196,8 +202,9 @@ func (u *upstream) run(ctx context.Context) {
 	}
 }
 
-// serve runs one session from connect to its end and says why it ended.
-func (u *upstream) serve(ctx context.Context) error {
+// serve runs one session from connect to its end and says why it ended,
+// with what the upstream said about it.
+func (u *upstream) serve(ctx context.Context) (err error) {
 	client := mcp.NewClient(&mcp.Implementation{Name: "toolgate", Version: Version}, u.hooks.clientOptions(u))
 	client.AddReceivingMiddleware(rootsMiddleware(u), elicitMiddleware(u))
 	cctx, cancel := context.WithTimeout(ctx, u.startupTimeout)
@@ -208,11 +215,18 @@ func (u *upstream) serve(ctx context.Context) error {
 		timedOut := errors.Is(cctx.Err(), context.DeadlineExceeded)
 		cancel()
 		if timedOut && ctx.Err() == nil {
-			return fmt.Errorf("no answer to initialize within %v", u.startupTimeout)
+			timeout := fmt.Errorf("no answer to initialize within %v", u.startupTimeout)
+			if stderr := stderrOf(err); len(stderr) > 0 {
+				return &stderrError{err: timeout, stderr: stderr}
+			}
+			return timeout
 		}
 		return fmt.Errorf("connecting: %w", err)
 	}
-	defer conn.close()
+	defer func() {
+		conn.close()
+		err = conn.explain(err)
+	}()
 	cat, err := listCatalog(cctx, conn.session)
 	cancel()
 	if err != nil {
@@ -224,7 +238,7 @@ func (u *upstream) serve(ctx context.Context) error {
 		_ = conn.session.SetLoggingLevel(lctx, &mcp.SetLoggingLevelParams{Level: "debug"})
 		lcancel()
 	}
-	u.setState(StateReady, "", conn, cat)
+	u.setState(StateReady, nil, conn, cat)
 	u.attemptO.Do(func() { close(u.attempt) })
 	u.log.Info("upstream ready", "tools", len(cat.tools), "resources", len(cat.resources), "prompts", len(cat.prompts))
 	u.hooks.changed(u)
@@ -258,7 +272,7 @@ func (u *upstream) serve(ctx context.Context) error {
 			if err != nil {
 				return fmt.Errorf("relisting after list_changed: %w", err)
 			}
-			u.setState(StateReady, "", conn, cat)
+			u.setState(StateReady, nil, conn, cat)
 			u.hooks.changed(u)
 		}
 	}
@@ -272,10 +286,15 @@ func (u *upstream) requestRefresh() {
 	}
 }
 
-func (u *upstream) setState(state, errText string, conn *connection, cat catalog) {
+// setState records the upstream's state; failure is why it is not ready
+// (nil when it is).
+func (u *upstream) setState(state string, failure error, conn *connection, cat catalog) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	u.state, u.lastErr, u.conn, u.cat = state, errText, conn, cat
+	u.state, u.lastErr, u.stderr, u.conn, u.cat = state, "", nil, conn, cat
+	if failure != nil {
+		u.lastErr, u.stderr = failure.Error(), stderrOf(failure)
+	}
 }
 
 // snapshot returns the state and catalog under the lock.
