@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
 	"crypto/x509"
 	"encoding/base64"
@@ -10,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
 	"os"
 	"path/filepath"
 	"slices"
@@ -52,7 +54,8 @@ var oauthClients = []oauthtest.Client{
 // access tokens of the provider and API keys, "other" takes tokens only
 // (with another audience), and "keys" API keys only. Each fronts an
 // upstream (server "up") with echo, fail and protocol_error, which
-// records the Authorization headers it receives.
+// records every request it receives, headers and body; team's sends it
+// the upstream's own credential (upstreamCredential).
 type oauthFixture struct {
 	g     *Gateway
 	base  string // http://127.0.0.1:PORT
@@ -61,9 +64,13 @@ type oauthFixture struct {
 	audit string
 	doc   string // the configuration
 
-	upMu     sync.Mutex
-	upAuthzs []string
+	upMu       sync.Mutex
+	upRequests []string // as httputil.DumpRequest writes them
 }
+
+// upstreamCredential is what team's configuration sends its upstream in
+// Authorization.
+const upstreamCredential = "Bearer upstream-own-credential"
 
 // fixtureOptions change the fixture's configuration.
 type fixtureOptions struct {
@@ -78,8 +85,12 @@ func newOAuthFixture(t *testing.T, o fixtureOptions) *oauthFixture {
 	addAnswerTools(up)
 	upHandler := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return up }, nil)
 	upSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		dump, err := httputil.DumpRequest(r, true)
+		if err != nil {
+			t.Error(err)
+		}
 		f.upMu.Lock()
-		f.upAuthzs = append(f.upAuthzs, r.Header.Values("Authorization")...)
+		f.upRequests = append(f.upRequests, string(dump))
 		f.upMu.Unlock()
 		upHandler.ServeHTTP(w, r)
 	}))
@@ -102,7 +113,7 @@ func newOAuthFixture(t *testing.T, o fixtureOptions) *oauthFixture {
 	doc := `{"dataDir": ` + quoteJSON(dir) + `, ` + codeMode + `
 		"projects": {
 			"team": {
-				"mcpServers": {"up": {"url": ` + upURL + `, "denyToolsGlob": ["protocol_error"]}},
+				"mcpServers": {"up": {"url": ` + upURL + `, "headers": {"Authorization": "` + upstreamCredential + `"}, "denyToolsGlob": ["protocol_error"]}},
 				"apiKeys": [{"name": "k", "sha256": "` + apikey.Hash(key) + `"}],
 				"rateLimit": ` + o.perKey + `,
 				"auth": {"oauth": {"issuer": ` + quoteJSON(f.p.URL) + `, "audience": "` + teamAudience + `",
@@ -633,13 +644,59 @@ func TestTokenPrincipal(t *testing.T) {
 	if strings.Contains(rec.Body.String(), "bob") {
 		t.Errorf("metrics name a subject")
 	}
+}
 
-	// The upstream never saw a token (nor any Authorization header: it
-	// has no credential configured).
+// TestTokensStayAtTheGateway: whatever a token's holder does (list, call,
+// run a script that calls tools), the upstream receives its own
+// credential and never the token, in no header and no body.
+func TestTokensStayAtTheGateway(t *testing.T) {
+	f := newOAuthFixture(t, fixtureOptions{codeMode: true})
+	ctx := context.Background()
+	tokens := []string{f.p.Token(t, "bob", "mcp"), f.p.Token(t, "alice", "mcp", "tools:read")}
+	for _, tok := range tokens {
+		cs := f.connect(t, "team", tok)
+		if _, err := cs.ListTools(ctx, nil); err != nil {
+			t.Fatal(err)
+		}
+		if res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "up__echo", Arguments: map[string]any{"text": "direct"}}); err != nil || res.IsError {
+			t.Fatalf("direct call: %v %v", res, err)
+		}
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: ExecuteCodeTool, Arguments: map[string]any{"code": `return await tools.up.echo({text: "from a script"});`}})
+		if err != nil || res.IsError {
+			t.Fatalf("script: %v %v", text(res), err)
+		}
+	}
+
 	f.upMu.Lock()
 	defer f.upMu.Unlock()
-	if len(f.upAuthzs) != 0 {
-		t.Errorf("the upstream received Authorization headers: %.80q", f.upAuthzs)
+	var calls int
+	for _, dump := range f.upRequests {
+		req, err := http.ReadRequest(bufio.NewReader(strings.NewReader(dump)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a := req.Header.Values("Authorization"); len(a) > 0 && !slices.Equal(a, []string{upstreamCredential}) {
+			t.Errorf("the upstream received Authorization %.60q, want only its own credential", a)
+		}
+		for i, tok := range tokens {
+			_, payload, sig := jwsParts(t, tok)
+			for _, part := range []string{tok, payload, sig} {
+				if strings.Contains(dump, part) {
+					t.Errorf("the upstream received token %d (or a part of it):\n%.300s", i, dump)
+				}
+			}
+		}
+		if strings.Contains(dump, `"tools/call"`) {
+			calls++
+		}
+	}
+	// Two direct calls and two from scripts, all of team's upstream, and
+	// each sent with its credential: the recording saw what a leak would be.
+	if calls != 4 {
+		t.Errorf("the upstream received %d tools/call, want 4", calls)
+	}
+	if !slices.ContainsFunc(f.upRequests, func(d string) bool { return strings.Contains(d, upstreamCredential) }) {
+		t.Errorf("the upstream never received its own credential")
 	}
 }
 
