@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/toolgate/toolgate/internal/config"
+	"github.com/toolgate/toolgate/policy"
 )
 
 // --- OAuth access tokens ------------------------------------------------
@@ -43,14 +44,13 @@ func checkOAuth(_ context.Context, in *checkInput) []checkFinding {
 			grant map[string][]string
 		}{{"scopes", o.Scopes}, {"groups", o.Groups}} {
 			for _, n := range slices.Sorted(maps.Keys(g.grant)) {
-				if slices.ContainsFunc(g.grant[n], grantsEverything) {
-					wide = append(wide, node.Get(g.key).Get(n).Path())
+				if i := slices.IndexFunc(g.grant[n], grantsEverything); i >= 0 {
+					p := node.Get(g.key).Get(n).Path()
+					wide = append(wide, p)
+					out = append(out, findWarn(p, fmt.Sprintf("grants every tool (%q): a token that holds it sees and calls every tool the filters allow, including tools servers add later", g.grant[n][i]),
+						`list the tools it needs instead (for example ["*__read_*", "*__list_*"])`))
 				}
 			}
-		}
-		for _, p := range wide {
-			out = append(out, findWarn(p, "grants every tool: a token that holds it sees and calls every tool the filters allow, including tools servers add later",
-				`list the tools it needs instead of "*" (for example ["*__read_*", "*__list_*"])`))
 		}
 		switch {
 		case len(o.Scopes) == 0 && len(o.Groups) == 0 && len(o.RequiredScopes) == 0:
@@ -66,7 +66,20 @@ func checkOAuth(_ context.Context, in *checkInput) []checkFinding {
 	return out
 }
 
-// grantsEverything reports whether a tool glob matches every tool name.
+// grantsEverything reports whether a tool glob matches every tool name:
+// "*", and the globs that say it another way ("*__*", "?*", "*_*"), which
+// match every namespaced name. It tries the glob, as the gateway compiles
+// it, on names unlike each other in server, tool and characters; one it
+// misses means the glob picks tools.
 func grantsEverything(glob string) bool {
-	return strings.Trim(glob, "*") == ""
+	f, err := policy.NewFilter(policy.FilterSpec{AllowGlob: []string{glob}})
+	if err != nil {
+		return false
+	}
+	for _, name := range []string{"a__b", "github__create_issue", "fs__write_file", "db-2__Drop.Table"} {
+		if !f.Allows(name) {
+			return false
+		}
+	}
+	return true
 }

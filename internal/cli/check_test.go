@@ -381,6 +381,32 @@ func TestGradeCodeMode(t *testing.T) {
 	}
 }
 
+// A grant that matches every tool name is graded as one, however its glob
+// says it; one that picks tools is not.
+func TestGrantsEverything(t *testing.T) {
+	for glob, want := range map[string]bool{
+		"*":         true,
+		"**":        true,
+		"*__*":      true,
+		"*_*":       true,
+		"?*":        true,
+		"*__read_*": false,
+		"github__*": false,
+		"*__*_*":    false,
+		"*_":        false,
+		"??????*":   false,
+		"[":         false, // not a glob: the configuration refuses it
+		"up__echo":  false,
+		"*__list_*": false,
+		"{a,b}__*":  false,
+		"*{__,_}*":  true,
+	} {
+		if got := grantsEverything(glob); got != want {
+			t.Errorf("grantsEverything(%q) = %v, want %v", glob, got, want)
+		}
+	}
+}
+
 // The values check scans for literal credentials are read from the file
 // as written, in every format, with the key paths of package config.
 func TestRawCredentialFieldsFormats(t *testing.T) {
