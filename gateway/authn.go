@@ -135,7 +135,7 @@ func (g *Gateway) compileAuth(ctx context.Context, cfg *config.Config, running *
 			}
 			wctx, cancel := context.WithTimeout(ctx, warmUpTimeout)
 			if err := v.Refresh(wctx); err != nil {
-				g.log.Warn("oauth: the issuer's keys cannot be fetched yet; tokens are refused as unverifiable until they can", "project", name, "issuer", o.Issuer, "error", err)
+				g.log.Warn("oauth: the issuer's keys cannot be fetched yet; tokens are answered 503 until they can", "project", name, "issuer", o.Issuer, "error", err)
 			}
 			cancel()
 			po.verifier = v

@@ -440,7 +440,7 @@ func (v *Verifier) Problem() string {
 	case v.lastErr == nil:
 		return ""
 	case v.set == nil:
-		return fmt.Sprintf("the keys of %s cannot be fetched, so its tokens are refused as unverifiable: %v", v.issuer, v.lastErr)
+		return fmt.Sprintf("the keys of %s cannot be fetched, so its tokens cannot be checked until they are: %v", v.issuer, v.lastErr)
 	}
 	return fmt.Sprintf("the keys of %s cannot be fetched again; those fetched at %s stay in use: %v", v.issuer, v.set.at.UTC().Format(time.RFC3339), v.lastErr)
 }

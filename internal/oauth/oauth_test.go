@@ -332,7 +332,7 @@ func TestIssuerUnavailable(t *testing.T) {
 	if err := v.Refresh(context.Background()); !errors.Is(err, oauth.ErrUnavailable) {
 		t.Errorf("Refresh of a down issuer: %v, want ErrUnavailable", err)
 	}
-	if p := v.Problem(); !strings.Contains(p, "refused as unverifiable") {
+	if p := v.Problem(); !strings.Contains(p, "its tokens cannot be checked") {
 		t.Errorf("Problem() = %q", p)
 	}
 
