@@ -360,9 +360,11 @@ func audienceText(aud jwt.Audience) string {
 }
 
 // scopesOf reads the scope claim (RFC 9068, a space-separated string) or,
-// without one, scp (a list, as some providers write it).
+// without one or with an empty one, scp (a list, as some providers write
+// it; an empty scope beside it is what others write when no scope was
+// asked for).
 func scopesOf(claims map[string]any) []string {
-	if s, ok := claims["scope"].(string); ok {
+	if s, ok := claims["scope"].(string); ok && strings.TrimSpace(s) != "" {
 		return strings.Fields(s)
 	}
 	switch s := claims["scp"].(type) {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/toolgate/toolgate/internal/oauth"
 	"github.com/toolgate/toolgate/internal/oauthtest"
@@ -215,6 +216,45 @@ var cmpIgnoreExpiry = cmp.Transformer("noExpiry", func(t *oauth.Token) oauth.Tok
 	c.Expiry = time.Time{}
 	return c
 })
+
+// TestClaimShapes reads scopes and groups as providers write them: the
+// scope string, scp as a list or a string, and roles under a nested
+// claim (Keycloak's realm_access.roles).
+func TestClaimShapes(t *testing.T) {
+	p := oauthtest.Start(t, &oauthtest.Options{Clients: []oauthtest.Client{
+		{ID: "keycloak", Secret: "k", Audience: []string{audience}, Claims: map[string]any{"realm_access": map[string]any{"roles": []string{"admins", "ops"}}}},
+		{ID: "one-role", Secret: "o", Audience: []string{audience}, Claims: map[string]any{"realm_access": map[string]any{"roles": "admins"}}},
+		{ID: "entra", Secret: "e", Audience: []string{audience}, Claims: map[string]any{"scp": []string{"tools:read", "mcp"}}},
+		{ID: "scp-string", Secret: "s", Audience: []string{audience}, Claims: map[string]any{"scp": "tools:read mcp"}},
+		{ID: "not-a-list", Secret: "n", Audience: []string{audience}, Claims: map[string]any{"realm_access": map[string]any{"roles": map[string]any{"admins": true}}, "scp": 7}},
+		{ID: "flat", Secret: "f", Audience: []string{audience}, Claims: map[string]any{"realm_access": []string{"admins"}}},
+	}})
+	v := newVerifier(t, p, &oauth.Options{GroupsClaim: "realm_access.roles"})
+	for _, tc := range []struct {
+		client string
+		scopes []string // requested: they go in the scope claim
+		want   *oauth.Token
+	}{
+		{"keycloak", nil, &oauth.Token{Groups: []string{"admins", "ops"}}},
+		{"one-role", nil, &oauth.Token{Groups: []string{"admins"}}},
+		{"entra", nil, &oauth.Token{Scopes: []string{"tools:read", "mcp"}}},
+		{"scp-string", nil, &oauth.Token{Scopes: []string{"tools:read", "mcp"}}},
+		{"entra", []string{"mcp"}, &oauth.Token{Scopes: []string{"mcp"}}}, // scope wins over scp
+		{"not-a-list", nil, &oauth.Token{}},
+		{"flat", nil, &oauth.Token{}},
+	} {
+		t.Run(tc.client+strings.Join(tc.scopes, "+"), func(t *testing.T) {
+			tok, err := v.Verify(context.Background(), p.Token(t, tc.client, tc.scopes...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.want.Subject, tc.want.ClientID = tc.client, tc.client
+			if diff := cmp.Diff(tc.want, tok, cmpIgnoreExpiry, cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("token (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
 
 // TestNotYetValid: a token from a clock ahead of the verifier's, beyond
 // the leeway, is refused; within it, accepted.

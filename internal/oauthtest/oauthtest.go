@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -48,6 +49,9 @@ type Client struct {
 	Audience []string
 	// Groups go in the tokens' "groups" claim when set.
 	Groups []string
+	// Claims are other claims of its tokens, as some providers shape
+	// them: roles under a nested claim, scopes in scp.
+	Claims map[string]any
 	// Lifetime of its tokens (default 5 minutes); a negative one makes
 	// tokens that expired that long ago.
 	Lifetime time.Duration
@@ -300,7 +304,7 @@ func (s *store) CreateAccessToken(_ context.Context, req op.TokenRequest) (strin
 
 // GetPrivateClaimsFromScopes adds the claims zitadel's provider leaves to
 // its storage: the granted scopes (RFC 9068's scope claim) and the
-// client's groups.
+// client's groups and other claims.
 func (s *store) GetPrivateClaimsFromScopes(_ context.Context, _, clientID string, scopes []string) (map[string]any, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -308,8 +312,11 @@ func (s *store) GetPrivateClaimsFromScopes(_ context.Context, _, clientID string
 	if len(scopes) > 0 {
 		claims["scope"] = strings.Join(scopes, " ")
 	}
-	if c := s.clients[clientID]; c != nil && c.Groups != nil {
-		claims["groups"] = c.Groups
+	if c := s.clients[clientID]; c != nil {
+		if c.Groups != nil {
+			claims["groups"] = c.Groups
+		}
+		maps.Copy(claims, c.Claims)
 	}
 	return claims, nil
 }
