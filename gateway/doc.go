@@ -25,7 +25,9 @@
 //   - access.go, front.go, hosts.go, fastpath.go, message.go: the HTTP
 //     layer in front of the MCP SDK: Host and Origin, addresses, keys, the
 //     transport's rules and sessions, and the tool calls the access layer
-//     answers itself;
+//     answers itself; authn.go: credentials (API keys and OAuth access
+//     tokens), the challenges of refusals, the protected resource
+//     metadata, and the tools a token's scopes and groups grant;
 //   - upstream.go, transport.go, upstreamcall.go, connpool.go: the
 //     sessions with upstream servers and how calls reach them;
 //     failreason.go: what a failed upstream said about it (its stderr, its

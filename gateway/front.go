@@ -208,7 +208,7 @@ func (ss *sessions) lookup(sid string, pr Principal) (*session, *transportRefusa
 	if s == nil {
 		return nil, &transportRefusal{status: http.StatusNotFound, text: "session not found"}
 	}
-	if s.key != "" && s.key != pr.KeyID {
+	if s.key != "" && s.key != pr.owner() {
 		return nil, &transportRefusal{status: http.StatusForbidden, text: "session user mismatch"}
 	}
 	return s, nil
@@ -431,7 +431,7 @@ func (p *project) trackSessions(next mcp.MethodHandler) mcp.MethodHandler {
 		res, err := next(ctx, method, req)
 		if method == "initialize" && err == nil {
 			if ss, ok := req.GetSession().(*mcp.ServerSession); ok && ss != nil {
-				p.sessions.add(ss, gr.principal(p.name).KeyID)
+				p.sessions.add(ss, gr.principal(p.name).owner())
 			}
 		}
 		return res, err

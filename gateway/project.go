@@ -82,7 +82,7 @@ func newProject(gw *Gateway, name string) *project {
 		// The access layer caps bodies first, at limits.maxRequestBodyBytes.
 		MaxRequestBodyBytes: math.MaxInt64,
 	})
-	p.server.AddReceivingMiddleware(p.trackSessions, p.reg.wholeLists, p.toolCalls)
+	p.server.AddReceivingMiddleware(p.trackSessions, p.reg.wholeLists, p.reg.grantedLists, p.toolCalls)
 	p.server.AddSendingMiddleware(sendElicitParams)
 	p.guarded = gw.guard(p)
 	return p

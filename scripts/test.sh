@@ -155,7 +155,7 @@ fi
 # The packages with concurrency of their own, all of their tests (the
 # race detector slows them down a few times; docs/development.md has the
 # figures).
-race_pkgs="${RACE_PKGS:-./policy/... ./gateway/... ./sandbox/... ./internal/cli/...}"
+race_pkgs="${RACE_PKGS:-./policy/... ./gateway/... ./sandbox/... ./internal/oauth/... ./internal/cli/...}"
 if [ "${RACE:-1}" != "0" ]; then
 	# shellcheck disable=SC2086 # RACE_PKGS is a list of patterns
 	selected="$(comm -12 <(go list "${pkgs[@]}" | sort) <(go list $race_pkgs | sort))"

@@ -107,6 +107,7 @@ func (l *loader) validate(c *Config) {
 		l.validateServer(ps.path, ps.v)
 	}
 	l.validateAccess(c)
+	l.validateAuth(c)
 	l.validateCluster(c)
 }
 
