@@ -49,6 +49,8 @@ type access struct {
 	maxBody      int64
 	maxSessions  int
 	maxInFlight  int
+	// auth is each project's credentials (authn.go).
+	auth map[string]*projectAuth
 }
 
 func compileAccess(cfg *config.Config) (*access, error) {
@@ -170,23 +172,8 @@ func (g *Gateway) guard(p *project) http.Handler {
 			return
 		}
 		pr := Principal{Project: p.name, ClientIP: ip.String()}
-		if a.authRequired {
-			key, err := g.auth.Authenticate(presentedKey(r), p.name)
-			if err != nil {
-				g.log.Info("authentication failed", "project", p.name, "ip", ip, "reason", err.Error())
-				g.metrics.authFailures.WithLabelValues(p.name, authReason(err)).Inc()
-				ev := &audit.Event{Type: audit.EventAuthFailure, Project: p.name, ClientIP: ip.String(), Reason: authReason(err)}
-				var ae *apikey.AuthError
-				if errors.As(err, &ae) {
-					ev.KeyID = ae.KeyID
-				}
-				_ = g.emit(ev)
-				w.Header().Set("WWW-Authenticate", `Bearer realm="toolgate"`)
-				rpcError(w, http.StatusUnauthorized, codeUnauthorized, "unauthorized: "+err.Error(), nil)
-				return
-			}
-			pr.KeyID = key.ID
-			g.auth.RecordUse(key.ID)
+		if a.authRequired && !g.authenticate(w, r, a, p, &pr) { // authn.go
+			return
 		}
 		// A request of a version without sessions goes to the SDK's
 		// stateless handler (or is answered here), whatever session it
@@ -205,7 +192,7 @@ func (g *Gateway) guard(p *project) http.Handler {
 		}
 		// One allocation for what the access layer keeps of the request.
 		st := &guardRequest{pr: pr}
-		st.ti = auth.TokenInfo{UserID: pr.KeyID, Extra: map[string]any{tokenRequest: st}}
+		st.ti = auth.TokenInfo{UserID: pr.owner(), Extra: map[string]any{tokenRequest: st}}
 		ti := &st.ti
 		var body []byte      // of a POST
 		var claim *callClaim // its calls' ids, while they are in flight
@@ -269,8 +256,8 @@ func (g *Gateway) guard(p *project) http.Handler {
 					r.writeHTTP(w)
 					return
 				}
-				if pr.KeyID != "" && a.maxSessions > 0 && p.sessions.of(pr.KeyID) >= a.maxSessions {
-					rpcError(w, http.StatusTooManyRequests, codeRateLimited, fmt.Sprintf("key %s already has %d sessions open (limits.maxSessionsPerKey)", pr.KeyID, a.maxSessions), nil)
+				if owner := pr.owner(); owner != "" && a.maxSessions > 0 && p.sessions.of(owner) >= a.maxSessions {
+					rpcError(w, http.StatusTooManyRequests, codeRateLimited, fmt.Sprintf("%s already has %d sessions open (limits.maxSessionsPerKey)", pr.who(), a.maxSessions), nil)
 					return
 				}
 				st.initialize = msg.InitParams
@@ -507,18 +494,6 @@ func (g *Gateway) refuseCall(w http.ResponseWriter, pc *pathCall) {
 	}
 	w.Header().Set("Retry-After", strconv.FormatInt(int64(math.Ceil(ce.RetryAfter.Seconds())), 10))
 	rpcError(w, http.StatusTooManyRequests, codeRateLimited, ce.Message, map[string]any{"retryAfterMs": retryMs(ce.RetryAfter)})
-}
-
-// presentedKey is the key in `Authorization: Bearer` or `X-API-Key`.
-func presentedKey(r *http.Request) string {
-	if h := r.Header.Get("Authorization"); h != "" {
-		scheme, rest, ok := strings.Cut(h, " ")
-		if ok && strings.EqualFold(scheme, "Bearer") {
-			return strings.TrimSpace(rest)
-		}
-		return ""
-	}
-	return strings.TrimSpace(r.Header.Get("X-API-Key"))
 }
 
 func rpcError(w http.ResponseWriter, status, code int, msg string, data any) {

@@ -35,9 +35,9 @@ func (g *Gateway) emit(ev *audit.Event) error {
 
 // alertFields are the fields of an event an alert may show.
 func alertFields(ev *audit.Event) map[string]any {
-	f := make(map[string]any, 6)
+	f := make(map[string]any, 7)
 	for _, kv := range [...]struct{ k, v string }{
-		{"keyId", ev.KeyID}, {"clientIp", ev.ClientIP}, {"server", ev.Server},
+		{"keyId", ev.KeyID}, {"subject", ev.Subject}, {"clientIp", ev.ClientIP}, {"server", ev.Server},
 		{"tool", ev.Tool}, {"reason", ev.Reason}, {"error", ev.Error},
 	} {
 		if kv.v != "" {
@@ -90,6 +90,7 @@ func callEvent(project string, r *route, call *ToolCall, execID string, res *mcp
 		Type:        audit.EventToolCall,
 		Project:     project,
 		KeyID:       call.Principal.KeyID,
+		Subject:     call.Principal.Subject,
 		ClientIP:    call.Principal.ClientIP,
 		ExecutionID: execID,
 		Tool:        call.Name,
@@ -137,7 +138,7 @@ func callEvent(project string, r *route, call *ToolCall, execID string, res *mcp
 // other than tools/call, a tools/call refused at the HTTP layer, a
 // script's fetch.
 func rateLimitEvent(project string, pr Principal, tool string, ce *callerr.Error) *audit.Event {
-	return &audit.Event{Type: audit.EventRateLimitHit, Project: project, KeyID: pr.KeyID, ClientIP: pr.ClientIP,
+	return &audit.Event{Type: audit.EventRateLimitHit, Project: project, KeyID: pr.KeyID, Subject: pr.Subject, ClientIP: pr.ClientIP,
 		Tool: tool, Decision: "deny", Outcome: ce.Code, Error: ce.Message}
 }
 

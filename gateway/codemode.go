@@ -47,6 +47,52 @@ type codeTools struct {
 	tools        []bindings.Tool
 	prelude      string
 	declarations string
+
+	// granted holds the views of the tools that access tokens' grants
+	// see, by grant key (at most maxGrantViews; more are made per call).
+	mu      sync.Mutex
+	granted map[string]*codeTools
+}
+
+// maxGrantViews bounds the views of a project's tools kept for grants.
+const maxGrantViews = 64
+
+// forGrant returns the tools as Code Mode shows them to a caller with
+// grant: its scripts get bindings and declarations for the tools it may
+// call, and no other.
+func (ct *codeTools) forGrant(grant *toolGrant) *codeTools {
+	if grant == nil {
+		return ct
+	}
+	ct.mu.Lock()
+	v := ct.granted[grant.key]
+	ct.mu.Unlock()
+	if v != nil {
+		return v
+	}
+	v = &codeTools{}
+	for _, t := range ct.tools {
+		if grant.allows(t.FullName) {
+			v.tools = append(v.tools, t)
+		}
+	}
+	v.prelude = bindings.Prelude(v.tools, hostFn)
+	v.declarations = bindings.Declarations(v.tools)
+	ct.mu.Lock()
+	if ct.granted == nil {
+		ct.granted = map[string]*codeTools{}
+	}
+	if len(ct.granted) < maxGrantViews {
+		ct.granted[grant.key] = v
+	}
+	ct.mu.Unlock()
+	return v
+}
+
+// codeDescriptionFor is execute_code's description for a caller with
+// grant.
+func (r *registry) codeDescriptionFor(grant *toolGrant) string {
+	return executeCodeDescription(r.gw.Config().CodeMode, r.codeTools().forGrant(grant))
 }
 
 func newCodeTools(rs routes) *codeTools {
@@ -158,7 +204,7 @@ func (p *project) searchTools(call *ToolCall) *mcp.CallToolResult {
 			return errorResult("search_tools takes {query?: string}: " + err.Error())
 		}
 	}
-	found := bindings.Search(p.reg.codeTools().tools, in.Query)
+	found := bindings.Search(p.reg.codeTools().forGrant(call.Principal.grant).tools, in.Query)
 	if len(found) == 0 {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprintf("No tool matches %q.", in.Query)}}}
 	}
@@ -248,7 +294,7 @@ func (g *Gateway) executeCode(ctx context.Context, p *project, pr Principal, cod
 		return nil, err
 	}
 	defer release()
-	ct := p.reg.codeTools()
+	ct := p.reg.codeTools().forGrant(pr.grant)
 	tc := &scriptCaller{p: p, pr: pr, execID: execID, session: ss}
 	req := &sandbox.Request{
 		Code:    code,
@@ -264,7 +310,7 @@ func (g *Gateway) executeCode(ctx context.Context, p *project, pr Principal, cod
 				return g.takeFetchTokens(ctx, p, pr, execID, method, host)
 			},
 			OnRequest: func(method, host string, status int, n int64) {
-				_ = g.emit(&audit.Event{Type: audit.EventCodeFetch, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP, ExecutionID: execID, Method: method, Host: host, Status: status, Bytes: n})
+				_ = g.emit(&audit.Event{Type: audit.EventCodeFetch, Project: p.name, KeyID: pr.KeyID, Subject: pr.Subject, ClientIP: pr.ClientIP, ExecutionID: execID, Method: method, Host: host, Status: status, Bytes: n})
 			},
 		}
 	}
@@ -280,7 +326,7 @@ func (g *Gateway) executeCode(ctx context.Context, p *project, pr Principal, cod
 		g.log.Error("code execution failed inside the gateway", "execution", execID, "error", err)
 		return nil, fmt.Errorf("code execution %s failed inside the gateway", execID)
 	}
-	ev := &audit.Event{Type: audit.EventCodeExecution, Project: p.name, KeyID: pr.KeyID, ClientIP: pr.ClientIP, ExecutionID: execID,
+	ev := &audit.Event{Type: audit.EventCodeExecution, Project: p.name, KeyID: pr.KeyID, Subject: pr.Subject, ClientIP: pr.ClientIP, ExecutionID: execID,
 		DurationMs: res.DurationMs, ToolCalls: len(res.ToolCalls), Outcome: "ok"}
 	limit := ""
 	if res.Error != nil {

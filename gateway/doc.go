@@ -26,7 +26,9 @@
 //     layer in front of the MCP SDK: Host and Origin, addresses, keys, the
 //     transport's rules (of every protocol version, 2026-07-28's
 //     header checks included), and the tool calls the access layer
-//     answers itself;
+//     answers itself; authn.go: credentials (API keys and OAuth access
+//     tokens), the challenges of refusals, the protected resource
+//     metadata, and the tools a token's scopes and groups grant;
 //   - sessions.go, sessionid.go: the MCP sessions of clients on versions
 //     before 2026-07-28, served with the SDK's transport and sealed into
 //     their IDs so that any replica sharing the session key rebuilds

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -46,6 +47,9 @@ type Options struct {
 	// stores the gateway does not own (the key store, the audit
 	// shipper): each returns "" when all is well.
 	StoreProblems []func() string
+	// OAuthClient fetches the discovery documents and keys of the OAuth
+	// issuers projects trust (default: an http.Client with a timeout).
+	OAuthClient *http.Client
 }
 
 // Gateway serves the projects of one configuration.
@@ -62,6 +66,7 @@ type Gateway struct {
 	alerter       *alert.Alerter
 	pins          PinStore // nil without a dataDir or Options.Pins
 	storeProblems []func() string
+	oauthClient   *http.Client
 	stop          chan struct{} // closed by Close: ends background loops
 	life          lifecycle     // calls in flight, event streams, draining
 	// seal seals and opens the IDs of sessions (sessionid.go); own is
@@ -88,7 +93,7 @@ func New(cfg *config.Config, opts *Options) *Gateway {
 	if log == nil {
 		log = slog.Default()
 	}
-	g := &Gateway{log: log, cfg: cfg, projects: map[string]*project{}, auth: opts.Auth, limiter: opts.Limiter, audit: opts.Audit, alerter: opts.Alerter, engine: opts.Sandbox, pins: opts.Pins, storeProblems: opts.StoreProblems}
+	g := &Gateway{log: log, cfg: cfg, projects: map[string]*project{}, auth: opts.Auth, limiter: opts.Limiter, audit: opts.Audit, alerter: opts.Alerter, engine: opts.Sandbox, pins: opts.Pins, storeProblems: opts.StoreProblems, oauthClient: opts.OAuthClient}
 	if g.limiter == nil {
 		g.ownLimiter = policy.NewMemoryLimiter(nil)
 		g.limiter = g.ownLimiter
@@ -245,6 +250,7 @@ func (g *Gateway) Status() (ready bool, projects map[string]ProjectStatus) {
 			st.Problems = append(st.Problems, retention)
 		}
 		st.Problems = append(st.Problems, shared...)
+		st.Problems = append(st.Problems, g.oauthProblems(name)...) // authn.go
 		projects[name] = st
 	}
 	return ready, projects

@@ -12,6 +12,9 @@ import (
 //
 //	/mcp                 the default project (streamable HTTP)
 //	/v1/mcp/{project}    any project
+//	/.well-known/oauth-protected-resource[/mcp | /v1/mcp/{project}]
+//	                     a project's protected resource metadata (RFC
+//	                     9728): the default project's without a path
 //	/healthz             liveness, always 200 while the process serves
 //	/readyz              200 when every enabled upstream is ready, else 503
 //	                     (503 with "draining": true once a shutdown began)
@@ -29,6 +32,7 @@ func (g *Gateway) Handler() http.Handler {
 	mux.HandleFunc("/v1/mcp/{project}", func(w http.ResponseWriter, r *http.Request) {
 		g.serveProject(w, r, r.PathValue("project"))
 	})
+	g.handleMetadata(mux) // authn.go
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{
 			"status":  "ok",

@@ -11,8 +11,9 @@ import (
 )
 
 // Rate limits are token buckets (policy.Limiter): one per project
-// (rateLimit.requestsPerMinute), one per key of the project
-// (perKeyRequestsPerMinute) and one per tool with a toolLimits entry.
+// (rateLimit.requestsPerMinute), one per key of the project, or subject of
+// an OAuth access token (perKeyRequestsPerMinute), and one per tool with a
+// toolLimits entry.
 // A tool call takes a token from each bucket that applies, in the tool
 // path's rate-limit step (toolpath.go); a request other than tools/call
 // that reaches an upstream and a script's fetch request take them too
@@ -25,8 +26,8 @@ func (a *access) buckets(pr Principal, tool string) []policy.Bucket {
 	if rl.RequestsPerMinute > 0 {
 		bs = append(bs, policy.Bucket{Key: "p\x00" + pr.Project, Rate: policy.Rate{PerMinute: rl.RequestsPerMinute, Burst: burst(rl.Burst, rl.RequestsPerMinute)}})
 	}
-	if rl.PerKeyRequestsPerMinute > 0 && pr.KeyID != "" {
-		bs = append(bs, policy.Bucket{Key: "k\x00" + pr.Project + "\x00" + pr.KeyID, Rate: policy.Rate{PerMinute: rl.PerKeyRequestsPerMinute, Burst: burst(rl.PerKeyBurst, rl.PerKeyRequestsPerMinute)}})
+	if owner := pr.owner(); rl.PerKeyRequestsPerMinute > 0 && owner != "" {
+		bs = append(bs, policy.Bucket{Key: "k\x00" + pr.Project + "\x00" + owner, Rate: policy.Rate{PerMinute: rl.PerKeyRequestsPerMinute, Burst: burst(rl.PerKeyBurst, rl.PerKeyRequestsPerMinute)}})
 	}
 	if tl, ok := a.toolRates[pr.Project][tool]; ok && tl.RequestsPerMinute > 0 {
 		bs = append(bs, policy.Bucket{Key: "t\x00" + pr.Project + "\x00" + tool, Rate: policy.Rate{PerMinute: tl.RequestsPerMinute, Burst: burst(tl.Burst, tl.RequestsPerMinute)}})
@@ -59,11 +60,11 @@ func (g *Gateway) takeTokens(ctx context.Context, pr Principal, tool string) *ca
 	}
 	ok, wait, err := g.limiter.Take(ctx, bs...)
 	if err != nil {
-		g.log.Warn("rate limits cannot be checked: call refused", "project", pr.Project, "key", pr.KeyID, "tool", tool, "error", err)
+		g.log.Warn("rate limits cannot be checked: call refused", "project", pr.Project, "key", pr.KeyID, "subject", pr.Subject, "tool", tool, "error", err)
 		return limiterUnavailable(err)
 	}
 	if !ok {
-		g.log.Info("rate limit hit", "project", pr.Project, "key", pr.KeyID, "tool", tool, "retryAfter", wait)
+		g.log.Info("rate limit hit", "project", pr.Project, "key", pr.KeyID, "subject", pr.Subject, "tool", tool, "retryAfter", wait)
 		g.metrics.rateLimited.WithLabelValues(pr.Project).Inc()
 		return &callerr.Error{Code: callerr.RateLimited, Message: fmt.Sprintf("rate limit exceeded; retry after %d ms", retryMs(wait)), RetryAfter: wait}
 	}

@@ -32,6 +32,10 @@ type metrics struct {
 	// sessionsRebuilt counts the sessions a replica rebuilt from their
 	// sealed ID.
 	sessionsRebuilt *prometheus.CounterVec
+	// authenticated counts requests by the credential that passed;
+	// oauthKeyFetches the fetches of an issuer's keys.
+	authenticated   *prometheus.CounterVec
+	oauthKeyFetches *prometheus.CounterVec
 }
 
 func newMetrics(g *Gateway) *metrics {
@@ -48,8 +52,16 @@ func newMetrics(g *Gateway) *metrics {
 		}, []string{"project", "server", "tool"}),
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "toolgate_auth_failures_total",
-			Help: "Requests refused for a missing or invalid API key.",
+			Help: "Requests refused for a missing or invalid credential (API key or OAuth access token), by reason.",
 		}, []string{"project", "reason"}),
+		authenticated: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "toolgate_authenticated_requests_total",
+			Help: "Requests whose credential was accepted, by kind (api_key, oauth).",
+		}, []string{"project", "credential"}),
+		oauthKeyFetches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "toolgate_oauth_key_fetches_total",
+			Help: "Fetches of an OAuth issuer's discovery document and keys, by outcome (ok, error).",
+		}, []string{"project", "outcome"}),
 		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "toolgate_rate_limit_hits_total",
 			Help: "Tool calls refused by a rate limit.",
@@ -109,6 +121,7 @@ func newMetrics(g *Gateway) *metrics {
 		}
 		return float64(g.audit.Retention().Over)
 	})
+	m.registry.MustRegister(m.authenticated, m.oauthKeyFetches)
 	m.registry.MustRegister(m.calls, m.callSeconds, m.authFailures, m.rateLimited, m.ipDenied, m.originDenied, m.accessCalls, m.refused, inFlight, m.auditSeconds, auditKept,
 		&upstreamCollector{g: g},
 		collectors.NewGoCollector(),

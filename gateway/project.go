@@ -97,7 +97,7 @@ func newProject(gw *Gateway, name string) *project {
 		// replica), so a client that goes away cancels its call.
 		PropagateRequestCancellation: true,
 	})
-	p.server.AddReceivingMiddleware(p.trackSessions, p.reg.wholeLists, p.toolCalls)
+	p.server.AddReceivingMiddleware(p.trackSessions, p.reg.wholeLists, p.reg.grantedLists, p.toolCalls)
 	p.server.AddSendingMiddleware(sendElicitParams)
 	p.guarded = gw.guard(p)
 	return p

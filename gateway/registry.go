@@ -423,17 +423,59 @@ func (r *registry) wholeLists(next mcp.MethodHandler) mcp.MethodHandler {
 // tool the filters let through, and no Code Mode tool. A client sees the
 // tools tools/list shows it, and execute_code and search_tools while code
 // mode is on: with code mode on and codeMode.directTools off, upstream
-// tools are for scripts only, over every transport.
-func (r *registry) visible(name string, byScript bool) target {
+// tools are for scripts only, over every transport. The grant of an OAuth
+// access token (authn.go) narrows the upstream tools the caller and its
+// scripts see to those its scopes and groups grant: a tool it does not
+// grant is not found, as one that does not exist.
+func (r *registry) visible(name string, byScript bool, grant *toolGrant) target {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	switch {
 	case byScript:
+		if !grant.allows(name) {
+			return target{}
+		}
 		return target{route: r.routes.tools[name]}
 	case r.codeDesc != "" && (name == ExecuteCodeTool || name == SearchToolsTool):
 		return target{meta: name}
+	case !grant.allows(name):
+		return target{}
 	}
 	return target{route: r.listed[name]}
+}
+
+// grantedLists is the MCP middleware that shows a client whose access
+// token narrows the project's tools (see visible) the tools its grant
+// includes, and no other: tools/list leaves the others out, and
+// execute_code's description declares only those.
+func (r *registry) grantedLists(next mcp.MethodHandler) mcp.MethodHandler {
+	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+		res, err := next(ctx, method, req)
+		if method != "tools/list" || err != nil {
+			return res, err
+		}
+		grant := requestOf(req.GetExtra()).principal(r.project).grant
+		lr, ok := res.(*mcp.ListToolsResult)
+		if grant == nil || !ok {
+			return res, err
+		}
+		r.mu.Lock()
+		code := r.codeDesc != ""
+		r.mu.Unlock()
+		out := *lr
+		out.Tools = make([]*mcp.Tool, 0, len(lr.Tools))
+		for _, t := range lr.Tools {
+			switch {
+			case code && t.Name == ExecuteCodeTool:
+				c := *t
+				c.Description = r.codeDescriptionFor(grant)
+				out.Tools = append(out.Tools, &c)
+			case code && t.Name == SearchToolsTool, grant.allows(t.Name):
+				out.Tools = append(out.Tools, t)
+			}
+		}
+		return &out, nil
+	}
 }
 
 // codeTools returns the tools as Code Mode shows them.

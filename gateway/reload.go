@@ -55,6 +55,9 @@ func (g *Gateway) apply(ctx context.Context, cfg *config.Config, first bool) err
 	if err != nil {
 		return err
 	}
+	if acc.auth, err = g.compileAuth(ctx, cfg, g.accessPolicy()); err != nil {
+		return err
+	}
 	if cfg.CodeMode.Enabled && g.engine == nil {
 		return errors.New("codeMode.enabled: code mode is on but the gateway has no sandbox engine")
 	}

@@ -44,7 +44,8 @@ const maxSessionIDLen = 4096
 
 // sessionState is what a sealed session ID holds.
 type sessionState struct {
-	// Key is the id of the API key that opened the session ("" when keys
+	// Key is the owner of the session: the id of the API key that opened
+	// it, or the subject of its OAuth access token ("" when credentials
 	// are not required); every request of the session must present it.
 	Key string `json:"k,omitempty"`
 	// Requested is the protocol version the client asked for in

@@ -181,7 +181,7 @@ func (p *project) session(sid string, pr Principal) (*session, *transportRefusal
 		if !ok {
 			return nil, &transportRefusal{status: http.StatusNotFound, text: "session not found"}
 		}
-		if st.Key != "" && st.Key != pr.KeyID {
+		if st.Key != "" && st.Key != pr.owner() {
 			return nil, &transportRefusal{status: http.StatusForbidden, text: "session user mismatch"}
 		}
 		var err error
@@ -193,7 +193,7 @@ func (p *project) session(sid string, pr Principal) (*session, *transportRefusal
 			return nil, &transportRefusal{status: http.StatusNotFound, text: "session not found"}
 		}
 	}
-	if s.key != "" && s.key != pr.KeyID {
+	if s.key != "" && s.key != pr.owner() {
 		s.release()
 		return nil, &transportRefusal{status: http.StatusForbidden, text: "session user mismatch"}
 	}
@@ -290,7 +290,7 @@ func (p *project) serveMCP(w http.ResponseWriter, r *http.Request) {
 	// initialize.
 	id := ""
 	if gr.initialize != nil {
-		if st, ok := initializeState(gr.initialize, gr.pr.KeyID, servedVersions); ok {
+		if st, ok := initializeState(gr.initialize, gr.pr.owner(), servedVersions); ok {
 			var err error
 			if id, err = p.gw.sealer().seal(p.name, &st); err != nil {
 				p.log.Error("sealing a session id", "error", err)
@@ -303,7 +303,7 @@ func (p *project) serveMCP(w http.ResponseWriter, r *http.Request) {
 	if !sealed {
 		id = rand.Text()
 	}
-	s, err := p.connectSession(id, gr.pr.KeyID, nil)
+	s, err := p.connectSession(id, gr.pr.owner(), nil)
 	if err != nil {
 		p.log.Error("failed to connect", "error", err)
 		http.Error(w, "failed connection", http.StatusInternalServerError)

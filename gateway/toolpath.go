@@ -46,13 +46,39 @@ import (
 // on, admitted and charged, to whichever answers it. Everywhere else the
 // call is opened where it reaches the path.
 
-// Principal is who makes a call: the project it belongs to and, once keys
-// exist, the key and the client's address. A Code Mode script calls as its
-// caller's principal.
+// Principal is who makes a call: the project it belongs to, the API key
+// or the subject of the OAuth access token the request presented, and
+// the client's address. A Code Mode script calls as its caller's
+// principal.
 type Principal struct {
-	Project  string
-	KeyID    string
+	Project string
+	KeyID   string
+	// Subject is the sub claim of the access token ("" for an API key).
+	Subject  string
 	ClientIP string
+	// grant is what the token's scopes and groups let it see; nil sees
+	// all the project shows (authn.go).
+	grant *toolGrant
+}
+
+// owner is who the principal's sessions and per-key budgets belong to:
+// its key, or its token's subject; "" without authentication.
+func (pr Principal) owner() string {
+	switch {
+	case pr.KeyID != "":
+		return pr.KeyID
+	case pr.Subject != "":
+		return "sub:" + pr.Subject
+	}
+	return ""
+}
+
+// who names the owner in a message.
+func (pr Principal) who() string {
+	if pr.KeyID == "" && pr.Subject != "" {
+		return fmt.Sprintf("subject %q", clip.Text(pr.Subject, 64))
+	}
+	return "key " + pr.KeyID
 }
 
 // ToolCall is one call on the tool path.
@@ -164,7 +190,7 @@ func (pc *pathCall) open(ctx context.Context, p *project, call *ToolCall, sessio
 		}
 		pc.slot = s
 	}
-	pc.target = p.reg.visible(call.Name, call.ExecutionID != "")
+	pc.target = p.reg.visible(call.Name, call.ExecutionID != "", call.Principal.grant)
 	if !pc.target.found() {
 		return nil
 	}

@@ -76,6 +76,13 @@ func NewProxyTrust(trusted []string) (*ProxyTrust, error) {
 	return &ProxyTrust{trusted: set}, nil
 }
 
+// Trusts reports whether the peer at remoteAddr (as in ClientIP) is a
+// trusted proxy, whose X-Forwarded-* headers may be believed.
+func (p *ProxyTrust) Trusts(remoteAddr string) bool {
+	peer, ok := parseHostAddr(remoteAddr)
+	return ok && p != nil && p.trusted.contains(peer)
+}
+
 // ClientIP returns the client's address for a request whose connection
 // came from remoteAddr ("ip:port", "[ipv6]:port" or a bare address, as in
 // net/http's Request.RemoteAddr) and that carried the X-Forwarded-For

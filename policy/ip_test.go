@@ -484,3 +484,22 @@ func ExampleIPRules() {
 	// ::ffff:10.1.2.3 true
 	// 192.0.2.1 false
 }
+
+func TestProxyTrusts(t *testing.T) {
+	p, err := policy.NewProxyTrust([]string{"10.0.0.0/8", "::1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for remote, want := range map[string]bool{
+		"10.1.2.3:443": true, "[::1]:80": true, "[::ffff:10.0.0.1]:1": true,
+		"203.0.113.7:80": false, "garbage": false, "": false,
+	} {
+		if got := p.Trusts(remote); got != want {
+			t.Errorf("Trusts(%q) = %v, want %v", remote, got, want)
+		}
+	}
+	var none *policy.ProxyTrust
+	if none.Trusts("10.1.2.3:443") {
+		t.Error("a nil ProxyTrust trusts a peer")
+	}
+}

@@ -9,9 +9,10 @@
 #      install anything,
 #   2. go vet, and go build and go vet for macOS and Windows (GOOS=darwin,
 #      GOOS=windows): the binary builds for the three,
-#   3. go test -count=1: every package, the end-to-end tests, the seed
-#      corpus of every fuzz target and a 20-second seeded chaos smoke of the
-#      soak test (soak/),
+#   3. go test -count=1: every package, the end-to-end tests (in
+#      E2E_SHARDS processes side by side, default 3), the seed corpus of
+#      every fuzz target and a 20-second seeded chaos smoke of the soak
+#      test (soak/),
 #   4. the wall-clock bounds of Code Mode's timeout (TOOLGATE_TIMING=strict)
 #      in a step of their own, so that other packages' load does not skew
 #      them (in step 3 they run with a looser bound),
@@ -87,10 +88,58 @@ GOOS=darwin go build "${pkgs[@]}"
 GOOS=darwin go vet "${pkgs[@]}"
 GOOS=windows go build "${pkgs[@]}"
 GOOS=windows go vet "${pkgs[@]}"
-go test -count=1 -timeout 15m ${flags[@]+"${flags[@]}"} "${pkgs[@]}"
-
 if [ "${#flags[@]}" -gt 0 ]; then
+	go test -count=1 -timeout 15m "${flags[@]}" "${pkgs[@]}"
 	exit 0
+fi
+
+# The end-to-end tests mostly wait (on processes, timeouts, rate-limit
+# windows), one after another in one test binary; they run in
+# E2E_SHARDS processes side by side (each its own share of the tests,
+# dealt by name), beside the other packages' tests, so that both cores
+# stay busy. Each process checks its own goroutine leaks.
+e2e_pkg="$(go list ./e2e)"
+other_pkgs="$(go list "${pkgs[@]}" | grep -vxF "$e2e_pkg" || true)"
+shards="${E2E_SHARDS:-3}"
+logs="$(mktemp -d)"
+trap 'rm -rf "$logs"' EXIT
+pids=()
+if [ -n "$other_pkgs" ]; then
+	# shellcheck disable=SC2086 # one word per package
+	go test -count=1 -timeout 15m $other_pkgs >"$logs/packages" 2>&1 &
+	pids+=($!)
+fi
+if go list "${pkgs[@]}" | grep -qxF "$e2e_pkg"; then
+	go test -c -o "$logs/e2e.test" ./e2e
+	mapfile -t e2e_tests < <(cd e2e && "$logs/e2e.test" -test.list '.*' | grep -E '^(Test|Fuzz|Example)')
+	for ((i = 0; i < shards; i++)); do
+		names=()
+		for ((j = i; j < ${#e2e_tests[@]}; j += shards)); do
+			names+=("${e2e_tests[j]}")
+		done
+		[ "${#names[@]}" -gt 0 ] || continue
+		run="^($(IFS='|'; echo "${names[*]}"))\$"
+		(
+			cd e2e
+			start=$SECONDS
+			"$logs/e2e.test" -test.count=1 -test.timeout 15m -test.run "$run" >"$logs/e2e.$i" 2>&1
+			echo "ok  	$e2e_pkg	$((SECONDS - start))s (shard $((i + 1)) of $shards: ${#names[@]} tests)" >>"$logs/e2e.$i"
+		) &
+		pids+=($!)
+	done
+fi
+failed=0
+for pid in "${pids[@]}"; do
+	wait "$pid" || failed=1
+done
+for f in "$logs"/packages "$logs"/e2e.[0-9]*; do
+	if [ -f "$f" ]; then
+		if [ "$failed" = 1 ]; then cat "$f"; else grep -E '^(ok|FAIL|---|panic)' "$f" || true; fi
+	fi
+done
+if [ "$failed" = 1 ]; then
+	echo "scripts/test.sh: go test failed" >&2
+	exit 1
 fi
 
 # The wall-clock bounds of Code Mode's timeout (a script stopped within
@@ -100,13 +149,13 @@ timing_pkgs="$(comm -12 <(go list "${pkgs[@]}" | sort) <(go list ./sandbox ./e2e
 if [ -n "$timing_pkgs" ]; then
 	echo "scripts/test.sh: the timeout's wall-clock bounds, alone" >&2
 	# shellcheck disable=SC2086 # one word per package
-	TOOLGATE_TIMING=strict go test -count=1 -run 'TestNativeBuiltinsStopAtTheDeadline|TestCodeModeNativeTimeout' $timing_pkgs
+	TOOLGATE_TIMING=strict go test -p 1 -count=1 -run 'TestNativeBuiltinsStopAtTheDeadline|TestCodeModeNativeTimeout' $timing_pkgs
 fi
 
 # The packages with concurrency of their own, all of their tests (the
 # race detector slows them down a few times; docs/development.md has the
 # figures).
-race_pkgs="${RACE_PKGS:-./policy/... ./gateway/... ./sandbox/... ./internal/cli/...}"
+race_pkgs="${RACE_PKGS:-./policy/... ./gateway/... ./sandbox/... ./internal/oauth/... ./internal/cli/...}"
 if [ "${RACE:-1}" != "0" ]; then
 	# shellcheck disable=SC2086 # RACE_PKGS is a list of patterns
 	selected="$(comm -12 <(go list "${pkgs[@]}" | sort) <(go list $race_pkgs | sort))"

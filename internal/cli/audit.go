@@ -61,6 +61,7 @@ func sharedAudit(pgURL, node string, local bool) (bool, error) {
 
 type auditFlags struct {
 	since, key, tool, project string
+	subject                   string
 	types                     []string
 	json                      bool
 	node                      string
@@ -70,7 +71,7 @@ type auditFlags struct {
 func newAudit(g *globals) *cobra.Command {
 	f := &auditFlags{}
 	cmd := &cobra.Command{
-		Use:   "audit [--since 1h] [--type tool.denied] [--key ID] [--tool GLOB] [--json]",
+		Use:   "audit [--since 1h] [--type tool.denied] [--key ID | --subject SUB] [--tool GLOB] [--json]",
 		Short: "Query the audit log, or verify its hash chain",
 		Long: `Print the events of the audit log (the configuration's audit.path, by
 default toolgate-data/audit.jsonl beside the file; with --data-dir DIR,
@@ -99,6 +100,7 @@ them), and --local reads this replica's own file.`,
 	fl.StringVar(&f.since, "since", "", "only events since this long ago (90m, 12h, 7d) or this time (RFC 3339, 2026-03-01T10:00:00Z)")
 	fl.StringSliceVar(&f.types, "type", nil, "only events of these types (repeat the flag or separate with commas; globs such as key.* work)")
 	fl.StringVar(&f.key, "key", "", "only events of this API key id")
+	fl.StringVar(&f.subject, "subject", "", "only events of this OAuth access token subject (its sub claim)")
 	fl.StringVar(&f.tool, "tool", "", "only events of tools matching this glob, on the tool's name or on server__tool")
 	fl.StringVar(&f.project, "project", "", "only events of this project")
 	fl.BoolVar(&f.json, "json", false, "print the events as JSON lines instead of a table")
@@ -115,11 +117,12 @@ type auditQuery struct {
 	types   *policy.Filter // nil: all
 	tool    *policy.Filter // nil: all
 	key     string
+	subject string
 	project string
 }
 
 func parseAuditQuery(f *auditFlags, now time.Time) (*auditQuery, error) {
-	q := &auditQuery{key: f.key, project: f.project}
+	q := &auditQuery{key: f.key, subject: f.subject, project: f.project}
 	if s := strings.TrimSpace(f.since); s != "" {
 		if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
 			q.since = t
@@ -166,6 +169,8 @@ func (q *auditQuery) match(e *audit.Event) bool {
 		return false
 	case q.key != "" && e.KeyID != q.key && e.NewKeyID != q.key:
 		return false
+	case q.subject != "" && e.Subject != q.subject:
+		return false
 	case q.project != "" && e.Project != q.project:
 		return false
 	case q.tool != nil && (e.Tool == "" || !q.tool.Allows(e.Tool) && !q.tool.Allows(e.Server+"__"+e.Tool)):
@@ -193,7 +198,7 @@ func runAudit(cmd *cobra.Command, g *globals, f *auditFlags) error {
 		enc = json.NewEncoder(g.stdout)
 	} else {
 		tw = tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "TIME\tTYPE\tPROJECT\tKEY\tTOOL/SERVER\tOUTCOME\tDETAIL")
+		fmt.Fprintln(tw, "TIME\tTYPE\tPROJECT\tKEY/SUBJECT\tTOOL/SERVER\tOUTCOME\tDETAIL")
 	}
 	shown := 0
 	read := func(fn func(*audit.Event) error) (audit.ReadReport, error) { return audit.Read(path, fn) }
@@ -219,7 +224,7 @@ func runAudit(cmd *cobra.Command, g *globals, f *auditFlags) error {
 			return enc.Encode(e)
 		}
 		_, err := fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.UTC().Format(time.RFC3339),
-			auditCell(e.Type, 20), auditCell(e.Project, 30), auditCell(e.KeyID, 30),
+			auditCell(e.Type, 20), auditCell(e.Project, 30), auditCell(auditWho(e), 30),
 			auditCell(auditTarget(e), 60), auditCell(auditOutcome(e), 20), auditCell(auditDetail(e), 120))
 		return err
 	})
@@ -495,4 +500,13 @@ func runSharedVerify(g *globals, f *auditVerifyFlags, pgURL string) error {
 		return fmt.Errorf("shared audit trail: hash chain broken: %s", strings.Join(broken, ", "))
 	}
 	return nil
+}
+
+// auditWho is the KEY/SUBJECT cell of an event: the API key's id, or
+// "sub:" and the subject of an access token.
+func auditWho(e *audit.Event) string {
+	if e.KeyID == "" && e.Subject != "" {
+		return "sub:" + e.Subject
+	}
+	return e.KeyID
 }

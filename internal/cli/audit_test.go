@@ -58,6 +58,8 @@ func sampleEvents(now time.Time) []*audit.Event {
 			Decision: "allow", Outcome: "error", Error: "upstream \x1b[31mred\x1b[0m\nsecond line"},
 		{Time: now, Type: audit.EventKeyRotated, Project: "team", KeyID: "k1", NewKeyID: "k3", KeyName: "ci"},
 		{Time: now, Type: audit.EventAuthFailure, ClientIP: "10.0.0.7", Reason: "unknown key"},
+		{Time: now, Type: audit.EventToolCall, Project: "team", Subject: "alice@example.com", Server: "fs", Tool: "list_dir",
+			Decision: "allow", Outcome: "ok"},
 	}
 }
 
@@ -97,17 +99,18 @@ func TestAuditQuery(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{nil, []string{"key.created", "read_file", "delete_file", "read_issue", "key.rotated", "auth.failure"}},
+		{nil, []string{"key.created", "read_file", "delete_file", "read_issue", "key.rotated", "auth.failure", "list_dir"}},
 		{[]string{"--type", "tool.denied"}, []string{"delete_file"}},
 		{[]string{"--type", "tool.denied,auth.failure"}, []string{"delete_file", "auth.failure"}},
 		{[]string{"--type", "key.*"}, []string{"key.created", "key.rotated"}},
 		{[]string{"--key", "k1"}, []string{"key.created", "read_file", "key.rotated"}},
 		{[]string{"--key", "k3"}, []string{"key.rotated"}},
 		{[]string{"--tool", "read_*"}, []string{"read_file", "read_issue"}},
-		{[]string{"--tool", "fs__*"}, []string{"read_file", "delete_file"}},
-		{[]string{"--project", "team"}, []string{"key.created", "read_file", "key.rotated"}},
-		{[]string{"--since", "1h"}, []string{"delete_file", "read_issue", "key.rotated", "auth.failure"}},
-		{[]string{"--since", now.Add(-3 * time.Hour).Format(time.RFC3339)}, []string{"key.created", "read_file", "delete_file", "read_issue", "key.rotated", "auth.failure"}},
+		{[]string{"--tool", "fs__*"}, []string{"read_file", "delete_file", "list_dir"}},
+		{[]string{"--project", "team"}, []string{"key.created", "read_file", "key.rotated", "list_dir"}},
+		{[]string{"--subject", "alice@example.com"}, []string{"list_dir"}},
+		{[]string{"--since", "1h"}, []string{"delete_file", "read_issue", "key.rotated", "auth.failure", "list_dir"}},
+		{[]string{"--since", now.Add(-3 * time.Hour).Format(time.RFC3339)}, []string{"key.created", "read_file", "delete_file", "read_issue", "key.rotated", "auth.failure", "list_dir"}},
 		{[]string{"--since", "1h", "--tool", "read_*", "--type", "tool.call"}, []string{"read_issue"}},
 		{[]string{"--key", "nobody"}, nil},
 	}
@@ -125,10 +128,10 @@ func TestAuditQuery(t *testing.T) {
 		t.Fatalf("audit: exit %d: %s", code, errOut)
 	}
 	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
-	if len(lines) != 7 || !strings.HasPrefix(lines[0], "TIME") || !strings.Contains(lines[0], "TOOL/SERVER") {
+	if len(lines) != 8 || !strings.HasPrefix(lines[0], "TIME") || !strings.Contains(lines[0], "TOOL/SERVER") {
 		t.Fatalf("table:\n%s", out)
 	}
-	for _, want := range []string{"fs/delete_file", "deny", "filtered", "github/read_issue", "1.25ms", "replaced by k3", "from 10.0.0.7"} {
+	for _, want := range []string{"fs/delete_file", "deny", "filtered", "github/read_issue", "1.25ms", "replaced by k3", "from 10.0.0.7", "sub:alice@example.com"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
@@ -167,11 +170,11 @@ func TestAuditVerifyCommand(t *testing.T) {
 	writeAudit(t, log, sampleEvents(time.Now())...)
 
 	code, out, errOut := run(t, "", "-c", cfg, "audit", "verify")
-	if code != 0 || !strings.HasPrefix(out, "OK: 6 lines in 1 file") || !strings.Contains(out, "Head: ") {
+	if code != 0 || !strings.HasPrefix(out, "OK: 7 lines in 1 file") || !strings.Contains(out, "Head: ") {
 		t.Fatalf("verify: exit %d\n%s%s", code, out, errOut)
 	}
 	code, out, _ = run(t, "", "-c", cfg, "audit", "verify", "--json")
-	if v := decode[map[string]any](t, out); code != 0 || v["ok"] != true || v["lines"] != 6.0 || v["start"] != audit.Genesis {
+	if v := decode[map[string]any](t, out); code != 0 || v["ok"] != true || v["lines"] != 7.0 || v["start"] != audit.Genesis {
 		t.Errorf("verify --json: exit %d: %s", code, out)
 	}
 
@@ -209,7 +212,7 @@ func TestAuditVerifyCommand(t *testing.T) {
 	f.WriteString(`{"time":"2026-`)
 	f.Close()
 	code, _, errOut = run(t, "", "-c", cfg, "audit")
-	if code != 0 || !strings.Contains(errOut, "torn last line at "+log+":6") {
+	if code != 0 || !strings.Contains(errOut, "torn last line at "+log+":7") {
 		t.Errorf("audit with a torn line: exit %d: %s", code, errOut)
 	}
 }

@@ -43,7 +43,9 @@ func newCheck(g *globals) *cobra.Command {
 		Long: `Grade a configuration against the security checklist: API key
 authentication, tool filtering on every server, credentials from
 environment variables, one credential per server, HTTPS-only endpoints,
-the audit log, rate limits, the age of API keys and Code Mode limits.
+the audit log, rate limits, the age of API keys, Code Mode limits and,
+where a project accepts them, OAuth access tokens (an HTTPS issuer, an
+audience, no scope or group that grants every tool).
 
 Every item is reported as pass, warn or fail with the reason and the fix.
 A file that does not load is graded too: each of its problems (a syntax
@@ -187,6 +189,7 @@ type checkItem struct {
 // checklist is the security checklist, in the order of the report.
 var checklist = []checkItem{
 	{"auth", "API key authentication", checkAuth},
+	{"oauth", "OAuth access tokens", checkOAuth},
 	{"tool-filtering", "Tool filtering on every server", checkToolFiltering},
 	{"env-credentials", "Credentials from environment variables", checkLiteralSecrets},
 	{"credential-per-server", "One credential per server", checkCredentialReuse},
@@ -482,6 +485,11 @@ func (in *checkInput) isProblem(path string) bool {
 func checkAuth(_ context.Context, in *checkInput) []checkFinding {
 	cfg := in.cfg
 	if cfg.AuthRequired() {
+		for _, p := range cfg.Projects {
+			if p.Auth.OAuth != nil && p.Auth.Accepts(config.CredentialOAuth) {
+				return []checkFinding{findPass("", "clients must present a credential (Authorization: Bearer): an API key, or an OAuth access token where a project accepts them")}
+			}
+		}
 		return []checkFinding{findPass("", "clients must present an API key (Authorization: Bearer <key>)")}
 	}
 	fix := `remove "auth": {"required": false} and give every client a key of its own (toolgate keys create --name NAME)`

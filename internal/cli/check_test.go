@@ -62,6 +62,7 @@ func TestCheckGolden(t *testing.T) {
 			env:      map[string]string{"NOTES_TOKEN": "n0tes-Sh4red-Acr0ss-Pr0jects", "TEAM_NOTES_TOKEN": "n0tes-Sh4red-Acr0ss-Pr0jects"},
 			wantCode: 1,
 		},
+		{name: "oauth", config: "oauth.yaml"},
 		{
 			name:     "secrets",
 			config:   "secrets.toml",
@@ -377,6 +378,32 @@ func TestGradeCodeMode(t *testing.T) {
 				t.Errorf("(-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// A grant that matches every tool name is graded as one, however its glob
+// says it; one that picks tools is not.
+func TestGrantsEverything(t *testing.T) {
+	for glob, want := range map[string]bool{
+		"*":         true,
+		"**":        true,
+		"*__*":      true,
+		"*_*":       true,
+		"?*":        true,
+		"*__read_*": false,
+		"github__*": false,
+		"*__*_*":    false,
+		"*_":        false,
+		"??????*":   false,
+		"[":         false, // not a glob: the configuration refuses it
+		"up__echo":  false,
+		"*__list_*": false,
+		"{a,b}__*":  false,
+		"*{__,_}*":  true,
+	} {
+		if got := grantsEverything(glob); got != want {
+			t.Errorf("grantsEverything(%q) = %v, want %v", glob, got, want)
+		}
 	}
 }
 

@@ -136,6 +136,11 @@ type Auth struct {
 	// Required defaults to true. false is accepted only for a loopback
 	// listener.
 	Required *bool `mapstructure:"required"`
+	// OAuth and Accept are the default project's, in a file without
+	// `projects` (see ProjectAuth); Load moves them there. With
+	// `projects`, each project has its own.
+	OAuth  *OAuth   `mapstructure:"oauth"`
+	Accept []string `mapstructure:"accept"`
 }
 
 // SessionKeys returns the secrets of SessionKey, the sealing one first.
@@ -152,8 +157,113 @@ func (c *Config) SessionKeys() []string {
 // SessionKeyMinLen is the least length of one SessionKey secret.
 const SessionKeyMinLen = 32
 
-// AuthRequired reports whether clients must present a key.
+// AuthRequired reports whether clients must present a credential.
 func (c *Config) AuthRequired() bool { return c.Auth.Required == nil || *c.Auth.Required }
+
+// Credentials a project may accept (ProjectAuth.Accept).
+const (
+	CredentialAPIKey = "apiKey" // toolgate's own API keys
+	CredentialOAuth  = "oauth"  // OAuth 2.1 access tokens (ProjectAuth.OAuth)
+)
+
+// ProjectAuth says which credentials a project's clients may present.
+type ProjectAuth struct {
+	// OAuth makes the project an OAuth 2.1 resource server: it accepts
+	// the access tokens the operator's authorization server issues for
+	// it, beside or instead of API keys (see Accept).
+	OAuth *OAuth `mapstructure:"oauth"`
+	// Accept lists the credentials the project accepts: "apiKey" and
+	// "oauth". The default is both when oauth is set, else API keys
+	// only; ["oauth"] refuses API keys, so that every client signs in
+	// with the identity provider. Read it with Accepts.
+	Accept []string `mapstructure:"accept"`
+}
+
+// Accepts reports whether the project accepts credentials of kind (one of
+// the Credential constants).
+func (a ProjectAuth) Accepts(kind string) bool {
+	if a.Accept == nil {
+		return kind == CredentialAPIKey || kind == CredentialOAuth && a.OAuth != nil
+	}
+	for _, k := range a.Accept {
+		if k == kind {
+			return true
+		}
+	}
+	return false
+}
+
+// OAuth configures the OAuth 2.1 access tokens a project accepts: JWTs
+// (RFC 9068) signed by the operator's authorization server, checked
+// against its discovery document and keys. toolgate is the resource
+// server only: clients get their tokens from the authorization server,
+// which the project's protected resource metadata (RFC 9728) names.
+type OAuth struct {
+	// Issuer is the authorization server's issuer identifier, an https
+	// URL. Its keys are found through its discovery document
+	// (/.well-known/openid-configuration, else RFC 8414's
+	// /.well-known/oauth-authorization-server), and a token must carry
+	// it in iss.
+	Issuer string `mapstructure:"issuer"`
+	// Audience is what a token's aud claim must hold for this project:
+	// its resource identifier (the URL clients use, as RFC 8707 resource
+	// indicators make it), or the identifier the authorization server
+	// puts in aud for this API. Required: a token issued for another
+	// service, or another project, is refused.
+	Audience string `mapstructure:"audience"`
+	// Resource is the resource identifier the protected resource
+	// metadata publishes; by default the URL a client reached the project
+	// at. Set it when clients reach the gateway through a proxy under
+	// another URL.
+	Resource string `mapstructure:"resource"`
+	// RequiredScopes must all be in a token's scope (or scp) claim; a
+	// token without one of them is answered 403 insufficient_scope, with
+	// the scopes needed.
+	RequiredScopes []string `mapstructure:"requiredScopes"`
+	// Scopes and Groups grant tools: each maps a scope, or a group or
+	// role found in GroupsClaim, to globs of the namespaced tool names
+	// (server__tool) a token that holds it may see and call. When either
+	// is set, a token sees only what its scopes and groups grant; when
+	// neither is, it sees what an API key sees. The project's filters
+	// apply first either way: a denied tool stays denied.
+	Scopes map[string][]string `mapstructure:"scopes"`
+	Groups map[string][]string `mapstructure:"groups"`
+	// GroupsClaim names the claim that holds a token's groups or roles:
+	// a list of strings or one string, at a top-level name ("groups",
+	// "roles") or a dotted path ("realm_access.roles").
+	GroupsClaim string `mapstructure:"groupsClaim"`
+	// Algorithms are the JWS algorithms accepted (default RS256, RS384,
+	// RS512, PS256, PS384, PS512, ES256, ES384, ES512 and EdDSA). "none"
+	// and the HMAC algorithms (HS256...) are never accepted.
+	Algorithms []string `mapstructure:"algorithms"`
+	// Leeway is the clock skew allowed on exp, nbf and iat (default 30s,
+	// at most 5m).
+	Leeway Duration `mapstructure:"leeway"`
+	// KeysMaxAge is how long the issuer's discovery document and keys
+	// are used before they are fetched again (default 1h): a key the
+	// issuer withdraws stops working within that time.
+	KeysMaxAge Duration `mapstructure:"keysMaxAge"`
+	// KeysRefetchInterval is the least time between two fetches of the
+	// keys caused by tokens signed with a key id the gateway does not
+	// have (default 10s): a new key is picked up at once, and a flood of
+	// made-up key ids costs the issuer one request per interval.
+	KeysRefetchInterval Duration `mapstructure:"keysRefetchInterval"`
+	// AllowInsecureIssuer accepts an http:// issuer on a loopback
+	// address (a provider on the same machine, tests). Any other issuer
+	// must be https.
+	AllowInsecureIssuer bool `mapstructure:"allowInsecureIssuer"`
+}
+
+// Defaults of OAuth.
+const (
+	DefaultOAuthLeeway              = 30 * time.Second
+	DefaultOAuthKeysMaxAge          = time.Hour
+	DefaultOAuthKeysRefetchInterval = 10 * time.Second
+)
+
+// DefaultOAuthAlgorithms are the JWS algorithms OAuth accepts by
+// default: every asymmetric one.
+var DefaultOAuthAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 
 // TLS configures HTTPS. The files are read again when they change.
 type TLS struct {
@@ -355,6 +465,10 @@ type Project struct {
 	// project's endpoint.
 	AllowedHosts   []string `mapstructure:"allowedHosts"`
 	AllowedOrigins []string `mapstructure:"allowedOrigins"`
+	// Auth says which credentials the project accepts: API keys, OAuth
+	// access tokens, or both. In a file without `projects` it is written
+	// in the top-level auth block.
+	Auth ProjectAuth `mapstructure:"auth"`
 }
 
 // Transport kinds of an upstream server.

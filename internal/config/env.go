@@ -30,8 +30,8 @@ import (
 // the variable. It is taken as it is: `${VAR}` in it is not interpolated,
 // and a relative path in it is relative to the working directory, not to
 // the file. The keys of a project (mcpServers, allowedTools, apiKeys,
-// rateLimit, toolLimits, projects) and alerts.rules, a list of objects,
-// have no variable.
+// rateLimit, toolLimits, auth.oauth, auth.accept, projects) and
+// alerts.rules, a list of objects, have no variable.
 
 // EnvPrefix starts the name of every variable that overrides a setting.
 const EnvPrefix = "TOOLGATE"
@@ -74,6 +74,9 @@ func collectEnvSettings() []envSetting {
 				continue
 			}
 			path := append(slices.Clone(keys), name)
+			if slices.Equal(path, []string{"auth", "accept"}) {
+				continue // the default project's, like its other keys
+			}
 			if ft.Kind() == reflect.Struct && ft != durationType {
 				walk(path, ft)
 				continue

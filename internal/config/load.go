@@ -832,10 +832,23 @@ func (l *loader) normalise(c *Config, raw map[string]any) {
 			APIKeys:      c.APIKeys,
 			RateLimit:    c.RateLimit,
 			ToolLimits:   c.ToolLimits,
+			Auth:         ProjectAuth{OAuth: c.Auth.OAuth, Accept: c.Auth.Accept},
 		}}
 		c.AllowedTools, c.MCPServers, c.APIKeys, c.RateLimit, c.ToolLimits = nil, nil, nil, RateLimit{}, nil
+		c.Auth.OAuth, c.Auth.Accept = nil, nil
 		l.place(c, DefaultProject, "")
 		return
+	}
+	if c.Auth.OAuth != nil || c.Auth.Accept != nil {
+		for _, k := range []struct {
+			key string
+			set bool
+		}{{"oauth", c.Auth.OAuth != nil}, {"accept", c.Auth.Accept != nil}} {
+			if k.set {
+				l.addf(child("auth", k.key), "not allowed together with projects (move it into the auth block of each project)")
+			}
+		}
+		c.Auth.OAuth, c.Auth.Accept = nil, nil
 	}
 	for _, k := range slices.Sorted(maps.Keys(raw)) {
 		if raw[k] == nil {
@@ -919,6 +932,19 @@ func applyDefaults(c *Config) {
 	setDefault(&cm.FetchMaxRequests, 20)
 	if !filepath.IsAbs(c.Audit.Path) {
 		c.Audit.Path = filepath.Join(c.DataDir, c.Audit.Path)
+	}
+	for _, p := range c.Projects {
+		if p == nil {
+			continue
+		}
+		if o := p.Auth.OAuth; o != nil {
+			setDefault(&o.Leeway, Duration(DefaultOAuthLeeway))
+			setDefault(&o.KeysMaxAge, Duration(DefaultOAuthKeysMaxAge))
+			setDefault(&o.KeysRefetchInterval, Duration(DefaultOAuthKeysRefetchInterval))
+			if len(o.Algorithms) == 0 {
+				o.Algorithms = slices.Clone(DefaultOAuthAlgorithms)
+			}
+		}
 	}
 	lim := &c.Limits
 	setDefault(&lim.MaxRequestBodyBytes, DefaultMaxRequestBodyBytes)

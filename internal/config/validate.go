@@ -108,6 +108,7 @@ func (l *loader) validate(c *Config) {
 		l.validateServer(ps.path, ps.v)
 	}
 	l.validateAccess(c)
+	l.validateAuth(c)
 	l.validateCluster(c)
 	l.validateSessionKey(c)
 }

@@ -46,6 +46,16 @@ var Rules = []Rule{
 		Deny: own("policy/apikey", "policy/alert", "policy/audit"),
 		Why:  "filters, IP rules and limits decide; what is kept about access (keys, audit, alerts) builds on them, not the other way",
 	},
+	{
+		From: own("internal/oauth"),
+		Deny: slices.Concat(own("gateway/...", "policy/...", "sandbox/...", "bindings/...", "wasm/...", "internal/config"), []string{"github.com/modelcontextprotocol/go-sdk/..."}),
+		Why:  "the token verifier checks tokens against an issuer's keys; MCP, the gateway and how the configuration is written are not its business",
+	},
+	{
+		From: own("cmd/...", "gateway/...", "internal/cli/..."),
+		Deny: slices.Concat(own("internal/oauthtest"), []string{"github.com/zitadel/..."}),
+		Why:  "the OpenID provider library runs the tests' provider only: toolgate verifies tokens, it never issues them",
+	},
 }
 
 // storage are the packages that only keep state: the audit log and the

@@ -62,6 +62,9 @@ const (
 	// MCP conformance suite (with Node22Binary): `server --url URL` tests
 	// an MCP server over streamable HTTP.
 	ConformanceEntry = "@modelcontextprotocol/conformance/dist/index.js"
+	// InspectorCLIEntry runs the MCP Inspector's command-line client
+	// (with Node22Binary): `URL --method tools/list [--header "K: V"]`.
+	InspectorCLIEntry = "@modelcontextprotocol/inspector/clients/cli/build/index.js"
 )
 
 // moduleRoot returns the directory holding the repository's go.mod.

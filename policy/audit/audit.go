@@ -72,10 +72,12 @@ type Event struct {
 	// Type is one of the Event* constants.
 	Type string `json:"type"`
 
-	// Who: the project, the id of the API key (never the key), and the
-	// client's address.
+	// Who: the project, the id of the API key (never the key) or the
+	// subject of the OAuth access token (its sub claim, never the
+	// token), and the client's address.
 	Project  string `json:"project,omitempty"`
 	KeyID    string `json:"keyId,omitempty"`
+	Subject  string `json:"subject,omitempty"`
 	ClientIP string `json:"clientIp,omitempty"`
 	// ExecutionID links a code.execution event with its code.fetch events
 	// and with the tool.call events of the tool calls its script made.

@@ -830,7 +830,7 @@ func hostileEvent(typ string, n int) *audit.Event {
 	}
 	return &audit.Event{
 		Time: time.Date(12000, 1, 1, 0, 0, 0, 0, time.UTC), Type: typ,
-		Project: big, KeyID: big, ClientIP: big, ExecutionID: big, Server: big, Tool: big,
+		Project: big, KeyID: big, Subject: big, ClientIP: big, ExecutionID: big, Server: big, Tool: big,
 		Decision: big, Outcome: big, Reason: big, Error: big, LatencyMs: math.NaN(),
 		ArgsBytes: math.MaxInt64, ResultBytes: math.MinInt64, ArgsSHA256: big,
 		DurationMs: math.Inf(1), ToolCalls: math.MinInt, LimitsHit: list, Method: big, Host: big,
@@ -888,7 +888,7 @@ func TestAuditEventCaps(t *testing.T) {
 	if want := fmt.Sprintf("…[%d bytes]", len(full)); !strings.HasSuffix(got.Tool, want) || !strings.HasPrefix(full, strings.TrimSuffix(got.Tool, want)) {
 		t.Errorf("tool = %.60q…, want a prefix of the name and %q", got.Tool, want)
 	}
-	for _, name := range []string{"project", "keyId", "error", "reason", "host", "limitsHit", "changed", "extra"} {
+	for _, name := range []string{"project", "keyId", "subject", "error", "reason", "host", "limitsHit", "changed", "extra"} {
 		if _, ok := got.Clipped[name]; !ok {
 			t.Errorf("%s not in clipped: %v", name, got.Clipped)
 		}

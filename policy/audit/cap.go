@@ -15,7 +15,7 @@ import (
 // MaxEventBytes.
 const (
 	capID    = 128 // project, ids, address, decision, outcome, method, hashes
-	capName  = 256 // server, tool, host, key name
+	capName  = 256 // server, tool, host, key name, subject
 	capText  = 900 // reason, error
 	capItem  = 128 // one item of a list (limitsHit, changed)
 	capList  = 512 // a whole list
@@ -57,6 +57,7 @@ func capFields(e *Event, now func() time.Time) {
 		{"argsSha256", &e.ArgsSHA256, capID}, {"method", &e.Method, capID}, {"newKeyId", &e.NewKeyID, capID},
 		{"oldHash", &e.OldHash, capID}, {"newHash", &e.NewHash, capID},
 		{"server", &e.Server, capName}, {"tool", &e.Tool, capName}, {"host", &e.Host, capName}, {"keyName", &e.KeyName, capName},
+		{"subject", &e.Subject, capName},
 		{"reason", &e.Reason, capText}, {"error", &e.Error, capText},
 	} {
 		str(f.name, f.p, f.n)
