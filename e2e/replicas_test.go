@@ -2,24 +2,19 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,98 +23,6 @@ import (
 	"github.com/toolgate/toolgate/internal/e2etest"
 	"github.com/toolgate/toolgate/policy/apikey"
 )
-
-// roundRobin is the load balancer of the tests of several replicas: each
-// request goes to the next replica, whatever it carries (no stickiness).
-// It records where each request went and how it was answered.
-type roundRobin struct {
-	proxies []*httputil.ReverseProxy
-	next    atomic.Int64
-	mu      sync.Mutex
-	log     []frontRequest
-}
-
-// frontRequest is one request the front passed on.
-type frontRequest struct {
-	seq     int    // its rank among the requests the front received
-	replica int    // index of the replica it went to
-	session string // its Mcp-Session-Id
-	version string // its Mcp-Protocol-Version
-	method  string // its HTTP method
-	status  int    // the replica's answer (0: none)
-}
-
-func newRoundRobin(backends []*url.URL) *roundRobin {
-	f := &roundRobin{}
-	for _, b := range backends {
-		p := httputil.NewSingleHostReverseProxy(b)
-		p.FlushInterval = -1
-		p.ErrorLog = log.New(io.Discard, "", 0) // a replica stopped on purpose is no news
-		f.proxies = append(f.proxies, p)
-	}
-	return f
-}
-
-func (f *roundRobin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	seq := int(f.next.Add(1) - 1)
-	i := seq % len(f.proxies)
-	// The front reads a request's body before passing it on, as load
-	// balancers do by default. Passed on as it arrives, a body that the
-	// replica answers before the front has seen its end breaks the
-	// answer: the front's server closes the body when the answer's
-	// headers go out (HTTP/1.1 is not full duplex in net/http), and the
-	// proxy's transport then drops the connection to the replica.
-	body, err := io.ReadAll(r.Body)
-	if err != nil {
-		http.Error(w, "reading the body: "+err.Error(), http.StatusBadRequest)
-		return
-	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	sw := &statusWriter{ResponseWriter: w}
-	f.proxies[i].ServeHTTP(sw, r)
-	f.mu.Lock()
-	f.log = append(f.log, frontRequest{seq: seq, replica: i, session: r.Header.Get("Mcp-Session-Id"), version: r.Header.Get("Mcp-Protocol-Version"), method: r.Method, status: sw.status})
-	f.mu.Unlock()
-}
-
-// since returns the requests passed on after the first n.
-func (f *roundRobin) since(n int) []frontRequest {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]frontRequest(nil), f.log[n:]...)
-}
-
-func (f *roundRobin) count() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(f.log)
-}
-
-// statusWriter records the status of an answer.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-func (w *statusWriter) Flush() {
-	if f, ok := w.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
 
 // replicaRounds is how many tool calls each client of
 // TestReplicasAnswerAnyRequest makes; every tenth round also lists, reads
@@ -135,7 +38,10 @@ const replicaRounds = 200
 // resource reads, prompts and Code Mode scripts without one error; a
 // change of the tool list reaches the 2026-07-28 client's
 // subscriptions/listen stream; a request whose headers disagree with its
-// body gets the revision's error.
+// body gets the revision's error (400, HeaderMismatch); and a session key
+// taken away from the replicas ends the sessions it sealed on every
+// replica. (A revoked API key ending its sessions everywhere is in
+// TestClusterThreeReplicas, whose replicas share their keys.)
 func TestReplicasAnswerAnyRequest(t *testing.T) {
 	checkLeaks(t)
 	up := testUpstream(t)
@@ -147,21 +53,19 @@ func TestReplicasAnswerAnyRequest(t *testing.T) {
 	sessionKey := "TOOLGATE_SESSION_KEY=" + rand.Text() + rand.Text()
 	var backends []*url.URL
 	var bases []string
+	var replicas []*replica
 	for i := range 3 {
 		cfg := writeConfig(t, fmt.Sprintf(`{
 			"apiKeys": [{"name": "e2e", "sha256": %q}],
 			"codeMode": {"enabled": true, "directTools": true},
 			"mcpServers": {"s": {"command": %s}}
 		}`, apikey.Hash(key), jsonString(up)))
-		proc := e2etest.StartProcess(t, e2etest.ProcOptions{Path: bin, Args: []string{"serve", "-c", cfg, "--listen", "127.0.0.1:0", "--log-level", "debug"},
-			Dir: filepath.Dir(cfg), Env: []string{sessionKey}})
-		m := listeningLine.FindStringSubmatch(proc.WaitForLine(t, "toolgate listening on", 60*time.Second))
-		if m == nil {
-			t.Fatalf("replica %d: no address", i+1)
-		}
-		u, _ := url.Parse(m[1])
+		r := &replica{owner: t, node: fmt.Sprint("gw", i+1), cfg: cfg, env: []string{sessionKey}}
+		r.start(t, bin)
+		replicas = append(replicas, r)
+		u, _ := url.Parse(r.base)
 		backends = append(backends, u)
-		bases = append(bases, m[1])
+		bases = append(bases, r.base)
 	}
 	rr := newRoundRobin(backends)
 	front := httptest.NewServer(rr)
@@ -327,6 +231,50 @@ func TestReplicasAnswerAnyRequest(t *testing.T) {
 			_ = json.Unmarshal(b, &msg)
 			if resp.StatusCode != http.StatusBadRequest || msg.Error.Code != -32020 || msg.ID != 1 || !strings.Contains(msg.Error.Message, tc.name) {
 				t.Errorf("%s: %d %s; want 400 with HeaderMismatch (-32020)", tc.name, resp.StatusCode, b)
+			}
+		}
+	})
+
+	t.Run("a session key taken away ends its sessions everywhere", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cs, err := dialMCPVersion(ctx, endpoint, key, "2025-11-25")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cs.Close()
+		for i := range 3 { // each call reaches the next replica
+			res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "s__echo", Arguments: map[string]any{"text": fmt.Sprint("before ", i)}})
+			if err := wantText(res, err, fmt.Sprint("before ", i)); err != nil {
+				t.Fatalf("before the new key: %v", err)
+			}
+		}
+		// Every replica restarts with a new session key alone: what the
+		// old one sealed opens nowhere.
+		newKey := "TOOLGATE_SESSION_KEY=" + rand.Text() + rand.Text()
+		for _, r := range replicas {
+			r.proc.Stop()
+			r.env = []string{newKey}
+			r.start(t, bin)
+		}
+		for _, r := range replicas {
+			if code := postSessionCall(t, r.base+"/mcp", key, cs.ID()); code != http.StatusNotFound {
+				t.Errorf("%s answered a call of the old session with %d, want 404", r.node, code)
+			}
+		}
+		if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "s__echo", Arguments: map[string]any{"text": "after"}}); err == nil {
+			t.Error("the client's session still works after its session key was taken away")
+		}
+		// A new session works.
+		fresh, err := dialMCPVersion(ctx, endpoint, key, "2025-11-25")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer fresh.Close()
+		for i := range 3 {
+			res, err := fresh.CallTool(ctx, &mcp.CallToolParams{Name: "s__echo", Arguments: map[string]any{"text": fmt.Sprint("after ", i)}})
+			if err := wantText(res, err, fmt.Sprint("after ", i)); err != nil {
+				t.Errorf("a new session: %v", err)
 			}
 		}
 	})
