@@ -2,13 +2,12 @@ package e2e
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
 	"net/url"
 	"path/filepath"
 	"slices"
@@ -28,43 +27,12 @@ import (
 	"github.com/toolgate/toolgate/policy/audit"
 )
 
-// stickyFront is the load balancer of the cluster tests: a request
-// without an Mcp-Session-Id goes to the next replica (round robin,
-// initialize included); one with a session goes to the replica that
-// created it, since an MCP session lives in one process.
-type stickyFront struct {
-	backends []*url.URL
-	next     atomic.Int64
-	mu       sync.Mutex
-	sessions map[string]int
-}
-
-func (f *stickyFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	f.mu.Lock()
-	i, ok := f.sessions[r.Header.Get("Mcp-Session-Id")]
-	f.mu.Unlock()
-	if !ok {
-		i = int(f.next.Add(1)-1) % len(f.backends)
-	}
-	p := httputil.NewSingleHostReverseProxy(f.backends[i])
-	p.FlushInterval = -1
-	p.ErrorLog = log.New(io.Discard, "", 0) // a replica killed on purpose is no news
-	p.ModifyResponse = func(resp *http.Response) error {
-		if id := resp.Header.Get("Mcp-Session-Id"); id != "" {
-			f.mu.Lock()
-			f.sessions[id] = i
-			f.mu.Unlock()
-		}
-		return nil
-	}
-	p.ServeHTTP(w, r)
-}
-
 // replica is one `toolgate serve` of a cluster test.
 type replica struct {
 	owner *testing.T // the test whose end stops the process
 	node  string
 	cfg   string // its configuration file
+	env   []string
 	addr  string // 127.0.0.1:PORT, kept across restarts
 	base  string // http://addr
 	proc  *e2etest.Proc
@@ -79,7 +47,7 @@ func (r *replica) start(t *testing.T, bin string) {
 	if listen == "" {
 		listen = "127.0.0.1:0"
 	}
-	r.proc = e2etest.StartProcess(r.owner, e2etest.ProcOptions{Path: bin, Args: []string{"serve", "-c", r.cfg, "--listen", listen}, Dir: filepath.Dir(r.cfg)})
+	r.proc = e2etest.StartProcess(r.owner, e2etest.ProcOptions{Path: bin, Args: []string{"serve", "-c", r.cfg, "--listen", listen}, Dir: filepath.Dir(r.cfg), Env: r.env})
 	line := r.proc.WaitForLine(t, "toolgate listening on", 60*time.Second)
 	m := listeningLine.FindStringSubmatch(line)
 	if m == nil {
@@ -99,6 +67,37 @@ func dialMCP(ctx context.Context, endpoint, key string) (*mcp.ClientSession, err
 			Headers: map[string]string{"Authorization": "Bearer " + key}, Base: http.DefaultTransport}},
 		MaxRetries: -1, // a replica that died does not come back for this session
 	}, nil)
+}
+
+// dialMCPVersion is dialMCP with the client asking for protocol version.
+func dialMCPVersion(ctx context.Context, endpoint, key, version string) (*mcp.ClientSession, error) {
+	client := mcp.NewClient(&mcp.Implementation{Name: "e2e-load", Version: "1.0.0"}, nil)
+	return client.Connect(ctx, &mcp.StreamableClientTransport{
+		Endpoint: endpoint,
+		HTTPClient: &http.Client{Transport: &mcpclient.HeaderTransport{
+			Headers: map[string]string{"Authorization": "Bearer " + key}, Base: http.DefaultTransport}},
+		MaxRetries: -1,
+	}, &mcp.ClientSessionOptions{ProtocolVersion: version})
+}
+
+// postSessionCall posts a call of s__echo in session sid (protocol
+// 2025-11-25) to endpoint with key and returns the answer's status.
+func postSessionCall(t *testing.T, endpoint, key, sid string) int {
+	t.Helper()
+	body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"s__echo","arguments":{"text":"direct"}}}`
+	req, _ := http.NewRequest(http.MethodPost, endpoint, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+	req.Header.Set("Mcp-Session-Id", sid)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 // auditEvents runs `toolgate audit --json` with args and decodes the events.
@@ -132,9 +131,10 @@ type sharedVerify struct {
 }
 
 // TestClusterThreeReplicas runs three `toolgate serve` replicas behind a
-// round-robin front, sharing Redis and PostgreSQL: the project's limit
-// holds across replicas, a key revoked with the command line is refused
-// by every replica within 2 s, a changed tool approved once with the
+// round-robin front without stickiness, sharing Redis, PostgreSQL and
+// their session key: the project's limit holds across replicas, a key
+// revoked with the command line is refused by every replica within 2 s,
+// its session of protocol 2025-11-25 included, a changed tool approved once with the
 // command line is served by every replica, a replica killed with SIGKILL
 // under load and restarted loses no answered call from the shared audit
 // trail, whose chains all verify, and Redis stopped for a while gives
@@ -165,15 +165,16 @@ func TestClusterThreeReplicas(t *testing.T) {
 	}
 	replicas := make([]*replica, 3)
 	var backends []*url.URL
+	sessionKey := "TOOLGATE_SESSION_KEY=" + rand.Text() + rand.Text()
 	for i := range replicas {
-		r := &replica{owner: t, node: fmt.Sprint("gw", i+1)}
+		r := &replica{owner: t, node: fmt.Sprint("gw", i+1), env: []string{sessionKey}}
 		r.cfg = cfgFor(r.node)
 		r.start(t, bin)
 		replicas[i] = r
 		u, _ := url.Parse(r.base)
 		backends = append(backends, u)
 	}
-	front := httptest.NewServer(&stickyFront{backends: backends, sessions: map[string]int{}})
+	front := httptest.NewServer(newRoundRobin(backends))
 	defer front.Close()
 
 	keys, err := apikey.OpenPGStore(ctx, pgURL, nil)
@@ -204,10 +205,12 @@ func TestClusterThreeReplicas(t *testing.T) {
 		}
 		return plain, k
 	}
+	// newSessions opens three client sessions with a new key through the
+	// front (protocol 2026-07-28: each request goes to the next replica).
 	newSessions := func(t *testing.T) (string, *apikey.Key, []*mcp.ClientSession) {
 		plain, k := newKey(t, "default", "/mcp")
 		var out []*mcp.ClientSession
-		for range 3 { // initialize goes round robin: one session per replica
+		for range 3 {
 			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			out = append(out, e2etest.ConnectHTTP(t, cctx, front.URL+"/mcp", map[string]string{"Authorization": "Bearer " + plain}, nil))
 			cancel()
@@ -267,35 +270,66 @@ func TestClusterThreeReplicas(t *testing.T) {
 
 	t.Run("revoked key refused everywhere within 2s", func(t *testing.T) {
 		time.Sleep(1100 * time.Millisecond) // refill the burst
-		_, k, sessions := newSessions(t)
-		for _, cs := range sessions {
+		plain, k, sessions := newSessions(t)
+		// A client on 2025-11-25 has a session, which every replica
+		// serves from its sealed ID.
+		old, err := dialMCPVersion(ctx, front.URL+"/mcp", plain, "2025-11-25")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer old.Close()
+		if old.ID() == "" {
+			t.Fatal("the 2025-11-25 client has no session")
+		}
+		sessions = append(sessions, old)
+		// Six calls, under the burst of 10: the old session's three reach
+		// the three replicas in turn.
+		for _, cs := range append(sessions, old, old) {
 			if err := call(cs); err != nil {
 				t.Fatalf("before the revocation: %v", err)
 			}
 		}
 		cli(t, replicas[0].cfg, "keys", "revoke", k.ID)
 		revoked := time.Now()
-		for i, cs := range sessions {
+		// Every replica refuses the session: asked directly, each answers
+		// 401 to a call of it.
+		for _, r := range replicas {
 			for {
-				err := call(cs)
-				if err != nil && strings.Contains(err.Error(), "401") || err != nil && strings.Contains(strings.ToLower(err.Error()), "unauthorized") {
+				code := postSessionCall(t, r.base+"/mcp", plain, old.ID())
+				if code == http.StatusUnauthorized {
 					break
 				}
 				if time.Since(revoked) > 2*time.Second {
-					t.Fatalf("replica %d still accepts the key %v after the revocation (last: %v)", i+1, time.Since(revoked), err)
+					t.Fatalf("%s still serves the session of the key %v after the revocation (status %d)", r.node, time.Since(revoked), code)
 				}
 				time.Sleep(50 * time.Millisecond)
+			}
+		}
+		// And through the front, every client's calls are refused.
+		for i, cs := range sessions {
+			for range 3 {
+				err := call(cs)
+				if err == nil || !strings.Contains(err.Error(), "401") && !strings.Contains(strings.ToLower(err.Error()), "unauthorized") {
+					t.Errorf("client %d: a call after the revocation: %v; want 401", i+1, err)
+				}
 			}
 		}
 	})
 
 	t.Run("quarantined tool approved once is served by all", func(t *testing.T) {
 		time.Sleep(1100 * time.Millisecond) // refill the burst: 9 calls below
-		_, _, sessions := newSessions(t)
+		plain, _ := newKey(t, "default", "/mcp")
+		// One client per replica, connected to it directly: each replica
+		// has an upstream process of its own, and each must add the tool,
+		// then change its definition, as one upstream deployed on every
+		// replica would.
+		var sessions []*mcp.ClientSession
+		for _, r := range replicas {
+			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			sessions = append(sessions, e2etest.ConnectHTTP(t, cctx, r.base+"/mcp", map[string]string{"Authorization": "Bearer " + plain}, nil))
+			cancel()
+		}
 		lists := func(cs *mcp.ClientSession) bool { return slices.Contains(toolNames(t, cs), "s__extra") }
-		// Each replica has an upstream process of its own; each adds the
-		// tool, then changes its definition, as one upstream deployed on
-		// every replica would.
 		for i, cs := range sessions {
 			if _, err := callTool(cs, "s__add_tool", map[string]any{"name": "extra"}); err != nil {
 				t.Fatalf("replica %d: add_tool: %v", i+1, err)
