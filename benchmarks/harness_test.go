@@ -1,6 +1,7 @@
 package benchmarks
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -31,11 +32,15 @@ import (
 )
 
 // protocolVersion is the MCP protocol version every benchmark client asks
-// for. toolgate speaks 2025-11-25 with its upstreams and offers it to its
-// clients; pinning it here makes a direct call and a call through a proxy
-// use the same protocol on every hop (the SDK's default, 2026-07-28, would
-// make direct calls stateless while gateway calls are not).
-const protocolVersion = "2025-11-25"
+// for: TOOLGATE_BENCH_PROTOCOL, by default 2025-11-25. toolgate speaks
+// 2025-11-25 with its upstreams; with that default a direct call and a
+// call through a proxy use the same protocol on every hop (the SDK's
+// default, 2026-07-28, would make direct calls stateless while gateway
+// calls are not). 2026-07-28 measures the gateway's stateless clients.
+var protocolVersion = cmp.Or(os.Getenv(protocolEnv), "2025-11-25")
+
+// protocolEnv names the variable that chooses protocolVersion.
+const protocolEnv = "TOOLGATE_BENCH_PROTOCOL"
 
 // Calls each session makes before the timed region: many on a new session,
 // so connections, the peers' JIT compilers and caches are warm, and a few
