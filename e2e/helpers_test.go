@@ -168,8 +168,17 @@ func startGatewayBinary(t *testing.T, bin, path string, args ...string) *gateway
 	return g
 }
 
+// sessionVersion is the protocol version the clients of connect and
+// connectClient ask for: the tests that use them compare the gateway's
+// answers with an upstream's own and relay upstream requests (sampling,
+// elicitation, roots) to the client, which a session of 2025-11-25 has.
+// A client on 2026-07-28 gets the same answers with the revision's
+// fields added, and no upstream requests (docs/deploy.md); the tests of
+// replicas, of serve --stdio and the gateway's transcripts cover it.
+const sessionVersion = "2025-11-25"
+
 // connect opens an MCP client session to url, with the test gateway's key
-// for that endpoint.
+// for that endpoint, on sessionVersion.
 func connect(t *testing.T, url string, opts *mcp.ClientOptions) *mcp.ClientSession {
 	t.Helper()
 	checkLeaks(t)
@@ -179,7 +188,7 @@ func connect(t *testing.T, url string, opts *mcp.ClientOptions) *mcp.ClientSessi
 	if k := keyFor(url); k != "" {
 		headers = map[string]string{"Authorization": "Bearer " + k}
 	}
-	return e2etest.ConnectHTTP(t, ctx, url, headers, opts)
+	return e2etest.ConnectHTTPVersion(t, ctx, url, headers, opts, sessionVersion)
 }
 
 // toolNames lists the tools a session sees, sorted.

@@ -87,8 +87,8 @@ func directHTTP(t *testing.T, url string, sse bool) *mcp.ClientSession {
 }
 
 // connectClient connects a client with its own roots to the gateway, with
-// the test gateway's key (for the tests of relayed requests; connect in
-// helpers_test.go has no roots).
+// the test gateway's key, on sessionVersion (for the tests of relayed
+// requests; connect in helpers_test.go has no roots).
 func connectClient(t *testing.T, url string, opts *mcp.ClientOptions, roots ...*mcp.Root) *mcp.ClientSession {
 	t.Helper()
 	client := mcp.NewClient(&mcp.Implementation{Name: "e2e-client", Version: "1"}, opts)
@@ -99,7 +99,7 @@ func connectClient(t *testing.T, url string, opts *mcp.ClientOptions, roots ...*
 	if key := keyFor(url); key != "" {
 		transport.HTTPClient = &http.Client{Transport: &mcpclient.HeaderTransport{Headers: mcpclient.Bearer(key), Base: http.DefaultTransport}}
 	}
-	cs, err := client.Connect(ctx, transport, nil)
+	cs, err := client.Connect(ctx, transport, &mcp.ClientSessionOptions{ProtocolVersion: sessionVersion})
 	if err != nil {
 		t.Fatalf("connecting to %s: %v", url, err)
 	}

@@ -507,15 +507,23 @@ func WaitHTTP(t testing.TB, url string, timeout time.Duration) {
 
 // ConnectHTTP connects a go-sdk MCP client to url over streamable HTTP,
 // adding headers to every HTTP request, and closes the session at the end
-// of the test. opts may be nil.
+// of the test. opts may be nil. The client asks for the SDK's newest
+// protocol version.
 func ConnectHTTP(t testing.TB, ctx context.Context, url string, headers map[string]string, opts *mcp.ClientOptions) *mcp.ClientSession {
+	t.Helper()
+	return ConnectHTTPVersion(t, ctx, url, headers, opts, "")
+}
+
+// ConnectHTTPVersion is ConnectHTTP with the client asking for protocol
+// version ("" for the SDK's newest).
+func ConnectHTTPVersion(t testing.TB, ctx context.Context, url string, headers map[string]string, opts *mcp.ClientOptions, version string) *mcp.ClientSession {
 	t.Helper()
 	client := mcp.NewClient(&mcp.Implementation{Name: "e2etest-client", Version: "1.0.0"}, opts)
 	transport := &mcp.StreamableClientTransport{
 		Endpoint:   url,
 		HTTPClient: &http.Client{Transport: &mcpclient.HeaderTransport{Headers: headers, Base: http.DefaultTransport}},
 	}
-	cs, err := client.Connect(ctx, transport, nil)
+	cs, err := client.Connect(ctx, transport, &mcp.ClientSessionOptions{ProtocolVersion: version})
 	if err != nil {
 		t.Fatalf("connecting to %s: %v", url, err)
 	}
