@@ -229,6 +229,8 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 		IdleTimeout:       lim.IdleTimeout.D(),
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	var spare spareConns
+	srv.ConnState = spare.track
 	scheme := "http"
 	if cfg.TLS.Enabled() {
 		if srv.TLSConfig, err = gateway.TLSConfig(cfg.TLS); err != nil {
@@ -277,7 +279,7 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 	// Close the listener and let the last answers be written.
 	sctx, cancel := context.WithTimeout(context.Background(), httpCloseWait)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
+	if err := shutdownHTTP(sctx, srv, &spare); err != nil {
 		log.Warn("shutting down: closing the connections still open", "error", err)
 		_ = srv.Close()
 	}
