@@ -171,7 +171,18 @@ func TestAPIKeys(t *testing.T) {
 		}
 		return false
 	})
+	stream := openEventStream(t, url, bearer(rotated.Key))
+	select {
+	case <-stream:
+		t.Fatal("the event stream ended before the key was revoked")
+	case <-time.After(2 * time.Second): // more than one check of its credential
+	}
 	g.runCLI(t, "keys", "revoke", rotated.ID)
+	select {
+	case <-stream:
+	case <-time.After(15 * time.Second):
+		t.Error("the event stream of a session of the revoked key is still open 15 s after the revocation")
+	}
 	eventually(t, 15*time.Second, "the revoked key to be refused in its session", func() bool {
 		_, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "s__echo", Arguments: map[string]any{"text": "y"}})
 		return err != nil
@@ -183,6 +194,41 @@ func TestAPIKeys(t *testing.T) {
 			t.Errorf("revoked key listed as %q", k.Status)
 		}
 	}
+}
+
+// openEventStream opens a session with headers and its event stream (the
+// GET a client keeps open for the server's messages); the channel is
+// closed when the stream ends.
+func openEventStream(t *testing.T, url string, headers map[string]string) <-chan struct{} {
+	t.Helper()
+	sid := rawSession(t, url, headers)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Mcp-Session-Id", sid)
+	req.Header.Set("Mcp-Protocol-Version", "2025-06-18")
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 {
+		resp.Body.Close()
+		t.Fatalf("GET event stream: %d", resp.StatusCode)
+	}
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		defer resp.Body.Close()
+		_, _ = io.Copy(io.Discard, resp.Body)
+	}()
+	return ended
 }
 
 // rawSession opens an MCP session over plain HTTP requests and returns its

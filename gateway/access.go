@@ -317,6 +317,9 @@ func (g *Gateway) guard(p *project) http.Handler {
 			defer release()
 			defer g.closeStream(sctx, w)
 			ctx = sctx
+			if a.authRequired {
+				ctx = g.watchCredential(ctx, r, p, pr)
+			}
 		}
 		r = r.WithContext(ctx)
 		// The SDK's bearer middleware reads the token from Authorization;

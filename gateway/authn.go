@@ -256,6 +256,9 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, a *access
 	}
 	ref := g.checkCredential(r, pa, pr)
 	if ref == nil {
+		if pr.KeyID != "" {
+			g.auth.RecordUse(pr.KeyID)
+		}
 		kind := "api_key"
 		if pr.Subject != "" {
 			kind = "oauth"
@@ -335,7 +338,6 @@ func (g *Gateway) checkCredential(r *http.Request, pa *projectAuth, pr *Principa
 		return ref
 	}
 	pr.KeyID = key.ID
-	g.auth.RecordUse(key.ID)
 	return nil
 }
 
@@ -611,4 +613,57 @@ func (po *projectOAuth) grantFor(tok *oauth.Token) *toolGrant {
 	slices.Sort(names)
 	g.key = strings.Join(names, "\x00")
 	return g
+}
+
+// credentialRecheck is how often the credential of an open event stream
+// is checked again.
+var credentialRecheck = time.Second
+
+// watchCredential returns a context of ctx that is cancelled once the
+// credential r was authenticated with (as pr) is no longer accepted for
+// project p: a key revoked (on any replica: the key store tells each
+// within 2 s), expired or past its rotation's overlap, a token expired,
+// or the project's auth settings changed by a reload so that they
+// refuse it. An event stream served under it then ends; a request
+// already answered is not affected, and a new one is refused as usual.
+// While the credential cannot be checked (an issuer out of reach), the
+// stream stays open.
+func (g *Gateway) watchCredential(ctx context.Context, r *http.Request, p *project, pr Principal) context.Context {
+	ctx, cancel := context.WithCancel(ctx)
+	held := r.Clone(ctx) // its own headers: the handler rewrites r's
+	go func() {
+		defer cancel()
+		t := time.NewTicker(credentialRecheck)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			a := g.accessPolicy()
+			if !a.authRequired {
+				continue
+			}
+			pa := a.auth[p.name]
+			if pa == nil {
+				pa = &projectAuth{keys: true}
+			}
+			now := Principal{Project: pr.Project, ClientIP: pr.ClientIP}
+			ref := g.checkCredential(held, pa, &now)
+			switch {
+			case ref == nil && now.owner() == pr.owner():
+				continue
+			case ref != nil && ref.status == http.StatusServiceUnavailable:
+				continue // cannot tell now
+			}
+			reason := "another principal"
+			if ref != nil {
+				reason = ref.reason
+			}
+			g.log.Info("event stream closed: its credential is no longer accepted", "project", p.name, "owner", pr.owner(), "reason", reason)
+			return
+		}
+	}()
+	return ctx
 }
