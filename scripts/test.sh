@@ -9,17 +9,17 @@
 #      install anything,
 #   2. go vet, and go build and go vet for macOS and Windows (GOOS=darwin,
 #      GOOS=windows): the binary builds for the three,
-#   3. go test -count=1: every package, the end-to-end tests (in
-#      E2E_SHARDS processes side by side, default 3), the seed corpus of
-#      every fuzz target and a 20-second seeded chaos smoke of the soak
-#      test (soak/),
+#   3. go test -count=1 of every package, in three kinds of runs side by
+#      side: the packages with concurrency (RACE_PKGS: the sandbox engine
+#      and pool, the rate limiter, audit writer and alerter in policy, the
+#      upstream supervisor and HTTP layer in gateway, the token verifier,
+#      the serve lifecycle in internal/cli) under the race detector; every
+#      other package, with the seed corpus of every fuzz target and a
+#      20-second seeded chaos smoke of the soak test (soak/); and the
+#      end-to-end tests in E2E_SHARDS processes (default 3),
 #   4. the wall-clock bounds of Code Mode's timeout (TOOLGATE_TIMING=strict)
 #      in a step of their own, so that other packages' load does not skew
-#      them (in step 3 they run with a looser bound),
-#   5. go test -race for the packages with concurrency (RACE_PKGS: the
-#      sandbox engine and pool, the rate limiter, audit writer and alerter
-#      in policy, the upstream supervisor and HTTP layer in gateway, the
-#      serve lifecycle in internal/cli).
+#      them (in step 3 they run with a looser bound).
 # The full soak, fuzzing and the benchmarks run in `make test-long`
 # (scripts/test-long.sh).
 #
@@ -28,9 +28,10 @@
 # "github.com/toolgate/") select the packages for vet and test instead of
 # ./...; every other argument is passed to go test only, e.g.
 #   scripts/test.sh ./internal/e2etest/... -run=TestServerEverything -v
-# Steps 4 and 5 cover the selected packages, and only run when no go test
-# flags are given (a run narrowed with -run is a developer's quick check).
-# RACE=0 skips step 5.
+# With go test flags (a run narrowed with -run is a developer's quick
+# check) step 3 is one plain go test of the selected packages and step 4
+# is left out. RACE=0 runs the packages with concurrency without the race
+# detector.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -93,23 +94,37 @@ if [ "${#flags[@]}" -gt 0 ]; then
 	exit 0
 fi
 
-# The end-to-end tests mostly wait (on processes, timeouts, rate-limit
-# windows), one after another in one test binary; they run in
-# E2E_SHARDS processes side by side (each its own share of the tests,
-# dealt by name), beside the other packages' tests, so that both cores
-# stay busy. Each process checks its own goroutine leaks.
+# Three kinds of runs side by side, so that both cores stay busy:
+#  - the packages with concurrency of their own (RACE_PKGS) under the
+#    race detector, all of their tests (RACE=0: without it),
+#  - every other package but e2e,
+#  - the end-to-end tests, which mostly wait (on processes, timeouts,
+#    rate-limit windows) one after another in one test binary: in
+#    E2E_SHARDS processes, each its own share of the tests, dealt by name.
+# Each process checks its own goroutine leaks.
 e2e_pkg="$(go list ./e2e)"
-other_pkgs="$(go list "${pkgs[@]}" | grep -vxF "$e2e_pkg" || true)"
+selected_pkgs="$(go list "${pkgs[@]}")"
+race_pkgs=""
+if [ "${RACE:-1}" != "0" ]; then
+	# shellcheck disable=SC2086 # RACE_PKGS is a list of patterns
+	race_pkgs="$(comm -12 <(sort <<<"$selected_pkgs") <(go list ${RACE_PKGS:-./policy/... ./gateway/... ./sandbox/... ./internal/oauth/... ./internal/cli/...} | sort))"
+fi
+plain_pkgs="$(comm -23 <(sort <<<"$selected_pkgs") <(sort <<<"$race_pkgs") | grep -vxF "$e2e_pkg" || true)"
 shards="${E2E_SHARDS:-3}"
 logs="$(mktemp -d)"
 trap 'rm -rf "$logs"' EXIT
 pids=()
-if [ -n "$other_pkgs" ]; then
+if [ -n "$race_pkgs" ]; then
 	# shellcheck disable=SC2086 # one word per package
-	go test -count=1 -timeout 15m $other_pkgs >"$logs/packages" 2>&1 &
+	go test -race -count=1 -timeout 20m $race_pkgs >"$logs/race" 2>&1 &
 	pids+=($!)
 fi
-if go list "${pkgs[@]}" | grep -qxF "$e2e_pkg"; then
+if [ -n "$plain_pkgs" ]; then
+	# shellcheck disable=SC2086 # one word per package
+	go test -count=1 -timeout 15m $plain_pkgs >"$logs/packages" 2>&1 &
+	pids+=($!)
+fi
+if grep -qxF "$e2e_pkg" <<<"$selected_pkgs"; then
 	go test -c -o "$logs/e2e.test" ./e2e
 	mapfile -t e2e_tests < <(cd e2e && "$logs/e2e.test" -test.list '.*' | grep -E '^(Test|Fuzz|Example)')
 	for ((i = 0; i < shards; i++)); do
@@ -132,7 +147,10 @@ failed=0
 for pid in "${pids[@]}"; do
 	wait "$pid" || failed=1
 done
-for f in "$logs"/packages "$logs"/e2e.[0-9]*; do
+if [ -f "$logs/race" ]; then
+	sed -i 's/^ok  \t/ok  \t(race) /' "$logs/race"
+fi
+for f in "$logs"/race "$logs"/packages "$logs"/e2e.[0-9]*; do
 	if [ -f "$f" ]; then
 		if [ "$failed" = 1 ]; then cat "$f"; else grep -E '^(ok|FAIL|---|panic)' "$f" || true; fi
 	fi
@@ -150,18 +168,4 @@ if [ -n "$timing_pkgs" ]; then
 	echo "scripts/test.sh: the timeout's wall-clock bounds, alone" >&2
 	# shellcheck disable=SC2086 # one word per package
 	TOOLGATE_TIMING=strict go test -p 1 -count=1 -run 'TestNativeBuiltinsStopAtTheDeadline|TestCodeModeNativeTimeout' $timing_pkgs
-fi
-
-# The packages with concurrency of their own, all of their tests (the
-# race detector slows them down a few times; docs/development.md has the
-# figures).
-race_pkgs="${RACE_PKGS:-./policy/... ./gateway/... ./sandbox/... ./internal/oauth/... ./internal/cli/...}"
-if [ "${RACE:-1}" != "0" ]; then
-	# shellcheck disable=SC2086 # RACE_PKGS is a list of patterns
-	selected="$(comm -12 <(go list "${pkgs[@]}" | sort) <(go list $race_pkgs | sort))"
-	if [ -n "$selected" ]; then
-		echo "scripts/test.sh: go test -race" $selected >&2
-		# shellcheck disable=SC2086
-		go test -race -count=1 -timeout 20m $selected
-	fi
 fi
