@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -134,7 +133,7 @@ func TestOAuthAccessTokens(t *testing.T) {
 		{"another issuer", team, impostor.Token(t, "bob", "mcp"), 401, "invalid_token", "token issued by"},
 		{"alg none", team, base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none"}`)) + "." + parts[1] + ".", 401, "invalid_token", `algorithm 'none'`},
 		{"signature changed", team, parts[0] + "." + parts[1] + "." + string(sig), 401, "invalid_token", "signature does not verify"},
-		{"unknown key id", team, signJWS(t, rogue, "rogue-"+kid, payload), 401, "invalid_token", "which the issuer does not publish"},
+		{"unknown key id", team, oauthtest.Sign(t, jose.RS256, rogue, "rogue-"+kid, payload), 401, "invalid_token", "which the issuer does not publish"},
 		{"a token of another project", team, p.Token(t, "olivia", "mcp"), 401, "invalid_token", "not for this resource"},
 		{"team's token at the other project", g.endpoint("other"), good, 401, "invalid_token", "not for this resource"},
 		{"scope missing", team, p.Token(t, "bob"), 403, "insufficient_scope", "lacks the scope mcp"},
@@ -222,24 +221,6 @@ func containsAll(got, want []string) bool {
 	return true
 }
 
-// signJWS signs payload with an RS256 key naming kid.
-func signJWS(t *testing.T, key any, kid string, payload []byte) string {
-	t.Helper()
-	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: key, KeyID: kid}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	jws, err := s.Sign(payload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := jws.CompactSerialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // TestOAuthClients connects the TypeScript SDK client, through its OAuth
 // support, and the MCP Inspector CLI to a project with a token of the
 // provider; a refused token reaches them with its reason.
@@ -295,29 +276,8 @@ type tsOAuthOutput struct {
 
 func runTSOAuth(t *testing.T, url, token string) *tsOAuthOutput {
 	t.Helper()
-	script, err := os.ReadFile(filepath.Join("testdata", "tsoauth.mjs"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "tsoauth.mjs"), script, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(e2etest.NPMDir(t), filepath.Join(dir, "node_modules")); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, e2etest.Node(t), filepath.Join(dir, "tsoauth.mjs"), url)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "TOOLGATE_TOKEN="+token)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.Output()
 	var out tsOAuthOutput
-	if jerr := json.Unmarshal(stdout, &out); err != nil || jerr != nil {
-		t.Fatalf("tsoauth.mjs: %v (decoding: %v)\nstdout:\n%s\nstderr:\n%s", err, jerr, stdout, stderr.String())
-	}
+	runNodeScript(t, "tsoauth.mjs", 60*time.Second, []string{"TOOLGATE_TOKEN=" + token}, &out, url)
 	return &out
 }
 

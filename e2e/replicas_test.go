@@ -10,9 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -356,31 +353,10 @@ type tsReplicasOutput struct {
 // runTSReplicas runs tsreplicas.mjs with node against url with key.
 func runTSReplicas(t *testing.T, url, key string, rounds int) *tsReplicasOutput {
 	t.Helper()
-	script, err := os.ReadFile(filepath.Join("testdata", "tsreplicas.mjs"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "tsreplicas.mjs"), script, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(e2etest.NPMDir(t), filepath.Join(dir, "node_modules")); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, e2etest.Node(t), filepath.Join(dir, "tsreplicas.mjs"), url, strconv.Itoa(rounds))
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "TOOLGATE_KEY="+key)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	stdout, err := cmd.Output()
 	var out tsReplicasOutput
-	if jerr := json.Unmarshal(stdout, &out); jerr != nil {
-		t.Fatalf("tsreplicas.mjs: %v (decoding its output: %v)\nstdout:\n%s\nstderr:\n%s", err, jerr, stdout, stderr.String())
-	}
-	if err != nil || out.Fatal != "" {
-		t.Fatalf("tsreplicas.mjs failed: %v\n%s\nstdout:\n%s\nstderr:\n%s", err, out.Fatal, stdout, stderr.String())
+	runNodeScript(t, "tsreplicas.mjs", 3*time.Minute, []string{"TOOLGATE_KEY=" + key}, &out, url, strconv.Itoa(rounds))
+	if out.Fatal != "" {
+		t.Fatalf("tsreplicas.mjs failed: %s", out.Fatal)
 	}
 	return &out
 }

@@ -73,33 +73,43 @@ type tsClientOutput struct {
 // node_modules symlink to the pinned npm packages.
 func runTSClient(t *testing.T, url string) *tsClientOutput {
 	t.Helper()
-	script, err := os.ReadFile(filepath.Join("testdata", "tsclient.mjs"))
+	var out tsClientOutput
+	runNodeScript(t, "tsclient.mjs", 90*time.Second, []string{"TOOLGATE_KEY=" + keyFor(url)}, &out, url)
+	if out.Fatal != "" {
+		t.Fatalf("tsclient.mjs failed: %s", out.Fatal)
+	}
+	return &out
+}
+
+// runNodeScript runs testdata/NAME with node, given args and env added to
+// the environment, and decodes the JSON it prints on stdout into out. The
+// scripts import the SDKs by package name, so each runs from a copy placed
+// next to a node_modules symlink to the pinned npm packages. A script
+// that fails or prints something else fails the test, with its output.
+func runNodeScript(t *testing.T, name string, timeout time.Duration, env []string, out any, args ...string) {
+	t.Helper()
+	script, err := os.ReadFile(filepath.Join("testdata", name))
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "tsclient.mjs"), script, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, name), script, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Symlink(e2etest.NPMDir(t), filepath.Join(dir, "node_modules")); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, e2etest.Node(t), filepath.Join(dir, "tsclient.mjs"), url)
+	cmd := exec.CommandContext(ctx, e2etest.Node(t), append([]string{filepath.Join(dir, name)}, args...)...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "TOOLGATE_KEY="+keyFor(url))
+	cmd.Env = append(os.Environ(), env...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	stdout, err := cmd.Output()
-	var out tsClientOutput
-	if jerr := json.Unmarshal(stdout, &out); jerr != nil {
-		t.Fatalf("tsclient.mjs: %v (decoding its output: %v)\nstdout:\n%s\nstderr:\n%s", err, jerr, stdout, stderr.String())
+	if jerr := json.Unmarshal(stdout, out); err != nil || jerr != nil {
+		t.Fatalf("%s: %v (decoding its output: %v)\nstdout:\n%s\nstderr:\n%s", name, err, jerr, stdout, stderr.String())
 	}
-	if err != nil || out.Fatal != "" {
-		t.Fatalf("tsclient.mjs failed: %v\n%s\nstdout:\n%s\nstderr:\n%s", err, out.Fatal, stdout, stderr.String())
-	}
-	return &out
 }
 
 // TestTypeScriptSDKClient connects the official TypeScript MCP SDK client

@@ -248,9 +248,9 @@ func TestOAuthRefusals(t *testing.T) {
 		{"a token of another project", "team", "Bearer " + p.Token(t, "other-user", "mcp"), 401, "invalid_token", "not for this resource"},
 		{"another issuer", "team", "Bearer " + impostor.Token(t, "alice", "mcp"), 401, "invalid_token", "token issued by"},
 		{"alg none", "team", "Bearer " + none, 401, "invalid_token", `algorithm "none"`},
-		{"HS256 keyed with the public key", "team", "Bearer " + signWith(t, jose.HS256, hsKey, kid, rawPayload), 401, "invalid_token", `algorithm "HS256"`},
+		{"HS256 keyed with the public key", "team", "Bearer " + oauthtest.Sign(t, jose.HS256, hsKey, kid, rawPayload), 401, "invalid_token", `algorithm "HS256"`},
 		{"signature changed", "team", "Bearer " + h + "." + payload + "." + string(flipped), 401, "invalid_token", "signature does not verify"},
-		{"unknown key id", "team", "Bearer " + signWith(t, jose.RS256, oauthtest.NewKey(t), "rogue", rawPayload), 401, "invalid_token", `key "rogue", which the issuer does not publish`},
+		{"unknown key id", "team", "Bearer " + oauthtest.Sign(t, jose.RS256, oauthtest.NewKey(t), "rogue", rawPayload), 401, "invalid_token", `key "rogue", which the issuer does not publish`},
 		{"scope missing", "team", "Bearer " + p.Token(t, "alice"), 403, "insufficient_scope", "lacks the scope mcp"},
 		{"API key where only tokens go", "other", "Bearer " + f.key, 401, "invalid_token", "does not accept API keys"},
 		{"token where only keys go", "keys", "Bearer " + good, 401, "invalid_token", "accepts API keys only"},
@@ -328,24 +328,6 @@ func TestOAuthRefusals(t *testing.T) {
 			t.Errorf("subjects of refused tokens (-want +got):\n%s", diff)
 		}
 	}
-}
-
-// signWith signs payload with key under alg, naming kid.
-func signWith(t *testing.T, alg jose.SignatureAlgorithm, key any, kid string, payload []byte) string {
-	t.Helper()
-	s, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: jose.JSONWebKey{Key: key, KeyID: kid}}, (&jose.SignerOptions{}).WithType("JWT"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	jws, err := s.Sign(payload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := jws.CompactSerialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 func readAuditEvents(t *testing.T, path string) []audit.Event {
@@ -787,7 +769,7 @@ func TestIssuerUnreachable(t *testing.T) {
 	t.Cleanup(srv.Close)
 
 	payload, _ := json.Marshal(map[string]any{"iss": issuer, "aud": "a", "sub": "s", "exp": time.Now().Add(time.Hour).Unix()})
-	tok := signWith(t, jose.RS256, oauthtest.NewKey(t), "k1", payload)
+	tok := oauthtest.Sign(t, jose.RS256, oauthtest.NewKey(t), "k1", payload)
 	f := &oauthFixture{base: srv.URL}
 	resp := f.callPath(t, "/mcp", "Bearer "+tok)
 	body, _ := io.ReadAll(resp.Body)

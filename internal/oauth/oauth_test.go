@@ -92,24 +92,6 @@ func segments(t *testing.T, tok string) (header map[string]any, payload []byte, 
 
 func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
 
-// sign signs payload with key under alg, naming kid.
-func sign(t *testing.T, alg jose.SignatureAlgorithm, key any, kid string, payload []byte) string {
-	t.Helper()
-	s, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: jose.JSONWebKey{Key: key, KeyID: kid}}, (&jose.SignerOptions{}).WithType("JWT"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	jws, err := s.Sign(payload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := jws.CompactSerialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 func reasonOf(err error) string {
 	var e *oauth.Error
 	if errors.As(err, &e) {
@@ -168,11 +150,11 @@ func TestVerify(t *testing.T) {
 		{"another audience", p.Token(t, "other-api"), oauth.ReasonAudience},
 		{"another issuer", foreign, oauth.ReasonIssuer},
 		{"alg none", b64(noneHeader) + "." + b64(payload) + ".", oauth.ReasonAlgorithm},
-		{"HS256 keyed with the public key", sign(t, jose.HS256, pubPEM, kid, payload), oauth.ReasonAlgorithm},
+		{"HS256 keyed with the public key", oauthtest.Sign(t, jose.HS256, pubPEM, kid, payload), oauth.ReasonAlgorithm},
 		{"signature changed", strings.Join([]string{strings.Split(good, ".")[0], b64(payload), string(flipped)}, "."), oauth.ReasonSignature},
 		{"claims changed", strings.Join([]string{strings.Split(good, ".")[0], b64(forged), sig}, "."), oauth.ReasonSignature},
-		{"unknown key id", sign(t, jose.RS256, oauthtest.NewKey(t), "rogue", payload), oauth.ReasonUnknownKey},
-		{"another key under the provider's key id", sign(t, jose.RS256, oauthtest.NewKey(t), kid, payload), oauth.ReasonSignature},
+		{"unknown key id", oauthtest.Sign(t, jose.RS256, oauthtest.NewKey(t), "rogue", payload), oauth.ReasonUnknownKey},
+		{"another key under the provider's key id", oauthtest.Sign(t, jose.RS256, oauthtest.NewKey(t), kid, payload), oauth.ReasonSignature},
 		{"not a JWT", "tg_notatoken", oauth.ReasonMalformed},
 		{"empty", "", oauth.ReasonMalformed},
 	} {
@@ -330,7 +312,7 @@ func TestUnknownKeyRefetchLimited(t *testing.T) {
 		var wg sync.WaitGroup
 		for i := range n {
 			wg.Go(func() {
-				tok := sign(t, jose.RS256, rogue, "rogue-"+string(rune('a'+i%26)), payload)
+				tok := oauthtest.Sign(t, jose.RS256, rogue, "rogue-"+string(rune('a'+i%26)), payload)
 				if _, err := v.Verify(context.Background(), tok); reasonOf(err) != oauth.ReasonUnknownKey {
 					t.Errorf("rogue key: %v, want %s", err, oauth.ReasonUnknownKey)
 				}

@@ -349,3 +349,23 @@ func (c *client) RestrictAdditionalIdTokenScopes() func([]string) []string {
 func (c *client) RestrictAdditionalAccessTokenScopes() func([]string) []string {
 	return func(s []string) []string { return s }
 }
+
+// Sign signs payload as a compact JWS of type JWT with key under alg,
+// naming kid: a token made by hand, for the cases a provider never
+// issues (another key, another algorithm, a key id it does not publish).
+func Sign(t testing.TB, alg jose.SignatureAlgorithm, key any, kid string, payload []byte) string {
+	t.Helper()
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: jose.JSONWebKey{Key: key, KeyID: kid}}, (&jose.SignerOptions{}).WithType("JWT"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	jws, err := s.Sign(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := jws.CompactSerialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
