@@ -58,12 +58,18 @@ func guardFixtureProject(tb testing.TB) (http.Handler, string, *project) {
 // middleware.
 func BenchmarkGuard(b *testing.B) {
 	h, key := guardFixture(b)
+	benchGuardCall(b, h, key)
+}
+
+// benchGuardCall sends one tools/call request with credential to h per
+// iteration, and expects the 202 of the handler behind the access layer.
+func benchGuardCall(b *testing.B, h http.Handler, credential string) {
 	body := `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"demo__echo","arguments":{"text":"hello"}}}`
 	b.ReportAllocs()
 	for b.Loop() {
 		r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(body))
 		r.RemoteAddr = "127.0.0.1:5555"
-		r.Header.Set("Authorization", "Bearer "+key)
+		r.Header.Set("Authorization", "Bearer "+credential)
 		r.Header.Set("Content-Type", "application/json")
 		r.Header.Set("Accept", "application/json, text/event-stream")
 		w := httptest.NewRecorder()

@@ -145,19 +145,5 @@ func BenchmarkGuardToken(b *testing.B) {
 	pr.reg.mu.Unlock()
 	pr.http = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusAccepted) })
 	h := g.guard(pr)
-	tok := p.Token(b, "bench")
-	body := `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"demo__echo","arguments":{"text":"hello"}}}`
-	b.ReportAllocs()
-	for b.Loop() {
-		r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(body))
-		r.RemoteAddr = "127.0.0.1:5555"
-		r.Header.Set("Authorization", "Bearer "+tok)
-		r.Header.Set("Content-Type", "application/json")
-		r.Header.Set("Accept", "application/json, text/event-stream")
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, r)
-		if w.Code != http.StatusAccepted {
-			b.Fatalf("status %d: %s", w.Code, w.Body)
-		}
-	}
+	benchGuardCall(b, h, p.Token(b, "bench"))
 }
