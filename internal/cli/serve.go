@@ -240,6 +240,27 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 		ln = tls.NewListener(ln, srv.TLSConfig)
 		scheme = "https"
 	}
+	// The side listeners are up before the gateway says it listens, so
+	// that whoever waits for that line can reach all of them.
+	if f.debug != "" {
+		stopDebug, err := serveDebug(f.debug, lim.ReadHeaderTimeout.D(), log)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer stopDebug()
+	}
+	if cfg.Metrics.Listen != "" {
+		mln, err := net.Listen("tcp", cfg.Metrics.Listen)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("metrics.listen: %w", err)
+		}
+		msrv := &http.Server{Handler: metricsMux(gw), ReadHeaderTimeout: lim.ReadHeaderTimeout.D()}
+		go func() { _ = msrv.Serve(mln) }()
+		defer msrv.Close()
+		log.Info("metrics listening", "url", "http://"+mln.Addr().String()+"/metrics")
+	}
 	base := scheme + "://" + ln.Addr().String()
 	log.Info("toolgate listening", "url", base+"/mcp", "config", displayPath(path))
 	fmt.Fprintf(g.stderr, "toolgate listening on %s/mcp\n", base)
@@ -248,23 +269,6 @@ func runServe(ctx context.Context, g *globals, f *serveFlags) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	if f.debug != "" {
-		stopDebug, err := serveDebug(f.debug, lim.ReadHeaderTimeout.D(), log)
-		if err != nil {
-			return err
-		}
-		defer stopDebug()
-	}
-	if cfg.Metrics.Listen != "" {
-		mln, err := net.Listen("tcp", cfg.Metrics.Listen)
-		if err != nil {
-			return fmt.Errorf("metrics.listen: %w", err)
-		}
-		msrv := &http.Server{Handler: metricsMux(gw), ReadHeaderTimeout: lim.ReadHeaderTimeout.D()}
-		go func() { _ = msrv.Serve(mln) }()
-		defer msrv.Close()
-		log.Info("metrics listening", "url", "http://"+mln.Addr().String()+"/metrics")
-	}
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serving: %w", err)
