@@ -23,6 +23,8 @@ type rpcMessage struct {
 	Version string
 	ID      json.RawMessage
 	Params  mcp.CallToolParamsRaw
+	// RawParams are a tools/call's params as sent, when Params holds them.
+	RawParams json.RawMessage
 	// Calls are the ids (as sent) of the requests in the body that expect
 	// an answer (with Batch, those of a batch's requests); callIDs reads
 	// them.
@@ -53,6 +55,16 @@ type rpcWire struct {
 	Params  json.RawMessage `json:"params"`
 }
 
+// rpcSingle is a single JSON-RPC message as the MCP SDK decodes it
+// (jsonrpc.DecodeMessage): its result and error are read too, so that a
+// message the SDK cannot decode (an "error" that is no error object) is
+// one the access layer cannot either.
+type rpcSingle struct {
+	rpcWire
+	Result json.RawMessage `json:"result"`
+	Error  *jsonrpc.Error  `json:"error"`
+}
+
 // sdkParse decodes as the MCP SDK does (its internal/json): with
 // github.com/segmentio/encoding/json and exact key matching, so that a key
 // in another case ("Method") or a repeated key means the same to both. The
@@ -77,9 +89,15 @@ func peekMessage(body []byte) (rpcMessage, error) {
 	}
 	switch trimmed[0] {
 	case '{':
-		var w rpcWire
-		if err := parseOne(trimmed, &w); err != nil {
+		var w rpcSingle
+		shaped, err := parseOne(trimmed, &w)
+		if err != nil {
 			return m, err
+		}
+		if !shaped {
+			// The SDK cannot decode it either (jsonrpc.DecodeMessage): it
+			// refuses the message, which the access layer leaves to it.
+			return m, nil
 		}
 		m.Method = wireMethod(w.Method)
 		if len(w.ID) > 0 && m.Method != "" {
@@ -92,7 +110,7 @@ func peekMessage(body []byte) (rpcMessage, error) {
 				m.Params = mcp.CallToolParamsRaw{}
 				m.MetaVersion = requestMetaVersion(w.Params)
 			} else {
-				m.Version, m.ID = w.Version, w.ID
+				m.Version, m.ID, m.RawParams = w.Version, w.ID, w.Params
 				m.MetaVersion, _ = m.Params.Meta[metaProtocolVersion].(string)
 			}
 		case m.Method == "initialize":
@@ -103,7 +121,7 @@ func peekMessage(body []byte) (rpcMessage, error) {
 		return m, nil
 	case '[':
 		var batch []rpcWire
-		if err := parseOne(trimmed, &batch); err != nil {
+		if _, err := parseOne(trimmed, &batch); err != nil {
 			return m, err
 		}
 		m.Batch = true
@@ -147,19 +165,21 @@ func wireMethod(raw json.RawMessage) string {
 	return method
 }
 
-// parseOne decodes the one JSON value b must hold into v.
-func parseOne(b []byte, v any) error {
+// parseOne decodes the one JSON value b must hold into v. A value of the
+// wrong shape (a string where an object must be) is no error: the decoding
+// goes on past it, shaped is false, and the handler refuses the message.
+func parseOne(b []byte, v any) (shaped bool, err error) {
 	rest, err := sdkParse(b, v)
 	if err != nil {
 		if _, ok := err.(*sjson.UnmarshalTypeError); ok {
-			return nil // a value of the wrong shape: the handler refuses it
+			return false, nil
 		}
-		return &peekError{code: codeParseError, msg: "the request body is not JSON: " + err.Error()}
+		return false, &peekError{code: codeParseError, msg: "the request body is not JSON: " + err.Error()}
 	}
 	if len(bytes.TrimSpace(rest)) > 0 {
-		return &peekError{code: codeParseError, msg: "the request body holds more than one JSON value"}
+		return false, &peekError{code: codeParseError, msg: "the request body holds more than one JSON value"}
 	}
-	return nil
+	return true, nil
 }
 
 // requestID is the id of a request as the SDK reads it: a string, or a
