@@ -231,7 +231,7 @@ func (g *Gateway) guard(p *project) http.Handler {
 			}
 			if transportChecksOn.Load() {
 				if stateless {
-					if ref := checkStateless(r, body); ref != nil {
+					if ref := checkStateless(r, body, &msg); ref != nil {
 						ref.write(w)
 						return
 					}

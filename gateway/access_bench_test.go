@@ -80,6 +80,34 @@ func benchGuardCall(b *testing.B, h http.Handler, credential string) {
 	}
 }
 
+// BenchmarkGuardStateless is BenchmarkGuard's request as a client of
+// protocol 2026-07-28 sends it: its version and capabilities in _meta,
+// Mcp-Method and Mcp-Name headers that the access layer checks against
+// the body. The access layer's own answering is off, so that the request
+// reaches the handler behind it as in BenchmarkGuard.
+func BenchmarkGuardStateless(b *testing.B) {
+	h, key := guardFixture(b)
+	directCallsOn.Store(false)
+	b.Cleanup(func() { directCallsOn.Store(true) })
+	body := `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"demo__echo","arguments":{"text":"hello"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"bench","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}}}`
+	b.ReportAllocs()
+	for b.Loop() {
+		r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(body))
+		r.RemoteAddr = "127.0.0.1:5555"
+		r.Header.Set("Authorization", "Bearer "+key)
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Accept", "application/json, text/event-stream")
+		r.Header.Set("Mcp-Protocol-Version", "2026-07-28")
+		r.Header.Set("Mcp-Method", "tools/call")
+		r.Header.Set("Mcp-Name", "demo__echo")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != http.StatusAccepted {
+			b.Fatalf("status %d: %s", w.Code, w.Body)
+		}
+	}
+}
+
 func TestGuardRefusals(t *testing.T) {
 	h, key := guardFixture(t)
 	tests := []struct {

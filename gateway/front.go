@@ -244,24 +244,17 @@ const (
 )
 
 // checkStateless applies the rules of protocol 2026-07-28 to the message
-// of a POST (body), in the order the SDK's transport applies them: a
-// request whose _meta carries a protocol version, and every request sent
-// with a 2026-07-28 header, must carry that version in both, and, with
-// that header, Mcp-Method must name the body's method, and Mcp-Name the
-// tool, prompt or resource a tools/call, prompts/get or resources/read
-// names (400, HeaderMismatch). A body the SDK refuses for another reason
-// first (not one JSON-RPC message of a method it knows) is left to it.
-func checkStateless(r *http.Request, body []byte) *messageRefusal {
-	trimmed := bytes.TrimSpace(body)
-	if len(trimmed) == 0 || trimmed[0] != '{' {
-		return nil
-	}
-	m, err := jsonrpc.DecodeMessage(trimmed)
-	if err != nil {
-		return nil
-	}
-	req, ok := m.(*jsonrpc.Request)
-	if !ok {
+// of a POST (body, msg as the access layer read it), in the order the
+// SDK's transport applies them: a request whose _meta carries a protocol
+// version, and every request sent with a 2026-07-28 header, must carry
+// that version in both, and, with that header, Mcp-Method must name the
+// body's method, and Mcp-Name the tool, prompt or resource a tools/call,
+// prompts/get or resources/read names (400, HeaderMismatch). A body the
+// SDK refuses for another reason first (not one JSON-RPC message of a
+// method it knows) is left to it.
+func checkStateless(r *http.Request, body []byte, msg *rpcMessage) *messageRefusal {
+	req, metaVersion, peeked := statelessRequest(body, msg)
+	if req == nil {
 		return nil
 	}
 	flags, known := serverMethods[req.Method]
@@ -269,7 +262,7 @@ func checkStateless(r *http.Request, body []byte) *messageRefusal {
 		return nil
 	}
 	header := r.Header.Get(protocolVersionHeader)
-	if metaVersion := requestMetaVersion(req.Params); (req.IsCall() && statelessVersion(header)) || metaVersion != "" {
+	if (req.IsCall() && statelessVersion(header)) || metaVersion != "" {
 		switch {
 		case header == "":
 			return headerMismatch(req.ID, fmt.Sprintf("%s header is required for requests carrying %q", protocolVersionHeader, metaProtocolVersion))
@@ -295,7 +288,13 @@ func checkStateless(r *http.Request, body []byte) *messageRefusal {
 		if name == "" {
 			return headerMismatch(req.ID, fmt.Sprintf("missing required Mcp-Name header for method %q", req.Method))
 		}
-		inBody, ok := requestName(req.Method, req.Params)
+		var inBody string
+		var ok bool
+		if peeked {
+			inBody, ok = msg.Params.Name, argumentsDecode(msg.Params.Arguments)
+		} else {
+			inBody, ok = requestName(req.Method, req.Params)
+		}
 		if !ok {
 			return headerMismatch(req.ID, fmt.Sprintf("failed to extract name from parameters for method %q", req.Method))
 		}
@@ -304,6 +303,45 @@ func checkStateless(r *http.Request, body []byte) *messageRefusal {
 		}
 	}
 	return nil
+}
+
+// statelessRequest is the request of body as the SDK decodes it
+// (jsonrpc.DecodeMessage) and the protocol version its _meta carries; nil
+// when the body is no single request. A tools/call the access layer read
+// whole (msg) is not decoded again (peeked): its decoding is the SDK's,
+// field by field.
+func statelessRequest(body []byte, msg *rpcMessage) (req *jsonrpc.Request, metaVersion string, peeked bool) {
+	if msg.Method == "tools/call" && msg.Version == "2.0" {
+		if id, ok := requestID(msg.ID); ok {
+			return &jsonrpc.Request{ID: id, Method: msg.Method, Params: msg.RawParams}, msg.MetaVersion, true
+		}
+	}
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return nil, "", false
+	}
+	m, err := jsonrpc.DecodeMessage(trimmed)
+	if err != nil {
+		return nil, "", false
+	}
+	req, ok := m.(*jsonrpc.Request)
+	if !ok {
+		return nil, "", false
+	}
+	return req, requestMetaVersion(req.Params), false
+}
+
+// argumentsDecode reports whether a tools/call's arguments (raw JSON)
+// decode as the SDK's CallToolParams holds them, as any: the one field in
+// which it differs from CallToolParamsRaw, so that, with those decoded,
+// the SDK reads the call's name. A number past float64 fails.
+func argumentsDecode(raw json.RawMessage) bool {
+	if len(raw) == 0 {
+		return true
+	}
+	var v any
+	_, err := sdkParse(raw, &v)
+	return err == nil
 }
 
 func headerMismatch(id jsonrpc.ID, msg string) *messageRefusal {
