@@ -326,3 +326,39 @@ func TestCodeModeKeepsUpstreamToolsForScripts(t *testing.T) {
 		t.Errorf("%d tool.denied events for demo__echo, want 3", denied)
 	}
 }
+
+// TestScriptArgumentsNestedTooDeep: arguments nested deeper than an MCP
+// message may carry are refused before they reach the upstream, which
+// would refuse the message as malformed and end its session for every
+// caller; arguments at the limit go through.
+func TestScriptArgumentsNestedTooDeep(t *testing.T) {
+	g, _ := codeModeFixture(t, "")
+	res, err := g.ExecuteCode(context.Background(), config.DefaultProject, Principal{}, `
+const nest = (n) => { let v = 0; for (let i = 0; i < n; i++) v = [v]; return v; };
+const out = [];
+for (const levels of [998, 997]) {
+  try { await tools.demo.echo({text: "deep", d: nest(levels)}); out.push("answered"); }
+  catch (e) { out.push(e.code + ": " + e.message); }
+}
+out.push(await tools.demo.echo({text: "after"}));
+return out;`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Error != nil {
+		t.Fatalf("script failed: %+v", res.Error)
+	}
+	var got []string
+	if err := json.Unmarshal(res.Result, &got); err != nil || len(got) != 3 {
+		t.Fatalf("result %s", res.Result)
+	}
+	if want := "invalid_arguments: the arguments nest deeper than 998 levels"; !strings.HasPrefix(got[0], want) {
+		t.Errorf("999 levels: %q, want %q...", got[0], want)
+	}
+	if strings.HasPrefix(got[1], "invalid_arguments") || strings.Contains(got[1], "unavailable") {
+		t.Errorf("998 levels: %q, want the upstream's answer", got[1])
+	}
+	if got[2] != "after" {
+		t.Errorf("a call after them: %q, want the echo (the upstream's session lives)", got[2])
+	}
+}

@@ -87,6 +87,9 @@ func peekMessage(body []byte) (rpcMessage, error) {
 	if len(trimmed) == 0 {
 		return m, nil
 	}
+	if checkDepth(trimmed) != nil {
+		return m, nil // the SDK refuses it (its decoder's nesting limit)
+	}
 	switch trimmed[0] {
 	case '{':
 		var w rpcSingle

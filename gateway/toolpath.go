@@ -282,11 +282,21 @@ func (pc *pathCall) reopen(call *ToolCall, session string) (*pathCall, *refusal)
 	return &pathCall{p: pc.p, call: call, start: time.Now(), slot: s, target: pc.target, execID: pc.execID, refused: pc.refused}, nil
 }
 
+// maxArgumentsDepth is the nesting of a call's arguments that the
+// tools/call message carrying them keeps within maxJSONDepth: the message
+// and its params take two levels.
+const maxArgumentsDepth = maxJSONDepth - 2
+
 // callRoute calls the tool of route r.
 func (p *project) callRoute(ctx context.Context, r *route, call *ToolCall) (*mcp.CallToolResult, json.RawMessage, error) {
 	conn, err := r.up.live()
 	if err != nil {
 		return nil, nil, &callerr.Error{Code: callerr.Unavailable, Message: err.Error()}
+	}
+	if !nestsWithin(call.Arguments, maxArgumentsDepth) {
+		// The upstream would refuse the message as malformed, which ends
+		// its session for every caller.
+		return nil, nil, &callerr.Error{Code: callerr.InvalidArguments, Message: fmt.Sprintf("the arguments nest deeper than %d levels, more than an MCP message carries", maxArgumentsDepth)}
 	}
 	params := &mcp.CallToolParams{Name: r.upstream, Meta: upstreamMeta(call.Meta)}
 	if len(call.Arguments) > 0 && string(call.Arguments) != "null" {

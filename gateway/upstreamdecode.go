@@ -30,6 +30,18 @@ const sdkFlags = sjson.DontMatchCaseInsensitiveStructFields
 // checkDepth reports errJSONDepth when objects and arrays in data nest
 // deeper than maxJSONDepth, as the SDK checks before it decodes.
 func checkDepth(data []byte) error {
+	if !nestsWithin(data, maxJSONDepth) {
+		return errJSONDepth
+	}
+	return nil
+}
+
+// nestsWithin reports whether objects and arrays in data, JSON, nest at
+// most limit deep.
+func nestsWithin(data []byte, limit int) bool {
+	if len(data) <= limit {
+		return true // each level takes a byte
+	}
 	depth := 0
 	inString, escaped := false, false
 	for _, b := range data {
@@ -49,8 +61,8 @@ func checkDepth(data []byte) error {
 			inString = true
 		case '{', '[':
 			depth++
-			if depth > maxJSONDepth {
-				return errJSONDepth
+			if depth > limit {
+				return false
 			}
 		case '}', ']':
 			if depth > 0 {
@@ -58,7 +70,7 @@ func checkDepth(data []byte) error {
 			}
 		}
 	}
-	return nil
+	return true
 }
 
 // wireMessage is a JSON-RPC message as the SDK reads it off the wire.
