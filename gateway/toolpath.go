@@ -425,15 +425,17 @@ var requestMetaKeys = []string{metaProtocolVersion, metaClientCapabilities, meta
 // reads a protocol version there as a request of 2026-07-28, which its
 // session does not serve).
 func upstreamMeta(m mcp.Meta) mcp.Meta {
-	found := false
+	found := 0
 	for _, k := range requestMetaKeys {
 		if _, ok := m[k]; ok {
-			found = true
-			break
+			found++
 		}
 	}
-	if !found {
+	switch found {
+	case 0:
 		return m
+	case len(m):
+		return nil // nothing of it goes upstream: no copy
 	}
 	out := maps.Clone(m)
 	for _, k := range requestMetaKeys {

@@ -2,11 +2,13 @@ package gateway
 
 import (
 	"context"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -353,4 +355,38 @@ func TestPathCallHandOff(t *testing.T) {
 			t.Errorf("steps (-want +got):\n%s", diff)
 		}
 	})
+}
+
+// TestUpstreamMeta: an upstream gets a client's _meta without the
+// per-request keys of protocol 2026-07-28, and the client's map is never
+// changed.
+func TestUpstreamMeta(t *testing.T) {
+	v26 := func(extra mcp.Meta) mcp.Meta {
+		m := mcp.Meta{metaProtocolVersion: "2026-07-28", metaClientCapabilities: map[string]any{}, metaClientInfo: map[string]any{"name": "c"}}
+		for k, v := range extra {
+			m[k] = v
+		}
+		return m
+	}
+	for _, tc := range []struct {
+		name     string
+		in, want mcp.Meta
+	}{
+		{"none", nil, nil},
+		{"a progress token", mcp.Meta{"progressToken": "p"}, mcp.Meta{"progressToken": "p"}},
+		{"2026-07-28 only", v26(nil), nil},
+		{"2026-07-28 and a progress token", v26(mcp.Meta{"progressToken": 1.0}), mcp.Meta{"progressToken": 1.0}},
+		{"a log level and a key of the client's", mcp.Meta{mcp.MetaKeyLogLevel: "debug", "x": true}, mcp.Meta{"x": true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := maps.Clone(tc.in)
+			got := upstreamMeta(tc.in)
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("upstreamMeta(%v) = %v, want %v", tc.in, got, tc.want)
+			}
+			if !reflect.DeepEqual(tc.in, before) {
+				t.Errorf("the client's _meta changed: %v, was %v", tc.in, before)
+			}
+		})
+	}
 }
