@@ -61,10 +61,19 @@ func BenchmarkGuard(b *testing.B) {
 	benchGuardCall(b, h, key)
 }
 
+// guardCallBody is the tools/call the access-layer benchmarks send.
+const guardCallBody = `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"demo__echo","arguments":{"text":"hello"}}}`
+
 // benchGuardCall sends one tools/call request with credential to h per
 // iteration, and expects the 202 of the handler behind the access layer.
 func benchGuardCall(b *testing.B, h http.Handler, credential string) {
-	body := `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"demo__echo","arguments":{"text":"hello"}}}`
+	benchGuardRequest(b, h, credential, guardCallBody, nil)
+}
+
+// benchGuardRequest sends body, with credential and the headers of
+// header, to h per iteration, and expects the 202 of the handler behind
+// the access layer.
+func benchGuardRequest(b *testing.B, h http.Handler, credential, body string, header map[string]string) {
 	b.ReportAllocs()
 	for b.Loop() {
 		r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(body))
@@ -72,6 +81,9 @@ func benchGuardCall(b *testing.B, h http.Handler, credential string) {
 		r.Header.Set("Authorization", "Bearer "+credential)
 		r.Header.Set("Content-Type", "application/json")
 		r.Header.Set("Accept", "application/json, text/event-stream")
+		for k, v := range header {
+			r.Header.Set(k, v)
+		}
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, r)
 		if w.Code != http.StatusAccepted {
@@ -90,22 +102,7 @@ func BenchmarkGuardStateless(b *testing.B) {
 	directCallsOn.Store(false)
 	b.Cleanup(func() { directCallsOn.Store(true) })
 	body := `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"demo__echo","arguments":{"text":"hello"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"bench","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}}}`
-	b.ReportAllocs()
-	for b.Loop() {
-		r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(body))
-		r.RemoteAddr = "127.0.0.1:5555"
-		r.Header.Set("Authorization", "Bearer "+key)
-		r.Header.Set("Content-Type", "application/json")
-		r.Header.Set("Accept", "application/json, text/event-stream")
-		r.Header.Set("Mcp-Protocol-Version", "2026-07-28")
-		r.Header.Set("Mcp-Method", "tools/call")
-		r.Header.Set("Mcp-Name", "demo__echo")
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, r)
-		if w.Code != http.StatusAccepted {
-			b.Fatalf("status %d: %s", w.Code, w.Body)
-		}
-	}
+	benchGuardRequest(b, h, key, body, map[string]string{"Mcp-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "demo__echo"})
 }
 
 func TestGuardRefusals(t *testing.T) {
@@ -152,21 +149,7 @@ func BenchmarkGuardSessions(b *testing.B) {
 				p.sessions.byID[id] = &session{id: id, calls: map[string]bool{}}
 			}
 			p.sessions.mu.Unlock()
-			body := `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"demo__echo","arguments":{"text":"hello"}}}`
-			b.ReportAllocs()
-			for b.Loop() {
-				r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(body))
-				r.RemoteAddr = "127.0.0.1:5555"
-				r.Header.Set("Authorization", "Bearer "+key)
-				r.Header.Set("Content-Type", "application/json")
-				r.Header.Set("Accept", "application/json, text/event-stream")
-				r.Header.Set("Mcp-Session-Id", "S0")
-				w := httptest.NewRecorder()
-				h.ServeHTTP(w, r)
-				if w.Code != http.StatusAccepted {
-					b.Fatalf("status %d: %s", w.Code, w.Body)
-				}
-			}
+			benchGuardRequest(b, h, key, guardCallBody, map[string]string{"Mcp-Session-Id": "S0"})
 		})
 	}
 }
