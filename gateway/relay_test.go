@@ -107,22 +107,7 @@ func TestElicitationPassesThrough(t *testing.T) {
 // and returns the text sampled.
 func samplingUpstream(t *testing.T, started, proceed chan struct{}) *Gateway {
 	t.Helper()
-	up := mcp.NewServer(&mcp.Implementation{Name: "up", Version: "1"}, nil)
-	up.AddTool(&mcp.Tool{Name: "sample", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-		started <- struct{}{}
-		if tok := req.Params.GetProgressToken(); tok != nil {
-			_ = req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: tok, Progress: 1, Total: 2})
-		}
-		<-proceed
-		res, err := req.Session.CreateMessage(ctx, &mcp.CreateMessageParams{MaxTokens: 5, Messages: []*mcp.SamplingMessage{{Role: "user", Content: &mcp.TextContent{Text: "hi"}}}})
-		if err != nil {
-			return &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: err.Error()}}}, nil
-		}
-		return &mcp.CallToolResult{Content: []mcp.Content{res.Content}}, nil
-	})
-	upSrv := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return up }, nil))
-	t.Cleanup(upSrv.Close)
-	cfg := config.Demo(upSrv.URL, "")
+	cfg := config.Demo(samplingUpstreamURL(t, started, proceed), "")
 	cfg.CodeMode.Enabled = false
 	cfg.DataDir = ""
 	off := false

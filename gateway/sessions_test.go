@@ -325,12 +325,17 @@ func TestServerRequestsOfStatelessClients(t *testing.T) {
 }
 
 // samplingUpstreamURL is the upstream of samplingUpstream, without a
-// gateway.
+// gateway: its tool "sample" reports progress (when the call has a token),
+// asks its client for a sampling, once proceed lets it, and returns the
+// text sampled.
 func samplingUpstreamURL(t *testing.T, started, proceed chan struct{}) string {
 	t.Helper()
 	up := mcp.NewServer(&mcp.Implementation{Name: "up", Version: "1"}, nil)
 	up.AddTool(&mcp.Tool{Name: "sample", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		started <- struct{}{}
+		if tok := req.Params.GetProgressToken(); tok != nil {
+			_ = req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: tok, Progress: 1, Total: 2})
+		}
 		<-proceed
 		res, err := req.Session.CreateMessage(ctx, &mcp.CreateMessageParams{MaxTokens: 5, Messages: []*mcp.SamplingMessage{{Role: "user", Content: &mcp.TextContent{Text: "hi"}}}})
 		if err != nil {
