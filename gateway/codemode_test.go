@@ -362,3 +362,34 @@ return out;`)
 		t.Errorf("a call after them: %q, want the echo (the upstream's session lives)", got[2])
 	}
 }
+
+// TestScriptCallOverTheUpstreamsBodyLimit: a script may pass as many bytes
+// of arguments as a client may send, which makes a message over the
+// upstream's own limit (the go-sdk's 4 MiB here). The upstream refuses
+// that call with 413; its session, which every caller shares, lives on.
+func TestScriptCallOverTheUpstreamsBodyLimit(t *testing.T) {
+	g, _ := codeModeFixture(t, "")
+	res, err := g.ExecuteCode(context.Background(), config.DefaultProject, Principal{}, `
+const out = [];
+try { await tools.demo.echo({text: "x".repeat(4*1024*1024 - 60)}); out.push("answered"); }
+catch (e) { out.push(e.code + ": " + e.message); }
+out.push(await tools.demo.echo({text: "after"}));
+return out;`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Error != nil {
+		t.Fatalf("script failed: %+v", res.Error)
+	}
+	var got []string
+	if err := json.Unmarshal(res.Result, &got); err != nil || len(got) != 2 {
+		t.Fatalf("result %s", res.Result)
+	}
+	if !strings.Contains(got[0], "413") || got[1] != "after" {
+		t.Errorf("calls over the upstream's limit and after it: %q", got)
+	}
+	_, ps := g.Status()
+	if n := ps[config.DefaultProject].Upstreams["demo"].Restarts; n != 0 {
+		t.Errorf("the upstream was reconnected %d times; a refused message must not end its session", n)
+	}
+}

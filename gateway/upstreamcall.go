@@ -266,7 +266,11 @@ func finish(body io.ReadCloser, end context.CancelFunc) {
 // the JSON-RPC error in its body, if any, else the status. As in the SDK's
 // client, an answer that is neither that nor temporary (502, 503, 504,
 // 429) ends the session, and so does 404 for a session's ID (the server
-// has ended the session).
+// has ended the session). Unlike the SDK's client, 413 does not: the
+// server refused that one message by its size before reading it, and a
+// caller able to send a large argument (a script may pass as many bytes
+// as the gateway accepts, which an upstream's own limit may be below)
+// would otherwise end the session for every caller.
 func (c *streamCaller) refused(resp *http.Response) error {
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if msg, _ := decodeMessage(data); msg != nil {
@@ -276,7 +280,7 @@ func (c *streamCaller) refused(resp *http.Response) error {
 	}
 	err := fmt.Errorf("%s", resp.Status)
 	switch resp.StatusCode {
-	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout, http.StatusTooManyRequests:
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout, http.StatusTooManyRequests, http.StatusRequestEntityTooLarge:
 		return err
 	case http.StatusNotFound:
 		if c.session.ID() != "" {

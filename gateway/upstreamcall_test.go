@@ -251,6 +251,7 @@ func TestStreamCallerFailures(t *testing.T) {
 		{name: "session unknown", fault: status(http.StatusNotFound, "session not found"), want: "no longer knows session", ends: true},
 		{name: "server error", fault: status(http.StatusInternalServerError, "boom"), want: "500 Internal Server Error", ends: true},
 		{name: "overloaded", fault: status(http.StatusServiceUnavailable, "later"), want: "503 Service Unavailable"},
+		{name: "message too large", fault: status(http.StatusRequestEntityTooLarge, "request body exceeds 4194304 bytes"), want: "413 Request Entity Too Large"},
 		{name: "refused with a JSON-RPC error", fault: status(http.StatusBadRequest, `{"jsonrpc":"2.0","id":"x","error":{"code":-32001,"message":"busy"}}`), rpcCode: -32001},
 		{name: "stream without the response", fault: sse(""), want: "request terminated without response"},
 		{name: "stream cut after an event ID", fault: sse("id: 7\ndata: \n\n"), want: `ended before the response (last event "7")`, ends: true},
