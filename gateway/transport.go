@@ -34,6 +34,7 @@ type connection struct {
 	pool    *http.Transport // remote servers: the connection pool of this session
 	calls   *streamCaller   // streamable HTTP servers: calls tools without the SDK's client
 	broken  chan error      // a failure that ends the session, found outside the SDK
+	suspect chan error      // a refusal that may mean the session ended: pinged at once
 }
 
 // fail ends the session for err (the first failure reported wins).
@@ -41,6 +42,15 @@ func (c *connection) fail(err error) {
 	select {
 	case c.broken <- err:
 	default:
+	}
+}
+
+// doubt has the session pinged at once after err, a refusal that may mean
+// the server no longer serves it; the session ends if the ping fails.
+func (c *connection) doubt(err error) {
+	select {
+	case c.suspect <- err:
+	default: // a ping is due already
 	}
 }
 
@@ -188,8 +198,8 @@ func connectHTTP(ctx context.Context, client *mcp.Client, s *config.Server, opts
 	handle := clientHandler(client)
 	cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: s.URL, HTTPClient: hc, MaxRetries: -1}, opts)
 	if err == nil {
-		c := &connection{session: cs, pool: pool, broken: make(chan error, 1)}
-		c.calls = newStreamCaller(s.URL, pool, s.Headers, cs, handle, c.fail)
+		c := &connection{session: cs, pool: pool, broken: make(chan error, 1), suspect: make(chan error, 1)}
+		c.calls = newStreamCaller(s.URL, pool, s.Headers, cs, handle, c.fail, c.doubt)
 		return c, nil
 	}
 	if s.Transport == config.TransportHTTP || ctx.Err() != nil {

@@ -261,11 +261,12 @@ func (u *upstream) serve(ctx context.Context) (err error) {
 			return fmt.Errorf("session ended: %w", err)
 		case err := <-conn.broken:
 			return fmt.Errorf("session ended: %w", err)
+		case cause := <-conn.suspect:
+			if err := pingSession(ctx, conn.session); err != nil && ctx.Err() == nil {
+				return fmt.Errorf("session ended: %w, and no answer to a ping after it: %w", cause, err)
+			}
 		case <-ping.C:
-			pctx, pcancel := context.WithTimeout(ctx, pingTimeout)
-			err := conn.session.Ping(pctx, nil)
-			pcancel()
-			if err != nil && ctx.Err() == nil {
+			if err := pingSession(ctx, conn.session); err != nil && ctx.Err() == nil {
 				return fmt.Errorf("no answer to ping: %w", err)
 			}
 		case <-u.refresh:
@@ -279,6 +280,13 @@ func (u *upstream) serve(ctx context.Context) (err error) {
 			u.hooks.changed(u)
 		}
 	}
+}
+
+// pingSession pings the server of cs, within pingTimeout.
+func pingSession(ctx context.Context, cs *mcp.ClientSession) error {
+	ctx, cancel := context.WithTimeout(ctx, pingTimeout)
+	defer cancel()
+	return cs.Ping(ctx, nil)
 }
 
 // requestRefresh asks the session loop to list the catalog again.

@@ -39,6 +39,7 @@ type streamCaller struct {
 	session  *mcp.ClientSession
 	handle   mcp.MethodHandler // the session's client's handlers (clientHandler)
 	fail     func(error)       // ends the session, for the failures that end the SDK's
+	doubt    func(error)       // has the session pinged, for a refusal that may end it
 	seq      atomic.Uint64
 	ctx      context.Context // ends when the caller is closed
 	stop     context.CancelFunc
@@ -50,7 +51,7 @@ type streamCaller struct {
 // version is newer than the ones whose HTTP headers and results it knows
 // (2026-07-28 added per-request headers and multi round-trip results,
 // which only the SDK's own client handles).
-func newStreamCaller(endpoint string, transport *http.Transport, headers map[string]string, session *mcp.ClientSession, handle mcp.MethodHandler, fail func(error)) *streamCaller {
+func newStreamCaller(endpoint string, transport *http.Transport, headers map[string]string, session *mcp.ClientSession, handle mcp.MethodHandler, fail, doubt func(error)) *streamCaller {
 	init := session.InitializeResult()
 	u, err := url.Parse(endpoint)
 	if init == nil || init.ProtocolVersion > upstreamProtocolVersion || err != nil {
@@ -78,7 +79,7 @@ func newStreamCaller(endpoint string, transport *http.Transport, headers map[str
 	}
 	setHeaders(h, headers)
 	ctx, stop := context.WithCancel(context.Background())
-	return &streamCaller{url: u, rt: rt, header: h, session: session, handle: handle, fail: fail, ctx: ctx, stop: stop}
+	return &streamCaller{url: u, rt: rt, header: h, session: session, handle: handle, fail: fail, doubt: doubt, ctx: ctx, stop: stop}
 }
 
 // close cancels the upstream's requests being answered and closes the
@@ -263,14 +264,15 @@ func finish(body io.ReadCloser, end context.CancelFunc) {
 }
 
 // refused returns the error for an answer with a status other than 2xx:
-// the JSON-RPC error in its body, if any, else the status. As in the SDK's
-// client, an answer that is neither that nor temporary (502, 503, 504,
-// 429) ends the session, and so does 404 for a session's ID (the server
-// has ended the session). Unlike the SDK's client, 413 does not: the
-// server refused that one message by its size before reading it, and a
-// caller able to send a large argument (a script may pass as many bytes
-// as the gateway accepts, which an upstream's own limit may be below)
-// would otherwise end the session for every caller.
+// the JSON-RPC error in its body, if any, else the status. A temporary
+// answer (502, 503, 504, 429) fails the call only, and 404 for a
+// session's ID ends the session (the server has ended it), as in the
+// SDK's client. Any other status the SDK's client takes for the end of
+// the session; the gateway asks the server first, with a ping (doubt),
+// and ends the session only when that fails too: the answer may refuse
+// just this one message (over the server's body limit, or a message its
+// parser rejects), which one caller can make happen at will, and the
+// session is every caller's.
 func (c *streamCaller) refused(resp *http.Response) error {
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if msg, _ := decodeMessage(data); msg != nil {
@@ -280,14 +282,15 @@ func (c *streamCaller) refused(resp *http.Response) error {
 	}
 	err := fmt.Errorf("%s", resp.Status)
 	switch resp.StatusCode {
-	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout, http.StatusTooManyRequests, http.StatusRequestEntityTooLarge:
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout, http.StatusTooManyRequests:
 		return err
 	case http.StatusNotFound:
 		if c.session.ID() != "" {
 			return c.broken(fmt.Errorf("the server no longer knows session %s: %w", c.session.ID(), err))
 		}
 	}
-	return c.broken(err)
+	c.doubt(err)
+	return err
 }
 
 // broken ends the session for err and returns err.

@@ -30,6 +30,10 @@ import (
 type callerFixture struct {
 	g     *Gateway
 	fault atomic.Pointer[func(w http.ResponseWriter)]
+	// faultPings has the fault answer pings too (a server that lost the
+	// session), else it answers tools/call POSTs only.
+	faultPings atomic.Bool
+	pings      atomic.Int32 // the gateway's pings
 
 	mu      sync.Mutex
 	ids     []string          // the JSON-RPC IDs of the tools/call POSTs
@@ -95,6 +99,15 @@ func newCallerFixture(t *testing.T, opts *mcp.StreamableHTTPOptions) *callerFixt
 				f.ids = append(f.ids, fmt.Sprint(msg.ID))
 				f.peers[r.RemoteAddr] = true
 				f.mu.Unlock()
+				if fault := f.fault.Load(); fault != nil {
+					(*fault)(w)
+					return
+				}
+			}
+			if msg.Method == "ping" {
+				f.pings.Add(1)
+			}
+			if msg.Method == "ping" && f.faultPings.Load() {
 				if fault := f.fault.Load(); fault != nil {
 					(*fault)(w)
 					return
@@ -246,12 +259,17 @@ func TestStreamCallerFailures(t *testing.T) {
 		fault   func(http.ResponseWriter)
 		want    string // in the error
 		rpcCode int64  // the JSON-RPC error expected instead, when not 0
+		pings   bool   // the fault answers the gateway's pings too
+		doubts  bool   // the gateway pings the server after the refusal
 		ends    bool   // whether the session is replaced
 	}{
 		{name: "session unknown", fault: status(http.StatusNotFound, "session not found"), want: "no longer knows session", ends: true},
-		{name: "server error", fault: status(http.StatusInternalServerError, "boom"), want: "500 Internal Server Error", ends: true},
+		{name: "server error on one call", fault: status(http.StatusInternalServerError, "boom"), want: "500 Internal Server Error", doubts: true},
+		{name: "server error on every request", fault: status(http.StatusInternalServerError, "boom"), want: "500 Internal Server Error", pings: true, doubts: true, ends: true},
+		{name: "session lost, answered 400", fault: status(http.StatusBadRequest, "Bad Request: No valid session ID provided"), want: "400 Bad Request", pings: true, doubts: true, ends: true},
+		{name: "one message refused, 400", fault: status(http.StatusBadRequest, "malformed payload"), want: "400 Bad Request", doubts: true},
 		{name: "overloaded", fault: status(http.StatusServiceUnavailable, "later"), want: "503 Service Unavailable"},
-		{name: "message too large", fault: status(http.StatusRequestEntityTooLarge, "request body exceeds 4194304 bytes"), want: "413 Request Entity Too Large"},
+		{name: "message too large", fault: status(http.StatusRequestEntityTooLarge, "request body exceeds 4194304 bytes"), want: "413 Request Entity Too Large", doubts: true},
 		{name: "refused with a JSON-RPC error", fault: status(http.StatusBadRequest, `{"jsonrpc":"2.0","id":"x","error":{"code":-32001,"message":"busy"}}`), rpcCode: -32001},
 		{name: "stream without the response", fault: sse(""), want: "request terminated without response"},
 		{name: "stream cut after an event ID", fault: sse("id: 7\ndata: \n\n"), want: `ended before the response (last event "7")`, ends: true},
@@ -265,8 +283,11 @@ func TestStreamCallerFailures(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newCallerFixture(t, nil)
 			f.fault.Store(&tc.fault)
+			f.faultPings.Store(tc.pings)
 			res, err := f.call("echo", `{"text":"x"}`)
-			f.fault.Store(nil)
+			if !tc.pings {
+				f.fault.Store(nil)
+			}
 			if tc.rpcCode != 0 {
 				var rpcErr *jsonrpc.Error
 				if !errors.As(err, &rpcErr) || rpcErr.Code != tc.rpcCode {
@@ -279,12 +300,21 @@ func TestStreamCallerFailures(t *testing.T) {
 				}
 			}
 
-			deadline := time.Now().Add(20 * time.Second)
+			// Well before the periodic ping (pingInterval): the refusal
+			// itself has the session pinged or ended.
+			deadline := time.Now().Add(pingInterval / 3)
 			for tc.ends && f.restarts() == 0 {
 				if time.Now().After(deadline) {
 					t.Fatal("the session was not replaced")
 				}
 				time.Sleep(20 * time.Millisecond)
+			}
+			f.fault.Store(nil)
+			for tc.doubts && f.pings.Load() == 0 {
+				if time.Now().After(deadline) {
+					t.Fatal("no ping after the refusal")
+				}
+				time.Sleep(10 * time.Millisecond)
 			}
 			// The next call succeeds, on the same session or a new one.
 			for {
