@@ -265,6 +265,14 @@ func (g *Gateway) guard(p *project) http.Handler {
 				p.direct.cancel(r.Header.Get(sessionIDHeader), body)
 			case "subscriptions/listen":
 				listening = true
+				if owner := pr.owner(); stateless && owner != "" && a.maxSessions > 0 {
+					end, ok := p.sessions.openListen(owner, a.maxSessions)
+					if !ok {
+						rpcError(w, http.StatusTooManyRequests, codeRateLimited, fmt.Sprintf("%s already has %d subscriptions/listen streams open (limits.maxSessionsPerKey)", pr.who(), a.maxSessions), nil)
+						return
+					}
+					defer end()
+				}
 			case "tools/call":
 				// The steps of the tool path that decide whether the call
 				// runs (admission, visibility, rate limits) run here,

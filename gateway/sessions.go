@@ -62,6 +62,7 @@ type sessions struct {
 	mu      sync.Mutex
 	byID    map[string]*session
 	perKey  map[string]int
+	listens map[string]int // open subscriptions/listen streams, by key
 	opening map[string]chan struct{}
 	ended   map[string]bool
 	endedQ  []string // ended, oldest first
@@ -140,6 +141,28 @@ func (ss *sessions) of(key string) int {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	return ss.perKey[key]
+}
+
+// openListen counts a subscriptions/listen stream of key (protocol
+// 2026-07-28, which has no sessions: the stream is what a session's event
+// stream was), unless key holds max of them already; end uncounts it.
+func (ss *sessions) openListen(key string, max int) (end func(), ok bool) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.listens[key] >= max {
+		return nil, false
+	}
+	if ss.listens == nil {
+		ss.listens = map[string]int{}
+	}
+	ss.listens[key]++
+	return func() {
+		ss.mu.Lock()
+		defer ss.mu.Unlock()
+		if ss.listens[key]--; ss.listens[key] <= 0 {
+			delete(ss.listens, key)
+		}
+	}, true
 }
 
 // takeIdle removes and returns the sessions unused since before, with no

@@ -1,9 +1,11 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -411,5 +413,73 @@ func TestUpstreamsGetNoRequestMeta(t *testing.T) {
 				t.Errorf("request %d: the upstream got %q in _meta", i, k)
 			}
 		}
+	}
+}
+
+// TestListenStreamsPerKey: a key holds at most limits.maxSessionsPerKey
+// subscriptions/listen streams of protocol 2026-07-28 at once, as it holds
+// at most that many sessions (each with one event stream); a stream that
+// ends frees its place, and another key has places of its own.
+func TestListenStreamsPerKey(t *testing.T) {
+	f := newHTTPFixture(t, func(cfg *config.Config) { cfg.Limits.MaxSessionsPerKey = 2 })
+	listen := func(ctx context.Context, key string) (int, string) {
+		t.Helper()
+		body := `{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"toolsListChanged":true},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}`
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, f.url, strings.NewReader(body))
+		for k, v := range map[string]string{"Authorization": "Bearer " + key, "Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+			"Mcp-Protocol-Version": "2026-07-28", "Mcp-Method": "subscriptions/listen"} {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusOK {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			return resp.StatusCode, string(b)
+		}
+		// Open: its first event is the acknowledgement; the body stays
+		// open until ctx ends.
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "data: ") {
+				go func() { _, _ = io.Copy(io.Discard, resp.Body); resp.Body.Close() }()
+				return resp.StatusCode, sc.Text()
+			}
+		}
+		resp.Body.Close()
+		return resp.StatusCode, "the stream ended before its first event"
+	}
+	ctx1, end1 := context.WithCancel(context.Background())
+	defer end1()
+	ctx2, end2 := context.WithCancel(context.Background())
+	defer end2()
+	for _, ctx := range []context.Context{ctx1, ctx2} {
+		if code, msg := listen(ctx, f.keys[0]); code != http.StatusOK || !strings.Contains(msg, "acknowledged") {
+			t.Fatalf("a stream within the limit: %d %s", code, msg)
+		}
+	}
+	ctx3, end3 := context.WithCancel(context.Background())
+	defer end3()
+	if code, msg := listen(ctx3, f.keys[0]); code != http.StatusTooManyRequests || !strings.Contains(msg, "maxSessionsPerKey") {
+		t.Fatalf("a third stream of the key: %d %s; want 429 naming limits.maxSessionsPerKey", code, msg)
+	}
+	if code, msg := listen(ctx3, f.keys[1]); code != http.StatusOK {
+		t.Fatalf("a stream of another key: %d %s", code, msg)
+	}
+	end1()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx4, end4 := context.WithCancel(context.Background())
+		defer end4()
+		code, msg := listen(ctx4, f.keys[0])
+		if code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after a stream ended: %d %s", code, msg)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
