@@ -327,13 +327,31 @@ func TestCodeModeKeepsUpstreamToolsForScripts(t *testing.T) {
 	}
 }
 
+// scriptLines runs code, a script that returns an array of n strings, on
+// g's default project and returns them.
+func scriptLines(t *testing.T, g *Gateway, n int, code string) []string {
+	t.Helper()
+	res, err := g.ExecuteCode(context.Background(), config.DefaultProject, Principal{}, code)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Error != nil {
+		t.Fatalf("script failed: %+v", res.Error)
+	}
+	var got []string
+	if err := json.Unmarshal(res.Result, &got); err != nil || len(got) != n {
+		t.Fatalf("result %s, want %d strings", res.Result, n)
+	}
+	return got
+}
+
 // TestScriptArgumentsNestedTooDeep: arguments nested deeper than an MCP
 // message may carry are refused before they reach the upstream, which
 // would refuse the message as malformed and end its session for every
 // caller; arguments at the limit go through.
 func TestScriptArgumentsNestedTooDeep(t *testing.T) {
 	g, _ := codeModeFixture(t, "")
-	res, err := g.ExecuteCode(context.Background(), config.DefaultProject, Principal{}, `
+	got := scriptLines(t, g, 3, `
 const nest = (n) => { let v = 0; for (let i = 0; i < n; i++) v = [v]; return v; };
 const out = [];
 for (const levels of [998, 997]) {
@@ -342,16 +360,6 @@ for (const levels of [998, 997]) {
 }
 out.push(await tools.demo.echo({text: "after"}));
 return out;`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Error != nil {
-		t.Fatalf("script failed: %+v", res.Error)
-	}
-	var got []string
-	if err := json.Unmarshal(res.Result, &got); err != nil || len(got) != 3 {
-		t.Fatalf("result %s", res.Result)
-	}
 	if want := "invalid_arguments: the arguments nest deeper than 998 levels"; !strings.HasPrefix(got[0], want) {
 		t.Errorf("999 levels: %q, want %q...", got[0], want)
 	}
@@ -369,22 +377,12 @@ return out;`)
 // that call with 413; its session, which every caller shares, lives on.
 func TestScriptCallOverTheUpstreamsBodyLimit(t *testing.T) {
 	g, _ := codeModeFixture(t, "")
-	res, err := g.ExecuteCode(context.Background(), config.DefaultProject, Principal{}, `
+	got := scriptLines(t, g, 2, `
 const out = [];
 try { await tools.demo.echo({text: "x".repeat(4*1024*1024 - 60)}); out.push("answered"); }
 catch (e) { out.push(e.code + ": " + e.message); }
 out.push(await tools.demo.echo({text: "after"}));
 return out;`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Error != nil {
-		t.Fatalf("script failed: %+v", res.Error)
-	}
-	var got []string
-	if err := json.Unmarshal(res.Result, &got); err != nil || len(got) != 2 {
-		t.Fatalf("result %s", res.Result)
-	}
 	if !strings.Contains(got[0], "413") || got[1] != "after" {
 		t.Errorf("calls over the upstream's limit and after it: %q", got)
 	}
