@@ -116,10 +116,8 @@ func TestCrashRestartAndProcessGroups(t *testing.T) {
 	if code, err := g.proc.Wait(30 * time.Second); err != nil || code != 0 {
 		t.Errorf("toolgate exit = %d, %v; want 0", code, err)
 	}
-	for _, pid := range second {
-		if e2etest.ProcessAlive(pid) {
-			t.Errorf("process %d of the upstream's group outlived the gateway", pid)
-		}
+	for _, pid := range e2etest.ProcessesLeft(second, processGrace) {
+		t.Errorf("process %d of the upstream's group outlived the gateway", pid)
 	}
 }
 

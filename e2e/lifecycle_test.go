@@ -161,6 +161,10 @@ func lifecycleGateway(t *testing.T, extra string) (g *gateway, httpURL, pidfile 
 	return g, httpURL, pidfile
 }
 
+// processGrace is how long the processes of an upstream's group, killed
+// by a gateway as it exits, may take to be gone after it.
+const processGrace = 2 * time.Second
+
 func TestGracefulShutdown(t *testing.T) {
 	t.Run("in-flight calls finish", func(t *testing.T) {
 		g, _, pidfile := lifecycleGateway(t, `"shutdownGracePeriod": "20s",`)
@@ -224,10 +228,8 @@ func TestGracefulShutdown(t *testing.T) {
 		if strings.Contains(g.proc.Stderr(), "closing the connections still open") {
 			t.Errorf("connections were still open after the drain")
 		}
-		for _, pid := range pids {
-			if e2etest.ProcessAlive(pid) {
-				t.Errorf("process %d of the stdio upstream's group outlived the gateway", pid)
-			}
+		for _, pid := range e2etest.ProcessesLeft(pids, processGrace) {
+			t.Errorf("process %d of the stdio upstream's group outlived the gateway", pid)
 		}
 		for _, tool := range []string{"h__slow", "s__slow"} {
 			evs := callEvents(t, g, tool)
@@ -278,10 +280,8 @@ func TestGracefulShutdown(t *testing.T) {
 		if out := g.runCLI(t, "audit", "verify"); !strings.Contains(out, "OK") {
 			t.Errorf("audit verify = %q", out)
 		}
-		for _, pid := range pids {
-			if e2etest.ProcessAlive(pid) {
-				t.Errorf("process %d of the stdio upstream's group outlived the gateway", pid)
-			}
+		for _, pid := range e2etest.ProcessesLeft(pids, processGrace) {
+			t.Errorf("process %d of the stdio upstream's group outlived the gateway", pid)
 		}
 	})
 
@@ -426,10 +426,8 @@ func TestGracefulShutdownStdio(t *testing.T) {
 	if cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 0 {
 		t.Errorf("serve --stdio exit = %v, want 0", cmd.ProcessState)
 	}
-	for _, pid := range pids {
-		if e2etest.ProcessAlive(pid) {
-			t.Errorf("process %d of the upstream's group outlived the gateway", pid)
-		}
+	for _, pid := range e2etest.ProcessesLeft(pids, processGrace) {
+		t.Errorf("process %d of the upstream's group outlived the gateway", pid)
 	}
 }
 

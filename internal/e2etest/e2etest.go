@@ -536,3 +536,22 @@ func ConnectHTTPVersion(t testing.TB, ctx context.Context, url string, headers m
 func ProcessAlive(pid int) bool {
 	return pid > 0 && processAlive(pid)
 }
+
+// ProcessesLeft returns those of pids still alive after grace. A process
+// sent SIGKILL is gone within moments, not at once: on a busy machine the
+// gateway that killed it may exit first.
+func ProcessesLeft(pids []int, grace time.Duration) []int {
+	deadline := time.Now().Add(grace)
+	for {
+		var left []int
+		for _, pid := range pids {
+			if ProcessAlive(pid) {
+				left = append(left, pid)
+			}
+		}
+		if len(left) == 0 || time.Now().After(deadline) {
+			return left
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
