@@ -306,10 +306,10 @@ func checkStateless(r *http.Request, body []byte, msg *rpcMessage) *messageRefus
 }
 
 // statelessRequest is the request of body as the SDK decodes it
-// (jsonrpc.DecodeMessage) and the protocol version its _meta carries; nil
-// when the body is no single request. A tools/call the access layer read
-// whole (msg) is not decoded again (peeked): its decoding is the SDK's,
-// field by field.
+// (jsonrpc.DecodeMessage, which decodeMessage does without its 64 KiB
+// buffer) and the protocol version its _meta carries; nil when the body is
+// no single request. A tools/call the access layer read whole (msg) is not
+// decoded again (peeked): its decoding is the SDK's, field by field.
 func statelessRequest(body []byte, msg *rpcMessage) (req *jsonrpc.Request, metaVersion string, peeked bool) {
 	if msg.Method == "tools/call" && msg.Version == "2.0" {
 		if id, ok := requestID(msg.ID); ok {
@@ -320,7 +320,7 @@ func statelessRequest(body []byte, msg *rpcMessage) (req *jsonrpc.Request, metaV
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return nil, "", false
 	}
-	m, err := jsonrpc.DecodeMessage(trimmed)
+	m, err := decodeMessage(trimmed)
 	if err != nil {
 		return nil, "", false
 	}

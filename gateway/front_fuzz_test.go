@@ -3,16 +3,18 @@ package gateway
 import (
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 )
 
 // FuzzStatelessCheck: checkStateless gives the same answer whether it
 // reads a tools/call from what the access layer already decoded (the
-// common case) or decodes the body again as the SDK does, for any body
-// and headers.
+// common case) or decodes the body again as the SDK does (decodeMessage,
+// which must agree with jsonrpc.DecodeMessage), for any body and headers.
 func FuzzStatelessCheck(f *testing.F) {
 	meta := `"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"t","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}`
 	for _, body := range []string{
@@ -38,6 +40,12 @@ func FuzzStatelessCheck(f *testing.F) {
 			if v != "" {
 				r.Header.Set(k, v)
 			}
+		}
+		// The decoding the check falls back on is the SDK's.
+		own, err := decodeMessage([]byte(strings.TrimSpace(body)))
+		sdk, sdkErr := jsonrpc.DecodeMessage([]byte(strings.TrimSpace(body)))
+		if (err == nil) != (sdkErr == nil) || !reflect.DeepEqual(own, sdk) {
+			t.Fatalf("body %q: decodeMessage = %#v, %v; the SDK's %#v, %v", body, own, err, sdk, sdkErr)
 		}
 		msg, _ := peekMessage([]byte(body))
 		peeked := checkStateless(r, []byte(body), &msg)
