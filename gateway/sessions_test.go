@@ -469,10 +469,10 @@ func TestListenStreamsPerKey(t *testing.T) {
 		t.Fatalf("a stream of another key: %d %s", code, msg)
 	}
 	end1()
+	ctx4, end4 := context.WithCancel(context.Background())
+	defer end4()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		ctx4, end4 := context.WithCancel(context.Background())
-		defer end4()
 		code, msg := listen(ctx4, f.keys[0])
 		if code == http.StatusOK {
 			break
